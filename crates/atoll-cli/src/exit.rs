@@ -1,0 +1,50 @@
+//! Failures and what they mean as exit codes.
+
+use std::process::ExitCode;
+
+pub const FAILED: u8 = 1;
+pub const BAD_INPUT: u8 = 2;
+pub const UNHEALTHY: u8 = 3;
+
+/// A command's failure: one line for the user, and the exit code that classifies it.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// The user asked for something invalid (flags, config, shard numbers, islands).
+    pub fn input(e: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: BAD_INPUT,
+            message: e.to_string(),
+        }
+    }
+    /// The operation was valid but could not be carried out.
+    pub fn failed(e: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: FAILED,
+            message: e.to_string(),
+        }
+    }
+    pub fn report(self) -> ExitCode {
+        eprintln!("error: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<atoll_pg::PgError> for Failure {
+    fn from(e: atoll_pg::PgError) -> Failure {
+        match e {
+            atoll_pg::PgError::Refused(_) | atoll_pg::PgError::Shard { .. } => Failure::input(e),
+            _ => Failure::failed(e),
+        }
+    }
+}
+
+impl From<atoll_sandbox::SandboxError> for Failure {
+    fn from(e: atoll_sandbox::SandboxError) -> Failure {
+        Failure::failed(e)
+    }
+}

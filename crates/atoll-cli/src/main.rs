@@ -1,0 +1,119 @@
+//! `atoll`: microsharding for PostgreSQL, from the command line.
+//!
+//! A thin shell: flags are parsed into validated settings here, the work is done by
+//! `atoll-pg` and `atoll-sandbox`, decisions by `atoll-core`. Exit codes:
+//! 0 success, 1 the operation failed, 2 bad input (flags, config, shard numbers),
+//! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
+
+mod allocate;
+mod exit;
+mod init;
+mod output;
+mod sandbox;
+mod shard;
+mod status;
+
+use clap::{Parser, Subcommand};
+use exit::Failure;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Microsharding for PostgreSQL",
+    propagate_version = true
+)]
+struct Cli {
+    /// Cluster config file [default: $ATOLL_CONFIG, else ./atoll.toml, else $ATOLL_ISLANDS]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print results as JSON
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Local sandbox clusters of real PostgreSQL islands
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+    /// Install or upgrade the atoll catalog on every island master
+    Init,
+    /// Create microshard schemas, placed on the least loaded islands
+    Allocate(allocate::AllocateArgs),
+    /// Discover the cluster: islands, nodes, roles, lag, and where each shard lives
+    Status(status::StatusArgs),
+    /// Activate or deactivate a microshard
+    #[command(subcommand)]
+    Shard(shard::ShardCommand),
+    /// Start a sandbox, initialise it, allocate shards and print the status
+    Demo(sandbox::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let ctx = Context {
+        config: cli.config,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Sandbox(cmd) => sandbox::run(&ctx, cmd),
+        Command::Demo(args) => sandbox::demo(&ctx, args),
+        Command::Init => with_runtime(init::run(&ctx)),
+        Command::Allocate(args) => with_runtime(allocate::run(&ctx, args)),
+        Command::Status(args) => with_runtime(status::run(&ctx, args)),
+        Command::Shard(cmd) => with_runtime(shard::run(&ctx, cmd)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => f.report(),
+    }
+}
+
+/// Global settings every command gets; passed explicitly, never read from globals.
+pub struct Context {
+    pub config: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl Context {
+    pub fn load_config(&self) -> Result<atoll_core::Config, Failure> {
+        atoll_core::Config::load(self.config.as_deref()).map_err(Failure::input)
+    }
+}
+
+pub type CmdResult = Result<ExitCode, Failure>;
+
+fn with_runtime(fut: impl std::future::Future<Output = CmdResult>) -> CmdResult {
+    runtime()?.block_on(fut)
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

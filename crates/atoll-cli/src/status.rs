@@ -1,0 +1,143 @@
+//! `atoll status`: discovery rendered for people or as JSON.
+
+use crate::exit::{Failure, UNHEALTHY};
+use crate::output::{bytes, print_json};
+use crate::{CmdResult, Context};
+use atoll_core::{Config, NodeRole, Snapshot};
+use atoll_pg::{Discoverer, DiscoveryOptions};
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Leave out the per-shard list (islands and totals only)
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// One discovery round over `config`, sizes included.
+pub async fn discover(config: &Config) -> Snapshot {
+    Discoverer::new(config.clone(), DiscoveryOptions::default())
+        .discover()
+        .await
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    config: String,
+    cluster_id: Option<&'a str>,
+    healthy: bool,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
+pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
+    let config = ctx.load_config()?;
+    let snapshot = discover(&config).await;
+    let healthy = snapshot.problems.is_empty();
+    if ctx.json {
+        print_json(&StatusJson {
+            config: config.source.to_string(),
+            cluster_id: snapshot.cluster_id(),
+            healthy,
+            snapshot: &snapshot,
+        })?;
+    } else {
+        print!("{}", render(&config, &snapshot, !args.summary));
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(UNHEALTHY)
+    })
+}
+
+pub fn render(config: &Config, s: &Snapshot, shards: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {} (id {}) from {}",
+        config.name,
+        s.cluster_id().unwrap_or("-"),
+        config.source
+    );
+    for island in &s.islands {
+        let copies: Vec<_> = s
+            .shards
+            .values()
+            .flatten()
+            .filter(|c| c.island == island.id)
+            .collect();
+        let active = copies.iter().filter(|c| c.active).count();
+        let size: u64 = copies.iter().filter_map(|c| c.size_bytes).sum();
+        let _ = writeln!(
+            out,
+            "island {}: {} shards ({} active), {}",
+            island.id,
+            copies.len(),
+            active,
+            bytes(size)
+        );
+        for n in &island.nodes {
+            let line = match (&n.error, n.role) {
+                (Some(e), _) => format!("  down     {:<21} {e}", n.addr),
+                (None, Some(NodeRole::Master)) => format!(
+                    "  master   {:<21} {:<7} wal {}",
+                    n.addr,
+                    n.server_version.as_deref().unwrap_or("?"),
+                    n.lsn.map(|l| l.to_string()).unwrap_or_default()
+                ),
+                (None, _) => format!(
+                    "  replica  {:<21} {:<7} wal {}  lag {}, {:.1} s",
+                    n.addr,
+                    n.server_version.as_deref().unwrap_or("?"),
+                    n.lsn.map(|l| l.to_string()).unwrap_or_default(),
+                    n.lag_bytes.map(bytes).unwrap_or_else(|| "?".into()),
+                    n.lag_seconds.unwrap_or(f64::NAN)
+                ),
+            };
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if shards && !s.shards.is_empty() {
+        let _ = writeln!(out, "shards:");
+        for (shard, copies) in &s.shards {
+            for c in copies {
+                let _ = writeln!(
+                    out,
+                    "  {shard}  island {:<3} {:<8} {}",
+                    c.island,
+                    if c.active { "active" } else { "inactive" },
+                    c.size_bytes.map(bytes).unwrap_or_default()
+                );
+            }
+        }
+    }
+    if s.problems.is_empty() {
+        let _ = writeln!(out, "healthy: no problems found");
+    } else {
+        let _ = writeln!(out, "problems:");
+        for p in &s.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+/// Used by commands that need a usable cluster: a refusal that names the first problem
+/// that makes the operation unsafe.
+pub fn require_masters(s: &Snapshot) -> Result<(), Failure> {
+    for island in &s.islands {
+        if island.master().is_none() {
+            let why = s
+                .problems
+                .iter()
+                .find(|p| format!("{p}").starts_with(&format!("island {} ", island.id)))
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| format!("island {} has no reachable master", island.id));
+            return Err(Failure::failed(why));
+        }
+    }
+    Ok(())
+}

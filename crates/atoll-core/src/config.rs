@@ -1,0 +1,330 @@
+//! The cluster configuration: islands by number and their nodes. Nothing else lives here:
+//! where shards are is read from the islands themselves (DESIGN.md, principle 1).
+//!
+//! Sources, in order: an explicit path (`--config`), `ATOLL_CONFIG`, `./atoll.toml`, and
+//! `ATOLL_ISLANDS` as a quick developer fallback. Every error names the field and line.
+
+use crate::island::IslandId;
+use crate::secret::SecretRef;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Where a configuration came from; errors and `status` name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    File(PathBuf),
+    Env,
+    Inline,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Env => f.write_str("ATOLL_ISLANDS"),
+            ConfigSource::Inline => f.write_str("<inline>"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}:{line}: {msg}")]
+    Invalid {
+        origin: ConfigSource,
+        line: usize,
+        msg: String,
+    },
+    #[error("ATOLL_ISLANDS: {0}")]
+    Env(String),
+    #[error("cannot read config {path}: {msg}")]
+    Read { path: PathBuf, msg: String },
+    #[error("no configuration found: pass --config PATH, set ATOLL_CONFIG, create ./atoll.toml, or set ATOLL_ISLANDS")]
+    NotFound,
+}
+
+/// A whole cluster's configuration, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub name: String,
+    /// The environment digit of shard-encoded IDs (see [`crate::Id`]).
+    pub env_digit: u8,
+    pub connect_timeout: Duration,
+    /// Sorted by island id, ids unique.
+    pub islands: Vec<IslandConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IslandConfig {
+    pub id: IslandId,
+    /// Listed order; the master is discovered, not configured.
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NodeConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: Option<SecretRef>,
+}
+
+impl NodeConfig {
+    /// `host:port`: the node's identity within a cluster.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Masked form: user, address and database, never a password.
+impl fmt::Display for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+const DEFAULT_USER: &str = "postgres";
+const DEFAULT_DATABASE: &str = "postgres";
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    island: Vec<Spanned<RawIsland>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Option<String>,
+    env_digit: Option<Spanned<i64>>,
+    connect_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    user: Option<String>,
+    database: Option<String>,
+    password: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIsland {
+    id: Spanned<i64>,
+    nodes: Vec<Spanned<RawNode>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    host: String,
+    port: i64,
+    user: Option<String>,
+    database: Option<String>,
+    password: Option<String>,
+}
+
+impl Config {
+    /// Finds and parses the configuration: `explicit`, then `ATOLL_CONFIG`, then
+    /// `./atoll.toml`, then `ATOLL_ISLANDS`.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(p) = explicit {
+            return Config::from_file(p);
+        }
+        if let Some(p) = std::env::var_os("ATOLL_CONFIG").filter(|p| !p.is_empty()) {
+            return Config::from_file(Path::new(&p));
+        }
+        let local = Path::new("atoll.toml");
+        if local.exists() {
+            return Config::from_file(local);
+        }
+        match std::env::var("ATOLL_ISLANDS") {
+            Ok(v) if !v.trim().is_empty() => Config::from_islands_env(&v),
+            _ => Err(ConfigError::NotFound),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        Config::parse(&text, ConfigSource::File(path.to_path_buf()))
+    }
+
+    /// Parses TOML text; `source` is named in errors.
+    pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
+        let err = |span: Option<std::ops::Range<usize>>, msg: String| ConfigError::Invalid {
+            origin: source.clone(),
+            line: span.map(|s| line_of(text, s.start)).unwrap_or(1),
+            msg,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().replace('\n', " ");
+            err(e.span(), msg)
+        })?;
+        let raw_defaults = &raw.defaults;
+        let default_password = match &raw.defaults.password {
+            Some(p) => Some(
+                p.get_ref()
+                    .parse::<SecretRef>()
+                    .map_err(|e| err(Some(p.span()), format!("defaults.password: {e}")))?,
+            ),
+            None => None,
+        };
+        let env_digit = match &raw.cluster.env_digit {
+            Some(d) => {
+                let v = *d.get_ref();
+                if !(crate::ENV_DIGIT_MIN as i64..=crate::ENV_DIGIT_MAX as i64).contains(&v) {
+                    return Err(err(
+                        Some(d.span()),
+                        format!(
+                            "cluster.env_digit = {v} is out of range {}..={}",
+                            crate::ENV_DIGIT_MIN,
+                            crate::ENV_DIGIT_MAX
+                        ),
+                    ));
+                }
+                v as u8
+            }
+            None => 1,
+        };
+        if raw.island.is_empty() {
+            return Err(err(None, "no [[island]] is configured".into()));
+        }
+        let mut islands: Vec<IslandConfig> = Vec::new();
+        let mut island_lines: HashMap<u16, usize> = HashMap::new();
+        let mut node_lines: HashMap<String, usize> = HashMap::new();
+        for island in &raw.island {
+            let id_span = island.get_ref().id.span();
+            let id = *island.get_ref().id.get_ref();
+            let id = u16::try_from(id)
+                .ok()
+                .filter(|id| *id <= 9999)
+                .ok_or_else(|| {
+                    err(
+                        Some(id_span.clone()),
+                        format!("island.id = {id} is out of range 0..=9999"),
+                    )
+                })?;
+            let line = line_of(text, id_span.start);
+            if let Some(first) = island_lines.insert(id, line) {
+                return Err(err(
+                    Some(id_span),
+                    format!("island {id} is configured twice (first at line {first})"),
+                ));
+            }
+            let raw_nodes = &island.get_ref().nodes;
+            if raw_nodes.is_empty() {
+                return Err(err(
+                    Some(island.span()),
+                    format!("island {id} has no nodes"),
+                ));
+            }
+            let mut nodes = Vec::new();
+            for n in raw_nodes {
+                let span = n.span();
+                let here = |msg: String| err(Some(span.clone()), format!("island {id}: {msg}"));
+                let raw = n.get_ref();
+                check_host(&raw.host).map_err(&here)?;
+                let port = u16::try_from(raw.port)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| here(format!("port {} is out of range 1..=65535", raw.port)))?;
+                let password = match &raw.password {
+                    Some(p) => Some(
+                        p.parse::<SecretRef>()
+                            .map_err(|e| here(format!("password: {e}")))?,
+                    ),
+                    None => default_password.clone(),
+                };
+                let node = NodeConfig {
+                    host: raw.host.clone(),
+                    port,
+                    user: pick(&raw.user, &raw_defaults.user, DEFAULT_USER),
+                    database: pick(&raw.database, &raw_defaults.database, DEFAULT_DATABASE),
+                    password,
+                };
+                let line = line_of(text, span.start);
+                if let Some(first) = node_lines.insert(node.addr(), line) {
+                    return Err(here(format!(
+                        "node {} is configured twice (first at line {first})",
+                        node.addr()
+                    )));
+                }
+                nodes.push(node);
+            }
+            islands.push(IslandConfig {
+                id: IslandId(id),
+                nodes,
+            });
+        }
+        islands.sort_by_key(|i| i.id);
+        Ok(Config {
+            source,
+            name: raw.cluster.name.unwrap_or_else(|| "atoll".to_string()),
+            env_digit,
+            connect_timeout: Duration::from_millis(
+                raw.cluster
+                    .connect_timeout_ms
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+            ),
+            islands,
+        })
+    }
+}
+
+fn pick(own: &Option<String>, default: &Option<String>, fallback: &str) -> String {
+    own.as_ref()
+        .or(default.as_ref())
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// A host is a name or an IP address; anything that would need quoting in a DSN is refused.
+fn check_host(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("host {host:?} is not a valid host name or address"))
+    }
+}

@@ -1,0 +1,135 @@
+//! Tests of config parsing: both sources, and that every error names field and line.
+
+use crate::{Config, ConfigError, ConfigSource, SecretRef};
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, ConfigSource::File("atoll.toml".into()))
+}
+
+const GOOD: &str = r#"
+[cluster]
+name = "prod"
+env_digit = 3
+
+[defaults]
+user = "app"
+password = "env:APP_PW"
+
+[[island]]
+id = 1
+nodes = [
+  { host = "10.0.0.2", port = 5432, database = "app" },
+]
+
+[[island]]
+id = 0
+nodes = [
+  { host = "127.0.0.1", port = 54320 },
+  { host = "127.0.0.1", port = 54321, user = "other", password = "file:/run/pw" },
+]
+"#;
+
+#[test]
+fn parses_a_full_config() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.name, "prod");
+    assert_eq!(c.env_digit, 3);
+    assert_eq!(c.islands.len(), 2);
+    assert_eq!(c.islands[0].id.0, 0, "islands are sorted");
+    let n = &c.islands[0].nodes[1];
+    assert_eq!(n.user, "other");
+    assert_eq!(n.database, "postgres");
+    assert_eq!(n.password, Some(SecretRef::File("/run/pw".into())));
+    assert_eq!(c.islands[1].nodes[0].user, "app");
+    assert_eq!(
+        c.islands[1].nodes[0].password,
+        Some(SecretRef::Env("APP_PW".into()))
+    );
+}
+
+fn err_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    let e = err_of("[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 1 }]\ncolour = 1\n");
+    assert!(e.starts_with("atoll.toml:"), "{e}");
+    assert!(e.contains("colour"), "{e}");
+    let e = err_of("[[island]]\nid = 0\nnodes = [{ host = \"h\", prot = 1 }]\n");
+    assert!(e.contains("atoll.toml:3:"), "{e}");
+    assert!(e.contains("prot"), "{e}");
+}
+
+#[test]
+fn duplicate_island_names_both_lines() {
+    let e = err_of(
+        "[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n[[island]]\nid = 0\nnodes = [{ host = \"b\", port = 1 }]\n",
+    );
+    assert_eq!(
+        e,
+        "atoll.toml:5: island 0 is configured twice (first at line 2)"
+    );
+}
+
+#[test]
+fn duplicate_node_is_refused() {
+    let e = err_of(
+        "[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n[[island]]\nid = 1\nnodes = [{ host = \"a\", port = 1 }]\n",
+    );
+    assert!(
+        e.contains("atoll.toml:6: island 1: node a:1 is configured twice (first at line 3)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_are_refused() {
+    let e = err_of("[[island]]\nid = 0\nnodes = [{ host = \"a b\", port = 1 }]\n");
+    assert!(e.contains("atoll.toml:3:") && e.contains("host"), "{e}");
+    let e = err_of("[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 70000 }]\n");
+    assert!(e.contains("port 70000"), "{e}");
+    let e = err_of(
+        "[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1, password = \"hunter2\" }]\n",
+    );
+    assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    let e = err_of("[[island]]\nid = 10000\nnodes = [{ host = \"a\", port = 1 }]\n");
+    assert!(
+        e.contains("atoll.toml:2:") && e.contains("island.id"),
+        "{e}"
+    );
+    let e = err_of("[[island]]\nid = 0\nnodes = []\n");
+    assert!(e.contains("no nodes"), "{e}");
+    let e = err_of("[cluster]\nname = \"x\"\n");
+    assert!(e.contains("no [[island]]"), "{e}");
+    let e = err_of(
+        "[cluster]\nenv_digit = 9\n[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n",
+    );
+    assert!(
+        e.contains("atoll.toml:2:") && e.contains("env_digit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn islands_env() {
+    let c = Config::from_islands_env("0=127.0.0.1:5432,app@h2:5433/db; 1=h3:1").unwrap();
+    assert_eq!(c.islands.len(), 2);
+    assert_eq!(c.islands[0].nodes[1].to_string(), "app@h2:5433/db");
+    assert_eq!(c.islands[1].nodes[0].to_string(), "postgres@h3:1/postgres");
+    for (bad, what) in [
+        ("0=h:5432;0=h:5433", "listed twice"),
+        ("0=h", "missing port"),
+        ("0=h:0", "port"),
+        ("x=h:1", "not a number"),
+        ("0=h:1,h:1", "listed twice"),
+        ("", "no island"),
+        ("0=@h:1", "empty user"),
+    ] {
+        let e = Config::from_islands_env(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ATOLL_ISLANDS") && e.contains(what),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! `ATOLL_ISLANDS`: a one-line cluster description for developers, e.g.
+//! `0=127.0.0.1:5432,127.0.0.1:5433;1=app@db2:5432/app`.
+//!
+//! Islands are separated by `;`, nodes by `,`; a node is `[user@]host:port[/database]`.
+//! Passwords cannot be given here (they would sit in plain text in the environment);
+//! use `atoll.toml` with `env:`/`file:` references for that.
+
+use crate::config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
+use crate::island::IslandId;
+use std::collections::HashSet;
+use std::time::Duration;
+
+impl Config {
+    pub fn from_islands_env(value: &str) -> Result<Config, ConfigError> {
+        let mut islands: Vec<IslandConfig> = Vec::new();
+        let mut seen_nodes = HashSet::new();
+        for (i, entry) in value.split(';').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let here =
+                |msg: String| ConfigError::Env(format!("entry {} ({entry:?}): {msg}", i + 1));
+            let (id, nodes) = entry
+                .split_once('=')
+                .ok_or_else(|| here("expected ISLAND=NODE,NODE".into()))?;
+            let id: u16 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|id| *id <= 9999)
+                .ok_or_else(|| {
+                    here(format!(
+                        "island {:?} is not a number in 0..=9999",
+                        id.trim()
+                    ))
+                })?;
+            if islands.iter().any(|x| x.id.0 == id) {
+                return Err(here(format!("island {id} is listed twice")));
+            }
+            let mut list = Vec::new();
+            for node in nodes.split(',').map(str::trim) {
+                let node = parse_node(node).map_err(&here)?;
+                if !seen_nodes.insert(node.addr()) {
+                    return Err(here(format!("node {} is listed twice", node.addr())));
+                }
+                list.push(node);
+            }
+            islands.push(IslandConfig {
+                id: IslandId(id),
+                nodes: list,
+            });
+        }
+        if islands.is_empty() {
+            return Err(ConfigError::Env("no island is listed".into()));
+        }
+        islands.sort_by_key(|i| i.id);
+        Ok(Config {
+            source: ConfigSource::Env,
+            name: "atoll".into(),
+            env_digit: 1,
+            connect_timeout: Duration::from_millis(2000),
+            islands,
+        })
+    }
+}
+
+fn parse_node(s: &str) -> Result<NodeConfig, String> {
+    let bad = |why: &str| format!("node {s:?}: {why} (expected [user@]host:port[/database])");
+    let (user, rest) = match s.split_once('@') {
+        Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+        Some(_) => return Err(bad("empty user")),
+        None => ("postgres".to_string(), s),
+    };
+    let (addr, database) = match rest.split_once('/') {
+        Some((a, d)) if !d.is_empty() => (a, d.to_string()),
+        Some(_) => return Err(bad("empty database")),
+        None => (rest, "postgres".to_string()),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad("port is not a number in 1..=65535"))?;
+    Ok(NodeConfig {
+        host: host.to_string(),
+        port,
+        user,
+        database,
+        password: None,
+    })
+}

@@ -1,0 +1,36 @@
+//! The pure core of atoll: the model of a cluster and every decision that can be made
+//! without touching a database.
+//!
+//! The types most users need:
+//! - [`ShardNo`] and [`ShardRange`]: microshard numbers and the `shNNNN` schema names;
+//! - [`Config`]: the islands and nodes of a cluster, parsed from `atoll.toml` or `ATOLL_ISLANDS`;
+//! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
+//! - [`Id`]: the shard-encoded ID codec;
+//! - [`allocation::plan`]: where new microshards go.
+//!
+//! This crate does no I/O beyond reading a file or an environment variable the caller names
+//! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
+//! unit-tested without a database, and every I/O layer builds on it.
+
+pub mod allocation;
+mod config;
+#[cfg(test)]
+mod config_tests;
+mod ids;
+mod island;
+mod islands_env;
+mod secret;
+mod shard;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
+
+pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
+pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
+pub use island::IslandId;
+pub use secret::{Secret, SecretError, SecretRef};
+pub use shard::{ShardError, ShardNo, ShardRange};
+pub use snapshot::{
+    IslandCatalog, Lsn, NodeFacts, NodeObservation, NodeRole, NodeState, RouteError, ShardCopy,
+    ShardObservation, Snapshot, SnapshotIsland, SnapshotProblem,
+};

@@ -1,0 +1,127 @@
+//! Passwords by reference (`env:VAR`, `file:PATH`), never as plain text in config or output.
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a password comes from. Plain-text passwords are refused at parse time.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    Env(String),
+    File(String),
+}
+
+/// A resolved secret. `Debug` and `Display` print a mask, so a secret cannot leak through
+/// a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("a password must be a reference `env:VAR` or `file:PATH`, not plain text")]
+    NotAReference,
+    #[error("password reference {0}: the environment variable is not set")]
+    EnvMissing(String),
+    #[error("password reference {0}: cannot read the file: {1}")]
+    FileUnreadable(String, String),
+}
+
+impl SecretRef {
+    /// Reads the secret now. Trailing newlines of a file are dropped (editors add one).
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretRef::Env(var) => std::env::var(var)
+                .map(Secret)
+                .map_err(|_| SecretError::EnvMissing(self.to_string())),
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| SecretError::FileUnreadable(self.to_string(), e.to_string())),
+        }
+    }
+}
+
+impl FromStr for SecretRef {
+    type Err = SecretError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("env", var)) if !var.is_empty() => Ok(SecretRef::Env(var.to_string())),
+            Some(("file", path)) if !path.is_empty() => Ok(SecretRef::File(path.to_string())),
+            _ => Err(SecretError::NotAReference),
+        }
+    }
+}
+
+/// Shows the reference, which is not secret (it names where the secret is).
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(v) => write!(f, "env:{v}"),
+            SecretRef::File(p) => write!(f, "file:{p}"),
+        }
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for SecretRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Secret {
+    /// The secret itself; call only where it is handed to a driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references_only() {
+        assert_eq!(
+            "env:PGPASS".parse::<SecretRef>().unwrap(),
+            SecretRef::Env("PGPASS".into())
+        );
+        assert_eq!(
+            "file:/run/pw".parse::<SecretRef>().unwrap(),
+            SecretRef::File("/run/pw".into())
+        );
+        for bad in ["hunter2", "env:", "file:", "vault:x"] {
+            assert_eq!(bad.parse::<SecretRef>(), Err(SecretError::NotAReference));
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "***** *****");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn missing_env_names_the_reference_not_a_value() {
+        let r: SecretRef = "env:ATOLL_TEST_SURELY_UNSET_VAR".parse().unwrap();
+        let e = r.resolve().unwrap_err().to_string();
+        assert!(e.contains("env:ATOLL_TEST_SURELY_UNSET_VAR"), "{e}");
+    }
+}

@@ -1,0 +1,421 @@
+//! The immutable picture of a cluster that discovery produces: islands, node roles, WAL
+//! positions, and where each microshard lives. Readers hold an `Arc<Snapshot>`; a new one
+//! replaces it whole (DESIGN.md, principle 3).
+//!
+//! [`Snapshot::build`] turns raw observations into a snapshot. It is pure, so every
+//! judgement (who is master, which island owns a shard, what is inconsistent) is unit-tested.
+
+use crate::island::IslandId;
+use crate::shard::ShardNo;
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A PostgreSQL WAL position (`pg_lsn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Parses PostgreSQL's `XXXXXXXX/XXXXXXXX` text form.
+    pub fn parse(s: &str) -> Option<Lsn> {
+        let (hi, lo) = s.split_once('/')?;
+        let hi = u64::from_str_radix(hi, 16).ok()?;
+        let lo = u64::from_str_radix(lo, 16).ok()?;
+        (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(Lsn((hi << 32) | lo))
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl Serialize for Lsn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Master,
+    Replica,
+}
+
+/// What discovery read from one node, or why it could not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeObservation {
+    pub island: IslandId,
+    /// `host:port`.
+    pub addr: String,
+    pub outcome: Result<NodeFacts, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    pub in_recovery: bool,
+    pub server_version: String,
+    /// Current WAL position on a master; replayed position on a replica.
+    pub lsn: Lsn,
+    /// Replicas: seconds since the last replayed transaction, 0 when fully replayed.
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// What an island's master says about one shard schema or registry entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardObservation {
+    pub shard: ShardNo,
+    pub schema_exists: bool,
+    /// The registry row's flag; false when the schema has no row (a copied schema).
+    pub active: bool,
+    pub size_bytes: Option<u64>,
+}
+
+/// What an island's master says about the catalog and its shards; `None` when the master
+/// could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IslandCatalog {
+    /// `None` when `atoll init` has not run there.
+    pub cluster_id: Option<String>,
+    pub catalog_island: Option<IslandId>,
+    pub shards: Vec<ShardObservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeState {
+    pub addr: String,
+    pub role: Option<NodeRole>,
+    pub server_version: Option<String>,
+    pub lsn: Option<Lsn>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// Why the node could not be read; the node is then left out of routing.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotIsland {
+    pub id: IslandId,
+    /// Index into `nodes`.
+    pub master: Option<usize>,
+    pub nodes: Vec<NodeState>,
+    pub cluster_id: Option<String>,
+    /// False when the master could not be read: its shards are unknown, not absent.
+    pub shards_known: bool,
+}
+
+impl SnapshotIsland {
+    pub fn master(&self) -> Option<&NodeState> {
+        self.master.and_then(|i| self.nodes.get(i))
+    }
+    pub fn replicas(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == Some(NodeRole::Replica) && n.error.is_none())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardCopy {
+    pub island: IslandId,
+    pub active: bool,
+    pub size_bytes: Option<u64>,
+}
+
+/// Something discovery found wrong. `status` prints these; none stops discovery.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SnapshotProblem {
+    DuplicateActive {
+        shard: ShardNo,
+        islands: Vec<IslandId>,
+    },
+    NoMaster {
+        island: IslandId,
+    },
+    MultipleMasters {
+        island: IslandId,
+        nodes: Vec<String>,
+    },
+    NodeDown {
+        island: IslandId,
+        addr: String,
+        error: String,
+    },
+    NotInitialized {
+        island: IslandId,
+    },
+    ClusterIdMismatch {
+        island: IslandId,
+        cluster_id: String,
+        expected: String,
+    },
+    IslandMismatch {
+        island: IslandId,
+        catalog_says: IslandId,
+    },
+    RegistryWithoutSchema {
+        shard: ShardNo,
+        island: IslandId,
+    },
+}
+
+impl fmt::Display for SnapshotProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use SnapshotProblem::*;
+        match self {
+            DuplicateActive { shard, islands } => {
+                let list: Vec<String> = islands.iter().map(|i| format!("island {i}")).collect();
+                write!(f, "{shard} is active on more than one island: {}", list.join(" and "))
+            }
+            NoMaster { island } => write!(f, "island {island} has no reachable master"),
+            MultipleMasters { island, nodes } => write!(
+                f,
+                "island {island} has more than one master: {} (split brain?)",
+                nodes.join(", ")
+            ),
+            NodeDown { island, addr, error } => {
+                write!(f, "island {island} node {addr} is unreachable: {error}")
+            }
+            NotInitialized { island } => {
+                write!(f, "island {island} has no atoll catalog (run `atoll init`)")
+            }
+            ClusterIdMismatch { island, cluster_id, expected } => write!(
+                f,
+                "island {island} belongs to cluster {cluster_id}, the others to {expected}"
+            ),
+            IslandMismatch { island, catalog_says } => write!(
+                f,
+                "the config's island {island} points at a master whose catalog says island {catalog_says}"
+            ),
+            RegistryWithoutSchema { shard, island } => write!(
+                f,
+                "island {island} registers {shard} but its schema is missing"
+            ),
+        }
+    }
+}
+
+/// Why a shard cannot be routed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{0} is not active on any island")]
+    NotActive(ShardNo),
+    #[error("{shard} is active on more than one island ({islands:?}); refusing to guess")]
+    Conflict {
+        shard: ShardNo,
+        islands: Vec<IslandId>,
+    },
+}
+
+/// An immutable picture of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub taken_at_unix_ms: u64,
+    pub islands: Vec<SnapshotIsland>,
+    pub shards: BTreeMap<ShardNo, Vec<ShardCopy>>,
+    pub problems: Vec<SnapshotProblem>,
+    /// Shard number -> the one island where it is active; `None` when absent, inactive or
+    /// in conflict. A flat table so routing is one index, whatever the shard count.
+    #[serde(skip)]
+    active: Vec<Option<IslandId>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from what was observed on every configured island: its nodes, and
+    /// (if its master could be read) its catalog.
+    pub fn build(
+        taken_at_unix_ms: u64,
+        islands: Vec<(IslandId, Vec<NodeObservation>, Option<IslandCatalog>)>,
+    ) -> Snapshot {
+        let mut problems = Vec::new();
+        let mut out_islands = Vec::new();
+        let mut shards: BTreeMap<ShardNo, Vec<ShardCopy>> = BTreeMap::new();
+        let mut expected_cluster: Option<String> = None;
+        for (id, nodes, catalog) in islands {
+            let island = build_island(id, nodes, catalog.as_ref(), &mut problems);
+            if let Some(cat) = catalog {
+                match (&cat.cluster_id, &expected_cluster) {
+                    (None, _) => problems.push(SnapshotProblem::NotInitialized { island: id }),
+                    (Some(c), Some(e)) if c != e => {
+                        problems.push(SnapshotProblem::ClusterIdMismatch {
+                            island: id,
+                            cluster_id: c.clone(),
+                            expected: e.clone(),
+                        })
+                    }
+                    (Some(c), None) => expected_cluster = Some(c.clone()),
+                    _ => {}
+                }
+                if let Some(said) = cat.catalog_island.filter(|s| *s != id) {
+                    problems.push(SnapshotProblem::IslandMismatch {
+                        island: id,
+                        catalog_says: said,
+                    });
+                }
+                for s in cat.shards {
+                    if !s.schema_exists {
+                        if s.active {
+                            problems.push(SnapshotProblem::RegistryWithoutSchema {
+                                shard: s.shard,
+                                island: id,
+                            });
+                        }
+                        continue;
+                    }
+                    shards.entry(s.shard).or_default().push(ShardCopy {
+                        island: id,
+                        active: s.active,
+                        size_bytes: s.size_bytes,
+                    });
+                }
+            }
+            out_islands.push(island);
+        }
+        let mut active = vec![None; ShardNo::MAX.get() as usize + 1];
+        for (shard, copies) in &shards {
+            let on: Vec<IslandId> = copies
+                .iter()
+                .filter(|c| c.active)
+                .map(|c| c.island)
+                .collect();
+            match on.as_slice() {
+                [one] => active[shard.get() as usize] = Some(*one),
+                [] => {}
+                _ => problems.push(SnapshotProblem::DuplicateActive {
+                    shard: *shard,
+                    islands: on,
+                }),
+            }
+        }
+        Snapshot {
+            taken_at_unix_ms,
+            islands: out_islands,
+            shards,
+            problems,
+            active,
+        }
+    }
+
+    /// The island where `shard` is active. O(1).
+    #[inline]
+    pub fn active_island(&self, shard: ShardNo) -> Result<IslandId, RouteError> {
+        match self.active.get(shard.get() as usize).copied().flatten() {
+            Some(i) => Ok(i),
+            None => Err(self.route_error(shard)),
+        }
+    }
+
+    #[cold]
+    fn route_error(&self, shard: ShardNo) -> RouteError {
+        let on: Vec<IslandId> = self
+            .shards
+            .get(&shard)
+            .map(|c| c.iter().filter(|c| c.active).map(|c| c.island).collect())
+            .unwrap_or_default();
+        if on.len() > 1 {
+            RouteError::Conflict { shard, islands: on }
+        } else {
+            RouteError::NotActive(shard)
+        }
+    }
+
+    /// Active shards in order.
+    pub fn active_shards(&self) -> impl Iterator<Item = (ShardNo, IslandId)> + '_ {
+        self.active
+            .iter()
+            .enumerate()
+            .filter_map(|(n, i)| Some((ShardNo::new(n as i64).ok()?, (*i)?)))
+    }
+
+    pub fn island(&self, id: IslandId) -> Option<&SnapshotIsland> {
+        self.islands.iter().find(|i| i.id == id)
+    }
+
+    /// The cluster id the islands agree on (the first initialised island's).
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.islands.iter().find_map(|i| i.cluster_id.as_deref())
+    }
+}
+
+fn build_island(
+    id: IslandId,
+    nodes: Vec<NodeObservation>,
+    catalog: Option<&IslandCatalog>,
+    problems: &mut Vec<SnapshotProblem>,
+) -> SnapshotIsland {
+    let masters: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(&n.outcome, Ok(f) if !f.in_recovery))
+        .map(|(i, _)| i)
+        .collect();
+    let master_lsn = masters
+        .first()
+        .and_then(|i| nodes[*i].outcome.as_ref().ok())
+        .map(|f| f.lsn);
+    match masters.len() {
+        0 => problems.push(SnapshotProblem::NoMaster { island: id }),
+        1 => {}
+        _ => problems.push(SnapshotProblem::MultipleMasters {
+            island: id,
+            nodes: masters.iter().map(|i| nodes[*i].addr.clone()).collect(),
+        }),
+    }
+    let states = nodes
+        .into_iter()
+        .map(|n| match n.outcome {
+            Ok(f) => NodeState {
+                role: Some(if f.in_recovery {
+                    NodeRole::Replica
+                } else {
+                    NodeRole::Master
+                }),
+                lag_bytes: match (f.in_recovery, master_lsn) {
+                    (true, Some(m)) => Some(m.0.saturating_sub(f.lsn.0)),
+                    (false, _) => Some(0),
+                    _ => None,
+                },
+                lag_seconds: if f.in_recovery {
+                    f.replay_lag_seconds
+                } else {
+                    Some(0.0)
+                },
+                server_version: Some(f.server_version),
+                lsn: Some(f.lsn),
+                error: None,
+                addr: n.addr,
+            },
+            Err(e) => {
+                problems.push(SnapshotProblem::NodeDown {
+                    island: id,
+                    addr: n.addr.clone(),
+                    error: e.clone(),
+                });
+                NodeState {
+                    addr: n.addr,
+                    role: None,
+                    server_version: None,
+                    lsn: None,
+                    lag_bytes: None,
+                    lag_seconds: None,
+                    error: Some(e),
+                }
+            }
+        })
+        .collect();
+    SnapshotIsland {
+        id,
+        // With two masters, routing writes anywhere would be a guess: report, pick none.
+        master: if masters.len() == 1 {
+            Some(masters[0])
+        } else {
+            None
+        },
+        nodes: states,
+        cluster_id: catalog.and_then(|c| c.cluster_id.clone()),
+        shards_known: catalog.is_some(),
+    }
+}

@@ -1,0 +1,230 @@
+//! The `atoll` catalog schema on each island master: cluster id, the island's own number,
+//! the catalog version, the active-shard registry and shard weights. Later subsystems
+//! (migration runs, moves) add their tables as further [`STEPS`].
+//!
+//! The registry lives outside the shard schemas on purpose: a schema copied to another
+//! island arrives without a registry row there, so it is inactive until activated.
+
+use crate::error::PgError;
+use atoll_core::{IslandId, NodeConfig};
+use tokio_postgres::Client;
+
+/// Catalog steps, applied in order, each once per island, tracked by name in
+/// `atoll.catalog_steps`. Tracking names (not one version number) lets subsystems add
+/// steps independently. The catalog version is the number of the last step applied.
+pub const STEPS: &[(u32, &str, &str)] = &[(
+    1,
+    "core",
+    r#"
+    create table atoll.meta (
+        key text primary key,
+        value text not null
+    );
+    create table atoll.shards (
+        shard integer primary key check (shard between 0 and 9999),
+        active boolean not null default false,
+        -- rebalancing weight; null means "use the shard's size"
+        weight double precision check (weight is null or weight >= 0),
+        created_at timestamptz not null default now(),
+        changed_at timestamptz not null default now()
+    );
+    "#,
+)];
+
+/// The catalog version this build installs.
+pub fn current_version() -> u32 {
+    STEPS.iter().map(|s| s.0).max().unwrap_or(0)
+}
+
+/// What a master's catalog says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogMeta {
+    pub cluster_id: String,
+    pub island: IslandId,
+    pub version: u32,
+}
+
+/// What `install` did on one island.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallOutcome {
+    pub island: IslandId,
+    pub cluster_id: String,
+    pub from_version: u32,
+    pub to_version: u32,
+    pub steps_applied: Vec<String>,
+}
+
+/// Reads the catalog meta; `None` when `atoll init` has not run on this node.
+pub async fn read_meta(client: &Client, node: &NodeConfig) -> Result<Option<CatalogMeta>, PgError> {
+    let q = |e| PgError::query(node, e);
+    let exists: bool = client
+        .query_one("select to_regclass('atoll.meta') is not null", &[])
+        .await
+        .map_err(q)?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query("select key, value from atoll.meta", &[])
+        .await
+        .map_err(q)?;
+    let get = |k: &str| {
+        rows.iter()
+            .find(|r| r.get::<_, &str>(0) == k)
+            .map(|r| r.get::<_, String>(1))
+    };
+    let (Some(cluster_id), Some(island), Some(version)) =
+        (get("cluster_id"), get("island"), get("catalog_version"))
+    else {
+        return Ok(None);
+    };
+    let bad = |what: &str, v: &str| {
+        PgError::Refused(format!(
+            "node {node}: atoll.meta {what} = {v:?} is malformed"
+        ))
+    };
+    Ok(Some(CatalogMeta {
+        cluster_id,
+        island: IslandId(island.parse().map_err(|_| bad("island", &island))?),
+        version: version
+            .parse()
+            .map_err(|_| bad("catalog_version", &version))?,
+    }))
+}
+
+/// Installs or upgrades the catalog on one island master, in one transaction, serialised
+/// with any concurrent `init` by an advisory lock. Refuses a master that already belongs to
+/// another cluster or island, or whose catalog is newer than this build.
+pub async fn install(
+    client: &mut Client,
+    node: &NodeConfig,
+    island: IslandId,
+    cluster_id: &str,
+) -> Result<InstallOutcome, PgError> {
+    let q = |e| PgError::query(node, e);
+    let tx = client.transaction().await.map_err(q)?;
+    tx.batch_execute(
+        "select pg_advisory_xact_lock(hashtext('atoll.catalog'));
+         create schema if not exists atoll;
+         create table if not exists atoll.catalog_steps (
+             step text primary key,
+             version integer not null,
+             applied_at timestamptz not null default now()
+         );",
+    )
+    .await
+    .map_err(q)?;
+    let applied: Vec<(String, i32)> = tx
+        .query("select step, version from atoll.catalog_steps", &[])
+        .await
+        .map_err(q)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let from_version = applied.iter().map(|a| a.1 as u32).max().unwrap_or(0);
+    if from_version > current_version() {
+        return Err(PgError::Refused(format!(
+            "island {island}: catalog version {from_version} is newer than this atoll ({}); upgrade atoll",
+            current_version()
+        )));
+    }
+    if !applied.is_empty() {
+        let rows = tx
+            .query(
+                "select key, value from atoll.meta where key in ('cluster_id', 'island')",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        for r in rows {
+            let (k, v): (&str, &str) = (r.get(0), r.get(1));
+            match k {
+                "cluster_id" if v != cluster_id => {
+                    return Err(PgError::Refused(format!(
+                        "island {island} (node {node}) belongs to another cluster {v}, not {cluster_id}"
+                    )))
+                }
+                "island" if v != island.to_string() => {
+                    return Err(PgError::Refused(format!(
+                        "node {node} is configured as island {island} but its catalog says island {v}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut steps_applied = Vec::new();
+    for (version, name, sql) in STEPS {
+        if applied.iter().any(|a| a.0 == *name) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(q)?;
+        tx.execute(
+            "insert into atoll.catalog_steps (step, version) values ($1, $2)",
+            &[name, &(*version as i32)],
+        )
+        .await
+        .map_err(q)?;
+        steps_applied.push(name.to_string());
+    }
+    let to_version = from_version.max(current_version());
+    tx.execute(
+        "insert into atoll.meta (key, value) values ('cluster_id', $1), ('island', $2), ('catalog_version', $3)
+         on conflict (key) do update set value = excluded.value",
+        &[&cluster_id, &island.to_string(), &to_version.to_string()],
+    )
+    .await
+    .map_err(q)?;
+    tx.commit().await.map_err(q)?;
+    Ok(InstallOutcome {
+        island,
+        cluster_id: cluster_id.to_string(),
+        from_version,
+        to_version,
+        steps_applied,
+    })
+}
+
+/// A new random cluster id (128 bits, hex).
+pub fn new_cluster_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `atoll init`: installs or upgrades the catalog on every island master. All masters are
+/// checked first (reachable, same cluster), so a refusal installs nothing anywhere. A new
+/// cluster gets a new id; islands added later join the id the others already have.
+pub async fn init(
+    config: &atoll_core::Config,
+    snapshot: &atoll_core::Snapshot,
+) -> Result<Vec<InstallOutcome>, PgError> {
+    let mut masters = Vec::new();
+    for island in &config.islands {
+        masters.push((
+            island.id,
+            crate::master::master_node(config, snapshot, island.id)?,
+        ));
+    }
+    let mut ids: Vec<(IslandId, String)> = snapshot
+        .islands
+        .iter()
+        .filter_map(|i| Some((i.id, i.cluster_id.clone()?)))
+        .collect();
+    ids.dedup_by(|a, b| a.1 == b.1);
+    let cluster_id = match ids.as_slice() {
+        [] => new_cluster_id(),
+        [(_, id)] => id.clone(),
+        [(a, x), (b, y), ..] => {
+            return Err(PgError::Refused(format!(
+                "islands disagree on the cluster id: island {a} has {x}, island {b} has {y}; refusing to init"
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    for (island, node) in masters {
+        let mut client =
+            crate::connect::connect_with_timeout(&node, config.connect_timeout).await?;
+        out.push(install(&mut client, &node, island, &cluster_id).await?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,44 @@
+//! Opening a connection to one node from its [`NodeConfig`], without ever building a DSN
+//! string (so no password can end up in an error or a log line).
+
+use crate::error::{describe, PgError};
+use atoll_core::NodeConfig;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// Connects with the default timeout of 2 s.
+pub async fn connect(node: &NodeConfig) -> Result<Client, PgError> {
+    connect_with_timeout(node, Duration::from_secs(2)).await
+}
+
+/// Connects and spawns the connection's driver task on the current runtime.
+pub async fn connect_with_timeout(node: &NodeConfig, timeout: Duration) -> Result<Client, PgError> {
+    let err = |msg: String| PgError::Connect {
+        node: node.to_string(),
+        msg,
+    };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&node.host)
+        .port(node.port)
+        .user(&node.user)
+        .dbname(&node.database)
+        .application_name("atoll")
+        .connect_timeout(timeout);
+    if let Some(r) = &node.password {
+        let secret = r.resolve().map_err(|e| err(e.to_string()))?;
+        cfg.password(secret.expose());
+    }
+    let connecting = cfg.connect(NoTls);
+    let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(err(describe(&e))),
+        Err(_) => return Err(err(format!("connect timed out after {timeout:?}"))),
+    };
+    let name = node.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(node = %name, error = %e, "connection closed");
+        }
+    });
+    Ok(client)
+}

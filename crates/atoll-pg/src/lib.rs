@@ -1,0 +1,26 @@
+//! The PostgreSQL layer of atoll: connecting to nodes, the `atoll` catalog schema on every
+//! island master, discovery (which turns what the nodes say into an immutable
+//! [`atoll_core::Snapshot`]), allocating microshards and flipping their active flag.
+//!
+//! The types most users need:
+//! - [`Discoverer`]: reads every node in parallel and builds a `Snapshot`; keeps its
+//!   connections between rounds so a rediscovery is one round trip per node;
+//! - [`catalog::install`]: `atoll init`;
+//! - [`allocate::execute`] and [`shard_state::set_active`].
+//!
+//! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
+//! on the CLI, on process management (the sandbox) or on terminal output.
+
+pub mod allocate;
+pub mod catalog;
+mod connect;
+mod discovery;
+mod error;
+mod master;
+pub mod shard_state;
+
+pub use connect::{connect, connect_with_timeout};
+pub use discovery::{Discoverer, DiscoveryOptions};
+pub use error::PgError;
+pub use master::master_node;
+pub use tokio_postgres;

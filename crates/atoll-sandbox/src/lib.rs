@@ -1,0 +1,556 @@
+//! # atoll-sandbox
+//!
+//! Real local PostgreSQL islands for development and tests: an island is one master
+//! plus N streaming replicas, each node a PostgreSQL server started from the local
+//! binaries (`initdb`, `pg_ctl`, `pg_basebackup`) and listening on 127.0.0.1 only.
+//! [`Sandbox::up`] creates or restarts a sandbox in a directory and writes an
+//! `atoll.toml` for it; [`TestSandbox`] gives each test its own throw-away sandbox.
+//!
+//! The servers trust every loopback connection and run with `fsync=off`,
+//! `synchronous_commit=off` and `full_page_writes=off`: **speed over durability**, a crash
+//! of the machine may corrupt a sandbox. Never point it at data you care about.
+//!
+//! When run as root the servers run as the `postgres` system user (PostgreSQL refuses
+//! root), via `runuser`.
+//!
+//! Dependencies: plain `std::process` + `nix` for processes and signals. This crate must
+//! not depend on tokio-postgres or atoll-pg (those crates test *against* the sandbox).
+
+mod binaries;
+mod error;
+mod node;
+mod ports;
+mod spec;
+mod state;
+mod test_sandbox;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+pub use binaries::{find_pg_bin, PG_BIN_ENV};
+pub use error::SandboxError;
+pub use spec::{node_port, SandboxSpec, DEFAULT_BASE_PORT, MAX_REPLICAS, PORTS_PER_ISLAND};
+pub use state::{Role, CONFIG_FILE, HOST, STATE_FILE};
+pub use test_sandbox::TestSandbox;
+
+use node::Runner;
+use state::{NodeState, State, STATE_FORMAT};
+
+/// A sandbox on disk: its directory and its persisted state (sandbox.json).
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: PathBuf,
+    /// Cache of sandbox.json; re-read before every change (another handle may have changed it).
+    state: Mutex<State>,
+}
+
+/// One island as the sandbox created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SandboxIsland {
+    pub id: u16,
+    /// Master (at creation) first.
+    pub nodes: Vec<SandboxNode>,
+}
+
+/// One node: where it listens and where its data lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SandboxNode {
+    pub index: usize,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_file: PathBuf,
+    /// Role at creation; failover tests may have changed the live role since.
+    pub role: Role,
+}
+
+/// What is running, for `atoll sandbox status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxStatus {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub pg_bin: PathBuf,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub island: u16,
+    pub index: usize,
+    /// Role at creation.
+    pub role: Role,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_file: PathBuf,
+    pub pid: Option<i32>,
+    pub running: bool,
+}
+
+impl SandboxStatus {
+    pub fn all_running(&self) -> bool {
+        self.nodes.iter().all(|n| n.running)
+    }
+    pub fn none_running(&self) -> bool {
+        self.nodes.iter().all(|n| !n.running)
+    }
+}
+
+impl Sandbox {
+    /// True if `dir` holds a sandbox (a sandbox.json).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(STATE_FILE).is_file()
+    }
+
+    /// Creates the sandbox if `dir` holds none, else starts whatever of it is stopped
+    /// (same data); a running sandbox is left as it is. A spec that disagrees with an
+    /// existing sandbox is an error (islands may equal the count at creation or now).
+    pub fn up(spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        spec.validate()?;
+        if Self::exists(&spec.dir) {
+            let sandbox = Self::open(&spec.dir)?;
+            sandbox.check_spec(spec)?;
+            sandbox.start_all()?;
+            Ok(sandbox)
+        } else {
+            Self::create(spec)
+        }
+    }
+
+    /// Opens an existing sandbox; error if `dir` holds none.
+    pub fn open(dir: &Path) -> Result<Sandbox, SandboxError> {
+        let dir = std::fs::canonicalize(dir).map_err(|_| SandboxError::NotASandbox {
+            dir: dir.to_path_buf(),
+        })?;
+        let state = State::load(&dir)?;
+        Ok(Sandbox {
+            dir,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<dir>/atoll.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
+    }
+
+    /// Per node: where it is and whether it runs (pids are verified, not trusted).
+    pub fn status(&self) -> SandboxStatus {
+        let state = self.fresh_state();
+        let nodes = sorted_nodes(&state)
+            .into_iter()
+            .map(|n| {
+                let pid = node::running_pid(n);
+                NodeStatus {
+                    island: n.island,
+                    index: n.index,
+                    role: n.role,
+                    host: HOST.to_string(),
+                    port: n.port,
+                    data_dir: n.data_dir.clone(),
+                    log_file: n.log_file.clone(),
+                    pid,
+                    running: pid.is_some(),
+                }
+            })
+            .collect();
+        SandboxStatus {
+            dir: self.dir.clone(),
+            config_path: self.config_path(),
+            pg_bin: state.pg_bin.clone(),
+            nodes,
+        }
+    }
+
+    /// Islands in id order, masters first.
+    pub fn islands(&self) -> Vec<SandboxIsland> {
+        let state = self.fresh_state();
+        state
+            .island_ids()
+            .into_iter()
+            .map(|id| SandboxIsland {
+                id,
+                nodes: state
+                    .island_nodes(id)
+                    .into_iter()
+                    .map(|n| SandboxNode {
+                        index: n.index,
+                        host: HOST.to_string(),
+                        port: n.port,
+                        data_dir: n.data_dir.clone(),
+                        log_file: n.log_file.clone(),
+                        role: n.role,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Directory holding the PostgreSQL binaries this sandbox uses (psql is there too).
+    pub fn pg_bin(&self) -> PathBuf {
+        self.lock().pg_bin.clone()
+    }
+
+    /// Stops every node, replicas first, then masters. Keeps going past a failure and
+    /// returns the first error.
+    pub fn down(&self) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        let order: Vec<(u16, usize)> = stop_order(&state);
+        let mut first_err = None;
+        for (island, index) in order {
+            if let Some(n) = state.node_mut(island, index) {
+                match node::running_pid(n).map(|pid| node::stop(n, pid)) {
+                    Some(Err(e)) => {
+                        warn!(island, node = index, error = %e, "stop failed");
+                        first_err.get_or_insert(e);
+                    }
+                    _ => n.pid = None,
+                }
+            }
+        }
+        self.store(state)?;
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Stops the sandbox if running and removes its directory. A directory that does not
+    /// exist is fine; one without a sandbox.json is refused (never remove foreign data).
+    pub fn destroy(dir: &Path) -> Result<(), SandboxError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let sandbox = Self::open(dir)?;
+        sandbox.down()?;
+        std::fs::remove_dir_all(&sandbox.dir)
+            .map_err(|e| SandboxError::io("cannot remove", &sandbox.dir, e))?;
+        info!(dir = %sandbox.dir.display(), "sandbox destroyed");
+        Ok(())
+    }
+
+    /// Stops one node (for failover tests).
+    pub fn stop_node(&self, island: u16, index: usize) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        let n = self.find_mut(&mut state, island, index)?;
+        if let Some(pid) = node::running_pid(n) {
+            node::stop(n, pid)?;
+        }
+        n.pid = None;
+        self.store(state)
+    }
+
+    /// Starts one node if it is stopped.
+    pub fn start_node(&self, island: u16, index: usize) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        let runner = Runner::new(state.pg_bin.clone())?;
+        let n = self.find_mut(&mut state, island, index)?;
+        n.pid = Some(match node::running_pid(n) {
+            Some(pid) => pid,
+            None => runner.start(n)?,
+        });
+        self.store(state)
+    }
+
+    /// `pg_ctl promote -w` on a node (a replica becomes a master).
+    pub fn promote_node(&self, island: u16, index: usize) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        let runner = Runner::new(state.pg_bin.clone())?;
+        let n = self.find_mut(&mut state, island, index)?;
+        runner.promote(n)
+    }
+
+    /// Adds one island (id = max + 1) with `replicas` replicas on the sandbox's port
+    /// layout and rewrites atoll.toml. Returns the new island id.
+    pub fn add_island(&self, replicas: u16) -> Result<u16, SandboxError> {
+        spec::validate_replicas(replicas)?;
+        let mut state = self.reload()?;
+        let id = state.island_ids().last().map_or(Ok(0), |max| {
+            max.checked_add(1)
+                .ok_or_else(|| SandboxError::InvalidSpec("no island id left".into()))
+        })?;
+        for (index, port) in spec::island_ports(state.base_port, id, replicas)? {
+            if !ports::port_is_free(port) {
+                return Err(SandboxError::PortInUse {
+                    port,
+                    island: id,
+                    node: index,
+                });
+            }
+        }
+        let runner = Runner::new(state.pg_bin.clone())?;
+        let before = state.nodes.len();
+        if let Err(e) = create_island(&runner, &self.dir, &mut state, id, replicas) {
+            let created = state.nodes.split_off(before);
+            undo_nodes(&created);
+            remove_quietly(&island_dir(&self.dir, id));
+            return Err(e);
+        }
+        self.store(state.clone())?;
+        state.write_config(&self.dir)?;
+        info!(island = id, replicas, "island added");
+        Ok(id)
+    }
+
+    // ---- internals ----
+
+    fn create(spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let runner = Runner::new(find_pg_bin()?)?;
+        // Ports are checked before anything is created.
+        let base = match spec.base_port {
+            Some(base) => {
+                ports::check_base(base, spec.islands, spec.replicas)?;
+                base
+            }
+            None => ports::pick_default_base(spec.islands, spec.replicas)?,
+        };
+        let created_dir = !spec.dir.exists();
+        if !created_dir {
+            let mut entries = std::fs::read_dir(&spec.dir)
+                .map_err(|e| SandboxError::io("cannot read directory", &spec.dir, e))?;
+            if entries.next().is_some() {
+                return Err(SandboxError::DirNotEmpty {
+                    dir: spec.dir.clone(),
+                });
+            }
+        }
+        std::fs::create_dir_all(&spec.dir)
+            .map_err(|e| SandboxError::io("cannot create directory", &spec.dir, e))?;
+        let result = std::fs::canonicalize(&spec.dir)
+            .map_err(|e| SandboxError::io("cannot resolve", &spec.dir, e))
+            .and_then(|dir| {
+                let mut state = State {
+                    format: STATE_FORMAT,
+                    islands: spec.islands,
+                    replicas: spec.replicas,
+                    base_port: base,
+                    pg_bin: runner.bin.clone(),
+                    nodes: Vec::new(),
+                };
+                match Self::populate(&runner, &dir, &mut state, created_dir) {
+                    Ok(()) => Ok(Sandbox {
+                        dir,
+                        state: Mutex::new(state),
+                    }),
+                    Err(e) => {
+                        // Nothing half-made left behind.
+                        undo_nodes(&state.nodes);
+                        for island in 0..spec.islands {
+                            remove_quietly(&island_dir(&dir, island));
+                        }
+                        remove_quietly(&dir.join(STATE_FILE));
+                        remove_quietly(&dir.join(CONFIG_FILE));
+                        Err(e)
+                    }
+                }
+            });
+        if result.is_err() && created_dir {
+            remove_quietly(&spec.dir);
+        }
+        let sandbox = result?;
+        info!(dir = %sandbox.dir.display(), base_port = base, "sandbox created");
+        Ok(sandbox)
+    }
+
+    fn populate(
+        runner: &Runner,
+        dir: &Path,
+        state: &mut State,
+        created_dir: bool,
+    ) -> Result<(), SandboxError> {
+        if created_dir {
+            // Our own directory: make sure the server user may enter it whatever the umask.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| SandboxError::io("cannot set permissions of", dir, e))?;
+        }
+        runner.check_reachable(dir)?;
+        for island in 0..state.islands {
+            create_island(runner, dir, state, island, state.replicas)?;
+        }
+        state.save(dir)?;
+        state.write_config(dir)
+    }
+
+    fn check_spec(&self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        let state = self.lock();
+        let current = state.island_ids().len();
+        let mismatch = |what: String| SandboxError::SpecMismatch {
+            dir: self.dir.clone(),
+            what,
+        };
+        if spec.islands != state.islands && usize::from(spec.islands) != current {
+            return Err(mismatch(format!(
+                "it has {current} island(s), spec asks for {}",
+                spec.islands
+            )));
+        }
+        if spec.replicas != state.replicas {
+            return Err(mismatch(format!(
+                "it was created with {} replica(s) per island, spec asks for {}",
+                state.replicas, spec.replicas
+            )));
+        }
+        match spec.base_port {
+            Some(base) if base != state.base_port => Err(mismatch(format!(
+                "its base port is {}, spec asks for {base}",
+                state.base_port
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts what is stopped: masters first, then replicas. Pids are saved after each.
+    fn start_all(&self) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        let runner = Runner::new(state.pg_bin.clone())?;
+        let mut order = stop_order(&state);
+        order.reverse();
+        let mut result = Ok(());
+        for (island, index) in order {
+            let Some(n) = state.node_mut(island, index) else {
+                continue;
+            };
+            match node::running_pid(n) {
+                Some(pid) => n.pid = Some(pid),
+                None => match runner.start(n) {
+                    Ok(pid) => n.pid = Some(pid),
+                    Err(e) => {
+                        n.pid = None;
+                        result = Err(e);
+                        break;
+                    }
+                },
+            }
+        }
+        self.store(state)?;
+        result
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot corrupt the cache: it is re-read from disk anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// State from disk (another handle may have changed it), also refreshing the cache.
+    fn reload(&self) -> Result<State, SandboxError> {
+        let state = State::load(&self.dir)?;
+        *self.lock() = state.clone();
+        Ok(state)
+    }
+
+    /// Like reload, but falls back to the cache (for infallible readers).
+    fn fresh_state(&self) -> State {
+        self.reload().unwrap_or_else(|_| self.lock().clone())
+    }
+
+    fn store(&self, state: State) -> Result<(), SandboxError> {
+        state.save(&self.dir)?;
+        *self.lock() = state;
+        Ok(())
+    }
+
+    fn find_mut<'a>(
+        &self,
+        state: &'a mut State,
+        island: u16,
+        index: usize,
+    ) -> Result<&'a mut NodeState, SandboxError> {
+        state
+            .node_mut(island, index)
+            .ok_or_else(|| SandboxError::NoSuchNode {
+                dir: self.dir.clone(),
+                island,
+                node: index,
+            })
+    }
+}
+
+fn island_dir(dir: &Path, island: u16) -> PathBuf {
+    dir.join(format!("island{island}"))
+}
+
+/// Nodes by island then index.
+fn sorted_nodes(state: &State) -> Vec<&NodeState> {
+    let mut nodes: Vec<&NodeState> = state.nodes.iter().collect();
+    nodes.sort_by_key(|n| (n.island, n.index));
+    nodes
+}
+
+/// Replicas (by creation role) first, then masters: the order for stopping.
+fn stop_order(state: &State) -> Vec<(u16, usize)> {
+    let mut nodes = sorted_nodes(state);
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.role));
+    nodes.into_iter().map(|n| (n.island, n.index)).collect()
+}
+
+/// Creates, configures and starts one island; nodes are pushed to `state` as they are
+/// created so that a failure can be undone.
+fn create_island(
+    runner: &Runner,
+    dir: &Path,
+    state: &mut State,
+    island: u16,
+    replicas: u16,
+) -> Result<(), SandboxError> {
+    let idir = island_dir(dir, island);
+    runner.make_server_dir(&idir)?;
+    let ports = spec::island_ports(state.base_port, island, replicas)?;
+    let mut master_port = None;
+    for (index, port) in ports {
+        let role = if index == 0 {
+            Role::Master
+        } else {
+            Role::Replica
+        };
+        state.nodes.push(NodeState {
+            island,
+            index,
+            role,
+            port,
+            data_dir: idir.join(format!("node{index}")),
+            log_file: idir.join(format!("node{index}.log")),
+            pid: None,
+        });
+        let last = state.nodes.len() - 1;
+        let n = &state.nodes[last];
+        match master_port {
+            None => runner.init_master(n)?,
+            Some(mp) => runner.init_replica(n, mp)?,
+        }
+        let pid = runner.start(n)?;
+        state.nodes[last].pid = Some(pid);
+        master_port.get_or_insert(port);
+    }
+    Ok(())
+}
+
+/// Stops the given nodes (replicas first); used to undo a failed creation.
+fn undo_nodes(nodes: &[NodeState]) {
+    let mut ordered: Vec<&NodeState> = nodes.iter().collect();
+    ordered.sort_by_key(|n| std::cmp::Reverse(n.role));
+    for n in ordered {
+        if let Some(pid) = node::running_pid(n) {
+            if let Err(e) = node::stop(n, pid) {
+                warn!(error = %e, "cleanup: could not stop node");
+            }
+        }
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %e, "cleanup: could not remove");
+        }
+    }
+}
