@@ -86,8 +86,9 @@ pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
                     args.dir.display()
                 )));
             }
+            let ours = std::fs::read_to_string(Sandbox::open(&args.dir)?.config_path()).ok();
             Sandbox::destroy(&args.dir)?;
-            unpublish_config(&args.dir);
+            unpublish_config(ours);
             done(ctx, "destroyed", &args.dir)
         }
     }
@@ -145,15 +146,12 @@ fn publish_config(sandbox: &Sandbox) -> Result<Option<PathBuf>, Failure> {
     Ok(Some(target))
 }
 
-/// Removes ./atoll.toml if it is the copy of the destroyed sandbox's config.
-fn unpublish_config(dir: &Path) {
+/// Removes ./atoll.toml if it is a copy of this sandbox's config (read before destroying).
+fn unpublish_config(sandbox_config: Option<String>) {
     let target = Path::new("atoll.toml");
-    if let Ok(text) = std::fs::read_to_string(target) {
-        if text.starts_with(GENERATED_MARK) {
-            let ports_gone = dir.join("sandbox.json").exists();
-            if !ports_gone {
-                let _ = std::fs::remove_file(target);
-            }
+    if let (Ok(text), Some(ours)) = (std::fs::read_to_string(target), sandbox_config) {
+        if text == ours {
+            let _ = std::fs::remove_file(target);
         }
     }
 }
