@@ -9,6 +9,7 @@ mod allocate;
 mod exit;
 mod init;
 mod output;
+mod progress;
 mod sandbox;
 mod shard;
 mod status;

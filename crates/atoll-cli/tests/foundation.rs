@@ -35,25 +35,7 @@ fn json(r: &Run) -> Value {
 }
 
 fn psql(sb: &TestSandbox, port: u16, sql: &str) -> String {
-    let out = Command::new(sb.pg_bin().join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-Atqc",
-            sql,
-        ])
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    sb.psql(port, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn master_port(sb: &TestSandbox, island: u16) -> u16 {
