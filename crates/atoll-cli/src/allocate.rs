@@ -18,6 +18,12 @@ pub struct AllocateArgs {
     /// Activate the shards (new ones, and existing inactive ones of the range)
     #[arg(long)]
     pub activate: bool,
+    /// Bring the new shards to the current migration version (see `atoll migrate`)
+    #[arg(long)]
+    pub migrate: bool,
+    /// Migration directory for --migrate
+    #[arg(long, default_value = "migrations", value_name = "DIR", requires = "migrate")]
+    pub migrations_dir: std::path::PathBuf,
 }
 
 pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
@@ -30,8 +36,19 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
     let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
         .await
         .map_err(Failure::from)?;
+    let migrated = match args.migrate {
+        true => {
+            let new = done.iter().filter(|a| a.created).map(|a| a.shard.schema());
+            let dir = &args.migrations_dir;
+            Some(crate::migrate::new_shards(ctx, &config, &snapshot, new.collect(), dir).await?)
+        }
+        false => None,
+    };
     if ctx.json {
-        print_json(&done)?;
+        match &migrated {
+            Some(m) => print_json(&serde_json::json!({ "allocated": done, "migrate": m }))?,
+            None => print_json(&done)?,
+        }
     } else {
         let created = done.iter().filter(|a| a.created).count();
         for island in &snapshot.islands {
@@ -50,6 +67,12 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
             done.len() - created,
             done.iter().filter(|a| a.active).count()
         );
+        if let Some(m) = &migrated {
+            print!("{}", crate::migrate::render_report(m));
+        }
+    }
+    if migrated.is_some_and(|m| m.status != "done" && m.status != "nothing_to_do") {
+        return Ok(ExitCode::from(crate::exit::FAILED));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -29,7 +29,10 @@ pub const STEPS: &[(u32, &str, &str)] = &[(
         changed_at timestamptz not null default now()
     );
     "#,
-)];
+), (2, "migrate", MIGRATE_STEP)];
+
+/// Catalog step of `atoll migrate` (run record, cluster-wide run lock, fast version reads).
+const MIGRATE_STEP: &str = include_str!("catalog_migrate.sql");
 
 /// The catalog version this build installs.
 pub fn current_version() -> u32 {

@@ -1,0 +1,414 @@
+//! `atoll migrate plan|apply|undo|new`: versioned schema changes on every microshard.
+
+use crate::exit::{Failure, UNHEALTHY};
+use crate::output::print_json;
+use crate::status::require_masters;
+use crate::{CmdResult, Context};
+use atoll_core::migration::{MigrationSet, Plan};
+use atoll_core::{Config, Snapshot};
+use atoll_migrate::{Event, LockPolicy, MigrateError, RunOptions, RunReport};
+use atoll_pg::{Discoverer, DiscoveryOptions};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Subcommand)]
+pub enum MigrateCommand {
+    /// Dry run: which versions each schema needs (grouped), drift, unsafe statements
+    Plan(DirArgs),
+    /// Apply pending versions: canary first, then all shards in parallel, then non-shard schemas
+    Apply(ApplyArgs),
+    /// Undo VERSION wherever it is the latest applied version (runs its .dn.sql)
+    Undo(UndoArgs),
+    /// Create an empty timestamped <version>.<name>.<target>.up.sql / .dn.sql pair
+    New(NewArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DirArgs {
+    /// Migration directory: <version>.<name>.<target>.up.sql / .dn.sql, before.sql, after.sql
+    #[arg(long, default_value = "migrations", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Shards migrated first, one at a time; the run stops if one of them fails
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub canary: usize,
+    /// Schemas migrated at once per island (one connection each)
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// How long DDL may wait for a lock before it gives up and retries, in milliseconds
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub lock_timeout_ms: u64,
+    /// Retries after a lock timeout or deadlock
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub lock_retries: u32,
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Apply destructive statements (DROP TABLE, DROP COLUMN, TRUNCATE, type changes)
+    #[arg(long)]
+    pub allow_unsafe: bool,
+}
+
+#[derive(clap::Args)]
+pub struct UndoArgs {
+    /// The version to undo: the full name (20240101120000.users.sh) or its number
+    pub version: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(clap::Args)]
+pub struct NewArgs {
+    /// Migration name: letters, digits, _ and -
+    pub name: String,
+    /// Schema prefix the migration applies to: sh (every shard), public, ...
+    #[arg(long, default_value = "sh")]
+    pub target: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
+    match cmd {
+        MigrateCommand::New(args) => new(ctx, args),
+        MigrateCommand::Plan(args) => plan(ctx, &args).await,
+        MigrateCommand::Apply(args) => {
+            let set = read_set(&args.run.dir.dir)?;
+            let (config, snapshot) = cluster(ctx).await?;
+            let opts = options(&args.run, args.allow_unsafe);
+            let r = Renderer::new(ctx.json);
+            let cb = |e: Event| r.on(e);
+            let fut = atoll_migrate::apply(&config, &snapshot, &set, &opts, &cb);
+            let report = run_with_progress(&r, fut).await?;
+            finish(ctx, &report)
+        }
+        MigrateCommand::Undo(args) => {
+            let set = read_set(&args.run.dir.dir)?;
+            let (config, snapshot) = cluster(ctx).await?;
+            let opts = options(&args.run, true);
+            let r = Renderer::new(ctx.json);
+            let cb = |e: Event| r.on(e);
+            let fut = atoll_migrate::undo(&config, &snapshot, &set, &args.version, &opts, &cb);
+            let report = run_with_progress(&r, fut).await?;
+            finish(ctx, &report)
+        }
+    }
+}
+
+fn options(args: &RunArgs, allow_unsafe: bool) -> RunOptions {
+    RunOptions {
+        canary: args.canary,
+        parallelism: args.parallelism as usize,
+        allow_unsafe,
+        policy: LockPolicy {
+            lock_timeout: Duration::from_millis(args.lock_timeout_ms),
+            retries: args.lock_retries,
+        },
+        only: None,
+    }
+}
+
+pub fn read_set(dir: &Path) -> Result<MigrationSet, Failure> {
+    atoll_migrate::read_dir(dir).map_err(failure)
+}
+
+pub fn failure(e: MigrateError) -> Failure {
+    if e.is_input() {
+        Failure::input(e)
+    } else {
+        Failure::failed(e)
+    }
+}
+
+/// Config and a discovery round without sizes: a run only needs the masters.
+async fn cluster(ctx: &Context) -> Result<(Config, Snapshot), Failure> {
+    let config = ctx.load_config()?;
+    let options = DiscoveryOptions {
+        sizes: false,
+        ..DiscoveryOptions::default()
+    };
+    let snapshot = Discoverer::new(config.clone(), options).discover().await;
+    require_masters(&snapshot)?;
+    Ok((config, snapshot))
+}
+
+fn new(ctx: &Context, args: NewArgs) -> CmdResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let paths = atoll_migrate::new_pair(&args.dir.dir, &args.name, &args.target, now)
+        .map_err(failure)?;
+    if ctx.json {
+        print_json(&paths)?;
+    } else {
+        for p in paths {
+            println!("created {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn plan(ctx: &Context, dir: &DirArgs) -> CmdResult {
+    let set = read_set(&dir.dir)?;
+    let (config, snapshot) = cluster(ctx).await?;
+    let plan = atoll_migrate::plan_only(&config, &snapshot, &set)
+        .await
+        .map_err(failure)?;
+    if ctx.json {
+        print_json(&plan)?;
+    } else {
+        print!("{}", render_plan(&set, &plan, &dir.dir));
+    }
+    // Drift must be resolved before anything can be applied.
+    Ok(if plan.drift.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(UNHEALTHY)
+    })
+}
+
+fn versions(v: &[String]) -> String {
+    match v {
+        [one] => format!("version {one}"),
+        [a, b] => format!("versions {a}, {b}"),
+        [first, .., last] => format!("{} versions {first} .. {last}", v.len()),
+        [] => "nothing".into(),
+    }
+}
+
+pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} migrations in {} (targets: {})",
+        set.migrations.len(),
+        dir.display(),
+        set.targets().join(", ")
+    );
+    for g in &plan.groups {
+        let what = if g.count == 1 { "schema" } else { "schemas" };
+        let _ = writeln!(
+            out,
+            "{} -> {} {what}: {}",
+            versions(&g.pending),
+            g.count,
+            g.schemas
+        );
+    }
+    let _ = writeln!(out, "{} schemas up to date", plan.up_to_date);
+    for d in &plan.drift {
+        if let Some(why) = &d.drift {
+            let _ = writeln!(out, "drift: {} (island {}): {why}", d.schema, d.island);
+        }
+    }
+    for u in &plan.unsafe_pending {
+        let _ = writeln!(
+            out,
+            "unsafe: {} contains {} (apply needs --allow-unsafe)",
+            u.file, u.statement
+        );
+    }
+    for t in &plan.unmatched_targets {
+        let _ = writeln!(out, "note: no schema matches target {t}");
+    }
+    out
+}
+
+/// Renders [`Event`]s: a bar when stderr is a terminal, plain lines otherwise, nothing
+/// with --json.
+struct Renderer {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    total: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    last_line: Mutex<Instant>,
+}
+
+impl Renderer {
+    fn new(json: bool) -> Renderer {
+        let tty = std::io::stderr().is_terminal();
+        Renderer {
+            bar: (tty && !json).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:>10} [{bar:40}] {pos}/{len} schemas {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            }),
+            plain: !tty && !json,
+            total: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            last_line: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn close(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn line(&self, force: bool) {
+        let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+        if force || last.elapsed() >= Duration::from_secs(1) {
+            *last = Instant::now();
+            eprintln!(
+                "migrate: {}/{} schemas, {} failed",
+                self.done.load(Ordering::Relaxed),
+                self.total.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+impl Renderer {
+    fn on(&self, e: Event) {
+        match e {
+            Event::Start { schemas, canary } => {
+                self.total.store(schemas, Ordering::Relaxed);
+                if let Some(b) = &self.bar {
+                    b.set_length(schemas as u64);
+                }
+                if self.plain {
+                    eprintln!("migrate: {schemas} schemas to migrate, canary {canary}");
+                }
+            }
+            Event::Phase(p) => {
+                if let Some(b) = &self.bar {
+                    b.set_message(p);
+                }
+                if self.plain {
+                    eprintln!("migrate: {p}");
+                }
+            }
+            Event::Done { schema, error } => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                if let Some(err) = &error {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    let msg = format!("migrate: {schema} failed: {err}");
+                    match &self.bar {
+                        Some(b) => b.println(msg),
+                        None if self.plain => eprintln!("{msg}"),
+                        None => {}
+                    }
+                }
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+                if self.plain {
+                    let all = self.done.load(Ordering::Relaxed) == self.total.load(Ordering::Relaxed);
+                    self.line(all);
+                }
+            }
+        }
+    }
+}
+
+/// Runs an apply or undo with progress rendering.
+async fn run_with_progress<'a, Fut>(
+    r: &'a Renderer,
+    fut: Fut,
+) -> Result<RunReport, Failure>
+where
+    Fut: std::future::Future<Output = Result<RunReport, MigrateError>> + 'a,
+{
+    let out = fut.await;
+    r.close();
+    out.map_err(failure)
+}
+
+/// Prints a run's report; exit 1 if any schema failed.
+pub fn finish(ctx: &Context, report: &RunReport) -> CmdResult {
+    if ctx.json {
+        print_json(report)?;
+    } else {
+        print!("{}", render_report(report));
+    }
+    Ok(if report.status == "done" || report.status == "nothing_to_do" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::FAILED)
+    })
+}
+
+pub fn render_report(r: &RunReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if r.status == "nothing_to_do" {
+        let _ = writeln!(out, "run {} {}: every schema is up to date", r.run_id, r.kind);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "run {} {}: {} of {} schemas migrated, {} versions, {:.1} s (canary: {})",
+        r.run_id,
+        r.kind,
+        r.schemas_ok,
+        r.schemas_total,
+        r.versions_applied,
+        r.elapsed_ms as f64 / 1000.0,
+        if r.canary.is_empty() { "none".to_string() } else { r.canary.join(", ") }
+    );
+    if r.status == "canary_failed" {
+        let _ = writeln!(out, "canary failed: the run stopped, {} schemas not started", r.not_started);
+    }
+    for f in &r.failures {
+        let _ = writeln!(
+            out,
+            "failed: {} (island {}) {}: {}",
+            f.schema, f.island, f.file, f.error
+        );
+    }
+    if r.finalizer_skipped {
+        let _ = writeln!(
+            out,
+            "finalizer skipped ({}): {} shards failed",
+            r.finalizer.join(", "),
+            r.failures.len()
+        );
+    } else if !r.finalizer.is_empty() && r.status != "canary_failed" {
+        let _ = writeln!(out, "finalizer: {}", r.finalizer.join(", "));
+    }
+    out
+}
+
+/// `allocate --migrate`: brings the shards just allocated to the current version, with
+/// the defaults of `migrate apply` (unsafe statements refused).
+pub async fn new_shards(
+    ctx: &Context,
+    config: &Config,
+    snapshot: &Snapshot,
+    schemas: std::collections::BTreeSet<String>,
+    dir: &Path,
+) -> Result<RunReport, Failure> {
+    let set = read_set(dir)?;
+    let opts = RunOptions {
+        only: Some(schemas),
+        ..RunOptions::default()
+    };
+    let r = Renderer::new(ctx.json);
+    let cb = |e: Event| r.on(e);
+    let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
+    run_with_progress(&r, fut).await
+}

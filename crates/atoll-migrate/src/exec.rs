@@ -1,0 +1,173 @@
+//! Running one migration file on one schema.
+//!
+//! A transactional file runs in one transaction together with its version row, sent as a
+//! single batch (one round trip), so a schema has either both or neither. A CONCURRENTLY
+//! file runs statement by statement outside a transaction and is made idempotent: an index
+//! already built is skipped, an invalid one (a failed or interrupted build) is dropped
+//! first, and the version row is written last, so an interrupted file is simply redone.
+//!
+//! DDL waits at most `lock_timeout` for a busy table (so it cannot queue writes behind it
+//! for long) and is retried a bounded number of times.
+
+use crate::error::pg_message;
+use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex};
+use atoll_core::migration::{Migration, RunMode, SqlFile};
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// Up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// How DDL waits for locks.
+#[derive(Debug, Clone, Copy)]
+pub struct LockPolicy {
+    pub lock_timeout: Duration,
+    /// Further attempts after a lock timeout or a deadlock.
+    pub retries: u32,
+}
+
+/// One failed file: the PostgreSQL error as the server said it.
+#[derive(Debug, Clone)]
+pub struct StepError {
+    pub file: String,
+    pub msg: String,
+}
+
+const TABLE_DDL: &str = "create table if not exists atoll_migrations (
+    version text primary key,
+    name text not null,
+    checksum text not null,
+    applied_at timestamptz not null default now())";
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+    matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01"))
+}
+
+/// Runs `m` in `dir` on `schema`.
+pub async fn run_step(
+    client: &Client,
+    schema: &str,
+    m: &Migration,
+    dir: Direction,
+    policy: LockPolicy,
+) -> Result<(), StepError> {
+    let file = match dir {
+        Direction::Up => &m.up,
+        Direction::Down => &m.dn,
+    };
+    let mut attempt = 0;
+    loop {
+        let r = match &file.mode {
+            RunMode::Transaction => in_transaction(client, schema, m, file, dir, policy).await,
+            RunMode::Concurrently { statements } => {
+                concurrently(client, schema, m, statements, dir, policy).await
+            }
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if retryable(&e) && attempt < policy.retries => {
+                attempt += 1;
+                tracing::info!(schema, file = %file.file, attempt, "lock timeout, retrying");
+                // Back off so the writers queued behind us get through first.
+                tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
+            }
+            Err(e) => {
+                return Err(StepError {
+                    file: file.file.clone(),
+                    msg: pg_message(&e),
+                })
+            }
+        }
+    }
+}
+
+fn prelude(schema: &str, policy: LockPolicy, local: bool) -> String {
+    let scope = if local { "local " } else { "" };
+    format!(
+        "set {scope}search_path to {}; set {scope}lock_timeout = {};",
+        quote_ident(schema),
+        policy.lock_timeout.as_millis()
+    )
+}
+
+fn record_sql(m: &Migration, dir: Direction) -> String {
+    match dir {
+        Direction::Up => format!(
+            "insert into atoll_migrations (version, name, checksum) values ({}, {}, {});",
+            quote_literal(&m.version),
+            quote_literal(&m.name),
+            quote_literal(&m.up.checksum)
+        ),
+        Direction::Down => format!(
+            "delete from atoll_migrations where version = {};",
+            quote_literal(&m.version)
+        ),
+    }
+}
+
+async fn in_transaction(
+    client: &Client,
+    schema: &str,
+    m: &Migration,
+    file: &SqlFile,
+    dir: Direction,
+    policy: LockPolicy,
+) -> Result<(), tokio_postgres::Error> {
+    // The newline before `;` ends a trailing `--` comment in the file.
+    let batch = format!(
+        "begin; {} {TABLE_DDL}; {}\n; {} commit;",
+        prelude(schema, policy, true),
+        file.sql,
+        record_sql(m, dir)
+    );
+    match client.batch_execute(&batch).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // The rest of the batch was skipped; end the aborted transaction.
+            let _ = client.batch_execute("rollback").await;
+            Err(e)
+        }
+    }
+}
+
+async fn concurrently(
+    client: &Client,
+    schema: &str,
+    m: &Migration,
+    statements: &[ConcurrentIndex],
+    dir: Direction,
+    policy: LockPolicy,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("{} {TABLE_DDL};", prelude(schema, policy, false)))
+        .await?;
+    for st in statements {
+        let name = st.name.as_deref().unwrap_or_default();
+        let row = client
+            .query_opt(
+                "select i.indisvalid from pg_index i join pg_class c on c.oid = i.indexrelid
+                 where c.relnamespace = $1::text::regnamespace and c.relname = $2",
+                &[&schema, &name],
+            )
+            .await?;
+        let index = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        match (st.create, row.map(|r| r.get::<_, bool>(0))) {
+            // Built before an interruption, or dropped already: nothing to do.
+            (true, Some(true)) | (false, None) => continue,
+            (true, Some(false)) => {
+                tracing::info!(schema, index = name, "dropping invalid index before rebuilding it");
+                client
+                    .batch_execute(&format!("drop index concurrently if exists {index}"))
+                    .await?;
+            }
+            _ => {}
+        }
+        client.batch_execute(&st.sql).await?;
+    }
+    client.batch_execute(&record_sql(m, dir)).await
+}
