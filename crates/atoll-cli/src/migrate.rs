@@ -64,7 +64,8 @@ pub struct ApplyArgs {
 #[derive(clap::Args)]
 pub struct UndoArgs {
     /// The version to undo: the full name (20240101120000.users.sh) or its number
-    pub version: String,
+    #[arg(value_name = "VERSION")]
+    pub undo_version: String,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -100,7 +101,7 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
             let opts = options(&args.run, true);
             let r = Renderer::new(ctx.json);
             let cb = |e: Event| r.on(e);
-            let fut = atoll_migrate::undo(&config, &snapshot, &set, &args.version, &opts, &cb);
+            let fut = atoll_migrate::undo(&config, &snapshot, &set, &args.undo_version, &opts, &cb);
             let report = run_with_progress(&r, fut).await?;
             finish(ctx, &report)
         }
@@ -361,7 +362,7 @@ pub fn render_report(r: &RunReport) -> String {
     }
     let _ = writeln!(
         out,
-        "run {} {}: {} of {} schemas migrated, {} versions, {:.1} s (canary: {})",
+        "run {} {}: {} of {} schemas done, {} versions, {:.1} s (canary: {})",
         r.run_id,
         r.kind,
         r.schemas_ok,
@@ -394,7 +395,8 @@ pub fn render_report(r: &RunReport) -> String {
 }
 
 /// `allocate --migrate`: brings the shards just allocated to the current version, with
-/// the defaults of `migrate apply` (unsafe statements refused).
+/// the defaults of `migrate apply`. Destructive statements are allowed: a shard created a
+/// moment ago holds no data they could destroy, and it must replay the whole history.
 pub async fn new_shards(
     ctx: &Context,
     config: &Config,
@@ -405,6 +407,7 @@ pub async fn new_shards(
     let set = read_set(dir)?;
     let opts = RunOptions {
         only: Some(schemas),
+        allow_unsafe: true,
         ..RunOptions::default()
     };
     let r = Renderer::new(ctx.json);

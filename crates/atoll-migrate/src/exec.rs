@@ -110,6 +110,10 @@ fn record_sql(m: &Migration, dir: Direction) -> String {
     }
 }
 
+/// The version row is written first: if an earlier run's transaction on this schema is
+/// still finishing (its process was killed mid-batch, its backend not yet gone), the insert
+/// waits for it and then either succeeds or finds the version applied, so nothing is ever
+/// applied twice.
 async fn in_transaction(
     client: &Client,
     schema: &str,
@@ -118,19 +122,69 @@ async fn in_transaction(
     dir: Direction,
     policy: LockPolicy,
 ) -> Result<(), tokio_postgres::Error> {
+    if dir == Direction::Down {
+        return down_in_transaction(client, schema, m, file, policy).await;
+    }
     // The newline before `;` ends a trailing `--` comment in the file.
     let batch = format!(
-        "begin; {} {TABLE_DDL}; {}\n; {} commit;",
+        "begin; {} {TABLE_DDL}; {}\n{}\n; commit;",
         prelude(schema, policy, true),
+        record_sql(m, dir),
         file.sql,
-        record_sql(m, dir)
     );
     match client.batch_execute(&batch).await {
         Ok(()) => Ok(()),
         Err(e) => {
             // The rest of the batch was skipped; end the aborted transaction.
             let _ = client.batch_execute("rollback").await;
+            if already_applied(&e) {
+                tracing::info!(schema, version = %m.version, "already applied by an earlier run");
+                return Ok(());
+            }
             Err(e)
+        }
+    }
+}
+
+/// A unique violation on the version row itself (not one raised by the file's SQL).
+fn already_applied(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code().code() == "23505" && db.constraint() == Some("atoll_migrations_pkey")
+    })
+}
+
+async fn down_in_transaction(
+    client: &Client,
+    schema: &str,
+    m: &Migration,
+    file: &SqlFile,
+    policy: LockPolicy,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("begin; {}", prelude(schema, policy, true)))
+        .await?;
+    let result = async {
+        let removed = client
+            .execute(
+                "delete from atoll_migrations where version = $1",
+                &[&m.version],
+            )
+            .await?;
+        if removed == 0 {
+            // Undone by an earlier run already.
+            return Ok(false);
+        }
+        client
+            .batch_execute(&format!("{}\n;", file.sql))
+            .await
+            .map(|()| true)
+    }
+    .await;
+    match result {
+        Ok(true) => client.batch_execute("commit").await,
+        Ok(false) | Err(_) => {
+            let _ = client.batch_execute("rollback").await;
+            result.map(|_| ())
         }
     }
 }
