@@ -22,7 +22,12 @@ pub struct AllocateArgs {
     #[arg(long)]
     pub migrate: bool,
     /// Migration directory for --migrate
-    #[arg(long, default_value = "migrations", value_name = "DIR", requires = "migrate")]
+    #[arg(
+        long,
+        default_value = "migrations",
+        value_name = "DIR",
+        requires = "migrate"
+    )]
     pub migrations_dir: std::path::PathBuf,
 }
 

@@ -150,8 +150,8 @@ fn new(ctx: &Context, args: NewArgs) -> CmdResult {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let paths = atoll_migrate::new_pair(&args.dir.dir, &args.name, &args.target, now)
-        .map_err(failure)?;
+    let paths =
+        atoll_migrate::new_pair(&args.dir.dir, &args.name, &args.target, now).map_err(failure)?;
     if ctx.json {
         print_json(&paths)?;
     } else {
@@ -318,7 +318,8 @@ impl Renderer {
                     b.inc(1);
                 }
                 if self.plain {
-                    let all = self.done.load(Ordering::Relaxed) == self.total.load(Ordering::Relaxed);
+                    let all =
+                        self.done.load(Ordering::Relaxed) == self.total.load(Ordering::Relaxed);
                     self.line(all);
                 }
             }
@@ -327,10 +328,7 @@ impl Renderer {
 }
 
 /// Runs an apply or undo with progress rendering.
-async fn run_with_progress<'a, Fut>(
-    r: &'a Renderer,
-    fut: Fut,
-) -> Result<RunReport, Failure>
+async fn run_with_progress<'a, Fut>(r: &'a Renderer, fut: Fut) -> Result<RunReport, Failure>
 where
     Fut: std::future::Future<Output = Result<RunReport, MigrateError>> + 'a,
 {
@@ -346,18 +344,24 @@ pub fn finish(ctx: &Context, report: &RunReport) -> CmdResult {
     } else {
         print!("{}", render_report(report));
     }
-    Ok(if report.status == "done" || report.status == "nothing_to_do" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::exit::FAILED)
-    })
+    Ok(
+        if report.status == "done" || report.status == "nothing_to_do" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::exit::FAILED)
+        },
+    )
 }
 
 pub fn render_report(r: &RunReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if r.status == "nothing_to_do" {
-        let _ = writeln!(out, "run {} {}: every schema is up to date", r.run_id, r.kind);
+        let _ = writeln!(
+            out,
+            "run {} {}: every schema is up to date",
+            r.run_id, r.kind
+        );
         return out;
     }
     let _ = writeln!(
@@ -369,10 +373,18 @@ pub fn render_report(r: &RunReport) -> String {
         r.schemas_total,
         r.versions_applied,
         r.elapsed_ms as f64 / 1000.0,
-        if r.canary.is_empty() { "none".to_string() } else { r.canary.join(", ") }
+        if r.canary.is_empty() {
+            "none".to_string()
+        } else {
+            r.canary.join(", ")
+        }
     );
     if r.status == "canary_failed" {
-        let _ = writeln!(out, "canary failed: the run stopped, {} schemas not started", r.not_started);
+        let _ = writeln!(
+            out,
+            "canary failed: the run stopped, {} schemas not started",
+            r.not_started
+        );
     }
     for f in &r.failures {
         let _ = writeln!(

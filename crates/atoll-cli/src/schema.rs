@@ -51,4 +51,3 @@ pub async fn run(ctx: &Context, cmd: SchemaCommand) -> CmdResult {
         ExitCode::from(UNHEALTHY)
     })
 }
-

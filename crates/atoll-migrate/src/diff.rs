@@ -40,13 +40,18 @@ pub async fn schema_diff(
     snapshot: &Snapshot,
 ) -> Result<Vec<SignatureGroup>, MigrateError> {
     let masters = Masters::connect(config, snapshot).await?;
-    let per_island = try_join_all(masters.nodes.iter().map(|(island, node, client)| async move {
-        let rows = client
-            .query(FACTS_SQL, &[])
-            .await
-            .map_err(|e| query_error(node, e))?;
-        Ok::<_, MigrateError>((*island, rows))
-    }))
+    let per_island = try_join_all(
+        masters
+            .nodes
+            .iter()
+            .map(|(island, node, client)| async move {
+                let rows = client
+                    .query(FACTS_SQL, &[])
+                    .await
+                    .map_err(|e| query_error(node, e))?;
+                Ok::<_, MigrateError>((*island, rows))
+            }),
+    )
     .await?;
     let mut facts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut owner: BTreeMap<String, atoll_core::IslandId> = BTreeMap::new();

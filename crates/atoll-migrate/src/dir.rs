@@ -30,13 +30,21 @@ pub fn read_dir(dir: &Path) -> Result<MigrationSet, MigrateError> {
 
 /// Creates an empty `<UTC timestamp>.<name>.<target>.up.sql` / `.dn.sql` pair, refusing
 /// a name or target the grammar would refuse later.
-pub fn new_pair(dir: &Path, name: &str, target: &str, now_unix: u64) -> Result<[PathBuf; 2], MigrateError> {
+pub fn new_pair(
+    dir: &Path,
+    name: &str,
+    target: &str,
+    now_unix: u64,
+) -> Result<[PathBuf; 2], MigrateError> {
     let stamp = utc_stamp(now_unix);
     let base = format!("{stamp}.{name}.{target}");
     let up = format!("{base}.up.sql");
     let dn = format!("{base}.dn.sql");
     // Validate with the parser itself, so `new` and `apply` can never disagree.
-    MigrationSet::parse(vec![(up.clone(), String::new()), (dn.clone(), String::new())])?;
+    MigrationSet::parse(vec![
+        (up.clone(), String::new()),
+        (dn.clone(), String::new()),
+    ])?;
     let err = |msg: String| MigrateError::Dir {
         dir: dir.display().to_string(),
         msg,

@@ -214,7 +214,11 @@ async fn concurrently(
             // Built before an interruption, or dropped already: nothing to do.
             (true, Some(true)) | (false, None) => continue,
             (true, Some(false)) => {
-                tracing::info!(schema, index = name, "dropping invalid index before rebuilding it");
+                tracing::info!(
+                    schema,
+                    index = name,
+                    "dropping invalid index before rebuilding it"
+                );
                 client
                     .batch_execute(&format!("drop index concurrently if exists {index}"))
                     .await?;

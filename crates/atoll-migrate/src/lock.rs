@@ -107,7 +107,12 @@ impl RunLock {
             .execute(
                 "update atoll.migration_runs set schemas_total = $2, schemas_done = $3,
                         schemas_failed = $4, changed_at = now() where run_id = $1",
-                &[&self.run_id, &(total as i32), &(done as i32), &(failed as i32)],
+                &[
+                    &self.run_id,
+                    &(total as i32),
+                    &(done as i32),
+                    &(failed as i32),
+                ],
             )
             .await;
         if let Err(e) = r {

@@ -52,7 +52,10 @@ pub enum Event {
     /// A phase begins: "canary", "fan-out", "finalizer".
     Phase(&'static str),
     /// One schema finished (its whole chain), with the error if it failed.
-    Done { schema: String, error: Option<String> },
+    Done {
+        schema: String,
+        error: Option<String>,
+    },
 }
 
 /// One schema whose chain stopped.
@@ -150,7 +153,18 @@ pub async fn apply(
             return Err(e);
         }
     };
-    execute(config, &masters, lock, set, jobs, Direction::Up, opts, progress, started).await
+    execute(
+        config,
+        &masters,
+        lock,
+        set,
+        jobs,
+        Direction::Up,
+        opts,
+        progress,
+        started,
+    )
+    .await
 }
 
 /// `migrate undo VERSION`: the down file wherever `version` is the latest applied.
@@ -187,7 +201,18 @@ pub async fn undo(
             return Err(e);
         }
     };
-    execute(config, &masters, lock, set, jobs, Direction::Down, opts, progress, started).await
+    execute(
+        config,
+        &masters,
+        lock,
+        set,
+        jobs,
+        Direction::Down,
+        opts,
+        progress,
+        started,
+    )
+    .await
 }
 
 async fn take_lock(
@@ -211,7 +236,10 @@ async fn take_lock(
         .find(|m| m.0 == island)
         .map(|m| &m.2)
         .ok_or(atoll_pg::PgError::NoMaster(island))?
-        .query_one("select to_regclass('atoll.migration_lock') is not null", &[])
+        .query_one(
+            "select to_regclass('atoll.migration_lock') is not null",
+            &[],
+        )
         .await
         .map_err(|e| crate::error::query_error(&node, e))?
         .get(0);
@@ -233,7 +261,11 @@ async fn execute(
     progress: &(dyn Fn(Event) + Sync),
     started: Instant,
 ) -> Result<RunReport, MigrateError> {
-    let kind = if dir == Direction::Up { "apply" } else { "undo" };
+    let kind = if dir == Direction::Up {
+        "apply"
+    } else {
+        "undo"
+    };
     let total = jobs.len();
     let (mut shards, finalizer): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
@@ -284,7 +316,16 @@ async fn execute(
     if canary_n > 0 {
         progress(Event::Phase("canary"));
         // One at a time: a broken migration fails on one shard, not on `parallelism`.
-        with_ticks(run_jobs(&nodes, shards, 1, dir, opts.policy, timeout, &shared)).await;
+        with_ticks(run_jobs(
+            &nodes,
+            shards,
+            1,
+            dir,
+            opts.policy,
+            timeout,
+            &shared,
+        ))
+        .await;
     }
     let canary_failed = shared.failed.load(Ordering::Relaxed) > 0;
     if canary_failed {
@@ -293,33 +334,59 @@ async fn execute(
         if !rest.is_empty() {
             progress(Event::Phase("fan-out"));
             let p = opts.parallelism.max(1);
-            with_ticks(run_jobs(&nodes, rest, p, dir, opts.policy, timeout, &shared)).await;
+            with_ticks(run_jobs(
+                &nodes,
+                rest,
+                p,
+                dir,
+                opts.policy,
+                timeout,
+                &shared,
+            ))
+            .await;
         }
         if shared.failed.load(Ordering::Relaxed) > 0 {
             report.finalizer_skipped = !finalizer.is_empty();
             report.not_started = finalizer.len();
         } else if !finalizer.is_empty() {
             progress(Event::Phase("finalizer"));
-            with_ticks(run_jobs(&nodes, finalizer, 1, dir, opts.policy, timeout, &shared)).await;
+            with_ticks(run_jobs(
+                &nodes,
+                finalizer,
+                1,
+                dir,
+                opts.policy,
+                timeout,
+                &shared,
+            ))
+            .await;
         }
     }
     let after = hooks(masters, &islands, set.after.as_deref(), "after.sql").await;
     let failed = shared.failed.load(Ordering::Relaxed);
     report.schemas_ok = shared.done.load(Ordering::Relaxed) - failed;
     report.versions_applied = shared.versions.load(Ordering::Relaxed);
-    report.failures = shared.failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.failures = shared
+        .failures
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     report.failures.sort_by(|a, b| a.schema.cmp(&b.schema));
     report.status = match (canary_failed, failed) {
         (true, _) => "canary_failed",
         (false, 0) => "done",
         _ => "failed",
     };
-    lock.progress(total, report.schemas_ok + failed, failed).await;
+    lock.progress(total, report.schemas_ok + failed, failed)
+        .await;
     let message = match report.failures.first() {
         Some(f) => format!("{} failed schemas, first {}: {}", failed, f.schema, f.error),
         None => format!("{} schemas migrated", report.schemas_ok),
     };
-    let status = if report.status == "done" { "done" } else { "failed" };
+    let status = if report.status == "done" {
+        "done"
+    } else {
+        "failed"
+    };
     lock.finish(status, &message).await?;
     after?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -394,7 +461,15 @@ async fn run_jobs(
     let mut workers = Vec::new();
     for (island, queue, n) in &queues {
         for _ in 0..*n {
-            workers.push(worker(nodes.get(island), *island, queue, dir, policy, timeout, shared));
+            workers.push(worker(
+                nodes.get(island),
+                *island,
+                queue,
+                dir,
+                policy,
+                timeout,
+                shared,
+            ));
         }
     }
     join_all(workers).await;

@@ -135,6 +135,9 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
     })
 }
 
+/// The up and the down file of one version, as found so far.
+type Halves = (Option<SqlFile>, Option<SqlFile>);
+
 /// Orders version numbers as numbers (without parsing: they may be long).
 fn number_key(n: &str) -> (usize, &str) {
     let t = n.trim_start_matches('0');
@@ -146,8 +149,7 @@ impl MigrationSet {
     /// editor files); every `.sql` file must follow the grammar.
     pub fn parse(files: Vec<(String, String)>) -> Result<MigrationSet, MigrationError> {
         let mut set = MigrationSet::default();
-        let mut pairs: BTreeMap<(String, String, String), (Option<SqlFile>, Option<SqlFile>)> =
-            BTreeMap::new();
+        let mut pairs: BTreeMap<(String, String, String), Halves> = BTreeMap::new();
         for (file, text) in files {
             if !file.ends_with(".sql") || file.starts_with('.') {
                 continue;
