@@ -23,6 +23,8 @@ const V4: &str = "20240101000050.ticks.sh";
 const V5: &str = "20240101000060.drop_name.sh";
 const V6: &str = "20240101000090.nick_uniq.sh";
 const V7: &str = "20240101000080.after_drift.sh";
+const V8: &str = "20240101000100.age.sh";
+const V9: &str = "20240101000110.hooked.sh";
 
 impl Env {
     fn atoll(&self, args: &[&str]) -> Output {
@@ -149,6 +151,8 @@ fn migrate_end_to_end() {
     concurrently_files(&env);
     undo(&env);
     schema_diff_finds_a_dropped_column(&env);
+    lock_timeout_with_bounded_retry(&env);
+    before_and_after_hooks(&env);
     allocate_migrate_and_new(&env);
 }
 
@@ -458,6 +462,99 @@ fn schema_diff_finds_a_dropped_column(env: &Env) {
     env.psql(p42, "alter table sh0042.users add column nick text");
 }
 
+fn lock_timeout_with_bounded_retry(env: &Env) {
+    env.write(
+        V8,
+        "alter table users add column age int;",
+        "alter table users drop column age;",
+    );
+    let p3 = env.port_of("sh0003");
+    // Another session holds sh0003.users for 3 s, as a long transaction of the app would.
+    let mut holder = Command::new(env.sb.pg_bin().join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p3.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args([
+            "-c",
+            "begin; lock table sh0003.users; select pg_sleep(3); commit;",
+        ])
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn psql");
+    let held = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
+                where c.relname = 'users' and c.relnamespace = 'sh0003'::regnamespace \
+                and l.granted and l.mode = 'AccessExclusiveLock'";
+    let started = Instant::now();
+    while env.psql(p3, held) != "1" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lock never taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // No retry: the busy shard gives up quickly with the lock timeout, the others go on.
+    let (code, report) = env.migrate_json(&[
+        "apply",
+        "--canary",
+        "0",
+        "--lock-timeout-ms",
+        "100",
+        "--lock-retries",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["failures"][0]["schema"], "sh0003", "{report}");
+    let error = report["failures"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("lock timeout") && error.contains("55P03"),
+        "{error}"
+    );
+    assert_eq!(env.applied(V8), 63);
+    // Bounded retries with backoff outlast the holder.
+    let (code, report) =
+        env.migrate_json(&["apply", "--lock-timeout-ms", "200", "--lock-retries", "6"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.applied(V8), 64);
+    holder.wait().expect("psql");
+}
+
+fn before_and_after_hooks(env: &Env) {
+    let before = env.dir.join("before.sql");
+    let after = env.dir.join("after.sql");
+    std::fs::write(
+        &before,
+        "create table if not exists public.hook_log (id serial, what text);\n\
+         insert into public.hook_log (what) values ('before');",
+    )
+    .expect("write");
+    std::fs::write(
+        &after,
+        "insert into public.hook_log (what) values ('after');",
+    )
+    .expect("write");
+    env.write(V9, "create table hooked (id int);", "drop table hooked;");
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    // Once per island, around the run.
+    for p in &env.ports {
+        let log = env.psql(
+            *p,
+            "select string_agg(what, ',' order by id) from public.hook_log",
+        );
+        assert_eq!(log, "before,after", "port {p}");
+    }
+    std::fs::remove_file(before).expect("rm");
+    std::fs::remove_file(after).expect("rm");
+}
+
 fn allocate_migrate_and_new(env: &Env) {
     let dir = env.dir.to_string_lossy().to_string();
     let out = env.atoll(&[
@@ -473,7 +570,7 @@ fn allocate_migrate_and_new(env: &Env) {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["migrate"]["status"], "done", "{v}");
     assert_eq!(v["migrate"]["schemas_total"], 2, "{v}");
-    assert_eq!(env.applied(V7), 66);
+    assert_eq!(env.applied(V9), 66);
     let (code, plan) = env.migrate_json(&["plan"]);
     assert_eq!(code, 0);
     assert_eq!(plan["up_to_date"], 67);

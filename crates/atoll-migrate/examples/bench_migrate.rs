@@ -87,11 +87,22 @@ async fn main() -> anyhow::Result<()> {
         let snapshot = discover(&config).await;
         let report = atoll_migrate::apply(&config, &snapshot, &set, &opts, &|_: Event| {}).await?;
         let secs = t.elapsed().as_secs_f64();
-        anyhow::ensure!(report.status == "done", "run failed: {:?}", report.failures.first());
-        anyhow::ensure!(report.schemas_ok == n as usize, "migrated {}", report.schemas_ok);
+        anyhow::ensure!(
+            report.status == "done",
+            "run failed: {:?}",
+            report.failures.first()
+        );
+        anyhow::ensure!(
+            report.schemas_ok == n as usize,
+            "migrated {}",
+            report.schemas_ok
+        );
         let ms = secs * 1000.0 / n as f64;
         per_shard.push((n, ms));
-        println!("| {n} | {secs:.2} | {ms:.2} | {} |", report.versions_applied);
+        println!(
+            "| {n} | {secs:.2} | {ms:.2} | {} |",
+            report.versions_applied
+        );
         if n == 1000 {
             // Dry run over exactly 1,000 up-to-date shards, best of 5.
             let mut best = f64::MAX;
@@ -116,14 +127,22 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::ensure!(out.status.success(), "atoll migrate plan failed");
                     best_cli = best_cli.min(t.elapsed().as_secs_f64());
                 }
-                println!("`atoll migrate plan` process on 1,000 up-to-date shards: {:.0} ms (best of 5)", best_cli * 1000.0);
+                println!(
+                    "`atoll migrate plan` process on 1,000 up-to-date shards: {:.0} ms (best of 5)",
+                    best_cli * 1000.0
+                );
             }
         }
     }
     if let Some(ms) = plan_ms {
         println!("migrate plan (library, incl. discovery) on 1,000 up-to-date shards: {ms:.0} ms (best of 5)");
     }
-    let at = |n: u16| per_shard.iter().find(|p| p.0 == n).map_or(f64::NAN, |p| p.1);
+    let at = |n: u16| {
+        per_shard
+            .iter()
+            .find(|p| p.0 == n)
+            .map_or(f64::NAN, |p| p.1)
+    };
     println!(
         "per-shard cost 5,000 vs 100: {:.2}x; 1,000 shards vs pg-mig 87 s: {:.1}x faster; 100 vs pg-mig 9-11 s: {:.1}x faster",
         at(5000) / at(100),

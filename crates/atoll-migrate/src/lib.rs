@@ -22,6 +22,7 @@ mod exec;
 mod lock;
 mod run;
 mod state;
+mod workers;
 
 pub use diff::schema_diff;
 pub use dir::{new_pair, read_dir, utc_stamp};

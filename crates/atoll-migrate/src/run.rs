@@ -4,14 +4,14 @@
 //! transaction as the change, so a re-run plans exactly what is still missing.
 
 use crate::error::MigrateError;
-use crate::exec::{run_step, Direction, LockPolicy};
+use crate::exec::{Direction, LockPolicy};
 use crate::lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
-use atoll_core::migration::{check_applicable, plan, plan_undo, Migration, MigrationSet, Plan};
+use crate::workers::{run_jobs, Job, Shared};
+use atoll_core::migration::{check_applicable, plan, plan_undo, MigrationSet, Plan};
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
-use futures::future::join_all;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -97,20 +97,6 @@ pub async fn plan_only(
     let masters = Masters::connect(config, snapshot).await?;
     let states = read_states(config, &masters, set).await?;
     Ok(plan(set, &states))
-}
-
-struct Job<'a> {
-    schema: String,
-    island: IslandId,
-    steps: Vec<&'a Migration>,
-}
-
-struct Shared<'p> {
-    done: AtomicUsize,
-    failed: AtomicUsize,
-    versions: AtomicUsize,
-    failures: Mutex<Vec<SchemaFailure>>,
-    progress: &'p (dyn Fn(Event) + Sync),
 }
 
 /// `migrate apply`.
@@ -434,113 +420,4 @@ async fn hooks(
             })?;
     }
     Ok(())
-}
-
-/// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
-/// once. A failing file stops its schema's chain; the other schemas go on.
-async fn run_jobs(
-    nodes: &BTreeMap<IslandId, NodeConfig>,
-    jobs: Vec<Job<'_>>,
-    parallelism: usize,
-    dir: Direction,
-    policy: LockPolicy,
-    timeout: Duration,
-    shared: &Shared<'_>,
-) {
-    let mut by_island: BTreeMap<IslandId, VecDeque<Job>> = BTreeMap::new();
-    for j in jobs {
-        by_island.entry(j.island).or_default().push_back(j);
-    }
-    let queues: Vec<(IslandId, Mutex<VecDeque<Job>>, usize)> = by_island
-        .into_iter()
-        .map(|(i, q)| {
-            let n = q.len().min(parallelism);
-            (i, Mutex::new(q), n)
-        })
-        .collect();
-    let mut workers = Vec::new();
-    for (island, queue, n) in &queues {
-        for _ in 0..*n {
-            workers.push(worker(
-                nodes.get(island),
-                *island,
-                queue,
-                dir,
-                policy,
-                timeout,
-                shared,
-            ));
-        }
-    }
-    join_all(workers).await;
-}
-
-async fn worker(
-    node: Option<&NodeConfig>,
-    island: IslandId,
-    queue: &Mutex<VecDeque<Job<'_>>>,
-    dir: Direction,
-    policy: LockPolicy,
-    timeout: Duration,
-    shared: &Shared<'_>,
-) {
-    let mut client: Option<tokio_postgres::Client> = None;
-    loop {
-        // Never held across an await.
-        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-        let Some(job) = job else { return };
-        let mut failure: Option<SchemaFailure> = None;
-        let fail = |m: &Migration, file: String, error: String| SchemaFailure {
-            schema: job.schema.clone(),
-            island,
-            version: m.version.clone(),
-            file,
-            error,
-        };
-        let mut connect_error = String::from("no master configured");
-        let usable = matches!(&client, Some(c) if !c.is_closed());
-        if !usable {
-            client = None;
-            if let Some(n) = node {
-                match atoll_pg::connect_with_timeout(n, timeout).await {
-                    Ok(c) => client = Some(c),
-                    Err(e) => connect_error = e.to_string(),
-                }
-            }
-        }
-        match &client {
-            None => {
-                if let Some(m) = job.steps.first() {
-                    failure = Some(fail(m, String::new(), connect_error));
-                }
-            }
-            Some(c) => {
-                for m in &job.steps {
-                    match run_step(c, &job.schema, m, dir, policy).await {
-                        Ok(()) => {
-                            shared.versions.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            failure = Some(fail(m, e.file, e.msg));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        let error = failure.as_ref().map(|f| format!("{}: {}", f.file, f.error));
-        if let Some(f) = failure {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(f);
-        }
-        shared.done.fetch_add(1, Ordering::Relaxed);
-        (shared.progress)(Event::Done {
-            schema: job.schema.clone(),
-            error,
-        });
-    }
 }
