@@ -427,3 +427,81 @@ pub async fn new_shards(
     let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
     run_with_progress(&r, fut).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_core::migration::{plan, SchemaState};
+    use atoll_core::IslandId;
+
+    fn set() -> MigrationSet {
+        let mut files = Vec::new();
+        for v in ["1.a.sh", "2.b.sh", "3.c.sh"] {
+            files.push((
+                format!("{v}.up.sql"),
+                "alter table t drop column x;".to_string(),
+            ));
+            files.push((format!("{v}.dn.sql"), String::new()));
+        }
+        MigrationSet::parse(files).expect("valid")
+    }
+
+    #[test]
+    fn plan_text_is_one_line_per_group() {
+        let states: Vec<SchemaState> = (1..=100)
+            .map(|n| SchemaState {
+                schema: format!("sh{n:04}"),
+                island: IslandId((n % 2) as u16),
+                applied: if n == 42 {
+                    vec!["1.a.sh".into()]
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        let p = plan(&set(), &states);
+        let text = render_plan(&set(), &p, Path::new("m"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "3 migrations in m (targets: sh)");
+        assert_eq!(
+            lines[1],
+            "3 versions 1.a.sh .. 3.c.sh -> 99 schemas: sh0001-sh0041, sh0043-sh0100"
+        );
+        assert_eq!(lines[2], "versions 2.b.sh, 3.c.sh -> 1 schema: sh0042");
+        assert_eq!(lines[3], "0 schemas up to date");
+        assert!(lines[4].starts_with("unsafe: 1.a.sh.up.sql contains DROP COLUMN"));
+    }
+
+    #[test]
+    fn report_lists_every_failure() {
+        let r = RunReport {
+            run_id: 7,
+            kind: "apply",
+            status: "failed",
+            schemas_total: 3,
+            schemas_ok: 1,
+            versions_applied: 2,
+            canary: vec!["sh0001".into()],
+            failures: ["sh0002", "sh0003"]
+                .iter()
+                .map(|s| atoll_migrate::SchemaFailure {
+                    schema: s.to_string(),
+                    island: IslandId(1),
+                    version: "2.b.sh".into(),
+                    file: "2.b.sh.up.sql".into(),
+                    error: "ERROR: boom [XX000]".into(),
+                })
+                .collect(),
+            not_started: 1,
+            finalizer: vec!["public".into()],
+            finalizer_skipped: true,
+            elapsed_ms: 1500,
+        };
+        let text = render_report(&r);
+        assert!(text
+            .starts_with("run 7 apply: 1 of 3 schemas done, 2 versions, 1.5 s (canary: sh0001)"));
+        assert!(text.contains("failed: sh0002 (island 1) 2.b.sh.up.sql: ERROR: boom [XX000]"));
+        assert!(text.contains("failed: sh0003 (island 1)"));
+        assert!(text.contains("finalizer skipped (public): 2 shards failed"));
+    }
+}

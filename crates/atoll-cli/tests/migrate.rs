@@ -272,6 +272,12 @@ fn one_failing_shard_leaves_others_consistent(env: &Env) {
         "{text}"
     );
     assert_eq!(env.applied(V3), 63);
+    // Every other shard has the whole change: the table and its row.
+    // (OFFSET 0 keeps the per-table count from running before the name filter.)
+    let complete = "select count(*) from (select schemaname from pg_tables \
+                    where tablename = 'orders' and schemaname <> 'sh0042' offset 0) t \
+                    where (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I.orders', t.schemaname), false, true, '')))[1]::text = '1'";
+    assert_eq!(env.sum(complete), 63);
     // sh0042 kept its old state: no version row, its own table untouched.
     assert_eq!(
         env.psql(
