@@ -25,6 +25,7 @@ const V6: &str = "20240101000090.nick_uniq.sh";
 const V7: &str = "20240101000080.after_drift.sh";
 const V8: &str = "20240101000100.age.sh";
 const V9: &str = "20240101000110.hooked.sh";
+const V10: &str = "20240101000120.after_pg_mig.sh";
 
 impl Env {
     fn atoll(&self, args: &[&str]) -> Output {
@@ -154,6 +155,7 @@ fn migrate_end_to_end() {
     lock_timeout_with_bounded_retry(&env);
     before_and_after_hooks(&env);
     allocate_migrate_and_new(&env);
+    switch_from_pg_mig(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {
@@ -594,4 +596,38 @@ fn allocate_migrate_and_new(env: &Env) {
     let (code, _, err) = env.migrate(&["new", "bad name", "--dir", &nd]);
     assert_eq!(code, 2, "{err}");
     assert!(Path::new(&new_dir).exists());
+}
+
+fn switch_from_pg_mig(env: &Env) {
+    // A shard pg-mig has migrated so far: its versions live in mig_versions_const().
+    ok(&env.atoll(&["allocate", "--shards", "67"]));
+    let p67 = env.port_of("sh0067");
+    let all = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
+    let json = serde_json::to_string(&all).expect("json");
+    env.psql(
+        p67,
+        &format!("create function sh0067.mig_versions_const() returns text language sql as $$ select '{json}' $$"),
+    );
+    let (code, plan) = env.migrate_json(&["plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(
+        plan["up_to_date"], 68,
+        "pg-mig's versions count as applied: {plan}"
+    );
+    env.write(
+        V10,
+        "create table after_pg_mig (id int);",
+        "drop table after_pg_mig;",
+    );
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["schemas_total"], 67, "{report}");
+    assert_eq!(report["versions_applied"], 67, "{report}");
+    // Imported on first write, then extended.
+    assert_eq!(
+        env.psql(p67, "select count(*) from sh0067.atoll_migrations"),
+        "10"
+    );
+    let (_, plan) = env.migrate_json(&["plan"]);
+    assert_eq!(plan["up_to_date"], 68);
 }

@@ -37,11 +37,23 @@ pub struct StepError {
     pub msg: String,
 }
 
-const TABLE_DDL: &str = "create table if not exists atoll_migrations (
-    version text primary key,
-    name text not null,
-    checksum text not null,
-    applied_at timestamptz not null default now())";
+/// Creates the schema's version table on first use. A schema that pg-mig migrated so far
+/// (its versions in the function `mig_versions_const()`) has them imported, so switching
+/// from pg-mig neither re-applies nor loses a version.
+const ENSURE_TABLE: &str = "do $atoll$ begin
+  if to_regclass('atoll_migrations') is null then
+    create table atoll_migrations (
+      version text primary key,
+      name text not null,
+      checksum text not null,
+      applied_at timestamptz not null default now());
+    if to_regprocedure('mig_versions_const()') is not null then
+      insert into atoll_migrations (version, name, checksum)
+      select v, split_part(v, '.', 2), 'pg-mig'
+      from json_array_elements_text(mig_versions_const()::json) v;
+    end if;
+  end if;
+end $atoll$;";
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
     // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
@@ -55,6 +67,7 @@ pub async fn run_step(
     m: &Migration,
     dir: Direction,
     policy: LockPolicy,
+    first: bool,
 ) -> Result<(), StepError> {
     let file = match dir {
         Direction::Up => &m.up,
@@ -63,9 +76,11 @@ pub async fn run_step(
     let mut attempt = 0;
     loop {
         let r = match &file.mode {
-            RunMode::Transaction => in_transaction(client, schema, m, file, dir, policy).await,
+            RunMode::Transaction => {
+                in_transaction(client, schema, m, file, dir, policy, first).await
+            }
             RunMode::Concurrently { statements } => {
-                concurrently(client, schema, m, statements, dir, policy).await
+                concurrently(client, schema, m, statements, dir, policy, first).await
             }
         };
         match r {
@@ -86,12 +101,14 @@ pub async fn run_step(
     }
 }
 
-fn prelude(schema: &str, policy: LockPolicy, local: bool) -> String {
+/// Session settings for one schema; on its first step in a run, also its version table.
+fn prelude(schema: &str, policy: LockPolicy, local: bool, first: bool) -> String {
     let scope = if local { "local " } else { "" };
     format!(
-        "set {scope}search_path to {}; set {scope}lock_timeout = {};",
+        "set {scope}search_path to {}; set {scope}lock_timeout = {}; {}",
         quote_ident(schema),
-        policy.lock_timeout.as_millis()
+        policy.lock_timeout.as_millis(),
+        if first { ENSURE_TABLE } else { "" }
     )
 }
 
@@ -121,14 +138,15 @@ async fn in_transaction(
     file: &SqlFile,
     dir: Direction,
     policy: LockPolicy,
+    first: bool,
 ) -> Result<(), tokio_postgres::Error> {
     if dir == Direction::Down {
-        return down_in_transaction(client, schema, m, file, policy).await;
+        return down_in_transaction(client, schema, m, file, policy, first).await;
     }
     // The newline before `;` ends a trailing `--` comment in the file.
     let batch = format!(
-        "begin; {} {TABLE_DDL}; {}\n{}\n; commit;",
-        prelude(schema, policy, true),
+        "begin; {} {}\n{}\n; commit;",
+        prelude(schema, policy, true, first),
         record_sql(m, dir),
         file.sql,
     );
@@ -159,9 +177,10 @@ async fn down_in_transaction(
     m: &Migration,
     file: &SqlFile,
     policy: LockPolicy,
+    first: bool,
 ) -> Result<(), tokio_postgres::Error> {
     client
-        .batch_execute(&format!("begin; {}", prelude(schema, policy, true)))
+        .batch_execute(&format!("begin; {}", prelude(schema, policy, true, first)))
         .await?;
     let result = async {
         let removed = client
@@ -196,9 +215,10 @@ async fn concurrently(
     statements: &[ConcurrentIndex],
     dir: Direction,
     policy: LockPolicy,
+    first: bool,
 ) -> Result<(), tokio_postgres::Error> {
     client
-        .batch_execute(&format!("{} {TABLE_DDL};", prelude(schema, policy, false)))
+        .batch_execute(&prelude(schema, policy, false, first))
         .await?;
     for st in statements {
         let name = st.name.as_deref().unwrap_or_default();

@@ -107,8 +107,8 @@ async fn worker(
                 }
             }
             Some(c) => {
-                for m in &job.steps {
-                    match run_step(c, &job.schema, m, dir, policy).await {
+                for (i, m) in job.steps.iter().enumerate() {
+                    match run_step(c, &job.schema, m, dir, policy, i == 0).await {
                         Ok(()) => {
                             shared.versions.fetch_add(1, Ordering::Relaxed);
                         }

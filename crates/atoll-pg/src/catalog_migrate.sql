@@ -27,6 +27,8 @@ create table atoll.migration_lock (
 );
 -- Every shard schema (and every schema starting with one of `prefixes`) with its applied
 -- versions, in one call: one row (schema, null) per schema, then one row per version.
+-- A schema migrated by pg-mig so far (no atoll_migrations yet, its versions in the
+-- function mig_versions_const()) reports those, so users can switch from pg-mig.
 -- One EXECUTE per schema is much cheaper than planning a UNION ALL over thousands of tables.
 create function atoll.migration_state(prefixes text[])
 returns table (schema_name text, version text)
@@ -34,10 +36,13 @@ language plpgsql stable as $fn$
 declare
     s text;
     has_table boolean;
+    has_pg_mig boolean;
 begin
-    for s, has_table in
+    for s, has_table, has_pg_mig in
         select n.nspname::text, exists (select 1 from pg_class c
-                where c.relnamespace = n.oid and c.relname = 'atoll_migrations' and c.relkind = 'r')
+                where c.relnamespace = n.oid and c.relname = 'atoll_migrations' and c.relkind = 'r'),
+            exists (select 1 from pg_proc p
+                where p.pronamespace = n.oid and p.proname = 'mig_versions_const')
         from pg_namespace n
         where (n.nspname ~ '^sh[0-9]{4}$' or n.nspname like any (
                   select p || '%' from unnest(prefixes) p))
@@ -48,6 +53,9 @@ begin
         return next;
         if has_table then
             return query execute format('select %L::text, version from %I.atoll_migrations', s, s);
+        elsif has_pg_mig then
+            return query execute format(
+                'select %L::text, v from json_array_elements_text(%I.mig_versions_const()::json) v', s, s);
         end if;
     end loop;
 end
