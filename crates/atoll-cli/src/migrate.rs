@@ -223,6 +223,13 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
             u.file, u.statement
         );
     }
+    for c in &plan.changed {
+        let _ = writeln!(
+            out,
+            "changed: {} was edited after {} schemas applied it (e.g. {}); the edit will not run there, write a new migration",
+            c.file, c.count, c.example
+        );
+    }
     for t in &plan.unmatched_targets {
         let _ = writeln!(out, "note: no schema matches target {t}");
     }
@@ -457,6 +464,7 @@ mod tests {
                 } else {
                     vec![]
                 },
+                checksums: Default::default(),
             })
             .collect();
         let p = plan(&set(), &states);

@@ -630,4 +630,18 @@ fn switch_from_pg_mig(env: &Env) {
     );
     let (_, plan) = env.migrate_json(&["plan"]);
     assert_eq!(plan["up_to_date"], 68);
+    // A file edited after it was applied is pointed out (the edit would never run there).
+    env.write(
+        V10,
+        "create table after_pg_mig (id bigint);",
+        "drop table after_pg_mig;",
+    );
+    let (code, text, _) = env.migrate(&["plan"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "changed: {V10}.up.sql was edited after 67 schemas applied it"
+        )),
+        "{text}"
+    );
 }

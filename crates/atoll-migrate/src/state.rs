@@ -72,26 +72,30 @@ async fn read_island(
     }
     let rows = client
         .query(
-            "select schema_name, version from atoll.migration_state($1)",
+            "select schema_name, version, checksum from atoll.migration_state($1)",
             &[&prefixes],
         )
         .await
         .map_err(q)?;
-    let mut by_schema: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_schema: BTreeMap<String, SchemaState> = BTreeMap::new();
     for r in rows {
         let schema: String = r.get(0);
         let version: Option<String> = r.get(1);
-        let applied = by_schema.entry(schema).or_default();
+        let checksum: Option<String> = r.get(2);
+        let state = by_schema
+            .entry(schema.clone())
+            .or_insert_with(|| SchemaState {
+                schema,
+                island,
+                applied: Vec::new(),
+                checksums: BTreeMap::new(),
+            });
         if let Some(v) = version {
-            applied.push(v);
+            if let Some(c) = checksum {
+                state.checksums.insert(v.clone(), c);
+            }
+            state.applied.push(v);
         }
     }
-    Ok(by_schema
-        .into_iter()
-        .map(|(schema, applied)| SchemaState {
-            schema,
-            island,
-            applied,
-        })
-        .collect())
+    Ok(by_schema.into_values().collect())
 }

@@ -31,7 +31,7 @@ create table atoll.migration_lock (
 -- function mig_versions_const()) reports those, so users can switch from pg-mig.
 -- One EXECUTE per schema is much cheaper than planning a UNION ALL over thousands of tables.
 create function atoll.migration_state(prefixes text[])
-returns table (schema_name text, version text)
+returns table (schema_name text, version text, checksum text)
 language plpgsql stable as $fn$
 declare
     s text;
@@ -50,12 +50,15 @@ begin
     loop
         schema_name := s;
         version := null;
+        checksum := null;
         return next;
         if has_table then
-            return query execute format('select %L::text, version from %I.atoll_migrations', s, s);
+            return query execute format(
+                'select %L::text, version, nullif(checksum, ''pg-mig'') from %I.atoll_migrations', s, s);
         elsif has_pg_mig then
             return query execute format(
-                'select %L::text, v from json_array_elements_text(%I.mig_versions_const()::json) v', s, s);
+                'select %L::text, v, null::text from json_array_elements_text(%I.mig_versions_const()::json) v',
+                s, s);
         end if;
     end loop;
 end

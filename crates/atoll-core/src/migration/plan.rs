@@ -15,6 +15,9 @@ pub struct SchemaState {
     pub schema: String,
     pub island: IslandId,
     pub applied: Vec<String>,
+    /// The checksum recorded with an applied version, where one was recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
 }
 
 /// Why a schema's applied list is not a prefix of the files on disk.
@@ -76,6 +79,17 @@ pub struct UnsafeNote {
     pub statement: String,
 }
 
+/// An applied file whose text on disk is no longer what was applied (edited afterwards:
+/// the edit will never run where the version is applied already).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedNote {
+    pub version: String,
+    pub file: String,
+    /// Schemas whose recorded checksum differs.
+    pub count: usize,
+    pub example: String,
+}
+
 /// The whole plan; pure data, printable and serialisable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -86,6 +100,8 @@ pub struct Plan {
     pub unsafe_pending: Vec<UnsafeNote>,
     /// Targets that no schema matched (a typo, or a schema not created yet).
     pub unmatched_targets: Vec<String>,
+    /// Files edited after they were applied (a warning, not drift).
+    pub changed: Vec<ChangedNote>,
 }
 
 impl Plan {
@@ -201,7 +217,9 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
         .filter(|s| s.drift.is_some())
         .cloned()
         .collect();
+    let changed = changed_files(set, states);
     Plan {
+        changed,
         schemas,
         groups,
         up_to_date,
@@ -209,6 +227,31 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
         unsafe_pending,
         unmatched_targets,
     }
+}
+
+/// Applied versions whose recorded checksum differs from the file on disk, per version.
+fn changed_files(set: &MigrationSet, states: &[SchemaState]) -> Vec<ChangedNote> {
+    let mut by_version: BTreeMap<&str, ChangedNote> = BTreeMap::new();
+    for state in states {
+        for (version, sum) in &state.checksums {
+            let Some(m) = set.migrations.iter().find(|m| &m.version == version) else {
+                continue;
+            };
+            if *sum == m.up.checksum {
+                continue;
+            }
+            by_version
+                .entry(m.version.as_str())
+                .and_modify(|n| n.count += 1)
+                .or_insert_with(|| ChangedNote {
+                    version: m.version.clone(),
+                    file: m.up.file.clone(),
+                    count: 1,
+                    example: state.schema.clone(),
+                });
+        }
+    }
+    by_version.into_values().collect()
 }
 
 /// Refuses a plan that must not be applied: drift anywhere, or unsafe statements without

@@ -20,6 +20,7 @@ fn state(schema: &str, island: u16, applied: &[&str]) -> SchemaState {
         schema: schema.into(),
         island: IslandId(island),
         applied: applied.iter().map(|s| s.to_string()).collect(),
+        checksums: BTreeMap::new(),
     }
 }
 
@@ -375,4 +376,23 @@ fn checksum_is_stable() {
     assert_ne!(sql::checksum("a"), sql::checksum("b"));
     assert_eq!(sql::quote_literal("it's"), "'it''s'");
     assert_eq!(sql::quote_ident("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn files_edited_after_apply_are_reported() {
+    let s = abc();
+    let mut edited = state("sh0001", 0, &[A, B]);
+    edited
+        .checksums
+        .insert(A.into(), s.migrations[0].up.checksum.clone());
+    edited.checksums.insert(B.into(), "0000000000000000".into());
+    let mut same = state("sh0002", 0, &[A, B]);
+    same.checksums
+        .insert(B.into(), s.migrations[1].up.checksum.clone());
+    let p = plan(&s, &[edited, same]);
+    assert_eq!(p.changed.len(), 1);
+    assert_eq!(p.changed[0].version, B);
+    assert_eq!(p.changed[0].count, 1);
+    assert_eq!(p.changed[0].example, "sh0001");
+    assert_eq!(p.up_to_date, 2, "a warning, not drift");
 }
