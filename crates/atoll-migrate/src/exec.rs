@@ -101,11 +101,13 @@ pub async fn run_step(
     }
 }
 
-/// Session settings for one schema; on its first step in a run, also its version table.
+/// Session settings for one schema (no statement timeout: a backfill may take long, as in
+/// pg-mig); on its first step in a run, also its version table.
 fn prelude(schema: &str, policy: LockPolicy, local: bool, first: bool) -> String {
     let scope = if local { "local " } else { "" };
     format!(
-        "set {scope}search_path to {}; set {scope}lock_timeout = {}; {}",
+        "set {scope}search_path to {}; set {scope}lock_timeout = {}; \
+         set {scope}statement_timeout = 0; {}",
         quote_ident(schema),
         policy.lock_timeout.as_millis(),
         if first { ENSURE_TABLE } else { "" }
@@ -225,7 +227,8 @@ async fn concurrently(
         let row = client
             .query_opt(
                 "select i.indisvalid from pg_index i join pg_class c on c.oid = i.indexrelid
-                 where c.relnamespace = $1::text::regnamespace and c.relname = $2",
+                 join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = $1 and c.relname = $2",
                 &[&schema, &name],
             )
             .await?;
@@ -247,5 +250,9 @@ async fn concurrently(
         }
         client.batch_execute(&st.sql).await?;
     }
-    client.batch_execute(&record_sql(m, dir)).await
+    match client.batch_execute(&record_sql(m, dir)).await {
+        // Recorded by an earlier run whose backend finished after its process died.
+        Err(e) if already_applied(&e) => Ok(()),
+        other => other,
+    }
 }
