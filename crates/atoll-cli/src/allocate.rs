@@ -18,7 +18,8 @@ pub struct AllocateArgs {
     /// Activate the shards (new ones, and existing inactive ones of the range)
     #[arg(long)]
     pub activate: bool,
-    /// Bring the new shards to the current migration version (see `atoll migrate`)
+    /// Bring the new shards to the current migration version (see `atoll migrate`) before
+    /// activating them
     #[arg(long)]
     pub migrate: bool,
     /// Migration directory for --migrate
@@ -38,16 +39,17 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
     require_catalog(&snapshot)?;
     let plan = allocation::plan(&snapshot, args.shards.shards(), args.island.map(IslandId))
         .map_err(Failure::input)?;
-    let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
-        .await
-        .map_err(Failure::from)?;
-    let migrated = match args.migrate {
-        true => {
-            let new = done.iter().filter(|a| a.created).map(|a| a.shard.schema());
-            let dir = &args.migrations_dir;
-            Some(crate::migrate::new_shards(ctx, &config, &snapshot, new.collect(), dir).await?)
-        }
-        false => None,
+    let (done, migrated) = if args.migrate {
+        let dir = &args.migrations_dir;
+        let (done, report) =
+            crate::migrate::allocate_migrated(ctx, &config, &snapshot, &plan, args.activate, dir)
+                .await?;
+        (done, Some(report))
+    } else {
+        let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
+            .await
+            .map_err(Failure::from)?;
+        (done, None)
     };
     if ctx.json {
         match &migrated {

@@ -4,10 +4,13 @@ use crate::exit::{Failure, UNHEALTHY};
 use crate::output::print_json;
 use crate::status::require_masters;
 use crate::{CmdResult, Context};
+use atoll_core::allocation::Placement;
 use atoll_core::migration::{MigrationSet, Plan};
 use atoll_core::{Config, Snapshot};
 use atoll_migrate::{Event, LockPolicy, MigrateError, RunOptions, RunReport};
+use atoll_pg::allocate::Allocated;
 use atoll_pg::{Discoverer, DiscoveryOptions};
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -413,26 +416,61 @@ pub fn render_report(r: &RunReport) -> String {
     out
 }
 
-/// `allocate --migrate`: brings the shards just allocated to the current version, with
-/// the defaults of `migrate apply`. Destructive statements are allowed: a shard created a
-/// moment ago holds no data they could destroy, and it must replay the whole history.
-pub async fn new_shards(
+/// `allocate --migrate`: creates the shards inactive, brings the new ones to the current
+/// version, and only then (with `--activate`) activates them, so no client is routed to a
+/// shard whose tables are not there yet; a shard whose migration failed stays inactive.
+/// Destructive statements are allowed: a shard created a moment ago holds no data they
+/// could destroy, and it must replay the whole history.
+pub async fn allocate_migrated(
     ctx: &Context,
     config: &Config,
     snapshot: &Snapshot,
-    schemas: std::collections::BTreeSet<String>,
+    plan: &[Placement],
+    activate: bool,
     dir: &Path,
-) -> Result<RunReport, Failure> {
+) -> Result<(Vec<Allocated>, RunReport), Failure> {
+    // Read first: a bad migration directory allocates nothing.
     let set = read_set(dir)?;
+    let mut done = atoll_pg::allocate::execute(config, snapshot, plan, false)
+        .await
+        .map_err(Failure::from)?;
+    let new: BTreeSet<String> = done
+        .iter()
+        .filter(|a| a.created)
+        .map(|a| a.shard.schema())
+        .collect();
     let opts = RunOptions {
-        only: Some(schemas),
+        only: Some(new),
         allow_unsafe: true,
         ..RunOptions::default()
     };
     let r = Renderer::new(ctx.json);
     let cb = |e: Event| r.on(e);
     let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
-    run_with_progress(&r, fut).await
+    let report = run_with_progress(&r, fut).await?;
+    if activate {
+        let failed: BTreeSet<&str> = report.failures.iter().map(|f| f.schema.as_str()).collect();
+        let ready = |a: &Allocated| {
+            !a.created
+                || (report.status != "canary_failed" && !failed.contains(a.shard.schema().as_str()))
+        };
+        let to_activate: Vec<Placement> = done
+            .iter()
+            .filter(|a| !a.active && ready(a))
+            .map(|a| Placement::Exists {
+                shard: a.shard,
+                island: a.island,
+                active: false,
+            })
+            .collect();
+        let activated = atoll_pg::allocate::execute(config, snapshot, &to_activate, true)
+            .await
+            .map_err(Failure::from)?;
+        for a in &mut done {
+            a.active |= activated.iter().any(|x| x.shard == a.shard && x.active);
+        }
+    }
+    Ok((done, report))
 }
 
 #[cfg(test)]

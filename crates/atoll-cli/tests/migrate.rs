@@ -570,6 +570,7 @@ fn allocate_migrate_and_new(env: &Env) {
         "allocate",
         "--shards",
         "65-66",
+        "--activate",
         "--migrate",
         "--migrations-dir",
         &dir,
@@ -578,7 +579,29 @@ fn allocate_migrate_and_new(env: &Env) {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["migrate"]["status"], "done", "{v}");
     assert_eq!(v["migrate"]["schemas_total"], 2, "{v}");
+    assert_eq!(v["allocated"][0]["active"], true, "{v}");
+    assert_eq!(v["allocated"][1]["active"], true, "{v}");
     assert_eq!(env.applied(V9), 66);
+    // Activated after (not before) the migration: both are active, and migrated.
+    assert_eq!(
+        env.sum("select count(*) from atoll.shards where shard in (65, 66) and active"),
+        2
+    );
+    // A bad migration directory allocates nothing.
+    let missing = env.sb.dir().join("no-such-dir");
+    let out = env.atoll(&[
+        "allocate",
+        "--shards",
+        "68",
+        "--migrate",
+        "--migrations-dir",
+        &missing.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        env.sum("select count(*) from pg_namespace where nspname = 'sh0068'"),
+        0
+    );
     let (code, plan) = env.migrate_json(&["plan"]);
     assert_eq!(code, 0);
     assert_eq!(plan["up_to_date"], 67);
