@@ -19,6 +19,7 @@ const V1: &str = "20240101000010.users.sh";
 const V2: &str = "20240101000020.nick.sh";
 const VP: &str = "20240101000030.settings.public";
 const V3: &str = "20240101000040.orders.sh";
+const VP2: &str = "20240101000041.settings_v.public";
 const V4: &str = "20240101000050.ticks.sh";
 const V5: &str = "20240101000060.drop_name.sh";
 const V6: &str = "20240101000090.nick_uniq.sh";
@@ -260,6 +261,12 @@ fn one_failing_shard_leaves_others_consistent(env: &Env) {
         "create table orders (id bigint primary key, user_id bigint not null);\ninsert into orders values (1, 1);",
         "drop table orders;",
     );
+    // A keyspace-wide change, run only once every shard has succeeded.
+    env.write(
+        VP2,
+        "alter table settings add column note text;",
+        "alter table settings drop column note;",
+    );
     let p42 = env.port_of("sh0042");
     env.psql(p42, "create table sh0042.orders (x int)");
     let (code, text, err) = env.migrate(&["apply"]);
@@ -270,9 +277,16 @@ fn one_failing_shard_leaves_others_consistent(env: &Env) {
     );
     assert!(text.contains("already exists"), "{text}");
     assert!(
-        text.contains("run ") && text.contains("63 of 64 schemas done"),
+        text.contains("run ") && text.contains("63 of 65 schemas done"),
         "{text}"
     );
+    assert!(
+        text.contains("finalizer skipped (public): 1 shards failed"),
+        "{text}"
+    );
+    let public_has =
+        format!("select count(*) from public.atoll_migrations where version = '{VP2}'");
+    assert_eq!(env.psql(env.ports[0], &public_has), "0");
     assert_eq!(env.applied(V3), 63);
     // Every other shard has the whole change: the table and its row.
     // (OFFSET 0 keeps the per-table count from running before the name filter.)
@@ -292,8 +306,13 @@ fn one_failing_shard_leaves_others_consistent(env: &Env) {
     env.psql(p42, "drop table sh0042.orders");
     let (code, report) = env.migrate_json(&["apply"]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(report["versions_applied"], 1);
+    assert_eq!(
+        report["versions_applied"], 2,
+        "sh0042's V3, then the finalizer"
+    );
+    assert_eq!(report["finalizer"], serde_json::json!(["public"]));
     assert_eq!(env.applied(V3), 64);
+    assert_eq!(env.psql(env.ports[0], &public_has), "1");
 }
 
 fn concurrent_apply_refused_then_kill_and_resume(env: &Env) {
