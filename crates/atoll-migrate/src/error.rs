@@ -32,9 +32,13 @@ pub enum MigrateError {
 }
 
 impl MigrateError {
-    /// True when the user's input is at fault (exit code 2 in the CLI).
+    /// True when the user's input or setup is at fault (exit code 2 in the CLI): bad files,
+    /// a refused plan, a catalog `atoll init` has not upgraded yet.
     pub fn is_input(&self) -> bool {
-        matches!(self, MigrateError::Input(_) | MigrateError::Dir { .. })
+        matches!(
+            self,
+            MigrateError::Input(_) | MigrateError::Dir { .. } | MigrateError::NoCatalog(_)
+        )
     }
 }
 
