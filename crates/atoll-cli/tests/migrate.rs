@@ -496,7 +496,7 @@ fn lock_timeout_with_bounded_retry(env: &Env) {
         "alter table users drop column age;",
     );
     let p3 = env.port_of("sh0003");
-    // Another session holds sh0003.users for 3 s, as a long transaction of the app would.
+    // Another session holds sh0003.users for 5 s, as a long transaction of the app would.
     let mut holder = Command::new(env.sb.pg_bin().join("psql"))
         .args([
             "-h",
@@ -510,7 +510,7 @@ fn lock_timeout_with_bounded_retry(env: &Env) {
         ])
         .args([
             "-c",
-            "begin; lock table sh0003.users; select pg_sleep(3); commit;",
+            "begin; lock table sh0003.users; select pg_sleep(5); commit;",
         ])
         .current_dir("/")
         .stdout(Stdio::null())
