@@ -210,29 +210,23 @@ async fn take_lock(
         dir: "config".into(),
         msg: "no islands configured".into(),
     })?;
-    let node = masters
+    let (_, node, client) = masters
         .nodes
         .iter()
         .find(|m| m.0 == island)
-        .map(|m| m.1.clone())
         .ok_or(atoll_pg::PgError::NoMaster(island))?;
-    let has: bool = masters
-        .nodes
-        .iter()
-        .find(|m| m.0 == island)
-        .map(|m| &m.2)
-        .ok_or(atoll_pg::PgError::NoMaster(island))?
+    let has: bool = client
         .query_one(
             "select to_regclass('atoll.migration_lock') is not null",
             &[],
         )
         .await
-        .map_err(|e| crate::error::query_error(&node, e))?
+        .map_err(|e| crate::error::query_error(node, e))?
         .get(0);
     if !has {
         return Err(MigrateError::NoCatalog(island));
     }
-    RunLock::acquire(&node, config.connect_timeout, kind).await
+    RunLock::acquire(node, config.connect_timeout, kind).await
 }
 
 #[allow(clippy::too_many_arguments)]
