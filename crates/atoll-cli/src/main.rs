@@ -8,9 +8,11 @@
 mod allocate;
 mod exit;
 mod init;
+mod migrate;
 mod output;
 mod progress;
 mod sandbox;
+mod schema;
 mod shard;
 mod status;
 
@@ -56,6 +58,12 @@ enum Command {
     Shard(shard::ShardCommand),
     /// Start a sandbox, initialise it, allocate shards and print the status
     Demo(sandbox::DemoArgs),
+    /// Versioned schema changes on every microshard: plan, apply, undo, new
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
+    /// Compare the live schemas of all microshards
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +80,8 @@ fn main() -> ExitCode {
         Command::Allocate(args) => with_runtime(allocate::run(&ctx, args)),
         Command::Status(args) => with_runtime(status::run(&ctx, args)),
         Command::Shard(cmd) => with_runtime(shard::run(&ctx, cmd)),
+        Command::Migrate(cmd) => with_runtime(migrate::run(&ctx, cmd)),
+        Command::Schema(cmd) => with_runtime(schema::run(&ctx, cmd)),
     };
     match result {
         Ok(code) => code,

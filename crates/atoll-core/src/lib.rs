@@ -19,6 +19,7 @@ mod config_tests;
 mod ids;
 mod island;
 mod islands_env;
+pub mod migration;
 mod secret;
 mod shard;
 mod snapshot;
