@@ -123,12 +123,13 @@ fn explicit_base_port_in_use_creates_nothing() {
         dir: dir.clone(),
         islands: 1,
         replicas: 1,
-        base_port: Some(taken - 1),
+        // The taken port is the first one checked, so no other process can change the answer.
+        base_port: Some(taken),
     };
     let err = Sandbox::up(&spec).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("port {taken} (island 0 node 1) is already in use")
+        format!("port {taken} (island 0 node 0) is already in use")
     );
     assert!(!dir.exists());
 }
