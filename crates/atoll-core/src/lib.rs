@@ -16,9 +16,11 @@ pub mod allocation;
 mod config;
 #[cfg(test)]
 mod config_tests;
+mod id_generator;
 mod ids;
 mod island;
 mod islands_env;
+pub mod keys;
 mod secret;
 mod shard;
 mod snapshot;
@@ -26,6 +28,10 @@ mod snapshot;
 mod snapshot_tests;
 
 pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
+pub use id_generator::{
+    AppIdParts, IdGenError, IdGenerator, GENERATOR_EPOCH_UNIX_S, MAX_LEAD_SECONDS, NODE_IDS,
+    SEQ_PER_SECOND,
+};
 pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
 pub use island::IslandId;
 pub use secret::{Secret, SecretError, SecretRef};
