@@ -4,7 +4,7 @@
 //! | failure                                       | action               | did the statement take effect? |
 //! |-----------------------------------------------|----------------------|--------------------------------|
 //! | `3F000` invalid_schema_name (schema vanished) | rediscover cluster   | no (rejected)                  |
-//! | `42P01` undefined_table                       | rediscover cluster; retry only if the shard moved or went inactive, else fail | no |
+//! | `42P01` undefined_table                       | rediscover cluster; retry if the shard moved or went inactive, or on another node if a replica answered (it may lag behind the DDL); else fail | no |
 //! | `25006` read_only_sql_transaction             | rediscover island (master changed) | no               |
 //! | `57P01`/`57P02`/`57P03` shutdown / starting   | try another node     | no (rejected)                  |
 //! | `08xxx` connection exception, `53300` too many connections | try another node | no                  |

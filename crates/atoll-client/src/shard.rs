@@ -205,10 +205,21 @@ impl Shard {
             Action::RediscoverIfMoved => {
                 r.avoid = None;
                 shared.refresh_and_wait(wait_limit).await;
-                let now = shared.state.load().snapshot.active_island(self.no).ok();
+                let state = shared.state.load();
+                let now = state.snapshot.active_island(self.no).ok();
                 if now.is_some() && now == f.island {
-                    // Still where the statement went: the table really does not exist.
-                    return Err(f.into_error(self.no, elapsed));
+                    let master = now
+                        .and_then(|i| state.snapshot.island(i))
+                        .and_then(|i| i.master())
+                        .map(|m| m.addr.as_str());
+                    if f.node.is_none() || f.node.as_deref() == master {
+                        // Still where the statement went, on the master: the table really
+                        // does not exist.
+                        return Err(f.into_error(self.no, elapsed));
+                    }
+                    // A replica that has not replayed the table's creation yet: another
+                    // node (in the end the master) decides.
+                    r.avoid = f.node.clone();
                 }
             }
             Action::Fail => return Err(f.into_error(self.no, elapsed)),
