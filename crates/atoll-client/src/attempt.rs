@@ -233,17 +233,17 @@ async fn get(state: &State, island: IslandId, addr: &str) -> Result<Object, Fail
 }
 
 /// A connection for `target`, with the island and node it is on.
-pub(crate) async fn connection(
+pub(crate) async fn connection<'s>(
     shared: &Shared,
-    state: &State,
+    state: &'s State,
     shard: ShardNo,
     target: Target<'_>,
     avoid: Option<&str>,
-) -> Result<(Object, IslandId, String), Failed> {
+) -> Result<(Object, IslandId, &'s str), Failed> {
     let p = plan(shared, state, shard, target, avoid)?;
     let client = get(state, p.island, p.addr).await?;
     let Some(need) = p.check else {
-        return Ok((client, p.island, p.addr.to_string()));
+        return Ok((client, p.island, p.addr));
     };
     // The snapshot's replay position is older than the write: ask the replica itself.
     let row = client
@@ -256,7 +256,7 @@ pub(crate) async fn connection(
     if let Some(l) = replayed {
         shared.note_replayed(p.addr, l);
         if l >= need {
-            return Ok((client, p.island, p.addr.to_string()));
+            return Ok((client, p.island, p.addr));
         }
     }
     drop(client);
@@ -267,7 +267,7 @@ pub(crate) async fn connection(
         msg: format!("island {} has no reachable master", p.island),
     })?;
     let client = get(state, p.island, m).await?;
-    Ok((client, p.island, m.to_string()))
+    Ok((client, p.island, m))
 }
 
 /// Runs `sql` on `client`; on a write with a timeline, records the master's WAL position.

@@ -51,7 +51,8 @@ pub struct Shard {
 
 /// The retry state of one statement.
 struct Retry {
-    started: Instant,
+    /// Set at the first failure: the fast path does not read the clock.
+    started: Option<Instant>,
     attempt: u32,
     avoid: Option<String>,
 }
@@ -127,7 +128,7 @@ impl Shard {
 
     fn retry(&self) -> Retry {
         Retry {
-            started: Instant::now(),
+            started: None,
             attempt: 0,
             avoid: None,
         }
@@ -148,7 +149,7 @@ impl Shard {
             let avoid = r.avoid.as_deref();
             let failure = match attempt::connection(shared, &state, self.no, target, avoid).await {
                 Ok((client, island, addr)) => {
-                    match attempt::run(&client, island, &addr, sql, params).await {
+                    match attempt::run(&client, island, addr, sql, params).await {
                         Ok(rows) => {
                             if let Some(t) = timeline {
                                 self.record(&client, t).await;
@@ -179,7 +180,7 @@ impl Shard {
         let opts = &shared.options;
         r.attempt += 1;
         let (action, effect) = decide(f.fault());
-        let elapsed = r.started.elapsed();
+        let elapsed = r.started.get_or_insert_with(Instant::now).elapsed();
         let in_bounds = elapsed < opts.shard_absent_window && r.attempt < opts.max_attempts;
         if !may_retry(action, effect, idempotent) || !in_bounds {
             return Err(f.into_error(self.no, elapsed));
