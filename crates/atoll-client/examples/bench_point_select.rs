@@ -32,7 +32,9 @@ fn args() -> Result<Args> {
         match arg.as_str() {
             "--config" => a.config = Some(it.next().context("--config needs a path")?.into()),
             "--rounds" => a.rounds = it.next().context("--rounds needs a number")?.parse()?,
-            "--per-round" => a.per_round = it.next().context("--per-round needs a number")?.parse()?,
+            "--per-round" => {
+                a.per_round = it.next().context("--per-round needs a number")?.parse()?
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -75,7 +77,11 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 async fn main() -> Result<()> {
     let args = args()?;
     let cluster = Cluster::load(args.config.as_deref(), ClusterOptions::default()).await?;
-    let shard = cluster.shards().into_iter().next().context("no active shard")?;
+    let shard = cluster
+        .shards()
+        .into_iter()
+        .next()
+        .context("no active shard")?;
     let schema = shard.schema();
     shard
         .write(
@@ -136,7 +142,11 @@ async fn main() -> Result<()> {
     let (p50, c50) = (pct(&mut t_plain, 0.5), pct(&mut t_client, 0.5));
     let (p90, c90) = (pct(&mut t_plain, 0.9), pct(&mut t_client, 0.9));
     let (p99, c99) = (pct(&mut t_plain, 0.99), pct(&mut t_client, 0.99));
-    println!("point SELECT by ID on {} ({} queries each, interleaved)", node.addr(), n);
+    println!(
+        "point SELECT by ID on {} ({} queries each, interleaved)",
+        node.addr(),
+        n
+    );
     println!("                    p50        p90        p99");
     println!("plain tokio-pg   {p50:>9.1?}  {p90:>9.1?}  {p99:>9.1?}");
     println!("atoll-client     {c50:>9.1?}  {c90:>9.1?}  {c99:>9.1?}");
@@ -152,7 +162,11 @@ async fn main() -> Result<()> {
         paired / p50.as_secs_f64() * 100.0
     );
     shard
-        .write(&format!("drop table {schema}.bench"), &[], Write::idempotent())
+        .write(
+            &format!("drop table {schema}.bench"),
+            &[],
+            Write::idempotent(),
+        )
         .await?;
     Ok(())
 }

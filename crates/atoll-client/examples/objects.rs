@@ -84,10 +84,17 @@ async fn main() -> Result<()> {
         } else {
             cluster.new_id(shard.no()).await?
         };
-        let sql = format!("insert into {}.objects (id, title) values ($1, $2)", shard.schema());
+        let sql = format!(
+            "insert into {}.objects (id, title) values ($1, $2)",
+            shard.schema()
+        );
         let title = format!("object #{i}");
         shard
-            .write(&sql, &[&id.get(), &title], Write::once().timeline(&timeline))
+            .write(
+                &sql,
+                &[&id.get(), &title],
+                Write::once().timeline(&timeline),
+            )
             .await?;
         ids.push(id);
     }
@@ -107,11 +114,19 @@ async fn main() -> Result<()> {
         let Some(row) = rows.first() else {
             bail!("object {id} not found in {}", shard.no());
         };
-        let from = if row.get::<_, bool>(1) { "replica" } else { "master" };
+        let from = if row.get::<_, bool>(1) {
+            "replica"
+        } else {
+            "master"
+        };
         let made = IdGenerator::timestamp(*id)
             .map(|t| format!(", app ID made at unix {t}"))
             .unwrap_or_default();
-        println!("{id} in {} from the {from}: {}{made}", shard.no(), row.get::<_, &str>(0));
+        println!(
+            "{id} in {} from the {from}: {}{made}",
+            shard.no(),
+            row.get::<_, &str>(0)
+        );
     }
 
     // List across shards: each shard's count, errors reported per shard. The timeline
@@ -131,7 +146,10 @@ async fn main() -> Result<()> {
             }
         }
     }
-    println!("listed {total} objects across {} shards ({failed} shards failed)", shards.len());
+    println!(
+        "listed {total} objects across {} shards ({failed} shards failed)",
+        shards.len()
+    );
     if failed > 0 {
         bail!("{failed} shards could not be listed");
     }

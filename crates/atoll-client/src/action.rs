@@ -100,8 +100,14 @@ mod tests {
         assert_eq!(decide(Fault::Sql("57P01")).0, Action::TryAnotherNode);
         assert_eq!(decide(Fault::Sql("08006")).0, Action::TryAnotherNode);
         assert_eq!(decide(Fault::Sql("23505")), (Action::Fail, Effect::None));
-        assert_eq!(decide(Fault::ConnectFailed), (Action::TryAnotherNode, Effect::None));
-        assert_eq!(decide(Fault::ConnectionLost), (Action::TryAnotherNode, Effect::Unknown));
+        assert_eq!(
+            decide(Fault::ConnectFailed),
+            (Action::TryAnotherNode, Effect::None)
+        );
+        assert_eq!(
+            decide(Fault::ConnectionLost),
+            (Action::TryAnotherNode, Effect::Unknown)
+        );
         assert_eq!(decide(Fault::ShardNotActive).0, Action::RediscoverCluster);
         assert_eq!(decide(Fault::NoMaster).0, Action::RediscoverIsland);
     }

@@ -135,12 +135,12 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The node chosen for an attempt.
-struct Plan<'s> {
-    island: IslandId,
-    addr: &'s str,
+pub(crate) struct Plan<'s> {
+    pub island: IslandId,
+    pub addr: &'s str,
     /// A replica not known to have replayed this far: check it directly first.
-    check: Option<Lsn>,
-    master: Option<&'s str>,
+    pub check: Option<Lsn>,
+    pub master: Option<&'s str>,
 }
 
 fn pick<'s>(v: &[&'s str]) -> Option<&'s str> {
@@ -151,7 +151,7 @@ fn pick<'s>(v: &[&'s str]) -> Option<&'s str> {
     }
 }
 
-fn plan<'s>(
+pub(crate) fn plan<'s>(
     shared: &Shared,
     state: &'s State,
     shard: ShardNo,
@@ -250,9 +250,7 @@ pub(crate) async fn connection<'s>(
         .query_one("select pg_last_wal_replay_lsn()::text", &[])
         .await
         .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
-    let replayed = row
-        .get::<_, Option<String>>(0)
-        .and_then(|t| Lsn::parse(&t));
+    let replayed = row.get::<_, Option<String>>(0).and_then(|t| Lsn::parse(&t));
     if let Some(l) = replayed {
         shared.note_replayed(p.addr, l);
         if l >= need {

@@ -106,7 +106,10 @@ pub struct Cluster {
 impl Cluster {
     /// Loads the configuration the way the CLI does (`explicit` path, `ATOLL_CONFIG`,
     /// `./atoll.toml`, `ATOLL_ISLANDS`) and connects.
-    pub async fn load(explicit: Option<&Path>, options: ClusterOptions) -> Result<Cluster, ClientError> {
+    pub async fn load(
+        explicit: Option<&Path>,
+        options: ClusterOptions,
+    ) -> Result<Cluster, ClientError> {
         Cluster::connect(Config::load(explicit)?, options).await
     }
 
@@ -202,7 +205,12 @@ impl Cluster {
     /// A new app-side ID in `shard` (no round trip; see [`atoll_core::IdGenerator`]). When a
     /// burst has used up the allowed lead over the clock, waits for the clock (at most 2 s).
     pub async fn new_id(&self, shard: ShardNo) -> Result<Id, ClientError> {
-        let gen = self.inner.shared.ids.as_ref().ok_or(ClientError::NoIdNode)?;
+        let gen = self
+            .inner
+            .shared
+            .ids
+            .as_ref()
+            .ok_or(ClientError::NoIdNode)?;
         let mut waited = 0u64;
         loop {
             match gen.next(shard) {
@@ -213,5 +221,67 @@ impl Cluster {
                 other => return Ok(other?),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_core::ConfigSource;
+
+    /// A cluster whose only node refuses connections (port 1): no database needed.
+    async fn unreachable() -> Cluster {
+        let config = Config::parse(
+            "[cluster]\nname = \"t\"\n[[island]]\nid = 0\nnodes = [{ host = \"127.0.0.1\", port = 1, user = \"u\", database = \"d\" }]\n",
+            ConfigSource::Inline,
+        )
+        .unwrap();
+        let options = ClusterOptions {
+            id_node: Some(3),
+            ..Default::default()
+        };
+        Cluster::connect(config, options).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_stops_the_background_task() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let cluster = unreachable().await;
+        let clone = cluster.clone();
+        assert_eq!(metrics.num_alive_tasks(), before + 1);
+        drop(cluster);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            before + 1,
+            "a clone still holds it"
+        );
+        drop(clone);
+        for _ in 0..100 {
+            if metrics.num_alive_tasks() == before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("background task still alive after the last handle was dropped");
+    }
+
+    #[tokio::test]
+    async fn routing_by_id_needs_no_node() {
+        let cluster = unreachable().await;
+        let id = Id::new(1, ShardNo::new(42).unwrap(), 5).unwrap();
+        assert_eq!(cluster.shard_for_id(id.get()).unwrap().no().get(), 42);
+        assert!(matches!(cluster.shard_for_id(7), Err(ClientError::Id(_))));
+        assert!(matches!(
+            cluster.random_shard(),
+            Err(ClientError::NoActiveShards)
+        ));
+        assert!(cluster.shards().is_empty());
+        let app = cluster.new_id(ShardNo::new(9).unwrap()).await.unwrap();
+        assert_eq!(app.shard().get(), 9);
+        assert_eq!(IdGenerator::parts(app).unwrap().node, 3);
+        // The snapshot says why nothing is routable.
+        assert!(cluster.snapshot().islands[0].nodes[0].error.is_some());
     }
 }

@@ -19,6 +19,8 @@
 
 pub mod action;
 mod attempt;
+#[cfg(test)]
+mod attempt_tests;
 mod cluster;
 mod error;
 mod options;

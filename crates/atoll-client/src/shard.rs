@@ -169,7 +169,9 @@ impl Shard {
         let ttl = self.cluster.options().timeline_ttl;
         // If the position cannot be read, the write still happened: pin reads of this shard
         // to the master until the entry expires rather than risk a stale read.
-        let lsn = attempt::committed_lsn(client).await.unwrap_or(Lsn(u64::MAX));
+        let lsn = attempt::committed_lsn(client)
+            .await
+            .unwrap_or(Lsn(u64::MAX));
         timeline.record(self.no, lsn, now_ms() + ttl.as_millis() as u64);
     }
 
@@ -234,4 +236,3 @@ impl std::fmt::Debug for Shard {
         write!(f, "Shard({})", self.no)
     }
 }
-

@@ -172,16 +172,21 @@ mod tests {
         b.merge(&c);
         assert_eq!(b.required(s(42), 2_000), Some(Lsn(0x4000000)));
         assert_eq!(b.required(s(9), 2_000), Some(Lsn(1)));
-        assert_eq!(
-            b.serialize(2_000),
-            "9:1:1763700000,42:4000000:1763700060"
-        );
+        assert_eq!(b.serialize(2_000), "9:1:1763700000,42:4000000:1763700060");
         assert_eq!(Timeline::parse("").unwrap().serialize(0), "");
     }
 
     #[test]
     fn malformed_strings_are_refused() {
-        for bad in ["x", "1:2", "1:2:3:4", "10000:1:1", "1:zz:1", "1:1:-3", "1:1:1,"] {
+        for bad in [
+            "x",
+            "1:2",
+            "1:2:3:4",
+            "10000:1:1",
+            "1:zz:1",
+            "1:1:-3",
+            "1:1:1,",
+        ] {
             let e = Timeline::parse(bad).unwrap_err();
             assert!(e.to_string().starts_with("timeline "), "{bad}: {e}");
         }

@@ -64,7 +64,10 @@ async fn island_holding(config: &Config, cluster: &Cluster, id: Id) -> Result<Ve
         if has_schema == 0 {
             continue;
         }
-        let sql = format!("select count(*) from {}.items where id = $1", id.shard().schema());
+        let sql = format!(
+            "select count(*) from {}.items where id = $1",
+            id.shard().schema()
+        );
         let n: i64 = c.query_one(&sql, &[&id.get()]).await?.get(0);
         if n > 0 {
             out.push(island.id);
@@ -84,11 +87,16 @@ async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
             ensure!(id.shard() == shard(n), "{id} not in shard {n}");
             let target = cluster.shard_for_id(id.get())?;
             let sql = format!("insert into {}.items values ($1, $2)", target.schema());
-            target.write(&sql, &[&id.get(), &name], Write::once()).await?;
+            target
+                .write(&sql, &[&id.get(), &name], Write::once())
+                .await?;
             inserted += 1;
             let expected = cluster.snapshot().active_island(shard(n))?;
             let holders = island_holding(config, cluster, id).await?;
-            ensure!(holders == vec![expected], "{id}: rows on {holders:?}, expected island {expected}");
+            ensure!(
+                holders == vec![expected],
+                "{id}: rows on {holders:?}, expected island {expected}"
+            );
             let sql = format!("select name from {}.items where id = $1", target.schema());
             let rows = target.query(&sql, &[&id.get()], Freshness::Master).await?;
             ensure!(rows.len() == 1 && rows[0].get::<_, &str>(0) == name);
@@ -138,28 +146,47 @@ async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
         "select pg_is_in_recovery(), exists(select 1 from {}.items where id = $1)",
         s.schema()
     );
-    let served = |rows: Vec<atoll_client::Row>| -> (bool, bool) { (rows[0].get(0), rows[0].get(1)) };
+    let served =
+        |rows: Vec<atoll_client::Row>| -> (bool, bool) { (rows[0].get(0), rows[0].get(1)) };
     // The replica lags: a stale read does not see the row, the timeline read goes to the master.
-    let stale = served(s.query(&probe, &[&id.get()], Freshness::StaleReplica).await?);
+    let stale = served(
+        s.query(&probe, &[&id.get()], Freshness::StaleReplica)
+            .await?,
+    );
     ensure!(stale == (true, false), "stale read {stale:?}");
     let carried = Timeline::parse(&timeline.serialize(now_ms()))?;
     for t in [&timeline, &carried] {
-        let r = served(s.query(&probe, &[&id.get()], Freshness::Timeline(t)).await?);
+        let r = served(
+            s.query(&probe, &[&id.get()], Freshness::Timeline(t))
+                .await?,
+        );
         ensure!(r == (false, true), "timeline read while lagging: {r:?}");
     }
     // Other shards of the timeline-less kind still use the replica.
     let empty = Timeline::new();
-    let r = served(s.query(&probe, &[&id.get()], Freshness::Timeline(&empty)).await?);
-    ensure!(r.0, "a read without a timeline entry should use the replica");
+    let r = served(
+        s.query(&probe, &[&id.get()], Freshness::Timeline(&empty))
+            .await?,
+    );
+    ensure!(
+        r.0,
+        "a read without a timeline entry should use the replica"
+    );
     rc.batch_execute("select pg_wal_replay_resume()").await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = served(s.query(&probe, &[&id.get()], Freshness::Timeline(&carried)).await?);
+        let r = served(
+            s.query(&probe, &[&id.get()], Freshness::Timeline(&carried))
+                .await?,
+        );
         ensure!(r.1, "timeline read missed the write: {r:?}");
         if r.0 {
             break; // served by the caught-up replica
         }
-        ensure!(Instant::now() < deadline, "replica never served the timeline read");
+        ensure!(
+            Instant::now() < deadline,
+            "replica never served the timeline read"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -197,7 +224,10 @@ async fn shard_absence(config: &Config, cluster: &Cluster, short: &Cluster) -> R
     ensure!(rows[0].get::<_, i64>(0) >= 2);
     let id = s.new_db_id().await?;
     ensure!(id.shard() == shard(5));
-    ensure!(started.elapsed() >= Duration::from_millis(500), "read did not wait for the shard");
+    ensure!(
+        started.elapsed() >= Duration::from_millis(500),
+        "read did not wait for the shard"
+    );
     reactivate.await??;
 
     // Absent for longer than the window: a clear error naming the shard.
@@ -215,7 +245,10 @@ async fn shard_absence(config: &Config, cluster: &Cluster, short: &Cluster) -> R
     ensure!(matches!(err, ClientError::ShardAbsent { .. }), "{err}");
     let msg = err.to_string();
     ensure!(msg.starts_with("sh0006 is absent"), "{msg}");
-    ensure!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+    ensure!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
 
     // Scatter-gather over a chosen set including the absent shard: its error is reported.
     let chosen = vec![shard(1), shard(2), shard(6)];
@@ -253,7 +286,10 @@ async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
         .await
         .into_iter()
         .sum::<Result<i64>>()?;
-    ensure!(total == expected, "scatter counted {total}, expected {expected}");
+    ensure!(
+        total == expected,
+        "scatter counted {total}, expected {expected}"
+    );
     Ok(())
 }
 
@@ -263,20 +299,29 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
         .map(shard)
         .find(|s| cluster.snapshot().active_island(*s) == Ok(IslandId(island)))
         .ok_or_else(|| anyhow!("no shard on island {island}"))?;
-    let nodes = sb.islands().into_iter().find(|i| i.id == island).unwrap().nodes;
+    let nodes = sb
+        .islands()
+        .into_iter()
+        .find(|i| i.id == island)
+        .unwrap()
+        .nodes;
     let (old, new) = (nodes[0].clone(), nodes[1].clone());
 
     // Idempotent reads keep running through the failover; none may fail.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let reader = {
-        let (cluster, stop, ok, failed) = (cluster.clone(), stop.clone(), ok.clone(), failed.clone());
+        let (cluster, stop, ok, failed) =
+            (cluster.clone(), stop.clone(), ok.clone(), failed.clone());
         tokio::spawn(async move {
             let s = cluster.shard(target);
             let sql = format!("select count(*) from {}.items", s.schema());
-            let mut errors = Vec::new();
+            let (mut errors, mut slowest) = (Vec::new(), Duration::ZERO);
             while !stop.load(Ordering::Relaxed) {
-                match s.query(&sql, &[], Freshness::Master).await {
+                let started = Instant::now();
+                let r = s.query(&sql, &[], Freshness::Master).await;
+                slowest = slowest.max(started.elapsed());
+                match r {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         errors.push(e.to_string());
@@ -285,7 +330,7 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
                 };
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            errors
+            (errors, slowest)
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -311,27 +356,49 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
     loop {
         let cfg = cluster.config();
         let snap = cluster.snapshot();
-        let nodes = cfg.islands.iter().find(|i| i.id == IslandId(island)).map(|i| i.nodes.len());
-        let master = snap.island(IslandId(island)).and_then(|i| i.master()).map(|m| m.addr.clone());
+        let nodes = cfg
+            .islands
+            .iter()
+            .find(|i| i.id == IslandId(island))
+            .map(|i| i.nodes.len());
+        let master = snap
+            .island(IslandId(island))
+            .and_then(|i| i.master())
+            .map(|m| m.addr.clone());
         if nodes == Some(1) && master.as_deref() == Some(new_addr.as_str()) {
             break;
         }
-        ensure!(repointed.elapsed() < Duration::from_secs(2), "config change not picked up within 2 s");
+        ensure!(
+            repointed.elapsed() < Duration::from_secs(2),
+            "config change not picked up within 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let picked_up = repointed.elapsed();
     let ok_before = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let errors = reader.await?;
-    ensure!(errors.is_empty(), "idempotent reads failed during failover: {errors:?}");
-    ensure!(ok.load(Ordering::Relaxed) > ok_before, "no read after the failover");
+    let (errors, slowest) = reader.await?;
+    ensure!(
+        errors.is_empty(),
+        "idempotent reads failed during failover: {errors:?}"
+    );
+    ensure!(
+        ok.load(Ordering::Relaxed) > ok_before,
+        "no read after the failover"
+    );
     // Writes go to the new master.
     let s = cluster.shard(target);
     let id = s.new_db_id().await?;
-    let sql = format!("insert into {}.items values ($1, 'after failover')", s.schema());
+    let sql = format!(
+        "insert into {}.items values ($1, 'after failover')",
+        s.schema()
+    );
     s.write(&sql, &[&id.get()], Write::once()).await?;
-    eprintln!("failover: config picked up in {picked_up:?}, {} reads ok", ok.load(Ordering::Relaxed));
+    eprintln!(
+        "failover: config picked up in {picked_up:?}; {} reads ok, none failed, slowest {slowest:?}",
+        ok.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 
@@ -348,9 +415,15 @@ fn cluster_end_to_end() -> Result<()> {
         let cluster = Cluster::connect(config.clone(), options(5000)).await?;
         let short = Cluster::connect(config.clone(), options(1000)).await?;
         let inserted = routing_by_id(&config, &cluster).await.context("routing")?;
-        read_your_writes(&config, &cluster).await.context("read your writes")?;
-        scatter_all(&cluster, inserted as i64 + 1).await.context("scatter")?;
-        shard_absence(&config, &cluster, &short).await.context("absence")?;
+        read_your_writes(&config, &cluster)
+            .await
+            .context("read your writes")?;
+        scatter_all(&cluster, inserted as i64 + 1)
+            .await
+            .context("scatter")?;
+        shard_absence(&config, &cluster, &short)
+            .await
+            .context("absence")?;
         drop(short);
         failover(sb.clone(), &cluster).await.context("failover")?;
         Ok::<_, anyhow::Error>(())

@@ -80,7 +80,9 @@ pub enum IdGenError {
         lead_s: u64,
         retry_in_ms: u64,
     },
-    #[error("the clock ({now_unix_s} s) is outside the generator's time range 2025-01-01..2053-07")]
+    #[error(
+        "the clock ({now_unix_s} s) is outside the generator's time range 2025-01-01..2053-07"
+    )]
     ClockOutOfRange { now_unix_s: u64 },
 }
 
@@ -232,7 +234,9 @@ mod tests {
     #[test]
     fn extremes_of_the_time_range() {
         let g = IdGenerator::new(8, NODE_IDS - 1).unwrap();
-        let first = g.next_at(ShardNo::MAX, GENERATOR_EPOCH_UNIX_S * 1000).unwrap();
+        let first = g
+            .next_at(ShardNo::MAX, GENERATOR_EPOCH_UNIX_S * 1000)
+            .unwrap();
         assert_eq!(first.counter(), APP_BASE + (NODE_IDS - 1) as i64);
         let last_s = GENERATOR_EPOCH_UNIX_S + SECONDS - 1;
         let last = g.next_at(ShardNo::MAX, last_s * 1000).unwrap();
@@ -245,7 +249,10 @@ mod tests {
             g.next_at(ShardNo::MAX, 1000),
             Err(IdGenError::ClockOutOfRange { .. })
         ));
-        assert_eq!(IdGenerator::new(1, NODE_IDS).unwrap_err(), IdGenError::BadNode(1000));
+        assert_eq!(
+            IdGenerator::new(1, NODE_IDS).unwrap_err(),
+            IdGenError::BadNode(1000)
+        );
         assert!(IdGenerator::new(9, 0).is_err());
     }
 

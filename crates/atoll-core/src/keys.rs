@@ -136,7 +136,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            (8751762000150413784, 9775322748048606109, 16330316997889071601)
+            (
+                8751762000150413784,
+                9775322748048606109,
+                16330316997889071601
+            )
         );
         assert_eq!(shards, vec![40, 9, 7, 20]);
     }
@@ -154,7 +158,10 @@ mod tests {
         assert_eq!(KeyRouter::new(vec![]), Err(KeyRouterError::Empty));
         let mut l = range(1, 3);
         l.push(ShardNo::new(2).unwrap());
-        assert!(matches!(KeyRouter::new(l), Err(KeyRouterError::Duplicate(_))));
+        assert!(matches!(
+            KeyRouter::new(l),
+            Err(KeyRouterError::Duplicate(_))
+        ));
     }
 
     #[test]

@@ -100,7 +100,12 @@ fn sequential_keys_balance_within_ten_percent() {
     let check = |counts: &[u32; 64], what: &str| {
         for (i, c) in counts.iter().enumerate() {
             let dev = (*c as f64 - mean) / mean;
-            assert!(dev.abs() <= 0.10, "{what}: shard {} has {c} keys ({:+.1}%)", i + 1, dev * 100.0);
+            assert!(
+                dev.abs() <= 0.10,
+                "{what}: shard {} has {c} keys ({:+.1}%)",
+                i + 1,
+                dev * 100.0
+            );
         }
     };
     let mut ints = [0u32; 64];
