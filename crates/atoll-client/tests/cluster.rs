@@ -1,7 +1,7 @@
 //! atoll-client against a real sandbox (2 islands × 1 replica), in one test so the
 //! sandbox is built once: routing by ID with both generators, read-your-writes while a
 //! replica's replay is paused, a shard deactivated within and beyond the retry window,
-//! scatter-gather, and last (it is destructive) a master failover with a repointed config.
+//! scatter-gather, a hand-made move seen by clients with stale snapshots, and last (it is destructive) a master failover with a repointed config.
 
 use anyhow::{anyhow, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Freshness, Id, ShardNo, Timeline, Write};
@@ -289,6 +289,93 @@ async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
     ensure!(
         total == expected,
         "scatter counted {total}, expected {expected}"
+    );
+    Ok(())
+}
+
+/// A move done by hand (copy, deactivate, activate elsewhere, drop the source) while two
+/// clients hold snapshots from before it: their statements hit the vanished schema (3F000
+/// for a function, 42P01 for a table), rediscover, and succeed on the new island.
+async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
+    let n = 7;
+    let stale_opts = || ClusterOptions {
+        refresh_period: Duration::from_secs(600),
+        ..options(5000)
+    };
+    let stale_fn = Cluster::connect(config.clone(), stale_opts()).await?;
+    let stale_table = Cluster::connect(config.clone(), stale_opts()).await?;
+    cluster.refresh().await;
+    let snap = cluster.snapshot();
+    let from = snap.active_island(shard(n))?;
+    let to = config
+        .islands
+        .iter()
+        .map(|i| i.id)
+        .find(|i| *i != from)
+        .unwrap();
+    let src = atoll_pg::connect(&atoll_pg::master_node(config, &snap, from)?).await?;
+    let dst_node = atoll_pg::master_node(config, &snap, to)?;
+    let dst = atoll_pg::connect(&dst_node).await?;
+    let schema = shard(n).schema();
+    dst.batch_execute(&atoll_pg::allocate::shard_ddl(shard(n), config.env_digit))
+        .await?;
+    dst.batch_execute(&format!(
+        "create table {schema}.items (id bigint primary key, name text not null)"
+    ))
+    .await?;
+    let rows = src
+        .query(&format!("select id, name from {schema}.items"), &[])
+        .await?;
+    let copied = rows.len();
+    for r in &rows {
+        let (id, name): (i64, String) = (r.get(0), r.get(1));
+        dst.execute(
+            &format!("insert into {schema}.items values ($1, $2)"),
+            &[&id, &name],
+        )
+        .await?;
+    }
+    // Keep the moved sequence ahead of the IDs already drawn.
+    let last: i64 = src
+        .query_one(&format!("select last_value from {schema}.id_seq"), &[])
+        .await?
+        .get(0);
+    dst.execute(&format!("select setval('{schema}.id_seq', $1)"), &[&last])
+        .await?;
+    cluster.refresh().await;
+    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(from), false)
+        .await?;
+    cluster.refresh().await;
+    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(to), true)
+        .await?;
+    src.batch_execute(&format!(
+        "drop schema {schema} cascade; delete from atoll.shards where shard = {n}"
+    ))
+    .await?;
+
+    // Both stale clients still route shard 7 to the old island.
+    ensure!(stale_fn.snapshot().active_island(shard(n)) == Ok(from));
+    let id = stale_fn
+        .shard(shard(n))
+        .new_db_id()
+        .await
+        .context("id_gen after the move")?;
+    ensure!(id.shard() == shard(n));
+    let s = stale_table.shard(shard(n));
+    ensure!(stale_table.snapshot().active_island(shard(n)) == Ok(from));
+    let sql = format!("select count(*), inet_server_port() from {schema}.items");
+    let rows = s
+        .query(&sql, &[], Freshness::Master)
+        .await
+        .context("read after the move")?;
+    let (count, port): (i64, i32) = (rows[0].get(0), rows[0].get(1));
+    ensure!(
+        port == dst_node.port as i32,
+        "served by port {port}, not the new island"
+    );
+    ensure!(
+        count == copied as i64,
+        "{count} rows after the move, {copied} copied"
     );
     Ok(())
 }
