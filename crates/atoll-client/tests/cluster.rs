@@ -361,6 +361,8 @@ async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
         .await
         .context("id_gen after the move")?;
     ensure!(id.shard() == shard(n));
+    // Only the error-triggered rediscovery can have taught it (its period is 10 minutes).
+    ensure!(stale_fn.snapshot().active_island(shard(n)) == Ok(to));
     let s = stale_table.shard(shard(n));
     ensure!(stale_table.snapshot().active_island(shard(n)) == Ok(from));
     let sql = format!("select count(*), inet_server_port() from {schema}.items");
@@ -512,6 +514,9 @@ fn cluster_end_to_end() -> Result<()> {
             .await
             .context("absence")?;
         drop(short);
+        ride_through_a_move(&config, &cluster)
+            .await
+            .context("move")?;
         failover(sb.clone(), &cluster).await.context("failover")?;
         Ok::<_, anyhow::Error>(())
     })?;
