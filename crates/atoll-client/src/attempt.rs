@@ -7,7 +7,7 @@ use crate::cluster::{Shared, State};
 use crate::error::{describe, ClientError};
 use crate::timeline::Freshness;
 use atoll_core::{IslandId, Lsn, ShardNo, SnapshotIsland};
-use deadpool_postgres::{Object, PoolError};
+use deadpool_postgres::{Object, PoolError, TimeoutType, Timeouts};
 use rand::Rng;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -229,7 +229,20 @@ async fn get(state: &State, island: IslandId, addr: &str) -> Result<Object, Fail
         node: Some(addr.to_string()),
         msg: msg.clone(),
     })?;
-    pool.get().await.map_err(|e| Failed::pool(e, island, addr))
+    // Fast path: a free connection without arming a timer (no clock read, no timer entry);
+    // only when none is free, wait with the configured timeout.
+    let free = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: Some(state.config.connect_timeout),
+        recycle: None,
+    };
+    match pool.timeout_get(&free).await {
+        Ok(o) => Ok(o),
+        Err(PoolError::Timeout(TimeoutType::Wait)) => {
+            pool.get().await.map_err(|e| Failed::pool(e, island, addr))
+        }
+        Err(e) => Err(Failed::pool(e, island, addr)),
+    }
 }
 
 /// A connection for `target`, with the island and node it is on.
