@@ -48,7 +48,47 @@ fn id_generation(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    // What an application calls: `Cluster::try_new_id` (coarse clock, through the handle).
+    g.bench_function("cluster_try_new_id_10000_shards", |b| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = ClusterOptions {
+            id_node: Some(1),
+            ..Default::default()
+        };
+        let connect = || {
+            rt.block_on(Cluster::connect(unreachable(), options.clone()))
+                .unwrap()
+        };
+        b.iter_custom(|iters| {
+            let mut cluster = connect();
+            let mut elapsed = std::time::Duration::ZERO;
+            let mut start = Instant::now();
+            for i in 0..iters {
+                if i % FRESH_EVERY == FRESH_EVERY - 1 {
+                    // A new process, in effect; connecting is not part of generating IDs.
+                    elapsed += start.elapsed();
+                    cluster = connect();
+                    start = Instant::now();
+                }
+                let shard = ShardNo::new((i % 10_000) as i64).unwrap();
+                black_box(cluster.try_new_id(shard).unwrap());
+            }
+            elapsed + start.elapsed()
+        })
+    });
     g.finish();
+}
+
+/// A cluster config whose only node refuses connections: routing and IDs need no node.
+fn unreachable() -> Config {
+    Config::parse(
+        "[cluster]\nname = \"bench\"\n[[island]]\nid = 0\nnodes = [{ host = \"127.0.0.1\", port = 1, user = \"u\", database = \"d\" }]\n",
+        ConfigSource::Inline,
+    )
+    .unwrap()
 }
 
 fn routing(c: &mut Criterion) {
@@ -56,13 +96,8 @@ fn routing(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = Config::parse(
-        "[cluster]\nname = \"bench\"\n[[island]]\nid = 0\nnodes = [{ host = \"127.0.0.1\", port = 1, user = \"u\", database = \"d\" }]\n",
-        ConfigSource::Inline,
-    )
-    .unwrap();
     let cluster = rt
-        .block_on(Cluster::connect(config, ClusterOptions::default()))
+        .block_on(Cluster::connect(unreachable(), ClusterOptions::default()))
         .unwrap();
     let ids: Vec<i64> = (0..1024)
         .map(|i| {

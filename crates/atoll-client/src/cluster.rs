@@ -205,15 +205,9 @@ impl Cluster {
     /// A new app-side ID in `shard` (no round trip; see [`atoll_core::IdGenerator`]). When a
     /// burst has used up the allowed lead over the clock, waits for the clock (at most 2 s).
     pub async fn new_id(&self, shard: ShardNo) -> Result<Id, ClientError> {
-        let gen = self
-            .inner
-            .shared
-            .ids
-            .as_ref()
-            .ok_or(ClientError::NoIdNode)?;
         let mut waited = 0u64;
         loop {
-            match gen.next(shard) {
+            match self.try_new_id_inner(shard)? {
                 Err(IdGenError::Ahead { retry_in_ms, .. }) if waited + retry_in_ms <= 2000 => {
                     waited += retry_in_ms;
                     tokio::time::sleep(Duration::from_millis(retry_in_ms)).await;
@@ -221,6 +215,24 @@ impl Cluster {
                 other => return Ok(other?),
             }
         }
+    }
+
+    /// A new app-side ID in `shard` without waiting: [`atoll_core::IdGenError::Ahead`] when a
+    /// burst has used up the lead over the clock.
+    #[inline]
+    pub fn try_new_id(&self, shard: ShardNo) -> Result<Id, ClientError> {
+        Ok(self.try_new_id_inner(shard)??)
+    }
+
+    #[inline]
+    fn try_new_id_inner(&self, shard: ShardNo) -> Result<Result<Id, IdGenError>, ClientError> {
+        let gen = self
+            .inner
+            .shared
+            .ids
+            .as_ref()
+            .ok_or(ClientError::NoIdNode)?;
+        Ok(gen.next_at(shard, crate::clock::coarse_now_ms()))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod action;
 mod attempt;
 #[cfg(test)]
 mod attempt_tests;
+mod clock;
 mod cluster;
 mod error;
 mod options;
