@@ -160,19 +160,17 @@ impl IdGenerator {
                 });
             }
             match cell.compare_exchange_weak(cur, p + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(self.encode(shard, p)),
+                Ok(_) => return self.encode(shard, p),
                 Err(actual) => cur = actual,
             }
         }
     }
 
-    fn encode(&self, shard: ShardNo, p: u64) -> Id {
+    fn encode(&self, shard: ShardNo, p: u64) -> Result<Id, IdGenError> {
+        // In range: p < POSITIONS keeps the counter < 10^14, and env was checked in `new`;
+        // Id::new checks again rather than trusting the arithmetic.
         let counter = APP_BASE + (p * NODE_IDS as u64 + self.node as u64) as i64;
-        // In range: p < POSITIONS keeps counter < 10^14, and env was checked in `new`.
-        match Id::new(self.env, shard, counter) {
-            Ok(id) => id,
-            Err(_) => unreachable_id(),
-        }
+        Ok(Id::new(self.env, shard, counter)?)
     }
 
     /// Decodes an application-generated ID; `None` for a database-generated one.
@@ -192,13 +190,6 @@ impl IdGenerator {
     pub fn timestamp(id: Id) -> Option<u64> {
         Self::parts(id).map(|p| p.unix_s)
     }
-}
-
-#[cold]
-fn unreachable_id() -> Id {
-    // Only reachable if the constants above were changed inconsistently; the unit tests
-    // cover the extremes, so this is a bug, not an input error.
-    panic!("atoll: ID generator constants out of range")
 }
 
 #[cfg(test)]
