@@ -96,3 +96,35 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
         shared.install(State::new(config, Arc::new(snapshot), pools));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = "[cluster]\nname = \"t\"\n[[island]]\nid = 0\nnodes = [{ host = \"127.0.0.1\", port = 1, user = \"u\", database = \"d\" }]\n";
+
+    #[test]
+    fn config_file_changes_are_noticed_and_broken_files_ignored() {
+        let dir = std::env::temp_dir().join(format!("atoll-client-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("atoll.toml");
+        std::fs::write(&path, ONE).unwrap();
+        let config = Config::from_file(&path).unwrap();
+        let mut watch = Watch::new(&config).unwrap();
+        assert!(watch.changed().is_none(), "unchanged file");
+        let two = ONE.replace("port = 1,", "port = 1 }, { host = \"127.0.0.1\", port = 2,");
+        std::fs::write(&path, &two).unwrap();
+        let new = watch.changed().expect("changed file is reloaded");
+        assert_eq!(new.islands[0].nodes.len(), 2);
+        assert!(watch.changed().is_none(), "reloaded once");
+        std::fs::write(&path, "[[island]\nbroken").unwrap();
+        assert!(
+            watch.changed().is_none(),
+            "a broken file keeps the old config"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A config that is not from a file is not watched.
+        let inline = Config::parse(ONE, ConfigSource::Inline).unwrap();
+        assert!(Watch::new(&inline).is_none());
+    }
+}

@@ -104,6 +104,29 @@ async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
     }
     // A malformed ID is an error, not a guess.
     ensure!(matches!(cluster.shard_for_id(42), Err(ClientError::Id(_))));
+
+    // A multi-statement transaction on the master connection, then read-your-writes for it.
+    let s = cluster.shard(shard(4));
+    let (a, b) = (s.new_db_id().await?, cluster.new_id(shard(4)).await?);
+    let mut conn = s.master_connection().await?;
+    let tx = conn.transaction().await?;
+    let sql = format!("insert into {}.items values ($1, 'tx')", s.schema());
+    tx.execute(&sql, &[&a.get()]).await?;
+    tx.execute(&sql, &[&b.get()]).await?;
+    tx.commit().await?;
+    let timeline = Timeline::new();
+    s.record_write(&conn, &timeline).await;
+    drop(conn);
+    inserted += 2;
+    let sql = format!(
+        "select count(*) from {}.items where name = 'tx'",
+        s.schema()
+    );
+    let rows = s.query(&sql, &[], Freshness::Timeline(&timeline)).await?;
+    ensure!(
+        rows[0].get::<_, i64>(0) == 2,
+        "transaction's rows not visible"
+    );
     Ok(inserted)
 }
 
@@ -275,11 +298,20 @@ async fn shard_absence(config: &Config, cluster: &Cluster, short: &Cluster) -> R
 async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
     cluster.refresh().await;
     ensure!(cluster.shards().len() == SHARDS as usize);
+    // Counts how many shards are in flight at once: never more than the limit.
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
     let total: i64 = cluster
-        .scatter(None, 3, |s| async move {
-            let sql = format!("select count(*) from {}.items", s.schema());
-            let rows = s.query(&sql, &[], Freshness::Master).await?;
-            Ok(rows[0].get::<_, i64>(0))
+        .scatter(None, 3, |s| {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let sql = format!("select count(*) from {}.items, pg_sleep(0.05)", s.schema());
+                let rows = s.query(&sql, &[], Freshness::Master).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(rows?[0].get::<_, i64>(0))
+            }
         })
         .map(|(no, r)| r.with_context(|| format!("{no}")))
         .collect::<Vec<_>>()
@@ -290,6 +322,8 @@ async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
         total == expected,
         "scatter counted {total}, expected {expected}"
     );
+    let most = most.load(Ordering::SeqCst);
+    ensure!(most == 3, "{most} shards ran at once with a limit of 3");
     Ok(())
 }
 
