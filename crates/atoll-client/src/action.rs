@@ -11,6 +11,7 @@
 //! | any other SQLSTATE                            | fail                 | no (autocommit rolled back)    |
 //! | could not get a connection (refused, timeout) | try another node     | no: nothing was sent           |
 //! | connection lost while the statement ran       | try another node     | **unknown**                    |
+//! | every pooled connection busy for the wait timeout | fail             | no: nothing was sent           |
 //! | client-side error (conversion)                | fail                 | unknown                        |
 //! | shard not active in the snapshot              | rediscover cluster, wait | no: nothing was sent       |
 //! | island without a reachable master             | rediscover island, wait  | no: nothing was sent       |

@@ -32,6 +32,7 @@ pub(crate) enum FaultKind {
     ConnectionLost,
     ShardNotActive,
     NoMaster,
+    PoolExhausted,
     Other,
 }
 
@@ -43,7 +44,7 @@ impl Failed {
             FaultKind::ConnectionLost => Fault::ConnectionLost,
             FaultKind::ShardNotActive => Fault::ShardNotActive,
             FaultKind::NoMaster => Fault::NoMaster,
-            FaultKind::Other => Fault::Other,
+            FaultKind::PoolExhausted | FaultKind::Other => Fault::Other,
         }
     }
 
@@ -60,7 +61,7 @@ impl Failed {
                 island: self.island.unwrap_or(IslandId(0)),
                 waited,
             },
-            FaultKind::ConnectFailed => ClientError::Connect {
+            FaultKind::ConnectFailed | FaultKind::PoolExhausted => ClientError::Connect {
                 shard,
                 node,
                 msg: self.msg,
@@ -103,12 +104,18 @@ impl Failed {
     }
 
     fn pool(e: PoolError, island: IslandId, node: &str) -> Failed {
-        let msg = match &e {
-            PoolError::Backend(pg) => describe(pg),
-            other => other.to_string(),
+        let (fault, msg) = match &e {
+            PoolError::Backend(pg) => (FaultKind::ConnectFailed, describe(pg)),
+            // Every pooled connection is busy: the node is fine, and another node or a
+            // retry would not help after waiting the whole wait timeout.
+            PoolError::Timeout(TimeoutType::Wait) => (
+                FaultKind::PoolExhausted,
+                "no free pooled connection within the wait timeout (pool_max_size reached)".into(),
+            ),
+            other => (FaultKind::ConnectFailed, other.to_string()),
         };
         Failed {
-            fault: FaultKind::ConnectFailed,
+            fault,
             island: Some(island),
             node: Some(node.to_string()),
             msg,
