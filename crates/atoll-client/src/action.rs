@@ -3,8 +3,7 @@
 //!
 //! | failure                                       | action               | did the statement take effect? |
 //! |-----------------------------------------------|----------------------|--------------------------------|
-//! | `3F000` invalid_schema_name (schema vanished) | rediscover cluster   | no (rejected)                  |
-//! | `42P01` undefined_table                       | rediscover cluster; retry if the shard moved or went inactive, or on another node if a replica answered (it may lag behind the DDL); else fail | no |
+//! | `3F000` invalid_schema_name, `42P01` undefined_table | rediscover cluster; retry if the shard moved or went inactive (then: wait for it), or on another node if a replica answered (it may lag behind the DDL); else fail at once (a genuine typo) | no (rejected) |
 //! | `25006` read_only_sql_transaction             | rediscover island (master changed) | no               |
 //! | `57P01`/`57P02`/`57P03` shutdown / starting   | try another node     | no (rejected)                  |
 //! | `08xxx` connection exception, `53300` too many connections | try another node | no                  |
@@ -47,7 +46,8 @@ pub enum Action {
     Fail,
     /// Where shards live changed: rediscover and route again.
     RediscoverCluster,
-    /// `42P01`: rediscover; retry only if the shard is no longer where the statement went.
+    /// `3F000`/`42P01`: rediscover; retry only if the shard is no longer where the statement
+    /// went (or a replica answered).
     RediscoverIfMoved,
     /// Which node is the master changed: rediscover and route again.
     RediscoverIsland,
@@ -64,8 +64,9 @@ pub enum Effect {
 
 pub fn decide(fault: Fault<'_>) -> (Action, Effect) {
     match fault {
-        Fault::Sql("3F000") => (Action::RediscoverCluster, Effect::None),
-        Fault::Sql("42P01") => (Action::RediscoverIfMoved, Effect::None),
+        // The shard's schema vanished (a move) or the statement names something that does
+        // not exist: rediscovery tells which.
+        Fault::Sql("3F000" | "42P01") => (Action::RediscoverIfMoved, Effect::None),
         Fault::Sql("25006") => (Action::RediscoverIsland, Effect::None),
         Fault::Sql("57P01" | "57P02" | "57P03" | "53300") => (Action::TryAnotherNode, Effect::None),
         Fault::Sql(code) if code.starts_with("08") => (Action::TryAnotherNode, Effect::None),
@@ -95,7 +96,7 @@ mod tests {
 
     #[test]
     fn table() {
-        assert_eq!(decide(Fault::Sql("3F000")).0, Action::RediscoverCluster);
+        assert_eq!(decide(Fault::Sql("3F000")).0, Action::RediscoverIfMoved);
         assert_eq!(decide(Fault::Sql("42P01")).0, Action::RediscoverIfMoved);
         assert_eq!(decide(Fault::Sql("25006")).0, Action::RediscoverIsland);
         assert_eq!(decide(Fault::Sql("57P01")).0, Action::TryAnotherNode);

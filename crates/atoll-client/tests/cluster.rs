@@ -104,6 +104,23 @@ async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
     }
     // A malformed ID is an error, not a guess.
     ensure!(matches!(cluster.shard_for_id(42), Err(ClientError::Id(_))));
+    // Names that do not exist on a shard that did not move: the error at once, not after
+    // the absent-shard window.
+    let s = cluster.shard(shard(1));
+    for (sql, code) in [
+        ("select nosuch.f()".to_string(), "3F000"),
+        (format!("select * from {}.nosuch", s.schema()), "42P01"),
+    ] {
+        let started = Instant::now();
+        let err = s.query(&sql, &[], Freshness::Master).await.err();
+        let code_seen = err.as_ref().and_then(|e| e.code());
+        ensure!(code_seen == Some(code), "{sql}: {err:?}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(2),
+            "{sql}: took {:?}",
+            started.elapsed()
+        );
+    }
 
     // A multi-statement transaction on the master connection, then read-your-writes for it.
     let s = cluster.shard(shard(4));
