@@ -312,6 +312,46 @@ async fn shard_absence(config: &Config, cluster: &Cluster, short: &Cluster) -> R
     Ok(())
 }
 
+/// A write that hits a read-only master (25006, what a demoted master answers) is retried
+/// after rediscovering the island, and runs exactly once when the node accepts writes again.
+async fn write_on_read_only_node(config: &Config, cluster: &Cluster) -> Result<()> {
+    let s = cluster.shard(shard(2));
+    let snap = cluster.snapshot();
+    let node = atoll_pg::master_node(config, &snap, snap.active_island(s.no())?)?;
+    let admin = atoll_pg::connect(&node).await?;
+    // This session stays writable whatever the server default says. (ALTER SYSTEM must
+    // be a statement of its own.)
+    for sql in [
+        "set default_transaction_read_only = off",
+        "alter system set default_transaction_read_only = on",
+        "select pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await?;
+    }
+    let undo = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        admin
+            .batch_execute("alter system reset default_transaction_read_only")
+            .await?;
+        admin.batch_execute("select pg_reload_conf()").await
+    });
+    // Give the pooled sessions time to see the reload (they read it between statements).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = cluster.new_id(s.no()).await?;
+    let sql = format!("insert into {}.items values ($1, 'read-only')", s.schema());
+    let started = Instant::now();
+    s.write(&sql, &[&id.get()], Write::once()).await?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the write did not wait"
+    );
+    undo.await??;
+    let sql = format!("select count(*) from {}.items where id = $1", s.schema());
+    let n: i64 = s.query(&sql, &[&id.get()], Freshness::Master).await?[0].get(0);
+    ensure!(n == 1, "{n} rows after the retried write");
+    Ok(())
+}
+
 async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
     cluster.refresh().await;
     ensure!(cluster.shards().len() == SHARDS as usize);
@@ -558,7 +598,10 @@ fn cluster_end_to_end() -> Result<()> {
         read_your_writes(&config, &cluster)
             .await
             .context("read your writes")?;
-        scatter_all(&cluster, inserted as i64 + 1)
+        write_on_read_only_node(&config, &cluster)
+            .await
+            .context("read-only node")?;
+        scatter_all(&cluster, inserted as i64 + 2)
             .await
             .context("scatter")?;
         shard_absence(&config, &cluster, &short)
