@@ -270,7 +270,11 @@ pub(crate) async fn connection<'s>(
         .query_one("select pg_last_wal_replay_lsn()::text", &[])
         .await
         .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
-    let replayed = row.get::<_, Option<String>>(0).and_then(|t| Lsn::parse(&t));
+    let replayed = row
+        .try_get::<_, Option<&str>>(0)
+        .ok()
+        .flatten()
+        .and_then(Lsn::parse);
     if let Some(l) = replayed {
         shared.note_replayed(p.addr, l);
         if l >= need {
@@ -288,7 +292,16 @@ pub(crate) async fn connection<'s>(
     Ok((client, p.island, m))
 }
 
-/// Runs `sql` on `client`; on a write with a timeline, records the master's WAL position.
+/// SQLSTATEs after which this connection's cached prepared statements may point at
+/// dropped or recreated objects (a shard moved away and back, DDL): the cache is cleared.
+fn invalidates_statements(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code().map(|c| c.code()),
+        Some("3F000" | "42P01" | "0A000" | "26000")
+    )
+}
+
+/// Runs `sql` on `client` as a cached prepared statement.
 pub(crate) async fn run(
     client: &Object,
     island: IslandId,
@@ -298,19 +311,14 @@ pub(crate) async fn run(
 ) -> Result<Vec<tokio_postgres::Row>, Failed> {
     let stmt = match client.prepare_cached(sql).await {
         Ok(s) => s,
-        Err(e) => {
-            if e.code().is_some() {
-                // The schema or a table may have been dropped and recreated by a move:
-                // cached plans for this connection are suspect.
-                client.statement_cache.clear();
-            }
-            return Err(Failed::pg(&e, island, addr, false));
-        }
+        Err(e) => return Err(Failed::pg(&e, island, addr, false)),
     };
-    client
-        .query(&stmt, params)
-        .await
-        .map_err(|e| Failed::pg(&e, island, addr, true))
+    client.query(&stmt, params).await.map_err(|e| {
+        if invalidates_statements(&e) {
+            client.statement_cache.clear();
+        }
+        Failed::pg(&e, island, addr, true)
+    })
 }
 
 /// The WAL position a replica must replay to include everything this connection committed.
@@ -322,5 +330,5 @@ pub(crate) async fn committed_lsn(client: &Object) -> Option<Lsn> {
         .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await
         .ok()?;
-    Lsn::parse(row.get::<_, &str>(0))
+    Lsn::parse(row.try_get::<_, &str>(0).ok()?)
 }

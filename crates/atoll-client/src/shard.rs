@@ -98,7 +98,7 @@ impl Shard {
         let sql = format!("select {}.id_gen()", self.schema());
         // Drawing a sequence value twice only skips one: safe to retry.
         let rows = self.write(&sql, &[], Write::idempotent()).await?;
-        let v: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
+        let v: i64 = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(0);
         Ok(Id::parse(v)?)
     }
 
