@@ -5,7 +5,8 @@
 //! - [`ShardNo`] and [`ShardRange`]: microshard numbers and the `shNNNN` schema names;
 //! - [`Config`]: the islands and nodes of a cluster, parsed from `atoll.toml` or `ATOLL_ISLANDS`;
 //! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
-//! - [`Id`]: the shard-encoded ID codec;
+//! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
+//! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
 //! - [`allocation::plan`]: where new microshards go.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
