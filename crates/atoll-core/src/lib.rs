@@ -5,7 +5,8 @@
 //! - [`ShardNo`] and [`ShardRange`]: microshard numbers and the `shNNNN` schema names;
 //! - [`Config`]: the islands and nodes of a cluster, parsed from `atoll.toml` or `ATOLL_ISLANDS`;
 //! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
-//! - [`Id`]: the shard-encoded ID codec;
+//! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
+//! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
 //! - [`allocation::plan`]: where new microshards go.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
@@ -16,9 +17,11 @@ pub mod allocation;
 mod config;
 #[cfg(test)]
 mod config_tests;
+mod id_generator;
 mod ids;
 mod island;
 mod islands_env;
+pub mod keys;
 pub mod migration;
 mod secret;
 mod shard;
@@ -27,6 +30,10 @@ mod snapshot;
 mod snapshot_tests;
 
 pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
+pub use id_generator::{
+    AppIdParts, IdGenError, IdGenerator, GENERATOR_EPOCH_UNIX_S, MAX_LEAD_SECONDS, NODE_IDS,
+    SEQ_PER_SECOND,
+};
 pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
 pub use island::IslandId;
 pub use secret::{Secret, SecretError, SecretRef};
