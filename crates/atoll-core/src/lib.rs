@@ -7,7 +7,8 @@
 //! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
 //! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
 //! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
-//! - [`allocation::plan`]: where new microshards go.
+//! - [`allocation::plan`]: where new microshards go;
+//! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
