@@ -2,10 +2,11 @@
 //! with types, indexes, constraints), one query per island master; grouping and
 //! explanation are pure ([`atoll_core::migration::group_signatures`]).
 
-use crate::error::{query_error, MigrateError};
+use crate::error::MigrateError;
 use crate::state::Masters;
 use atoll_core::migration::{group_signatures, SignatureGroup};
 use atoll_core::{Config, Snapshot};
+use atoll_pg::PgError;
 use futures::future::try_join_all;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,7 +49,7 @@ pub async fn schema_diff(
                 let rows = client
                     .query(FACTS_SQL, &[])
                     .await
-                    .map_err(|e| query_error(node, e))?;
+                    .map_err(|e| PgError::query(node, e))?;
                 Ok::<_, MigrateError>((*island, rows))
             }),
     )

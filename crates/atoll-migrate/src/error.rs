@@ -42,33 +42,4 @@ impl MigrateError {
     }
 }
 
-/// PostgreSQL's own message (with detail and SQLSTATE) rather than "db error".
-pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{}: {} [{}]", db.severity(), db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" ({d})"));
-            }
-            s
-        }
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
-    }
-}
-
-pub(crate) fn query_error(node: &impl std::fmt::Display, e: tokio_postgres::Error) -> PgError {
-    PgError::Query {
-        node: node.to_string(),
-        code: e.code().map(|c| c.code().to_string()),
-        msg: pg_message(&e),
-    }
-}
+pub(crate) use atoll_pg::describe as pg_message;

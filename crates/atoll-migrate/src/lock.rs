@@ -5,8 +5,9 @@
 //! if the process dies, the server releases it, so a killed run never blocks the next one.
 //! The `atoll.migration_lock` row only names the holder, for the error a second run gets.
 
-use crate::error::{query_error, MigrateError};
+use crate::error::MigrateError;
 use atoll_core::NodeConfig;
+use atoll_pg::PgError;
 use std::time::Duration;
 use tokio_postgres::Client;
 
@@ -39,7 +40,7 @@ impl RunLock {
         kind: &str,
     ) -> Result<RunLock, MigrateError> {
         let client = atoll_pg::connect_with_timeout(node, timeout).await?;
-        let q = |e| query_error(node, e);
+        let q = |e| PgError::query(node, e);
         let got: bool = client
             .query_one("select pg_try_advisory_lock($1)", &[&LOCK_KEY])
             .await
@@ -122,7 +123,7 @@ impl RunLock {
 
     /// Records the outcome, removes the holder row and releases the lock.
     pub async fn finish(self, status: &str, message: &str) -> Result<(), MigrateError> {
-        let q = |e| query_error(&self.node, e);
+        let q = |e| PgError::query(&self.node, e);
         self.client
             .execute(
                 "update atoll.migration_runs set status = $2, message = $3, finished_at = now(),

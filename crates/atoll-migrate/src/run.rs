@@ -221,7 +221,7 @@ async fn take_lock(
             &[],
         )
         .await
-        .map_err(|e| crate::error::query_error(node, e))?
+        .map_err(|e| atoll_pg::PgError::query(node, e))?
         .get(0);
     if !has {
         return Err(MigrateError::NoCatalog(island));

@@ -1,8 +1,9 @@
 //! Reading what every schema has applied: one call per island master, all masters at once.
 
-use crate::error::{query_error, MigrateError};
+use crate::error::MigrateError;
 use atoll_core::migration::{MigrationSet, SchemaState};
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
+use atoll_pg::PgError;
 use atoll_pg::{connect_with_timeout, master_node};
 use futures::future::try_join_all;
 use std::collections::BTreeMap;
@@ -58,7 +59,7 @@ async fn read_island(
     client: &Client,
     prefixes: &[String],
 ) -> Result<Vec<SchemaState>, MigrateError> {
-    let q = |e| query_error(node, e);
+    let q = |e| PgError::query(node, e);
     let has: bool = client
         .query_one(
             "select to_regprocedure('atoll.migration_state(text[])') is not null",
