@@ -320,6 +320,25 @@ pub fn check_applicable(plan: &Plan, allow_unsafe: bool) -> Result<(), Migration
     Ok(())
 }
 
+/// Refuses an undo that must not run: drift anywhere (as apply does: the schemas' state
+/// is not what the files say), or destructive statements in the down file without the
+/// caller's consent.
+pub fn check_undo(
+    set: &MigrationSet,
+    states: &[SchemaState],
+    m: &Migration,
+    allow_unsafe: bool,
+) -> Result<(), MigrationError> {
+    check_applicable(&plan(set, states), true)?;
+    match m.dn.unsafe_statements.first() {
+        Some(st) if !allow_unsafe => Err(MigrationError::Unsafe {
+            file: m.dn.file.clone(),
+            statement: st.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// One schema where `migrate undo` runs the down file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UndoTarget {

@@ -221,10 +221,8 @@ impl Statement {
                         return Some("DROP COLUMN".into());
                     }
                 }
-                Token::Word(w) if depth == 0 && w == "ALTER" => {
-                    if self.changes_type(i) {
-                        return Some("ALTER COLUMN ... TYPE".into());
-                    }
+                Token::Word(w) if depth == 0 && w == "ALTER" && self.changes_type(i) => {
+                    return Some("ALTER COLUMN ... TYPE".into());
                 }
                 Token::Word(w) if depth == 0 && w == "RENAME" => {
                     return match self.word(i + 1) {

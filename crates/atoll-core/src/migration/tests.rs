@@ -527,3 +527,37 @@ fn leftover_copies_matching_a_shard_prefix_are_ignored() {
     assert!(is_shard_target("sh") && is_shard_target("sh0042"));
     assert!(!is_shard_target("shadow") && !is_shard_target("public"));
 }
+
+#[test]
+fn undo_needs_consent_for_destructive_down_files_and_refuses_drift() {
+    let files = vec![
+        (
+            format!("{A}.up.sql"),
+            "create table users (id int);".to_string(),
+        ),
+        (format!("{A}.dn.sql"), "drop table users;".to_string()),
+        (
+            format!("{B}.up.sql"),
+            "alter table users add nick text;".to_string(),
+        ),
+        (format!("{B}.dn.sql"), "select 1;".to_string()),
+    ];
+    let s = MigrationSet::parse(files).expect("valid");
+    let ok_states = vec![state("sh0001", 0, &[A])];
+    let a = s.find(A).expect("A");
+    let err = check_undo(&s, &ok_states, a, false).unwrap_err();
+    assert!(
+        matches!(&err, MigrationError::Unsafe { file, .. } if file == &format!("{A}.dn.sql")),
+        "{err}"
+    );
+    assert!(check_undo(&s, &ok_states, a, true).is_ok());
+    let b = s.find(B).expect("B");
+    assert!(check_undo(&s, &[state("sh0001", 0, &[A, B])], b, false).is_ok());
+    // Drift on any schema refuses the undo, even with consent.
+    let drifted = vec![
+        state("sh0001", 0, &[A, B]),
+        state("sh0002", 0, &[A, B, "20230101000000.gone.sh"]),
+    ];
+    let err = check_undo(&s, &drifted, b, true).unwrap_err();
+    assert!(matches!(err, MigrationError::Drift { .. }), "{err}");
+}
