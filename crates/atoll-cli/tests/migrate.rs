@@ -3,17 +3,16 @@
 //! each step building on the migration directory the previous one left (as a project's
 //! history would).
 
-use atoll_sandbox::TestSandbox;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+/// Steps that run after the main history (they add versions the steps above must not see).
+#[path = "migrate/later.rs"]
+mod later;
 
-struct Env {
-    sb: TestSandbox,
-    dir: PathBuf,
-    ports: Vec<u16>,
-}
+use common::{ok, Env};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const V1: &str = "20240101000010.users.sh";
 const V2: &str = "20240101000020.nick.sh";
@@ -28,119 +27,9 @@ const V8: &str = "20240101000100.age.sh";
 const V9: &str = "20240101000110.hooked.sh";
 const V10: &str = "20240101000120.after_pg_mig.sh";
 
-impl Env {
-    fn atoll(&self, args: &[&str]) -> Output {
-        let config = self.sb.config_path();
-        Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run atoll")
-    }
-
-    /// Runs atoll with the migration dir and returns (exit code, stdout, stderr).
-    fn migrate(&self, args: &[&str]) -> (i32, String, String) {
-        let mut a: Vec<&str> = vec!["migrate"];
-        a.extend_from_slice(args);
-        let dir = self.dir.to_string_lossy().to_string();
-        if args[0] != "new" {
-            a.extend_from_slice(&["--dir", &dir]);
-        }
-        let out = self.atoll(&a);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-
-    fn migrate_json(&self, args: &[&str]) -> (i32, Value) {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let (code, out, err) = self.migrate(&a);
-        let v =
-            serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out} / {err}"));
-        (code, v)
-    }
-
-    fn psql(&self, port: u16, sql: &str) -> String {
-        let out = Command::new(self.sb.pg_bin().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .current_dir("/")
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {port}: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Sum of an integer query over both island masters.
-    fn sum(&self, sql: &str) -> i64 {
-        self.ports
-            .iter()
-            .map(|p| self.psql(*p, sql).parse::<i64>().unwrap_or(0))
-            .sum()
-    }
-
-    /// Shard schemas that have `version` applied.
-    fn applied(&self, version: &str) -> i64 {
-        self.sum(&format!(
-            "select count(*) from atoll.migration_state('{{}}') where version = '{version}'"
-        ))
-    }
-
-    /// The master port holding `schema`.
-    fn port_of(&self, schema: &str) -> u16 {
-        *self
-            .ports
-            .iter()
-            .find(|p| {
-                self.psql(
-                    **p,
-                    &format!("select count(*) from pg_namespace where nspname = '{schema}'"),
-                ) == "1"
-            })
-            .expect("schema exists")
-    }
-
-    fn write(&self, version: &str, up: &str, dn: &str) {
-        std::fs::write(self.dir.join(format!("{version}.up.sql")), up).expect("write up");
-        std::fs::write(self.dir.join(format!("{version}.dn.sql")), dn).expect("write dn");
-    }
-
-    fn rename(&self, version: &str, from: &str, to: &str) {
-        for d in ["up", "dn"] {
-            std::fs::rename(
-                self.dir.join(format!("{version}.{d}.{from}")),
-                self.dir.join(format!("{version}.{d}.{to}")),
-            )
-            .expect("rename");
-        }
-    }
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn migrate_end_to_end() {
-    let sb = TestSandbox::new(2, 0).expect("sandbox");
-    let ports = sb.islands().iter().map(|i| i.nodes[0].port).collect();
-    let dir = sb.dir().join("migrations");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let env = Env { sb, dir, ports };
-    ok(&env.atoll(&["init"]));
+    let env = Env::new(2);
     ok(&env.atoll(&["allocate", "--shards", "1-64"]));
 
     malformed_names_apply_nothing(&env);
@@ -157,6 +46,10 @@ fn migrate_end_to_end() {
     before_and_after_hooks(&env);
     allocate_migrate_and_new(&env);
     switch_from_pg_mig(&env);
+    later::undo_needs_consent_for_a_destructive_down_file(&env);
+    later::lost_lock_stops_the_run(&env);
+    later::reindex_concurrently(&env);
+    later::allocate_rerun_migrates_every_inactive_shard(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {
@@ -203,10 +96,27 @@ fn first_apply_and_finalizer(env: &Env) {
     assert_eq!(code, 0);
     assert!(text.contains("-> 64 schemas: sh0001-sh0064"), "{text}");
 
+    // A backup a move kept matches the `sh` prefix but is no shard: listed, never migrated.
+    let leftover = "sh0005_moved_1700000000";
+    env.psql(env.ports[0], &format!("create schema {leftover}"));
+    let (code, text, _) = env.migrate(&["plan"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("ignored: {leftover} (island 0) matches target sh")),
+        "{text}"
+    );
     let (code, report) = env.migrate_json(&["apply", "--parallelism", "4"]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["status"], "done");
     assert_eq!(report["versions_applied"], 64 * 2 + 1);
+    assert_eq!(
+        env.psql(
+            env.ports[0],
+            &format!("select to_regclass('{leftover}.atoll_migrations') is null")
+        ),
+        "t"
+    );
+    env.psql(env.ports[0], &format!("drop schema {leftover}"));
     assert_eq!(report["finalizer"], serde_json::json!(["public"]));
     assert_eq!(env.applied(V1), 64);
     assert_eq!(env.applied(V2), 64);
@@ -527,6 +437,10 @@ fn lock_timeout_with_bounded_retry(env: &Env) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // 0 would mean "wait forever" to PostgreSQL: refused.
+    let (code, _, err) = env.migrate(&["apply", "--lock-timeout-ms", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lock-timeout-ms"), "{err}");
     // No retry: the busy shard gives up quickly with the lock timeout, the others go on.
     let (code, report) = env.migrate_json(&[
         "apply",

@@ -1,0 +1,113 @@
+//! Steps after the main history: undo consent, a lost run lock, REINDEX CONCURRENTLY,
+//! and `allocate --migrate` run again after a failed migration.
+
+use super::*;
+
+const V11: &str = "20240101000130.slow.sh";
+const V12: &str = "20240101000140.reindex.sh";
+
+/// Shards (and `public`) at the end of the main history: sh0001-sh0067.
+const SHARDS: i64 = 67;
+
+pub fn undo_needs_consent_for_a_destructive_down_file(env: &Env) {
+    // V10's down file drops a table.
+    let (code, _, err) = env.migrate(&["undo", V10]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{V10}.dn.sql")) && err.contains("--allow-unsafe"),
+        "{err}"
+    );
+    assert_eq!(env.applied(V10), SHARDS);
+    let (code, report) = env.migrate_json(&["undo", V10, "--allow-unsafe"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.applied(V10), 0);
+}
+
+pub fn lost_lock_stops_the_run(env: &Env) {
+    env.write(
+        V11,
+        "create table slow (n int primary key);\nselect pg_sleep(0.2);",
+        "drop table slow;",
+    );
+    let dir = env.dir.to_string_lossy().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .arg("--config")
+        .arg(env.sb.config_path())
+        .args(["migrate", "apply", "--parallelism", "1", "--canary", "0"])
+        .args(["--dir", &dir])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn apply");
+    let started = Instant::now();
+    while env.applied(V11) < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the run made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The run's lock session ends (a network cut, a restart, an operator's kill).
+    let killed = env.psql(
+        env.ports[0],
+        "select count(pg_terminate_backend(pid)) from pg_locks where locktype = 'advisory' and granted",
+    );
+    assert_eq!(killed, "1");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lost its cluster lock"), "{err}");
+    let partial = env.applied(V11);
+    assert!(partial < SHARDS, "the run went on unlocked: {partial}");
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.applied(V11), SHARDS);
+    assert_eq!(env.applied(V10), SHARDS);
+}
+
+pub fn reindex_concurrently(env: &Env) {
+    env.write(V12, "reindex table concurrently slow;", "select 1;");
+    let (code, plan) = env.migrate_json(&["plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan["unsafe_pending"]
+        .as_array()
+        .is_some_and(|u| u.is_empty()));
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["versions_applied"], SHARDS, "{report}");
+    assert_eq!(env.applied(V12), SHARDS);
+}
+
+pub fn allocate_rerun_migrates_every_inactive_shard(env: &Env) {
+    let dir = env.dir.to_string_lossy().to_string();
+    let allocate = [
+        "--json",
+        "allocate",
+        "--shards",
+        "69-70",
+        "--activate",
+        "--migrate",
+    ];
+    // sh0069 exists already (made without --migrate, or left by a killed run) and its
+    // migration fails; sh0070 is new.
+    ok(&env.atoll(&["allocate", "--shards", "69"]));
+    let p69 = env.port_of("sh0069");
+    env.psql(p69, "create table sh0069.users (x int)");
+    let mut args = allocate.to_vec();
+    args.extend(["--migrations-dir", &dir]);
+    let out = env.atoll(&args);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["migrate"]["canary"], serde_json::json!(["sh0069"]), "{v}");
+    assert_eq!(v["migrate"]["status"], "canary_failed", "{v}");
+    let active = "select count(*) from atoll.shards where shard in (69, 70) and active";
+    assert_eq!(env.sum(active), 0, "nothing unmigrated is activated");
+    // Fixed and run again: both are migrated, then activated.
+    env.psql(p69, "drop table sh0069.users");
+    let out = env.atoll(&args);
+    ok(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["migrate"]["status"], "done", "{v}");
+    assert_eq!(env.sum(active), 2);
+    assert_eq!(env.applied(V12), SHARDS + 2);
+}
