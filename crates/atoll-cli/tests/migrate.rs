@@ -49,6 +49,7 @@ fn migrate_end_to_end() {
     later::undo_needs_consent_for_a_destructive_down_file(&env);
     later::lost_lock_stops_the_run(&env);
     later::reindex_concurrently(&env);
+    later::already_applied_is_not_counted(&env);
     later::allocate_rerun_migrates_every_inactive_shard(&env);
 }
 

@@ -5,6 +5,7 @@ use super::*;
 
 const V11: &str = "20240101000130.slow.sh";
 const V12: &str = "20240101000140.reindex.sh";
+const V13: &str = "20240101000150.raced.sh";
 
 /// Shards (and `public`) at the end of the main history: sh0001-sh0067.
 const SHARDS: i64 = 67;
@@ -78,6 +79,28 @@ pub fn reindex_concurrently(env: &Env) {
     assert_eq!(env.applied(V12), SHARDS);
 }
 
+pub fn already_applied_is_not_counted(env: &Env) {
+    // As if an earlier run's backend had committed sh0001's version after the plan was
+    // made: before.sql (run between plan and fan-out) records it.
+    let before = env.dir.join("before.sql");
+    std::fs::write(
+        &before,
+        format!(
+            "do $$ begin if to_regnamespace('sh0001') is not null then \
+             insert into sh0001.atoll_migrations (version, name, checksum) \
+             values ('{V13}', 'raced', 'x'); end if; end $$;"
+        ),
+    )
+    .expect("write");
+    env.write(V13, "create table raced (id int);", "drop table raced;");
+    let (code, report) = env.migrate_json(&["apply"]);
+    std::fs::remove_file(before).expect("rm");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["schemas_total"], SHARDS, "{report}");
+    assert_eq!(report["versions_applied"], SHARDS - 1, "{report}");
+    assert_eq!(env.applied(V13), SHARDS);
+}
+
 pub fn allocate_rerun_migrates_every_inactive_shard(env: &Env) {
     let dir = env.dir.to_string_lossy().to_string();
     let allocate = [
@@ -109,5 +132,5 @@ pub fn allocate_rerun_migrates_every_inactive_shard(env: &Env) {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["migrate"]["status"], "done", "{v}");
     assert_eq!(env.sum(active), 2);
-    assert_eq!(env.applied(V12), SHARDS + 2);
+    assert_eq!(env.applied(V13), SHARDS + 2);
 }
