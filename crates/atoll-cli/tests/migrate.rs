@@ -50,6 +50,7 @@ fn migrate_end_to_end() {
     later::lost_lock_stops_the_run(&env);
     later::reindex_concurrently(&env);
     later::already_applied_is_not_counted(&env);
+    later::running_index_build_is_not_dropped(&env);
     later::allocate_rerun_migrates_every_inactive_shard(&env);
 }
 

@@ -6,6 +6,7 @@ use super::*;
 const V11: &str = "20240101000130.slow.sh";
 const V12: &str = "20240101000140.reindex.sh";
 const V13: &str = "20240101000150.raced.sh";
+const V14: &str = "20240101000160.slow_idx.sh";
 
 /// Shards (and `public`) at the end of the main history: sh0001-sh0067.
 const SHARDS: i64 = 67;
@@ -99,6 +100,56 @@ pub fn already_applied_is_not_counted(env: &Env) {
     assert_eq!(report["schemas_total"], SHARDS, "{report}");
     assert_eq!(report["versions_applied"], SHARDS - 1, "{report}");
     assert_eq!(env.applied(V13), SHARDS);
+}
+
+/// An invalid index that another backend is still building (a killed run's backend) is
+/// waited for, not dropped under it.
+pub fn running_index_build_is_not_dropped(env: &Env) {
+    let p3 = env.port_of("sh0003");
+    let psql = |sql: &str| {
+        Command::new(env.sb.pg_bin().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &p3.to_string(), "-U", "postgres"])
+            .args(["-d", "postgres", "-c", sql])
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn psql")
+    };
+    // A writer keeps the build waiting (with its invalid index in the catalog) for 3 s.
+    let mut writer =
+        psql("begin; insert into sh0003.slow values (1000); select pg_sleep(3); commit;");
+    let wrote = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
+                 where c.relname = 'slow' and c.relnamespace = 'sh0003'::regnamespace \
+                 and l.granted and l.mode = 'RowExclusiveLock'";
+    let building = "select count(*) from pg_stat_progress_create_index p \
+                    where p.index_relid = to_regclass('sh0003.slow_n_idx')";
+    let started = Instant::now();
+    while env.psql(p3, wrote) != "1" {
+        assert!(started.elapsed() < Duration::from_secs(10), "no writer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut builder = psql("create index concurrently slow_n_idx on sh0003.slow (n);");
+    while env.psql(p3, building) != "1" {
+        assert!(started.elapsed() < Duration::from_secs(10), "no build");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let oid = "select 'sh0003.slow_n_idx'::regclass::oid || ' ' || i.indisvalid \
+               from pg_index i where i.indexrelid = 'sh0003.slow_n_idx'::regclass";
+    let before = env.psql(p3, oid);
+    assert!(before.ends_with(" false"), "{before}");
+    env.write(
+        V14,
+        "create index concurrently slow_n_idx on slow (n);",
+        "drop index concurrently slow_n_idx;",
+    );
+    let (code, report) = env.migrate_json(&["apply", "--parallelism", "2"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.applied(V14), SHARDS);
+    // The same index, finished by its own builder: not dropped and rebuilt.
+    let after = env.psql(p3, oid);
+    assert_eq!(after, before.replace(" false", " true"));
+    builder.wait().expect("builder");
+    writer.wait().expect("writer");
 }
 
 pub fn allocate_rerun_migrates_every_inactive_shard(env: &Env) {
