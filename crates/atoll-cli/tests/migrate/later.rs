@@ -142,7 +142,18 @@ pub fn running_index_build_is_not_dropped(env: &Env) {
         "create index concurrently slow_n_idx on slow (n);",
         "drop index concurrently slow_n_idx;",
     );
-    let (code, report) = env.migrate_json(&["apply", "--parallelism", "2"]);
+    // No canary and enough workers: sh0003 starts at once, while the build still waits (any
+    // CREATE INDEX CONCURRENTLY in the database waits for the writer, a canary's too).
+    // No lock retries: only waiting for the build, not retrying a drop, may pass.
+    let (code, report) = env.migrate_json(&[
+        "apply",
+        "--canary",
+        "0",
+        "--parallelism",
+        "8",
+        "--lock-retries",
+        "0",
+    ]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(env.applied(V14), SHARDS);
     // The same index, finished by its own builder: not dropped and rebuilt.
