@@ -25,11 +25,16 @@ pub struct Statement {
     pub tokens: Vec<Token>,
 }
 
-/// Splits SQL into statements at top-level semicolons; empty statements are dropped.
+/// Splits SQL into statements at top-level semicolons; empty statements are dropped. The
+/// semicolons inside a SQL-standard function body (`BEGIN ATOMIC ... END`) are not
+/// top-level.
 pub fn statements(sql: &str) -> Vec<Statement> {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = Vec::new();
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<Token> = Vec::new();
+    // Open `BEGIN ATOMIC` bodies, and open `CASE`s inside them (whose END is not the body's).
+    let mut atomic = 0usize;
+    let mut cases = 0usize;
     let mut start = 0;
     let mut i = 0;
     let mut flush = |from: usize, to: usize, tokens: &mut Vec<Token>| {
@@ -49,6 +54,7 @@ pub fn statements(sql: &str) -> Vec<Statement> {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         match c {
+            ';' if atomic > 0 => i += 1,
             ';' => {
                 flush(start, i, &mut tokens);
                 start = i + 1;
@@ -107,8 +113,15 @@ pub fn statements(sql: &str) -> Vec<Statement> {
                 if i - from == 1 && matches!(c, 'e' | 'E') && chars.get(i) == Some(&'\'') {
                     continue;
                 }
-                let w: String = chars[from..i].iter().collect();
-                tokens.push(Token::Word(w.to_uppercase()));
+                let w = chars[from..i].iter().collect::<String>().to_uppercase();
+                match w.as_str() {
+                    "ATOMIC" if tokens.last() == Some(&Token::Word("BEGIN".into())) => atomic += 1,
+                    "CASE" if atomic > 0 => cases += 1,
+                    "END" if atomic > 0 && cases > 0 => cases -= 1,
+                    "END" if atomic > 0 => atomic -= 1,
+                    _ => {}
+                }
+                tokens.push(Token::Word(w));
             }
             c if c.is_ascii_digit() => {
                 while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {

@@ -480,6 +480,11 @@ fn transaction_control_in_a_file_is_refused() {
               rollback transaction to s; release savepoint s; \
               create function f() returns void language plpgsql as $$ begin perform 1; end $$;";
     assert!(MigrationSet::parse(pair(A, ok)).is_ok());
+    // A SQL-standard function body holds semicolons and ends with END: one statement.
+    let atomic = "create function f(x int) returns int language sql begin atomic \
+                  select case when x > 0 then 1 else 0 end; select 2; end; select 1;";
+    assert_eq!(statements(atomic).len(), 2);
+    assert!(MigrationSet::parse(pair(A, atomic)).is_ok());
 }
 
 #[test]
