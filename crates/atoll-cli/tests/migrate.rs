@@ -3,17 +3,19 @@
 //! each step building on the migration directory the previous one left (as a project's
 //! history would).
 
-use atoll_sandbox::TestSandbox;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+/// Steps that run after the main history (they add versions the steps above must not see).
+#[path = "migrate/later.rs"]
+mod later;
+/// Lock timeouts, hooks, `allocate --migrate`, `migrate new`, switching from pg-mig.
+#[path = "migrate/ops.rs"]
+mod ops;
 
-struct Env {
-    sb: TestSandbox,
-    dir: PathBuf,
-    ports: Vec<u16>,
-}
+use common::{ok, Env};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const V1: &str = "20240101000010.users.sh";
 const V2: &str = "20240101000020.nick.sh";
@@ -28,119 +30,9 @@ const V8: &str = "20240101000100.age.sh";
 const V9: &str = "20240101000110.hooked.sh";
 const V10: &str = "20240101000120.after_pg_mig.sh";
 
-impl Env {
-    fn atoll(&self, args: &[&str]) -> Output {
-        let config = self.sb.config_path();
-        Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run atoll")
-    }
-
-    /// Runs atoll with the migration dir and returns (exit code, stdout, stderr).
-    fn migrate(&self, args: &[&str]) -> (i32, String, String) {
-        let mut a: Vec<&str> = vec!["migrate"];
-        a.extend_from_slice(args);
-        let dir = self.dir.to_string_lossy().to_string();
-        if args[0] != "new" {
-            a.extend_from_slice(&["--dir", &dir]);
-        }
-        let out = self.atoll(&a);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    }
-
-    fn migrate_json(&self, args: &[&str]) -> (i32, Value) {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let (code, out, err) = self.migrate(&a);
-        let v =
-            serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out} / {err}"));
-        (code, v)
-    }
-
-    fn psql(&self, port: u16, sql: &str) -> String {
-        let out = Command::new(self.sb.pg_bin().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .current_dir("/")
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {port}: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Sum of an integer query over both island masters.
-    fn sum(&self, sql: &str) -> i64 {
-        self.ports
-            .iter()
-            .map(|p| self.psql(*p, sql).parse::<i64>().unwrap_or(0))
-            .sum()
-    }
-
-    /// Shard schemas that have `version` applied.
-    fn applied(&self, version: &str) -> i64 {
-        self.sum(&format!(
-            "select count(*) from atoll.migration_state('{{}}') where version = '{version}'"
-        ))
-    }
-
-    /// The master port holding `schema`.
-    fn port_of(&self, schema: &str) -> u16 {
-        *self
-            .ports
-            .iter()
-            .find(|p| {
-                self.psql(
-                    **p,
-                    &format!("select count(*) from pg_namespace where nspname = '{schema}'"),
-                ) == "1"
-            })
-            .expect("schema exists")
-    }
-
-    fn write(&self, version: &str, up: &str, dn: &str) {
-        std::fs::write(self.dir.join(format!("{version}.up.sql")), up).expect("write up");
-        std::fs::write(self.dir.join(format!("{version}.dn.sql")), dn).expect("write dn");
-    }
-
-    fn rename(&self, version: &str, from: &str, to: &str) {
-        for d in ["up", "dn"] {
-            std::fs::rename(
-                self.dir.join(format!("{version}.{d}.{from}")),
-                self.dir.join(format!("{version}.{d}.{to}")),
-            )
-            .expect("rename");
-        }
-    }
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn migrate_end_to_end() {
-    let sb = TestSandbox::new(2, 0).expect("sandbox");
-    let ports = sb.islands().iter().map(|i| i.nodes[0].port).collect();
-    let dir = sb.dir().join("migrations");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let env = Env { sb, dir, ports };
-    ok(&env.atoll(&["init"]));
+    let env = Env::new(2);
     ok(&env.atoll(&["allocate", "--shards", "1-64"]));
 
     malformed_names_apply_nothing(&env);
@@ -153,10 +45,16 @@ fn migrate_end_to_end() {
     concurrently_files(&env);
     undo(&env);
     schema_diff_finds_a_dropped_column(&env);
-    lock_timeout_with_bounded_retry(&env);
-    before_and_after_hooks(&env);
-    allocate_migrate_and_new(&env);
-    switch_from_pg_mig(&env);
+    ops::lock_timeout_with_bounded_retry(&env);
+    ops::before_and_after_hooks(&env);
+    ops::allocate_migrate_and_new(&env);
+    ops::switch_from_pg_mig(&env);
+    later::undo_needs_consent_for_a_destructive_down_file(&env);
+    later::lost_lock_stops_the_run(&env);
+    later::reindex_concurrently(&env);
+    later::already_applied_is_not_counted(&env);
+    later::running_index_build_is_not_dropped(&env);
+    later::allocate_rerun_migrates_every_inactive_shard(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {
@@ -203,10 +101,27 @@ fn first_apply_and_finalizer(env: &Env) {
     assert_eq!(code, 0);
     assert!(text.contains("-> 64 schemas: sh0001-sh0064"), "{text}");
 
+    // A backup a move kept matches the `sh` prefix but is no shard: listed, never migrated.
+    let leftover = "sh0005_moved_1700000000";
+    env.psql(env.ports[0], &format!("create schema {leftover}"));
+    let (code, text, _) = env.migrate(&["plan"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("ignored: {leftover} (island 0) matches target sh")),
+        "{text}"
+    );
     let (code, report) = env.migrate_json(&["apply", "--parallelism", "4"]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["status"], "done");
     assert_eq!(report["versions_applied"], 64 * 2 + 1);
+    assert_eq!(
+        env.psql(
+            env.ports[0],
+            &format!("select to_regclass('{leftover}.atoll_migrations') is null")
+        ),
+        "t"
+    );
+    env.psql(env.ports[0], &format!("drop schema {leftover}"));
     assert_eq!(report["finalizer"], serde_json::json!(["public"]));
     assert_eq!(env.applied(V1), 64);
     assert_eq!(env.applied(V2), 64);
@@ -487,203 +402,4 @@ fn schema_diff_finds_a_dropped_column(env: &Env) {
     assert_eq!(groups[0]["count"], 63);
     assert_eq!(groups[1]["members"], serde_json::json!(["sh0042"]));
     env.psql(p42, "alter table sh0042.users add column nick text");
-}
-
-fn lock_timeout_with_bounded_retry(env: &Env) {
-    env.write(
-        V8,
-        "alter table users add column age int;",
-        "alter table users drop column age;",
-    );
-    let p3 = env.port_of("sh0003");
-    // Another session holds sh0003.users for 5 s, as a long transaction of the app would.
-    let mut holder = Command::new(env.sb.pg_bin().join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p3.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args([
-            "-c",
-            "begin; lock table sh0003.users; select pg_sleep(5); commit;",
-        ])
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn psql");
-    let held = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
-                where c.relname = 'users' and c.relnamespace = 'sh0003'::regnamespace \
-                and l.granted and l.mode = 'AccessExclusiveLock'";
-    let started = Instant::now();
-    while env.psql(p3, held) != "1" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "lock never taken"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // No retry: the busy shard gives up quickly with the lock timeout, the others go on.
-    let (code, report) = env.migrate_json(&[
-        "apply",
-        "--canary",
-        "0",
-        "--lock-timeout-ms",
-        "100",
-        "--lock-retries",
-        "0",
-    ]);
-    assert_eq!(code, 1, "{report}");
-    assert_eq!(report["failures"][0]["schema"], "sh0003", "{report}");
-    let error = report["failures"][0]["error"].as_str().unwrap_or("");
-    assert!(
-        error.contains("lock timeout") && error.contains("55P03"),
-        "{error}"
-    );
-    assert_eq!(env.applied(V8), 63);
-    // Bounded retries with backoff outlast the holder.
-    let (code, report) =
-        env.migrate_json(&["apply", "--lock-timeout-ms", "200", "--lock-retries", "6"]);
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(env.applied(V8), 64);
-    holder.wait().expect("psql");
-}
-
-fn before_and_after_hooks(env: &Env) {
-    let before = env.dir.join("before.sql");
-    let after = env.dir.join("after.sql");
-    std::fs::write(
-        &before,
-        "create table if not exists public.hook_log (id serial, what text);\n\
-         insert into public.hook_log (what) values ('before');",
-    )
-    .expect("write");
-    std::fs::write(
-        &after,
-        "insert into public.hook_log (what) values ('after');",
-    )
-    .expect("write");
-    env.write(V9, "create table hooked (id int);", "drop table hooked;");
-    let (code, report) = env.migrate_json(&["apply"]);
-    assert_eq!(code, 0, "{report}");
-    // Once per island, around the run.
-    for p in &env.ports {
-        let log = env.psql(
-            *p,
-            "select string_agg(what, ',' order by id) from public.hook_log",
-        );
-        assert_eq!(log, "before,after", "port {p}");
-    }
-    std::fs::remove_file(before).expect("rm");
-    std::fs::remove_file(after).expect("rm");
-}
-
-fn allocate_migrate_and_new(env: &Env) {
-    let dir = env.dir.to_string_lossy().to_string();
-    let out = env.atoll(&[
-        "--json",
-        "allocate",
-        "--shards",
-        "65-66",
-        "--activate",
-        "--migrate",
-        "--migrations-dir",
-        &dir,
-    ]);
-    ok(&out);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["migrate"]["status"], "done", "{v}");
-    assert_eq!(v["migrate"]["schemas_total"], 2, "{v}");
-    assert_eq!(v["allocated"][0]["active"], true, "{v}");
-    assert_eq!(v["allocated"][1]["active"], true, "{v}");
-    assert_eq!(env.applied(V9), 66);
-    // Activated after (not before) the migration: both are active, and migrated.
-    assert_eq!(
-        env.sum("select count(*) from atoll.shards where shard in (65, 66) and active"),
-        2
-    );
-    // A bad migration directory allocates nothing.
-    let missing = env.sb.dir().join("no-such-dir");
-    let out = env.atoll(&[
-        "allocate",
-        "--shards",
-        "68",
-        "--migrate",
-        "--migrations-dir",
-        &missing.to_string_lossy(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        env.sum("select count(*) from pg_namespace where nspname = 'sh0068'"),
-        0
-    );
-    let (code, plan) = env.migrate_json(&["plan"]);
-    assert_eq!(code, 0);
-    assert_eq!(plan["up_to_date"], 67);
-
-    let new_dir = env.sb.dir().join("new-migrations");
-    let nd = new_dir.to_string_lossy().to_string();
-    let (code, out, err) = env.migrate(&["new", "add_x", "--target", "sh", "--dir", &nd]);
-    assert_eq!(code, 0, "{err}");
-    let names: Vec<String> = std::fs::read_dir(&new_dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
-        .collect();
-    assert_eq!(names.len(), 2, "{out}");
-    assert!(names.iter().all(|n| n.contains(".add_x.sh.")), "{names:?}");
-    let (code, _, err) = env.migrate(&["new", "bad name", "--dir", &nd]);
-    assert_eq!(code, 2, "{err}");
-    assert!(Path::new(&new_dir).exists());
-}
-
-fn switch_from_pg_mig(env: &Env) {
-    // A shard pg-mig has migrated so far: its versions live in mig_versions_const().
-    ok(&env.atoll(&["allocate", "--shards", "67"]));
-    let p67 = env.port_of("sh0067");
-    let all = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
-    let json = serde_json::to_string(&all).expect("json");
-    env.psql(
-        p67,
-        &format!("create function sh0067.mig_versions_const() returns text language sql as $$ select '{json}' $$"),
-    );
-    let (code, plan) = env.migrate_json(&["plan"]);
-    assert_eq!(code, 0, "{plan}");
-    assert_eq!(
-        plan["up_to_date"], 68,
-        "pg-mig's versions count as applied: {plan}"
-    );
-    env.write(
-        V10,
-        "create table after_pg_mig (id int);",
-        "drop table after_pg_mig;",
-    );
-    let (code, report) = env.migrate_json(&["apply"]);
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(report["schemas_total"], 67, "{report}");
-    assert_eq!(report["versions_applied"], 67, "{report}");
-    // Imported on first write, then extended.
-    assert_eq!(
-        env.psql(p67, "select count(*) from sh0067.atoll_migrations"),
-        "10"
-    );
-    let (_, plan) = env.migrate_json(&["plan"]);
-    assert_eq!(plan["up_to_date"], 68);
-    // A file edited after it was applied is pointed out (the edit would never run there).
-    env.write(
-        V10,
-        "create table after_pg_mig (id bigint);",
-        "drop table after_pg_mig;",
-    );
-    let (code, text, _) = env.migrate(&["plan"]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains(&format!(
-            "changed: {V10}.up.sql was edited after 67 schemas applied it"
-        )),
-        "{text}"
-    );
 }

@@ -50,17 +50,18 @@ pub async fn schema_diff(
                     .query(FACTS_SQL, &[])
                     .await
                     .map_err(|e| PgError::query(node, e))?;
-                Ok::<_, MigrateError>((*island, rows))
+                Ok::<_, MigrateError>((*island, node, rows))
             }),
     )
     .await?;
     let mut facts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut owner: BTreeMap<String, atoll_core::IslandId> = BTreeMap::new();
-    for (island, rows) in per_island {
+    for (island, node, rows) in per_island {
+        let q = |e| PgError::query(node, e);
         let mut here: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for r in rows {
-            let set = here.entry(r.get(0)).or_default();
-            if let Some(f) = r.get::<_, Option<String>>(1) {
+            let set = here.entry(r.try_get(0).map_err(q)?).or_default();
+            if let Some(f) = r.try_get::<_, Option<String>>(1).map_err(q)? {
                 set.insert(f);
             }
         }

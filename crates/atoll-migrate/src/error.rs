@@ -23,6 +23,12 @@ pub enum MigrateError {
         pid: i32,
         started_at: String,
     },
+    #[error("the migration run lost its cluster lock ({why}); it stopped after {done} schemas, {not_started} not started; run apply again to resume")]
+    LockLost {
+        why: String,
+        done: usize,
+        not_started: usize,
+    },
     #[error("island {island}: {file} failed: {msg}")]
     Hook {
         island: IslandId,

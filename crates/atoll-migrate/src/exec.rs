@@ -10,7 +10,7 @@
 //! for long) and is retried a bounded number of times.
 
 use crate::error::pg_message;
-use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex};
+use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp};
 use atoll_core::migration::{Migration, RunMode, SqlFile};
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -29,6 +29,30 @@ pub struct LockPolicy {
     /// Further attempts after a lock timeout or a deadlock.
     pub retries: u32,
 }
+
+/// What a step did: ran the file, or found it done by an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Skipped,
+}
+
+/// Why a step stopped: the server's error, or a condition found before sending the file.
+#[derive(Debug)]
+enum Fail {
+    Pg(tokio_postgres::Error),
+    Msg(String),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Pg(e)
+    }
+}
+
+/// How long a step waits for an index build started elsewhere (a killed run's backend
+/// still building) before it gives up on the schema.
+const BUILD_WAIT: Duration = Duration::from_secs(30);
 
 /// One failed file: the PostgreSQL error as the server said it.
 #[derive(Debug, Clone)]
@@ -55,9 +79,9 @@ const ENSURE_TABLE: &str = "do $atoll$ begin
   end if;
 end $atoll$;";
 
-fn retryable(e: &tokio_postgres::Error) -> bool {
+fn retryable(e: &Fail) -> bool {
     // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
-    matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01"))
+    matches!(e, Fail::Pg(e) if matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01")))
 }
 
 /// Runs `m` in `dir` on `schema`.
@@ -68,7 +92,7 @@ pub async fn run_step(
     dir: Direction,
     policy: LockPolicy,
     first: bool,
-) -> Result<(), StepError> {
+) -> Result<Outcome, StepError> {
     let file = match dir {
         Direction::Up => &m.up,
         Direction::Down => &m.dn,
@@ -84,7 +108,7 @@ pub async fn run_step(
             }
         };
         match r {
-            Ok(()) => return Ok(()),
+            Ok(o) => return Ok(o),
             Err(e) if retryable(&e) && attempt < policy.retries => {
                 attempt += 1;
                 tracing::info!(schema, file = %file.file, attempt, "lock timeout, retrying");
@@ -94,7 +118,10 @@ pub async fn run_step(
             Err(e) => {
                 return Err(StepError {
                     file: file.file.clone(),
-                    msg: pg_message(&e),
+                    msg: match e {
+                        Fail::Pg(e) => pg_message(&e),
+                        Fail::Msg(m) => m,
+                    },
                 })
             }
         }
@@ -141,7 +168,7 @@ async fn in_transaction(
     dir: Direction,
     policy: LockPolicy,
     first: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Outcome, Fail> {
     if dir == Direction::Down {
         return down_in_transaction(client, schema, m, file, policy, first).await;
     }
@@ -153,15 +180,15 @@ async fn in_transaction(
         file.sql,
     );
     match client.batch_execute(&batch).await {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Outcome::Applied),
         Err(e) => {
             // The rest of the batch was skipped; end the aborted transaction.
             let _ = client.batch_execute("rollback").await;
             if already_applied(&e) {
                 tracing::info!(schema, version = %m.version, "already applied by an earlier run");
-                return Ok(());
+                return Ok(Outcome::Skipped);
             }
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -180,7 +207,7 @@ async fn down_in_transaction(
     file: &SqlFile,
     policy: LockPolicy,
     first: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Outcome, Fail> {
     client
         .batch_execute(&format!("begin; {}", prelude(schema, policy, true, first)))
         .await?;
@@ -202,10 +229,17 @@ async fn down_in_transaction(
     }
     .await;
     match result {
-        Ok(true) => client.batch_execute("commit").await,
-        Ok(false) | Err(_) => {
+        Ok(true) => Ok(client
+            .batch_execute("commit")
+            .await
+            .map(|()| Outcome::Applied)?),
+        Ok(false) => {
             let _ = client.batch_execute("rollback").await;
-            result.map(|_| ())
+            Ok(Outcome::Skipped)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            Err(e.into())
         }
     }
 }
@@ -218,25 +252,30 @@ async fn concurrently(
     dir: Direction,
     policy: LockPolicy,
     first: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Outcome, Fail> {
     client
         .batch_execute(&prelude(schema, policy, false, first))
         .await?;
     for st in statements {
-        let name = st.name.as_deref().unwrap_or_default();
-        let row = client
-            .query_opt(
-                "select i.indisvalid from pg_index i join pg_class c on c.oid = i.indexrelid
-                 join pg_namespace n on n.oid = c.relnamespace
-                 where n.nspname = $1 and c.relname = $2",
-                &[&schema, &name],
-            )
-            .await?;
+        let Some(name) = st
+            .name
+            .as_deref()
+            .filter(|_| st.op != ConcurrentOp::Reindex)
+        else {
+            // REINDEX: running it again only rebuilds again.
+            client.batch_execute(&st.sql).await?;
+            continue;
+        };
         let index = format!("{}.{}", quote_ident(schema), quote_ident(name));
-        match (st.create, row.map(|r| r.get::<_, bool>(0))) {
+        match (st.op, index_state(client, schema, name).await?) {
             // Built before an interruption, or dropped already: nothing to do.
-            (true, Some(true)) | (false, None) => continue,
-            (true, Some(false)) => {
+            (ConcurrentOp::CreateIndex, Some(true)) | (ConcurrentOp::DropIndex, None) => continue,
+            (ConcurrentOp::CreateIndex, Some(false)) => {
+                // Invalid: a failed build, or one still running elsewhere (a killed run's
+                // backend). Never drop a running build; wait for it a bounded time.
+                if wait_for_build(client, schema, name).await? {
+                    continue;
+                }
                 tracing::info!(
                     schema,
                     index = name,
@@ -251,8 +290,60 @@ async fn concurrently(
         client.batch_execute(&st.sql).await?;
     }
     match client.batch_execute(&record_sql(m, dir)).await {
+        Ok(()) => Ok(Outcome::Applied),
         // Recorded by an earlier run whose backend finished after its process died.
-        Err(e) if already_applied(&e) => Ok(()),
-        other => other,
+        Err(e) if already_applied(&e) => Ok(Outcome::Skipped),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The index's validity (`None`: no such index) and the pid building it, if one is.
+async fn index_state_full(
+    client: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(bool, Option<i32>)>, Fail> {
+    let row = client
+        .query_opt(
+            "select i.indisvalid, (select p.pid from pg_stat_progress_create_index p
+                                   where p.index_relid = c.oid limit 1)
+             from pg_index i join pg_class c on c.oid = i.indexrelid
+             join pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = $1 and c.relname = $2",
+            &[&schema, &name],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let valid = r.try_get::<_, bool>(0)?;
+    let pid = r.try_get::<_, Option<i32>>(1)?;
+    Ok(Some((valid, pid)))
+}
+
+async fn index_state(client: &Client, schema: &str, name: &str) -> Result<Option<bool>, Fail> {
+    Ok(index_state_full(client, schema, name)
+        .await?
+        .map(|(valid, _)| valid))
+}
+
+/// Waits (at most [`BUILD_WAIT`]) while another backend builds the invalid index `name`.
+/// True when that build made it valid; false when no build is running (so the invalid
+/// index is a failed build's leftover and may be dropped).
+async fn wait_for_build(client: &Client, schema: &str, name: &str) -> Result<bool, Fail> {
+    let started = std::time::Instant::now();
+    loop {
+        match index_state_full(client, schema, name).await? {
+            Some((true, _)) => return Ok(true),
+            Some((false, Some(pid))) => {
+                if started.elapsed() >= BUILD_WAIT {
+                    return Err(Fail::Msg(format!(
+                        "index {schema}.{name} is still being built by backend pid {pid} (an earlier run's?) after {} s; not dropping it, run again when it is done",
+                        BUILD_WAIT.as_secs()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            // No build running: the invalid index (or none at all) is a leftover.
+            Some((false, None)) | None => return Ok(false),
+        }
     }
 }

@@ -45,7 +45,8 @@ impl RunLock {
             .query_one("select pg_try_advisory_lock($1)", &[&LOCK_KEY])
             .await
             .map_err(q)?
-            .get(0);
+            .try_get(0)
+            .map_err(q)?;
         if !got {
             let row = client
                 .query_opt(
@@ -56,10 +57,10 @@ impl RunLock {
                 .map_err(q)?;
             return Err(match row {
                 Some(r) => MigrateError::Locked {
-                    run_id: r.get(0),
-                    host: r.get(1),
-                    pid: r.get(2),
-                    started_at: r.get(3),
+                    run_id: r.try_get(0).map_err(q)?,
+                    host: r.try_get(1).map_err(q)?,
+                    pid: r.try_get(2).map_err(q)?,
+                    started_at: r.try_get(3).map_err(q)?,
                 },
                 // The holder has the advisory lock but has not written its row yet.
                 None => MigrateError::Locked {
@@ -84,7 +85,8 @@ impl RunLock {
             )
             .await
             .map_err(q)?
-            .get(0);
+            .try_get(0)
+            .map_err(q)?;
         client
             .execute(
                 "insert into atoll.migration_lock (run_id, host, pid) values ($1, $2, $3)
@@ -101,8 +103,12 @@ impl RunLock {
         })
     }
 
-    /// Records progress; a failure here must not fail the run, so it is only logged.
-    pub async fn progress(&self, total: usize, done: usize, failed: usize) {
+    /// Records progress. An error means the lock's session is gone (or unusable): the
+    /// advisory lock may be released already, so the caller must stop starting work.
+    pub async fn progress(&self, total: usize, done: usize, failed: usize) -> Result<(), String> {
+        if self.client.is_closed() {
+            return Err(format!("the lock connection to {} is closed", self.node));
+        }
         let r = self
             .client
             .execute(
@@ -116,9 +122,13 @@ impl RunLock {
                 ],
             )
             .await;
-        if let Err(e) = r {
-            tracing::warn!(node = %self.node, error = %e, "cannot record migration progress");
-        }
+        r.map(|_| ()).map_err(|e| {
+            format!(
+                "cannot update the run record on {}: {}",
+                self.node,
+                crate::error::pg_message(&e)
+            )
+        })
     }
 
     /// Records the outcome, removes the holder row and releases the lock.

@@ -8,11 +8,11 @@ use crate::exec::{Direction, LockPolicy};
 use crate::lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
 use crate::workers::{run_jobs, Job, Shared};
-use atoll_core::migration::{check_applicable, plan, plan_undo, MigrationSet, Plan};
+use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,7 @@ pub async fn undo(
     let planned = async {
         let states = read_states(config, &masters, set).await?;
         let (m, targets) = plan_undo(set, &states, version)?;
+        check_undo(set, &states, m, opts.allow_unsafe)?;
         Ok::<_, MigrateError>(
             targets
                 .into_iter()
@@ -222,7 +223,8 @@ async fn take_lock(
         )
         .await
         .map_err(|e| atoll_pg::PgError::query(node, e))?
-        .get(0);
+        .try_get(0)
+        .map_err(|e| atoll_pg::PgError::query(node, e))?;
     if !has {
         return Err(MigrateError::NoCatalog(island));
     }
@@ -250,7 +252,7 @@ async fn execute(
     let (mut shards, finalizer): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
         .partition(|j| atoll_core::ShardNo::from_schema(&j.schema).is_ok());
-    shards.sort_by(|a, b| a.schema.cmp(&b.schema));
+    shards.sort_by(|a, b| run_order(&a.schema).cmp(&run_order(&b.schema)));
     let mut report = RunReport {
         run_id: lock.run_id,
         kind,
@@ -288,6 +290,8 @@ async fn execute(
         versions: AtomicUsize::new(0),
         failures: Mutex::new(Vec::new()),
         progress,
+        stop: AtomicBool::new(false),
+        lock_lost: Mutex::new(None),
     };
     let rest = shards.split_off(canary_n);
     report.canary = shards.iter().map(|j| j.schema.clone()).collect();
@@ -308,7 +312,9 @@ async fn execute(
         .await;
     }
     let canary_failed = shared.failed.load(Ordering::Relaxed) > 0;
-    if canary_failed {
+    // A lost lock (`shared.stop`) starts no further phase; the error below says so.
+    let stopped = || shared.stop.load(Ordering::Relaxed);
+    if stopped() || canary_failed {
         report.not_started = rest.len() + finalizer.len();
     } else {
         if !rest.is_empty() {
@@ -325,7 +331,9 @@ async fn execute(
             ))
             .await;
         }
-        if shared.failed.load(Ordering::Relaxed) > 0 {
+        if stopped() {
+            report.not_started = finalizer.len();
+        } else if shared.failed.load(Ordering::Relaxed) > 0 {
             report.finalizer_skipped = !finalizer.is_empty();
             report.not_started = finalizer.len();
         } else if !finalizer.is_empty() {
@@ -356,7 +364,26 @@ async fn execute(
         (false, 0) => "done",
         _ => "failed",
     };
-    lock.progress(total, report.schemas_ok + failed, failed)
+    let lost = shared
+        .lock_lost
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(why) = lost {
+        // Another run may hold the lock by now: record what we can, and say so.
+        let done = shared.done.load(Ordering::Relaxed);
+        let _ = lock
+            .finish("failed", &format!("lost the cluster lock: {why}"))
+            .await;
+        return Err(MigrateError::LockLost {
+            why,
+            done,
+            not_started: total - done,
+        });
+    }
+    // A failure here shows again in `finish`.
+    let _ = lock
+        .progress(total, report.schemas_ok + failed, failed)
         .await;
     let message = match report.failures.first() {
         Some(f) => format!("{} failed schemas, first {}: {}", failed, f.schema, f.error),
@@ -373,7 +400,15 @@ async fn execute(
     Ok(report)
 }
 
-/// Runs `fut`, recording progress in the run record every second meanwhile.
+/// Shards in run order: by name, but the global shard sh0000 (tenants, settings) last,
+/// so that it is never the canary while other shards can be.
+fn run_order(schema: &str) -> (bool, &str) {
+    (schema == "sh0000", schema)
+}
+
+/// Runs `fut`, recording progress in the run record every second meanwhile. The record
+/// update doubles as the lock check: if the lock's session is gone, the workers are told
+/// to start no more schemas (those running finish) and the run ends with an error.
 async fn tick_progress<F: std::future::Future<Output = ()>>(
     lock: &RunLock,
     total: usize,
@@ -389,7 +424,14 @@ async fn tick_progress<F: std::future::Future<Output = ()>>(
             _ = tick.tick() => {
                 let done = shared.done.load(Ordering::Relaxed);
                 let failed = shared.failed.load(Ordering::Relaxed);
-                lock.progress(total, done, failed).await;
+                if shared.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Err(why) = lock.progress(total, done, failed).await {
+                    tracing::error!(%why, "cluster lock lost; starting no more schemas");
+                    shared.stop.store(true, Ordering::Relaxed);
+                    *shared.lock_lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                }
             }
         }
     }
@@ -414,4 +456,20 @@ async fn hooks(
             })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn the_global_shard_is_never_first() {
+        let mut names = vec!["sh0002", "sh0000", "sh0001", "sh0010"];
+        names.sort_by(|a, b| run_order(a).cmp(&run_order(b)));
+        assert_eq!(names, ["sh0001", "sh0002", "sh0010", "sh0000"]);
+        // Alone, it is still migrated (and is the canary only then).
+        let mut alone = vec!["sh0000"];
+        alone.sort_by(|a, b| run_order(a).cmp(&run_order(b)));
+        assert_eq!(alone, ["sh0000"]);
+    }
 }

@@ -67,7 +67,8 @@ async fn read_island(
         )
         .await
         .map_err(q)?
-        .get(0);
+        .try_get(0)
+        .map_err(q)?;
     if !has {
         return Err(MigrateError::NoCatalog(island));
     }
@@ -80,9 +81,9 @@ async fn read_island(
         .map_err(q)?;
     let mut by_schema: BTreeMap<String, SchemaState> = BTreeMap::new();
     for r in rows {
-        let schema: String = r.get(0);
-        let version: Option<String> = r.get(1);
-        let checksum: Option<String> = r.get(2);
+        let schema: String = r.try_get(0).map_err(q)?;
+        let version: Option<String> = r.try_get(1).map_err(q)?;
+        let checksum: Option<String> = r.try_get(2).map_err(q)?;
         let state = by_schema
             .entry(schema.clone())
             .or_insert_with(|| SchemaState {

@@ -2,13 +2,13 @@
 //! its own connection, taking the next schema when done with one. A schema's versions run
 //! in order; a failure stops that schema's chain and the worker takes the next schema.
 
-use crate::exec::{run_step, Direction, LockPolicy};
+use crate::exec::{run_step, Direction, LockPolicy, Outcome};
 use crate::run::{Event, SchemaFailure};
 use atoll_core::migration::Migration;
 use atoll_core::{IslandId, NodeConfig};
 use futures::future::join_all;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ pub(crate) struct Shared<'p> {
     pub versions: AtomicUsize,
     pub failures: Mutex<Vec<SchemaFailure>>,
     pub progress: &'p (dyn Fn(Event) + Sync),
+    /// Set when the cluster lock is lost: workers take no further schema.
+    pub stop: AtomicBool,
+    /// Why the lock was lost.
+    pub lock_lost: Mutex<Option<String>>,
 }
 
 /// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
@@ -78,6 +82,9 @@ async fn worker(
 ) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
         // Never held across an await.
         let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
         let Some(job) = job else { return };
@@ -109,9 +116,11 @@ async fn worker(
             Some(c) => {
                 for (i, m) in job.steps.iter().enumerate() {
                     match run_step(c, &job.schema, m, dir, policy, i == 0).await {
-                        Ok(()) => {
+                        Ok(Outcome::Applied) => {
                             shared.versions.fetch_add(1, Ordering::Relaxed);
                         }
+                        // Done by an earlier run (its backend finished after it died).
+                        Ok(Outcome::Skipped) => {}
                         Err(e) => {
                             failure = Some(fail(m, e.file, e.msg));
                             break;

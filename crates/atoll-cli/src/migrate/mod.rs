@@ -48,7 +48,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
     /// How long DDL may wait for a lock before it gives up and retries, in milliseconds
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    /// (at least 1: PostgreSQL reads 0 as "wait forever")
+    #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_timeout_ms: u64,
     /// Retries after a lock timeout or deadlock
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -71,6 +72,9 @@ pub struct UndoArgs {
     pub undo_version: String,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Run a down file holding destructive statements (DROP TABLE, DROP COLUMN, ...)
+    #[arg(long)]
+    pub allow_unsafe: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,7 +105,7 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
         MigrateCommand::Undo(args) => {
             let set = read_set(&args.run.dir.dir)?;
             let (config, snapshot) = cluster(ctx).await?;
-            let opts = options(&args.run, true);
+            let opts = options(&args.run, args.allow_unsafe);
             let r = Renderer::new(ctx.json);
             let cb = |e: Event| r.on(e);
             let fut = atoll_migrate::undo(&config, &snapshot, &set, &args.undo_version, &opts, &cb);
@@ -233,6 +237,13 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
             c.file, c.count, c.example
         );
     }
+    for i in &plan.ignored {
+        let _ = writeln!(
+            out,
+            "ignored: {} (island {}) matches target {} but is not a shard name (a leftover copy?); it is never migrated",
+            i.schema, i.island, i.target
+        );
+    }
     for t in &plan.unmatched_targets {
         let _ = writeln!(out, "note: no schema matches target {t}");
     }
@@ -308,11 +319,12 @@ pub fn render_report(r: &RunReport) -> String {
     out
 }
 
-/// `allocate --migrate`: creates the shards inactive, brings the new ones to the current
-/// version, and only then (with `--activate`) activates them, so no client is routed to a
-/// shard whose tables are not there yet; a shard whose migration failed stays inactive.
-/// Destructive statements are allowed: a shard created a moment ago holds no data they
-/// could destroy, and it must replay the whole history.
+/// `allocate --migrate`: creates the shards inactive, brings every inactive shard of the
+/// range to the current version (the new ones, and those an earlier failed, killed or
+/// refused run left behind), and only then (with `--activate`) activates the shards whose
+/// migration succeeded, so no client is routed to a shard whose tables are not there yet.
+/// Destructive statements are allowed: an inactive shard serves no client, and a new one
+/// must replay the whole history.
 pub async fn allocate_migrated(
     ctx: &Context,
     config: &Config,
@@ -326,13 +338,13 @@ pub async fn allocate_migrated(
     let mut done = atoll_pg::allocate::execute(config, snapshot, plan, false)
         .await
         .map_err(Failure::from)?;
-    let new: BTreeSet<String> = done
+    let inactive: BTreeSet<String> = done
         .iter()
-        .filter(|a| a.created)
+        .filter(|a| !a.active)
         .map(|a| a.shard.schema())
         .collect();
     let opts = RunOptions {
-        only: Some(new),
+        only: Some(inactive),
         allow_unsafe: true,
         ..RunOptions::default()
     };
@@ -341,14 +353,9 @@ pub async fn allocate_migrated(
     let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
     let report = run_with_progress(&r, fut).await?;
     if activate {
-        let failed: BTreeSet<&str> = report.failures.iter().map(|f| f.schema.as_str()).collect();
-        let ready = |a: &Allocated| {
-            !a.created
-                || (report.status != "canary_failed" && !failed.contains(a.shard.schema().as_str()))
-        };
         let to_activate: Vec<Placement> = done
             .iter()
-            .filter(|a| !a.active && ready(a))
+            .filter(|a| !a.active && migrated_ok(&report, &a.shard.schema()))
             .map(|a| Placement::Exists {
                 shard: a.shard,
                 island: a.island,
@@ -363,6 +370,13 @@ pub async fn allocate_migrated(
         }
     }
     Ok((done, report))
+}
+
+/// Whether `schema` is at the current version after `report`'s run (which covered every
+/// inactive shard of the range): it did not fail, and no canary failure kept it from
+/// starting.
+fn migrated_ok(report: &RunReport, schema: &str) -> bool {
+    report.status != "canary_failed" && !report.failures.iter().any(|f| f.schema == schema)
 }
 
 #[cfg(test)]

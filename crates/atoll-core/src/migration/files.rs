@@ -7,7 +7,7 @@
 //! Parsing is pure: the caller reads the directory and hands over (file name, text) pairs.
 //! Every rule is checked before anything runs, so a bad directory applies nothing.
 
-use super::sql::{checksum, statements, ConcurrentIndex};
+use super::sql::{checksum, statements, ConcurrentIndex, ConcurrentOp};
 use super::MigrationError;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 pub enum RunMode {
     /// In one transaction with the version row.
     Transaction,
-    /// Statement by statement outside a transaction (`CREATE/DROP INDEX CONCURRENTLY`).
+    /// Statement by statement outside a transaction (`CREATE/DROP INDEX CONCURRENTLY`,
+    /// `REINDEX ... CONCURRENTLY`).
     Concurrently { statements: Vec<ConcurrentIndex> },
 }
 
@@ -95,32 +96,45 @@ fn split_name(file: &str) -> Result<(String, String, String, bool), MigrationErr
 }
 
 fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
+    let bad = |why: String| MigrationError::BadFile {
+        file: file.to_string(),
+        why,
+    };
     let stmts = statements(&sql);
-    let unsafe_statements = stmts
-        .iter()
-        .filter_map(|s| s.unsafe_reason().map(str::to_string))
-        .collect();
+    // The file runs in one transaction with its version row: a COMMIT inside would record
+    // the version apart from (part of) the change.
+    if let Some(s) = stmts.iter().find(|s| s.transaction_control().is_some()) {
+        return Err(bad(format!(
+            "{} ends the migration's transaction (statement `{}`); remove it: every file runs in one transaction with its version row (SAVEPOINT is allowed)",
+            s.transaction_control().unwrap_or_default(),
+            short(&s.text)
+        )));
+    }
+    if let Some(s) = stmts.iter().find(|s| s.is_detach_concurrently()) {
+        return Err(bad(format!(
+            "`{}`: DETACH PARTITION ... CONCURRENTLY is not supported (an interrupted one needs FINALIZE, so a run cannot redo it); use DETACH PARTITION without CONCURRENTLY",
+            short(&s.text)
+        )));
+    }
+    let unsafe_statements = stmts.iter().filter_map(|s| s.unsafe_reason()).collect();
     let concurrent: Vec<_> = stmts.iter().filter_map(|s| s.concurrent_index()).collect();
     let mode = if concurrent.is_empty() {
-        if stmts.iter().any(|s| s.mentions_concurrently()) {
-            return Err(MigrationError::BadFile {
-                file: file.to_string(),
-                why: "CONCURRENTLY is supported only in CREATE [UNIQUE] INDEX CONCURRENTLY and DROP INDEX CONCURRENTLY".into(),
-            });
+        if let Some(s) = stmts.iter().find(|s| s.mentions_concurrently()) {
+            return Err(bad(format!(
+                "`{}`: CONCURRENTLY is supported only in CREATE [UNIQUE] INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY, REINDEX ... CONCURRENTLY and REFRESH MATERIALIZED VIEW CONCURRENTLY",
+                short(&s.text)
+            )));
         }
         RunMode::Transaction
     } else {
         if concurrent.len() != stmts.len() {
-            return Err(MigrationError::BadFile {
-                file: file.to_string(),
-                why: "a file with CREATE/DROP INDEX CONCURRENTLY must hold nothing else (it runs outside a transaction); move the other statements to their own file".into(),
-            });
+            return Err(bad("a file with CREATE/DROP INDEX CONCURRENTLY or REINDEX CONCURRENTLY must hold nothing else (it runs outside a transaction); move the other statements to their own file".into()));
         }
-        if concurrent.iter().any(|c| c.name.is_none()) {
-            return Err(MigrationError::BadFile {
-                file: file.to_string(),
-                why: "CREATE INDEX CONCURRENTLY needs an index name, so that an invalid index left by a failed build can be dropped before the retry".into(),
-            });
+        if concurrent
+            .iter()
+            .any(|c| c.op != ConcurrentOp::Reindex && c.name.is_none())
+        {
+            return Err(bad("CREATE INDEX CONCURRENTLY needs an index name, so that an invalid index left by a failed build can be dropped before the retry".into()));
         }
         RunMode::Concurrently {
             statements: concurrent,
@@ -133,6 +147,15 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         mode,
         unsafe_statements,
     })
+}
+
+/// A statement as quoted in an error: its first line, at most 60 characters.
+fn short(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
 }
 
 /// The up and the down file of one version, as found so far.

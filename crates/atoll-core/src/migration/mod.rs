@@ -12,8 +12,8 @@ mod tests;
 
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
-    check_applicable, compact_schemas, plan, plan_undo, ChangedNote, Drift, Group, Plan,
-    SchemaPlan, SchemaState, UndoTarget, UnsafeNote,
+    check_applicable, check_undo, compact_schemas, is_shard_target, plan, plan_undo, ChangedNote,
+    Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, UndoTarget, UnsafeNote,
 };
 pub use signature::{group_signatures, SignatureGroup};
 

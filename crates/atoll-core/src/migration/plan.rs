@@ -90,6 +90,15 @@ pub struct ChangedNote {
     pub example: String,
 }
 
+/// A schema whose name matches a shard target's prefix but is not a shard name
+/// (`sh0042_old`, `sh0042_moved_1700000000`, a backup a move kept): never migrated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredSchema {
+    pub schema: String,
+    pub island: IslandId,
+    pub target: String,
+}
+
 /// The whole plan; pure data, printable and serialisable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -102,6 +111,9 @@ pub struct Plan {
     pub unmatched_targets: Vec<String>,
     /// Files edited after they were applied (a warning, not drift).
     pub changed: Vec<ChangedNote>,
+    /// Schemas matching a shard target that are not shards (left out of the run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<IgnoredSchema>,
 }
 
 impl Plan {
@@ -157,12 +169,42 @@ fn plan_schema(files: &[&Migration], state: &SchemaState, target: &str) -> Schem
     plan
 }
 
-/// Plans every schema. Schemas that no target matches are left out.
+/// Whether a target addresses microshards: `sh` followed by at most four digits (`sh`,
+/// `sh00`, `sh0042`). Only real shard names (`shNNNN`) are migrated for such a target.
+pub fn is_shard_target(target: &str) -> bool {
+    target
+        .strip_prefix("sh")
+        .is_some_and(|d| d.len() <= 4 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The target `schema` is migrated with, or `Err(target)` when its name matches a shard
+/// target without being a shard name (a leftover copy such as `sh0042_old`).
+fn target_of<'a>(set: &'a MigrationSet, schema: &str) -> Option<Result<&'a str, &'a str>> {
+    let target = set.target_for(schema)?;
+    if is_shard_target(target) && ShardNo::from_schema(schema).is_err() {
+        Some(Err(target))
+    } else {
+        Some(Ok(target))
+    }
+}
+
+/// Plans every schema. Schemas that no target matches are left out; schemas that match a
+/// shard target without being shards are listed as ignored.
 pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
     let mut schemas = Vec::new();
+    let mut ignored = Vec::new();
     for state in states {
-        let Some(target) = set.target_for(&state.schema) else {
-            continue;
+        let target = match target_of(set, &state.schema) {
+            None => continue,
+            Some(Ok(t)) => t,
+            Some(Err(t)) => {
+                ignored.push(IgnoredSchema {
+                    schema: state.schema.clone(),
+                    island: state.island,
+                    target: t.to_string(),
+                });
+                continue;
+            }
         };
         let files: Vec<&Migration> = set.for_target(target).collect();
         schemas.push(plan_schema(&files, state, target));
@@ -218,7 +260,9 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
         .cloned()
         .collect();
     let changed = changed_files(set, states);
+    ignored.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));
     Plan {
+        ignored,
         changed,
         schemas,
         groups,
@@ -276,6 +320,25 @@ pub fn check_applicable(plan: &Plan, allow_unsafe: bool) -> Result<(), Migration
     Ok(())
 }
 
+/// Refuses an undo that must not run: drift anywhere (as apply does: the schemas' state
+/// is not what the files say), or destructive statements in the down file without the
+/// caller's consent.
+pub fn check_undo(
+    set: &MigrationSet,
+    states: &[SchemaState],
+    m: &Migration,
+    allow_unsafe: bool,
+) -> Result<(), MigrationError> {
+    check_applicable(&plan(set, states), true)?;
+    match m.dn.unsafe_statements.first() {
+        Some(st) if !allow_unsafe => Err(MigrationError::Unsafe {
+            file: m.dn.file.clone(),
+            statement: st.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// One schema where `migrate undo` runs the down file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UndoTarget {
@@ -295,7 +358,9 @@ pub fn plan_undo<'a>(
         .ok_or_else(|| MigrationError::UnknownVersion(version.to_string()))?;
     let mut out = Vec::new();
     for s in states {
-        if !s.applied.contains(&m.version) {
+        if !s.applied.contains(&m.version)
+            || target_of(set, &s.schema) != Some(Ok(m.target.as_str()))
+        {
             continue;
         }
         let latest = s.applied.iter().max_by_key(|v| version_order(v));

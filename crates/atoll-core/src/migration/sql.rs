@@ -25,11 +25,16 @@ pub struct Statement {
     pub tokens: Vec<Token>,
 }
 
-/// Splits SQL into statements at top-level semicolons; empty statements are dropped.
+/// Splits SQL into statements at top-level semicolons; empty statements are dropped. The
+/// semicolons inside a SQL-standard function body (`BEGIN ATOMIC ... END`) are not
+/// top-level.
 pub fn statements(sql: &str) -> Vec<Statement> {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = Vec::new();
-    let mut tokens = Vec::new();
+    let mut tokens: Vec<Token> = Vec::new();
+    // Open `BEGIN ATOMIC` bodies, and open `CASE`s inside them (whose END is not the body's).
+    let mut atomic = 0usize;
+    let mut cases = 0usize;
     let mut start = 0;
     let mut i = 0;
     let mut flush = |from: usize, to: usize, tokens: &mut Vec<Token>| {
@@ -49,6 +54,7 @@ pub fn statements(sql: &str) -> Vec<Statement> {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         match c {
+            ';' if atomic > 0 => i += 1,
             ';' => {
                 flush(start, i, &mut tokens);
                 start = i + 1;
@@ -107,8 +113,15 @@ pub fn statements(sql: &str) -> Vec<Statement> {
                 if i - from == 1 && matches!(c, 'e' | 'E') && chars.get(i) == Some(&'\'') {
                     continue;
                 }
-                let w: String = chars[from..i].iter().collect();
-                tokens.push(Token::Word(w.to_uppercase()));
+                let w = chars[from..i].iter().collect::<String>().to_uppercase();
+                match w.as_str() {
+                    "ATOMIC" if tokens.last() == Some(&Token::Word("BEGIN".into())) => atomic += 1,
+                    "CASE" if atomic > 0 => cases += 1,
+                    "END" if atomic > 0 && cases > 0 => cases -= 1,
+                    "END" if atomic > 0 => atomic -= 1,
+                    _ => {}
+                }
+                tokens.push(Token::Word(w));
             }
             c if c.is_ascii_digit() => {
                 while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
@@ -179,17 +192,27 @@ impl Statement {
             .all(|(k, w)| self.word(i + k) == Some(w))
     }
 
-    /// Why this statement can destroy data, if it can: `DROP TABLE`, `DROP SCHEMA`,
-    /// `TRUNCATE`, `ALTER TABLE ... DROP [COLUMN]` and column type changes.
-    pub fn unsafe_reason(&self) -> Option<&'static str> {
-        if self.words_at(0, &["DROP", "TABLE"]) {
-            return Some("DROP TABLE");
-        }
-        if self.words_at(0, &["DROP", "SCHEMA"]) {
-            return Some("DROP SCHEMA");
-        }
-        if self.word(0) == Some("TRUNCATE") {
-            return Some("TRUNCATE");
+    /// Why this statement can destroy data, if it can: any `DROP` but `DROP INDEX`,
+    /// `TRUNCATE`, `DELETE` without `WHERE`, `ALTER TABLE ... DROP [COLUMN]`, column type
+    /// changes, renames of columns and tables (the application still uses the old name),
+    /// and `DO` blocks (their body is opaque here, so it may hold any of these).
+    pub fn unsafe_reason(&self) -> Option<String> {
+        match self.word(0) {
+            Some("DROP") => {
+                return match self.word(1) {
+                    Some("INDEX") => None,
+                    Some("MATERIALIZED") => Some("DROP MATERIALIZED VIEW".into()),
+                    Some(kind) => Some(format!("DROP {kind}")),
+                    None => Some("DROP".into()),
+                };
+            }
+            Some("TRUNCATE") => return Some("TRUNCATE".into()),
+            Some("DO") => return Some("DO block".into()),
+            Some("DELETE") => {
+                return (!self.has_top_level_word("WHERE"))
+                    .then(|| "DELETE without WHERE".to_string());
+            }
+            _ => {}
         }
         if !self.words_at(0, &["ALTER", "TABLE"]) {
             return None;
@@ -208,16 +231,18 @@ impl Statement {
                         .iter()
                         .any(|t| *t == Token::Word("ALTER".into()));
                     if !in_alter && self.word(i + 1) != Some("CONSTRAINT") {
-                        return Some("DROP COLUMN");
+                        return Some("DROP COLUMN".into());
                     }
                 }
-                Token::Word(w) if depth == 0 && w == "TYPE" => {
-                    let in_alter = self.tokens[action_start..i]
-                        .iter()
-                        .any(|t| *t == Token::Word("ALTER".into()));
-                    if in_alter {
-                        return Some("ALTER COLUMN ... TYPE");
-                    }
+                Token::Word(w) if depth == 0 && w == "ALTER" && self.changes_type(i) => {
+                    return Some("ALTER COLUMN ... TYPE".into());
+                }
+                Token::Word(w) if depth == 0 && w == "RENAME" => {
+                    return match self.word(i + 1) {
+                        Some("CONSTRAINT") => None,
+                        Some("TO") => Some("RENAME TO (table)".into()),
+                        _ => Some("RENAME COLUMN".into()),
+                    };
                 }
                 Token::Punct(',') if depth == 0 => action_start = i + 1,
                 _ => {}
@@ -226,9 +251,70 @@ impl Statement {
         None
     }
 
-    /// The index operation of a `CREATE [UNIQUE] INDEX CONCURRENTLY` or
-    /// `DROP INDEX CONCURRENTLY` statement.
+    /// `ALTER [COLUMN] name [SET DATA] TYPE` starting at the `ALTER` at `i`. Only that
+    /// position counts, so a column named `type` (`ALTER COLUMN type SET DEFAULT 1`) is
+    /// not a type change.
+    fn changes_type(&self, i: usize) -> bool {
+        let mut j = i + 1;
+        if self.word(j) == Some("COLUMN") {
+            j += 1;
+        }
+        if !matches!(self.tokens.get(j), Some(Token::Word(_) | Token::Quoted(_))) {
+            return false;
+        }
+        j += 1;
+        self.word(j) == Some("TYPE") || self.words_at(j, &["SET", "DATA", "TYPE"])
+    }
+
+    /// Whether `word` appears outside parentheses.
+    fn has_top_level_word(&self, word: &str) -> bool {
+        let mut depth = 0i32;
+        self.tokens.iter().any(|t| match t {
+            Token::Punct('(') => {
+                depth += 1;
+                false
+            }
+            Token::Punct(')') => {
+                depth -= 1;
+                false
+            }
+            Token::Word(w) => depth == 0 && w == word,
+            _ => false,
+        })
+    }
+
+    /// A statement that ends or opens a transaction (`COMMIT`, `BEGIN`, ...): inside a
+    /// migration file it would commit the change apart from its version row. Savepoints
+    /// (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`) stay inside the transaction and are fine.
+    pub fn transaction_control(&self) -> Option<&str> {
+        let w = self.word(0)?;
+        match w {
+            "BEGIN" | "COMMIT" | "END" | "ABORT" => Some(w),
+            "START" if self.word(1) == Some("TRANSACTION") => Some(w),
+            "ROLLBACK" => {
+                let to = match self.word(1) {
+                    Some("WORK" | "TRANSACTION") => self.word(2),
+                    other => other,
+                };
+                (to != Some("TO")).then_some(w)
+            }
+            "PREPARE" if self.word(1) == Some("TRANSACTION") => Some(w),
+            _ => None,
+        }
+    }
+
+    /// A statement that must run outside a transaction: `CREATE [UNIQUE] INDEX
+    /// CONCURRENTLY`, `DROP INDEX CONCURRENTLY` or `REINDEX ... CONCURRENTLY`.
     pub fn concurrent_index(&self) -> Option<ConcurrentIndex> {
+        if self.word(0) == Some("REINDEX") && self.mentions_concurrently() {
+            // Running it again rebuilds again: harmless, so it needs no name to resume.
+            return Some(ConcurrentIndex {
+                op: ConcurrentOp::Reindex,
+                create: false,
+                name: None,
+                sql: self.text.clone(),
+            });
+        }
         let (create, mut i) = if self.words_at(0, &["CREATE", "INDEX", "CONCURRENTLY"]) {
             (true, 3)
         } else if self.words_at(0, &["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY"]) {
@@ -254,24 +340,51 @@ impl Statement {
             _ => None,
         };
         Some(ConcurrentIndex {
+            op: if create {
+                ConcurrentOp::CreateIndex
+            } else {
+                ConcurrentOp::DropIndex
+            },
             create,
             name,
             sql: self.text.clone(),
         })
     }
 
-    /// Whether this statement mentions CONCURRENTLY at all (to refuse mixing).
+    /// Whether this statement mentions CONCURRENTLY in a form that cannot run inside a
+    /// transaction (to refuse mixing). `REFRESH MATERIALIZED VIEW CONCURRENTLY` can.
     pub fn mentions_concurrently(&self) -> bool {
-        self.tokens
-            .iter()
-            .any(|t| *t == Token::Word("CONCURRENTLY".into()))
+        !self.words_at(0, &["REFRESH", "MATERIALIZED", "VIEW"])
+            && self
+                .tokens
+                .iter()
+                .any(|t| *t == Token::Word("CONCURRENTLY".into()))
+    }
+
+    /// `ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY`: outside a transaction, and
+    /// an interrupted one needs `FINALIZE`, so a resumable run cannot simply redo it.
+    pub fn is_detach_concurrently(&self) -> bool {
+        self.word(0) == Some("ALTER")
+            && self.has_top_level_word("DETACH")
+            && self.mentions_concurrently()
     }
 }
 
-/// A `CREATE/DROP INDEX CONCURRENTLY` statement: run outside a transaction, with the
-/// index name known so that an invalid index left by a failed build can be dropped.
+/// What a statement run outside a transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrentOp {
+    CreateIndex,
+    DropIndex,
+    Reindex,
+}
+
+/// A statement run outside a transaction, with the index name known for CREATE/DROP so
+/// that an invalid index left by a failed build can be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConcurrentIndex {
+    pub op: ConcurrentOp,
+    /// True for `CREATE INDEX CONCURRENTLY` (kept for the JSON plan's readers).
     pub create: bool,
     /// The index name as stored in the catalog (unquoted names are folded to lower case).
     pub name: Option<String>,

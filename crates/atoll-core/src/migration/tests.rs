@@ -228,39 +228,51 @@ fn unsafe_statements_need_consent() {
 #[test]
 fn unsafe_detection() {
     let reason = |sql: &str| statements(sql).iter().find_map(|s| s.unsafe_reason());
-    assert_eq!(reason("DROP TABLE users"), Some("DROP TABLE"));
-    assert_eq!(reason("drop schema x cascade"), Some("DROP SCHEMA"));
-    assert_eq!(reason("truncate table users"), Some("TRUNCATE"));
+    assert_eq!(reason("DROP TABLE users").as_deref(), Some("DROP TABLE"));
     assert_eq!(
-        reason("alter table users drop column nick"),
+        reason("drop schema x cascade").as_deref(),
+        Some("DROP SCHEMA")
+    );
+    assert_eq!(reason("truncate table users").as_deref(), Some("TRUNCATE"));
+    assert_eq!(
+        reason("alter table users drop column nick").as_deref(),
         Some("DROP COLUMN")
     );
-    assert_eq!(reason("alter table users drop nick"), Some("DROP COLUMN"));
     assert_eq!(
-        reason("alter table users add x int, alter column nick type varchar(10)"),
+        reason("alter table users drop nick").as_deref(),
+        Some("DROP COLUMN")
+    );
+    assert_eq!(
+        reason("alter table users add x int, alter column nick type varchar(10)").as_deref(),
         Some("ALTER COLUMN ... TYPE")
     );
     assert_eq!(
-        reason("alter table users alter nick set data type text"),
+        reason("alter table users alter nick set data type text").as_deref(),
         Some("ALTER COLUMN ... TYPE")
     );
-    assert_eq!(reason("alter table users drop constraint users_pkey"), None);
     assert_eq!(
-        reason("alter table users alter column nick drop default"),
+        reason("alter table users drop constraint users_pkey").as_deref(),
         None
     );
     assert_eq!(
-        reason("alter table users alter column nick drop not null"),
-        None
-    );
-    assert_eq!(reason("create type mood as enum ('a')"), None);
-    assert_eq!(reason("-- drop table users\nselect 'drop table x'"), None);
-    assert_eq!(
-        reason("create function f() returns void language sql as $$ truncate users $$"),
+        reason("alter table users alter column nick drop default").as_deref(),
         None
     );
     assert_eq!(
-        reason("alter table users add column y int check (y > 0)"),
+        reason("alter table users alter column nick drop not null").as_deref(),
+        None
+    );
+    assert_eq!(reason("create type mood as enum ('a')").as_deref(), None);
+    assert_eq!(
+        reason("-- drop table users\nselect 'drop table x'").as_deref(),
+        None
+    );
+    assert_eq!(
+        reason("create function f() returns void language sql as $$ truncate users $$").as_deref(),
+        None
+    );
+    assert_eq!(
+        reason("alter table users add column y int check (y > 0)").as_deref(),
         None
     );
 }
@@ -301,7 +313,8 @@ fn concurrently_mixed_or_unnamed_is_refused() {
     for bad in [
         "create index concurrently on users (nick);",
         "create index concurrently i on users (nick); alter table users add x int;",
-        "reindex index concurrently i;",
+        "alter table p detach partition c concurrently;",
+        "create table t (id int); refresh materialized view concurrently v; reindex table concurrently t;",
     ] {
         let err = MigrationSet::parse(pair(A, bad)).unwrap_err();
         assert!(
@@ -395,4 +408,161 @@ fn files_edited_after_apply_are_reported() {
     assert_eq!(p.changed[0].count, 1);
     assert_eq!(p.changed[0].example, "sh0001");
     assert_eq!(p.up_to_date, 2, "a warning, not drift");
+}
+
+#[test]
+fn unsafe_detection_covers_every_destructive_statement() {
+    let reason = |sql: &str| statements(sql).iter().find_map(|s| s.unsafe_reason());
+    for (sql, want) in [
+        ("drop sequence s", "DROP SEQUENCE"),
+        ("drop view v", "DROP VIEW"),
+        (
+            "drop materialized view if exists v",
+            "DROP MATERIALIZED VIEW",
+        ),
+        ("drop type mood", "DROP TYPE"),
+        ("drop function f(int)", "DROP FUNCTION"),
+        ("delete from users", "DELETE without WHERE"),
+        ("delete from users using x", "DELETE without WHERE"),
+        (
+            "alter table users rename column nick to handle",
+            "RENAME COLUMN",
+        ),
+        ("alter table users rename nick to handle", "RENAME COLUMN"),
+        ("alter table users rename to people", "RENAME TO (table)"),
+        ("do $$ begin execute 'drop table users'; end $$", "DO block"),
+        (
+            "alter table t alter column type type bigint",
+            "ALTER COLUMN ... TYPE",
+        ),
+        (
+            "alter table t alter \"Nick\" set data type text",
+            "ALTER COLUMN ... TYPE",
+        ),
+    ] {
+        assert_eq!(reason(sql).as_deref(), Some(want), "{sql}");
+    }
+    for sql in [
+        "drop index users_nick_idx",
+        "drop index concurrently if exists users_nick_idx",
+        "delete from users where id in (select id from old)",
+        "alter table users rename constraint a to b",
+        // A column named `type`: not a type change.
+        "alter table t alter column type set default 1",
+        "alter table t alter type drop not null",
+        "alter table t add column type text",
+    ] {
+        assert_eq!(reason(sql), None, "{sql}");
+    }
+}
+
+#[test]
+fn transaction_control_in_a_file_is_refused() {
+    for bad in [
+        "create table a (id int); commit;",
+        "begin; create table a (id int);",
+        "start transaction; select 1;",
+        "create table a (id int);\nend;",
+        "rollback;",
+        "abort;",
+        "rollback work;",
+    ] {
+        let err = MigrationSet::parse(pair(A, bad)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, MigrationError::BadFile { .. }) && text.contains(&format!("{A}.up.sql")),
+            "{bad}: {text}"
+        );
+        assert!(text.contains("transaction"), "{text}");
+    }
+    // Savepoints stay inside the transaction; BEGIN inside a body is no statement.
+    let ok = "savepoint s; create table a (id int); rollback to savepoint s; \
+              rollback transaction to s; release savepoint s; \
+              create function f() returns void language plpgsql as $$ begin perform 1; end $$;";
+    assert!(MigrationSet::parse(pair(A, ok)).is_ok());
+    // A SQL-standard function body holds semicolons and ends with END: one statement.
+    let atomic = "create function f(x int) returns int language sql begin atomic \
+                  select case when x > 0 then 1 else 0 end; select 2; end; select 1;";
+    assert_eq!(statements(atomic).len(), 2);
+    assert!(MigrationSet::parse(pair(A, atomic)).is_ok());
+}
+
+#[test]
+fn refresh_and_reindex_concurrently() {
+    let s = set(&[(A, "refresh materialized view concurrently stats;")]);
+    assert_eq!(s.migrations[0].up.mode, RunMode::Transaction);
+    let s = set(&[(
+        A,
+        "reindex index concurrently users_nick_idx;\nreindex (verbose) table concurrently users;",
+    )]);
+    let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
+        panic!("not concurrent");
+    };
+    assert_eq!(statements.len(), 2);
+    assert!(statements
+        .iter()
+        .all(|s| s.op == sql::ConcurrentOp::Reindex));
+    let err = MigrationSet::parse(pair(A, "alter table p detach partition c concurrently;"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("DETACH PARTITION ... CONCURRENTLY") && err.contains(A),
+        "{err}"
+    );
+}
+
+#[test]
+fn leftover_copies_matching_a_shard_prefix_are_ignored() {
+    let s = abc();
+    let states = vec![
+        state("sh0042", 1, &[A]),
+        state("sh0042_old", 1, &[]),
+        state("sh0042_moved_1700000000", 0, &[A, B]),
+        state("public", 0, &[]),
+    ];
+    let p = plan(&s, &states);
+    let planned: Vec<&str> = p.schemas.iter().map(|s| s.schema.as_str()).collect();
+    assert_eq!(planned, ["public", "sh0042"]);
+    let ignored: Vec<&str> = p.ignored.iter().map(|s| s.schema.as_str()).collect();
+    assert_eq!(ignored, ["sh0042_moved_1700000000", "sh0042_old"]);
+    assert!(p.drift.is_empty());
+    // Undo never touches a leftover copy either.
+    let (_, targets) = plan_undo(&s, &states, B).expect("undo");
+    assert!(targets.is_empty(), "{targets:?}");
+    assert!(is_shard_target("sh") && is_shard_target("sh0042"));
+    assert!(!is_shard_target("shadow") && !is_shard_target("public"));
+}
+
+#[test]
+fn undo_needs_consent_for_destructive_down_files_and_refuses_drift() {
+    let files = vec![
+        (
+            format!("{A}.up.sql"),
+            "create table users (id int);".to_string(),
+        ),
+        (format!("{A}.dn.sql"), "drop table users;".to_string()),
+        (
+            format!("{B}.up.sql"),
+            "alter table users add nick text;".to_string(),
+        ),
+        (format!("{B}.dn.sql"), "select 1;".to_string()),
+    ];
+    let s = MigrationSet::parse(files).expect("valid");
+    let ok_states = vec![state("sh0001", 0, &[A])];
+    let a = s.find(A).expect("A");
+    let err = check_undo(&s, &ok_states, a, false).unwrap_err();
+    assert!(
+        matches!(&err, MigrationError::Unsafe { file, .. } if file == &format!("{A}.dn.sql")),
+        "{err}"
+    );
+    assert!(check_undo(&s, &ok_states, a, true).is_ok());
+    let b = s.find(B).expect("B");
+    assert!(check_undo(&s, &[state("sh0001", 0, &[A, B])], b, false).is_ok());
+    // Drift on any schema refuses the undo, even with consent.
+    let drifted = vec![
+        state("sh0001", 0, &[A, B]),
+        state("sh0002", 0, &[A, B, "20230101000000.gone.sh"]),
+    ];
+    let err = check_undo(&s, &drifted, b, true).unwrap_err();
+    assert!(matches!(err, MigrationError::Drift { .. }), "{err}");
 }
