@@ -30,6 +30,10 @@ pub struct AllocateArgs {
         requires = "migrate"
     )]
     pub migrations_dir: std::path::PathBuf,
+    /// With --migrate: also allow destructive statements on shards of the range that
+    /// existed before this call (new shards replay the whole history regardless)
+    #[arg(long, requires = "migrate")]
+    pub allow_unsafe: bool,
 }
 
 pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
@@ -41,9 +45,15 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
         .map_err(Failure::input)?;
     let (done, migrated) = if args.migrate {
         let dir = &args.migrations_dir;
-        let (done, report) =
-            crate::migrate::allocate_migrated(ctx, &config, &snapshot, &plan, args.activate, dir)
-                .await?;
+        let (done, report) = crate::migrate::allocate_migrated(
+            ctx,
+            &config,
+            &snapshot,
+            &plan,
+            (args.activate, args.allow_unsafe),
+            dir,
+        )
+        .await?;
         (done, Some(report))
     } else {
         let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)

@@ -323,14 +323,15 @@ pub fn render_report(r: &RunReport) -> String {
 /// range to the current version (the new ones, and those an earlier failed, killed or
 /// refused run left behind), and only then (with `--activate`) activates the shards whose
 /// migration succeeded, so no client is routed to a shard whose tables are not there yet.
-/// Destructive statements are allowed: an inactive shard serves no client, and a new one
-/// must replay the whole history.
+/// Destructive statements are allowed on the shards this call created (a new shard must
+/// replay the whole history and holds no data); an inactive shard that existed before may
+/// have been deactivated on purpose with data in it, so it needs `allow_unsafe`.
 pub async fn allocate_migrated(
     ctx: &Context,
     config: &Config,
     snapshot: &Snapshot,
     plan: &[Placement],
-    activate: bool,
+    (activate, allow_unsafe): (bool, bool),
     dir: &Path,
 ) -> Result<(Vec<Allocated>, RunReport), Failure> {
     // Read first: a bad migration directory allocates nothing.
@@ -343,15 +344,34 @@ pub async fn allocate_migrated(
         .filter(|a| !a.active)
         .map(|a| a.shard.schema())
         .collect();
+    let only_new = done.iter().filter(|a| !a.active).all(|a| a.created);
     let opts = RunOptions {
         only: Some(inactive),
-        allow_unsafe: true,
+        allow_unsafe: allow_unsafe || only_new,
         ..RunOptions::default()
     };
     let r = Renderer::new(ctx.json);
     let cb = |e: Event| r.on(e);
     let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
-    let report = run_with_progress(&r, fut).await?;
+    // A refused or failed run leaves the shards just created in place, inactive: say so.
+    let report = run_with_progress(&r, fut).await.map_err(|f| {
+        let created: Vec<String> = done
+            .iter()
+            .filter(|a| a.created)
+            .map(|a| a.shard.to_string())
+            .collect();
+        if created.is_empty() {
+            return f;
+        }
+        Failure {
+            code: f.code,
+            message: format!(
+                "{} (allocated and left inactive: {}; run `allocate --migrate` again to finish)",
+                f.message,
+                created.join(", ")
+            ),
+        }
+    })?;
     if activate {
         let to_activate: Vec<Placement> = done
             .iter()

@@ -180,6 +180,16 @@ pub fn allocate_rerun_migrates_every_inactive_shard(env: &Env) {
     env.psql(p69, "create table sh0069.users (x int)");
     let mut args = allocate.to_vec();
     args.extend(["--migrations-dir", &dir]);
+    // sh0069 existed before and may hold data: destructive versions need consent. The
+    // refusal names the shard it did create.
+    let out = env.atoll(&args);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow-unsafe") && err.contains("allocated and left inactive: sh0070"),
+        "{err}"
+    );
+    args.push("--allow-unsafe");
     let out = env.atoll(&args);
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
