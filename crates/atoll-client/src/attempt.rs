@@ -266,8 +266,13 @@ pub(crate) async fn connection<'s>(
         return Ok((client, p.island, p.addr));
     };
     // The snapshot's replay position is older than the write: ask the replica itself.
+    // Cached like every statement: this runs on each timeline read that needs a check.
+    let stmt = client
+        .prepare_cached("select pg_last_wal_replay_lsn()::text")
+        .await
+        .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
     let row = client
-        .query_one("select pg_last_wal_replay_lsn()::text", &[])
+        .query_one(&stmt, &[])
         .await
         .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
     let replayed = row
@@ -326,9 +331,10 @@ pub(crate) async fn run(
 /// record may be inserted but not yet written, and the replica would otherwise be judged
 /// caught up one flush too early.
 pub(crate) async fn committed_lsn(client: &Object) -> Option<Lsn> {
-    let row = client
-        .query_one("select pg_current_wal_insert_lsn()::text", &[])
+    let stmt = client
+        .prepare_cached("select pg_current_wal_insert_lsn()::text")
         .await
         .ok()?;
+    let row = client.query_one(&stmt, &[]).await.ok()?;
     Lsn::parse(row.try_get::<_, &str>(0).ok()?)
 }
