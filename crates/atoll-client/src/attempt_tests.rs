@@ -58,6 +58,7 @@ fn shared(s: State) -> Shared {
         generation: tokio::sync::watch::channel(0).0,
         replayed: Mutex::new(HashMap::new()),
         ids: None,
+        env_digit: std::sync::atomic::AtomicU8::new(1),
     }
 }
 

@@ -12,6 +12,7 @@ use atoll_core::{Config, Id, IdGenError, IdGenerator, Lsn, ShardNo, Snapshot};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -54,10 +55,15 @@ pub(crate) struct Shared {
     /// Replay positions seen by direct checks on replicas (newer than the snapshot's).
     pub replayed: Mutex<HashMap<String, Lsn>>,
     pub ids: Option<IdGenerator>,
+    /// The config's environment digit, outside the `ArcSwap` so `shard_for_id` stays a few
+    /// ns (updated when a reloaded config changes it).
+    pub env_digit: AtomicU8,
 }
 
 impl Shared {
     pub(crate) fn install(&self, state: State) {
+        self.env_digit
+            .store(state.config.env_digit, Ordering::Relaxed);
         self.state.store(Arc::new(state));
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
@@ -116,6 +122,7 @@ impl Cluster {
     /// Runs a first discovery round, then keeps the snapshot fresh in the background.
     /// Must be called inside a tokio runtime. A config loaded from a file is watched.
     pub async fn connect(config: Config, options: ClusterOptions) -> Result<Cluster, ClientError> {
+        let env_digit = AtomicU8::new(config.env_digit);
         let ids = match options.id_node {
             Some(n) => Some(IdGenerator::new(config.env_digit, n)?),
             None => None,
@@ -133,6 +140,7 @@ impl Cluster {
             generation,
             replayed: Mutex::new(HashMap::new()),
             ids,
+            env_digit,
         });
         let task = tokio::spawn(refresh::run(shared.clone(), disc, watch));
         Ok(Cluster {
@@ -164,10 +172,22 @@ impl Cluster {
         self.inner.shared.refresh_and_wait(limit).await;
     }
 
-    /// The shard an ID lives in. O(1): no lookup; a malformed ID is an error.
+    /// The shard an ID lives in. O(1): no lookup; a malformed ID, or one from another
+    /// environment (its first digit is not `cluster.env_digit`), is an error.
     #[inline]
     pub fn shard_for_id(&self, id: i64) -> Result<Shard, ClientError> {
-        Ok(self.shard(Id::parse(id)?.shard()))
+        let parsed = Id::parse(id)?;
+        let expected = self.inner.shared.env_digit.load(Ordering::Relaxed);
+        if parsed.env() != expected {
+            // Another environment's shard N is not ours: routing it would read or write
+            // the wrong data.
+            return Err(ClientError::WrongEnvironment {
+                id,
+                env: parsed.env(),
+                expected,
+            });
+        }
+        Ok(self.shard(parsed.shard()))
     }
 
     /// A handle on one shard (whether it is active is checked when a query runs).
@@ -285,6 +305,20 @@ mod tests {
         let id = Id::new(1, ShardNo::new(42).unwrap(), 5).unwrap();
         assert_eq!(cluster.shard_for_id(id.get()).unwrap().no().get(), 42);
         assert!(matches!(cluster.shard_for_id(7), Err(ClientError::Id(_))));
+        // The config's environment is 1 (the default): environment 2's IDs are refused.
+        let other = Id::new(2, ShardNo::new(42).unwrap(), 5).unwrap();
+        let err = cluster.shard_for_id(other.get()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::WrongEnvironment {
+                    env: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(matches!(
             cluster.random_shard(),
             Err(ClientError::NoActiveShards)

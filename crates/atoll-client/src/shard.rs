@@ -98,8 +98,16 @@ impl Shard {
         let sql = format!("select {}.id_gen()", self.schema());
         // Drawing a sequence value twice only skips one: safe to retry.
         let rows = self.write(&sql, &[], Write::idempotent()).await?;
-        let v: i64 = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(0);
-        Ok(Id::parse(v)?)
+        let value = match rows.first() {
+            None => None,
+            Some(r) => r
+                .try_get::<_, Option<i64>>(0)
+                .map_err(|e| ClientError::BadDbId {
+                    shard: self.no,
+                    what: format!("returned a non-bigint: {e}"),
+                })?,
+        };
+        checked_db_id(self.no, value)
     }
 
     /// A pooled connection to the shard's island master, for a multi-statement transaction.
@@ -231,8 +239,42 @@ impl Shard {
     }
 }
 
+/// What `shNNNN.id_gen()` returned, checked: a value, well-formed, and in shard `no` (a
+/// generator copied from another shard, or a sequence set by hand, must not hand out IDs
+/// that route elsewhere).
+fn checked_db_id(no: ShardNo, value: Option<i64>) -> Result<Id, ClientError> {
+    let bad = |what: String| ClientError::BadDbId { shard: no, what };
+    let v = value.ok_or_else(|| bad("returned no value (NULL or no row)".into()))?;
+    let id = Id::parse(v).map_err(|e| bad(format!("returned a malformed ID: {e}")))?;
+    if id.shard() != no {
+        return Err(bad(format!("returned {v}, an ID of {}", id.shard())));
+    }
+    Ok(id)
+}
+
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Shard({})", self.no)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_ids_are_checked() {
+        let no = ShardNo::new(5).unwrap();
+        let good = Id::new(1, no, 17).unwrap();
+        assert_eq!(checked_db_id(no, Some(good.get())).unwrap(), good);
+        let missing = checked_db_id(no, None).unwrap_err().to_string();
+        assert!(missing.contains("NULL or no row"), "{missing}");
+        let malformed = checked_db_id(no, Some(0)).unwrap_err().to_string();
+        assert!(malformed.contains("malformed"), "{malformed}");
+        let elsewhere = Id::new(1, ShardNo::new(6).unwrap(), 17).unwrap();
+        let wrong = checked_db_id(no, Some(elsewhere.get()))
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("an ID of sh0006"), "{wrong}");
     }
 }
