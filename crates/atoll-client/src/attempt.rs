@@ -185,7 +185,13 @@ pub(crate) fn plan<'s>(
     let need = match target {
         Target::Master | Target::Read(Freshness::Master) => None,
         Target::Read(Freshness::StaleReplica) => Some(None),
-        Target::Read(Freshness::Timeline(t)) => Some(t.required(shard, now_ms())),
+        Target::Read(Freshness::Timeline(t)) => match t.required(shard, now_ms()) {
+            // Written on another island (the shard has moved since): that position says
+            // nothing about this island's WAL, so only the master is sure to have the write.
+            Some((written_on, _)) if written_on != island_id => None,
+            Some((_, lsn)) => Some(Some(lsn)),
+            None => Some(None),
+        },
     };
     let with = |addr, check| Plan {
         island: island_id,

@@ -7,12 +7,13 @@ use crate::options::ClusterOptions;
 use crate::pools::{self, Pools};
 use crate::refresh;
 use crate::shard::Shard;
+use crate::timeline::{Timeline, TimelineError};
 use arc_swap::ArcSwap;
 use atoll_core::{Config, Id, IdGenError, IdGenerator, Lsn, ShardNo, Snapshot};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -50,9 +51,16 @@ pub(crate) struct Shared {
     pub options: ClusterOptions,
     /// Wakes the background task for an immediate round.
     pub wake: Notify,
-    /// Bumped after every round, for callers waiting for a fresher snapshot.
-    pub generation: watch::Sender<u64>,
-    /// Replay positions seen by direct checks on replicas (newer than the snapshot's).
+    /// Refresh tickets handed out: a caller that needs a snapshot taken after now draws
+    /// the next one.
+    pub requested: AtomicU64,
+    /// The highest ticket a finished round covers: a round publishes the tickets drawn
+    /// before it *started*, so a round already under way when a caller asked (and maybe
+    /// already past the node it needed) does not count for that caller.
+    pub published: watch::Sender<u64>,
+    /// Replay positions seen by direct checks on replicas since the current snapshot was
+    /// installed (then newer than the snapshot's). Cleared at every install: an address can
+    /// be rebuilt, or become another island's node, with a different WAL.
     pub replayed: Mutex<HashMap<String, Lsn>>,
     pub ids: Option<IdGenerator>,
     /// The config's environment digit, outside the `ArcSwap` so `shard_for_id` stays a few
@@ -61,19 +69,38 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn install(&self, state: State) {
+    /// What a discovery round starting now will cover: call just before it reads nodes.
+    pub(crate) fn round_start(&self) -> u64 {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Installs a round's result; `covers` is what [`Shared::round_start`] said at its start.
+    pub(crate) fn install(&self, state: State, covers: u64) {
         self.env_digit
             .store(state.config.env_digit, Ordering::Relaxed);
         self.state.store(Arc::new(state));
-        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        self.replayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.published.send_if_modified(|p| {
+            let newer = covers > *p;
+            *p = (*p).max(covers);
+            newer
+        });
     }
 
-    /// Asks for a discovery round and waits (at most `limit`) until one has finished.
-    pub(crate) async fn refresh_and_wait(&self, limit: Duration) {
-        let mut rx = self.generation.subscribe();
-        rx.mark_unchanged();
+    /// Asks for a discovery round that starts after this call and waits (at most `limit`)
+    /// until it has been installed. Whether it was.
+    pub(crate) async fn refresh_and_wait(&self, limit: Duration) -> bool {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.published.subscribe();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(limit, rx.changed()).await;
+        let published = tokio::time::timeout(limit, async {
+            rx.wait_for(|p| *p >= ticket).await.is_ok()
+        })
+        .await;
+        published == Ok(true)
     }
 
     pub(crate) fn replayed(&self, addr: &str) -> Option<Lsn> {
@@ -132,12 +159,13 @@ impl Cluster {
         let snapshot = disc.discover().await;
         let pools = pools::build(&config, &options, None);
         let state = State::new(Arc::new(config), Arc::new(snapshot), pools);
-        let (generation, _) = watch::channel(0u64);
+        let (published, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             options,
             wake: Notify::new(),
-            generation,
+            requested: AtomicU64::new(0),
+            published,
             replayed: Mutex::new(HashMap::new()),
             ids,
             env_digit,
@@ -170,6 +198,12 @@ impl Cluster {
     pub async fn refresh(&self) {
         let limit = self.options().node_timeout * 2 + self.options().min_refresh_interval;
         self.inner.shared.refresh_and_wait(limit).await;
+    }
+
+    /// Parses a timeline carried by a request ([`Timeline::serialize`]'s form), its expiries
+    /// clamped to now + `timeline_ttl`.
+    pub fn parse_timeline(&self, text: &str) -> Result<Timeline, TimelineError> {
+        Timeline::parse(text, self.options().timeline_ttl)
     }
 
     /// The shard an ID lives in. O(1): no lookup; a malformed ID, or one from another

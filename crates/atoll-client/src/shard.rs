@@ -5,8 +5,9 @@ use crate::action::{backoff, decide, may_retry, Action};
 use crate::attempt::{self, now_ms, Failed, Target};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
+use crate::master::MasterConnection;
 use crate::timeline::{Freshness, Timeline};
-use atoll_core::{Id, Lsn, ShardNo};
+use atoll_core::{Id, IslandId, Lsn, ShardNo};
 use deadpool_postgres::Object;
 use std::time::Instant;
 use tokio_postgres::types::ToSql;
@@ -113,8 +114,9 @@ impl Shard {
     /// A pooled connection to the shard's island master, for a multi-statement transaction.
     /// Waits out an absent shard or a missing master like a statement does; what runs on the
     /// connection afterwards is not retried. Call [`Shard::record_write`] after committing
-    /// to keep read-your-writes.
-    pub async fn master_connection(&self) -> Result<Object, ClientError> {
+    /// to keep read-your-writes. Dropping it rolls back a transaction left open (see
+    /// [`MasterConnection`]).
+    pub async fn master_connection(&self) -> Result<MasterConnection, ClientError> {
         let shared = self.cluster.shared().clone();
         let mut r = self.retry();
         loop {
@@ -122,16 +124,16 @@ impl Shard {
             match attempt::connection(&shared, &state, self.no, Target::Master, r.avoid.as_deref())
                 .await
             {
-                Ok((client, _, _)) => return Ok(client),
+                Ok((client, island, _)) => return Ok(MasterConnection::new(client, island)),
                 Err(f) => self.handle(&mut r, f, true).await?,
             }
         }
     }
 
-    /// Records, in `timeline`, the WAL position of what `client` (from
-    /// [`Shard::master_connection`]) has committed.
-    pub async fn record_write(&self, client: &Object, timeline: &Timeline) {
-        self.record(client, timeline).await;
+    /// Records, in `timeline`, the WAL position of what `conn` (from
+    /// [`Shard::master_connection`]) has committed, on the island it is connected to.
+    pub async fn record_write(&self, conn: &MasterConnection, timeline: &Timeline) {
+        self.record(conn, conn.island(), timeline).await;
     }
 
     fn retry(&self) -> Retry {
@@ -160,7 +162,7 @@ impl Shard {
                     match attempt::run(&client, island, addr, sql, params).await {
                         Ok(rows) => {
                             if let Some(t) = timeline {
-                                self.record(&client, t).await;
+                                self.record(&client, island, t).await;
                             }
                             return Ok(rows);
                         }
@@ -173,14 +175,14 @@ impl Shard {
         }
     }
 
-    async fn record(&self, client: &Object, timeline: &Timeline) {
+    async fn record(&self, client: &Object, island: IslandId, timeline: &Timeline) {
         let ttl = self.cluster.options().timeline_ttl;
         // If the position cannot be read, the write still happened: pin reads of this shard
         // to the master until the entry expires rather than risk a stale read.
         let lsn = attempt::committed_lsn(client)
             .await
             .unwrap_or(Lsn(u64::MAX));
-        timeline.record(self.no, lsn, now_ms() + ttl.as_millis() as u64);
+        timeline.record(self.no, island, lsn, now_ms() + ttl.as_millis() as u64);
     }
 
     /// Applies the error → action table: returns `Ok` to try again, or the error to give

@@ -194,7 +194,7 @@ async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
             .await?,
     );
     ensure!(stale == (true, false), "stale read {stale:?}");
-    let carried = Timeline::parse(&timeline.serialize(now_ms()))?;
+    let carried = cluster.parse_timeline(&timeline.serialize(now_ms()))?;
     for t in [&timeline, &carried] {
         let r = served(
             s.query(&probe, &[&id.get()], Freshness::Timeline(t))
