@@ -324,6 +324,18 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => return Err(Failed::pg(&e, island, addr, false)),
     };
+    // A pooled connection can die while idle (the master restarted) and still be handed
+    // out; with the statement cached, nothing has gone over the wire yet. Once sent, a
+    // broken connection means "may have run", so say "provably not run" while it is true:
+    // then a non-idempotent write may be retried on the restarted master.
+    if client.is_closed() {
+        return Err(Failed {
+            fault: FaultKind::ConnectFailed,
+            island: Some(island),
+            node: Some(addr.to_string()),
+            msg: "pooled connection was closed before the statement was sent".into(),
+        });
+    }
     client.query(&stmt, params).await.map_err(|e| {
         if invalidates_statements(&e) {
             client.statement_cache.clear();

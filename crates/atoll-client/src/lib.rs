@@ -21,6 +21,8 @@ pub mod action;
 mod attempt;
 #[cfg(test)]
 mod attempt_tests;
+#[cfg(test)]
+mod attempt_closed_tests;
 mod clock;
 mod cluster;
 mod error;
