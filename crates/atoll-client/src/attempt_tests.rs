@@ -169,16 +169,28 @@ fn a_write_on_another_island_is_read_from_the_master() {
     let sh_ = shared(state(vec![], true));
     let t = Timeline::new();
     t.record(sh(1), IslandId(1), Lsn(5), now() + 60_000);
-    let p = plan(&sh_, &st, sh(1), Target::Read(Freshness::Timeline(&t)), None)
-        .ok()
-        .unwrap();
+    let p = plan(
+        &sh_,
+        &st,
+        sh(1),
+        Target::Read(Freshness::Timeline(&t)),
+        None,
+    )
+    .ok()
+    .unwrap();
     assert_eq!((p.addr, p.check), ("127.0.0.1:10", None));
     // Once expired, replicas are fine again.
     let t = Timeline::new();
     t.record(sh(1), IslandId(1), Lsn(5), now() - 1);
-    let p = plan(&sh_, &st, sh(1), Target::Read(Freshness::Timeline(&t)), None)
-        .ok()
-        .unwrap();
+    let p = plan(
+        &sh_,
+        &st,
+        sh(1),
+        Target::Read(Freshness::Timeline(&t)),
+        None,
+    )
+    .ok()
+    .unwrap();
     assert_eq!(p.addr, "127.0.0.1:11");
 }
 
@@ -225,7 +237,10 @@ async fn a_refresh_waits_for_a_round_started_after_the_request() {
     let in_flight = sh_.round_start();
     let waiter = tokio::spawn({
         let sh_ = sh_.clone();
-        async move { sh_.refresh_and_wait(std::time::Duration::from_secs(10)).await }
+        async move {
+            sh_.refresh_and_wait(std::time::Duration::from_secs(10))
+                .await
+        }
     });
     while sh_.requested.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;

@@ -96,10 +96,9 @@ impl Shared {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut rx = self.published.subscribe();
         self.wake.notify_one();
-        let published = tokio::time::timeout(limit, async {
-            rx.wait_for(|p| *p >= ticket).await.is_ok()
-        })
-        .await;
+        let published =
+            tokio::time::timeout(limit, async { rx.wait_for(|p| *p >= ticket).await.is_ok() })
+                .await;
         published == Ok(true)
     }
 

@@ -20,9 +20,9 @@
 pub mod action;
 mod attempt;
 #[cfg(test)]
-mod attempt_tests;
-#[cfg(test)]
 mod attempt_closed_tests;
+#[cfg(test)]
+mod attempt_tests;
 mod clock;
 mod cluster;
 mod error;
@@ -38,8 +38,8 @@ pub use atoll_core::keys::{KeyRouter, RouteKey};
 pub use atoll_core::{Id, IdGenerator, Lsn, ShardNo, Snapshot};
 pub use cluster::Cluster;
 pub use error::ClientError;
-pub use options::ClusterOptions;
 pub use master::MasterConnection;
+pub use options::ClusterOptions;
 pub use shard::{Shard, Write};
 pub use timeline::{Freshness, Timeline, TimelineError};
 pub use tokio_postgres;
