@@ -348,7 +348,10 @@ async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
     );
     s7.write(&sql, &[&moved_id.get()], Write::once().timeline(&before))
         .await?;
-    ensure!(before.required(s7.no(), now_ms()).map(|r| r.0) == Some(from));
+    let (written_on, written_at) = before
+        .required(s7.no(), now_ms())
+        .ok_or_else(|| anyhow!("no timeline entry"))?;
+    ensure!(written_on == from);
     let (dst_node, copied) = move_by_hand(config, cluster, shard(n), from, to).await?;
     let schema = shard(n).schema();
     // Both stale clients still route shard 7 to the old island.
@@ -379,6 +382,7 @@ async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
     );
     // The timeline entry names the old island: its reads go to the new master until it
     // expires, whatever the new island's replicas have replayed.
+    advance_wal_past(config, &cluster.snapshot(), to, written_at).await?;
     cluster.refresh().await;
     ensure!(cluster.snapshot().active_island(shard(n)) == Ok(to));
     let probe =

@@ -197,3 +197,66 @@ pub async fn fail_over_and_repoint(sb: Arc<TestSandbox>, island: u16, old_port: 
     std::fs::rename(&tmp, &path)?;
     Ok(())
 }
+
+/// Pushes `island`'s WAL past `lsn` (segment switches on its master) and waits until its
+/// first replica has replayed everything the master has now (so it has every table and
+/// row, and a position `lsn` taken on another island would wrongly look replayed there).
+pub async fn advance_wal_past(
+    config: &Config,
+    snapshot: &Snapshot,
+    island: IslandId,
+    lsn: atoll_client::Lsn,
+) -> Result<()> {
+    let master = atoll_pg::connect(&atoll_pg::master_node(config, snapshot, island)?).await?;
+    let target = lsn.to_string();
+    for _ in 0..64 {
+        let past: bool = master
+            .query_one(
+                "select pg_current_wal_insert_lsn() > $1::text::pg_lsn",
+                &[&target],
+            )
+            .await?
+            .get(0);
+        if past {
+            break;
+        }
+        // A transaction id is WAL, so each switch moves to a new 16 MB segment.
+        master
+            .batch_execute("select txid_current(); select pg_switch_wal();")
+            .await?;
+    }
+    let now: String = master
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    let replica_addr = snapshot
+        .island(island)
+        .and_then(|i| i.replicas().next())
+        .map(|r| r.addr.clone())
+        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
+    let replica = config
+        .islands
+        .iter()
+        .flat_map(|i| i.nodes.iter())
+        .find(|n| n.addr() == replica_addr)
+        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
+    let rc = atoll_pg::connect(replica).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done: bool = rc
+            .query_one(
+                "select pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&now],
+            )
+            .await?
+            .get(0);
+        if done {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "replica of island {island} did not replay past {lsn}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
