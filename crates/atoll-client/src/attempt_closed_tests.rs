@@ -66,8 +66,7 @@ async fn a_connection_closed_while_idle_is_provably_not_run() {
     assert!(client.is_closed(), "the driver did not notice the hang-up");
     let f = run(&client, IslandId(0), "127.0.0.1:1", sql, &[])
         .await
-        .err()
-        .expect("a closed connection cannot run anything");
+        .expect_err("a closed connection cannot run anything");
     assert!(
         matches!(f.fault, FaultKind::ConnectFailed),
         "classified as {:?}: {}",
