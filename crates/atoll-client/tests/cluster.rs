@@ -1,7 +1,9 @@
 //! atoll-client against a real sandbox (2 islands × 1 replica), in one test so the
-//! sandbox is built once: routing by ID with both generators, read-your-writes while a
-//! replica's replay is paused, a shard deactivated within and beyond the retry window,
-//! scatter-gather, a hand-made move seen by clients with stale snapshots, and last (it is destructive) a master failover with a repointed config.
+//! sandbox is built once: routing by ID with both generators, a transaction abandoned on a
+//! master connection, read-your-writes while a replica's replay is paused, a shard
+//! deactivated within and beyond the retry window, scatter-gather, a hand-made move seen by
+//! clients with stale snapshots and by a timeline written before it, and last (it is
+//! destructive) a master failover with a repointed config. Setup helpers: `common`.
 
 mod common;
 
