@@ -185,7 +185,13 @@ pub(crate) fn plan<'s>(
     let need = match target {
         Target::Master | Target::Read(Freshness::Master) => None,
         Target::Read(Freshness::StaleReplica) => Some(None),
-        Target::Read(Freshness::Timeline(t)) => Some(t.required(shard, now_ms())),
+        Target::Read(Freshness::Timeline(t)) => match t.required(shard, now_ms()) {
+            // Written on another island (the shard has moved since): that position says
+            // nothing about this island's WAL, so only the master is sure to have the write.
+            Some((written_on, _)) if written_on != island_id => None,
+            Some((_, lsn)) => Some(Some(lsn)),
+            None => Some(None),
+        },
     };
     let with = |addr, check| Plan {
         island: island_id,
@@ -266,8 +272,13 @@ pub(crate) async fn connection<'s>(
         return Ok((client, p.island, p.addr));
     };
     // The snapshot's replay position is older than the write: ask the replica itself.
+    // Cached like every statement: this runs on each timeline read that needs a check.
+    let stmt = client
+        .prepare_cached("select pg_last_wal_replay_lsn()::text")
+        .await
+        .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
     let row = client
-        .query_one("select pg_last_wal_replay_lsn()::text", &[])
+        .query_one(&stmt, &[])
         .await
         .map_err(|e| Failed::pg(&e, p.island, p.addr, false))?;
     let replayed = row
@@ -313,6 +324,18 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => return Err(Failed::pg(&e, island, addr, false)),
     };
+    // A pooled connection can die while idle (the master restarted) and still be handed
+    // out; with the statement cached, nothing has gone over the wire yet. Once sent, a
+    // broken connection means "may have run", so say "provably not run" while it is true:
+    // then a non-idempotent write may be retried on the restarted master.
+    if client.is_closed() {
+        return Err(Failed {
+            fault: FaultKind::ConnectFailed,
+            island: Some(island),
+            node: Some(addr.to_string()),
+            msg: "pooled connection was closed before the statement was sent".into(),
+        });
+    }
     client.query(&stmt, params).await.map_err(|e| {
         if invalidates_statements(&e) {
             client.statement_cache.clear();
@@ -326,9 +349,10 @@ pub(crate) async fn run(
 /// record may be inserted but not yet written, and the replica would otherwise be judged
 /// caught up one flush too early.
 pub(crate) async fn committed_lsn(client: &Object) -> Option<Lsn> {
-    let row = client
-        .query_one("select pg_current_wal_insert_lsn()::text", &[])
+    let stmt = client
+        .prepare_cached("select pg_current_wal_insert_lsn()::text")
         .await
         .ok()?;
+    let row = client.query_one(&stmt, &[]).await.ok()?;
     Lsn::parse(row.try_get::<_, &str>(0).ok()?)
 }

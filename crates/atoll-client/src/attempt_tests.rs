@@ -55,9 +55,11 @@ fn shared(s: State) -> Shared {
         state: ArcSwap::from_pointee(s),
         options: ClusterOptions::default(),
         wake: tokio::sync::Notify::new(),
-        generation: tokio::sync::watch::channel(0).0,
+        requested: std::sync::atomic::AtomicU64::new(0),
+        published: tokio::sync::watch::channel(0).0,
         replayed: Mutex::new(HashMap::new()),
         ids: None,
+        env_digit: std::sync::atomic::AtomicU8::new(1),
     }
 }
 
@@ -104,7 +106,7 @@ fn timeline_reads_need_a_caught_up_replica() {
     let sh_ = shared(state(vec![], true));
     let t = Timeline::new();
     // Behind the write per the snapshot: check the replica directly, master as fallback.
-    t.record(sh(1), Lsn(950), now() + 60_000);
+    t.record(sh(1), IslandId(0), Lsn(950), now() + 60_000);
     let p = plan(
         &sh_,
         &st,
@@ -132,7 +134,7 @@ fn timeline_reads_need_a_caught_up_replica() {
     assert_eq!((p.addr, p.check), ("127.0.0.1:11", None));
     // Written to before the snapshot: the replica qualifies as it is.
     let old = Timeline::new();
-    old.record(sh(1), Lsn(800), now() + 60_000);
+    old.record(sh(1), IslandId(0), Lsn(800), now() + 60_000);
     let p = plan(
         &sh_,
         &st,
@@ -145,7 +147,7 @@ fn timeline_reads_need_a_caught_up_replica() {
     assert_eq!((p.addr, p.check), ("127.0.0.1:11", None));
     // Expired entries do not matter.
     let expired = Timeline::new();
-    expired.record(sh(1), Lsn(5000), now() - 1);
+    expired.record(sh(1), IslandId(0), Lsn(5000), now() - 1);
     let p = plan(
         &sh_,
         &st,
@@ -156,6 +158,40 @@ fn timeline_reads_need_a_caught_up_replica() {
     .ok()
     .unwrap();
     assert_eq!((p.addr, p.check), ("127.0.0.1:11", None));
+}
+
+#[test]
+fn a_write_on_another_island_is_read_from_the_master() {
+    // Shard 1 is now on island 0; the caller wrote to it on island 1 before a move, at a
+    // position island 0's replica has long passed. That position is another WAL's: only
+    // the master is sure to have the (copied) row.
+    let st = state(vec![node(10, false, 1000), node(11, true, 900)], true);
+    let sh_ = shared(state(vec![], true));
+    let t = Timeline::new();
+    t.record(sh(1), IslandId(1), Lsn(5), now() + 60_000);
+    let p = plan(
+        &sh_,
+        &st,
+        sh(1),
+        Target::Read(Freshness::Timeline(&t)),
+        None,
+    )
+    .ok()
+    .unwrap();
+    assert_eq!((p.addr, p.check), ("127.0.0.1:10", None));
+    // Once expired, replicas are fine again.
+    let t = Timeline::new();
+    t.record(sh(1), IslandId(1), Lsn(5), now() - 1);
+    let p = plan(
+        &sh_,
+        &st,
+        sh(1),
+        Target::Read(Freshness::Timeline(&t)),
+        None,
+    )
+    .ok()
+    .unwrap();
+    assert_eq!(p.addr, "127.0.0.1:11");
 }
 
 #[test]
@@ -192,4 +228,44 @@ fn absent_shards_and_missing_masters_are_faults() {
         .err()
         .unwrap();
     assert!(matches!(f.fault, FaultKind::NoMaster));
+}
+
+#[tokio::test]
+async fn a_refresh_waits_for_a_round_started_after_the_request() {
+    let sh_ = Arc::new(shared(state(vec![], true)));
+    // A round is already reading the nodes when the caller hits a routing error.
+    let in_flight = sh_.round_start();
+    let waiter = tokio::spawn({
+        let sh_ = sh_.clone();
+        async move {
+            sh_.refresh_and_wait(std::time::Duration::from_secs(10))
+                .await
+        }
+    });
+    while sh_.requested.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // It finishes: it may have read the nodes before the change the caller saw.
+    sh_.install(state(vec![], true), in_flight);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a round started before the request satisfied it"
+    );
+    // The next round starts after the request and satisfies it.
+    let next = sh_.round_start();
+    sh_.install(state(vec![], true), next);
+    assert!(waiter.await.unwrap(), "the refresh was not published");
+}
+
+#[test]
+fn replay_positions_are_forgotten_at_each_snapshot() {
+    let sh_ = shared(state(vec![], true));
+    sh_.note_replayed("127.0.0.1:11", Lsn(960));
+    assert_eq!(sh_.replayed("127.0.0.1:11"), Some(Lsn(960)));
+    // The address may now be another node (rebuilt, another island): a new snapshot's
+    // positions are the ones to trust.
+    let covers = sh_.round_start();
+    sh_.install(state(vec![], true), covers);
+    assert_eq!(sh_.replayed("127.0.0.1:11"), None);
 }

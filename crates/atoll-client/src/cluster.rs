@@ -7,11 +7,13 @@ use crate::options::ClusterOptions;
 use crate::pools::{self, Pools};
 use crate::refresh;
 use crate::shard::Shard;
+use crate::timeline::{Timeline, TimelineError};
 use arc_swap::ArcSwap;
 use atoll_core::{Config, Id, IdGenError, IdGenerator, Lsn, ShardNo, Snapshot};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -49,25 +51,55 @@ pub(crate) struct Shared {
     pub options: ClusterOptions,
     /// Wakes the background task for an immediate round.
     pub wake: Notify,
-    /// Bumped after every round, for callers waiting for a fresher snapshot.
-    pub generation: watch::Sender<u64>,
-    /// Replay positions seen by direct checks on replicas (newer than the snapshot's).
+    /// Refresh tickets handed out: a caller that needs a snapshot taken after now draws
+    /// the next one.
+    pub requested: AtomicU64,
+    /// The highest ticket a finished round covers: a round publishes the tickets drawn
+    /// before it *started*, so a round already under way when a caller asked (and maybe
+    /// already past the node it needed) does not count for that caller.
+    pub published: watch::Sender<u64>,
+    /// Replay positions seen by direct checks on replicas since the current snapshot was
+    /// installed (then newer than the snapshot's). Cleared at every install: an address can
+    /// be rebuilt, or become another island's node, with a different WAL.
     pub replayed: Mutex<HashMap<String, Lsn>>,
     pub ids: Option<IdGenerator>,
+    /// The config's environment digit, outside the `ArcSwap` so `shard_for_id` stays a few
+    /// ns (updated when a reloaded config changes it).
+    pub env_digit: AtomicU8,
 }
 
 impl Shared {
-    pub(crate) fn install(&self, state: State) {
-        self.state.store(Arc::new(state));
-        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    /// What a discovery round starting now will cover: call just before it reads nodes.
+    pub(crate) fn round_start(&self) -> u64 {
+        self.requested.load(Ordering::SeqCst)
     }
 
-    /// Asks for a discovery round and waits (at most `limit`) until one has finished.
-    pub(crate) async fn refresh_and_wait(&self, limit: Duration) {
-        let mut rx = self.generation.subscribe();
-        rx.mark_unchanged();
+    /// Installs a round's result; `covers` is what [`Shared::round_start`] said at its start.
+    pub(crate) fn install(&self, state: State, covers: u64) {
+        self.env_digit
+            .store(state.config.env_digit, Ordering::Relaxed);
+        self.state.store(Arc::new(state));
+        self.replayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.published.send_if_modified(|p| {
+            let newer = covers > *p;
+            *p = (*p).max(covers);
+            newer
+        });
+    }
+
+    /// Asks for a discovery round that starts after this call and waits (at most `limit`)
+    /// until it has been installed. Whether it was.
+    pub(crate) async fn refresh_and_wait(&self, limit: Duration) -> bool {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.published.subscribe();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(limit, rx.changed()).await;
+        let published =
+            tokio::time::timeout(limit, async { rx.wait_for(|p| *p >= ticket).await.is_ok() })
+                .await;
+        published == Ok(true)
     }
 
     pub(crate) fn replayed(&self, addr: &str) -> Option<Lsn> {
@@ -116,6 +148,7 @@ impl Cluster {
     /// Runs a first discovery round, then keeps the snapshot fresh in the background.
     /// Must be called inside a tokio runtime. A config loaded from a file is watched.
     pub async fn connect(config: Config, options: ClusterOptions) -> Result<Cluster, ClientError> {
+        let env_digit = AtomicU8::new(config.env_digit);
         let ids = match options.id_node {
             Some(n) => Some(IdGenerator::new(config.env_digit, n)?),
             None => None,
@@ -125,14 +158,16 @@ impl Cluster {
         let snapshot = disc.discover().await;
         let pools = pools::build(&config, &options, None);
         let state = State::new(Arc::new(config), Arc::new(snapshot), pools);
-        let (generation, _) = watch::channel(0u64);
+        let (published, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             options,
             wake: Notify::new(),
-            generation,
+            requested: AtomicU64::new(0),
+            published,
             replayed: Mutex::new(HashMap::new()),
             ids,
+            env_digit,
         });
         let task = tokio::spawn(refresh::run(shared.clone(), disc, watch));
         Ok(Cluster {
@@ -164,10 +199,28 @@ impl Cluster {
         self.inner.shared.refresh_and_wait(limit).await;
     }
 
-    /// The shard an ID lives in. O(1): no lookup; a malformed ID is an error.
+    /// Parses a timeline carried by a request ([`Timeline::serialize`]'s form), its expiries
+    /// clamped to now + `timeline_ttl`.
+    pub fn parse_timeline(&self, text: &str) -> Result<Timeline, TimelineError> {
+        Timeline::parse(text, self.options().timeline_ttl)
+    }
+
+    /// The shard an ID lives in. O(1): no lookup; a malformed ID, or one from another
+    /// environment (its first digit is not `cluster.env_digit`), is an error.
     #[inline]
     pub fn shard_for_id(&self, id: i64) -> Result<Shard, ClientError> {
-        Ok(self.shard(Id::parse(id)?.shard()))
+        let parsed = Id::parse(id)?;
+        let expected = self.inner.shared.env_digit.load(Ordering::Relaxed);
+        if parsed.env() != expected {
+            // Another environment's shard N is not ours: routing it would read or write
+            // the wrong data.
+            return Err(ClientError::WrongEnvironment {
+                id,
+                env: parsed.env(),
+                expected,
+            });
+        }
+        Ok(self.shard(parsed.shard()))
     }
 
     /// A handle on one shard (whether it is active is checked when a query runs).
@@ -285,6 +338,20 @@ mod tests {
         let id = Id::new(1, ShardNo::new(42).unwrap(), 5).unwrap();
         assert_eq!(cluster.shard_for_id(id.get()).unwrap().no().get(), 42);
         assert!(matches!(cluster.shard_for_id(7), Err(ClientError::Id(_))));
+        // The config's environment is 1 (the default): environment 2's IDs are refused.
+        let other = Id::new(2, ShardNo::new(42).unwrap(), 5).unwrap();
+        let err = cluster.shard_for_id(other.get()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::WrongEnvironment {
+                    env: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(matches!(
             cluster.random_shard(),
             Err(ClientError::NoActiveShards)

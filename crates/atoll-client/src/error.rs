@@ -39,6 +39,10 @@ pub enum ClientError {
         node: String,
         msg: String,
     },
+    #[error("ID {id} belongs to environment {env}, but this cluster is environment {expected} (cluster.env_digit)")]
+    WrongEnvironment { id: i64, env: u8, expected: u8 },
+    #[error("{shard}: the database ID generator {what}")]
+    BadDbId { shard: ShardNo, what: String },
     #[error("no active microshard to place a new object on (only shard 0, or none)")]
     NoActiveShards,
     #[error("app-side ID generation needs ClusterOptions::id_node (a node id unique among running processes)")]

@@ -20,10 +20,13 @@
 pub mod action;
 mod attempt;
 #[cfg(test)]
+mod attempt_closed_tests;
+#[cfg(test)]
 mod attempt_tests;
 mod clock;
 mod cluster;
 mod error;
+mod master;
 mod options;
 mod pools;
 mod refresh;
@@ -35,6 +38,7 @@ pub use atoll_core::keys::{KeyRouter, RouteKey};
 pub use atoll_core::{Id, IdGenerator, Lsn, ShardNo, Snapshot};
 pub use cluster::Cluster;
 pub use error::ClientError;
+pub use master::MasterConnection;
 pub use options::ClusterOptions;
 pub use shard::{Shard, Write};
 pub use timeline::{Freshness, Timeline, TimelineError};

@@ -39,17 +39,8 @@ pub(crate) fn build(config: &Config, options: &ClusterOptions, old: Option<&Pool
 }
 
 fn build_one(node: &NodeConfig, config: &Config, options: &ClusterOptions) -> Result<Pool, String> {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&node.host)
-        .port(node.port)
-        .user(&node.user)
-        .dbname(&node.database)
-        .application_name(&options.application_name)
-        .connect_timeout(config.connect_timeout);
-    if let Some(r) = &node.password {
-        let secret = r.resolve().map_err(|e| e.to_string())?;
-        pg.password(secret.expose());
-    }
+    let pg = atoll_pg::pg_config(node, &options.application_name, config.connect_timeout)
+        .map_err(|e| e.to_string())?;
     let manager = Manager::from_config(
         pg,
         NoTls,

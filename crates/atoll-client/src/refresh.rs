@@ -91,9 +91,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
             pools = pools::build(&new, &opts, Some(&old.pools));
             config = Arc::new(new);
         }
+        let covers = shared.round_start();
         let snapshot = disc.discover().await;
         last_round = Instant::now();
-        shared.install(State::new(config, Arc::new(snapshot), pools));
+        shared.install(State::new(config, Arc::new(snapshot), pools), covers);
     }
 }
 

@@ -5,8 +5,9 @@ use crate::action::{backoff, decide, may_retry, Action};
 use crate::attempt::{self, now_ms, Failed, Target};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
+use crate::master::MasterConnection;
 use crate::timeline::{Freshness, Timeline};
-use atoll_core::{Id, Lsn, ShardNo};
+use atoll_core::{Id, IslandId, Lsn, ShardNo};
 use deadpool_postgres::Object;
 use std::time::Instant;
 use tokio_postgres::types::ToSql;
@@ -98,15 +99,24 @@ impl Shard {
         let sql = format!("select {}.id_gen()", self.schema());
         // Drawing a sequence value twice only skips one: safe to retry.
         let rows = self.write(&sql, &[], Write::idempotent()).await?;
-        let v: i64 = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(0);
-        Ok(Id::parse(v)?)
+        let value = match rows.first() {
+            None => None,
+            Some(r) => r
+                .try_get::<_, Option<i64>>(0)
+                .map_err(|e| ClientError::BadDbId {
+                    shard: self.no,
+                    what: format!("returned a non-bigint: {e}"),
+                })?,
+        };
+        checked_db_id(self.no, value)
     }
 
     /// A pooled connection to the shard's island master, for a multi-statement transaction.
     /// Waits out an absent shard or a missing master like a statement does; what runs on the
     /// connection afterwards is not retried. Call [`Shard::record_write`] after committing
-    /// to keep read-your-writes.
-    pub async fn master_connection(&self) -> Result<Object, ClientError> {
+    /// to keep read-your-writes. Dropping it rolls back a transaction left open (see
+    /// [`MasterConnection`]).
+    pub async fn master_connection(&self) -> Result<MasterConnection, ClientError> {
         let shared = self.cluster.shared().clone();
         let mut r = self.retry();
         loop {
@@ -114,16 +124,16 @@ impl Shard {
             match attempt::connection(&shared, &state, self.no, Target::Master, r.avoid.as_deref())
                 .await
             {
-                Ok((client, _, _)) => return Ok(client),
+                Ok((client, island, _)) => return Ok(MasterConnection::new(client, island)),
                 Err(f) => self.handle(&mut r, f, true).await?,
             }
         }
     }
 
-    /// Records, in `timeline`, the WAL position of what `client` (from
-    /// [`Shard::master_connection`]) has committed.
-    pub async fn record_write(&self, client: &Object, timeline: &Timeline) {
-        self.record(client, timeline).await;
+    /// Records, in `timeline`, the WAL position of what `conn` (from
+    /// [`Shard::master_connection`]) has committed, on the island it is connected to.
+    pub async fn record_write(&self, conn: &MasterConnection, timeline: &Timeline) {
+        self.record(conn, conn.island(), timeline).await;
     }
 
     fn retry(&self) -> Retry {
@@ -152,7 +162,7 @@ impl Shard {
                     match attempt::run(&client, island, addr, sql, params).await {
                         Ok(rows) => {
                             if let Some(t) = timeline {
-                                self.record(&client, t).await;
+                                self.record(&client, island, t).await;
                             }
                             return Ok(rows);
                         }
@@ -165,14 +175,14 @@ impl Shard {
         }
     }
 
-    async fn record(&self, client: &Object, timeline: &Timeline) {
+    async fn record(&self, client: &Object, island: IslandId, timeline: &Timeline) {
         let ttl = self.cluster.options().timeline_ttl;
         // If the position cannot be read, the write still happened: pin reads of this shard
         // to the master until the entry expires rather than risk a stale read.
         let lsn = attempt::committed_lsn(client)
             .await
             .unwrap_or(Lsn(u64::MAX));
-        timeline.record(self.no, lsn, now_ms() + ttl.as_millis() as u64);
+        timeline.record(self.no, island, lsn, now_ms() + ttl.as_millis() as u64);
     }
 
     /// Applies the error → action table: returns `Ok` to try again, or the error to give
@@ -231,8 +241,42 @@ impl Shard {
     }
 }
 
+/// What `shNNNN.id_gen()` returned, checked: a value, well-formed, and in shard `no` (a
+/// generator copied from another shard, or a sequence set by hand, must not hand out IDs
+/// that route elsewhere).
+fn checked_db_id(no: ShardNo, value: Option<i64>) -> Result<Id, ClientError> {
+    let bad = |what: String| ClientError::BadDbId { shard: no, what };
+    let v = value.ok_or_else(|| bad("returned no value (NULL or no row)".into()))?;
+    let id = Id::parse(v).map_err(|e| bad(format!("returned a malformed ID: {e}")))?;
+    if id.shard() != no {
+        return Err(bad(format!("returned {v}, an ID of {}", id.shard())));
+    }
+    Ok(id)
+}
+
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Shard({})", self.no)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_ids_are_checked() {
+        let no = ShardNo::new(5).unwrap();
+        let good = Id::new(1, no, 17).unwrap();
+        assert_eq!(checked_db_id(no, Some(good.get())).unwrap(), good);
+        let missing = checked_db_id(no, None).unwrap_err().to_string();
+        assert!(missing.contains("NULL or no row"), "{missing}");
+        let malformed = checked_db_id(no, Some(0)).unwrap_err().to_string();
+        assert!(malformed.contains("malformed"), "{malformed}");
+        let elsewhere = Id::new(1, ShardNo::new(6).unwrap(), 17).unwrap();
+        let wrong = checked_db_id(no, Some(elsewhere.get()))
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("an ID of sh0006"), "{wrong}");
     }
 }

@@ -1,80 +1,21 @@
 //! atoll-client against a real sandbox (2 islands × 1 replica), in one test so the
-//! sandbox is built once: routing by ID with both generators, read-your-writes while a
-//! replica's replay is paused, a shard deactivated within and beyond the retry window,
-//! scatter-gather, a hand-made move seen by clients with stale snapshots, and last (it is destructive) a master failover with a repointed config.
+//! sandbox is built once: routing by ID with both generators, a transaction abandoned on a
+//! master connection, read-your-writes while a replica's replay is paused, a shard
+//! deactivated within and beyond the retry window, scatter-gather, a hand-made move seen by
+//! clients with stale snapshots and by a timeline written before it, and last (it is
+//! destructive) a master failover with a repointed config. Setup helpers: `common`.
+
+mod common;
 
 use anyhow::{anyhow, ensure, Context, Result};
-use atoll_client::{ClientError, Cluster, ClusterOptions, Freshness, Id, ShardNo, Timeline, Write};
-use atoll_core::{allocation, Config, IslandId, SEQUENCE_MAX};
+use atoll_client::{ClientError, Cluster, ClusterOptions, Freshness, Timeline, Write};
+use atoll_core::{Config, IslandId, SEQUENCE_MAX};
 use atoll_sandbox::TestSandbox;
+use common::*;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const SHARDS: i64 = 8;
-
-fn shard(n: i64) -> ShardNo {
-    ShardNo::new(n).unwrap()
-}
-
-async fn prepare(config: &Config) -> Result<()> {
-    let disc = atoll_pg::Discoverer::new(config.clone(), Default::default());
-    let snapshot = disc.discover().await;
-    atoll_pg::catalog::init(config, &snapshot).await?;
-    let snapshot = disc.discover().await;
-    let wanted: Vec<ShardNo> = (0..=SHARDS).map(shard).collect();
-    let plan = allocation::plan(&snapshot, &wanted, None)?;
-    atoll_pg::allocate::execute(config, &snapshot, &plan, true).await?;
-    let snapshot = disc.discover().await;
-    for s in &wanted {
-        let island = snapshot.active_island(*s)?;
-        let node = atoll_pg::master_node(config, &snapshot, island)?;
-        let c = atoll_pg::connect(&node).await?;
-        c.batch_execute(&format!(
-            "create table {0}.items (id bigint primary key, name text not null)",
-            s.schema()
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
-fn options(window_ms: u64) -> ClusterOptions {
-    ClusterOptions {
-        refresh_period: Duration::from_millis(300),
-        shard_absent_window: Duration::from_millis(window_ms),
-        id_node: Some(7),
-        ..Default::default()
-    }
-}
-
-/// Which island's master holds a row with this ID, looked up directly on every master.
-async fn island_holding(config: &Config, cluster: &Cluster, id: Id) -> Result<Vec<IslandId>> {
-    let snapshot = cluster.snapshot();
-    let mut out = Vec::new();
-    for island in &config.islands {
-        let node = atoll_pg::master_node(config, &snapshot, island.id)?;
-        let c = atoll_pg::connect(&node).await?;
-        let sql = format!(
-            "select count(*) from pg_namespace where nspname = '{0}'",
-            id.shard().schema()
-        );
-        let has_schema: i64 = c.query_one(&sql, &[]).await?.get(0);
-        if has_schema == 0 {
-            continue;
-        }
-        let sql = format!(
-            "select count(*) from {}.items where id = $1",
-            id.shard().schema()
-        );
-        let n: i64 = c.query_one(&sql, &[&id.get()]).await?.get(0);
-        if n > 0 {
-            out.push(island.id);
-        }
-    }
-    Ok(out)
-}
 
 async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
     let mut inserted = 0;
@@ -135,6 +76,37 @@ async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
     s.record_write(&conn, &timeline).await;
     drop(conn);
     inserted += 2;
+
+    // A transaction left open on a master connection (the caller ran "begin" and returned
+    // early) must not swallow later autocommit writes that get the same pooled connection.
+    {
+        let conn = s.master_connection().await?;
+        conn.batch_execute("begin").await?;
+        let sql = format!("insert into {}.items values ($1, 'abandoned')", s.schema());
+        conn.execute(&sql, &[&cluster.new_id(s.no()).await?.get()])
+            .await?;
+    }
+    // Sequential checkouts cycle through every idle pooled connection (FIFO).
+    let after = ClusterOptions::default().pool_max_size as i64 + 2;
+    let sql = format!("insert into {}.items values ($1, 'after')", s.schema());
+    for _ in 0..after {
+        let id = cluster.new_id(s.no()).await?;
+        s.write(&sql, &[&id.get()], Write::once()).await?;
+    }
+    inserted += after as usize;
+    let snap = cluster.snapshot();
+    let master = atoll_pg::master_node(config, &snap, snap.active_island(s.no())?)?;
+    let fresh = atoll_pg::connect(&master).await?;
+    let sql = format!(
+        "select count(*) filter (where name = 'after'), count(*) filter (where name = 'abandoned') from {}.items",
+        s.schema()
+    );
+    let row = fresh.query_one(&sql, &[]).await?;
+    let (committed, abandoned): (i64, i64) = (row.get(0), row.get(1));
+    ensure!(
+        committed == after && abandoned == 0,
+        "{committed} of {after} autocommit writes visible, {abandoned} abandoned rows"
+    );
     let sql = format!(
         "select count(*) from {}.items where name = 'tx'",
         s.schema()
@@ -151,31 +123,7 @@ async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
     let s = cluster.shard(shard(3));
     let snapshot = cluster.snapshot();
     let island = snapshot.active_island(s.no())?;
-    let replica_addr = snapshot
-        .island(island)
-        .and_then(|i| i.replicas().next())
-        .map(|r| r.addr.clone())
-        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
-    let replica = config
-        .islands
-        .iter()
-        .flat_map(|i| i.nodes.iter())
-        .find(|n| n.addr() == replica_addr)
-        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
-    let rc = atoll_pg::connect(replica).await?;
-    rc.batch_execute("select pg_wal_replay_pause()").await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state: String = rc
-            .query_one("select pg_get_wal_replay_pause_state()", &[])
-            .await?
-            .get(0);
-        if state == "paused" {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "replay did not pause");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let rc = pause_replay(config, &snapshot, island).await?;
     let id = cluster.new_id(s.no()).await?;
     let timeline = Timeline::new();
     let sql = format!("insert into {}.items values ($1, 'ryw')", s.schema());
@@ -194,7 +142,7 @@ async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
             .await?,
     );
     ensure!(stale == (true, false), "stale read {stale:?}");
-    let carried = Timeline::parse(&timeline.serialize(now_ms()))?;
+    let carried = cluster.parse_timeline(&timeline.serialize(now_ms()))?;
     for t in [&timeline, &carried] {
         let r = served(
             s.query(&probe, &[&id.get()], Freshness::Timeline(t))
@@ -229,19 +177,6 @@ async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-async fn set_active(config: &Config, cluster: &Cluster, n: i64, active: bool) -> Result<()> {
-    cluster.refresh().await;
-    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), None, active).await?;
     Ok(())
 }
 
@@ -404,46 +339,23 @@ async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
         .map(|i| i.id)
         .find(|i| *i != from)
         .unwrap();
-    let src = atoll_pg::connect(&atoll_pg::master_node(config, &snap, from)?).await?;
-    let dst_node = atoll_pg::master_node(config, &snap, to)?;
-    let dst = atoll_pg::connect(&dst_node).await?;
+    // A write recorded in a timeline before the move: its position is on the old island's
+    // WAL and says nothing about the new island's replicas.
+    let before = Timeline::new();
+    let s7 = cluster.shard(shard(n));
+    let moved_id = cluster.new_id(s7.no()).await?;
+    let sql = format!(
+        "insert into {}.items values ($1, 'before move')",
+        s7.schema()
+    );
+    s7.write(&sql, &[&moved_id.get()], Write::once().timeline(&before))
+        .await?;
+    let (written_on, written_at) = before
+        .required(s7.no(), now_ms())
+        .ok_or_else(|| anyhow!("no timeline entry"))?;
+    ensure!(written_on == from);
+    let (dst_node, copied) = move_by_hand(config, cluster, shard(n), from, to).await?;
     let schema = shard(n).schema();
-    dst.batch_execute(&atoll_pg::allocate::shard_ddl(shard(n), config.env_digit))
-        .await?;
-    dst.batch_execute(&format!(
-        "create table {schema}.items (id bigint primary key, name text not null)"
-    ))
-    .await?;
-    let rows = src
-        .query(&format!("select id, name from {schema}.items"), &[])
-        .await?;
-    let copied = rows.len();
-    for r in &rows {
-        let (id, name): (i64, String) = (r.get(0), r.get(1));
-        dst.execute(
-            &format!("insert into {schema}.items values ($1, $2)"),
-            &[&id, &name],
-        )
-        .await?;
-    }
-    // Keep the moved sequence ahead of the IDs already drawn.
-    let last: i64 = src
-        .query_one(&format!("select last_value from {schema}.id_seq"), &[])
-        .await?
-        .get(0);
-    dst.execute(&format!("select setval('{schema}.id_seq', $1)"), &[&last])
-        .await?;
-    cluster.refresh().await;
-    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(from), false)
-        .await?;
-    cluster.refresh().await;
-    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(to), true)
-        .await?;
-    src.batch_execute(&format!(
-        "drop schema {schema} cascade; delete from atoll.shards where shard = {n}"
-    ))
-    .await?;
-
     // Both stale clients still route shard 7 to the old island.
     ensure!(stale_fn.snapshot().active_island(shard(n)) == Ok(from));
     let id = stale_fn
@@ -469,6 +381,21 @@ async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
     ensure!(
         count == copied as i64,
         "{count} rows after the move, {copied} copied"
+    );
+    // The timeline entry names the old island: its reads go to the new master until it
+    // expires, whatever the new island's replicas have replayed.
+    advance_wal_past(config, &cluster.snapshot(), to, written_at).await?;
+    cluster.refresh().await;
+    ensure!(cluster.snapshot().active_island(shard(n)) == Ok(to));
+    let probe =
+        format!("select pg_is_in_recovery(), exists(select 1 from {schema}.items where id = $1)");
+    let rows = s7
+        .query(&probe, &[&moved_id.get()], Freshness::Timeline(&before))
+        .await?;
+    let served: (bool, bool) = (rows[0].get(0), rows[0].get(1));
+    ensure!(
+        served == (false, true),
+        "timeline read after the move: {served:?}"
     );
     Ok(())
 }
@@ -514,23 +441,7 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sb2 = sb.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        sb2.stop_node(island, 0)?;
-        sb2.promote_node(island, 1)?;
-        Ok(())
-    })
-    .await??;
-    // Repoint the config: the promoted node only.
-    let path = sb.config_path();
-    let text = std::fs::read_to_string(&path)?;
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.contains(&format!("port = {}", old.port)))
-        .collect();
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, kept.join("\n") + "\n")?;
-    std::fs::rename(&tmp, &path)?;
+    fail_over_and_repoint(sb.clone(), island, old.port).await?;
     let repointed = Instant::now();
     let new_addr = format!("{}:{}", new.host, new.port);
     loop {

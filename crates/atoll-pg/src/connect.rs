@@ -11,23 +11,37 @@ pub async fn connect(node: &NodeConfig) -> Result<Client, PgError> {
     connect_with_timeout(node, Duration::from_secs(2)).await
 }
 
+/// The driver configuration for `node`, built field by field (no DSN string). Shared by
+/// [`connect_with_timeout`] and connection pools so both connect the same way.
+pub fn pg_config(
+    node: &NodeConfig,
+    application_name: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Config, PgError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&node.host)
+        .port(node.port)
+        .user(&node.user)
+        .dbname(&node.database)
+        .application_name(application_name)
+        .connect_timeout(timeout);
+    if let Some(r) = &node.password {
+        let secret = r.resolve().map_err(|e| PgError::Connect {
+            node: node.to_string(),
+            msg: e.to_string(),
+        })?;
+        cfg.password(secret.expose());
+    }
+    Ok(cfg)
+}
+
 /// Connects and spawns the connection's driver task on the current runtime.
 pub async fn connect_with_timeout(node: &NodeConfig, timeout: Duration) -> Result<Client, PgError> {
     let err = |msg: String| PgError::Connect {
         node: node.to_string(),
         msg,
     };
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&node.host)
-        .port(node.port)
-        .user(&node.user)
-        .dbname(&node.database)
-        .application_name("atoll")
-        .connect_timeout(timeout);
-    if let Some(r) = &node.password {
-        let secret = r.resolve().map_err(|e| err(e.to_string()))?;
-        cfg.password(secret.expose());
-    }
+    let cfg = pg_config(node, "atoll", timeout)?;
     let connecting = cfg.connect(NoTls);
     let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(pair)) => pair,

@@ -19,7 +19,7 @@ mod error;
 mod master;
 pub mod shard_state;
 
-pub use connect::{connect, connect_with_timeout};
+pub use connect::{connect, connect_with_timeout, pg_config};
 pub use discovery::{Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;
