@@ -19,6 +19,8 @@ mod config_tests;
 mod ids;
 mod island;
 mod islands_env;
+pub mod move_plan;
+pub mod rebalance;
 mod secret;
 mod shard;
 mod snapshot;
