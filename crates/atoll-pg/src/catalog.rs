@@ -12,10 +12,11 @@ use tokio_postgres::Client;
 /// Catalog steps, applied in order, each once per island, tracked by name in
 /// `atoll.catalog_steps`. Tracking names (not one version number) lets subsystems add
 /// steps independently. The catalog version is the number of the last step applied.
-pub const STEPS: &[(u32, &str, &str)] = &[(
-    1,
-    "core",
-    r#"
+pub const STEPS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "core",
+        r#"
     create table atoll.meta (
         key text primary key,
         value text not null
@@ -29,7 +30,9 @@ pub const STEPS: &[(u32, &str, &str)] = &[(
         changed_at timestamptz not null default now()
     );
     "#,
-)];
+    ),
+    (3, "move", crate::move_catalog::SQL),
+];
 
 /// The catalog version this build installs.
 pub fn current_version() -> u32 {

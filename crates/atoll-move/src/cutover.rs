@@ -1,0 +1,311 @@
+//! The write-blocking window, activation and the removal of the replication objects.
+//!
+//! One source transaction T: `LOCK TABLE ... IN EXCLUSIVE MODE` on the shard's tables
+//! (readers go on, writers wait), a tick through the subscription and a poll of the
+//! destination every `poll` until it is applied (then everything committed before the lock
+//! is there), sequence positions copied, digests compared, then in T: the shard marked
+//! inactive, its schema renamed to the backup name and the move recorded as `switched`;
+//! T commits. Writers that were waiting on the lock then fail with "relation does not
+//! exist" (their statement re-resolves the renamed name), so none writes into the backup;
+//! clients retry and find the shard active on the destination, which commits right after.
+//!
+//! T commits before the destination's activation, so a crash in between leaves the shard
+//! inactive on both (resume activates it) rather than active on both.
+
+use crate::db::{ident, literal, Db};
+use crate::engine::{drop_slot, sub_oid, tick, wait_tick, Mover};
+use crate::error::MoveError;
+use crate::MoveEvent;
+use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep, TableDigest, VerifyMode};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+impl Mover<'_> {
+    pub(crate) async fn cutover(&mut self) -> Result<(), MoveError> {
+        let shard = self.shard();
+        let schema = shard.schema();
+        let ddl = self.ddl().await?.clone();
+        let tables: Vec<String> = ddl.tables.iter().map(|t| t.qualified(&schema)).collect();
+        let digest_sql = digest_sql(&schema, &ddl.tables, self.rec.verify);
+        let seq_sql = sequences_sql(&schema, &ddl.sequences);
+        // Everything the pause needs is connected and prepared before it starts.
+        let ticker = self.src.reconnect(self.config).await?;
+        let lock_sql = format!(
+            "set local lock_timeout = '{}ms'; lock table {} in exclusive mode",
+            self.opts.lock_timeout.as_millis(),
+            tables.join(", ")
+        );
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let backup = backup_schema(shard, secs);
+        let opts = self.opts;
+
+        let mut attempt = 0;
+        let pause_start = loop {
+            attempt += 1;
+            let started = Instant::now();
+            self.src.exec("begin").await?;
+            if tables.is_empty() {
+                break started;
+            }
+            match self.src.exec(&lock_sql).await {
+                Ok(()) => break started,
+                // A long transaction holds a conflicting lock: give the writers queued behind
+                // us their turn, then try again.
+                Err(e) if e.code() == Some("55P03") && attempt < opts.lock_attempts => {
+                    self.src.exec("rollback").await?;
+                    self.emit(MoveEvent::Note(format!(
+                        "lock attempt {attempt} timed out, retrying"
+                    )));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    let _ = self.src.exec("rollback").await;
+                    return Err(e);
+                }
+            }
+        };
+        let lock_ms = pause_start.elapsed();
+        let inside = self
+            .in_pause(
+                &ticker,
+                &digest_sql,
+                seq_sql.as_deref(),
+                &ddl.tables,
+                &backup,
+            )
+            .await;
+        let (applied, switched) = match inside {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing of T is kept: the source stays active and unchanged.
+                let _ = self.src.exec("rollback").await;
+                return Err(e);
+            }
+        };
+        self.rec.step = MoveStep::Switched;
+        self.rec.backup_schema = Some(backup);
+        self.emit(MoveEvent::Step(MoveStep::Switched));
+        self.hook(MoveStep::Switched)?;
+
+        self.activate().await?;
+        let pause = pause_start.elapsed();
+        self.report.pause_ms = ms(pause);
+        self.report.lock_ms = ms(lock_ms);
+        self.report.apply_wait_ms = ms(applied);
+        self.report.verify_and_switch_ms = ms(switched - applied);
+        self.reached(MoveStep::Activated).await
+    }
+
+    /// The work inside T, after the lock; commits T. Returns the elapsed times (since the
+    /// lock request) at which the destination had applied everything and T committed.
+    async fn in_pause(
+        &mut self,
+        ticker: &Db,
+        digest_sql: &str,
+        seq_sql: Option<&str>,
+        tables: &[crate::ddl::TableInfo],
+        backup: &str,
+    ) -> Result<(Duration, Duration), MoveError> {
+        let t0 = Instant::now();
+        let shard = self.shard();
+        let schema = shard.schema();
+        let id = self.rec.id;
+        let opts = self.opts;
+        // Paused: everything committed before the lock must reach the destination.
+        let k = tick(ticker, id).await?;
+        wait_tick(
+            &self.dst,
+            &self.rec,
+            k,
+            opts.poll,
+            Instant::now() + opts.pause_timeout,
+        )
+        .await?;
+        let applied = t0.elapsed();
+        self.emit(MoveEvent::Step(MoveStep::Paused));
+        self.hook(MoveStep::Paused)?;
+
+        // Synced: sequence positions.
+        if let Some(sql) = seq_sql {
+            let mut set = String::new();
+            for r in self.src.query(sql, &[]).await? {
+                let (name, value, called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                set.push_str(&format!(
+                    "select pg_catalog.setval({}, {value}, {called});",
+                    literal(&format!("{}.{}", ident(&schema), ident(&name)))
+                ));
+            }
+            self.dst.exec(&set).await?;
+        }
+        self.emit(MoveEvent::Step(MoveStep::Synced));
+        self.hook(MoveStep::Synced)?;
+
+        // Verified: both sides are frozen now (source locked, destination inactive).
+        let (src_row, dst_row) =
+            futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));
+        let src_d = digests(tables, &src_row?, self.rec.verify);
+        let dst_d = digests(tables, &dst_row?, self.rec.verify);
+        let mismatches = compare_digests(&src_d, &dst_d);
+        if !mismatches.is_empty() {
+            return Err(MoveError::VerifyFailed { shard, mismatches });
+        }
+        self.report.tables = src_d;
+        self.emit(MoveEvent::Step(MoveStep::Verified));
+        self.hook(MoveStep::Verified)?;
+
+        // Switched, committed on the source together with the step.
+        self.src
+            .exec(&format!(
+                "update atoll.shards set active = false, changed_at = now() where shard = {};
+                 alter schema {} rename to {};
+                 update atoll.moves set step = 'switched', backup_schema = {}, changed_at = now()
+                  where id = {id} and role = 'source';
+                 commit;",
+                shard.get(),
+                ident(&schema),
+                ident(backup),
+                literal(backup)
+            ))
+            .await?;
+        Ok((applied, t0.elapsed()))
+    }
+
+    /// Marks the shard active on the destination, recording it there in the same
+    /// transaction.
+    pub(crate) async fn activate(&mut self) -> Result<(), MoveError> {
+        let shard = self.shard().get() as i32;
+        let id = self.rec.id;
+        let (tx, ctx) = self.dst.tx().await?;
+        tx.execute(
+            "insert into atoll.shards (shard, active) values ($1, true)
+             on conflict (shard) do update set active = true, changed_at = now()",
+            &[&shard],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.execute(
+            "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
+            &[&id],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.commit().await.map_err(|e| ctx.err(e))
+    }
+
+    /// Drops the subscription, its slots and the publication; the tick rows go too.
+    pub(crate) async fn drop_replication(&mut self) -> Result<(), MoveError> {
+        drop_replication(&self.src, &self.dst, self.rec.id, &self.rec.names()).await
+    }
+}
+
+/// Disables the subscription and detaches it from its slot (so dropping it does not need
+/// the source), drops it, then drops the slots on the source (the move's own and any
+/// table-sync slots an interrupted copy left) and the publication. Idempotent.
+pub(crate) async fn drop_replication(
+    src: &Db,
+    dst: &Db,
+    id: i64,
+    names: &atoll_core::move_plan::MoveNames,
+) -> Result<(), MoveError> {
+    let sub = ident(&names.subscription);
+    let oid = sub_oid(dst, &names.subscription).await?;
+    if oid.is_some() {
+        dst.exec(&format!(
+            "alter subscription {sub} disable; alter subscription {sub} set (slot_name = none); drop subscription {sub};"
+        ))
+        .await?;
+    }
+    let mut slots = vec![names.slot.clone()];
+    if let Some(oid) = oid {
+        for r in src
+            .query(
+                "select slot_name::text from pg_replication_slots where slot_name like $1",
+                &[&format!("pg\\_{oid}\\_sync\\_%")],
+            )
+            .await?
+        {
+            slots.push(r.get(0));
+        }
+    }
+    for s in &slots {
+        drop_slot(src, s, Duration::from_secs(30)).await?;
+    }
+    src.exec(&format!(
+        "drop publication if exists {}",
+        ident(&names.publication)
+    ))
+    .await?;
+    src.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
+        .await?;
+    dst.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
+/// One row: per table its count (and with `Full` an md5 of its rows in key order).
+fn digest_sql(schema: &str, tables: &[crate::ddl::TableInfo], mode: VerifyMode) -> String {
+    let mut cols = Vec::new();
+    for t in tables {
+        let q = t.qualified(schema);
+        cols.push(format!("(select count(*) from {q})"));
+        if mode == VerifyMode::Full {
+            let order = if t.pk.is_empty() {
+                "x::text".to_string()
+            } else {
+                t.pk.iter()
+                    .map(|c| format!("x.{}", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            cols.push(format!(
+                "(select md5(coalesce(string_agg(x::text, E'\\n' order by {order}), '')) from {q} x)"
+            ));
+        }
+    }
+    if cols.is_empty() {
+        cols.push("0::int8".into());
+    }
+    format!("select {}", cols.join(", "))
+}
+
+fn digests(
+    tables: &[crate::ddl::TableInfo],
+    row: &tokio_postgres::Row,
+    mode: VerifyMode,
+) -> Vec<TableDigest> {
+    let per = if mode == VerifyMode::Full { 2 } else { 1 };
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TableDigest {
+            table: t.name.clone(),
+            rows: row.get(i * per),
+            checksum: (mode == VerifyMode::Full).then(|| row.get(i * per + 1)),
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn sequences_sql(schema: &str, seqs: &[String]) -> Option<String> {
+    if seqs.is_empty() {
+        return None;
+    }
+    Some(
+        seqs.iter()
+            .map(|s| {
+                format!(
+                    "select {}::text, last_value, is_called from {}.{}",
+                    literal(s),
+                    ident(schema),
+                    ident(s)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all "),
+    )
+}
