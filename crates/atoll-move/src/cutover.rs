@@ -38,6 +38,20 @@ impl Mover<'_> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        // Two moves of one shard within a second would collide on the name: take the next
+        // free second.
+        let mut secs = secs;
+        while self
+            .src
+            .one(
+                "select exists (select 1 from pg_namespace where nspname = $1)",
+                &[&backup_schema(shard, secs)],
+            )
+            .await?
+            .get::<_, bool>(0)
+        {
+            secs += 1;
+        }
         let backup = backup_schema(shard, secs);
         let opts = self.opts;
 

@@ -23,23 +23,34 @@ impl Db {
     ) -> Result<Db, MoveError> {
         let node = atoll_pg::master_node(config, snapshot, island)?;
         let client = atoll_pg::connect_with_timeout(&node, config.connect_timeout).await?;
-        Ok(Db {
+        let db = Db {
             island,
             node,
             client,
             mask: Vec::new(),
-        })
+        };
+        db.session().await?;
+        Ok(db)
     }
 
     /// Another connection to the same node.
     pub async fn reconnect(&self, config: &Config) -> Result<Db, MoveError> {
         let client = atoll_pg::connect_with_timeout(&self.node, config.connect_timeout).await?;
-        Ok(Db {
+        let db = Db {
             island: self.island,
             node: self.node.clone(),
             client,
             mask: self.mask.clone(),
-        })
+        };
+        db.session().await?;
+        Ok(db)
+    }
+
+    /// A move's commits are flushed at once even where `synchronous_commit` is off by
+    /// default: a WAL sender only sends flushed WAL, so an unflushed tick would wait for
+    /// the WAL writer (up to `wal_writer_delay`, 200 ms) and lengthen the pause.
+    async fn session(&self) -> Result<(), MoveError> {
+        self.exec("set synchronous_commit = on").await
     }
 
     pub fn add_mask(&mut self, secret: String) {
