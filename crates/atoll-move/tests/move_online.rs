@@ -44,7 +44,11 @@ async fn scenario() {
         let r = atoll_move::start_move(&config, &snap, moved, to, &opts, atoll_move::no_progress())
             .await
             .unwrap_or_else(|e| panic!("move {i} to island {to}: {e}"));
-        assert!(r.backup_schema.as_deref().unwrap().starts_with("sh0001_moved_"));
+        assert!(r
+            .backup_schema
+            .as_deref()
+            .unwrap()
+            .starts_with("sh0001_moved_"));
         assert_eq!(r.tables.len(), 2);
         reports.push(r);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -108,7 +112,11 @@ async fn scenario() {
     assert_eq!(loads.len(), 4);
     let plan = atoll_move::plan_rebalance(&snap, loads, &[], false).unwrap();
     assert!(!plan.moves.is_empty());
-    assert!(plan.moves.iter().all(|m| m.to == IslandId(new)), "{:?}", plan.moves);
+    assert!(
+        plan.moves.iter().all(|m| m.to == IslandId(new)),
+        "{:?}",
+        plan.moves
+    );
     let outcomes = atoll_move::run_moves(
         &config,
         &snap,
@@ -125,18 +133,26 @@ async fn scenario() {
     let on_new = snap.active_shards().filter(|(_, i)| i.0 == new).count();
     assert_eq!(on_new, 1, "4 shards over 3 islands: 2/1/1");
     for island in &snap.islands {
-        let n = snap.active_shards().filter(|(_, i)| *i == island.id).count();
+        let n = snap
+            .active_shards()
+            .filter(|(_, i)| *i == island.id)
+            .count();
         assert!((1..=2).contains(&n), "island {} has {n}", island.id);
     }
     assert!(common::replication_leftovers(&config).await.is_empty());
 
     // Backups: kept by a young-age cleanup, dropped by --older-than 0.
-    let kept = atoll_move::cleanup(&config, &snap, 3600, false).await.unwrap();
+    let kept = atoll_move::cleanup(&config, &snap, 3600, false)
+        .await
+        .unwrap();
     assert!(kept.is_empty());
     let dry = atoll_move::cleanup(&config, &snap, 0, true).await.unwrap();
     assert_eq!(dry.len(), 3 + outcomes.len());
     assert!(dry.iter().all(|d| !d.dropped));
     let dropped = atoll_move::cleanup(&config, &snap, 0, false).await.unwrap();
     assert_eq!(dropped.len(), dry.len());
-    assert!(atoll_move::cleanup(&config, &snap, 0, false).await.unwrap().is_empty());
+    assert!(atoll_move::cleanup(&config, &snap, 0, false)
+        .await
+        .unwrap()
+        .is_empty());
 }

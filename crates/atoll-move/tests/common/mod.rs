@@ -35,7 +35,9 @@ pub async fn setup(sb: &TestSandbox, shards: &[i64], rows: i64) -> Config {
     let snap = discover(&config).await;
     let list: Vec<ShardNo> = shards.iter().map(|n| shard(*n)).collect();
     let plan = atoll_core::allocation::plan(&snap, &list, None).unwrap();
-    atoll_pg::allocate::execute(&config, &snap, &plan, true).await.unwrap();
+    atoll_pg::allocate::execute(&config, &snap, &plan, true)
+        .await
+        .unwrap();
     let snap = discover(&config).await;
     for s in &list {
         let island = snap.active_island(*s).unwrap();
