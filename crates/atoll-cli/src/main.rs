@@ -6,9 +6,12 @@
 //! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
 
 mod allocate;
+mod cleanup;
 mod exit;
 mod init;
+mod move_cmd;
 mod output;
+mod rebalance;
 mod sandbox;
 mod shard;
 mod status;
@@ -55,6 +58,12 @@ enum Command {
     Shard(shard::ShardCommand),
     /// Start a sandbox, initialise it, allocate shards and print the status
     Demo(sandbox::DemoArgs),
+    /// Move a microshard to another island online; resume or abort an interrupted move
+    Move(move_cmd::MoveArgs),
+    /// Move shards so islands carry equal weight, or to empty islands being decommissioned
+    Rebalance(rebalance::RebalanceArgs),
+    /// Drop the backup schemas moves leave on their source islands
+    Cleanup(cleanup::CleanupArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,9 @@ fn main() -> ExitCode {
         Command::Allocate(args) => with_runtime(allocate::run(&ctx, args)),
         Command::Status(args) => with_runtime(status::run(&ctx, args)),
         Command::Shard(cmd) => with_runtime(shard::run(&ctx, cmd)),
+        Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
+        Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
+        Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
     };
     match result {
         Ok(code) => code,
