@@ -36,6 +36,10 @@ pub struct MoveArgs {
     /// Compare row counts (counts) or also per-table checksums (full) before switching
     #[arg(long, value_name = "MODE", default_value = "counts")]
     pub verify: VerifyMode,
+    /// Compare inside the final write pause (exact at the switch, but the pause grows
+    /// with the shard) instead of at a frozen point just before it
+    #[arg(long)]
+    pub verify_in_pause: bool,
     /// Abort unfinished moves of this shard and drop stray replication objects first
     #[arg(long)]
     pub clean_leftovers: bool,
@@ -48,6 +52,7 @@ impl MoveArgs {
     pub fn options(&self) -> Result<MoveOptions, Failure> {
         Ok(MoveOptions {
             verify: self.verify,
+            verify_in_pause: self.verify_in_pause,
             clean_leftovers: self.clean_leftovers,
             max_replica_lag_bytes: self.max_replica_lag,
             stop_after: stop_after()?,

@@ -15,8 +15,9 @@
 use crate::db::{ident, literal, Db};
 use crate::engine::{drop_slot, sub_oid, tick, wait_tick, Mover};
 use crate::error::MoveError;
+use crate::verify::{digest_sql, digests};
 use crate::MoveEvent;
-use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep, TableDigest, VerifyMode};
+use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 impl Mover<'_> {
@@ -55,31 +56,11 @@ impl Mover<'_> {
         let backup = backup_schema(shard, secs);
         let opts = self.opts;
 
-        let mut attempt = 0;
-        let pause_start = loop {
-            attempt += 1;
-            let started = Instant::now();
-            self.src.exec("begin").await?;
-            if tables.is_empty() {
-                break started;
-            }
-            match self.src.exec(&lock_sql).await {
-                Ok(()) => break started,
-                // A long transaction holds a conflicting lock: give the writers queued behind
-                // us their turn, then try again.
-                Err(e) if e.code() == Some("55P03") && attempt < opts.lock_attempts => {
-                    self.src.exec("rollback").await?;
-                    self.emit(MoveEvent::Note(format!(
-                        "lock attempt {attempt} timed out, retrying"
-                    )));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    let _ = self.src.exec("rollback").await;
-                    return Err(e);
-                }
-            }
-        };
+        if !opts.verify_in_pause {
+            self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
+                .await?;
+        }
+        let pause_start = self.lock_source(&lock_sql, tables.is_empty()).await?;
         let lock_ms = pause_start.elapsed();
         let inside = self
             .in_pause(
@@ -110,6 +91,41 @@ impl Mover<'_> {
         self.report.apply_wait_ms = ms(applied);
         self.report.verify_and_switch_ms = ms(switched - applied);
         self.reached(MoveStep::Activated).await
+    }
+
+    /// Opens T on the source and locks the shard's tables against writes, retrying
+    /// when a long transaction makes the lock wait too long. Returns when the lock was
+    /// first requested.
+    pub(crate) async fn lock_source(
+        &mut self,
+        lock_sql: &str,
+        no_tables: bool,
+    ) -> Result<Instant, MoveError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            self.src.exec("begin").await?;
+            if no_tables {
+                return Ok(started);
+            }
+            match self.src.exec(lock_sql).await {
+                Ok(()) => return Ok(started),
+                // A long transaction holds a conflicting lock: give the writers queued behind
+                // us their turn, then try again.
+                Err(e) if e.code() == Some("55P03") && attempt < self.opts.lock_attempts => {
+                    self.src.exec("rollback").await?;
+                    self.emit(MoveEvent::Note(format!(
+                        "lock attempt {attempt} timed out, retrying"
+                    )));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    let _ = self.src.exec("rollback").await;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// The work inside T, after the lock; commits T. Returns the elapsed times (since the
@@ -157,15 +173,22 @@ impl Mover<'_> {
         self.hook(MoveStep::Synced)?;
 
         // Verified: both sides are frozen now (source locked, destination inactive).
-        let (src_row, dst_row) =
-            futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));
-        let src_d = digests(tables, &src_row?, self.rec.verify);
-        let dst_d = digests(tables, &dst_row?, self.rec.verify);
-        let mismatches = compare_digests(&src_d, &dst_d);
-        if !mismatches.is_empty() {
-            return Err(MoveError::VerifyFailed { shard, mismatches });
+        if opts.verify_in_pause {
+            let (src_row, dst_row) =
+                futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));
+            let src_d = digests(tables, &src_row?, self.rec.verify);
+            let dst_d = digests(tables, &dst_row?, self.rec.verify);
+            let mismatches = compare_digests(&src_d, &dst_d);
+            if !mismatches.is_empty() {
+                return Err(MoveError::VerifyFailed { shard, mismatches });
+            }
+            self.report.tables = src_d;
+        } else {
+            // The copies were compared at a frozen point before; since then only
+            // replicated transactions changed the destination, each applied whole or the
+            // tick above would not have arrived. Applying must not have failed meanwhile.
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec).await?;
         }
-        self.report.tables = src_d;
         self.emit(MoveEvent::Step(MoveStep::Verified));
         self.hook(MoveStep::Verified)?;
 
@@ -191,11 +214,20 @@ impl Mover<'_> {
     pub(crate) async fn activate(&mut self) -> Result<(), MoveError> {
         let shard = self.shard().get() as i32;
         let id = self.rec.id;
+        // The shard's rebalancing weight travels with it.
+        let weight: Option<f64> = self
+            .src
+            .opt(
+                "select weight from atoll.shards where shard = $1",
+                &[&shard],
+            )
+            .await?
+            .and_then(|r| r.get(0));
         let (tx, ctx) = self.dst.tx().await?;
         tx.execute(
-            "insert into atoll.shards (shard, active) values ($1, true)
-             on conflict (shard) do update set active = true, changed_at = now()",
-            &[&shard],
+            "insert into atoll.shards (shard, active, weight) values ($1, true, $2)
+             on conflict (shard) do update set active = true, weight = excluded.weight, changed_at = now()",
+            &[&shard, &weight],
         )
         .await
         .map_err(|e| ctx.err(e))?;
@@ -256,49 +288,6 @@ pub(crate) async fn drop_replication(
     dst.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
         .await?;
     Ok(())
-}
-
-/// One row: per table its count (and with `Full` an md5 of its rows in key order).
-fn digest_sql(schema: &str, tables: &[crate::ddl::TableInfo], mode: VerifyMode) -> String {
-    let mut cols = Vec::new();
-    for t in tables {
-        let q = t.qualified(schema);
-        cols.push(format!("(select count(*) from {q})"));
-        if mode == VerifyMode::Full {
-            let order = if t.pk.is_empty() {
-                "x::text".to_string()
-            } else {
-                t.pk.iter()
-                    .map(|c| format!("x.{}", ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            cols.push(format!(
-                "(select md5(coalesce(string_agg(x::text, E'\\n' order by {order}), '')) from {q} x)"
-            ));
-        }
-    }
-    if cols.is_empty() {
-        cols.push("0::int8".into());
-    }
-    format!("select {}", cols.join(", "))
-}
-
-fn digests(
-    tables: &[crate::ddl::TableInfo],
-    row: &tokio_postgres::Row,
-    mode: VerifyMode,
-) -> Vec<TableDigest> {
-    let per = if mode == VerifyMode::Full { 2 } else { 1 };
-    tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| TableDigest {
-            table: t.name.clone(),
-            rows: row.get(i * per),
-            checksum: (mode == VerifyMode::Full).then(|| row.get(i * per + 1)),
-        })
-        .collect()
 }
 
 fn ms(d: Duration) -> f64 {

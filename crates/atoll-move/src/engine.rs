@@ -259,7 +259,7 @@ impl Mover<'_> {
                     secs: self.opts.copy_timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
