@@ -6,7 +6,7 @@
 //! the same run, the write pause, the longest gap between two acknowledged writes, and the
 //! errors that reached the writer.
 //!
-//! cargo run --release -p atoll-move --example bench_move -- --mb 500 --rate 1650
+//! cargo run --release -p atoll-move --example bench_move -- --mb 500 --rate 1650 --rounds 3
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -33,6 +33,7 @@ fn arg(name: &str, default: u64) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let mb = arg("--mb", 500);
     let rate = arg("--rate", 1650);
+    let rounds = arg("--rounds", 3).max(1);
     let sb = TestSandbox::new(2, 0)?;
     let config = atoll_core::Config::from_file(&sb.config_path())?;
     let snap = discover(&config).await;
@@ -43,7 +44,6 @@ async fn main() -> anyhow::Result<()> {
     atoll_pg::allocate::execute(&config, &snap, &plan, true).await?;
     let snap = discover(&config).await;
     let src = master(&config, &snap, IslandId(0)).await;
-    let dst = master(&config, &snap, IslandId(1)).await;
 
     // ~182 bytes per row in the heap (measured).
     let rows = mb * 1024 * 1024 / 182;
@@ -72,76 +72,71 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    // Baseline: plain COPY out of the source and into the destination, same table shape
-    // (primary key only, like the move's initial copy); once quiet, once under the writer.
-    let quiet = plain_copy(&src, &dst).await?;
-    eprintln!("plain COPY, no writer: {quiet:.1} s");
+    // Rounds on a shared machine: each round a plain COPY (out of the island holding the
+    // shard, into the other, same table shape: primary key only, like the move's initial
+    // copy) and then the move itself, both under the same writer, so neighbours' load
+    // hits both alike. The shard goes back and forth.
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(paced_writer(config.clone(), stop.clone(), rate));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let copy_secs = plain_copy(&src, &dst).await?;
-    let plain = size_mb / copy_secs;
-    eprintln!("plain COPY under the writer: {copy_secs:.1} s, {plain:.1} MiB/s");
-
-    // The move, under the same writer.
-    let snap = discover(&config).await;
-    let t = Instant::now();
-    let report = atoll_move::start_move(
-        &config,
-        &snap,
-        s,
-        IslandId(1),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await?;
-    let total = t.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut rounds_out = Vec::new();
+    for round in 0..rounds {
+        let snap = discover(&config).await;
+        let from = snap.active_island(s)?;
+        let to = IslandId(1 - from.0);
+        let a = master(&config, &snap, from).await;
+        let b = master(&config, &snap, to).await;
+        let copy_secs = plain_copy(&a, &b, &s.schema()).await?;
+        eprintln!("round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s", size_mb / copy_secs);
+        let t = Instant::now();
+        let report = atoll_move::start_move(&config, &snap, s, to, &MoveOptions::default(), timeline(t))
+            .await?;
+        let total = t.elapsed().as_secs_f64();
+        // The backup is not needed here; dropping it keeps the disk small.
+        atoll_move::cleanup(&config, &discover(&config).await, 0, false).await?;
+        rounds_out.push((copy_secs, total, report));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let (stats, secs) = w.await?;
     writer::check_acked(&config, s, &stats.acked).await;
-    let move_rate = size_mb / (report.copy_ms as f64 / 1e3);
-    println!("| metric | value |");
-    println!("|---|---|");
+
     println!(
-        "| shard size | table {size_mb:.0} MiB, {:.0} MiB with its PK and one secondary index ({rows} rows) |",
-        total_size as f64 / 1048576.0
-    );
-    println!(
-        "| writer | {:.0} inserts/s achieved (target {rate}) |",
+        "shard: table {size_mb:.0} MiB, {:.0} MiB with its PK and one secondary index ({rows} rows); writer {:.0} inserts/s (target {rate}) for {secs:.0} s",
+        total_size as f64 / 1048576.0,
         stats.acked.len() as f64 / secs
     );
-    println!("| move total (start_move call) | {total:.1} s |");
+    println!();
+    println!("| round | move total | initial copy | plain COPY out+in | ratio | write pause (cutover) | verification block |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for (i, (copy_secs, total, r)) in rounds_out.iter().enumerate() {
+        let move_rate = size_mb / (r.copy_ms as f64 / 1e3);
+        let plain = size_mb / copy_secs;
+        ratios.push(move_rate / plain);
+        println!(
+            "| {i} ({}->{}) | {total:.1} s | {:.1} s = {move_rate:.1} MiB/s | {copy_secs:.1} s = {plain:.1} MiB/s | {:.0}% | {:.1} ms (lock {:.1}, apply wait {:.1}, seq+checks+switch {:.1}) | {:.1} ms |",
+            r.from.map(|x| x.0).unwrap_or(0),
+            r.to.map(|x| x.0).unwrap_or(0),
+            r.copy_ms as f64 / 1e3,
+            move_rate / plain * 100.0,
+            r.pause_ms,
+            r.lock_ms,
+            r.apply_wait_ms,
+            r.verify_and_switch_ms,
+            r.verify_block_ms
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!();
+    println!("median copy ratio (move / plain COPY): {:.0}%", ratios[ratios.len() / 2] * 100.0);
     println!(
-        "| initial copy (subscription, until all tables ready) | {:.1} s = {move_rate:.1} MiB/s |",
-        report.copy_ms as f64 / 1e3
-    );
-    println!(
-        "| plain COPY out+in, same run, under the writer | {copy_secs:.1} s = {plain:.1} MiB/s |"
-    );
-    println!(
-        "| plain COPY out+in, same run, no writer | {quiet:.1} s = {:.1} MiB/s |",
-        size_mb / quiet
-    );
-    println!(
-        "| copy throughput ratio | {:.0}% |",
-        move_rate / plain * 100.0
-    );
-    println!(
-        "| write-blocking window (cutover) | {:.1} ms (lock {:.1}, wait for apply {:.1}, sequences+checks+switch {:.1}, then activation) |",
-        report.pause_ms, report.lock_ms, report.apply_wait_ms, report.verify_and_switch_ms
-    );
-    println!(
-        "| brief write block freezing both copies for verification | {:.1} ms (counts compared on the snapshots afterwards) |",
-        report.verify_block_ms
-    );
-    println!(
-        "| longest gap between acknowledged writes | {:.1} ms |",
+        "longest gap between two acknowledged writes over all rounds: {:.1} ms",
         stats.max_gap.as_secs_f64() * 1e3
     );
-    println!("| errors reaching the writer | {} |", stats.errors.len());
+    println!("errors reaching the writer: {}", stats.errors.len());
     println!(
-        "| acknowledged rows present exactly once | {} of {} |",
+        "acknowledged rows present exactly once on the active copy: {} of {}",
         stats.acked.len(),
         stats.acked.len()
     );
@@ -151,11 +146,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints steps and notes with their time since `t0` to stderr.
+fn timeline(t0: Instant) -> atoll_move::Progress {
+    Arc::new(move |shard, e| match e {
+        atoll_move::MoveEvent::Copy { .. } => {}
+        other => eprintln!("{:>8.3} s {shard}: {other:?}", t0.elapsed().as_secs_f64()),
+    })
+}
+
 /// Pipes `COPY ... TO STDOUT` from the source into `COPY ... FROM STDIN` on the
 /// destination (a new table with the same columns and primary key); returns seconds.
 async fn plain_copy(
     src: &tokio_postgres::Client,
     dst: &tokio_postgres::Client,
+    schema: &str,
 ) -> anyhow::Result<f64> {
     dst.batch_execute(
         "create table public.baseline (id bigint primary key, payload bigint not null, note text)",
@@ -164,7 +168,7 @@ async fn plain_copy(
     let t = Instant::now();
     {
         let out = src
-            .copy_out("copy sh0001.items (id, payload, note) to stdout")
+            .copy_out(&format!("copy {schema}.items (id, payload, note) to stdout"))
             .await?;
         let sink = dst
             .copy_in::<_, std::io::Cursor<Vec<u8>>>(

@@ -219,11 +219,13 @@ impl Mover<'_> {
             .get(0);
         self.report.copy_bytes = total as u64;
         let deadline = Instant::now() + self.opts.copy_timeout;
+        let mut last_states = None;
         loop {
             let r = self
                 .dst
                 .one(
                     "select count(*), count(*) filter (where r.srsubstate = 'r'),
+                        string_agg(r.srsubstate::text, '' order by r.srrelid),
                         (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
                          join pg_namespace n on n.oid = c.relnamespace
                          where n.nspname = $2 and c.relkind = 'r'),
@@ -234,8 +236,16 @@ impl Mover<'_> {
                     &[&names.subscription, &schema],
                 )
                 .await?;
-            let (n, ready, copied, errors): (i64, i64, i64, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (n, ready, states, copied, errors): (i64, i64, Option<String>, i64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            // Table states (i init, d copying, f copied, s synced, r ready), as they change.
+            if states != last_states {
+                self.emit(MoveEvent::Note(format!(
+                    "table states {}",
+                    states.as_deref().unwrap_or("-")
+                )));
+                last_states = states;
+            }
             self.emit(MoveEvent::Copy {
                 done: copied.max(0) as u64,
                 total: total as u64,

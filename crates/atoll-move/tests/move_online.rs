@@ -34,6 +34,9 @@ async fn scenario() {
     for (i, to) in [other, start, other].into_iter().enumerate() {
         let snap = discover(&config).await;
         let opts = MoveOptions {
+            // The second move checksums inside the pause; the others compare counts at a
+            // frozen point before it.
+            verify_in_pause: i == 1,
             verify: if i == 1 {
                 atoll_core::move_plan::VerifyMode::Full
             } else {
