@@ -87,10 +87,14 @@ async fn main() -> anyhow::Result<()> {
         let a = master(&config, &snap, from).await;
         let b = master(&config, &snap, to).await;
         let copy_secs = plain_copy(&a, &b, &s.schema()).await?;
-        eprintln!("round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s", size_mb / copy_secs);
+        eprintln!(
+            "round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s",
+            size_mb / copy_secs
+        );
         let t = Instant::now();
-        let report = atoll_move::start_move(&config, &snap, s, to, &MoveOptions::default(), timeline(t))
-            .await?;
+        let report =
+            atoll_move::start_move(&config, &snap, s, to, &MoveOptions::default(), timeline(t))
+                .await?;
         let total = t.elapsed().as_secs_f64();
         // The backup is not needed here; dropping it keeps the disk small.
         atoll_move::cleanup(&config, &discover(&config).await, 0, false).await?;
@@ -129,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     }
     ratios.sort_by(f64::total_cmp);
     println!();
-    println!("median copy ratio (move / plain COPY): {:.0}%", ratios[ratios.len() / 2] * 100.0);
+    println!(
+        "median copy ratio (move / plain COPY): {:.0}%",
+        ratios[ratios.len() / 2] * 100.0
+    );
     println!(
         "longest gap between two acknowledged writes over all rounds: {:.1} ms",
         stats.max_gap.as_secs_f64() * 1e3
@@ -168,7 +175,9 @@ async fn plain_copy(
     let t = Instant::now();
     {
         let out = src
-            .copy_out(&format!("copy {schema}.items (id, payload, note) to stdout"))
+            .copy_out(&format!(
+                "copy {schema}.items (id, payload, note) to stdout"
+            ))
             .await?;
         let sink = dst
             .copy_in::<_, std::io::Cursor<Vec<u8>>>(

@@ -145,14 +145,7 @@ impl Mover<'_> {
         let opts = self.opts;
         // Paused: everything committed before the lock must reach the destination.
         let k = tick(ticker, id).await?;
-        wait_tick(
-            &self.dst,
-            &self.rec,
-            k,
-            opts.poll,
-            Instant::now() + opts.pause_timeout,
-        )
-        .await?;
+        wait_tick(&self.dst, &self.rec, k, opts.poll, opts.pause_timeout).await?;
         let applied = t0.elapsed();
         self.emit(MoveEvent::Step(MoveStep::Paused));
         self.hook(MoveStep::Paused)?;

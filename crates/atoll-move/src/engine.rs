@@ -47,6 +47,7 @@ impl Mover<'_> {
     /// Records `step` on the source and announces it.
     pub async fn reached(&mut self, step: MoveStep) -> Result<(), MoveError> {
         store::set_step(&self.src, self.rec.id, SOURCE, step).await?;
+        tracing::info!(shard = %self.rec.shard, move_id = self.rec.id, %step, "move step reached");
         self.rec.step = step;
         self.emit(MoveEvent::Step(step));
         self.hook(step)
@@ -295,13 +296,13 @@ impl Mover<'_> {
     /// Ticks until one round trip (source commit -> applied on the destination) is short,
     /// so the pause only has to wait for the last few milliseconds of changes.
     async fn catch_up(&mut self) -> Result<(), MoveError> {
-        let deadline = Instant::now() + self.opts.copy_timeout;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let t = Instant::now();
             let k = tick(&self.src, self.rec.id).await?;
-            wait_tick(&self.dst, &self.rec, k, self.opts.poll, deadline).await?;
+            let limit = self.opts.copy_timeout;
+            wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await?;
             let rtt = t.elapsed();
             self.emit(MoveEvent::Note(format!(
                 "replication round trip {} ms",
@@ -338,8 +339,9 @@ pub(crate) async fn wait_tick(
     rec: &MoveRecord,
     k: i64,
     poll: Duration,
-    deadline: Instant,
+    limit: Duration,
 ) -> Result<(), MoveError> {
+    let deadline = Instant::now() + limit;
     loop {
         let seen: Option<i64> = dst
             .opt(
@@ -358,7 +360,7 @@ pub(crate) async fn wait_tick(
                     "waiting for island {} to apply the source's changes",
                     dst.island
                 ),
-                secs: 0,
+                secs: limit.as_secs(),
             });
         }
         tokio::time::sleep(poll).await;

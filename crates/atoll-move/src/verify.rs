@@ -15,7 +15,6 @@ use crate::engine::{tick, wait_tick, Mover};
 use crate::error::MoveError;
 use crate::MoveEvent;
 use atoll_core::move_plan::{compare_digests, MoveRecord, TableDigest, VerifyMode};
-use std::time::Instant;
 
 impl Mover<'_> {
     pub(crate) async fn pre_verify(
@@ -32,8 +31,14 @@ impl Mover<'_> {
         let started = self.lock_source(lock_sql, tables.is_empty()).await?;
         let frozen = async {
             let k = tick(ticker, self.rec.id).await?;
-            let deadline = Instant::now() + self.opts.pause_timeout;
-            wait_tick(&self.dst, &self.rec, k, self.opts.poll, deadline).await?;
+            wait_tick(
+                &self.dst,
+                &self.rec,
+                k,
+                self.opts.poll,
+                self.opts.pause_timeout,
+            )
+            .await?;
             let begin = "begin isolation level repeatable read read only; select 1";
             let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
             a.and(b)

@@ -71,6 +71,13 @@ async fn scenario() {
         stats.max_gap
     );
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    // The release benchmark measures the gap against the 250 ms target; a debug build on a
+    // shared machine gets a loose bound that still catches a pause of seconds.
+    assert!(
+        stats.max_gap < Duration::from_secs(2),
+        "{:?}",
+        stats.max_gap
+    );
     assert!(stats.acked.len() > 50, "the writer kept writing");
     writer::check_acked(&config, moved, &stats.acked).await;
     assert_settled(&config, moved, other, Some(500 + stats.acked.len() as i64)).await;
