@@ -125,4 +125,48 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
     assert_eq!(dropped.as_array().unwrap().len(), 2);
     let out = atoll(&sb, &["cleanup", "--older-than", "soon"], &[]);
     assert_eq!(out.status.code(), Some(2));
+
+    // Decommissioning an island, killed mid-way (every move stops after caught_up), is
+    // refused until resumed, then finishes: the island ends empty.
+    let home = home.to_string();
+    let args = [
+        "rebalance",
+        "--yes",
+        "--decommission",
+        home.as_str(),
+        "--parallelism",
+        "2",
+    ];
+    let out = atoll(&sb, &args, &[("ATOLL_MOVE_STOP_AFTER", "caught_up")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("moves failed"), "{}", stderr(&out));
+    let out = atoll(&sb, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unfinished moves"),
+        "{}",
+        stderr(&out)
+    );
+    let mut resume = vec!["--json"];
+    resume.extend_from_slice(&args);
+    resume.push("--resume");
+    let done = json(&atoll(&sb, &resume, &[]));
+    assert_eq!(done["resumed"].as_array().unwrap().len(), 2, "{done}");
+    assert!(
+        done["plan"]["moves"].as_array().unwrap().is_empty(),
+        "{done}"
+    );
+    let status = json(&atoll(&sb, &["--json", "status"], &[]));
+    let on_home = status["shards"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|copies| copies.as_array().unwrap().iter())
+        .filter(|c| c["island"].to_string() == home)
+        .count();
+    assert_eq!(on_home, 0, "{status}");
+    assert!(json(&atoll(&sb, &["--json", "move", "--list"], &[]))
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
