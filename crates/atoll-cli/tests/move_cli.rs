@@ -162,7 +162,7 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
         .unwrap()
         .values()
         .flat_map(|copies| copies.as_array().unwrap().iter())
-        .filter(|c| c["island"].to_string() == home)
+        .filter(|c| c["island"].as_u64().map(|i| i.to_string()).as_deref() == Some(home.as_str()))
         .count();
     assert_eq!(on_home, 0, "{status}");
     assert!(json(&atoll(&sb, &["--json", "move", "--list"], &[]))
