@@ -52,7 +52,7 @@ async fn scenario() {
             .as_deref()
             .unwrap()
             .starts_with("sh0001_moved_"));
-        assert_eq!(r.tables.len(), 2);
+        assert_eq!(r.tables.len(), 3);
         reports.push(r);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -104,7 +104,49 @@ async fn scenario() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 4, "2 primary keys + 1 index + 1 foreign key");
+    assert_eq!(n, 6, "3 primary keys + 1 unique + 1 index + 1 foreign key");
+    // Enum, identity (its sequence moved too), generated column, view and trigger arrived.
+    let r = c
+        .query_one(
+            "insert into sh0001.tagged (mood) values ('meh') returning id, doubled,
+                    (select count(*) from sh0001.meh),
+                    (select note from sh0001.items where payload = 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, doubled, meh, note): (i64, i64, i64, Option<String>) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(
+        (id, doubled),
+        (3, 6),
+        "identity continues after the source's rows"
+    );
+    assert_eq!(
+        meh, 1,
+        "the view sees the copied row (the new one is not yet visible)"
+    );
+    assert_eq!(
+        note.as_deref(),
+        Some("touched"),
+        "the trigger fired on the source"
+    );
+    c.batch_execute("insert into sh0001.items (payload) values (-1000000)")
+        .await
+        .unwrap();
+    let note: Option<String> = c
+        .query_one(
+            "select note from sh0001.items where payload = -1000000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        note.as_deref(),
+        Some("touched"),
+        "the trigger exists on the destination"
+    );
 
     // Add an island and rebalance onto it (weights: custom SQL giving every shard 1).
     let new = sb.add_island(0).unwrap();

@@ -51,7 +51,18 @@ pub async fn setup(sb: &TestSandbox, shards: &[i64], rows: i64) -> Config {
                                          item_id bigint not null references {sc}.items (id));
              insert into {sc}.items (payload, note)
                select -g, repeat('x', 100) from generate_series(1, {rows}) g;
-             insert into {sc}.children (item_id) select id from {sc}.items limit 10;"
+             insert into {sc}.children (item_id) select id from {sc}.items limit 10;
+             create type {sc}.mood as enum ('ok', 'meh');
+             create table {sc}.tagged (id bigint generated always as identity primary key,
+                                       mood {sc}.mood not null default 'ok',
+                                       doubled bigint generated always as (id * 2) stored,
+                                       unique (mood, id), check (id > 0));
+             insert into {sc}.tagged (mood) values ('ok'), ('meh');
+             create view {sc}.meh as select id from {sc}.tagged where mood = 'meh';
+             create function {sc}.touch() returns trigger language plpgsql
+               as $$ begin new.note := coalesce(new.note, 'touched'); return new; end $$;
+             create trigger touch before insert on {sc}.items
+               for each row execute function {sc}.touch();"
         ))
         .await
         .unwrap();
