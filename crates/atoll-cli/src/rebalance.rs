@@ -167,7 +167,8 @@ fn print_plan(plan: &RebalancePlan, sizes: bool) {
         } else {
             ""
         };
-        println!("{:<7} {before:<21} {after}{note}", b.island);
+        let island = b.island.to_string();
+        println!("{island:<7} {before:<21} {after}{note}");
     }
     if plan.moves.is_empty() {
         println!("balanced: nothing to move");
