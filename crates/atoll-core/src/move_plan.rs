@@ -126,7 +126,13 @@ impl MoveStep {
                 // reference row says whether it is ours.
                 out.push(DropDestinationSchema);
             }
-            MoveStep::SchemaCopied | MoveStep::Subscribed | MoveStep::CaughtUp => {
+            // In-pause steps: a crash rolled their transaction back (persisted_after_crash).
+            MoveStep::SchemaCopied
+            | MoveStep::Subscribed
+            | MoveStep::CaughtUp
+            | MoveStep::Paused
+            | MoveStep::Synced
+            | MoveStep::Verified => {
                 out.extend(replication);
                 out.push(DropDestinationSchema);
             }
@@ -138,9 +144,6 @@ impl MoveStep {
                 out.push(DropDestinationSchema);
             }
             s @ (MoveStep::Activated | MoveStep::CleanedUp) => return Err(AbortRefused(s)),
-            MoveStep::Paused | MoveStep::Synced | MoveStep::Verified => {
-                unreachable!("persisted_after_crash maps in-pause steps to CaughtUp")
-            }
         }
         out.push(ForgetMove);
         Ok(out)

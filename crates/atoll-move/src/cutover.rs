@@ -60,18 +60,17 @@ impl Mover<'_> {
             self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
                 .await?;
         }
-        let pause_start = self.lock_source(&lock_sql, tables.is_empty()).await?;
-        let lock_ms = pause_start.elapsed();
+        let (pause_start, lock_ms, applied) = self.freeze(&lock_sql, &tables, &ticker).await?;
         let inside = self
             .in_pause(
-                &ticker,
+                pause_start,
                 &digest_sql,
                 seq_sql.as_deref(),
                 &ddl.tables,
                 &backup,
             )
             .await;
-        let (applied, switched) = match inside {
+        let switched = match inside {
             Ok(t) => t,
             Err(e) => {
                 // Nothing of T is kept: the source stays active and unchanged.
@@ -88,37 +87,49 @@ impl Mover<'_> {
         let pause = pause_start.elapsed();
         self.report.pause_ms = ms(pause);
         self.report.lock_ms = ms(lock_ms);
-        self.report.apply_wait_ms = ms(applied);
+        self.report.apply_wait_ms = ms(applied - lock_ms);
         self.report.verify_and_switch_ms = ms(switched - applied);
         self.reached(MoveStep::Activated).await
     }
 
-    /// Opens T on the source and locks the shard's tables against writes, retrying
-    /// when a long transaction makes the lock wait too long. Returns when the lock was
-    /// first requested.
-    pub(crate) async fn lock_source(
+    /// Locks the source tables and waits until the destination has applied everything
+    /// committed before. An attempt whose wait exceeds `pause_budget` is given up (writes
+    /// resume), replication catches up again and the lock is retried; the last attempt
+    /// waits up to `pause_timeout`. Returns the lock request time, how long locking took,
+    /// and when (since the request) the destination had applied everything.
+    pub(crate) async fn freeze(
         &mut self,
         lock_sql: &str,
-        no_tables: bool,
-    ) -> Result<Instant, MoveError> {
+        tables: &[String],
+        ticker: &Db,
+    ) -> Result<(Instant, Duration, Duration), MoveError> {
+        const ATTEMPTS: u32 = 10;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let started = Instant::now();
-            self.src.exec("begin").await?;
-            if no_tables {
-                return Ok(started);
-            }
-            match self.src.exec(lock_sql).await {
-                Ok(()) => return Ok(started),
-                // A long transaction holds a conflicting lock: give the writers queued behind
-                // us their turn, then try again.
-                Err(e) if e.code() == Some("55P03") && attempt < self.opts.lock_attempts => {
+            let started = self.lock_source(lock_sql, tables).await?;
+            let lock_ms = started.elapsed();
+            let limit = if attempt < ATTEMPTS {
+                self.opts.pause_budget
+            } else {
+                self.opts.pause_timeout
+            };
+            let k = match tick(ticker, self.rec.id).await {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = self.src.exec("rollback").await;
+                    return Err(e);
+                }
+            };
+            match wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await {
+                Ok(()) => return Ok((started, lock_ms, started.elapsed())),
+                Err(MoveError::Timeout { .. }) if attempt < ATTEMPTS => {
                     self.src.exec("rollback").await?;
                     self.emit(MoveEvent::Note(format!(
-                        "lock attempt {attempt} timed out, retrying"
+                        "the destination needed more than {:?} to apply; unlocked, catching up",
+                        limit
                     )));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.catch_up().await?;
                 }
                 Err(e) => {
                     let _ = self.src.exec("rollback").await;
@@ -128,25 +139,20 @@ impl Mover<'_> {
         }
     }
 
-    /// The work inside T, after the lock; commits T. Returns the elapsed times (since the
-    /// lock request) at which the destination had applied everything and T committed.
+    /// The work inside T, after [`Self::freeze`]; commits T. Returns when (since the lock
+    /// request) T committed.
     async fn in_pause(
         &mut self,
-        ticker: &Db,
+        pause_start: Instant,
         digest_sql: &str,
         seq_sql: Option<&str>,
         tables: &[crate::ddl::TableInfo],
         backup: &str,
-    ) -> Result<(Duration, Duration), MoveError> {
-        let t0 = Instant::now();
+    ) -> Result<Duration, MoveError> {
         let shard = self.shard();
         let schema = shard.schema();
         let id = self.rec.id;
         let opts = self.opts;
-        // Paused: everything committed before the lock must reach the destination.
-        let k = tick(ticker, id).await?;
-        wait_tick(&self.dst, &self.rec, k, opts.poll, opts.pause_timeout).await?;
-        let applied = t0.elapsed();
         self.emit(MoveEvent::Step(MoveStep::Paused));
         self.hook(MoveStep::Paused)?;
 
@@ -199,7 +205,7 @@ impl Mover<'_> {
                 literal(backup)
             ))
             .await?;
-        Ok((applied, t0.elapsed()))
+        Ok(pause_start.elapsed())
     }
 
     /// Marks the shard active on the destination, recording it there in the same

@@ -295,7 +295,7 @@ impl Mover<'_> {
 
     /// Ticks until one round trip (source commit -> applied on the destination) is short,
     /// so the pause only has to wait for the last few milliseconds of changes.
-    async fn catch_up(&mut self) -> Result<(), MoveError> {
+    pub(crate) async fn catch_up(&mut self) -> Result<(), MoveError> {
         let mut attempts = 0u32;
         loop {
             attempts += 1;

@@ -27,6 +27,7 @@ mod db;
 mod ddl;
 mod engine;
 mod error;
+mod lock;
 mod rebalance;
 mod safety;
 mod store;
@@ -57,10 +58,13 @@ pub struct MoveOptions {
     /// Test hook (`ATOLL_MOVE_STOP_AFTER`): stop right after this step as if killed.
     pub stop_after: Option<MoveStep>,
     /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
-    /// this is kept short and the attempt repeated.
+    /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
     pub lock_timeout: Duration,
     pub lock_attempts: u32,
-    /// The longest the pause waits for the destination before giving up (and rolling back).
+    /// The longest one attempt at the pause waits for the destination to apply; past it
+    /// the lock is released, replication catches up, and the pause is tried again.
+    pub pause_budget: Duration,
+    /// The longest the last attempt waits before the move gives up (and rolls back).
     pub pause_timeout: Duration,
     /// Enter the pause once one replication round trip takes at most this.
     pub catch_up_within: Duration,
@@ -80,8 +84,9 @@ impl Default for MoveOptions {
             clean_leftovers: false,
             max_replica_lag_bytes: 64 << 20,
             stop_after: None,
-            lock_timeout: Duration::from_millis(500),
-            lock_attempts: 20,
+            lock_timeout: Duration::from_millis(100),
+            lock_attempts: 50,
+            pause_budget: Duration::from_millis(150),
             pause_timeout: Duration::from_secs(5),
             catch_up_within: Duration::from_millis(50),
             poll: Duration::from_millis(2),

@@ -11,7 +11,7 @@
 //! switch point, but the pause grows with the shard).
 
 use crate::db::{ident, Db};
-use crate::engine::{tick, wait_tick, Mover};
+use crate::engine::Mover;
 use crate::error::MoveError;
 use crate::MoveEvent;
 use atoll_core::move_plan::{compare_digests, MoveRecord, TableDigest, VerifyMode};
@@ -28,17 +28,10 @@ impl Mover<'_> {
         // Connected before the block, so the block is only lock + tick + two BEGINs.
         let src_snap = self.src.reconnect(self.config).await?;
         let dst_snap = self.dst.reconnect(self.config).await?;
-        let started = self.lock_source(lock_sql, tables.is_empty()).await?;
+        let schema = shard.schema();
+        let names: Vec<String> = tables.iter().map(|t| t.qualified(&schema)).collect();
+        let (started, _, _) = self.freeze(lock_sql, &names, ticker).await?;
         let frozen = async {
-            let k = tick(ticker, self.rec.id).await?;
-            wait_tick(
-                &self.dst,
-                &self.rec,
-                k,
-                self.opts.poll,
-                self.opts.pause_timeout,
-            )
-            .await?;
             let begin = "begin isolation level repeatable read read only; select 1";
             let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
             a.and(b)

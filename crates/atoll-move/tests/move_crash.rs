@@ -103,7 +103,42 @@ async fn scenario() {
     assert_settled(&config, s, other(home), Some(ROWS)).await;
 
     safety_checks(&sb, &config).await;
+    strong_lock_holders_are_waited_out_without_queueing(&config).await;
     verification_failure_rolls_back(&config).await;
+}
+
+async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
+    let s = shard(3);
+    let snap = discover(config).await;
+    let home = snap.active_island(s).unwrap();
+    let holder = master(config, &snap, home).await;
+    let writer = master(config, &snap, home).await;
+    // A session holding SHARE UPDATE EXCLUSIVE (what a manual VACUUM or ANALYZE takes)
+    // would make a LOCK request queue, and writers behind it.
+    holder
+        .batch_execute("begin; lock table sh0003.items in share update exclusive mode")
+        .await
+        .unwrap();
+    let mover = {
+        let config = config.clone();
+        tokio::spawn(async move { start(&config, s, other(home), &MoveOptions::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The move is waiting for the holder, but not in the lock queue: writes go through.
+    let t = std::time::Instant::now();
+    writer
+        .batch_execute("insert into sh0003.items (payload) values (-424242)")
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!mover.is_finished());
+    holder.batch_execute("commit").await.unwrap();
+    mover.await.unwrap().unwrap();
+    assert_settled(config, s, other(home), Some(ROWS + 1)).await;
 }
 
 fn check_name(e: &MoveError) -> &'static str {
@@ -225,6 +260,7 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
 
 async fn verification_failure_rolls_back(config: &Config) {
     let s = shard(3);
+    let rows = ROWS + 1;
     let home = discover(config).await.active_island(s).unwrap();
     let stop = MoveOptions {
         stop_after: Some(MoveStep::CaughtUp),
@@ -251,5 +287,5 @@ async fn verification_failure_rolls_back(config: &Config) {
     .unwrap_err();
     assert!(matches!(e, MoveError::VerifyFailed { .. }), "{e}");
     assert!(e.to_string().contains("rows on the source"), "{e}");
-    assert_settled(config, s, home, Some(ROWS)).await;
+    assert_settled(config, s, home, Some(rows)).await;
 }
