@@ -124,3 +124,40 @@ pub(crate) fn digests(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ddl::TableInfo;
+
+    fn table(name: &str, pk: &[&str]) -> TableInfo {
+        TableInfo {
+            name: name.into(),
+            pk: pk.iter().map(|s| s.to_string()).collect(),
+            replident: if pk.is_empty() { 'f' } else { 'd' },
+        }
+    }
+
+    #[test]
+    fn counts_are_one_row_with_a_column_per_table() {
+        let t = [table("items", &["id"]), table("loose", &[])];
+        let sql = digest_sql("sh0001", &t, VerifyMode::Counts);
+        assert_eq!(
+            sql,
+            r#"select (select count(*) from "sh0001"."items"), (select count(*) from "sh0001"."loose")"#
+        );
+        assert_eq!(
+            digest_sql("sh0001", &[], VerifyMode::Counts),
+            "select 0::int8"
+        );
+    }
+
+    #[test]
+    fn checksums_order_by_the_primary_key_or_the_whole_row() {
+        let t = [table("items", &["a", "b"]), table("loose", &[])];
+        let sql = digest_sql("sh0001", &t, VerifyMode::Full);
+        assert!(sql.contains(r#"order by x."a", x."b""#), "{sql}");
+        assert!(sql.contains("order by x::text"), "{sql}");
+        assert_eq!(sql.matches("md5(").count(), 2);
+    }
+}
