@@ -18,6 +18,18 @@ pub struct AllocateArgs {
     /// Activate the shards (new ones, and existing inactive ones of the range)
     #[arg(long)]
     pub activate: bool,
+    /// Bring the new shards to the current migration version (see `atoll migrate`) before
+    /// activating them
+    #[arg(long)]
+    pub migrate: bool,
+    /// Migration directory for --migrate
+    #[arg(
+        long,
+        default_value = "migrations",
+        value_name = "DIR",
+        requires = "migrate"
+    )]
+    pub migrations_dir: std::path::PathBuf,
 }
 
 pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
@@ -27,11 +39,23 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
     require_catalog(&snapshot)?;
     let plan = allocation::plan(&snapshot, args.shards.shards(), args.island.map(IslandId))
         .map_err(Failure::input)?;
-    let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
-        .await
-        .map_err(Failure::from)?;
+    let (done, migrated) = if args.migrate {
+        let dir = &args.migrations_dir;
+        let (done, report) =
+            crate::migrate::allocate_migrated(ctx, &config, &snapshot, &plan, args.activate, dir)
+                .await?;
+        (done, Some(report))
+    } else {
+        let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
+            .await
+            .map_err(Failure::from)?;
+        (done, None)
+    };
     if ctx.json {
-        print_json(&done)?;
+        match &migrated {
+            Some(m) => print_json(&serde_json::json!({ "allocated": done, "migrate": m }))?,
+            None => print_json(&done)?,
+        }
     } else {
         let created = done.iter().filter(|a| a.created).count();
         for island in &snapshot.islands {
@@ -50,6 +74,12 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
             done.len() - created,
             done.iter().filter(|a| a.active).count()
         );
+        if let Some(m) = &migrated {
+            print!("{}", crate::migrate::render_report(m));
+        }
+    }
+    if migrated.is_some_and(|m| m.status != "done" && m.status != "nothing_to_do") {
+        return Ok(ExitCode::from(crate::exit::FAILED));
     }
     Ok(ExitCode::SUCCESS)
 }

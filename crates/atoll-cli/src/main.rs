@@ -9,10 +9,13 @@ mod allocate;
 mod cleanup;
 mod exit;
 mod init;
+mod migrate;
 mod move_cmd;
 mod output;
+mod progress;
 mod rebalance;
 mod sandbox;
+mod schema;
 mod shard;
 mod status;
 
@@ -58,6 +61,12 @@ enum Command {
     Shard(shard::ShardCommand),
     /// Start a sandbox, initialise it, allocate shards and print the status
     Demo(sandbox::DemoArgs),
+    /// Versioned schema changes on every microshard: plan, apply, undo, new
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
+    /// Compare the live schemas of all microshards
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Move a microshard to another island online; resume or abort an interrupted move
     Move(move_cmd::MoveArgs),
     /// Move shards so islands carry equal weight, or to empty islands being decommissioned
@@ -80,6 +89,8 @@ fn main() -> ExitCode {
         Command::Allocate(args) => with_runtime(allocate::run(&ctx, args)),
         Command::Status(args) => with_runtime(status::run(&ctx, args)),
         Command::Shard(cmd) => with_runtime(shard::run(&ctx, cmd)),
+        Command::Migrate(cmd) => with_runtime(migrate::run(&ctx, cmd)),
+        Command::Schema(cmd) => with_runtime(schema::run(&ctx, cmd)),
         Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),

@@ -2,6 +2,7 @@
 
 use crate::exit::Failure;
 use crate::output::print_json;
+use crate::progress::Progress;
 use crate::{CmdResult, Context};
 use atoll_sandbox::{Sandbox, SandboxSpec};
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ pub struct DemoArgs {
 pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
     match cmd {
         SandboxCommand::Up(args) => {
-            let sandbox = up(&args)?;
+            let sandbox = up(ctx, &args)?;
             let config = publish_config(&sandbox)?;
             report_status(ctx, &sandbox, config.as_deref())?;
             Ok(ExitCode::SUCCESS)
@@ -103,7 +104,7 @@ fn done(ctx: &Context, what: &str, dir: &Path) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(args: &UpArgs) -> Result<Sandbox, Failure> {
+fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
     // Counts not given on the command line come from the existing sandbox, so a plain
     // `up` restarts whatever shape it has.
     let existing = Sandbox::exists(&args.dir)
@@ -129,7 +130,16 @@ fn up(args: &UpArgs) -> Result<Sandbox, Failure> {
         replicas,
         base_port: args.base_port,
     };
-    Ok(Sandbox::up(&spec)?)
+    let progress = Progress::spinner(
+        ctx.json,
+        &format!(
+            "sandbox {}: {islands} islands x (1 master + {replicas} replicas) starting",
+            spec.dir.display()
+        ),
+    );
+    let sandbox = Sandbox::up(&spec)?;
+    progress.finish(&format!("sandbox {}: up", spec.dir.display()));
+    Ok(sandbox)
 }
 
 /// Copies the sandbox's atoll.toml to ./atoll.toml so later commands find it, unless a
@@ -202,15 +212,15 @@ fn report_status(
 
 /// The main job on a fresh machine: a running, initialised sandbox with active shards.
 pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
-    let sandbox = up(&UpArgs {
-        dir: args.dir.clone(),
-        islands: None,
-        replicas: None,
-        base_port: None,
-    })?;
-    if !ctx.json {
-        println!("sandbox {} is up", sandbox.dir().display());
-    }
+    let sandbox = up(
+        ctx,
+        &UpArgs {
+            dir: args.dir.clone(),
+            islands: None,
+            replicas: None,
+            base_port: None,
+        },
+    )?;
     publish_config(&sandbox)?;
     let config = atoll_core::Config::from_file(&sandbox.config_path()).map_err(Failure::input)?;
     let rt = crate::runtime()?;

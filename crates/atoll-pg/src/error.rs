@@ -23,7 +23,8 @@ pub enum PgError {
 }
 
 impl PgError {
-    pub(crate) fn query(node: &impl std::fmt::Display, e: tokio_postgres::Error) -> PgError {
+    /// A driver error on `node`, keeping the SQLSTATE for [`PgError::code`].
+    pub fn query(node: &impl std::fmt::Display, e: tokio_postgres::Error) -> PgError {
         PgError::Query {
             node: node.to_string(),
             code: e.code().map(|c| c.code().to_string()),
@@ -40,13 +41,18 @@ impl PgError {
     }
 }
 
-/// PostgreSQL's message (with detail) rather than tokio-postgres' generic "db error".
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+/// PostgreSQL's own message with its SQLSTATE and detail (`ERROR: ... [42P01] (detail)`),
+/// rather than tokio-postgres' generic "db error"; for other errors, the whole source chain.
+/// Shared by every crate that reports a driver error.
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{}: {} ({d})", db.severity(), db.message()),
-            None => format!("{}: {}", db.severity(), db.message()),
-        },
+        Some(db) => {
+            let mut s = format!("{}: {} [{}]", db.severity(), db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            s
+        }
         None => {
             let mut s = e.to_string();
             let mut src = std::error::Error::source(e);

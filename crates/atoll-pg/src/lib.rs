@@ -22,6 +22,6 @@ pub mod shard_state;
 
 pub use connect::{connect, connect_with_timeout};
 pub use discovery::{Discoverer, DiscoveryOptions};
-pub use error::PgError;
+pub use error::{describe, PgError};
 pub use master::master_node;
 pub use tokio_postgres;

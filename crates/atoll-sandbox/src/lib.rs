@@ -198,6 +198,40 @@ impl Sandbox {
         self.lock().pg_bin.clone()
     }
 
+    /// Runs SQL with `psql` on the node listening on `port` and returns its unaligned,
+    /// tuples-only output, trimmed. For tests and for looking around; stops at the first
+    /// error (`ON_ERROR_STOP`).
+    pub fn psql(&self, port: u16, sql: &str) -> Result<String, SandboxError> {
+        let psql = self.pg_bin().join("psql");
+        let out = std::process::Command::new(&psql)
+            .args([
+                "-h",
+                HOST,
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+            .current_dir("/")
+            .output()
+            .map_err(|e| SandboxError::Io {
+                what: "cannot run".into(),
+                path: psql.clone(),
+                source: e,
+            })?;
+        if !out.status.success() {
+            return Err(SandboxError::Command {
+                command: format!("psql -p {port}"),
+                status: out.status.to_string(),
+                output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// Stops every node, replicas first, then masters. Keeps going past a failure and
     /// returns the first error.
     pub fn down(&self) -> Result<(), SandboxError> {

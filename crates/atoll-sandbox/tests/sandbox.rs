@@ -2,35 +2,12 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::Command;
 
 use atoll_sandbox::{Role, Sandbox, SandboxError, SandboxSpec, TestSandbox};
 
-fn psql(bin: &Path, port: u16, sql: &str) -> String {
-    let out = Command::new(bin.join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atc",
-            sql,
-        ])
-        .current_dir("/")
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql on port {port} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+fn psql(sb: &Sandbox, port: u16, sql: &str) -> String {
+    sb.psql(port, sql)
+        .unwrap_or_else(|e| panic!("psql on port {port}: {e}"))
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -42,7 +19,6 @@ fn pid_alive(pid: i32) -> bool {
 fn islands_up_down_up_and_cleanup() {
     let ts = TestSandbox::new(2, 1).expect("create test sandbox");
     let dir = ts.dir().to_path_buf();
-    let bin = ts.pg_bin();
 
     let status = ts.status();
     assert_eq!(status.nodes.len(), 4);
@@ -55,11 +31,11 @@ fn islands_up_down_up_and_cleanup() {
         assert_eq!(island.nodes[1].role, Role::Replica);
         assert_eq!(island.nodes[1].port, island.nodes[0].port + 1);
         assert_eq!(
-            psql(&bin, island.nodes[0].port, "select pg_is_in_recovery()"),
+            psql(&ts, island.nodes[0].port, "select pg_is_in_recovery()"),
             "f"
         );
         assert_eq!(
-            psql(&bin, island.nodes[1].port, "select pg_is_in_recovery()"),
+            psql(&ts, island.nodes[1].port, "select pg_is_in_recovery()"),
             "t"
         );
     }
@@ -72,7 +48,7 @@ fn islands_up_down_up_and_cleanup() {
 
     let master = islands[0].nodes[0].port;
     psql(
-        &bin,
+        &ts,
         master,
         "create table kept (id int); insert into kept values (7)",
     );
@@ -97,9 +73,9 @@ fn islands_up_down_up_and_cleanup() {
     };
     let again = Sandbox::up(&spec).expect("up again");
     assert!(again.status().all_running());
-    assert_eq!(psql(&bin, master, "select id from kept"), "7");
+    assert_eq!(psql(&ts, master, "select id from kept"), "7");
     assert_eq!(
-        psql(&bin, islands[0].nodes[1].port, "select pg_is_in_recovery()"),
+        psql(&ts, islands[0].nodes[1].port, "select pg_is_in_recovery()"),
         "t"
     );
     // Up on a running sandbox is a no-op; a disagreeing spec is refused.
@@ -117,7 +93,7 @@ fn islands_up_down_up_and_cleanup() {
     ts.stop_node(0, 0).expect("stop master");
     ts.promote_node(0, 1).expect("promote replica");
     assert_eq!(
-        psql(&bin, islands[0].nodes[1].port, "select pg_is_in_recovery()"),
+        psql(&ts, islands[0].nodes[1].port, "select pg_is_in_recovery()"),
         "f"
     );
     ts.start_node(0, 0).expect("start old master");
@@ -147,12 +123,13 @@ fn explicit_base_port_in_use_creates_nothing() {
         dir: dir.clone(),
         islands: 1,
         replicas: 1,
-        base_port: Some(taken - 1),
+        // The taken port is the first one checked, so no other process can change the answer.
+        base_port: Some(taken),
     };
     let err = Sandbox::up(&spec).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("port {taken} (island 0 node 1) is already in use")
+        format!("port {taken} (island 0 node 0) is already in use")
     );
     assert!(!dir.exists());
 }

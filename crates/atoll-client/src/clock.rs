@@ -1,0 +1,35 @@
+//! A cheap wall clock for app-side IDs. IDs carry whole seconds, so the kernel's coarse
+//! realtime clock (updated every tick, a few ms) is precise enough, and reading it costs a
+//! few ns instead of the ~50 ns of a precise `clock_gettime` on a virtual machine. Being a
+//! few ms behind only makes the generator's lead bound more conservative.
+
+/// Unix milliseconds from the coarse clock (Linux), or `SystemTime` elsewhere / on failure.
+pub(crate) fn coarse_now_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, exclusively borrowed timespec for the call's duration, and
+        // CLOCK_REALTIME_COARSE exists on every Linux since 2.6.32.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        if rc == 0 && ts.tv_sec >= 0 {
+            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
+        }
+    }
+    crate::attempt::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn coarse_clock_agrees_with_the_precise_one() {
+        let precise = crate::attempt::now_ms();
+        let coarse = super::coarse_now_ms();
+        assert!(
+            coarse.abs_diff(precise) < 100,
+            "coarse {coarse} vs precise {precise}"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! One connection pool (deadpool-postgres) per node address, built from the node's
+//! [`NodeConfig`] without a DSN string, so no password can reach a log line or an error.
+
+use crate::options::ClusterOptions;
+use atoll_core::{Config, NodeConfig};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_postgres::NoTls;
+
+/// A node's pool, or why it could not be built (e.g. its password secret is unreadable).
+#[derive(Clone)]
+pub(crate) struct NodePool {
+    pub node: NodeConfig,
+    pub pool: Result<Pool, String>,
+}
+
+pub(crate) type Pools = HashMap<String, NodePool>;
+
+/// Pools for every node of `config`, reusing `old` ones whose node settings are unchanged
+/// (so a config reload keeps warm connections).
+pub(crate) fn build(config: &Config, options: &ClusterOptions, old: Option<&Pools>) -> Arc<Pools> {
+    let mut out = HashMap::new();
+    for island in &config.islands {
+        for node in &island.nodes {
+            let addr = node.addr();
+            let reused = old
+                .and_then(|o| o.get(&addr))
+                .filter(|p| p.node == *node)
+                .cloned();
+            let entry = reused.unwrap_or_else(|| NodePool {
+                node: node.clone(),
+                pool: build_one(node, config, options),
+            });
+            out.insert(addr, entry);
+        }
+    }
+    Arc::new(out)
+}
+
+fn build_one(node: &NodeConfig, config: &Config, options: &ClusterOptions) -> Result<Pool, String> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&node.host)
+        .port(node.port)
+        .user(&node.user)
+        .dbname(&node.database)
+        .application_name(&options.application_name)
+        .connect_timeout(config.connect_timeout);
+    if let Some(r) = &node.password {
+        let secret = r.resolve().map_err(|e| e.to_string())?;
+        pg.password(secret.expose());
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            // Fast: a closed connection (node restarted, failed over) is noticed and replaced;
+            // no extra round trip per checkout.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.pool_max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.pool_wait_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))
+}

@@ -1,0 +1,619 @@
+//! atoll-client against a real sandbox (2 islands × 1 replica), in one test so the
+//! sandbox is built once: routing by ID with both generators, read-your-writes while a
+//! replica's replay is paused, a shard deactivated within and beyond the retry window,
+//! scatter-gather, a hand-made move seen by clients with stale snapshots, and last (it is destructive) a master failover with a repointed config.
+
+use anyhow::{anyhow, ensure, Context, Result};
+use atoll_client::{ClientError, Cluster, ClusterOptions, Freshness, Id, ShardNo, Timeline, Write};
+use atoll_core::{allocation, Config, IslandId, SEQUENCE_MAX};
+use atoll_sandbox::TestSandbox;
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SHARDS: i64 = 8;
+
+fn shard(n: i64) -> ShardNo {
+    ShardNo::new(n).unwrap()
+}
+
+async fn prepare(config: &Config) -> Result<()> {
+    let disc = atoll_pg::Discoverer::new(config.clone(), Default::default());
+    let snapshot = disc.discover().await;
+    atoll_pg::catalog::init(config, &snapshot).await?;
+    let snapshot = disc.discover().await;
+    let wanted: Vec<ShardNo> = (0..=SHARDS).map(shard).collect();
+    let plan = allocation::plan(&snapshot, &wanted, None)?;
+    atoll_pg::allocate::execute(config, &snapshot, &plan, true).await?;
+    let snapshot = disc.discover().await;
+    for s in &wanted {
+        let island = snapshot.active_island(*s)?;
+        let node = atoll_pg::master_node(config, &snapshot, island)?;
+        let c = atoll_pg::connect(&node).await?;
+        c.batch_execute(&format!(
+            "create table {0}.items (id bigint primary key, name text not null)",
+            s.schema()
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+fn options(window_ms: u64) -> ClusterOptions {
+    ClusterOptions {
+        refresh_period: Duration::from_millis(300),
+        shard_absent_window: Duration::from_millis(window_ms),
+        id_node: Some(7),
+        ..Default::default()
+    }
+}
+
+/// Which island's master holds a row with this ID, looked up directly on every master.
+async fn island_holding(config: &Config, cluster: &Cluster, id: Id) -> Result<Vec<IslandId>> {
+    let snapshot = cluster.snapshot();
+    let mut out = Vec::new();
+    for island in &config.islands {
+        let node = atoll_pg::master_node(config, &snapshot, island.id)?;
+        let c = atoll_pg::connect(&node).await?;
+        let sql = format!(
+            "select count(*) from pg_namespace where nspname = '{0}'",
+            id.shard().schema()
+        );
+        let has_schema: i64 = c.query_one(&sql, &[]).await?.get(0);
+        if has_schema == 0 {
+            continue;
+        }
+        let sql = format!(
+            "select count(*) from {}.items where id = $1",
+            id.shard().schema()
+        );
+        let n: i64 = c.query_one(&sql, &[&id.get()]).await?.get(0);
+        if n > 0 {
+            out.push(island.id);
+        }
+    }
+    Ok(out)
+}
+
+async fn routing_by_id(config: &Config, cluster: &Cluster) -> Result<usize> {
+    let mut inserted = 0;
+    for n in 1..=SHARDS {
+        let s = cluster.shard(shard(n));
+        let db_id = s.new_db_id().await?;
+        let app_id = cluster.new_id(shard(n)).await?;
+        ensure!(db_id.counter() <= SEQUENCE_MAX && app_id.counter() > SEQUENCE_MAX);
+        for (id, name) in [(db_id, "db"), (app_id, "app")] {
+            ensure!(id.shard() == shard(n), "{id} not in shard {n}");
+            let target = cluster.shard_for_id(id.get())?;
+            let sql = format!("insert into {}.items values ($1, $2)", target.schema());
+            target
+                .write(&sql, &[&id.get(), &name], Write::once())
+                .await?;
+            inserted += 1;
+            let expected = cluster.snapshot().active_island(shard(n))?;
+            let holders = island_holding(config, cluster, id).await?;
+            ensure!(
+                holders == vec![expected],
+                "{id}: rows on {holders:?}, expected island {expected}"
+            );
+            let sql = format!("select name from {}.items where id = $1", target.schema());
+            let rows = target.query(&sql, &[&id.get()], Freshness::Master).await?;
+            ensure!(rows.len() == 1 && rows[0].get::<_, &str>(0) == name);
+        }
+    }
+    // A malformed ID is an error, not a guess.
+    ensure!(matches!(cluster.shard_for_id(42), Err(ClientError::Id(_))));
+    // Names that do not exist on a shard that did not move: the error at once, not after
+    // the absent-shard window.
+    let s = cluster.shard(shard(1));
+    for (sql, code) in [
+        ("select nosuch.f()".to_string(), "3F000"),
+        (format!("select * from {}.nosuch", s.schema()), "42P01"),
+    ] {
+        let started = Instant::now();
+        let err = s.query(&sql, &[], Freshness::Master).await.err();
+        let code_seen = err.as_ref().and_then(|e| e.code());
+        ensure!(code_seen == Some(code), "{sql}: {err:?}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(2),
+            "{sql}: took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // A multi-statement transaction on the master connection, then read-your-writes for it.
+    let s = cluster.shard(shard(4));
+    let (a, b) = (s.new_db_id().await?, cluster.new_id(shard(4)).await?);
+    let mut conn = s.master_connection().await?;
+    let tx = conn.transaction().await?;
+    let sql = format!("insert into {}.items values ($1, 'tx')", s.schema());
+    tx.execute(&sql, &[&a.get()]).await?;
+    tx.execute(&sql, &[&b.get()]).await?;
+    tx.commit().await?;
+    let timeline = Timeline::new();
+    s.record_write(&conn, &timeline).await;
+    drop(conn);
+    inserted += 2;
+    let sql = format!(
+        "select count(*) from {}.items where name = 'tx'",
+        s.schema()
+    );
+    let rows = s.query(&sql, &[], Freshness::Timeline(&timeline)).await?;
+    ensure!(
+        rows[0].get::<_, i64>(0) == 2,
+        "transaction's rows not visible"
+    );
+    Ok(inserted)
+}
+
+async fn read_your_writes(config: &Config, cluster: &Cluster) -> Result<()> {
+    let s = cluster.shard(shard(3));
+    let snapshot = cluster.snapshot();
+    let island = snapshot.active_island(s.no())?;
+    let replica_addr = snapshot
+        .island(island)
+        .and_then(|i| i.replicas().next())
+        .map(|r| r.addr.clone())
+        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
+    let replica = config
+        .islands
+        .iter()
+        .flat_map(|i| i.nodes.iter())
+        .find(|n| n.addr() == replica_addr)
+        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
+    let rc = atoll_pg::connect(replica).await?;
+    rc.batch_execute("select pg_wal_replay_pause()").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: String = rc
+            .query_one("select pg_get_wal_replay_pause_state()", &[])
+            .await?
+            .get(0);
+        if state == "paused" {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "replay did not pause");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = cluster.new_id(s.no()).await?;
+    let timeline = Timeline::new();
+    let sql = format!("insert into {}.items values ($1, 'ryw')", s.schema());
+    s.write(&sql, &[&id.get()], Write::once().timeline(&timeline))
+        .await?;
+    ensure!(timeline.required(s.no(), now_ms()).is_some());
+    let probe = format!(
+        "select pg_is_in_recovery(), exists(select 1 from {}.items where id = $1)",
+        s.schema()
+    );
+    let served =
+        |rows: Vec<atoll_client::Row>| -> (bool, bool) { (rows[0].get(0), rows[0].get(1)) };
+    // The replica lags: a stale read does not see the row, the timeline read goes to the master.
+    let stale = served(
+        s.query(&probe, &[&id.get()], Freshness::StaleReplica)
+            .await?,
+    );
+    ensure!(stale == (true, false), "stale read {stale:?}");
+    let carried = Timeline::parse(&timeline.serialize(now_ms()))?;
+    for t in [&timeline, &carried] {
+        let r = served(
+            s.query(&probe, &[&id.get()], Freshness::Timeline(t))
+                .await?,
+        );
+        ensure!(r == (false, true), "timeline read while lagging: {r:?}");
+    }
+    // Other shards of the timeline-less kind still use the replica.
+    let empty = Timeline::new();
+    let r = served(
+        s.query(&probe, &[&id.get()], Freshness::Timeline(&empty))
+            .await?,
+    );
+    ensure!(
+        r.0,
+        "a read without a timeline entry should use the replica"
+    );
+    rc.batch_execute("select pg_wal_replay_resume()").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = served(
+            s.query(&probe, &[&id.get()], Freshness::Timeline(&carried))
+                .await?,
+        );
+        ensure!(r.1, "timeline read missed the write: {r:?}");
+        if r.0 {
+            break; // served by the caught-up replica
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "replica never served the timeline read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn set_active(config: &Config, cluster: &Cluster, n: i64, active: bool) -> Result<()> {
+    cluster.refresh().await;
+    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), None, active).await?;
+    Ok(())
+}
+
+async fn shard_absence(config: &Config, cluster: &Cluster, short: &Cluster) -> Result<()> {
+    // Deactivated, and re-activated 800 ms later: the caller sees no error, only a delay.
+    set_active(config, cluster, 5, false).await?;
+    cluster.refresh().await;
+    ensure!(cluster.snapshot().active_island(shard(5)).is_err());
+    let reactivate = {
+        let (config, cluster) = (config.clone(), cluster.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            set_active(&config, &cluster, 5, true).await
+        })
+    };
+    let started = Instant::now();
+    let s = cluster.shard(shard(5));
+    let sql = format!("select count(*) from {}.items", s.schema());
+    let rows = s.query(&sql, &[], Freshness::Master).await?;
+    ensure!(rows[0].get::<_, i64>(0) >= 2);
+    let id = s.new_db_id().await?;
+    ensure!(id.shard() == shard(5));
+    ensure!(
+        started.elapsed() >= Duration::from_millis(500),
+        "read did not wait for the shard"
+    );
+    reactivate.await??;
+
+    // Absent for longer than the window: a clear error naming the shard.
+    set_active(config, cluster, 6, false).await?;
+    short.refresh().await;
+    let started = Instant::now();
+    let s = short.shard(shard(6));
+    let sql = format!("select count(*) from {}.items", s.schema());
+    let err = s
+        .query(&sql, &[], Freshness::Master)
+        .await
+        .err()
+        .ok_or_else(|| anyhow!("read of an absent shard succeeded"))?;
+    let waited = started.elapsed();
+    ensure!(matches!(err, ClientError::ShardAbsent { .. }), "{err}");
+    let msg = err.to_string();
+    ensure!(msg.starts_with("sh0006 is absent"), "{msg}");
+    ensure!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // Scatter-gather over a chosen set including the absent shard: its error is reported.
+    let chosen = vec![shard(1), shard(2), shard(6)];
+    let results: Vec<_> = short
+        .scatter(Some(chosen), 2, |s| async move {
+            let sql = format!("select count(*) from {}.items", s.schema());
+            let rows = s.query(&sql, &[], Freshness::StaleReplica).await?;
+            Ok(rows[0].get::<_, i64>(0))
+        })
+        .collect()
+        .await;
+    ensure!(results.len() == 3);
+    for (no, r) in &results {
+        match (no.get(), r) {
+            (6, Err(ClientError::ShardAbsent { .. })) => {}
+            (1 | 2, Ok(n)) if *n >= 2 => {}
+            other => return Err(anyhow!("unexpected scatter result {other:?}")),
+        }
+    }
+    set_active(config, cluster, 6, true).await?;
+    Ok(())
+}
+
+/// A write that hits a read-only master (25006, what a demoted master answers) is retried
+/// after rediscovering the island, and runs exactly once when the node accepts writes again.
+async fn write_on_read_only_node(config: &Config, cluster: &Cluster) -> Result<()> {
+    let s = cluster.shard(shard(2));
+    let snap = cluster.snapshot();
+    let node = atoll_pg::master_node(config, &snap, snap.active_island(s.no())?)?;
+    let admin = atoll_pg::connect(&node).await?;
+    // This session stays writable whatever the server default says. (ALTER SYSTEM must
+    // be a statement of its own.)
+    for sql in [
+        "set default_transaction_read_only = off",
+        "alter system set default_transaction_read_only = on",
+        "select pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await?;
+    }
+    let undo = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        admin
+            .batch_execute("alter system reset default_transaction_read_only")
+            .await?;
+        admin.batch_execute("select pg_reload_conf()").await
+    });
+    // Give the pooled sessions time to see the reload (they read it between statements).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = cluster.new_id(s.no()).await?;
+    let sql = format!("insert into {}.items values ($1, 'read-only')", s.schema());
+    let started = Instant::now();
+    s.write(&sql, &[&id.get()], Write::once()).await?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the write did not wait"
+    );
+    undo.await??;
+    let sql = format!("select count(*) from {}.items where id = $1", s.schema());
+    let n: i64 = s.query(&sql, &[&id.get()], Freshness::Master).await?[0].get(0);
+    ensure!(n == 1, "{n} rows after the retried write");
+    Ok(())
+}
+
+async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
+    cluster.refresh().await;
+    ensure!(cluster.shards().len() == SHARDS as usize);
+    // Counts how many shards are in flight at once: never more than the limit.
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let total: i64 = cluster
+        .scatter(None, 3, |s| {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let sql = format!("select count(*) from {}.items, pg_sleep(0.05)", s.schema());
+                let rows = s.query(&sql, &[], Freshness::Master).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(rows?[0].get::<_, i64>(0))
+            }
+        })
+        .map(|(no, r)| r.with_context(|| format!("{no}")))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .sum::<Result<i64>>()?;
+    ensure!(
+        total == expected,
+        "scatter counted {total}, expected {expected}"
+    );
+    let most = most.load(Ordering::SeqCst);
+    ensure!(most == 3, "{most} shards ran at once with a limit of 3");
+    Ok(())
+}
+
+/// A move done by hand (copy, deactivate, activate elsewhere, drop the source) while two
+/// clients hold snapshots from before it: their statements hit the vanished schema (3F000
+/// for a function, 42P01 for a table), rediscover, and succeed on the new island.
+async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
+    let n = 7;
+    let stale_opts = || ClusterOptions {
+        refresh_period: Duration::from_secs(600),
+        ..options(5000)
+    };
+    let stale_fn = Cluster::connect(config.clone(), stale_opts()).await?;
+    let stale_table = Cluster::connect(config.clone(), stale_opts()).await?;
+    cluster.refresh().await;
+    let snap = cluster.snapshot();
+    let from = snap.active_island(shard(n))?;
+    let to = config
+        .islands
+        .iter()
+        .map(|i| i.id)
+        .find(|i| *i != from)
+        .unwrap();
+    let src = atoll_pg::connect(&atoll_pg::master_node(config, &snap, from)?).await?;
+    let dst_node = atoll_pg::master_node(config, &snap, to)?;
+    let dst = atoll_pg::connect(&dst_node).await?;
+    let schema = shard(n).schema();
+    dst.batch_execute(&atoll_pg::allocate::shard_ddl(shard(n), config.env_digit))
+        .await?;
+    dst.batch_execute(&format!(
+        "create table {schema}.items (id bigint primary key, name text not null)"
+    ))
+    .await?;
+    let rows = src
+        .query(&format!("select id, name from {schema}.items"), &[])
+        .await?;
+    let copied = rows.len();
+    for r in &rows {
+        let (id, name): (i64, String) = (r.get(0), r.get(1));
+        dst.execute(
+            &format!("insert into {schema}.items values ($1, $2)"),
+            &[&id, &name],
+        )
+        .await?;
+    }
+    // Keep the moved sequence ahead of the IDs already drawn.
+    let last: i64 = src
+        .query_one(&format!("select last_value from {schema}.id_seq"), &[])
+        .await?
+        .get(0);
+    dst.execute(&format!("select setval('{schema}.id_seq', $1)"), &[&last])
+        .await?;
+    cluster.refresh().await;
+    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(from), false)
+        .await?;
+    cluster.refresh().await;
+    atoll_pg::shard_state::set_active(config, &cluster.snapshot(), shard(n), Some(to), true)
+        .await?;
+    src.batch_execute(&format!(
+        "drop schema {schema} cascade; delete from atoll.shards where shard = {n}"
+    ))
+    .await?;
+
+    // Both stale clients still route shard 7 to the old island.
+    ensure!(stale_fn.snapshot().active_island(shard(n)) == Ok(from));
+    let id = stale_fn
+        .shard(shard(n))
+        .new_db_id()
+        .await
+        .context("id_gen after the move")?;
+    ensure!(id.shard() == shard(n));
+    // Only the error-triggered rediscovery can have taught it (its period is 10 minutes).
+    ensure!(stale_fn.snapshot().active_island(shard(n)) == Ok(to));
+    let s = stale_table.shard(shard(n));
+    ensure!(stale_table.snapshot().active_island(shard(n)) == Ok(from));
+    let sql = format!("select count(*), inet_server_port() from {schema}.items");
+    let rows = s
+        .query(&sql, &[], Freshness::Master)
+        .await
+        .context("read after the move")?;
+    let (count, port): (i64, i32) = (rows[0].get(0), rows[0].get(1));
+    ensure!(
+        port == dst_node.port as i32,
+        "served by port {port}, not the new island"
+    );
+    ensure!(
+        count == copied as i64,
+        "{count} rows after the move, {copied} copied"
+    );
+    Ok(())
+}
+
+async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
+    let island = 1u16;
+    let target = (1..=SHARDS)
+        .map(shard)
+        .find(|s| cluster.snapshot().active_island(*s) == Ok(IslandId(island)))
+        .ok_or_else(|| anyhow!("no shard on island {island}"))?;
+    let nodes = sb
+        .islands()
+        .into_iter()
+        .find(|i| i.id == island)
+        .unwrap()
+        .nodes;
+    let (old, new) = (nodes[0].clone(), nodes[1].clone());
+
+    // Idempotent reads keep running through the failover; none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (cluster, stop, ok, failed) =
+            (cluster.clone(), stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let s = cluster.shard(target);
+            let sql = format!("select count(*) from {}.items", s.schema());
+            let (mut errors, mut slowest) = (Vec::new(), Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = s.query(&sql, &[], Freshness::Master).await;
+                slowest = slowest.max(started.elapsed());
+                match r {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (errors, slowest)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sb2 = sb.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        sb2.stop_node(island, 0)?;
+        sb2.promote_node(island, 1)?;
+        Ok(())
+    })
+    .await??;
+    // Repoint the config: the promoted node only.
+    let path = sb.config_path();
+    let text = std::fs::read_to_string(&path)?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(&format!("port = {}", old.port)))
+        .collect();
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, kept.join("\n") + "\n")?;
+    std::fs::rename(&tmp, &path)?;
+    let repointed = Instant::now();
+    let new_addr = format!("{}:{}", new.host, new.port);
+    loop {
+        let cfg = cluster.config();
+        let snap = cluster.snapshot();
+        let nodes = cfg
+            .islands
+            .iter()
+            .find(|i| i.id == IslandId(island))
+            .map(|i| i.nodes.len());
+        let master = snap
+            .island(IslandId(island))
+            .and_then(|i| i.master())
+            .map(|m| m.addr.clone());
+        if nodes == Some(1) && master.as_deref() == Some(new_addr.as_str()) {
+            break;
+        }
+        ensure!(
+            repointed.elapsed() < Duration::from_secs(2),
+            "config change not picked up within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let picked_up = repointed.elapsed();
+    let ok_before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (errors, slowest) = reader.await?;
+    ensure!(
+        errors.is_empty(),
+        "idempotent reads failed during failover: {errors:?}"
+    );
+    ensure!(
+        ok.load(Ordering::Relaxed) > ok_before,
+        "no read after the failover"
+    );
+    // Writes go to the new master.
+    let s = cluster.shard(target);
+    let id = s.new_db_id().await?;
+    let sql = format!(
+        "insert into {}.items values ($1, 'after failover')",
+        s.schema()
+    );
+    s.write(&sql, &[&id.get()], Write::once()).await?;
+    eprintln!(
+        "failover: config picked up in {picked_up:?}; {} reads ok, none failed, slowest {slowest:?}",
+        ok.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_end_to_end() -> Result<()> {
+    let sb = Arc::new(TestSandbox::new(2, 1)?);
+    let config = Config::from_file(&sb.config_path())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        prepare(&config).await.context("prepare")?;
+        let cluster = Cluster::connect(config.clone(), options(5000)).await?;
+        let short = Cluster::connect(config.clone(), options(1000)).await?;
+        let inserted = routing_by_id(&config, &cluster).await.context("routing")?;
+        read_your_writes(&config, &cluster)
+            .await
+            .context("read your writes")?;
+        write_on_read_only_node(&config, &cluster)
+            .await
+            .context("read-only node")?;
+        scatter_all(&cluster, inserted as i64 + 2)
+            .await
+            .context("scatter")?;
+        shard_absence(&config, &cluster, &short)
+            .await
+            .context("absence")?;
+        drop(short);
+        ride_through_a_move(&config, &cluster)
+            .await
+            .context("move")?;
+        failover(sb.clone(), &cluster).await.context("failover")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(rt);
+    Ok(())
+}

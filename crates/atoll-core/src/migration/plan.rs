@@ -1,0 +1,354 @@
+//! From the files on disk and what each schema says it has applied, what each schema needs:
+//! pending versions (grouped, so thousands of shards in one state are one line), drift
+//! (an applied list that is not a prefix of the files), unsafe pending statements.
+
+use super::files::{schema_matches_prefix, Migration, MigrationSet};
+use super::MigrationError;
+use crate::island::IslandId;
+use crate::shard::ShardNo;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What one schema on one island master says it has applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaState {
+    pub schema: String,
+    pub island: IslandId,
+    pub applied: Vec<String>,
+    /// The checksum recorded with an applied version, where one was recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// Why a schema's applied list is not a prefix of the files on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Drift {
+    /// Applied here, but no such file (deleted or renamed).
+    MissingOnDisk { version: String },
+    /// On disk and not applied, although a later version is (merged out of order).
+    OutOfOrder { version: String, later: String },
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::MissingOnDisk { version } => {
+                write!(f, "applied version {version} has no file on disk")
+            }
+            Drift::OutOfOrder { version, later } => write!(
+                f,
+                "version {version} is not applied but the later {later} is (out of order)"
+            ),
+        }
+    }
+}
+
+/// One schema's part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaPlan {
+    pub schema: String,
+    pub island: IslandId,
+    pub target: String,
+    pub pending: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+impl SchemaPlan {
+    /// Shards fan out; any other schema (`public`) is part of the finalizer.
+    pub fn is_shard(&self) -> bool {
+        ShardNo::from_schema(&self.schema).is_ok()
+    }
+}
+
+/// Schemas that need exactly the same versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Group {
+    pub pending: Vec<String>,
+    pub count: usize,
+    /// The schemas, compacted (`sh0001-sh0064, public`).
+    pub schemas: String,
+}
+
+/// A destructive statement in a pending file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsafeNote {
+    pub version: String,
+    pub file: String,
+    pub statement: String,
+}
+
+/// An applied file whose text on disk is no longer what was applied (edited afterwards:
+/// the edit will never run where the version is applied already).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedNote {
+    pub version: String,
+    pub file: String,
+    /// Schemas whose recorded checksum differs.
+    pub count: usize,
+    pub example: String,
+}
+
+/// The whole plan; pure data, printable and serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub schemas: Vec<SchemaPlan>,
+    pub groups: Vec<Group>,
+    pub up_to_date: usize,
+    pub drift: Vec<SchemaPlan>,
+    pub unsafe_pending: Vec<UnsafeNote>,
+    /// Targets that no schema matched (a typo, or a schema not created yet).
+    pub unmatched_targets: Vec<String>,
+    /// Files edited after they were applied (a warning, not drift).
+    pub changed: Vec<ChangedNote>,
+}
+
+impl Plan {
+    pub fn pending_schemas(&self) -> impl Iterator<Item = &SchemaPlan> {
+        self.schemas
+            .iter()
+            .filter(|s| s.drift.is_none() && !s.pending.is_empty())
+    }
+    pub fn is_up_to_date(&self) -> bool {
+        self.pending_schemas().next().is_none() && self.drift.is_empty()
+    }
+}
+
+/// Orders recorded versions like files: by the numeric version, then the full name.
+fn version_order(v: &str) -> (usize, String, String) {
+    let n = v.split('.').next().unwrap_or("").trim_start_matches('0');
+    (n.len(), n.to_string(), v.to_string())
+}
+
+/// Plans one schema against the files of its target.
+fn plan_schema(files: &[&Migration], state: &SchemaState, target: &str) -> SchemaPlan {
+    let mut applied = state.applied.clone();
+    applied.sort_by_key(|v| version_order(v));
+    let mut plan = SchemaPlan {
+        schema: state.schema.clone(),
+        island: state.island,
+        target: target.to_string(),
+        pending: Vec::new(),
+        drift: None,
+    };
+    if let Some(v) = applied
+        .iter()
+        .find(|v| !files.iter().any(|m| m.version == **v))
+    {
+        plan.drift = Some(Drift::MissingOnDisk { version: v.clone() });
+        return plan;
+    }
+    let on_disk: Vec<&str> = files.iter().map(|m| m.version.as_str()).collect();
+    if on_disk.len() >= applied.len() && on_disk[..applied.len()] == applied[..] {
+        plan.pending = on_disk[applied.len()..]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+    } else if let (Some(missing), Some(later)) = (
+        on_disk.iter().find(|v| !applied.iter().any(|a| a == *v)),
+        applied.last(),
+    ) {
+        plan.drift = Some(Drift::OutOfOrder {
+            version: missing.to_string(),
+            later: later.clone(),
+        });
+    }
+    plan
+}
+
+/// Plans every schema. Schemas that no target matches are left out.
+pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
+    let mut schemas = Vec::new();
+    for state in states {
+        let Some(target) = set.target_for(&state.schema) else {
+            continue;
+        };
+        let files: Vec<&Migration> = set.for_target(target).collect();
+        schemas.push(plan_schema(&files, state, target));
+    }
+    schemas.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));
+    let mut by_pending: BTreeMap<Vec<String>, Vec<&str>> = BTreeMap::new();
+    let mut up_to_date = 0;
+    for s in schemas.iter().filter(|s| s.drift.is_none()) {
+        if s.pending.is_empty() {
+            up_to_date += 1;
+        } else {
+            by_pending
+                .entry(s.pending.clone())
+                .or_default()
+                .push(&s.schema);
+        }
+    }
+    let mut groups: Vec<Group> = by_pending
+        .into_iter()
+        .map(|(pending, names)| Group {
+            count: names.len(),
+            schemas: compact_schemas(&names, 12),
+            pending,
+        })
+        .collect();
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.pending.cmp(&b.pending)));
+    let mut unsafe_pending = Vec::new();
+    let pending_versions: std::collections::BTreeSet<&str> = schemas
+        .iter()
+        .filter(|s| s.drift.is_none())
+        .flat_map(|s| s.pending.iter().map(String::as_str))
+        .collect();
+    for m in &set.migrations {
+        if pending_versions.contains(m.version.as_str()) {
+            for st in &m.up.unsafe_statements {
+                unsafe_pending.push(UnsafeNote {
+                    version: m.version.clone(),
+                    file: m.up.file.clone(),
+                    statement: st.clone(),
+                });
+            }
+        }
+    }
+    let unmatched_targets = set
+        .targets()
+        .into_iter()
+        .filter(|t| !states.iter().any(|s| schema_matches_prefix(&s.schema, t)))
+        .map(str::to_string)
+        .collect();
+    let drift = schemas
+        .iter()
+        .filter(|s| s.drift.is_some())
+        .cloned()
+        .collect();
+    let changed = changed_files(set, states);
+    Plan {
+        changed,
+        schemas,
+        groups,
+        up_to_date,
+        drift,
+        unsafe_pending,
+        unmatched_targets,
+    }
+}
+
+/// Applied versions whose recorded checksum differs from the file on disk, per version.
+fn changed_files(set: &MigrationSet, states: &[SchemaState]) -> Vec<ChangedNote> {
+    let mut by_version: BTreeMap<&str, ChangedNote> = BTreeMap::new();
+    for state in states {
+        for (version, sum) in &state.checksums {
+            let Some(m) = set.migrations.iter().find(|m| &m.version == version) else {
+                continue;
+            };
+            if *sum == m.up.checksum {
+                continue;
+            }
+            by_version
+                .entry(m.version.as_str())
+                .and_modify(|n| n.count += 1)
+                .or_insert_with(|| ChangedNote {
+                    version: m.version.clone(),
+                    file: m.up.file.clone(),
+                    count: 1,
+                    example: state.schema.clone(),
+                });
+        }
+    }
+    by_version.into_values().collect()
+}
+
+/// Refuses a plan that must not be applied: drift anywhere, or unsafe statements without
+/// the caller's consent.
+pub fn check_applicable(plan: &Plan, allow_unsafe: bool) -> Result<(), MigrationError> {
+    if let Some(d) = plan.drift.first() {
+        return Err(MigrationError::Drift {
+            count: plan.drift.len(),
+            schema: d.schema.clone(),
+            island: d.island,
+            why: d.drift.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+        });
+    }
+    if !allow_unsafe {
+        if let Some(u) = plan.unsafe_pending.first() {
+            return Err(MigrationError::Unsafe {
+                file: u.file.clone(),
+                statement: u.statement.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One schema where `migrate undo` runs the down file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndoTarget {
+    pub schema: String,
+    pub island: IslandId,
+}
+
+/// The schemas where `version` is the latest applied version. Refuses when some schema has
+/// it applied under a later version (undo those first) or the version has no files.
+pub fn plan_undo<'a>(
+    set: &'a MigrationSet,
+    states: &[SchemaState],
+    version: &str,
+) -> Result<(&'a Migration, Vec<UndoTarget>), MigrationError> {
+    let m = set
+        .find(version)
+        .ok_or_else(|| MigrationError::UnknownVersion(version.to_string()))?;
+    let mut out = Vec::new();
+    for s in states {
+        if !s.applied.contains(&m.version) {
+            continue;
+        }
+        let latest = s.applied.iter().max_by_key(|v| version_order(v));
+        if latest != Some(&m.version) {
+            return Err(MigrationError::NotLatest {
+                version: m.version.clone(),
+                schema: s.schema.clone(),
+                latest: latest.cloned().unwrap_or_default(),
+            });
+        }
+        out.push(UndoTarget {
+            schema: s.schema.clone(),
+            island: s.island,
+        });
+    }
+    out.sort_by(|a, b| a.schema.cmp(&b.schema));
+    Ok((m, out))
+}
+
+/// Schema names as short text: runs of consecutive shards become `sh0001-sh0064`, other
+/// names are listed; after `max` items the rest is counted.
+pub fn compact_schemas(names: &[&str], max: usize) -> String {
+    let mut shards: Vec<u16> = names
+        .iter()
+        .filter_map(|n| ShardNo::from_schema(n).ok().map(|s| s.get()))
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let mut j = i;
+        while j + 1 < shards.len() && shards[j + 1] == shards[j] + 1 {
+            j += 1;
+        }
+        items.push(if i == j {
+            format!("sh{:04}", shards[i])
+        } else {
+            format!("sh{:04}-sh{:04}", shards[i], shards[j])
+        });
+        i = j + 1;
+    }
+    let mut others: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| ShardNo::from_schema(n).is_err())
+        .collect();
+    others.sort_unstable();
+    items.extend(others.into_iter().map(str::to_string));
+    if items.len() > max {
+        let rest = items.len() - max;
+        items.truncate(max);
+        items.push(format!("and {rest} more"));
+    }
+    items.join(", ")
+}

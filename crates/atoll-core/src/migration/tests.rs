@@ -1,0 +1,398 @@
+use super::sql::statements;
+use super::*;
+use crate::island::IslandId;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn pair(version: &str, up: &str) -> Vec<(String, String)> {
+    vec![
+        (format!("{version}.up.sql"), up.to_string()),
+        (format!("{version}.dn.sql"), "select 1;".to_string()),
+    ]
+}
+
+fn set(entries: &[(&str, &str)]) -> MigrationSet {
+    let files = entries.iter().flat_map(|(v, up)| pair(v, up)).collect();
+    MigrationSet::parse(files).expect("valid set")
+}
+
+fn state(schema: &str, island: u16, applied: &[&str]) -> SchemaState {
+    SchemaState {
+        schema: schema.into(),
+        island: IslandId(island),
+        applied: applied.iter().map(|s| s.to_string()).collect(),
+        checksums: BTreeMap::new(),
+    }
+}
+
+const A: &str = "20240101000000.users.sh";
+const B: &str = "20240102000000.nick.sh";
+const C: &str = "20240103000000.settings.public";
+
+fn abc() -> MigrationSet {
+    set(&[
+        (B, "alter table users add column nick text;"),
+        (A, "create table users (id bigint primary key);"),
+        (C, "create table settings (k text);"),
+    ])
+}
+
+#[test]
+fn parses_pg_mig_names_in_version_order() {
+    let s = abc();
+    let v: Vec<&str> = s.migrations.iter().map(|m| m.version.as_str()).collect();
+    assert_eq!(v, [A, B, C]);
+    assert_eq!(s.migrations[0].number, "20240101000000");
+    assert_eq!(s.migrations[0].name, "users");
+    assert_eq!(s.migrations[0].target, "sh");
+    assert_eq!(s.targets(), ["public", "sh"]);
+    assert_eq!(
+        s.find("20240102000000").map(|m| m.version.as_str()),
+        Some(B)
+    );
+    assert_eq!(s.find(B).map(|m| m.name.as_str()), Some("nick"));
+}
+
+#[test]
+fn numbers_sort_numerically_not_as_text() {
+    let s = set(&[("10.b.sh", "select 1;"), ("9.a.sh", "select 1;")]);
+    assert_eq!(s.migrations[0].version, "9.a.sh");
+}
+
+#[test]
+fn refuses_malformed_names() {
+    for bad in [
+        "users.sh.up.sql",
+        "2024.users.up.sql",
+        "2024x.users.sh.up.sql",
+        "2024.us ers.sh.up.sql",
+        "2024.users.Sh.up.sql",
+        "2024.users.sh.upp.sql",
+        "2024.users.sh.extra.up.sql",
+    ] {
+        let err = MigrationSet::parse(vec![(bad.into(), String::new())]).unwrap_err();
+        assert!(
+            matches!(err, MigrationError::BadFileName { ref file, .. } if file == bad),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(bad));
+    }
+}
+
+#[test]
+fn ignores_non_sql_files_and_reads_before_after() {
+    let mut files = pair(A, "select 1;");
+    files.push(("README.md".into(), "x".into()));
+    files.push((".2024.x.sh.up.sql.swp".into(), "x".into()));
+    files.push(("before.sql".into(), "set x = 1;".into()));
+    files.push(("after.sql".into(), "select 2;".into()));
+    let s = MigrationSet::parse(files).unwrap();
+    assert_eq!(s.migrations.len(), 1);
+    assert_eq!(s.before.as_deref(), Some("set x = 1;"));
+    assert_eq!(s.after.as_deref(), Some("select 2;"));
+}
+
+#[test]
+fn refuses_missing_half_and_duplicate_numbers() {
+    let err = MigrationSet::parse(vec![(format!("{A}.up.sql"), String::new())]).unwrap_err();
+    assert_eq!(err, MigrationError::MissingPair { version: A.into() });
+    let mut files = pair(A, "select 1;");
+    files.extend(pair("20240101000000.other.sh", "select 1;"));
+    let err = MigrationSet::parse(files).unwrap_err();
+    assert!(
+        matches!(err, MigrationError::DuplicateVersion { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn longest_prefix_wins_with_pg_mig_rule() {
+    let s = set(&[
+        ("1.a.sh", "select 1;"),
+        ("2.b.sh0000", "select 1;"),
+        ("3.c.public", "select 1;"),
+    ]);
+    assert_eq!(s.target_for("sh0042"), Some("sh"));
+    assert_eq!(s.target_for("sh0000"), Some("sh0000"));
+    assert_eq!(s.target_for("public"), Some("public"));
+    assert_eq!(s.target_for("shadow"), None);
+    assert_eq!(s.target_for("atoll"), None);
+    assert!(schema_matches_prefix("sh0001", "sh000"));
+    assert!(!schema_matches_prefix("publicity", "public"));
+}
+
+#[test]
+fn plan_groups_shards_with_the_same_pending_list() {
+    let s = abc();
+    let mut states: Vec<SchemaState> = (1..=64)
+        .map(|n| state(&format!("sh{n:04}"), (n % 2) as u16, &[]))
+        .collect();
+    states[41] = state("sh0042", 0, &[A]);
+    states[76 - 64] = state("sh0013", 1, &[A, B]);
+    states.push(state("public", 0, &[]));
+    states.push(state("atoll", 0, &[]));
+    let p = plan(&s, &states);
+    assert_eq!(p.schemas.len(), 65, "atoll matches no target");
+    assert_eq!(p.up_to_date, 1);
+    assert_eq!(p.groups.len(), 3);
+    assert_eq!(p.groups[0].pending, [A, B]);
+    assert_eq!(p.groups[0].count, 62);
+    assert_eq!(
+        p.groups[0].schemas,
+        "sh0001-sh0012, sh0014-sh0041, sh0043-sh0064"
+    );
+    let one: Vec<_> = p.groups[1..]
+        .iter()
+        .map(|g| (&g.pending, &g.schemas))
+        .collect();
+    assert!(one.contains(&(&vec![B.to_string()], &"sh0042".to_string())));
+    assert!(one.contains(&(&vec![C.to_string()], &"public".to_string())));
+    assert!(p.drift.is_empty());
+    assert!(!p.is_up_to_date());
+    assert!(check_applicable(&p, false).is_ok());
+    let public = p.schemas.iter().find(|s| s.schema == "public").unwrap();
+    assert!(!public.is_shard());
+}
+
+#[test]
+fn ten_thousand_shards_in_one_state_are_one_group() {
+    let s = abc();
+    let states: Vec<_> = (0..=9999)
+        .map(|n| state(&format!("sh{n:04}"), 0, &[A]))
+        .collect();
+    let p = plan(&s, &states);
+    assert_eq!(p.groups.len(), 1);
+    assert_eq!(p.groups[0].schemas, "sh0000-sh9999");
+    assert_eq!(p.groups[0].count, 10_000);
+    assert_eq!(p.unmatched_targets, ["public"]);
+}
+
+#[test]
+fn drift_missing_on_disk_and_out_of_order() {
+    let s = abc();
+    let gone = "20231231000000.old.sh";
+    let states = vec![
+        state("sh0001", 0, &[A, B]),
+        state("sh0002", 0, &[A, gone]),
+        state("sh0003", 1, &[B]),
+    ];
+    let p = plan(&s, &states);
+    assert_eq!(p.up_to_date, 1);
+    assert_eq!(p.drift.len(), 2);
+    assert_eq!(
+        p.drift[0].drift,
+        Some(Drift::MissingOnDisk {
+            version: gone.into()
+        })
+    );
+    assert_eq!(
+        p.drift[1].drift,
+        Some(Drift::OutOfOrder {
+            version: A.into(),
+            later: B.into()
+        })
+    );
+    let err = check_applicable(&p, true).unwrap_err();
+    assert!(err.to_string().contains("sh0002"), "{err}");
+    assert!(err.to_string().contains(gone), "{err}");
+}
+
+#[test]
+fn applied_order_in_the_table_does_not_matter() {
+    let s = abc();
+    let p = plan(&s, &[state("sh0001", 0, &[B, A])]);
+    assert!(p.drift.is_empty());
+    assert_eq!(p.up_to_date, 1);
+}
+
+#[test]
+fn unsafe_statements_need_consent() {
+    let s = set(&[
+        (A, "create table users (id int);"),
+        (B, "alter table users drop column nick; truncate users;"),
+    ]);
+    let p = plan(&s, &[state("sh0001", 0, &[A])]);
+    let what: Vec<&str> = p
+        .unsafe_pending
+        .iter()
+        .map(|u| u.statement.as_str())
+        .collect();
+    assert_eq!(what, ["DROP COLUMN", "TRUNCATE"]);
+    let err = check_applicable(&p, false).unwrap_err();
+    assert!(err.to_string().contains("--allow-unsafe"), "{err}");
+    assert!(check_applicable(&p, true).is_ok());
+    // Already applied: no longer pending, no longer flagged.
+    let p = plan(&s, &[state("sh0001", 0, &[A, B])]);
+    assert!(p.unsafe_pending.is_empty());
+}
+
+#[test]
+fn unsafe_detection() {
+    let reason = |sql: &str| statements(sql).iter().find_map(|s| s.unsafe_reason());
+    assert_eq!(reason("DROP TABLE users"), Some("DROP TABLE"));
+    assert_eq!(reason("drop schema x cascade"), Some("DROP SCHEMA"));
+    assert_eq!(reason("truncate table users"), Some("TRUNCATE"));
+    assert_eq!(
+        reason("alter table users drop column nick"),
+        Some("DROP COLUMN")
+    );
+    assert_eq!(reason("alter table users drop nick"), Some("DROP COLUMN"));
+    assert_eq!(
+        reason("alter table users add x int, alter column nick type varchar(10)"),
+        Some("ALTER COLUMN ... TYPE")
+    );
+    assert_eq!(
+        reason("alter table users alter nick set data type text"),
+        Some("ALTER COLUMN ... TYPE")
+    );
+    assert_eq!(reason("alter table users drop constraint users_pkey"), None);
+    assert_eq!(
+        reason("alter table users alter column nick drop default"),
+        None
+    );
+    assert_eq!(
+        reason("alter table users alter column nick drop not null"),
+        None
+    );
+    assert_eq!(reason("create type mood as enum ('a')"), None);
+    assert_eq!(reason("-- drop table users\nselect 'drop table x'"), None);
+    assert_eq!(
+        reason("create function f() returns void language sql as $$ truncate users $$"),
+        None
+    );
+    assert_eq!(
+        reason("alter table users add column y int check (y > 0)"),
+        None
+    );
+}
+
+#[test]
+fn splits_statements_around_quotes_comments_and_dollar_bodies() {
+    let st = statements(
+        "select ';'; /* a; /* nested; */ b */ select \"x;y\";\n\
+         create function f() returns int language sql as $body$ select 1; $body$;\n\
+         select E'it\\'s;'; -- trailing; comment\n ;;",
+    );
+    let texts: Vec<&str> = st.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!(texts[0], "select ';'");
+    assert!(texts[2].ends_with("$body$"));
+}
+
+#[test]
+fn concurrently_files_run_outside_transactions() {
+    let s = set(&[(
+        A,
+        "create unique index concurrently if not exists \"Users_Nick\" on users (nick);\n\
+         drop index concurrently if exists sh0001.old_idx;",
+    )]);
+    let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
+        panic!("not concurrent");
+    };
+    assert_eq!(statements.len(), 2);
+    assert!(statements[0].create);
+    assert_eq!(statements[0].name.as_deref(), Some("Users_Nick"));
+    assert!(!statements[1].create);
+    assert_eq!(statements[1].name.as_deref(), Some("old_idx"));
+    assert_eq!(s.migrations[0].dn.mode, RunMode::Transaction);
+}
+
+#[test]
+fn concurrently_mixed_or_unnamed_is_refused() {
+    for bad in [
+        "create index concurrently on users (nick);",
+        "create index concurrently i on users (nick); alter table users add x int;",
+        "reindex index concurrently i;",
+    ] {
+        let err = MigrationSet::parse(pair(A, bad)).unwrap_err();
+        assert!(
+            matches!(err, MigrationError::BadFile { .. }),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn undo_targets_where_the_version_is_latest() {
+    let s = abc();
+    let states = vec![
+        state("sh0001", 0, &[A, B]),
+        state("sh0002", 1, &[A]),
+        state("sh0003", 1, &[A, B]),
+    ];
+    let (m, targets) = plan_undo(&s, &states, "20240102000000").unwrap();
+    assert_eq!(m.version, B);
+    let names: Vec<&str> = targets.iter().map(|t| t.schema.as_str()).collect();
+    assert_eq!(names, ["sh0001", "sh0003"]);
+    let err = plan_undo(&s, &states, A).unwrap_err();
+    assert!(matches!(err, MigrationError::NotLatest { .. }), "{err}");
+    assert!(plan_undo(&s, &states, "nope").is_err());
+}
+
+#[test]
+fn compacts_schema_lists() {
+    assert_eq!(
+        compact_schemas(&["sh0003", "sh0001", "sh0002", "public", "sh0007"], 10),
+        "sh0001-sh0003, sh0007, public"
+    );
+    assert_eq!(
+        compact_schemas(&["sh0001", "sh0003", "sh0005"], 2),
+        "sh0001, sh0003, and 1 more"
+    );
+}
+
+#[test]
+fn signatures_group_and_explain() {
+    let base: BTreeSet<String> = [
+        "table users",
+        "column users.id bigint",
+        "column users.nick text",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut m = BTreeMap::new();
+    for n in 1..=64 {
+        m.insert(format!("sh{n:04}"), base.clone());
+    }
+    let mut odd = base.clone();
+    odd.remove("column users.nick text");
+    odd.insert("index users_x on users".to_string());
+    m.insert("sh0042".into(), odd);
+    let g = group_signatures(&m);
+    assert_eq!(g.len(), 2);
+    assert!(g[0].reference);
+    assert_eq!(g[0].count, 63);
+    assert!(g[0].missing.is_empty());
+    assert_eq!(
+        g[1].explain(),
+        "sh0042 differs: column users.nick text missing; index users_x on users extra"
+    );
+    assert!(group_signatures(&BTreeMap::new()).is_empty());
+}
+
+#[test]
+fn checksum_is_stable() {
+    assert_eq!(sql::checksum(""), "cbf29ce484222325");
+    assert_ne!(sql::checksum("a"), sql::checksum("b"));
+    assert_eq!(sql::quote_literal("it's"), "'it''s'");
+    assert_eq!(sql::quote_ident("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn files_edited_after_apply_are_reported() {
+    let s = abc();
+    let mut edited = state("sh0001", 0, &[A, B]);
+    edited
+        .checksums
+        .insert(A.into(), s.migrations[0].up.checksum.clone());
+    edited.checksums.insert(B.into(), "0000000000000000".into());
+    let mut same = state("sh0002", 0, &[A, B]);
+    same.checksums
+        .insert(B.into(), s.migrations[1].up.checksum.clone());
+    let p = plan(&s, &[edited, same]);
+    assert_eq!(p.changed.len(), 1);
+    assert_eq!(p.changed[0].version, B);
+    assert_eq!(p.changed[0].count, 1);
+    assert_eq!(p.changed[0].example, "sh0001");
+    assert_eq!(p.up_to_date, 2, "a warning, not drift");
+}

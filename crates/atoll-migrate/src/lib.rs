@@ -1,0 +1,32 @@
+//! `atoll migrate`: versioned schema changes on every microshard, and `schema diff`.
+//!
+//! The decisions (file grammar, per-shard plan, drift, unsafe statements, undo targets,
+//! signature grouping) are made by `atoll_core::migration`; this crate does the I/O around
+//! them:
+//! - [`read_dir`]: the migration directory; [`new_pair`]: `migrate new`;
+//! - [`plan_only`]: the dry run, reading every schema's applied versions with one call per
+//!   island master;
+//! - [`apply`] / [`undo`]: a run under a cluster-wide lock: canary, per-island parallel
+//!   fan-out, non-shard finalizer, `before.sql`/`after.sql`, versions recorded inside each
+//!   schema (`<schema>.atoll_migrations`) in the same transaction as the change, so a
+//!   killed run resumes by simply running again;
+//! - [`schema_diff`]: live schema signatures of every shard, grouped.
+//!
+//! It must not depend on the CLI, on terminal output or on process management: progress is
+//! reported through a callback the caller renders.
+
+mod diff;
+mod dir;
+mod error;
+mod exec;
+mod lock;
+mod run;
+mod state;
+mod workers;
+
+pub use diff::schema_diff;
+pub use dir::{new_pair, read_dir, utc_stamp};
+pub use error::MigrateError;
+pub use exec::{Direction, LockPolicy};
+pub use run::{apply, plan_only, undo, Event, RunOptions, RunReport, SchemaFailure};
+pub use state::finalizer_island;

@@ -1,0 +1,138 @@
+//! The fan-out: per island, a queue of schemas and up to `parallelism` workers, each with
+//! its own connection, taking the next schema when done with one. A schema's versions run
+//! in order; a failure stops that schema's chain and the worker takes the next schema.
+
+use crate::exec::{run_step, Direction, LockPolicy};
+use crate::run::{Event, SchemaFailure};
+use atoll_core::migration::Migration;
+use atoll_core::{IslandId, NodeConfig};
+use futures::future::join_all;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One schema and the versions it needs, in order.
+pub(crate) struct Job<'a> {
+    pub schema: String,
+    pub island: IslandId,
+    pub steps: Vec<&'a Migration>,
+}
+
+/// Counters and failures shared by every worker of a run.
+pub(crate) struct Shared<'p> {
+    pub done: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub versions: AtomicUsize,
+    pub failures: Mutex<Vec<SchemaFailure>>,
+    pub progress: &'p (dyn Fn(Event) + Sync),
+}
+
+/// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
+/// once. A failing file stops its schema's chain; the other schemas go on.
+pub(crate) async fn run_jobs(
+    nodes: &BTreeMap<IslandId, NodeConfig>,
+    jobs: Vec<Job<'_>>,
+    parallelism: usize,
+    dir: Direction,
+    policy: LockPolicy,
+    timeout: Duration,
+    shared: &Shared<'_>,
+) {
+    let mut by_island: BTreeMap<IslandId, VecDeque<Job>> = BTreeMap::new();
+    for j in jobs {
+        by_island.entry(j.island).or_default().push_back(j);
+    }
+    let queues: Vec<(IslandId, Mutex<VecDeque<Job>>, usize)> = by_island
+        .into_iter()
+        .map(|(i, q)| {
+            let n = q.len().min(parallelism);
+            (i, Mutex::new(q), n)
+        })
+        .collect();
+    let mut workers = Vec::new();
+    for (island, queue, n) in &queues {
+        for _ in 0..*n {
+            workers.push(worker(
+                nodes.get(island),
+                *island,
+                queue,
+                dir,
+                policy,
+                timeout,
+                shared,
+            ));
+        }
+    }
+    join_all(workers).await;
+}
+
+async fn worker(
+    node: Option<&NodeConfig>,
+    island: IslandId,
+    queue: &Mutex<VecDeque<Job<'_>>>,
+    dir: Direction,
+    policy: LockPolicy,
+    timeout: Duration,
+    shared: &Shared<'_>,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        // Never held across an await.
+        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(job) = job else { return };
+        let mut failure: Option<SchemaFailure> = None;
+        let fail = |m: &Migration, file: String, error: String| SchemaFailure {
+            schema: job.schema.clone(),
+            island,
+            version: m.version.clone(),
+            file,
+            error,
+        };
+        let mut connect_error = String::from("no master configured");
+        let usable = matches!(&client, Some(c) if !c.is_closed());
+        if !usable {
+            client = None;
+            if let Some(n) = node {
+                match atoll_pg::connect_with_timeout(n, timeout).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => connect_error = e.to_string(),
+                }
+            }
+        }
+        match &client {
+            None => {
+                if let Some(m) = job.steps.first() {
+                    failure = Some(fail(m, String::new(), connect_error));
+                }
+            }
+            Some(c) => {
+                for (i, m) in job.steps.iter().enumerate() {
+                    match run_step(c, &job.schema, m, dir, policy, i == 0).await {
+                        Ok(()) => {
+                            shared.versions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failure = Some(fail(m, e.file, e.msg));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let error = failure.as_ref().map(|f| format!("{}: {}", f.file, f.error));
+        if let Some(f) = failure {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(f);
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        (shared.progress)(Event::Done {
+            schema: job.schema.clone(),
+            error,
+        });
+    }
+}
