@@ -1,74 +1,38 @@
-//! A writer that inserts continuously into one shard through the registry, retrying
-//! "shard absent" (SQLSTATE 3F000 / 42P01, or no active island) for a bounded window with
-//! rediscovery — what atoll-client does. The routing part (`Route`) is isolated so the
-//! test can switch to atoll-client once it lands.
+//! A writer that inserts continuously into one shard through atoll-client, which retries
+//! "shard absent" (SQLSTATE 3F000 / 42P01, or no active island) within its
+//! `shard_absent_window` with rediscovery — so every error counted here reached the
+//! application.
 
-use atoll_core::{Config, IslandId, ShardNo};
-use atoll_pg::{Discoverer, DiscoveryOptions};
+use atoll_client::{Cluster, ClusterOptions, Write};
+use atoll_core::{Config, ShardNo};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
-
-/// How long one write may keep retrying before the error reaches the writer.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
 
 pub struct Route {
-    disc: Discoverer,
-    snap: atoll_core::Snapshot,
-    clients: HashMap<IslandId, Client>,
+    cluster: Cluster,
 }
 
 impl Route {
     pub async fn new(config: &Config) -> Route {
-        let disc = Discoverer::new(
-            config.clone(),
-            DiscoveryOptions {
-                sizes: false,
-                node_timeout: Duration::from_secs(2),
-            },
-        );
-        let snap = disc.discover().await;
-        Route {
-            disc,
-            snap,
-            clients: HashMap::new(),
-        }
+        let cluster = Cluster::connect(config.clone(), ClusterOptions::default())
+            .await
+            .unwrap();
+        Route { cluster }
     }
 
-    /// Runs `sql` (one parameter, returning one bigint) on the shard's active island.
+    /// Runs `sql` (one bigint parameter, returning one bigint) on the shard, once.
     pub async fn write(&mut self, shard: ShardNo, sql: &str, p: i64) -> Result<i64, String> {
-        let deadline = Instant::now() + RETRY_WINDOW;
-        loop {
-            let err = match self.snap.active_island(shard) {
-                Ok(island) => {
-                    if !self.clients.contains_key(&island) {
-                        let node = atoll_pg::master_node(self.disc.config(), &self.snap, island)
-                            .map_err(|e| e.to_string())?;
-                        let c = atoll_pg::connect(&node).await.map_err(|e| e.to_string())?;
-                        self.clients.insert(island, c);
-                    }
-                    let c = &self.clients[&island];
-                    match c.query_one(sql, &[&p]).await {
-                        Ok(r) => return Ok(r.get(0)),
-                        Err(e) => {
-                            let code = e.code().map(|c| c.code().to_string());
-                            if !matches!(code.as_deref(), Some("3F000") | Some("42P01")) {
-                                return Err(format!("{e:?}"));
-                            }
-                            format!("{e}")
-                        }
-                    }
-                }
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() > deadline {
-                return Err(format!("gave up after {RETRY_WINDOW:?}: {err}"));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            self.snap = self.disc.discover().await;
-        }
+        let rows = self
+            .cluster
+            .shard(shard)
+            .write(sql, &[&p], Write::once())
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| "no row returned".to_string())
     }
 }
 
