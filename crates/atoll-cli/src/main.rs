@@ -6,11 +6,14 @@
 //! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
 
 mod allocate;
+mod cleanup;
 mod exit;
 mod init;
 mod migrate;
+mod move_cmd;
 mod output;
 mod progress;
+mod rebalance;
 mod sandbox;
 mod schema;
 mod shard;
@@ -64,6 +67,12 @@ enum Command {
     /// Compare the live schemas of all microshards
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Move a microshard to another island online; resume or abort an interrupted move
+    Move(move_cmd::MoveArgs),
+    /// Move shards so islands carry equal weight, or to empty islands being decommissioned
+    Rebalance(rebalance::RebalanceArgs),
+    /// Drop the backup schemas moves leave on their source islands
+    Cleanup(cleanup::CleanupArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +91,9 @@ fn main() -> ExitCode {
         Command::Shard(cmd) => with_runtime(shard::run(&ctx, cmd)),
         Command::Migrate(cmd) => with_runtime(migrate::run(&ctx, cmd)),
         Command::Schema(cmd) => with_runtime(schema::run(&ctx, cmd)),
+        Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
+        Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
+        Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
     };
     match result {
         Ok(code) => code,

@@ -24,6 +24,8 @@ mod island;
 mod islands_env;
 pub mod keys;
 pub mod migration;
+pub mod move_plan;
+pub mod rebalance;
 mod secret;
 mod shard;
 mod snapshot;

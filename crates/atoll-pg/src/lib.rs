@@ -17,6 +17,7 @@ mod connect;
 mod discovery;
 mod error;
 mod master;
+mod move_catalog;
 pub mod shard_state;
 
 pub use connect::{connect, connect_with_timeout, pg_config};

@@ -1,0 +1,48 @@
+//! `atoll cleanup`: drop the backup schemas (`shNNNN_moved_<time>`) that moves leave on
+//! their source islands, once older than a given age.
+
+use crate::exit::Failure;
+use crate::move_cmd::failure;
+use crate::output::print_json;
+use crate::status::{discover, require_masters};
+use crate::{CmdResult, Context};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct CleanupArgs {
+    /// Only backups at least this old: e.g. 7d, 12h, 30m, 0 for all
+    #[arg(long, value_name = "AGE", default_value = "7d")]
+    pub older_than: String,
+    /// Show what would be dropped without dropping it
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(ctx: &Context, args: CleanupArgs) -> CmdResult {
+    let age = atoll_core::move_plan::parse_age(&args.older_than)
+        .map_err(|e| Failure::input(format!("--older-than: {e}")))?;
+    let config = ctx.load_config()?;
+    let snapshot = discover(&config).await;
+    require_masters(&snapshot)?;
+    let done = atoll_move::cleanup(&config, &snapshot, age, args.dry_run)
+        .await
+        .map_err(failure)?;
+    if ctx.json {
+        print_json(&done)?;
+    } else if done.is_empty() {
+        println!("no backups older than {}", args.older_than);
+    } else {
+        let verb = if args.dry_run {
+            "would drop"
+        } else {
+            "dropped"
+        };
+        for d in &done {
+            println!(
+                "island {}: {verb} {} (backup of {})",
+                d.island, d.schema, d.shard
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

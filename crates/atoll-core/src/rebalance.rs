@@ -1,0 +1,235 @@
+//! Rebalancing: which microshards to move so the islands carry equal weight.
+//!
+//! The weight of a shard is its size by default, or what a custom weight says. The plan:
+//! 1. every shard on a decommissioned island goes to the lightest remaining island
+//!    (heaviest shards first, so they spread);
+//! 2. while moving one shard from the heaviest to the lightest island lowers the larger of
+//!    the two, the largest such shard moves (few moves, each one an improvement, so it ends);
+//! 3. empty shards (weight at most `empty_below`) are spread so island counts differ by at
+//!    most one, since empty shards are where new data will land.
+//!
+//! Shard 0 (global) stays where it is unless its island is decommissioned. A shard moves at
+//! most once per plan: only its original and final islands are compared.
+
+use crate::island::IslandId;
+use crate::shard::ShardNo;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardLoad {
+    pub shard: ShardNo,
+    pub island: IslandId,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedMove {
+    pub shard: ShardNo,
+    pub from: IslandId,
+    pub to: IslandId,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IslandLoad {
+    pub island: IslandId,
+    pub weight: f64,
+    pub shards: usize,
+    pub decommissioned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebalancePlan {
+    pub moves: Vec<PlannedMove>,
+    pub before: Vec<IslandLoad>,
+    pub after: Vec<IslandLoad>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebalanceError {
+    #[error("no island would be left to hold the shards: every island is decommissioned")]
+    NothingLeft,
+    #[error("island {0} is not in the configuration")]
+    UnknownIsland(IslandId),
+    #[error("{shard} is on island {island}, which is not in the configuration")]
+    ShardOnUnknownIsland { shard: ShardNo, island: IslandId },
+    #[error("{shard} has an invalid weight {weight} (weights must be finite and >= 0)")]
+    BadWeight { shard: ShardNo, weight: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceInput {
+    pub islands: Vec<IslandId>,
+    pub decommission: Vec<IslandId>,
+    pub shards: Vec<ShardLoad>,
+    /// Shards weighing at most this are "empty" and spread by count.
+    pub empty_below: f64,
+}
+
+pub fn plan(input: &RebalanceInput) -> Result<RebalancePlan, RebalanceError> {
+    for d in &input.decommission {
+        if !input.islands.contains(d) {
+            return Err(RebalanceError::UnknownIsland(*d));
+        }
+    }
+    let targets: Vec<IslandId> = input
+        .islands
+        .iter()
+        .copied()
+        .filter(|i| !input.decommission.contains(i))
+        .collect();
+    if targets.is_empty() {
+        return Err(RebalanceError::NothingLeft);
+    }
+    for s in &input.shards {
+        if !input.islands.contains(&s.island) {
+            return Err(RebalanceError::ShardOnUnknownIsland {
+                shard: s.shard,
+                island: s.island,
+            });
+        }
+        if !s.weight.is_finite() || s.weight < 0.0 {
+            return Err(RebalanceError::BadWeight {
+                shard: s.shard,
+                weight: s.weight.to_string(),
+            });
+        }
+    }
+    let mut shards = input.shards.clone();
+    // Deterministic plans: heaviest first, then by number.
+    shards.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.shard.cmp(&b.shard)));
+    let before = loads(input, &shards);
+    let mut place: BTreeMap<ShardNo, IslandId> =
+        shards.iter().map(|s| (s.shard, s.island)).collect();
+    let weight_of: BTreeMap<ShardNo, f64> = shards.iter().map(|s| (s.shard, s.weight)).collect();
+    let load = |place: &BTreeMap<ShardNo, IslandId>, island: IslandId| -> (f64, usize) {
+        place
+            .iter()
+            .filter(|(_, i)| **i == island)
+            .fold((0.0, 0), |(w, n), (s, _)| (w + weight_of[s], n + 1))
+    };
+    let lightest = |place: &BTreeMap<ShardNo, IslandId>| -> IslandId {
+        let mut best = targets[0];
+        let mut best_load = load(place, best);
+        for &t in &targets[1..] {
+            let l = load(place, t);
+            if l.0 < best_load.0 || (l.0 == best_load.0 && l.1 < best_load.1) {
+                best = t;
+                best_load = l;
+            }
+        }
+        best
+    };
+
+    // 1. Drain decommissioned islands.
+    for s in &shards {
+        if input.decommission.contains(&place[&s.shard]) {
+            let to = lightest(&place);
+            place.insert(s.shard, to);
+        }
+    }
+
+    // 2. Equalise weight among the remaining islands.
+    let movable = |s: &ShardLoad| s.shard != ShardNo::GLOBAL && s.weight > input.empty_below;
+    for _ in 0..shards.len() * targets.len() + 1 {
+        let by_weight =
+            |a: &IslandId, b: &IslandId| load(&place, *a).0.total_cmp(&load(&place, *b).0);
+        let (Some(&heavy), Some(&light)) = (
+            targets.iter().max_by(|a, b| by_weight(a, b)),
+            targets.iter().min_by(|a, b| by_weight(a, b)),
+        ) else {
+            break;
+        };
+        let gap = load(&place, heavy).0 - load(&place, light).0;
+        // Moving w lowers the larger of the two loads only when w < gap.
+        let candidate = shards
+            .iter()
+            .filter(|s| place[&s.shard] == heavy && movable(s) && s.weight < gap)
+            .max_by(|a, b| a.weight.total_cmp(&b.weight).then(b.shard.cmp(&a.shard)));
+        match candidate {
+            Some(s) => {
+                place.insert(s.shard, light);
+            }
+            None => break,
+        }
+    }
+
+    // 3. Spread empty shards by count.
+    let is_empty = |s: &ShardNo| *s != ShardNo::GLOBAL && weight_of[s] <= input.empty_below;
+    for _ in 0..shards.len() + 1 {
+        let count = |i: IslandId| {
+            place
+                .iter()
+                .filter(|(s, p)| **p == i && is_empty(s))
+                .count()
+        };
+        let (Some(&most), Some(&least)) = (
+            targets
+                .iter()
+                .max_by_key(|i| (count(**i), std::cmp::Reverse(i.0))),
+            targets.iter().min_by_key(|i| (count(**i), i.0)),
+        ) else {
+            break;
+        };
+        if count(most) <= count(least) + 1 {
+            break;
+        }
+        // Prefer a shard that has not moved yet, then the highest number (stable plans).
+        let pick = place
+            .iter()
+            .filter(|(s, p)| **p == most && is_empty(s))
+            .map(|(s, _)| *s)
+            .max_by_key(|s| (shards.iter().any(|x| x.shard == *s && x.island == most), *s));
+        match pick {
+            Some(s) => {
+                place.insert(s, least);
+            }
+            None => break,
+        }
+    }
+
+    let moves: Vec<PlannedMove> = shards
+        .iter()
+        .filter(|s| place[&s.shard] != s.island)
+        .map(|s| PlannedMove {
+            shard: s.shard,
+            from: s.island,
+            to: place[&s.shard],
+            weight: s.weight,
+        })
+        .collect();
+    let after_shards: Vec<ShardLoad> = shards
+        .iter()
+        .map(|s| ShardLoad {
+            island: place[&s.shard],
+            ..s.clone()
+        })
+        .collect();
+    Ok(RebalancePlan {
+        moves,
+        before,
+        after: loads(input, &after_shards),
+    })
+}
+
+fn loads(input: &RebalanceInput, shards: &[ShardLoad]) -> Vec<IslandLoad> {
+    input
+        .islands
+        .iter()
+        .map(|&i| IslandLoad {
+            island: i,
+            weight: shards
+                .iter()
+                .filter(|s| s.island == i)
+                .map(|s| s.weight)
+                .sum(),
+            shards: shards.iter().filter(|s| s.island == i).count(),
+            decommissioned: input.decommission.contains(&i),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "rebalance_tests.rs"]
+mod tests;

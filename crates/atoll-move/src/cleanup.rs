@@ -1,0 +1,67 @@
+//! `atoll cleanup`: dropping the backup schemas (`shNNNN_moved_<unix secs>`) that finished
+//! moves leave on their source islands, once they are old enough. A backup that an
+//! unfinished move still needs (to be rolled back) is never dropped.
+
+use crate::db::{ident, Db};
+use crate::error::MoveError;
+use atoll_core::move_plan::{backups_to_drop, parse_backup_schema};
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DroppedBackup {
+    pub island: IslandId,
+    pub schema: String,
+    pub shard: ShardNo,
+    pub moved_at_unix: u64,
+    /// False with `dry_run`.
+    pub dropped: bool,
+}
+
+pub async fn cleanup(
+    config: &Config,
+    snapshot: &Snapshot,
+    older_than_secs: u64,
+    dry_run: bool,
+) -> Result<Vec<DroppedBackup>, MoveError> {
+    let pending = crate::store::unfinished(config, snapshot).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for island in &snapshot.islands {
+        let db = Db::connect(config, snapshot, island.id).await?;
+        let names: Vec<String> = db
+            .query(
+                "select nspname::text from pg_namespace where nspname ~ '^sh[0-9]{4}_moved_[0-9]+$' order by 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for name in backups_to_drop(&names, now, older_than_secs) {
+            if pending
+                .iter()
+                .any(|m| m.source == island.id && m.backup_schema.as_deref() == Some(name))
+            {
+                continue;
+            }
+            let Some((shard, ts)) = parse_backup_schema(name) else {
+                continue;
+            };
+            if !dry_run {
+                db.exec(&format!("drop schema {} cascade", ident(name)))
+                    .await?;
+            }
+            out.push(DroppedBackup {
+                island: island.id,
+                schema: name.to_string(),
+                shard,
+                moved_at_unix: ts,
+                dropped: !dry_run,
+            });
+        }
+    }
+    Ok(out)
+}

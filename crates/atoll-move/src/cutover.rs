@@ -1,0 +1,313 @@
+//! The write-blocking window, activation and the removal of the replication objects.
+//!
+//! One source transaction T: `LOCK TABLE ... IN EXCLUSIVE MODE` on the shard's tables
+//! (readers go on, writers wait), a tick through the subscription and a poll of the
+//! destination every `poll` until it is applied (then everything committed before the lock
+//! is there), sequence positions copied, digests compared, then in T: the shard marked
+//! inactive, its schema renamed to the backup name and the move recorded as `switched`;
+//! T commits. Writers that were waiting on the lock then fail with "relation does not
+//! exist" (their statement re-resolves the renamed name), so none writes into the backup;
+//! clients retry and find the shard active on the destination, which commits right after.
+//!
+//! T commits before the destination's activation, so a crash in between leaves the shard
+//! inactive on both (resume activates it) rather than active on both.
+
+use crate::db::{ident, literal, Db};
+use crate::engine::{drop_slot, sub_oid, tick, wait_tick, Mover};
+use crate::error::MoveError;
+use crate::verify::{digest_sql, digests};
+use crate::MoveEvent;
+use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+impl Mover<'_> {
+    pub(crate) async fn cutover(&mut self) -> Result<(), MoveError> {
+        let shard = self.shard();
+        let schema = shard.schema();
+        let ddl = self.ddl().await?.clone();
+        let tables: Vec<String> = ddl.tables.iter().map(|t| t.qualified(&schema)).collect();
+        let digest_sql = digest_sql(&schema, &ddl.tables, self.rec.verify);
+        let seq_sql = sequences_sql(&schema, &ddl.sequences);
+        // Everything the pause needs is connected and prepared before it starts.
+        let ticker = self.src.reconnect(self.config).await?;
+        let lock_sql = format!(
+            "set local lock_timeout = '{}ms'; lock table {} in exclusive mode",
+            self.opts.lock_timeout.as_millis(),
+            tables.join(", ")
+        );
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // Two moves of one shard within a second would collide on the name: take the next
+        // free second.
+        let mut secs = secs;
+        while self
+            .src
+            .one(
+                "select exists (select 1 from pg_namespace where nspname = $1)",
+                &[&backup_schema(shard, secs)],
+            )
+            .await?
+            .get::<_, bool>(0)
+        {
+            secs += 1;
+        }
+        let backup = backup_schema(shard, secs);
+        let opts = self.opts;
+
+        if !opts.verify_in_pause {
+            self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
+                .await?;
+        }
+        let (pause_start, lock_ms, applied) = self.freeze(&lock_sql, &tables, &ticker).await?;
+        let inside = self
+            .in_pause(
+                pause_start,
+                &digest_sql,
+                seq_sql.as_deref(),
+                &ddl.tables,
+                &backup,
+            )
+            .await;
+        let switched = match inside {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing of T is kept: the source stays active and unchanged.
+                let _ = self.src.exec("rollback").await;
+                return Err(e);
+            }
+        };
+        self.rec.step = MoveStep::Switched;
+        self.rec.backup_schema = Some(backup);
+        self.emit(MoveEvent::Step(MoveStep::Switched));
+        self.hook(MoveStep::Switched)?;
+
+        self.activate().await?;
+        let pause = pause_start.elapsed();
+        self.report.pause_ms = ms(pause);
+        self.report.lock_ms = ms(lock_ms);
+        self.report.apply_wait_ms = ms(applied - lock_ms);
+        self.report.verify_and_switch_ms = ms(switched - applied);
+        self.reached(MoveStep::Activated).await
+    }
+
+    /// Locks the source tables and waits until the destination has applied everything
+    /// committed before. An attempt whose wait exceeds `pause_budget` is given up (writes
+    /// resume), replication catches up again and the lock is retried; the last attempt
+    /// waits up to `pause_timeout`. Returns the lock request time, how long locking took,
+    /// and when (since the request) the destination had applied everything.
+    pub(crate) async fn freeze(
+        &mut self,
+        lock_sql: &str,
+        tables: &[String],
+        ticker: &Db,
+    ) -> Result<(Instant, Duration, Duration), MoveError> {
+        const ATTEMPTS: u32 = 10;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = self.lock_source(lock_sql, tables).await?;
+            let lock_ms = started.elapsed();
+            let limit = if attempt < ATTEMPTS {
+                self.opts.pause_budget
+            } else {
+                self.opts.pause_timeout
+            };
+            let k = match tick(ticker, self.rec.id).await {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = self.src.exec("rollback").await;
+                    return Err(e);
+                }
+            };
+            match wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await {
+                Ok(()) => return Ok((started, lock_ms, started.elapsed())),
+                Err(MoveError::Timeout { .. }) if attempt < ATTEMPTS => {
+                    self.src.exec("rollback").await?;
+                    self.emit(MoveEvent::Note(format!(
+                        "the destination needed more than {:?} to apply; unlocked, catching up",
+                        limit
+                    )));
+                    self.catch_up().await?;
+                }
+                Err(e) => {
+                    let _ = self.src.exec("rollback").await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The work inside T, after [`Self::freeze`]; commits T. Returns when (since the lock
+    /// request) T committed.
+    async fn in_pause(
+        &mut self,
+        pause_start: Instant,
+        digest_sql: &str,
+        seq_sql: Option<&str>,
+        tables: &[crate::ddl::TableInfo],
+        backup: &str,
+    ) -> Result<Duration, MoveError> {
+        let shard = self.shard();
+        let schema = shard.schema();
+        let id = self.rec.id;
+        let opts = self.opts;
+        self.emit(MoveEvent::Step(MoveStep::Paused));
+        self.hook(MoveStep::Paused)?;
+
+        // Synced: sequence positions.
+        if let Some(sql) = seq_sql {
+            let mut set = String::new();
+            for r in self.src.query(sql, &[]).await? {
+                let (name, value, called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                set.push_str(&format!(
+                    "select pg_catalog.setval({}, {value}, {called});",
+                    literal(&format!("{}.{}", ident(&schema), ident(&name)))
+                ));
+            }
+            self.dst.exec(&set).await?;
+        }
+        self.emit(MoveEvent::Step(MoveStep::Synced));
+        self.hook(MoveStep::Synced)?;
+
+        // Verified: both sides are frozen now (source locked, destination inactive).
+        if opts.verify_in_pause {
+            let (src_row, dst_row) =
+                futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));
+            let src_d = digests(tables, &src_row?, self.rec.verify);
+            let dst_d = digests(tables, &dst_row?, self.rec.verify);
+            let mismatches = compare_digests(&src_d, &dst_d);
+            if !mismatches.is_empty() {
+                return Err(MoveError::VerifyFailed { shard, mismatches });
+            }
+            self.report.tables = src_d;
+        } else {
+            // The copies were compared at a frozen point before; since then only
+            // replicated transactions changed the destination, each applied whole or the
+            // tick above would not have arrived. Applying must not have failed meanwhile.
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec).await?;
+        }
+        self.emit(MoveEvent::Step(MoveStep::Verified));
+        self.hook(MoveStep::Verified)?;
+
+        // Switched, committed on the source together with the step.
+        self.src
+            .exec(&format!(
+                "update atoll.shards set active = false, changed_at = now() where shard = {};
+                 alter schema {} rename to {};
+                 update atoll.moves set step = 'switched', backup_schema = {}, changed_at = now()
+                  where id = {id} and role = 'source';
+                 commit;",
+                shard.get(),
+                ident(&schema),
+                ident(backup),
+                literal(backup)
+            ))
+            .await?;
+        Ok(pause_start.elapsed())
+    }
+
+    /// Marks the shard active on the destination, recording it there in the same
+    /// transaction.
+    pub(crate) async fn activate(&mut self) -> Result<(), MoveError> {
+        let shard = self.shard().get() as i32;
+        let id = self.rec.id;
+        // The shard's rebalancing weight travels with it.
+        let weight: Option<f64> = self
+            .src
+            .opt(
+                "select weight from atoll.shards where shard = $1",
+                &[&shard],
+            )
+            .await?
+            .and_then(|r| r.get(0));
+        let (tx, ctx) = self.dst.tx().await?;
+        tx.execute(
+            "insert into atoll.shards (shard, active, weight) values ($1, true, $2)
+             on conflict (shard) do update set active = true, weight = excluded.weight, changed_at = now()",
+            &[&shard, &weight],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.execute(
+            "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
+            &[&id],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.commit().await.map_err(|e| ctx.err(e))
+    }
+
+    /// Drops the subscription, its slots and the publication; the tick rows go too.
+    pub(crate) async fn drop_replication(&mut self) -> Result<(), MoveError> {
+        drop_replication(&self.src, &self.dst, self.rec.id, &self.rec.names()).await
+    }
+}
+
+/// Disables the subscription and detaches it from its slot (so dropping it does not need
+/// the source), drops it, then drops the slots on the source (the move's own and any
+/// table-sync slots an interrupted copy left) and the publication. Idempotent.
+pub(crate) async fn drop_replication(
+    src: &Db,
+    dst: &Db,
+    id: i64,
+    names: &atoll_core::move_plan::MoveNames,
+) -> Result<(), MoveError> {
+    let sub = ident(&names.subscription);
+    let oid = sub_oid(dst, &names.subscription).await?;
+    if oid.is_some() {
+        dst.exec(&format!(
+            "alter subscription {sub} disable; alter subscription {sub} set (slot_name = none); drop subscription {sub};"
+        ))
+        .await?;
+    }
+    let mut slots = vec![names.slot.clone()];
+    if let Some(oid) = oid {
+        for r in src
+            .query(
+                "select slot_name::text from pg_replication_slots where slot_name like $1",
+                &[&format!("pg\\_{oid}\\_sync\\_%")],
+            )
+            .await?
+        {
+            slots.push(r.get(0));
+        }
+    }
+    for s in &slots {
+        drop_slot(src, s, Duration::from_secs(30)).await?;
+    }
+    src.exec(&format!(
+        "drop publication if exists {}",
+        ident(&names.publication)
+    ))
+    .await?;
+    src.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
+        .await?;
+    dst.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn sequences_sql(schema: &str, seqs: &[String]) -> Option<String> {
+    if seqs.is_empty() {
+        return None;
+    }
+    Some(
+        seqs.iter()
+            .map(|s| {
+                format!(
+                    "select {}::text, last_value, is_called from {}.{}",
+                    literal(s),
+                    ident(schema),
+                    ident(s)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all "),
+    )
+}

@@ -1,0 +1,416 @@
+//! The forward steps of a move up to [`MoveStep::CaughtUp`]: schema on the destination,
+//! publication and subscription, initial copy, post-copy DDL, catch-up. Each step is
+//! idempotent against what the previous, possibly crashed, attempt left, and is recorded
+//! on the source (and, for destination work, on the destination's reference row in the
+//! same transaction as the work).
+
+use crate::db::{conninfo, ident, literal, Db};
+use crate::ddl::SchemaDdl;
+use crate::error::MoveError;
+use crate::store::{self, DESTINATION, SOURCE};
+use crate::{MoveEvent, MoveOptions, MoveReport, Progress};
+use atoll_core::move_plan::{MoveRecord, MoveStep, ResumeAction};
+use atoll_core::{Config, ShardNo};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Mover<'a> {
+    pub config: &'a Config,
+    pub rec: MoveRecord,
+    pub src: Db,
+    pub dst: Db,
+    pub opts: &'a MoveOptions,
+    pub progress: Progress,
+    pub ddl: Option<SchemaDdl>,
+    pub report: MoveReport,
+}
+
+impl Mover<'_> {
+    pub fn shard(&self) -> ShardNo {
+        self.rec.shard
+    }
+
+    pub fn emit(&self, e: MoveEvent) {
+        (self.progress)(self.rec.shard, &e);
+    }
+
+    /// The test hook: stop as if killed right after `step` was reached.
+    pub fn hook(&self, step: MoveStep) -> Result<(), MoveError> {
+        if self.opts.stop_after == Some(step) {
+            return Err(MoveError::Stopped {
+                shard: self.rec.shard,
+                step,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `step` on the source and announces it.
+    pub async fn reached(&mut self, step: MoveStep) -> Result<(), MoveError> {
+        store::set_step(&self.src, self.rec.id, SOURCE, step).await?;
+        tracing::info!(shard = %self.rec.shard, move_id = self.rec.id, %step, "move step reached");
+        self.rec.step = step;
+        self.emit(MoveEvent::Step(step));
+        self.hook(step)
+    }
+
+    /// Runs the move from its persisted step to the end.
+    pub async fn run(&mut self) -> Result<(), MoveError> {
+        let started = Instant::now();
+        loop {
+            match self.rec.step.resume_action() {
+                ResumeAction::CopySchema => {
+                    self.copy_schema().await?;
+                    self.reached(MoveStep::SchemaCopied).await?;
+                }
+                ResumeAction::Subscribe => {
+                    self.subscribe().await?;
+                    self.reached(MoveStep::Subscribed).await?;
+                }
+                ResumeAction::WaitForCopy => {
+                    let t = Instant::now();
+                    self.wait_copy().await?;
+                    self.report.copy_ms = t.elapsed().as_millis() as u64;
+                    self.post_copy().await?;
+                    self.catch_up().await?;
+                    self.reached(MoveStep::CaughtUp).await?;
+                }
+                ResumeAction::Cutover => self.cutover().await?,
+                ResumeAction::Activate => {
+                    self.activate().await?;
+                    self.reached(MoveStep::Activated).await?;
+                }
+                ResumeAction::DropReplication => {
+                    self.drop_replication().await?;
+                    self.reached(MoveStep::CleanedUp).await?;
+                    store::set_step(&self.dst, self.rec.id, DESTINATION, MoveStep::CleanedUp)
+                        .await?;
+                }
+                ResumeAction::Nothing => break,
+            }
+        }
+        self.report.total_ms = started.elapsed().as_millis() as u64;
+        Ok(())
+    }
+
+    pub async fn ddl(&mut self) -> Result<&SchemaDdl, MoveError> {
+        if self.ddl.is_none() {
+            self.ddl = Some(crate::ddl::read(&self.src, self.rec.shard).await?);
+        }
+        self.ddl.as_ref().ok_or_else(|| MoveError::Other {
+            shard: self.rec.shard,
+            msg: "schema DDL unavailable".into(),
+        })
+    }
+
+    async fn copy_schema(&mut self) -> Result<(), MoveError> {
+        if store::step_of(&self.dst, self.rec.id, DESTINATION)
+            .await?
+            .is_some()
+        {
+            return Ok(()); // done before a crash: the reference row commits with the schema
+        }
+        crate::safety::check_destination_schema(self.rec.shard, &self.dst).await?;
+        let ddl = self.ddl().await?.clone();
+        let schema = self.rec.shard.schema();
+        let rec = MoveRecord {
+            step: MoveStep::SchemaCopied,
+            ..self.rec.clone()
+        };
+        let (tx, ctx) = self.dst.tx().await?;
+        tx.batch_execute(&format!(
+            "set local check_function_bodies = off; create schema {}",
+            ident(&schema)
+        ))
+        .await
+        .map_err(|e| ctx.err(e))?;
+        for stmt in &ddl.pre_copy {
+            tx.batch_execute(stmt).await.map_err(|e| ctx.err(e))?;
+        }
+        tx.execute(
+            "insert into atoll.moves (id, role, shard, source_island, destination_island, step, verify)
+             values ($1, 'destination', $2, $3, $4, $5, $6)",
+            &[
+                &rec.id,
+                &(rec.shard.get() as i32),
+                &(rec.source.0 as i32),
+                &(rec.destination.0 as i32),
+                &rec.step.as_str(),
+                &rec.verify.to_string(),
+            ],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.commit().await.map_err(|e| ctx.err(e))
+    }
+
+    async fn subscribe(&mut self) -> Result<(), MoveError> {
+        let names = self.rec.names();
+        let schema = self.rec.shard.schema();
+        let tables: Vec<String> = self
+            .ddl()
+            .await?
+            .tables
+            .iter()
+            .map(|t| t.qualified(&schema))
+            .collect();
+        let id = self.rec.id;
+        let has_pub: bool = self
+            .src
+            .one(
+                "select exists (select 1 from pg_publication where pubname = $1)",
+                &[&names.publication],
+            )
+            .await?
+            .get(0);
+        if !has_pub {
+            // The tick row travels through the same publication (filtered to this move),
+            // so seeing a tick applied on the destination proves everything committed
+            // before it on the source was applied too.
+            let mut list = tables.clone();
+            list.push(format!("atoll.move_ticks where (move_id = {id})"));
+            self.src
+                .exec(&format!(
+                    "begin;
+                     insert into atoll.move_ticks (move_id) values ({id}) on conflict do nothing;
+                     create publication {} for table {};
+                     commit;",
+                    ident(&names.publication),
+                    list.join(", ")
+                ))
+                .await?;
+        }
+        let has_sub = sub_oid(&self.dst, &names.subscription).await?.is_some();
+        if !has_sub {
+            // A slot left by a CREATE SUBSCRIPTION that died half-way would block a new one.
+            drop_slot(&self.src, &names.slot, Duration::from_secs(10)).await?;
+            // A tick row left on the destination would collide with the initial copy.
+            self.dst
+                .execute("delete from atoll.move_ticks where move_id = $1", &[&id])
+                .await?;
+            let (info, secret) = conninfo(&self.src.node)?;
+            if let Some(s) = secret {
+                self.dst.add_mask(s);
+            }
+            self.dst
+                .exec(&format!(
+                    "create subscription {} connection {} publication {}
+                     with (slot_name = {}, copy_data = true, create_slot = true)",
+                    ident(&names.subscription),
+                    literal(&info),
+                    ident(&names.publication),
+                    literal(&names.slot)
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_copy(&mut self) -> Result<(), MoveError> {
+        let names = self.rec.names();
+        let schema = self.rec.shard.schema();
+        let want = self.ddl().await?.tables.len() as i64 + 1;
+        let total: i64 = self
+            .src
+            .one(
+                "select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
+                 join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relkind = 'r'",
+                &[&schema],
+            )
+            .await?
+            .get(0);
+        self.report.copy_bytes = total as u64;
+        let deadline = Instant::now() + self.opts.copy_timeout;
+        let mut last_states = None;
+        loop {
+            let r = self
+                .dst
+                .one(
+                    "select count(*), count(*) filter (where r.srsubstate = 'r'),
+                        string_agg(r.srsubstate::text, '' order by r.srrelid),
+                        (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
+                         join pg_namespace n on n.oid = c.relnamespace
+                         where n.nspname = $2 and c.relkind = 'r'),
+                        (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
+                         from pg_stat_subscription_stats st where st.subname = $1)
+                     from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
+                     where s.subname = $1",
+                    &[&names.subscription, &schema],
+                )
+                .await?;
+            let (n, ready, states, copied, errors): (i64, i64, Option<String>, i64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            // Table states (i init, d copying, f copied, s synced, r ready), as they change.
+            if states != last_states {
+                self.emit(MoveEvent::Note(format!(
+                    "table states {}",
+                    states.as_deref().unwrap_or("-")
+                )));
+                last_states = states;
+            }
+            self.emit(MoveEvent::Copy {
+                done: copied.max(0) as u64,
+                total: total as u64,
+            });
+            if errors > 0 {
+                return Err(MoveError::Other {
+                    shard: self.shard(),
+                    msg: format!(
+                        "the subscription on island {} reported {errors} replication errors during the initial copy (see that server's log); abort or fix and resume",
+                        self.dst.island
+                    ),
+                });
+            }
+            if n >= want && ready == n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(MoveError::Timeout {
+                    shard: self.shard(),
+                    what: "waiting for the initial copy".into(),
+                    secs: self.opts.copy_timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn post_copy(&mut self) -> Result<(), MoveError> {
+        if store::step_of(&self.dst, self.rec.id, DESTINATION).await? >= Some(MoveStep::CaughtUp) {
+            return Ok(());
+        }
+        let stmts = self.ddl().await?.post_copy.clone();
+        let id = self.rec.id;
+        let (tx, ctx) = self.dst.tx().await?;
+        for s in &stmts {
+            tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
+        }
+        tx.execute(
+            "update atoll.moves set step = 'caught_up', changed_at = now() where id = $1 and role = 'destination'",
+            &[&id],
+        )
+        .await
+        .map_err(|e| ctx.err(e))?;
+        tx.commit().await.map_err(|e| ctx.err(e))
+    }
+
+    /// Ticks until one round trip (source commit -> applied on the destination) is short,
+    /// so the pause only has to wait for the last few milliseconds of changes.
+    pub(crate) async fn catch_up(&mut self) -> Result<(), MoveError> {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let t = Instant::now();
+            let k = tick(&self.src, self.rec.id).await?;
+            let limit = self.opts.copy_timeout;
+            wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await?;
+            let rtt = t.elapsed();
+            self.emit(MoveEvent::Note(format!(
+                "replication round trip {} ms",
+                rtt.as_millis()
+            )));
+            // A busy destination may never get under the bound; after a while a round
+            // trip within a few times the bound is good enough (the pause just waits longer).
+            let bound = if attempts > 50 {
+                self.opts.catch_up_within * 4
+            } else {
+                self.opts.catch_up_within
+            };
+            if rtt <= bound {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Bumps the move's tick on the source (autocommit) and returns the new value.
+pub(crate) async fn tick(src: &Db, id: i64) -> Result<i64, MoveError> {
+    Ok(src
+        .one(
+            "update atoll.move_ticks set tick = tick + 1 where move_id = $1 returning tick",
+            &[&id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Polls the destination until the tick `k` has been applied there.
+pub(crate) async fn wait_tick(
+    dst: &Db,
+    rec: &MoveRecord,
+    k: i64,
+    poll: Duration,
+    limit: Duration,
+) -> Result<(), MoveError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen: Option<i64> = dst
+            .opt(
+                "select tick from atoll.move_ticks where move_id = $1",
+                &[&rec.id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if seen.is_some_and(|s| s >= k) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(MoveError::Timeout {
+                shard: rec.shard,
+                what: format!(
+                    "waiting for island {} to apply the source's changes",
+                    dst.island
+                ),
+                secs: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+pub(crate) async fn sub_oid(dst: &Db, name: &str) -> Result<Option<u32>, MoveError> {
+    Ok(dst
+        .opt(
+            "select s.oid from pg_subscription s join pg_database d on d.oid = s.subdbid
+             where s.subname = $1 and d.datname = current_database()",
+            &[&name],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Drops a replication slot on the source once no WAL sender uses it (a disabled
+/// subscription's sender takes a moment to exit). Absent is fine.
+pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<(), MoveError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let r = src
+            .opt(
+                "select active from pg_replication_slots where slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        match r.map(|r| r.get::<_, bool>(0)) {
+            None => return Ok(()),
+            Some(false) => {
+                match src
+                    .execute("select pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    // Became active or vanished between the check and the drop: look again.
+                    Err(e) if matches!(e.code(), Some("55006") | Some("42704")) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(true) if Instant::now() > deadline => {
+                return Err(MoveError::Query {
+                    node: src.node.to_string(),
+                    msg: format!("replication slot {slot} is still in use after {wait:?}"),
+                    code: None,
+                })
+            }
+            Some(true) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,99 @@
+//! Errors of a move. Messages name the shard, the island or node, and the step; a
+//! password that PostgreSQL might echo back is masked before a message is built.
+
+use atoll_core::move_plan::{AbortRefused, Mismatch, MoveStep, StartRefused};
+use atoll_core::ShardNo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error(transparent)]
+    Pg(#[from] atoll_pg::PgError),
+    #[error("node {node}: {msg}")]
+    Query {
+        node: String,
+        msg: String,
+        code: Option<String>,
+    },
+    #[error(transparent)]
+    Refused(#[from] StartRefused),
+    /// A safety check failed; `check` is the problem's name.
+    #[error("{shard}: unsafe to move: {check}: {detail}")]
+    Unsafe {
+        shard: ShardNo,
+        check: &'static str,
+        detail: String,
+    },
+    #[error("{shard}: verification failed, the move was aborted and the source stays active: {}", list(.mismatches))]
+    VerifyFailed {
+        shard: ShardNo,
+        mismatches: Vec<Mismatch>,
+    },
+    #[error("{shard}: {source}")]
+    AbortRefused {
+        shard: ShardNo,
+        #[source]
+        source: AbortRefused,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{shard}: timed out after {secs} s while {what}")]
+    Timeout {
+        shard: ShardNo,
+        what: String,
+        secs: u64,
+    },
+    /// The test hook `ATOLL_MOVE_STOP_AFTER` stopped the move as if it had been killed.
+    #[error("{shard}: stopped after step {step} (ATOLL_MOVE_STOP_AFTER)")]
+    Stopped { shard: ShardNo, step: MoveStep },
+    #[error("{shard}: {msg}")]
+    Other { shard: ShardNo, msg: String },
+}
+
+fn list(m: &[Mismatch]) -> String {
+    m.iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl MoveError {
+    /// The SQLSTATE of a server error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            MoveError::Query { code, .. } => code.as_deref(),
+            MoveError::Pg(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is bad input or a refusal (exit code 2) rather than a failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MoveError::Refused(_)
+                | MoveError::Unsafe { .. }
+                | MoveError::AbortRefused { .. }
+                | MoveError::NotFound(_)
+        )
+    }
+}
+
+/// PostgreSQL's message with its detail, rather than tokio-postgres' generic "db error".
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{}: {} ({d})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
+}

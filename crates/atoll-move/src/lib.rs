@@ -1,0 +1,355 @@
+//! Moving atoll microshards between islands while the application keeps writing, with
+//! PostgreSQL's logical replication orchestrated from Rust (no psql, pg_dump or shell);
+//! rebalancing islands by running planned moves in parallel; dropping the backups that
+//! moves leave behind.
+//!
+//! A move ([`start_move`]): safety checks; the schema created on the destination from the
+//! source's catalogs with primary keys only; a publication on the source and a subscription
+//! copying the data on the destination; secondary indexes and constraints after the copy;
+//! catch-up; a short write-blocking window in which the destination is proven to have
+//! applied everything, sequences are copied and the copies are compared; then the shard is
+//! switched off and renamed to a backup on the source and switched on at the destination;
+//! replication objects are dropped. Every step is persisted in `atoll.moves`, so a killed
+//! move can be resumed ([`resume_move`]) or rolled back ([`abort_move`]).
+//!
+//! Decisions (step order, what resume and abort do, rebalance plans) are made by
+//! `atoll_core::move_plan` and `atoll_core::rebalance`; this crate only carries them out. It
+//! must not depend on the CLI, on terminal output or on process management (the sandbox).
+//!
+//! The subscription's connection string carries the source master's password when the
+//! config has one: PostgreSQL stores it in `pg_subscription` (readable by superusers only)
+//! for the minutes the move lasts; it is masked in every error this crate builds and
+//! never logged.
+
+mod cleanup;
+mod cutover;
+mod db;
+mod ddl;
+mod engine;
+mod error;
+mod lock;
+mod rebalance;
+mod safety;
+mod store;
+mod undo;
+mod verify;
+
+pub use cleanup::{cleanup, DroppedBackup};
+pub use error::MoveError;
+pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome};
+pub use store::unfinished;
+pub use undo::AbortReport;
+
+use atoll_core::move_plan::{check_start, MoveRecord, MoveStep, TableDigest, VerifyMode};
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+use db::Db;
+use engine::Mover;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a move behaves. `Default` is what `atoll move` uses.
+#[derive(Debug, Clone)]
+pub struct MoveOptions {
+    pub verify: VerifyMode,
+    /// Abort unfinished moves of the shard and drop stray replication objects first.
+    pub clean_leftovers: bool,
+    /// Refuse when a destination replica lags more than this (or is unreachable).
+    pub max_replica_lag_bytes: u64,
+    /// Test hook (`ATOLL_MOVE_STOP_AFTER`): stop right after this step as if killed.
+    pub stop_after: Option<MoveStep>,
+    /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
+    /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
+    pub lock_timeout: Duration,
+    pub lock_attempts: u32,
+    /// The longest one attempt at the pause waits for the destination to apply; past it
+    /// the lock is released, replication catches up, and the pause is tried again.
+    pub pause_budget: Duration,
+    /// The longest the last attempt waits before the move gives up (and rolls back).
+    pub pause_timeout: Duration,
+    /// Enter the pause once one replication round trip takes at most this.
+    pub catch_up_within: Duration,
+    /// Polling interval inside the pause.
+    pub poll: Duration,
+    /// Bound on the initial copy and catch-up.
+    pub copy_timeout: Duration,
+    /// Compare the copies inside the final pause (exact at the switch point; the pause
+    /// then grows with the shard's size) instead of at a frozen point just before it.
+    pub verify_in_pause: bool,
+}
+
+impl Default for MoveOptions {
+    fn default() -> Self {
+        MoveOptions {
+            verify: VerifyMode::Counts,
+            clean_leftovers: false,
+            max_replica_lag_bytes: 64 << 20,
+            stop_after: None,
+            lock_timeout: Duration::from_millis(100),
+            lock_attempts: 50,
+            pause_budget: Duration::from_millis(150),
+            pause_timeout: Duration::from_secs(5),
+            catch_up_within: Duration::from_millis(50),
+            poll: Duration::from_millis(2),
+            copy_timeout: Duration::from_secs(24 * 3600),
+            verify_in_pause: false,
+        }
+    }
+}
+
+/// What a move reports while it runs.
+#[derive(Debug, Clone)]
+pub enum MoveEvent {
+    Step(MoveStep),
+    /// Bytes on the destination so far vs. the source's size.
+    Copy {
+        done: u64,
+        total: u64,
+    },
+    Note(String),
+}
+
+/// Receives progress; called from the move's task, must not block.
+pub type Progress = Arc<dyn Fn(ShardNo, &MoveEvent) + Send + Sync>;
+
+/// A progress sink that ignores everything.
+pub fn no_progress() -> Progress {
+    Arc::new(|_, _| {})
+}
+
+/// The outcome of a finished move, with its timings.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MoveReport {
+    pub id: i64,
+    pub shard: Option<ShardNo>,
+    pub from: Option<IslandId>,
+    pub to: Option<IslandId>,
+    pub verify: VerifyMode,
+    pub resumed_from: Option<MoveStep>,
+    pub backup_schema: Option<String>,
+    pub total_ms: u64,
+    pub copy_ms: u64,
+    pub copy_bytes: u64,
+    /// From the lock request to the destination's activation: the longest a writer waits.
+    pub pause_ms: f64,
+    pub lock_ms: f64,
+    pub apply_wait_ms: f64,
+    pub verify_and_switch_ms: f64,
+    /// The brief write block that froze both copies for the comparison (0 when compared
+    /// inside the pause).
+    pub verify_block_ms: f64,
+    pub tables: Vec<TableDigest>,
+}
+
+/// Starts and runs a move of `shard` to island `to`.
+pub async fn start_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: ShardNo,
+    to: IslandId,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let t0 = std::time::Instant::now();
+    let mut pending = store::unfinished(config, snapshot).await?;
+    if opts.clean_leftovers {
+        for m in pending.iter().filter(|m| m.shard == shard) {
+            abort_record(config, snapshot, m).await?;
+        }
+        pending.retain(|m| m.shard != shard);
+    }
+    let active_on = snapshot.active_island(shard).ok();
+    let known = snapshot.island(to).is_some();
+    let dst_has_schema = if known {
+        let dst = Db::connect(config, snapshot, to).await?;
+        dst.one(
+            "select exists (select 1 from pg_namespace where nspname = $1)",
+            &[&shard.schema()],
+        )
+        .await?
+        .get(0)
+    } else {
+        false
+    };
+    let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    let left = undo::leftovers(config, snapshot, shard, &pending).await?;
+    if !left.is_empty() {
+        if !opts.clean_leftovers {
+            let list: Vec<String> = left
+                .iter()
+                .map(|(i, k, n)| format!("{k} {n} on island {i}"))
+                .collect();
+            return Err(MoveError::Unsafe {
+                shard,
+                check: "leftovers",
+                detail: format!(
+                    "{} remain from an earlier move; pass --clean-leftovers to drop them",
+                    list.join(", ")
+                ),
+            });
+        }
+        undo::drop_leftovers(config, snapshot, &left).await?;
+    }
+    safety::check_replicas(shard, snapshot, to, opts.max_replica_lag_bytes)?;
+    let src = Db::connect(config, snapshot, from).await?;
+    let dst = Db::connect(config, snapshot, to).await?;
+    store::require_catalog(&src).await?;
+    store::require_catalog(&dst).await?;
+    let ddl = ddl::read(&src, shard).await?;
+    safety::check_tables(shard, &ddl)?;
+    safety::check_capacity(shard, &src, &dst, ddl.tables.len()).await?;
+
+    let rec = MoveRecord {
+        id: store::new_id(),
+        shard,
+        source: from,
+        destination: to,
+        step: MoveStep::Prepared,
+        verify: opts.verify,
+        backup_schema: None,
+    };
+    store::insert(&src, &rec, store::SOURCE).await?;
+    progress(shard, &MoveEvent::Step(MoveStep::Prepared));
+    let report = MoveReport {
+        id: rec.id,
+        shard: Some(shard),
+        from: Some(from),
+        to: Some(to),
+        verify: opts.verify,
+        ..MoveReport::default()
+    };
+    let mover = Mover {
+        config,
+        rec,
+        src,
+        dst,
+        opts,
+        progress,
+        ddl: Some(ddl),
+        report,
+    };
+    mover.hook(MoveStep::Prepared)?;
+    let mut report = finish(config, snapshot, mover).await?;
+    report.total_ms = t0.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn finish(
+    config: &Config,
+    snapshot: &Snapshot,
+    mut mover: Mover<'_>,
+) -> Result<MoveReport, MoveError> {
+    match mover.run().await {
+        Ok(()) => {
+            mover.report.backup_schema = mover.rec.backup_schema.clone();
+            Ok(mover.report)
+        }
+        Err(e @ MoveError::VerifyFailed { .. }) => {
+            // The copies differ: roll back, so the source stays the only active copy.
+            let rec = mover.rec.clone();
+            drop(mover);
+            abort_record(config, snapshot, &rec).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Picks the one unfinished move (of `shard`, if given).
+async fn pick(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+) -> Result<MoveRecord, MoveError> {
+    let all = store::unfinished(config, snapshot).await?;
+    let mut found: Vec<MoveRecord> = all
+        .into_iter()
+        .filter(|m| shard.is_none_or(|s| s == m.shard))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(MoveError::NotFound(match shard {
+            Some(s) => format!("{s} has no unfinished move"),
+            None => "there is no unfinished move".into(),
+        })),
+        _ => {
+            let list: Vec<String> = found
+                .iter()
+                .map(|m| format!("{} ({})", m.shard, m.step))
+                .collect();
+            Err(MoveError::NotFound(format!(
+                "several unfinished moves: {}; say which with --shard",
+                list.join(", ")
+            )))
+        }
+    }
+}
+
+/// Continues an unfinished move from its persisted step.
+pub async fn resume_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let found = pick(config, snapshot, shard).await?;
+    resume_record(config, snapshot, &found, opts, progress).await
+}
+
+pub(crate) async fn resume_record(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let src = Db::connect(config, snapshot, found.source).await?;
+    let dst = Db::connect(config, snapshot, found.destination).await?;
+    let rec = store::load(&src, found.id).await?;
+    let report = MoveReport {
+        id: rec.id,
+        shard: Some(rec.shard),
+        from: Some(rec.source),
+        to: Some(rec.destination),
+        verify: rec.verify,
+        resumed_from: Some(rec.step),
+        ..MoveReport::default()
+    };
+    let mover = Mover {
+        config,
+        rec,
+        src,
+        dst,
+        opts,
+        progress,
+        ddl: None,
+        report,
+    };
+    finish(config, snapshot, mover).await
+}
+
+/// Rolls back the one unfinished move (of `shard`, if given).
+pub async fn abort_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+) -> Result<AbortReport, MoveError> {
+    let found = pick(config, snapshot, shard).await?;
+    abort_record(config, snapshot, &found).await
+}
+
+async fn abort_record(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+) -> Result<AbortReport, MoveError> {
+    let src = Db::connect(config, snapshot, found.source).await?;
+    let dst = Db::connect(config, snapshot, found.destination).await?;
+    let rec = match store::load(&src, found.id).await {
+        Ok(r) => r,
+        // Only the destination's reference row is left: undo what the destination holds.
+        Err(MoveError::NotFound(_)) => found.clone(),
+        Err(e) => return Err(e),
+    };
+    undo::abort(&src, &dst, &rec).await
+}

@@ -1,0 +1,118 @@
+//! Rebalancing, the I/O half: reading shard weights (custom SQL, the registry's weight
+//! column, or sizes), and running planned moves with bounded parallelism. The plan itself
+//! is `atoll_core::rebalance::plan`.
+
+use crate::db::Db;
+use crate::error::MoveError;
+use crate::{start_move, MoveOptions, MoveReport, Progress};
+use atoll_core::rebalance::{plan, PlannedMove, RebalanceInput, RebalancePlan, ShardLoad};
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Shards lighter than this count as empty when weights are sizes (an empty table with a
+/// primary key still takes a few pages).
+const EMPTY_BELOW_BYTES: f64 = 64.0 * 1024.0;
+
+/// The weight of every active shard: from `weight_sql` when given (run on every island
+/// master, returning `(shard int, weight float8)` rows), else the registry's `weight`
+/// column, else the shard's size from `snapshot` (which must have been taken with sizes).
+pub async fn load_weights(
+    config: &Config,
+    snapshot: &Snapshot,
+    weight_sql: Option<&str>,
+) -> Result<Vec<ShardLoad>, MoveError> {
+    let mut custom: BTreeMap<u16, f64> = BTreeMap::new();
+    for island in &snapshot.islands {
+        let db = Db::connect(config, snapshot, island.id).await?;
+        let sql = weight_sql.unwrap_or(
+            "select shard, weight from atoll.shards where weight is not null and active",
+        );
+        for r in db.query(sql, &[]).await? {
+            let shard: i32 = r.try_get(0).map_err(|e| db.err(e))?;
+            let weight: Option<f64> = r.try_get(1).map_err(|e| db.err(e))?;
+            if let (Ok(s), Some(w)) = (u16::try_from(shard), weight) {
+                custom.insert(s, w);
+            }
+        }
+    }
+    Ok(snapshot
+        .active_shards()
+        .map(|(shard, island)| {
+            let size = snapshot
+                .shards
+                .get(&shard)
+                .and_then(|c| c.iter().find(|c| c.island == island))
+                .and_then(|c| c.size_bytes)
+                .unwrap_or(0) as f64;
+            ShardLoad {
+                shard,
+                island,
+                weight: custom.get(&shard.get()).copied().unwrap_or(size),
+            }
+        })
+        .collect())
+}
+
+/// Plans a rebalance of `loads` over the islands of `snapshot`.
+pub fn plan_rebalance(
+    snapshot: &Snapshot,
+    loads: Vec<ShardLoad>,
+    decommission: &[IslandId],
+    sizes: bool,
+) -> Result<RebalancePlan, atoll_core::rebalance::RebalanceError> {
+    plan(&RebalanceInput {
+        islands: snapshot.islands.iter().map(|i| i.id).collect(),
+        decommission: decommission.to_vec(),
+        shards: loads,
+        empty_below: if sizes { EMPTY_BELOW_BYTES } else { 0.0 },
+    })
+}
+
+/// The outcome of one planned move.
+#[derive(Debug, serde::Serialize)]
+pub struct RebalanceOutcome {
+    pub shard: ShardNo,
+    pub from: IslandId,
+    pub to: IslandId,
+    pub report: Option<MoveReport>,
+    pub error: Option<String>,
+}
+
+/// Runs `moves`, at most `parallelism` at a time. A failed move does not stop the others;
+/// it stays recorded (resumable) unless it rolled itself back.
+pub async fn run_moves(
+    config: &Config,
+    snapshot: &Snapshot,
+    moves: &[PlannedMove],
+    parallelism: usize,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Vec<RebalanceOutcome> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+    let runs = moves.iter().map(|m| {
+        let gate = gate.clone();
+        let progress = progress.clone();
+        async move {
+            let result = match gate.acquire().await {
+                Ok(_permit) => start_move(config, snapshot, m.shard, m.to, opts, progress).await,
+                Err(e) => Err(MoveError::Other {
+                    shard: m.shard,
+                    msg: e.to_string(),
+                }),
+            };
+            let (report, error) = match result {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            RebalanceOutcome {
+                shard: m.shard,
+                from: m.from,
+                to: m.to,
+                report,
+                error,
+            }
+        }
+    });
+    futures::future::join_all(runs).await
+}

@@ -1,0 +1,185 @@
+//! Aborting a move ([`atoll_core::move_plan::MoveStep::abort_plan`] carried out) and
+//! clearing leftovers of moves that are no longer recorded.
+
+use crate::cutover::drop_replication;
+use crate::db::{ident, Db};
+use crate::error::MoveError;
+use crate::store::{self, DESTINATION};
+use atoll_core::move_plan::{move_name_prefix, AbortAction, AbortRefused, MoveRecord, MoveStep};
+use atoll_core::{Config, ShardNo, Snapshot};
+use std::time::Duration;
+
+/// What an abort did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AbortReport {
+    pub id: i64,
+    pub shard: ShardNo,
+    pub from_step: MoveStep,
+    pub actions: Vec<AbortAction>,
+}
+
+/// Rolls a move back: the source keeps (or gets back) the shard, active; no subscription,
+/// slot or publication stays; the destination's copy is dropped. Refused once the
+/// destination is active. Every action is idempotent, so a failed abort can be re-run.
+pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortReport, MoveError> {
+    let shard = rec.shard;
+    let plan = rec
+        .step
+        .abort_plan()
+        .map_err(|source| MoveError::AbortRefused { shard, source })?;
+    let schema = shard.schema();
+    for action in &plan {
+        match action {
+            AbortAction::RefuseIfDestinationActive => {
+                let active: bool = dst
+                    .opt(
+                        "select active from atoll.shards where shard = $1",
+                        &[&(shard.get() as i32)],
+                    )
+                    .await?
+                    .is_some_and(|r| r.get(0));
+                if active {
+                    return Err(MoveError::AbortRefused {
+                        shard,
+                        source: AbortRefused(MoveStep::Activated),
+                    });
+                }
+            }
+            // The three replication actions are carried out together.
+            AbortAction::DropSubscription => {
+                drop_replication(src, dst, rec.id, &rec.names()).await?
+            }
+            AbortAction::DropSlot | AbortAction::DropPublication => {}
+            AbortAction::RestoreSourceSchema => {
+                if let Some(backup) = &rec.backup_schema {
+                    let r = src
+                        .one(
+                            "select exists (select 1 from pg_namespace where nspname = $1),
+                                    exists (select 1 from pg_namespace where nspname = $2)",
+                            &[backup, &schema],
+                        )
+                        .await?;
+                    let (has_backup, has_schema): (bool, bool) = (r.get(0), r.get(1));
+                    if has_backup && !has_schema {
+                        src.exec(&format!(
+                            "alter schema {} rename to {}",
+                            ident(backup),
+                            ident(&schema)
+                        ))
+                        .await?;
+                    }
+                }
+            }
+            AbortAction::ReactivateSource => {
+                src.execute(
+                    "insert into atoll.shards (shard, active)
+                     select $1, true where exists (select 1 from pg_namespace where nspname = $2)
+                     on conflict (shard) do update set active = true, changed_at = now()",
+                    &[&(shard.get() as i32), &schema],
+                )
+                .await?;
+            }
+            AbortAction::DropDestinationSchema => {
+                // Only a schema this move created (its reference row commits with it), and
+                // never one that is active there.
+                let ours = store::step_of(dst, rec.id, DESTINATION).await?.is_some();
+                let active: bool = dst
+                    .opt(
+                        "select active from atoll.shards where shard = $1",
+                        &[&(shard.get() as i32)],
+                    )
+                    .await?
+                    .is_some_and(|r| r.get(0));
+                if ours && !active {
+                    dst.exec(&format!("drop schema if exists {} cascade", ident(&schema)))
+                        .await?;
+                    dst.execute(
+                        "delete from atoll.shards where shard = $1 and not active",
+                        &[&(shard.get() as i32)],
+                    )
+                    .await?;
+                }
+            }
+            AbortAction::ForgetMove => {
+                store::forget(dst, rec.id).await?;
+                store::forget(src, rec.id).await?;
+            }
+        }
+    }
+    Ok(AbortReport {
+        id: rec.id,
+        shard,
+        from_step: rec.step,
+        actions: plan,
+    })
+}
+
+/// Replication objects named for moves of `shard` on any island master, which no
+/// unfinished move owns: `(island, kind, name)`.
+pub(crate) async fn leftovers(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: ShardNo,
+    owned: &[MoveRecord],
+) -> Result<Vec<(atoll_core::IslandId, &'static str, String)>, MoveError> {
+    let prefix = format!("{}%", move_name_prefix(shard).replace('_', "\\_"));
+    let mut out = Vec::new();
+    for island in &snapshot.islands {
+        let db = Db::connect(config, snapshot, island.id).await?;
+        for r in db
+            .query(
+                "select 'subscription', subname::text from pg_subscription s join pg_database d on d.oid = s.subdbid
+                  where d.datname = current_database() and subname like $1
+                 union all select 'slot', slot_name::text from pg_replication_slots where slot_name like $1
+                 union all select 'publication', pubname::text from pg_publication where pubname like $1",
+                &[&prefix],
+            )
+            .await?
+        {
+            let (kind, name): (String, String) = (r.get(0), r.get(1));
+            if owned.iter().any(|m| m.names().slot == name) {
+                continue;
+            }
+            let kind = match kind.as_str() {
+                "subscription" => "subscription",
+                "slot" => "slot",
+                _ => "publication",
+            };
+            out.push((island.id, kind, name));
+        }
+    }
+    Ok(out)
+}
+
+/// Drops leftovers found by [`leftovers`].
+pub(crate) async fn drop_leftovers(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &[(atoll_core::IslandId, &'static str, String)],
+) -> Result<(), MoveError> {
+    // Subscriptions first: they hold the slots.
+    let mut ordered: Vec<_> = found.iter().collect();
+    ordered.sort_by_key(|(_, kind, _)| match *kind {
+        "subscription" => 0,
+        "slot" => 1,
+        _ => 2,
+    });
+    for (island, kind, name) in ordered {
+        let db = Db::connect(config, snapshot, *island).await?;
+        match *kind {
+            "subscription" => {
+                let s = ident(name);
+                db.exec(&format!(
+                    "alter subscription {s} disable; alter subscription {s} set (slot_name = none); drop subscription {s};"
+                ))
+                .await?
+            }
+            "slot" => crate::engine::drop_slot(&db, name, Duration::from_secs(30)).await?,
+            _ => {
+                db.exec(&format!("drop publication if exists {}", ident(name)))
+                    .await?
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! A writer that inserts continuously into one shard through atoll-client, which retries
+//! "shard absent" (SQLSTATE 3F000 / 42P01, or no active island) within its
+//! `shard_absent_window` with rediscovery — so every error counted here reached the
+//! application.
+
+use atoll_client::{Cluster, ClusterOptions, Write};
+use atoll_core::{Config, ShardNo};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Route {
+    cluster: Cluster,
+}
+
+impl Route {
+    pub async fn new(config: &Config) -> Route {
+        let cluster = Cluster::connect(config.clone(), ClusterOptions::default())
+            .await
+            .unwrap();
+        Route { cluster }
+    }
+
+    /// Runs `sql` (one bigint parameter, returning one bigint) on the shard, once.
+    pub async fn write(&mut self, shard: ShardNo, sql: &str, p: i64) -> Result<i64, String> {
+        let rows = self
+            .cluster
+            .shard(shard)
+            .write(sql, &[&p], Write::once())
+            .await
+            .map_err(|e| e.to_string())?;
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| "no row returned".to_string())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub acked: Vec<i64>,
+    pub errors: Vec<String>,
+    pub max_gap: Duration,
+}
+
+/// Inserts `payload = 1, 2, 3, ...` into `shard.items` until `stop` is set.
+pub async fn run(config: Config, shard: ShardNo, stop: Arc<AtomicBool>) -> WriterStats {
+    let mut route = Route::new(&config).await;
+    let sql = format!(
+        "insert into {}.items (payload) values ($1) returning payload",
+        shard.schema()
+    );
+    let mut stats = WriterStats::default();
+    let mut last = Instant::now();
+    let mut n = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        match route.write(shard, &sql, n).await {
+            Ok(p) => {
+                stats.acked.push(p);
+                let now = Instant::now();
+                stats.max_gap = stats.max_gap.max(now - last);
+                last = now;
+            }
+            Err(e) => stats.errors.push(e),
+        }
+    }
+    stats
+}
+
+/// Every acknowledged payload is present exactly once in the active copy.
+pub async fn check_acked(config: &Config, shard: ShardNo, acked: &[i64]) {
+    let snap = super::discover(config).await;
+    let island = snap.active_island(shard).unwrap();
+    let c = super::master(config, &snap, island).await;
+    let rows = c
+        .query(
+            &format!(
+                "select payload, count(*) from {}.items where payload > 0 group by payload",
+                shard.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let found: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for p in acked {
+        assert_eq!(found.get(p), Some(&1), "payload {p} present exactly once");
+    }
+}

@@ -1,0 +1,291 @@
+//! A move killed at every step can be resumed or aborted; every safety check refuses with
+//! its problem's name; verification failure rolls back.
+
+mod common;
+
+use atoll_core::move_plan::MoveStep;
+use atoll_core::{Config, IslandId, ShardNo};
+use atoll_move::{MoveError, MoveOptions};
+use atoll_sandbox::TestSandbox;
+use common::{assert_settled, discover, master, setup, shard};
+use std::time::Duration;
+
+const ROWS: i64 = 200;
+
+async fn start(
+    config: &Config,
+    s: ShardNo,
+    to: IslandId,
+    opts: &MoveOptions,
+) -> Result<(), MoveError> {
+    let snap = discover(config).await;
+    atoll_move::start_move(config, &snap, s, to, opts, atoll_move::no_progress())
+        .await
+        .map(|_| ())
+}
+
+fn other(i: IslandId) -> IslandId {
+    IslandId(1 - i.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_moves_resume_or_abort_and_safety_checks_refuse() {
+    tokio::time::timeout(Duration::from_secs(480), scenario())
+        .await
+        .expect("the scenario finishes within 8 minutes");
+}
+
+async fn scenario() {
+    let sb = TestSandbox::new(2, 1).unwrap();
+    let config = setup(&sb, &[1, 2, 3], ROWS).await;
+    let s = shard(1);
+
+    // Kill at each step; abort (where allowed), then kill again and resume.
+    for step in MoveStep::ALL
+        .into_iter()
+        .filter(|s| *s != MoveStep::CleanedUp)
+    {
+        let home = discover(&config).await.active_island(s).unwrap();
+        let opts = MoveOptions {
+            stop_after: Some(step),
+            ..MoveOptions::default()
+        };
+        let e = start(&config, s, other(home), &opts).await.unwrap_err();
+        assert!(matches!(e, MoveError::Stopped { .. }), "{step}: {e}");
+        // A second move over the leftovers is refused.
+        let again = start(&config, s, other(home), &MoveOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            again.to_string().contains("unfinished move"),
+            "{step}: {again}"
+        );
+
+        let snap = discover(&config).await;
+        match atoll_move::abort_move(&config, &snap, Some(s)).await {
+            Ok(r) => {
+                assert_eq!(r.from_step, step.persisted_after_crash(), "{step}");
+                assert_settled(&config, s, home, Some(ROWS)).await;
+                // Kill again at the same step, then resume this time.
+                let e = start(&config, s, other(home), &opts).await.unwrap_err();
+                assert!(matches!(e, MoveError::Stopped { .. }), "{step}: {e}");
+            }
+            Err(e) => {
+                assert!(step >= MoveStep::Activated, "{step}: abort refused: {e}");
+                assert!(e.to_string().contains("run --resume"), "{e}");
+            }
+        }
+        let snap = discover(&config).await;
+        let r = atoll_move::resume_move(
+            &config,
+            &snap,
+            Some(s),
+            &MoveOptions::default(),
+            atoll_move::no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("resume after {step}: {e}"));
+        assert_eq!(r.resumed_from, Some(step.persisted_after_crash()), "{step}");
+        assert_settled(&config, s, other(home), Some(ROWS)).await;
+    }
+    // --clean-leftovers aborts an unfinished move and starts afresh.
+    let home = discover(&config).await.active_island(s).unwrap();
+    let stop = MoveOptions {
+        stop_after: Some(MoveStep::Subscribed),
+        ..MoveOptions::default()
+    };
+    start(&config, s, other(home), &stop).await.unwrap_err();
+    let clean = MoveOptions {
+        clean_leftovers: true,
+        ..MoveOptions::default()
+    };
+    start(&config, s, other(home), &clean).await.unwrap();
+    assert_settled(&config, s, other(home), Some(ROWS)).await;
+
+    safety_checks(&sb, &config).await;
+    strong_lock_holders_are_waited_out_without_queueing(&config).await;
+    verification_failure_rolls_back(&config).await;
+}
+
+async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
+    let s = shard(3);
+    let snap = discover(config).await;
+    let home = snap.active_island(s).unwrap();
+    let holder = master(config, &snap, home).await;
+    let writer = master(config, &snap, home).await;
+    // A session holding SHARE UPDATE EXCLUSIVE (what a manual VACUUM or ANALYZE takes)
+    // would make a LOCK request queue, and writers behind it.
+    holder
+        .batch_execute("begin; lock table sh0003.items in share update exclusive mode")
+        .await
+        .unwrap();
+    let mover = {
+        let config = config.clone();
+        tokio::spawn(async move { start(&config, s, other(home), &MoveOptions::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The move is waiting for the holder, but not in the lock queue: writes go through.
+    let t = std::time::Instant::now();
+    writer
+        .batch_execute("insert into sh0003.items (payload) values (-424242)")
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!mover.is_finished());
+    holder.batch_execute("commit").await.unwrap();
+    mover.await.unwrap().unwrap();
+    assert_settled(config, s, other(home), Some(ROWS + 1)).await;
+}
+
+fn check_name(e: &MoveError) -> &'static str {
+    match e {
+        MoveError::Unsafe { check, .. } => check,
+        MoveError::Refused(atoll_core::move_plan::StartRefused::DestinationHasSchema {
+            ..
+        }) => "destination_has_schema",
+        _ => "other",
+    }
+}
+
+async fn safety_checks(sb: &TestSandbox, config: &Config) {
+    let s = shard(2);
+    let snap = discover(config).await;
+    let home = snap.active_island(s).unwrap();
+    let src = master(config, &snap, home).await;
+    let dst = master(config, &snap, other(home)).await;
+    let opts = MoveOptions::default();
+
+    // A table without a primary key or replica identity.
+    src.batch_execute("create table sh0002.loose (a int)")
+        .await
+        .unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "table_without_primary_key", "{e}");
+    assert!(e.to_string().contains("sh0002.loose"), "{e}");
+    // Replica identity full is enough.
+    src.batch_execute("alter table sh0002.loose replica identity full")
+        .await
+        .unwrap();
+
+    // The destination already has the schema.
+    dst.batch_execute("create schema sh0002").await.unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "destination_has_schema", "{e}");
+    dst.batch_execute("drop schema sh0002").await.unwrap();
+
+    // Stray replication objects of an earlier move.
+    src.batch_execute("create publication atoll_move_sh0002_1")
+        .await
+        .unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "leftovers", "{e}");
+    assert!(
+        e.to_string().contains("publication atoll_move_sh0002_1"),
+        "{e}"
+    );
+    src.batch_execute("drop publication atoll_move_sh0002_1")
+        .await
+        .unwrap();
+
+    // Too few free replication slots on the source.
+    let free: i64 = src
+        .query_one(
+            "select current_setting('max_replication_slots')::int8 - count(*) from pg_replication_slots",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    src.batch_execute(&format!(
+        "select pg_create_physical_replication_slot('filler_' || i) from generate_series(1, {}) g(i)",
+        free - 1
+    ))
+    .await
+    .unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "replication_slots", "{e}");
+    src.batch_execute(
+        "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name like 'filler\\_%'",
+    )
+    .await
+    .unwrap();
+
+    // A destination replica that is down (its lag is unknown).
+    sb.stop_node(other(home).0, 1).unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "replica_lag", "{e}");
+    // Lag beyond the threshold.
+    sb.start_node(other(home).0, 1).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let strict = MoveOptions {
+        max_replica_lag_bytes: 0,
+        ..MoveOptions::default()
+    };
+    dst.batch_execute("create table public.burst as select g from generate_series(1, 200000) g")
+        .await
+        .unwrap();
+    let snap = discover(config).await;
+    let lagging = snap
+        .island(other(home))
+        .unwrap()
+        .replicas()
+        .any(|n| n.lag_bytes.unwrap_or(0) > 0);
+    if lagging {
+        let e = atoll_move::start_move(
+            config,
+            &snap,
+            s,
+            other(home),
+            &strict,
+            atoll_move::no_progress(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(check_name(&e), "replica_lag", "{e}");
+    } else {
+        eprintln!("the replica caught up before discovery; lag threshold not exercised");
+    }
+    dst.batch_execute("drop table public.burst").await.unwrap();
+
+    // Nothing was created by the refused moves; after the fixes the move goes through.
+    assert!(common::replication_leftovers(config).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    start(config, s, other(home), &opts).await.unwrap();
+    assert_settled(config, s, other(home), Some(ROWS)).await;
+}
+
+async fn verification_failure_rolls_back(config: &Config) {
+    let s = shard(3);
+    let rows = ROWS + 1;
+    let home = discover(config).await.active_island(s).unwrap();
+    let stop = MoveOptions {
+        stop_after: Some(MoveStep::CaughtUp),
+        ..MoveOptions::default()
+    };
+    start(config, s, other(home), &stop).await.unwrap_err();
+    // Damage the inactive copy behind replication's back.
+    let snap = discover(config).await;
+    let dst = master(config, &snap, other(home)).await;
+    dst.batch_execute(
+        "set session_replication_role = replica;
+         delete from sh0003.children; delete from sh0003.items where id in (select id from sh0003.items limit 3)",
+    )
+    .await
+    .unwrap();
+    let e = atoll_move::resume_move(
+        &config.clone(),
+        &snap,
+        Some(s),
+        &MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, MoveError::VerifyFailed { .. }), "{e}");
+    assert!(e.to_string().contains("rows on the source"), "{e}");
+    assert_settled(config, s, home, Some(rows)).await;
+}
