@@ -169,4 +169,87 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
         .as_array()
         .unwrap()
         .is_empty());
+    migrations_and_moves_keep_apart(&sb, &home);
+}
+
+/// A migration run refuses to start while a move is unfinished (DDL does not travel
+/// through logical replication), and a move refuses to start while a run holds the lock.
+fn migrations_and_moves_keep_apart(sb: &TestSandbox, to: &str) {
+    let dir = sb.dir().join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("1.t.sh.up.sql"),
+        "create table t (id int primary key);",
+    )
+    .unwrap();
+    std::fs::write(dir.join("1.t.sh.dn.sql"), "drop table t;").unwrap();
+    let dir = dir.to_string_lossy().to_string();
+    let apply = ["migrate", "apply", "--dir", dir.as_str()];
+
+    let out = atoll(
+        sb,
+        &["move", "--shard", "1", "--to", to],
+        &[("ATOLL_MOVE_STOP_AFTER", "subscribed")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = atoll(sb, &apply, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("moves are unfinished: sh0001 (subscribed"),
+        "{}",
+        stderr(&out)
+    );
+    json(&atoll(
+        sb,
+        &["--json", "move", "--abort", "--shard", "1"],
+        &[],
+    ));
+
+    // A run in progress is the session holding the lock on the first island's master.
+    let port = sb.islands()[0].nodes[0].port.to_string();
+    let key = atoll_pg::coordination::MIGRATION_LOCK_KEY.to_string();
+    let mut holder = Command::new(sb.pg_bin().join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-Atq"])
+        .args([
+            "-c",
+            &format!("select pg_advisory_lock({key})"),
+            "-c",
+            "select pg_sleep(60)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = "select count(*) from pg_locks where locktype = 'advisory' and granted";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sb.psql(sb.islands()[0].nodes[0].port, held).unwrap() == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock holder never got the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = atoll(sb, &["move", "--shard", "1", "--to", to], &[]);
+    // End the holder's session on the server (a killed psql leaves pg_sleep running).
+    let release =
+        "select count(pg_terminate_backend(pid)) from pg_locks where locktype = 'advisory'";
+    sb.psql(sb.islands()[0].nodes[0].port, release).unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    while sb.psql(sb.islands()[0].nodes[0].port, held).unwrap() != "0" {
+        assert!(std::time::Instant::now() < deadline, "lock never released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("migration_running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(json(&atoll(sb, &["--json", "move", "--list"], &[]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Neither waits on the other any more.
+    let out = atoll(sb, &apply, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -29,6 +29,12 @@ pub enum MigrateError {
         done: usize,
         not_started: usize,
     },
+    /// A move is under way; DDL would not reach its copy. Not an input error: it clears
+    /// once the move is finished or aborted.
+    #[error(
+        "moves are unfinished: {0}; finish them (atoll move --resume or --abort) before migrating"
+    )]
+    MoveInProgress(String),
     #[error("island {island}: {file} failed: {msg}")]
     Hook {
         island: IslandId,

@@ -11,8 +11,8 @@ use atoll_pg::PgError;
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// `hashtext('atoll.migrate')` would do too; a constant keeps the key visible in pg_locks.
-const LOCK_KEY: i64 = 0x61_746f_6c6c_6d69; // "atollmi"
+/// Shared with moves, which must not start while a run holds it.
+const LOCK_KEY: i64 = atoll_pg::coordination::MIGRATION_LOCK_KEY;
 
 /// A held lock plus the run it belongs to. Call [`RunLock::finish`] to release it; if
 /// dropped instead (a panic, a lost connection), the server releases it with the session.

@@ -228,7 +228,29 @@ async fn take_lock(
     if !has {
         return Err(MigrateError::NoCatalog(island));
     }
-    RunLock::acquire(node, config.connect_timeout, kind).await
+    let lock = RunLock::acquire(node, config.connect_timeout, kind).await?;
+    // Holding the lock, no new move can start; one already under way must finish first
+    // (DDL does not travel through its logical replication).
+    // One line per shard, with the source row's step when both sides are recorded.
+    let mut moving: std::collections::BTreeMap<i32, (String, IslandId, bool)> = Default::default();
+    for (island, node, client) in &masters.nodes {
+        for m in atoll_pg::coordination::unfinished_moves(client, node).await? {
+            let seen = moving.get(&m.shard).is_some_and(|e| e.2);
+            if !seen {
+                moving.insert(m.shard, (m.step, *island, m.is_source));
+            }
+        }
+    }
+    if !moving.is_empty() {
+        let list: Vec<String> = moving
+            .iter()
+            .map(|(shard, (step, island, _))| format!("sh{shard:04} ({step}, island {island})"))
+            .collect();
+        let e = MigrateError::MoveInProgress(list.join(", "));
+        let _ = lock.finish("refused", &e.to_string()).await;
+        return Err(e);
+    }
+    Ok(lock)
 }
 
 #[allow(clippy::too_many_arguments)]

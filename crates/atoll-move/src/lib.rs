@@ -208,6 +208,12 @@ pub async fn start_move(
         backup_schema: None,
     };
     store::insert(&src, &rec, store::SOURCE).await?;
+    // Now that this move is visible to a migration run, make sure none is under way
+    // (logical replication does not carry DDL); see atoll_pg::coordination.
+    if let Err(e) = refuse_during_migration(config, snapshot, shard).await {
+        abort_record(config, snapshot, &rec).await?;
+        return Err(e);
+    }
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
     let report = MoveReport {
         id: rec.id,
@@ -231,6 +237,26 @@ pub async fn start_move(
     let mut report = finish(config, snapshot, mover).await?;
     report.total_ms = t0.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Refuses while a migration run holds the cluster lock (on the first island's master).
+async fn refuse_during_migration(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: ShardNo,
+) -> Result<(), MoveError> {
+    let Some(first) = config.islands.iter().map(|i| i.id).min() else {
+        return Ok(());
+    };
+    let db = Db::connect(config, snapshot, first).await?;
+    if atoll_pg::coordination::migration_running(&db.client, &db.node).await? {
+        return Err(MoveError::Unsafe {
+            shard,
+            check: "migration_running",
+            detail: "a migration run holds the cluster lock (see atoll.migration_lock); move after it ends".into(),
+        });
+    }
+    Ok(())
 }
 
 async fn finish(

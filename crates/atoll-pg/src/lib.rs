@@ -14,6 +14,7 @@
 pub mod allocate;
 pub mod catalog;
 mod connect;
+pub mod coordination;
 mod discovery;
 mod error;
 mod master;
