@@ -133,10 +133,20 @@ fn init_tracing(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // Whatever the user asks for: tokio-postgres logs every statement batch at debug
+        // level, and a move's CREATE SUBSCRIPTION carries the source's password.
+        .add_directive(quiet_driver());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+fn quiet_driver() -> tracing_subscriber::filter::Directive {
+    // A constant directive; the fallback is the same filter spelled as a level.
+    "tokio_postgres=info"
+        .parse()
+        .unwrap_or_else(|_| tracing::level_filters::LevelFilter::WARN.into())
 }
