@@ -89,12 +89,15 @@ pub fn render(config: &Config, s: &Snapshot, shards: bool) -> String {
                     n.lsn.map(|l| l.to_string()).unwrap_or_default()
                 ),
                 (None, _) => format!(
-                    "  replica  {:<21} {:<7} wal {}  lag {}, {:.1} s",
+                    "  replica  {:<21} {:<7} wal {}  lag {}, {}",
                     n.addr,
                     n.server_version.as_deref().unwrap_or("?"),
                     n.lsn.map(|l| l.to_string()).unwrap_or_default(),
                     n.lag_bytes.map(bytes).unwrap_or_else(|| "?".into()),
-                    n.lag_seconds.unwrap_or(f64::NAN)
+                    // Unknown until the replica has replayed a transaction.
+                    n.lag_seconds
+                        .map(|s| format!("{s:.1} s"))
+                        .unwrap_or_else(|| "? s".into())
                 ),
             };
             let _ = writeln!(out, "{line}");
