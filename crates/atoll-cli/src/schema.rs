@@ -3,9 +3,7 @@
 
 use crate::exit::UNHEALTHY;
 use crate::output::print_json;
-use crate::status::require_masters;
 use crate::{CmdResult, Context};
-use atoll_pg::{Discoverer, DiscoveryOptions};
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
@@ -16,13 +14,7 @@ pub enum SchemaCommand {
 
 pub async fn run(ctx: &Context, cmd: SchemaCommand) -> CmdResult {
     let SchemaCommand::Diff = cmd;
-    let config = ctx.load_config()?;
-    let options = DiscoveryOptions {
-        sizes: false,
-        ..DiscoveryOptions::default()
-    };
-    let snapshot = Discoverer::new(config.clone(), options).discover().await;
-    require_masters(&snapshot)?;
+    let (config, snapshot) = crate::migrate::cluster(ctx).await?;
     let groups = atoll_migrate::schema_diff(&config, &snapshot)
         .await
         .map_err(crate::migrate::failure)?;

@@ -141,7 +141,7 @@ pub fn failure(e: MigrateError) -> Failure {
 }
 
 /// Config and a discovery round without sizes: a run only needs the masters.
-async fn cluster(ctx: &Context) -> Result<(Config, Snapshot), Failure> {
+pub(crate) async fn cluster(ctx: &Context) -> Result<(Config, Snapshot), Failure> {
     let config = ctx.load_config()?;
     let options = DiscoveryOptions {
         sizes: false,
