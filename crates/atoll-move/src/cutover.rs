@@ -195,16 +195,30 @@ impl Mover<'_> {
         self.src
             .exec(&format!(
                 "update atoll.shards set active = false, changed_at = now() where shard = {};
-                 alter schema {} rename to {};
-                 update atoll.moves set step = 'switched', backup_schema = {}, changed_at = now()
-                  where id = {id} and role = 'source';
-                 commit;",
+                 alter schema {} rename to {};",
                 shard.get(),
                 ident(&schema),
                 ident(backup),
-                literal(backup)
             ))
             .await?;
+        // Exactly this move's source row, or another process changed the move under us:
+        // then nothing of T may commit.
+        let n = self
+            .src
+            .execute(
+                "update atoll.moves set step = 'switched', backup_schema = $2, changed_at = now()
+                  where id = $1 and role = 'source' and step <> 'switched'",
+                &[&id, &backup],
+            )
+            .await?;
+        if n != 1 {
+            let _ = self.src.exec("rollback").await;
+            return Err(MoveError::Other {
+                shard,
+                msg: format!("the switch updated {n} source rows of move {id} instead of 1; rolled back, the source stays active"),
+            });
+        }
+        self.src.exec("commit").await?;
         Ok(pause_start.elapsed())
     }
 
@@ -230,12 +244,20 @@ impl Mover<'_> {
         )
         .await
         .map_err(|e| ctx.err(e))?;
-        tx.execute(
-            "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
-            &[&id],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
+        let n = tx
+            .execute(
+                "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
+                &[&id],
+            )
+            .await
+            .map_err(|e| ctx.err(e))?;
+        if n != 1 {
+            // Dropping the transaction rolls the activation back.
+            return Err(MoveError::Other {
+                shard: self.rec.shard,
+                msg: format!("activation found {n} destination rows of move {id} instead of 1; rolled back"),
+            });
+        }
         tx.commit().await.map_err(|e| ctx.err(e))
     }
 

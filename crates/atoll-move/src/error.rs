@@ -36,6 +36,9 @@ pub enum MoveError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// Another session holds the shard's move lock (or finished a move meanwhile).
+    #[error("another process is working on the move of {shard} (it holds the move lock on the source master); wait for it to end or stop it, then retry")]
+    Busy { shard: ShardNo },
     #[error("{shard}: timed out after {secs} s while {what}")]
     Timeout {
         shard: ShardNo,
@@ -74,6 +77,7 @@ impl MoveError {
                 | MoveError::Unsafe { .. }
                 | MoveError::AbortRefused { .. }
                 | MoveError::NotFound(_)
+                | MoveError::Busy { .. }
         )
     }
 }

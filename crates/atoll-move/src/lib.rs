@@ -171,6 +171,23 @@ pub async fn start_move(
         false
     };
     let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    // Held until this function returns: no other process starts, resumes or aborts a move
+    // of this shard meanwhile. What was checked above is re-checked under the lock.
+    let _lock = hold_move_lock(config, snapshot, from, shard).await?;
+    let still_active: bool = _lock
+        .one(
+            "select exists (select 1 from atoll.shards where shard = $1 and active)",
+            &[&(shard.get() as i32)],
+        )
+        .await?
+        .get(0);
+    let raced = store::unfinished(config, snapshot)
+        .await?
+        .into_iter()
+        .any(|m| m.shard == shard);
+    if raced || !still_active {
+        return Err(MoveError::Busy { shard });
+    }
     let left = undo::leftovers(config, snapshot, shard, &pending).await?;
     if !left.is_empty() {
         if !opts.clean_leftovers {
@@ -211,7 +228,7 @@ pub async fn start_move(
     // Now that this move is visible to a migration run, make sure none is under way
     // (logical replication does not carry DDL); see atoll_pg::coordination.
     if let Err(e) = refuse_during_migration(config, snapshot, shard).await {
-        abort_record(config, snapshot, &rec).await?;
+        abort_locked(config, snapshot, &rec).await?;
         return Err(e);
     }
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
@@ -273,7 +290,7 @@ async fn finish(
             // The copies differ: roll back, so the source stays the only active copy.
             let rec = mover.rec.clone();
             drop(mover);
-            abort_record(config, snapshot, &rec).await?;
+            abort_locked(config, snapshot, &rec).await?;
             Err(e)
         }
         Err(e) => Err(e),
@@ -329,6 +346,7 @@ pub(crate) async fn resume_record(
     opts: &MoveOptions,
     progress: Progress,
 ) -> Result<MoveReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = store::load(&src, found.id).await?;
@@ -369,6 +387,16 @@ async fn abort_record(
     snapshot: &Snapshot,
     found: &MoveRecord,
 ) -> Result<AbortReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
+    abort_locked(config, snapshot, found).await
+}
+
+/// [`abort_record`] for a caller that already holds the shard's move lock.
+async fn abort_locked(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+) -> Result<AbortReport, MoveError> {
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = match store::load(&src, found.id).await {
@@ -378,4 +406,29 @@ async fn abort_record(
         Err(e) => return Err(e),
     };
     undo::abort(&src, &dst, &rec).await
+}
+
+/// The session advisory lock key that guards the moves of `shard`: "atollm" in the high
+/// bytes (distinct from `atoll_pg::coordination::MIGRATION_LOCK_KEY`), the shard below.
+pub fn move_lock_key(shard: ShardNo) -> i64 {
+    0x6174_6f6c_6c6d_0000 + i64::from(shard.get())
+}
+
+/// Takes the shard's move lock on the source master on a dedicated connection; the lock
+/// lasts as long as the returned connection. Refuses if another session holds it.
+async fn hold_move_lock(
+    config: &Config,
+    snapshot: &Snapshot,
+    source: IslandId,
+    shard: ShardNo,
+) -> Result<Db, MoveError> {
+    let db = Db::connect(config, snapshot, source).await?;
+    let got: bool = db
+        .one("select pg_try_advisory_lock($1)", &[&move_lock_key(shard)])
+        .await?
+        .get(0);
+    if !got {
+        return Err(MoveError::Busy { shard });
+    }
+    Ok(db)
 }
