@@ -81,11 +81,25 @@ impl Mover<'_> {
                 }
                 ResumeAction::DropReplication => {
                     self.drop_replication().await?;
-                    self.reached(MoveStep::CleanedUp).await?;
+                    // The destination first: the source's row is what marks the move
+                    // finished, so a crash in between leaves it unfinished and resumable.
                     store::set_step(&self.dst, self.rec.id, DESTINATION, MoveStep::CleanedUp)
                         .await?;
+                    self.hook(MoveStep::CleanedUp)?;
+                    self.reached(MoveStep::CleanedUp).await?;
                 }
-                ResumeAction::Nothing => break,
+                ResumeAction::Nothing => {
+                    // A move finished by an older version could have its destination row
+                    // left behind; settle it.
+                    self.dst
+                        .execute(
+                            "update atoll.moves set step = 'cleaned_up', changed_at = now(), finished_at = now()
+                              where id = $1 and role = 'destination' and step <> 'cleaned_up'",
+                            &[&self.rec.id],
+                        )
+                        .await?;
+                    break;
+                }
             }
         }
         self.report.total_ms = started.elapsed().as_millis() as u64;
@@ -402,14 +416,16 @@ pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<()
                     Err(e) => return Err(e),
                 }
             }
-            Some(true) if Instant::now() > deadline => {
-                return Err(MoveError::Query {
-                    node: src.node.to_string(),
-                    msg: format!("replication slot {slot} is still in use after {wait:?}"),
-                    code: None,
-                })
-            }
             Some(true) => {}
+        }
+        // Checked in every branch: a slot that keeps flipping between idle and in use
+        // (or vanishing and reappearing) must not keep the loop going forever.
+        if Instant::now() > deadline {
+            return Err(MoveError::Query {
+                node: src.node.to_string(),
+                msg: format!("replication slot {slot} could not be dropped within {wait:?} (still in use)"),
+                code: None,
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
