@@ -160,10 +160,16 @@ impl Mover<'_> {
         if let Some(sql) = seq_sql {
             let mut set = String::new();
             for r in self.src.query(sql, &[]).await? {
-                let (name, value, called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                let (name, value, _called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                // nextval is not blocked by the table lock, so an id_gen() call between
+                // this read and T's commit would hand the same value out again on the
+                // destination. A margin of 10^6 skips past any such call; the ID space
+                // is 10^13 per shard (atoll_core::Id::SEQUENCE_MAX), so a move costs a
+                // 10^-7 of it. The sequence's own maxvalue is respected.
+                let seq = literal(&format!("{}.{}", ident(&schema), ident(&name)));
                 set.push_str(&format!(
-                    "select pg_catalog.setval({}, {value}, {called});",
-                    literal(&format!("{}.{}", ident(&schema), ident(&name)))
+                    "select pg_catalog.setval({seq}, least({value}::numeric + {SEQUENCE_MARGIN},
+                        (select seqmax from pg_catalog.pg_sequence where seqrelid = {seq}::regclass))::int8, true);"
                 ));
             }
             self.dst.exec(&set).await?;
@@ -310,6 +316,9 @@ pub(crate) async fn drop_replication(
         .await?;
     Ok(())
 }
+
+/// How far a sequence is advanced past its source position on the destination.
+const SEQUENCE_MARGIN: i64 = 1_000_000;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
