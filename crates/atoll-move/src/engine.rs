@@ -56,6 +56,9 @@ impl Mover<'_> {
     /// Runs the move from its persisted step to the end.
     pub async fn run(&mut self) -> Result<(), MoveError> {
         let started = Instant::now();
+        // CREATE SUBSCRIPTION starts the copy, so the copy's clock starts before it (on a
+        // resume past that step, when waiting starts).
+        let mut copy_clock: Option<Instant> = None;
         loop {
             match self.rec.step.resume_action() {
                 ResumeAction::CopySchema => {
@@ -63,11 +66,12 @@ impl Mover<'_> {
                     self.reached(MoveStep::SchemaCopied).await?;
                 }
                 ResumeAction::Subscribe => {
+                    copy_clock = Some(Instant::now());
                     self.subscribe().await?;
                     self.reached(MoveStep::Subscribed).await?;
                 }
                 ResumeAction::WaitForCopy => {
-                    let t = Instant::now();
+                    let t = copy_clock.unwrap_or_else(Instant::now);
                     self.wait_copy().await?;
                     self.report.copy_ms = t.elapsed().as_millis() as u64;
                     self.post_copy().await?;
