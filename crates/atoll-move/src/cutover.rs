@@ -192,7 +192,8 @@ impl Mover<'_> {
             // The copies were compared at a frozen point before; since then only
             // replicated transactions changed the destination, each applied whole or the
             // tick above would not have arrived. Applying must not have failed meanwhile.
-            crate::verify::require_no_apply_errors(&self.dst, &self.rec).await?;
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec, self.error_baseline)
+                .await?;
         }
         self.emit(MoveEvent::Step(MoveStep::Verified));
         self.hook(MoveStep::Verified)?;

@@ -22,6 +22,8 @@ pub(crate) struct Mover<'a> {
     pub progress: Progress,
     pub ddl: Option<SchemaDdl>,
     pub report: MoveReport,
+    /// The subscription's error count when this run started (see [`crate::verify::error_count`]).
+    pub error_baseline: i64,
 }
 
 impl Mover<'_> {
@@ -59,6 +61,7 @@ impl Mover<'_> {
         // CREATE SUBSCRIPTION starts the copy, so the copy's clock starts before it (on a
         // resume past that step, when waiting starts).
         let mut copy_clock: Option<Instant> = None;
+        self.error_baseline = crate::verify::error_count(&self.dst, &self.rec).await?;
         loop {
             match self.rec.step.resume_action() {
                 ResumeAction::CopySchema => {
@@ -249,14 +252,32 @@ impl Mover<'_> {
                          join pg_namespace n on n.oid = c.relnamespace
                          where n.nspname = $2 and c.relkind = 'r'),
                         (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
-                         from pg_stat_subscription_stats st where st.subname = $1)
+                         from pg_stat_subscription_stats st where st.subname = $1),
+                        (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
+                         where s.subname = $1 and d.datname = current_database())
                      from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
                      where s.subname = $1",
                     &[&names.subscription, &schema],
                 )
                 .await?;
-            let (n, ready, states, copied, errors): (i64, i64, Option<String>, i64, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (n, ready, states, copied, errors, subs): (
+                i64,
+                i64,
+                Option<String>,
+                i64,
+                i64,
+                i64,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            let errors = errors - self.error_baseline;
+            if subs == 0 {
+                return Err(MoveError::Other {
+                    shard: self.shard(),
+                    msg: format!(
+                        "subscription {} is missing on island {} although the move recorded it; run --abort",
+                        names.subscription, self.dst.island
+                    ),
+                });
+            }
             // Table states (i init, d copying, f copied, s synced, r ready), as they change.
             if states != last_states {
                 self.emit(MoveEvent::Note(format!(
@@ -314,13 +335,29 @@ impl Mover<'_> {
     /// Ticks until one round trip (source commit -> applied on the destination) is short,
     /// so the pause only has to wait for the last few milliseconds of changes.
     pub(crate) async fn catch_up(&mut self) -> Result<(), MoveError> {
+        // A destination that keeps falling behind must end the move with an error, not
+        // keep it ticking forever: the rounds and the total time are bounded.
+        const MAX_ROUNDS: u32 = 500;
+        let limit = self.opts.catch_up_timeout;
+        let deadline = Instant::now() + limit;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec, self.error_baseline)
+                .await?;
             let t = Instant::now();
             let k = tick(&self.src, self.rec.id).await?;
-            let limit = self.opts.copy_timeout;
-            wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await?;
+            let left = deadline.saturating_duration_since(t);
+            wait_tick(&self.dst, &self.rec, k, self.opts.poll, left)
+                .await
+                .map_err(|e| match e {
+                    MoveError::Timeout { shard, what, .. } => MoveError::Timeout {
+                        shard,
+                        what,
+                        secs: limit.as_secs(),
+                    },
+                    e => e,
+                })?;
             let rtt = t.elapsed();
             self.emit(MoveEvent::Note(format!(
                 "replication round trip {} ms",
@@ -335,6 +372,18 @@ impl Mover<'_> {
             };
             if rtt <= bound {
                 return Ok(());
+            }
+            if attempts >= MAX_ROUNDS || Instant::now() > deadline {
+                return Err(MoveError::Timeout {
+                    shard: self.rec.shard,
+                    what: format!(
+                        "catching up: {attempts} replication round trips to island {} stayed above {} ms (last {} ms); resume when the destination is less busy",
+                        self.dst.island,
+                        bound.as_millis(),
+                        rtt.as_millis()
+                    ),
+                    secs: limit.as_secs(),
+                });
             }
         }
     }

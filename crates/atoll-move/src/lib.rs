@@ -70,8 +70,10 @@ pub struct MoveOptions {
     pub catch_up_within: Duration,
     /// Polling interval inside the pause.
     pub poll: Duration,
-    /// Bound on the initial copy and catch-up.
+    /// Bound on the initial copy.
     pub copy_timeout: Duration,
+    /// Bound on catching up after the copy (and on each wait for a tick outside the pause).
+    pub catch_up_timeout: Duration,
     /// Compare the copies inside the final pause (exact at the switch point; the pause
     /// then grows with the shard's size) instead of at a frozen point just before it.
     pub verify_in_pause: bool,
@@ -91,6 +93,7 @@ impl Default for MoveOptions {
             catch_up_within: Duration::from_millis(50),
             poll: Duration::from_millis(2),
             copy_timeout: Duration::from_secs(24 * 3600),
+            catch_up_timeout: Duration::from_secs(10 * 60),
             verify_in_pause: false,
         }
     }
@@ -249,6 +252,7 @@ pub async fn start_move(
         progress,
         ddl: Some(ddl),
         report,
+        error_baseline: 0,
     };
     mover.hook(MoveStep::Prepared)?;
     let mut report = finish(config, snapshot, mover).await?;
@@ -368,6 +372,7 @@ pub(crate) async fn resume_record(
         progress,
         ddl: None,
         report,
+        error_baseline: 0,
     };
     finish(config, snapshot, mover).await
 }
