@@ -60,6 +60,7 @@ impl Mover<'_> {
             self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
                 .await?;
         }
+        let weight = self.source_weight().await?;
         let (pause_start, lock_ms, applied) = self.freeze(&lock_sql, &tables, &ticker).await?;
         let inside = self
             .in_pause(
@@ -83,7 +84,7 @@ impl Mover<'_> {
         self.emit(MoveEvent::Step(MoveStep::Switched));
         self.hook(MoveStep::Switched)?;
 
-        self.activate().await?;
+        self.activate(weight).await?;
         let pause = pause_start.elapsed();
         self.report.pause_ms = ms(pause);
         self.report.lock_ms = ms(lock_ms);
@@ -229,20 +230,60 @@ impl Mover<'_> {
         Ok(pause_start.elapsed())
     }
 
-    /// Marks the shard active on the destination, recording it there in the same
-    /// transaction.
-    pub(crate) async fn activate(&mut self) -> Result<(), MoveError> {
-        let shard = self.shard().get() as i32;
-        let id = self.rec.id;
-        // The shard's rebalancing weight travels with it.
-        let weight: Option<f64> = self
+    /// The shard's rebalancing weight on the source (it travels with the shard). Read
+    /// before the switch, so activation needs nothing from the source.
+    pub(crate) async fn source_weight(&self) -> Result<Option<f64>, MoveError> {
+        Ok(self
             .src
             .opt(
                 "select weight from atoll.shards where shard = $1",
-                &[&shard],
+                &[&(self.shard().get() as i32)],
             )
             .await?
-            .and_then(|r| r.get(0));
+            .and_then(|r| r.get(0)))
+    }
+
+    /// Marks the shard active on the destination. After the switch the shard is inactive
+    /// on both islands until this commits, so a failure (a dropped connection, a restart
+    /// of the destination) is retried on fresh connections with backoff for
+    /// [`ACTIVATE_PATIENCE`] before the error, which says the shard is offline.
+    pub(crate) async fn activate(&mut self, weight: Option<f64>) -> Result<(), MoveError> {
+        let shard = self.shard();
+        let deadline = Instant::now() + ACTIVATE_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.activate_once(weight).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (MoveError::Query { .. } | MoveError::Pg(_))) => {
+                    if Instant::now() + backoff > deadline {
+                        return Err(MoveError::Other {
+                            shard,
+                            msg: format!(
+                                "OFFLINE: switched off on island {} but activating on island {} failed for {} s ({e}); run `atoll move --resume --shard {}` now",
+                                self.rec.source,
+                                self.rec.destination,
+                                ACTIVATE_PATIENCE.as_secs(),
+                                shard.get()
+                            ),
+                        });
+                    }
+                    tracing::warn!(%shard, error = %e, "activation failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if let Ok(db) = self.dst.reconnect(self.config).await {
+                        self.dst = db;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt: the registry row and the destination's move row in one transaction
+    /// (idempotent, so retrying after a commit whose answer was lost is harmless).
+    async fn activate_once(&mut self, weight: Option<f64>) -> Result<(), MoveError> {
+        let shard = self.shard().get() as i32;
+        let id = self.rec.id;
         let (tx, ctx) = self.dst.tx().await?;
         tx.execute(
             "insert into atoll.shards (shard, active, weight) values ($1, true, $2)
@@ -317,6 +358,9 @@ pub(crate) async fn drop_replication(
         .await?;
     Ok(())
 }
+
+/// How long activation is retried after the switch before giving up.
+const ACTIVATE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How far a sequence is advanced past its source position on the destination.
 const SEQUENCE_MARGIN: i64 = 1_000_000;

@@ -83,7 +83,8 @@ impl Mover<'_> {
                 }
                 ResumeAction::Cutover => self.cutover().await?,
                 ResumeAction::Activate => {
-                    self.activate().await?;
+                    let weight = self.source_weight().await?;
+                    self.activate(weight).await?;
                     self.reached(MoveStep::Activated).await?;
                 }
                 ResumeAction::DropReplication => {
