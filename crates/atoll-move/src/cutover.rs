@@ -332,12 +332,22 @@ pub(crate) async fn drop_replication(
         ))
         .await?;
     }
+    // The subscription may be gone already (dropped before a crash): its oid was recorded.
+    let recorded: Option<i64> = src
+        .opt(
+            "select subscription_oid from atoll.moves where id = $1 and role = 'source'",
+            &[&id],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    let oid = oid.map(i64::from).or(recorded);
     let mut slots = vec![names.slot.clone()];
     if let Some(oid) = oid {
+        let sysid = crate::engine::system_id(dst).await?;
         for r in src
             .query(
                 "select slot_name::text from pg_replication_slots where slot_name like $1",
-                &[&format!("pg\\_{oid}\\_sync\\_%")],
+                &[&crate::engine::sync_slot_pattern(oid, sysid)],
             )
             .await?
         {

@@ -201,8 +201,8 @@ impl Mover<'_> {
                 ))
                 .await?;
         }
-        let has_sub = sub_oid(&self.dst, &names.subscription).await?.is_some();
-        if !has_sub {
+        let mut oid = sub_oid(&self.dst, &names.subscription).await?;
+        if oid.is_none() {
             // A slot left by a CREATE SUBSCRIPTION that died half-way would block a new one.
             drop_slot(&self.src, &names.slot, Duration::from_secs(10)).await?;
             // A tick row left on the destination would collide with the initial copy.
@@ -222,6 +222,18 @@ impl Mover<'_> {
                     ident(&names.publication),
                     literal(&names.slot)
                 ))
+                .await?;
+            oid = sub_oid(&self.dst, &names.subscription).await?;
+        }
+        // Recorded on every pass (a crash may have come between creating and recording).
+        if let Some(oid) = oid {
+            let sysid = system_id(&self.dst).await?;
+            self.src
+                .execute(
+                    "update atoll.moves set subscription_oid = $2, destination_sysid = $3
+                      where id = $1 and role = 'source'",
+                    &[&id, &i64::from(oid), &sysid],
+                )
                 .await?;
         }
         Ok(())
@@ -433,6 +445,21 @@ pub(crate) async fn wait_tick(
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// The server's system identifier (part of the table-sync slot names it creates).
+pub(crate) async fn system_id(db: &Db) -> Result<i64, MoveError> {
+    Ok(db
+        .one("select system_identifier from pg_control_system()", &[])
+        .await?
+        .get(0))
+}
+
+/// The LIKE pattern of the table-sync slots subscription `oid` of the server `sysid`
+/// creates on its publisher (PostgreSQL 15: `pg_<suboid>_sync_<relid>_<sysid>`); the
+/// system identifier keeps another destination's subscription with the same oid apart.
+pub(crate) fn sync_slot_pattern(oid: i64, sysid: i64) -> String {
+    format!("pg\\_{oid}\\_sync\\_%\\_{sysid}")
 }
 
 pub(crate) async fn sub_oid(dst: &Db, name: &str) -> Result<Option<u32>, MoveError> {

@@ -69,6 +69,17 @@ async fn scenario() {
         if step == MoveStep::Subscribed {
             // While another process holds the shard's move lock, abort and resume refuse.
             let holder = master(&config, &snap, home).await;
+            // The subscription's oid is recorded (table-sync slots are named after it).
+            let recorded: bool = holder
+                .query_one(
+                    "select subscription_oid is not null and destination_sysid is not null
+                       from atoll.moves where role = 'source' and step = 'subscribed'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(recorded);
             holder
                 .execute(
                     "select pg_advisory_lock($1)",
