@@ -36,6 +36,9 @@ pub enum MoveError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// Rebalance weights are incomplete (they would mix with sizes).
+    #[error("{0}")]
+    MissingWeights(String),
     /// Another session holds the shard's move lock (or finished a move meanwhile).
     #[error("another process is working on the move of {shard} (it holds the move lock on the source master); wait for it to end or stop it, then retry")]
     Busy { shard: ShardNo },
@@ -78,6 +81,7 @@ impl MoveError {
                 | MoveError::AbortRefused { .. }
                 | MoveError::NotFound(_)
                 | MoveError::Busy { .. }
+                | MoveError::MissingWeights(_)
         )
     }
 }

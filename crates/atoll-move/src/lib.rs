@@ -36,7 +36,7 @@ mod verify;
 
 pub use cleanup::{cleanup, DroppedBackup};
 pub use error::MoveError;
-pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome};
+pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
 pub use store::unfinished;
 pub use undo::AbortReport;
 

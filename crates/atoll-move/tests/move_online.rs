@@ -154,13 +154,27 @@ async fn scenario() {
     let snap = discover(&config).await;
     atoll_pg::catalog::init(&config, &snap).await.unwrap();
     let snap = discover(&config).await;
-    let loads = atoll_move::load_weights(
+    // Weights missing for some shards are refused, naming them (they would mix units).
+    let e = atoll_move::load_weights(
+        &config,
+        &snap,
+        Some("select shard, 1::float8 from atoll.shards where active and shard <> (select min(shard) from atoll.shards where active)"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, atoll_move::MoveError::MissingWeights(_)) && e.to_string().contains("sh0"),
+        "{e}"
+    );
+    let weights = atoll_move::load_weights(
         &config,
         &snap,
         Some("select shard, 1::float8 from atoll.shards where active"),
     )
     .await
     .unwrap();
+    assert!(!weights.sizes);
+    let loads = weights.loads;
     assert_eq!(loads.len(), 4);
     let plan = atoll_move::plan_rebalance(&snap, loads, &[], false).unwrap();
     assert!(!plan.moves.is_empty());
