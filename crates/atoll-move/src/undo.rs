@@ -71,13 +71,9 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
                 }
             }
             AbortAction::ReactivateSource => {
-                src.execute(
-                    "insert into atoll.shards (shard, active)
-                     select $1, true where exists (select 1 from pg_namespace where nspname = $2)
-                     on conflict (shard) do update set active = true, changed_at = now()",
-                    &[&(shard.get() as i32), &schema],
-                )
-                .await?;
+                atoll_pg::shard_state::upsert_active(&src.client, shard, &schema, true)
+                    .await
+                    .map_err(|e| src.err(e))?;
             }
             AbortAction::DropDestinationSchema => {
                 // Only a schema this move created (its reference row commits with it), and
