@@ -303,7 +303,9 @@ impl Mover<'_> {
             // Dropping the transaction rolls the activation back.
             return Err(MoveError::Other {
                 shard: self.rec.shard,
-                msg: format!("activation found {n} destination rows of move {id} instead of 1; rolled back"),
+                msg: format!(
+                    "activation found {n} destination rows of move {id} instead of 1; rolled back"
+                ),
             });
         }
         tx.commit().await.map_err(|e| ctx.err(e))

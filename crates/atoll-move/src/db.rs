@@ -3,8 +3,8 @@
 //! `CREATE SUBSCRIPTION` carries it and PostgreSQL may echo connection strings back.
 
 use crate::error::MoveError;
-use atoll_pg::describe;
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
+use atoll_pg::describe;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
 

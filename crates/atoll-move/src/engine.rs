@@ -504,7 +504,9 @@ pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<()
         if Instant::now() > deadline {
             return Err(MoveError::Query {
                 node: src.node.to_string(),
-                msg: format!("replication slot {slot} could not be dropped within {wait:?} (still in use)"),
+                msg: format!(
+                    "replication slot {slot} could not be dropped within {wait:?} (still in use)"
+                ),
                 code: None,
             });
         }

@@ -158,7 +158,10 @@ async fn scenario() {
         .await
         .unwrap()
         .get(0);
-    assert!(seq_after > seq_before + 1_000_000, "{seq_before} -> {seq_after}");
+    assert!(
+        seq_after > seq_before + 1_000_000,
+        "{seq_before} -> {seq_after}"
+    );
 
     safety_checks(&sb, &config).await;
     strong_lock_holders_are_waited_out_without_queueing(&config).await;
