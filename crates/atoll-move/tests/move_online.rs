@@ -117,10 +117,12 @@ async fn scenario() {
         .unwrap();
     let (id, doubled, meh, note): (i64, i64, i64, Option<String>) =
         (r.get(0), r.get(1), r.get(2), r.get(3));
+    // Two rows were inserted before three moves, each of which advances sequences by
+    // a margin of 10^6 past the source's position.
     assert_eq!(
         (id, doubled),
-        (3, 6),
-        "identity continues after the source's rows"
+        (3_000_003, 6_000_006),
+        "identity continues after the source's rows, plus the moves' margins"
     );
     assert_eq!(
         meh, 1,
