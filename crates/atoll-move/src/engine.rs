@@ -48,6 +48,12 @@ impl Mover<'_> {
 
     /// Records `step` on the source and announces it.
     pub async fn reached(&mut self, step: MoveStep) -> Result<(), MoveError> {
+        if self.opts.stop_before_record == Some(step) {
+            return Err(MoveError::Stopped {
+                shard: self.rec.shard,
+                step,
+            });
+        }
         store::set_step(&self.src, self.rec.id, SOURCE, step).await?;
         tracing::info!(shard = %self.rec.shard, move_id = self.rec.id, %step, "move step reached");
         self.rec.step = step;

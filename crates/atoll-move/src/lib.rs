@@ -57,6 +57,9 @@ pub struct MoveOptions {
     pub max_replica_lag_bytes: u64,
     /// Test hook (`ATOLL_MOVE_STOP_AFTER`): stop right after this step as if killed.
     pub stop_after: Option<MoveStep>,
+    /// Test hook: stop after this step's work is done but before it is recorded on the
+    /// source, as if killed in the middle of the step.
+    pub stop_before_record: Option<MoveStep>,
     /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
     /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
     pub lock_timeout: Duration,
@@ -86,6 +89,7 @@ impl Default for MoveOptions {
             clean_leftovers: false,
             max_replica_lag_bytes: 64 << 20,
             stop_after: None,
+            stop_before_record: None,
             lock_timeout: Duration::from_millis(100),
             lock_attempts: 50,
             pause_budget: Duration::from_millis(150),
