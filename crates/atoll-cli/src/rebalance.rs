@@ -85,14 +85,14 @@ pub async fn run(ctx: &Context, args: RebalanceArgs) -> CmdResult {
         bars.finish();
         snapshot = discover(&config).await;
     }
-    let loads = atoll_move::load_weights(&config, &snapshot, args.weight_sql.as_deref())
+    let weights = atoll_move::load_weights(&config, &snapshot, args.weight_sql.as_deref())
         .await
         .map_err(failure)?;
     let decommission: Vec<IslandId> = args.decommission.iter().map(|i| IslandId(*i)).collect();
-    let plan =
-        atoll_move::plan_rebalance(&snapshot, loads, &decommission, args.weight_sql.is_none())
-            .map_err(Failure::input)?;
-    let sizes = args.weight_sql.is_none();
+    // What was actually used: sizes only when no shard has a custom or registry weight.
+    let sizes = weights.sizes;
+    let plan = atoll_move::plan_rebalance(&snapshot, weights.loads, &decommission, sizes)
+        .map_err(Failure::input)?;
     if !ctx.json {
         print_plan(&plan, sizes);
     }

@@ -60,6 +60,7 @@ impl Mover<'_> {
             self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
                 .await?;
         }
+        let weight = self.source_weight().await?;
         let (pause_start, lock_ms, applied) = self.freeze(&lock_sql, &tables, &ticker).await?;
         let inside = self
             .in_pause(
@@ -83,7 +84,7 @@ impl Mover<'_> {
         self.emit(MoveEvent::Step(MoveStep::Switched));
         self.hook(MoveStep::Switched)?;
 
-        self.activate().await?;
+        self.activate(weight).await?;
         let pause = pause_start.elapsed();
         self.report.pause_ms = ms(pause);
         self.report.lock_ms = ms(lock_ms);
@@ -160,10 +161,16 @@ impl Mover<'_> {
         if let Some(sql) = seq_sql {
             let mut set = String::new();
             for r in self.src.query(sql, &[]).await? {
-                let (name, value, called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                let (name, value, _called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+                // nextval is not blocked by the table lock, so an id_gen() call between
+                // this read and T's commit would hand the same value out again on the
+                // destination. A margin of 10^6 skips past any such call; the ID space
+                // is 10^13 per shard (atoll_core::Id::SEQUENCE_MAX), so a move costs a
+                // 10^-7 of it. The sequence's own maxvalue is respected.
+                let seq = literal(&format!("{}.{}", ident(&schema), ident(&name)));
                 set.push_str(&format!(
-                    "select pg_catalog.setval({}, {value}, {called});",
-                    literal(&format!("{}.{}", ident(&schema), ident(&name)))
+                    "select pg_catalog.setval({seq}, least({value}::numeric + {SEQUENCE_MARGIN},
+                        (select seqmax from pg_catalog.pg_sequence where seqrelid = {seq}::regclass))::int8, true);"
                 ));
             }
             self.dst.exec(&set).await?;
@@ -186,7 +193,8 @@ impl Mover<'_> {
             // The copies were compared at a frozen point before; since then only
             // replicated transactions changed the destination, each applied whole or the
             // tick above would not have arrived. Applying must not have failed meanwhile.
-            crate::verify::require_no_apply_errors(&self.dst, &self.rec).await?;
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec, self.error_baseline)
+                .await?;
         }
         self.emit(MoveEvent::Step(MoveStep::Verified));
         self.hook(MoveStep::Verified)?;
@@ -195,33 +203,87 @@ impl Mover<'_> {
         self.src
             .exec(&format!(
                 "update atoll.shards set active = false, changed_at = now() where shard = {};
-                 alter schema {} rename to {};
-                 update atoll.moves set step = 'switched', backup_schema = {}, changed_at = now()
-                  where id = {id} and role = 'source';
-                 commit;",
+                 alter schema {} rename to {};",
                 shard.get(),
                 ident(&schema),
                 ident(backup),
-                literal(backup)
             ))
             .await?;
+        // Exactly this move's source row, or another process changed the move under us:
+        // then nothing of T may commit.
+        let n = self
+            .src
+            .execute(
+                "update atoll.moves set step = 'switched', backup_schema = $2, changed_at = now()
+                  where id = $1 and role = 'source' and step <> 'switched'",
+                &[&id, &backup],
+            )
+            .await?;
+        if n != 1 {
+            let _ = self.src.exec("rollback").await;
+            return Err(MoveError::Other {
+                shard,
+                msg: format!("the switch updated {n} source rows of move {id} instead of 1; rolled back, the source stays active"),
+            });
+        }
+        self.src.exec("commit").await?;
         Ok(pause_start.elapsed())
     }
 
-    /// Marks the shard active on the destination, recording it there in the same
-    /// transaction.
-    pub(crate) async fn activate(&mut self) -> Result<(), MoveError> {
-        let shard = self.shard().get() as i32;
-        let id = self.rec.id;
-        // The shard's rebalancing weight travels with it.
-        let weight: Option<f64> = self
+    /// The shard's rebalancing weight on the source (it travels with the shard). Read
+    /// before the switch, so activation needs nothing from the source.
+    pub(crate) async fn source_weight(&self) -> Result<Option<f64>, MoveError> {
+        Ok(self
             .src
             .opt(
                 "select weight from atoll.shards where shard = $1",
-                &[&shard],
+                &[&(self.shard().get() as i32)],
             )
             .await?
-            .and_then(|r| r.get(0));
+            .and_then(|r| r.get(0)))
+    }
+
+    /// Marks the shard active on the destination. After the switch the shard is inactive
+    /// on both islands until this commits, so a failure (a dropped connection, a restart
+    /// of the destination) is retried on fresh connections with backoff for
+    /// [`ACTIVATE_PATIENCE`] before the error, which says the shard is offline.
+    pub(crate) async fn activate(&mut self, weight: Option<f64>) -> Result<(), MoveError> {
+        let shard = self.shard();
+        let deadline = Instant::now() + ACTIVATE_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.activate_once(weight).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (MoveError::Query { .. } | MoveError::Pg(_))) => {
+                    if Instant::now() + backoff > deadline {
+                        return Err(MoveError::Other {
+                            shard,
+                            msg: format!(
+                                "OFFLINE: switched off on island {} but activating on island {} failed for {} s ({e}); run `atoll move --resume --shard {}` now",
+                                self.rec.source,
+                                self.rec.destination,
+                                ACTIVATE_PATIENCE.as_secs(),
+                                shard.get()
+                            ),
+                        });
+                    }
+                    tracing::warn!(%shard, error = %e, "activation failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if let Ok(db) = self.dst.reconnect(self.config).await {
+                        self.dst = db;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt: the registry row and the destination's move row in one transaction
+    /// (idempotent, so retrying after a commit whose answer was lost is harmless).
+    async fn activate_once(&mut self, weight: Option<f64>) -> Result<(), MoveError> {
+        let shard = self.shard().get() as i32;
+        let id = self.rec.id;
         let (tx, ctx) = self.dst.tx().await?;
         tx.execute(
             "insert into atoll.shards (shard, active, weight) values ($1, true, $2)
@@ -230,12 +292,22 @@ impl Mover<'_> {
         )
         .await
         .map_err(|e| ctx.err(e))?;
-        tx.execute(
-            "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
-            &[&id],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
+        let n = tx
+            .execute(
+                "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
+                &[&id],
+            )
+            .await
+            .map_err(|e| ctx.err(e))?;
+        if n != 1 {
+            // Dropping the transaction rolls the activation back.
+            return Err(MoveError::Other {
+                shard: self.rec.shard,
+                msg: format!(
+                    "activation found {n} destination rows of move {id} instead of 1; rolled back"
+                ),
+            });
+        }
         tx.commit().await.map_err(|e| ctx.err(e))
     }
 
@@ -262,12 +334,22 @@ pub(crate) async fn drop_replication(
         ))
         .await?;
     }
+    // The subscription may be gone already (dropped before a crash): its oid was recorded.
+    let recorded: Option<i64> = src
+        .opt(
+            "select subscription_oid from atoll.moves where id = $1 and role = 'source'",
+            &[&id],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    let oid = oid.map(i64::from).or(recorded);
     let mut slots = vec![names.slot.clone()];
     if let Some(oid) = oid {
+        let sysid = crate::engine::system_id(dst).await?;
         for r in src
             .query(
                 "select slot_name::text from pg_replication_slots where slot_name like $1",
-                &[&format!("pg\\_{oid}\\_sync\\_%")],
+                &[&crate::engine::sync_slot_pattern(oid, sysid)],
             )
             .await?
         {
@@ -288,6 +370,12 @@ pub(crate) async fn drop_replication(
         .await?;
     Ok(())
 }
+
+/// How long activation is retried after the switch before giving up.
+const ACTIVATE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How far a sequence is advanced past its source position on the destination.
+const SEQUENCE_MARGIN: i64 = 1_000_000;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -2,8 +2,9 @@
 //! every error built here has the source's password (if any) replaced by `***`, because
 //! `CREATE SUBSCRIPTION` carries it and PostgreSQL may echo connection strings back.
 
-use crate::error::{describe, MoveError};
+use crate::error::MoveError;
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
+use atoll_pg::describe;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
 
@@ -124,16 +125,9 @@ fn query_error(node: &NodeConfig, mask: &[String], e: tokio_postgres::Error) -> 
     }
 }
 
-/// Quotes an identifier (names here are generated or read from pg_catalog, but quoting
-/// keeps any name safe).
-pub(crate) fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quotes a string literal (standard_conforming_strings is on since PostgreSQL 9.1).
-pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+// Identifiers and literals are quoted as atoll's migrations quote them (names here are
+// generated or read from pg_catalog, but quoting keeps any name safe).
+pub(crate) use atoll_core::migration::sql::{quote_ident as ident, quote_literal as literal};
 
 /// The libpq connection string the destination uses to reach the source, and the
 /// password it contains (to mask). Values are quoted per libpq rules.

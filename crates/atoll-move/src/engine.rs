@@ -22,6 +22,8 @@ pub(crate) struct Mover<'a> {
     pub progress: Progress,
     pub ddl: Option<SchemaDdl>,
     pub report: MoveReport,
+    /// The subscription's error count when this run started (see [`crate::verify::error_count`]).
+    pub error_baseline: i64,
 }
 
 impl Mover<'_> {
@@ -46,6 +48,12 @@ impl Mover<'_> {
 
     /// Records `step` on the source and announces it.
     pub async fn reached(&mut self, step: MoveStep) -> Result<(), MoveError> {
+        if self.opts.stop_before_record == Some(step) {
+            return Err(MoveError::Stopped {
+                shard: self.rec.shard,
+                step,
+            });
+        }
         store::set_step(&self.src, self.rec.id, SOURCE, step).await?;
         tracing::info!(shard = %self.rec.shard, move_id = self.rec.id, %step, "move step reached");
         self.rec.step = step;
@@ -56,6 +64,10 @@ impl Mover<'_> {
     /// Runs the move from its persisted step to the end.
     pub async fn run(&mut self) -> Result<(), MoveError> {
         let started = Instant::now();
+        // CREATE SUBSCRIPTION starts the copy, so the copy's clock starts before it (on a
+        // resume past that step, when waiting starts).
+        let mut copy_clock: Option<Instant> = None;
+        self.error_baseline = crate::verify::error_count(&self.dst, &self.rec).await?;
         loop {
             match self.rec.step.resume_action() {
                 ResumeAction::CopySchema => {
@@ -63,11 +75,12 @@ impl Mover<'_> {
                     self.reached(MoveStep::SchemaCopied).await?;
                 }
                 ResumeAction::Subscribe => {
+                    copy_clock = Some(Instant::now());
                     self.subscribe().await?;
                     self.reached(MoveStep::Subscribed).await?;
                 }
                 ResumeAction::WaitForCopy => {
-                    let t = Instant::now();
+                    let t = copy_clock.unwrap_or_else(Instant::now);
                     self.wait_copy().await?;
                     self.report.copy_ms = t.elapsed().as_millis() as u64;
                     self.post_copy().await?;
@@ -76,16 +89,31 @@ impl Mover<'_> {
                 }
                 ResumeAction::Cutover => self.cutover().await?,
                 ResumeAction::Activate => {
-                    self.activate().await?;
+                    let weight = self.source_weight().await?;
+                    self.activate(weight).await?;
                     self.reached(MoveStep::Activated).await?;
                 }
                 ResumeAction::DropReplication => {
                     self.drop_replication().await?;
-                    self.reached(MoveStep::CleanedUp).await?;
+                    // The destination first: the source's row is what marks the move
+                    // finished, so a crash in between leaves it unfinished and resumable.
                     store::set_step(&self.dst, self.rec.id, DESTINATION, MoveStep::CleanedUp)
                         .await?;
+                    self.hook(MoveStep::CleanedUp)?;
+                    self.reached(MoveStep::CleanedUp).await?;
                 }
-                ResumeAction::Nothing => break,
+                ResumeAction::Nothing => {
+                    // A move finished by an older version could have its destination row
+                    // left behind; settle it.
+                    self.dst
+                        .execute(
+                            "update atoll.moves set step = 'cleaned_up', changed_at = now(), finished_at = now()
+                              where id = $1 and role = 'destination' and step <> 'cleaned_up'",
+                            &[&self.rec.id],
+                        )
+                        .await?;
+                    break;
+                }
             }
         }
         self.report.total_ms = started.elapsed().as_millis() as u64;
@@ -179,8 +207,8 @@ impl Mover<'_> {
                 ))
                 .await?;
         }
-        let has_sub = sub_oid(&self.dst, &names.subscription).await?.is_some();
-        if !has_sub {
+        let mut oid = sub_oid(&self.dst, &names.subscription).await?;
+        if oid.is_none() {
             // A slot left by a CREATE SUBSCRIPTION that died half-way would block a new one.
             drop_slot(&self.src, &names.slot, Duration::from_secs(10)).await?;
             // A tick row left on the destination would collide with the initial copy.
@@ -200,6 +228,18 @@ impl Mover<'_> {
                     ident(&names.publication),
                     literal(&names.slot)
                 ))
+                .await?;
+            oid = sub_oid(&self.dst, &names.subscription).await?;
+        }
+        // Recorded on every pass (a crash may have come between creating and recording).
+        if let Some(oid) = oid {
+            let sysid = system_id(&self.dst).await?;
+            self.src
+                .execute(
+                    "update atoll.moves set subscription_oid = $2, destination_sysid = $3
+                      where id = $1 and role = 'source'",
+                    &[&id, &i64::from(oid), &sysid],
+                )
                 .await?;
         }
         Ok(())
@@ -231,14 +271,32 @@ impl Mover<'_> {
                          join pg_namespace n on n.oid = c.relnamespace
                          where n.nspname = $2 and c.relkind = 'r'),
                         (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
-                         from pg_stat_subscription_stats st where st.subname = $1)
+                         from pg_stat_subscription_stats st where st.subname = $1),
+                        (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
+                         where s.subname = $1 and d.datname = current_database())
                      from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
                      where s.subname = $1",
                     &[&names.subscription, &schema],
                 )
                 .await?;
-            let (n, ready, states, copied, errors): (i64, i64, Option<String>, i64, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (n, ready, states, copied, errors, subs): (
+                i64,
+                i64,
+                Option<String>,
+                i64,
+                i64,
+                i64,
+            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+            let errors = errors - self.error_baseline;
+            if subs == 0 {
+                return Err(MoveError::Other {
+                    shard: self.shard(),
+                    msg: format!(
+                        "subscription {} is missing on island {} although the move recorded it; run --abort",
+                        names.subscription, self.dst.island
+                    ),
+                });
+            }
             // Table states (i init, d copying, f copied, s synced, r ready), as they change.
             if states != last_states {
                 self.emit(MoveEvent::Note(format!(
@@ -296,13 +354,29 @@ impl Mover<'_> {
     /// Ticks until one round trip (source commit -> applied on the destination) is short,
     /// so the pause only has to wait for the last few milliseconds of changes.
     pub(crate) async fn catch_up(&mut self) -> Result<(), MoveError> {
+        // A destination that keeps falling behind must end the move with an error, not
+        // keep it ticking forever: the rounds and the total time are bounded.
+        const MAX_ROUNDS: u32 = 500;
+        let limit = self.opts.catch_up_timeout;
+        let deadline = Instant::now() + limit;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
+            crate::verify::require_no_apply_errors(&self.dst, &self.rec, self.error_baseline)
+                .await?;
             let t = Instant::now();
             let k = tick(&self.src, self.rec.id).await?;
-            let limit = self.opts.copy_timeout;
-            wait_tick(&self.dst, &self.rec, k, self.opts.poll, limit).await?;
+            let left = deadline.saturating_duration_since(t);
+            wait_tick(&self.dst, &self.rec, k, self.opts.poll, left)
+                .await
+                .map_err(|e| match e {
+                    MoveError::Timeout { shard, what, .. } => MoveError::Timeout {
+                        shard,
+                        what,
+                        secs: limit.as_secs(),
+                    },
+                    e => e,
+                })?;
             let rtt = t.elapsed();
             self.emit(MoveEvent::Note(format!(
                 "replication round trip {} ms",
@@ -317,6 +391,18 @@ impl Mover<'_> {
             };
             if rtt <= bound {
                 return Ok(());
+            }
+            if attempts >= MAX_ROUNDS || Instant::now() > deadline {
+                return Err(MoveError::Timeout {
+                    shard: self.rec.shard,
+                    what: format!(
+                        "catching up: {attempts} replication round trips to island {} stayed above {} ms (last {} ms); resume when the destination is less busy",
+                        self.dst.island,
+                        bound.as_millis(),
+                        rtt.as_millis()
+                    ),
+                    secs: limit.as_secs(),
+                });
             }
         }
     }
@@ -367,6 +453,21 @@ pub(crate) async fn wait_tick(
     }
 }
 
+/// The server's system identifier (part of the table-sync slot names it creates).
+pub(crate) async fn system_id(db: &Db) -> Result<i64, MoveError> {
+    Ok(db
+        .one("select system_identifier from pg_control_system()", &[])
+        .await?
+        .get(0))
+}
+
+/// The LIKE pattern of the table-sync slots subscription `oid` of the server `sysid`
+/// creates on its publisher (PostgreSQL 15: `pg_<suboid>_sync_<relid>_<sysid>`); the
+/// system identifier keeps another destination's subscription with the same oid apart.
+pub(crate) fn sync_slot_pattern(oid: i64, sysid: i64) -> String {
+    format!("pg\\_{oid}\\_sync\\_%\\_{sysid}")
+}
+
 pub(crate) async fn sub_oid(dst: &Db, name: &str) -> Result<Option<u32>, MoveError> {
     Ok(dst
         .opt(
@@ -402,14 +503,18 @@ pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<()
                     Err(e) => return Err(e),
                 }
             }
-            Some(true) if Instant::now() > deadline => {
-                return Err(MoveError::Query {
-                    node: src.node.to_string(),
-                    msg: format!("replication slot {slot} is still in use after {wait:?}"),
-                    code: None,
-                })
-            }
             Some(true) => {}
+        }
+        // Checked in every branch: a slot that keeps flipping between idle and in use
+        // (or vanishing and reappearing) must not keep the loop going forever.
+        if Instant::now() > deadline {
+            return Err(MoveError::Query {
+                node: src.node.to_string(),
+                msg: format!(
+                    "replication slot {slot} could not be dropped within {wait:?} (still in use)"
+                ),
+                code: None,
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

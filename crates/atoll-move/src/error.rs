@@ -36,6 +36,12 @@ pub enum MoveError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// Rebalance weights are incomplete (they would mix with sizes).
+    #[error("{0}")]
+    MissingWeights(String),
+    /// Another session holds the shard's move lock (or finished a move meanwhile).
+    #[error("another process is working on the move of {shard} (it holds the move lock on the source master); wait for it to end or stop it, then retry")]
+    Busy { shard: ShardNo },
     #[error("{shard}: timed out after {secs} s while {what}")]
     Timeout {
         shard: ShardNo,
@@ -74,26 +80,8 @@ impl MoveError {
                 | MoveError::Unsafe { .. }
                 | MoveError::AbortRefused { .. }
                 | MoveError::NotFound(_)
+                | MoveError::Busy { .. }
+                | MoveError::MissingWeights(_)
         )
-    }
-}
-
-/// PostgreSQL's message with its detail, rather than tokio-postgres' generic "db error".
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{}: {} ({d})", db.severity(), db.message()),
-            None => format!("{}: {}", db.severity(), db.message()),
-        },
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
     }
 }

@@ -36,7 +36,7 @@ mod verify;
 
 pub use cleanup::{cleanup, DroppedBackup};
 pub use error::MoveError;
-pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome};
+pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
 pub use store::unfinished;
 pub use undo::AbortReport;
 
@@ -57,6 +57,9 @@ pub struct MoveOptions {
     pub max_replica_lag_bytes: u64,
     /// Test hook (`ATOLL_MOVE_STOP_AFTER`): stop right after this step as if killed.
     pub stop_after: Option<MoveStep>,
+    /// Test hook: stop after this step's work is done but before it is recorded on the
+    /// source, as if killed in the middle of the step.
+    pub stop_before_record: Option<MoveStep>,
     /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
     /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
     pub lock_timeout: Duration,
@@ -70,8 +73,10 @@ pub struct MoveOptions {
     pub catch_up_within: Duration,
     /// Polling interval inside the pause.
     pub poll: Duration,
-    /// Bound on the initial copy and catch-up.
+    /// Bound on the initial copy.
     pub copy_timeout: Duration,
+    /// Bound on catching up after the copy (and on each wait for a tick outside the pause).
+    pub catch_up_timeout: Duration,
     /// Compare the copies inside the final pause (exact at the switch point; the pause
     /// then grows with the shard's size) instead of at a frozen point just before it.
     pub verify_in_pause: bool,
@@ -84,6 +89,7 @@ impl Default for MoveOptions {
             clean_leftovers: false,
             max_replica_lag_bytes: 64 << 20,
             stop_after: None,
+            stop_before_record: None,
             lock_timeout: Duration::from_millis(100),
             lock_attempts: 50,
             pause_budget: Duration::from_millis(150),
@@ -91,6 +97,7 @@ impl Default for MoveOptions {
             catch_up_within: Duration::from_millis(50),
             poll: Duration::from_millis(2),
             copy_timeout: Duration::from_secs(24 * 3600),
+            catch_up_timeout: Duration::from_secs(10 * 60),
             verify_in_pause: false,
         }
     }
@@ -171,6 +178,23 @@ pub async fn start_move(
         false
     };
     let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    // Held until this function returns: no other process starts, resumes or aborts a move
+    // of this shard meanwhile. What was checked above is re-checked under the lock.
+    let _lock = hold_move_lock(config, snapshot, from, shard).await?;
+    let still_active: bool = _lock
+        .one(
+            "select exists (select 1 from atoll.shards where shard = $1 and active)",
+            &[&(shard.get() as i32)],
+        )
+        .await?
+        .get(0);
+    let raced = store::unfinished(config, snapshot)
+        .await?
+        .into_iter()
+        .any(|m| m.shard == shard);
+    if raced || !still_active {
+        return Err(MoveError::Busy { shard });
+    }
     let left = undo::leftovers(config, snapshot, shard, &pending).await?;
     if !left.is_empty() {
         if !opts.clean_leftovers {
@@ -211,7 +235,7 @@ pub async fn start_move(
     // Now that this move is visible to a migration run, make sure none is under way
     // (logical replication does not carry DDL); see atoll_pg::coordination.
     if let Err(e) = refuse_during_migration(config, snapshot, shard).await {
-        abort_record(config, snapshot, &rec).await?;
+        abort_locked(config, snapshot, &rec).await?;
         return Err(e);
     }
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
@@ -232,6 +256,7 @@ pub async fn start_move(
         progress,
         ddl: Some(ddl),
         report,
+        error_baseline: 0,
     };
     mover.hook(MoveStep::Prepared)?;
     let mut report = finish(config, snapshot, mover).await?;
@@ -273,7 +298,7 @@ async fn finish(
             // The copies differ: roll back, so the source stays the only active copy.
             let rec = mover.rec.clone();
             drop(mover);
-            abort_record(config, snapshot, &rec).await?;
+            abort_locked(config, snapshot, &rec).await?;
             Err(e)
         }
         Err(e) => Err(e),
@@ -329,6 +354,7 @@ pub(crate) async fn resume_record(
     opts: &MoveOptions,
     progress: Progress,
 ) -> Result<MoveReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = store::load(&src, found.id).await?;
@@ -350,6 +376,7 @@ pub(crate) async fn resume_record(
         progress,
         ddl: None,
         report,
+        error_baseline: 0,
     };
     finish(config, snapshot, mover).await
 }
@@ -369,6 +396,16 @@ async fn abort_record(
     snapshot: &Snapshot,
     found: &MoveRecord,
 ) -> Result<AbortReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
+    abort_locked(config, snapshot, found).await
+}
+
+/// [`abort_record`] for a caller that already holds the shard's move lock.
+async fn abort_locked(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+) -> Result<AbortReport, MoveError> {
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = match store::load(&src, found.id).await {
@@ -378,4 +415,29 @@ async fn abort_record(
         Err(e) => return Err(e),
     };
     undo::abort(&src, &dst, &rec).await
+}
+
+/// The session advisory lock key that guards the moves of `shard`: "atollm" in the high
+/// bytes (distinct from `atoll_pg::coordination::MIGRATION_LOCK_KEY`), the shard below.
+pub fn move_lock_key(shard: ShardNo) -> i64 {
+    0x6174_6f6c_6c6d_0000 + i64::from(shard.get())
+}
+
+/// Takes the shard's move lock on the source master on a dedicated connection; the lock
+/// lasts as long as the returned connection. Refuses if another session holds it.
+async fn hold_move_lock(
+    config: &Config,
+    snapshot: &Snapshot,
+    source: IslandId,
+    shard: ShardNo,
+) -> Result<Db, MoveError> {
+    let db = Db::connect(config, snapshot, source).await?;
+    let got: bool = db
+        .one("select pg_try_advisory_lock($1)", &[&move_lock_key(shard)])
+        .await?
+        .get(0);
+    if !got {
+        return Err(MoveError::Busy { shard });
+    }
+    Ok(db)
 }

@@ -14,14 +14,25 @@ use std::sync::Arc;
 /// primary key still takes a few pages).
 const EMPTY_BELOW_BYTES: f64 = 64.0 * 1024.0;
 
+/// The weights a rebalance plans with, and what they are.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub loads: Vec<ShardLoad>,
+    /// True when the weights are sizes in bytes (no custom SQL, no registry weights).
+    pub sizes: bool,
+}
+
 /// The weight of every active shard: from `weight_sql` when given (run on every island
 /// master, returning `(shard int, weight float8)` rows), else the registry's `weight`
 /// column, else the shard's size from `snapshot` (which must have been taken with sizes).
+/// Units are never mixed: custom or registry weights are used only when every active
+/// shard has one; otherwise the shards without one are named in the refusal (registry
+/// weights are ignored when no shard has one, and sizes are used).
 pub async fn load_weights(
     config: &Config,
     snapshot: &Snapshot,
     weight_sql: Option<&str>,
-) -> Result<Vec<ShardLoad>, MoveError> {
+) -> Result<Weights, MoveError> {
     let mut custom: BTreeMap<u16, f64> = BTreeMap::new();
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
@@ -36,22 +47,47 @@ pub async fn load_weights(
             }
         }
     }
-    Ok(snapshot
-        .active_shards()
+    let active: Vec<(ShardNo, IslandId)> = snapshot.active_shards().collect();
+    let missing: Vec<String> = active
+        .iter()
+        .filter(|(s, _)| !custom.contains_key(&s.get()))
+        .map(|(s, _)| s.to_string())
+        .collect();
+    let sizes = weight_sql.is_none() && custom.is_empty();
+    if !sizes && !missing.is_empty() {
+        let from = if weight_sql.is_some() {
+            "the weight SQL"
+        } else {
+            "atoll.shards.weight"
+        };
+        return Err(MoveError::MissingWeights(format!(
+            "{from} gives no weight for {} of {} active shards: {}; weights must not mix with sizes, give every shard one",
+            missing.len(),
+            active.len(),
+            missing.join(", ")
+        )));
+    }
+    let loads = active
+        .into_iter()
         .map(|(shard, island)| {
-            let size = snapshot
-                .shards
-                .get(&shard)
-                .and_then(|c| c.iter().find(|c| c.island == island))
-                .and_then(|c| c.size_bytes)
-                .unwrap_or(0) as f64;
+            let weight = if sizes {
+                snapshot
+                    .shards
+                    .get(&shard)
+                    .and_then(|c| c.iter().find(|c| c.island == island))
+                    .and_then(|c| c.size_bytes)
+                    .unwrap_or(0) as f64
+            } else {
+                custom.get(&shard.get()).copied().unwrap_or(0.0)
+            };
             ShardLoad {
                 shard,
                 island,
-                weight: custom.get(&shard.get()).copied().unwrap_or(size),
+                weight,
             }
         })
-        .collect())
+        .collect();
+    Ok(Weights { loads, sizes })
 }
 
 /// Plans a rebalance of `loads` over the islands of `snapshot`.

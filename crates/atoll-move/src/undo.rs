@@ -71,13 +71,9 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
                 }
             }
             AbortAction::ReactivateSource => {
-                src.execute(
-                    "insert into atoll.shards (shard, active)
-                     select $1, true where exists (select 1 from pg_namespace where nspname = $2)
-                     on conflict (shard) do update set active = true, changed_at = now()",
-                    &[&(shard.get() as i32), &schema],
-                )
-                .await?;
+                atoll_pg::shard_state::upsert_active(&src.client, shard, &schema, true)
+                    .await
+                    .map_err(|e| src.err(e))?;
             }
             AbortAction::DropDestinationSchema => {
                 // Only a schema this move created (its reference row commits with it), and
@@ -123,6 +119,7 @@ pub(crate) async fn leftovers(
     owned: &[MoveRecord],
 ) -> Result<Vec<(atoll_core::IslandId, &'static str, String)>, MoveError> {
     let prefix = format!("{}%", move_name_prefix(shard).replace('_', "\\_"));
+    let owned_ids: Vec<i64> = owned.iter().map(|m| m.id).collect();
     let mut out = Vec::new();
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
@@ -131,8 +128,13 @@ pub(crate) async fn leftovers(
                 "select 'subscription', subname::text from pg_subscription s join pg_database d on d.oid = s.subdbid
                   where d.datname = current_database() and subname like $1
                  union all select 'slot', slot_name::text from pg_replication_slots where slot_name like $1
-                 union all select 'publication', pubname::text from pg_publication where pubname like $1",
-                &[&prefix],
+                 union all select 'publication', pubname::text from pg_publication where pubname like $1
+                 union all select 'slot', slot_name::text from pg_replication_slots s
+                  where exists (select 1 from atoll.moves m
+                                where m.shard = $2 and m.role = 'source' and m.subscription_oid is not null
+                                  and m.id <> all($3)
+                                  and s.slot_name like 'pg\\_' || m.subscription_oid || '\\_sync\\_%\\_' || m.destination_sysid)",
+                &[&prefix, &(shard.get() as i32), &owned_ids],
             )
             .await?
         {

@@ -56,8 +56,30 @@ impl Mover<'_> {
 }
 
 /// The subscription must not have failed to apply anything (PostgreSQL 15 counts it).
-pub(crate) async fn require_no_apply_errors(dst: &Db, rec: &MoveRecord) -> Result<(), MoveError> {
-    let n: i64 = dst
+pub(crate) async fn require_no_apply_errors(
+    dst: &Db,
+    rec: &MoveRecord,
+    baseline: i64,
+) -> Result<(), MoveError> {
+    let n = error_count(dst, rec).await? - baseline;
+    if n > 0 {
+        return Err(MoveError::Other {
+            shard: rec.shard,
+            msg: format!(
+                "the subscription on island {} failed to apply changes {n} times (see that server's log); fix the cause, then --resume or --abort",
+                dst.island
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The subscription's cumulative worker errors (sync and apply; 0 without it). PostgreSQL
+/// counts every worker error, including a retried connection blip, so callers compare
+/// against a baseline taken when their run started: a resumed move is judged only on the
+/// errors since (a worker that errs retries the same transaction, it never skips one).
+pub(crate) async fn error_count(dst: &Db, rec: &MoveRecord) -> Result<i64, MoveError> {
+    Ok(dst
         .opt(
             "select (apply_error_count + sync_error_count)::int8 from pg_stat_subscription_stats
              where subname = $1",
@@ -65,17 +87,7 @@ pub(crate) async fn require_no_apply_errors(dst: &Db, rec: &MoveRecord) -> Resul
         )
         .await?
         .map(|r| r.get(0))
-        .unwrap_or(0);
-    if n > 0 {
-        return Err(MoveError::Other {
-            shard: rec.shard,
-            msg: format!(
-                "the subscription on island {} failed to apply changes {n} times; abort the move",
-                dst.island
-            ),
-        });
-    }
-    Ok(())
+        .unwrap_or(0))
 }
 
 /// One row: per table its count (and with `Full` an md5 of its rows in key order).

@@ -41,10 +41,7 @@ async fn scenario() {
     let s = shard(1);
 
     // Kill at each step; abort (where allowed), then kill again and resume.
-    for step in MoveStep::ALL
-        .into_iter()
-        .filter(|s| *s != MoveStep::CleanedUp)
-    {
+    for step in MoveStep::ALL {
         let home = discover(&config).await.active_island(s).unwrap();
         let opts = MoveOptions {
             stop_after: Some(step),
@@ -61,10 +58,57 @@ async fn scenario() {
             "{step}: {again}"
         );
 
+        // The hook at cleaned_up fires between the destination's and the source's
+        // records, so the source still says activated.
+        let persisted = if step == MoveStep::CleanedUp {
+            MoveStep::Activated
+        } else {
+            step.persisted_after_crash()
+        };
         let snap = discover(&config).await;
+        if step == MoveStep::Subscribed {
+            // While another process holds the shard's move lock, abort and resume refuse.
+            let holder = master(&config, &snap, home).await;
+            // The subscription's oid is recorded (table-sync slots are named after it).
+            let recorded: bool = holder
+                .query_one(
+                    "select subscription_oid is not null and destination_sysid is not null
+                       from atoll.moves where role = 'source' and step = 'subscribed'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(recorded);
+            holder
+                .execute(
+                    "select pg_advisory_lock($1)",
+                    &[&atoll_move::move_lock_key(s)],
+                )
+                .await
+                .unwrap();
+            let e = atoll_move::abort_move(&config, &snap, Some(s))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, MoveError::Busy { .. }) && e.to_string().contains("another process"),
+                "{e}"
+            );
+            let e = atoll_move::resume_move(
+                &config,
+                &snap,
+                Some(s),
+                &MoveOptions::default(),
+                atoll_move::no_progress(),
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(e, MoveError::Busy { .. }), "{e}");
+            drop(holder);
+        }
         match atoll_move::abort_move(&config, &snap, Some(s)).await {
             Ok(r) => {
-                assert_eq!(r.from_step, step.persisted_after_crash(), "{step}");
+                assert_eq!(r.from_step, persisted, "{step}");
                 assert_settled(&config, s, home, Some(ROWS)).await;
                 // Kill again at the same step, then resume this time.
                 let e = start(&config, s, other(home), &opts).await.unwrap_err();
@@ -85,7 +129,33 @@ async fn scenario() {
         )
         .await
         .unwrap_or_else(|e| panic!("resume after {step}: {e}"));
-        assert_eq!(r.resumed_from, Some(step.persisted_after_crash()), "{step}");
+        assert_eq!(r.resumed_from, Some(persisted), "{step}");
+        assert_settled(&config, s, other(home), Some(ROWS)).await;
+    }
+    // Killed in the middle of a step (its work done, not yet recorded): resume redoes it.
+    for step in [
+        MoveStep::SchemaCopied,
+        MoveStep::Subscribed,
+        MoveStep::CaughtUp,
+        MoveStep::Activated,
+    ] {
+        let home = discover(&config).await.active_island(s).unwrap();
+        let opts = MoveOptions {
+            stop_before_record: Some(step),
+            ..MoveOptions::default()
+        };
+        let e = start(&config, s, other(home), &opts).await.unwrap_err();
+        assert!(matches!(e, MoveError::Stopped { .. }), "mid {step}: {e}");
+        let snap = discover(&config).await;
+        atoll_move::resume_move(
+            &config,
+            &snap,
+            Some(s),
+            &MoveOptions::default(),
+            atoll_move::no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("resume after a crash inside {step}: {e}"));
         assert_settled(&config, s, other(home), Some(ROWS)).await;
     }
     // --clean-leftovers aborts an unfinished move and starts afresh.
@@ -99,8 +169,25 @@ async fn scenario() {
         clean_leftovers: true,
         ..MoveOptions::default()
     };
+    let seq_before: i64 = master(&config, &discover(&config).await, home)
+        .await
+        .query_one("select nextval('sh0001.id_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
     start(&config, s, other(home), &clean).await.unwrap();
     assert_settled(&config, s, other(home), Some(ROWS)).await;
+    // The sequence moved with a margin, so values handed out during the pause are skipped.
+    let seq_after: i64 = master(&config, &discover(&config).await, other(home))
+        .await
+        .query_one("select nextval('sh0001.id_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        seq_after > seq_before + 1_000_000,
+        "{seq_before} -> {seq_after}"
+    );
 
     safety_checks(&sb, &config).await;
     strong_lock_holders_are_waited_out_without_queueing(&config).await;
@@ -225,30 +312,46 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
         max_replica_lag_bytes: 0,
         ..MoveOptions::default()
     };
-    dst.batch_execute("create table public.burst as select g from generate_series(1, 200000) g")
+    // Replay paused on the replica: it lags deterministically once the master writes.
+    let replica_node = config
+        .islands
+        .iter()
+        .find(|i| i.id == other(home))
+        .unwrap()
+        .nodes[1]
+        .clone();
+    let replica = atoll_pg::connect(&replica_node).await.unwrap();
+    replica
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    dst.batch_execute("create table public.burst as select g from generate_series(1, 1000) g")
         .await
         .unwrap();
     let snap = discover(config).await;
-    let lagging = snap
+    let lag = snap
         .island(other(home))
         .unwrap()
         .replicas()
-        .any(|n| n.lag_bytes.unwrap_or(0) > 0);
-    if lagging {
-        let e = atoll_move::start_move(
-            config,
-            &snap,
-            s,
-            other(home),
-            &strict,
-            atoll_move::no_progress(),
-        )
+        .map(|n| n.lag_bytes.unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    assert!(lag > 0, "replay is paused, the replica must lag");
+    let e = atoll_move::start_move(
+        config,
+        &snap,
+        s,
+        other(home),
+        &strict,
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(check_name(&e), "replica_lag", "{e}");
+    replica
+        .batch_execute("select pg_wal_replay_resume()")
         .await
-        .unwrap_err();
-        assert_eq!(check_name(&e), "replica_lag", "{e}");
-    } else {
-        eprintln!("the replica caught up before discovery; lag threshold not exercised");
-    }
+        .unwrap();
     dst.batch_execute("drop table public.burst").await.unwrap();
 
     // Nothing was created by the refused moves; after the fixes the move goes through.

@@ -117,10 +117,12 @@ async fn scenario() {
         .unwrap();
     let (id, doubled, meh, note): (i64, i64, i64, Option<String>) =
         (r.get(0), r.get(1), r.get(2), r.get(3));
+    // Two rows were inserted before three moves, each of which advances sequences by
+    // a margin of 10^6 past the source's position.
     assert_eq!(
         (id, doubled),
-        (3, 6),
-        "identity continues after the source's rows"
+        (3_000_003, 6_000_006),
+        "identity continues after the source's rows, plus the moves' margins"
     );
     assert_eq!(
         meh, 1,
@@ -154,13 +156,27 @@ async fn scenario() {
     let snap = discover(&config).await;
     atoll_pg::catalog::init(&config, &snap).await.unwrap();
     let snap = discover(&config).await;
-    let loads = atoll_move::load_weights(
+    // Weights missing for some shards are refused, naming them (they would mix units).
+    let e = atoll_move::load_weights(
+        &config,
+        &snap,
+        Some("select shard, 1::float8 from atoll.shards where active and shard <> (select min(shard) from atoll.shards where active)"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, atoll_move::MoveError::MissingWeights(_)) && e.to_string().contains("sh0"),
+        "{e}"
+    );
+    let weights = atoll_move::load_weights(
         &config,
         &snap,
         Some("select shard, 1::float8 from atoll.shards where active"),
     )
     .await
     .unwrap();
+    assert!(!weights.sizes);
+    let loads = weights.loads;
     assert_eq!(loads.len(), 4);
     let plan = atoll_move::plan_rebalance(&snap, loads, &[], false).unwrap();
     assert!(!plan.moves.is_empty());

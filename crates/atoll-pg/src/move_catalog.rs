@@ -15,6 +15,11 @@ pub(crate) const SQL: &str = r#"
         step text not null,
         verify text not null default 'counts',
         backup_schema text,
+        -- the subscription's oid and the destination's system identifier (source row),
+        -- recorded when the subscription is created: table-sync slots on the source are
+        -- named pg_<oid>_sync_<relid>_<sysid> and must be found after it is gone
+        subscription_oid bigint,
+        destination_sysid bigint,
         started_at timestamptz not null default now(),
         changed_at timestamptz not null default now(),
         finished_at timestamptz,
