@@ -132,13 +132,7 @@ pub async fn apply(
         Ok::<_, MigrateError>(jobs)
     }
     .await;
-    let jobs = match planned {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = lock.finish("failed", &e.to_string()).await;
-            return Err(e);
-        }
-    };
+    let (lock, jobs) = settle(lock, planned).await?;
     execute(
         config,
         &masters,
@@ -181,13 +175,7 @@ pub async fn undo(
         )
     }
     .await;
-    let jobs = match planned {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = lock.finish("failed", &e.to_string()).await;
-            return Err(e);
-        }
-    };
+    let (lock, jobs) = settle(lock, planned).await?;
     execute(
         config,
         &masters,
@@ -200,6 +188,20 @@ pub async fn undo(
         started,
     )
     .await
+}
+
+/// A plan that could not be made ends the run it locked, recording why.
+async fn settle<'a>(
+    lock: RunLock,
+    planned: Result<Vec<Job<'a>>, MigrateError>,
+) -> Result<(RunLock, Vec<Job<'a>>), MigrateError> {
+    match planned {
+        Ok(jobs) => Ok((lock, jobs)),
+        Err(e) => {
+            let _ = lock.finish("failed", &e.to_string()).await;
+            Err(e)
+        }
+    }
 }
 
 async fn take_lock(
