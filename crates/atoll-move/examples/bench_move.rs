@@ -77,7 +77,12 @@ async fn main() -> anyhow::Result<()> {
     // copy) and then the move itself, both under the same writer, so neighbours' load
     // hits both alike. The shard goes back and forth.
     let stop = Arc::new(AtomicBool::new(false));
-    let w = tokio::spawn(paced_writer(config.clone(), stop.clone(), rate));
+    let w = tokio::spawn(writer::paced(
+        config.clone(),
+        shard(1),
+        stop.clone(),
+        Some(rate),
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut rounds_out = Vec::new();
     for round in 0..rounds {
@@ -206,36 +211,4 @@ async fn plain_copy(
         .await?;
     src.batch_execute("checkpoint").await?;
     Ok(secs)
-}
-
-/// The test writer, paced to `rate` inserts per second; returns its stats and run time.
-async fn paced_writer(
-    config: atoll_core::Config,
-    stop: Arc<AtomicBool>,
-    rate: u64,
-) -> (writer::WriterStats, f64) {
-    let s = shard(1);
-    let mut route = writer::Route::new(&config).await;
-    let sql = "insert into sh0001.items (payload) values ($1) returning payload";
-    let mut stats = writer::WriterStats::default();
-    let start = Instant::now();
-    let mut last = Instant::now();
-    let mut n = 0i64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let due = start + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
-        }
-        match route.write(s, sql, n).await {
-            Ok(p) => {
-                stats.acked.push(p);
-                let now = Instant::now();
-                stats.max_gap = stats.max_gap.max(now - last);
-                last = now;
-            }
-            Err(e) => stats.errors.push(e),
-        }
-    }
-    (stats, start.elapsed().as_secs_f64())
 }

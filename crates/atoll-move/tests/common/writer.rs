@@ -43,18 +43,37 @@ pub struct WriterStats {
     pub max_gap: Duration,
 }
 
-/// Inserts `payload = 1, 2, 3, ...` into `shard.items` until `stop` is set.
+/// Inserts `payload = 1, 2, 3, ...` into `shard.items` until `stop` is set, as fast as
+/// acknowledgements come back.
 pub async fn run(config: Config, shard: ShardNo, stop: Arc<AtomicBool>) -> WriterStats {
+    paced(config, shard, stop, None).await.0
+}
+
+/// The same writer, at most `rate` inserts per second when given (the benchmark's
+/// condition); also returns how long it ran, in seconds.
+pub async fn paced(
+    config: Config,
+    shard: ShardNo,
+    stop: Arc<AtomicBool>,
+    rate: Option<u64>,
+) -> (WriterStats, f64) {
     let mut route = Route::new(&config).await;
     let sql = format!(
         "insert into {}.items (payload) values ($1) returning payload",
         shard.schema()
     );
     let mut stats = WriterStats::default();
-    let mut last = Instant::now();
+    let start = Instant::now();
+    let mut last = start;
     let mut n = 0i64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         match route.write(shard, &sql, n).await {
             Ok(p) => {
                 stats.acked.push(p);
@@ -65,7 +84,7 @@ pub async fn run(config: Config, shard: ShardNo, stop: Arc<AtomicBool>) -> Write
             Err(e) => stats.errors.push(e),
         }
     }
-    stats
+    (stats, start.elapsed().as_secs_f64())
 }
 
 /// Every acknowledged payload is present exactly once in the active copy.
