@@ -95,18 +95,7 @@ pub async fn pause_replay(
     snapshot: &Snapshot,
     island: IslandId,
 ) -> Result<tokio_postgres::Client> {
-    let replica_addr = snapshot
-        .island(island)
-        .and_then(|i| i.replicas().next())
-        .map(|r| r.addr.clone())
-        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
-    let replica = config
-        .islands
-        .iter()
-        .flat_map(|i| i.nodes.iter())
-        .find(|n| n.addr() == replica_addr)
-        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
-    let rc = atoll_pg::connect(replica).await?;
+    let rc = connect_replica(config, snapshot, island).await?;
     rc.batch_execute("select pg_wal_replay_pause()").await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -229,18 +218,7 @@ pub async fn advance_wal_past(
         .query_one("select pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
-    let replica_addr = snapshot
-        .island(island)
-        .and_then(|i| i.replicas().next())
-        .map(|r| r.addr.clone())
-        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
-    let replica = config
-        .islands
-        .iter()
-        .flat_map(|i| i.nodes.iter())
-        .find(|n| n.addr() == replica_addr)
-        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
-    let rc = atoll_pg::connect(replica).await?;
+    let rc = connect_replica(config, snapshot, island).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let done: bool = rc
@@ -259,4 +237,24 @@ pub async fn advance_wal_past(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A connection to the first replica of `island`, as discovered.
+async fn connect_replica(
+    config: &Config,
+    snapshot: &Snapshot,
+    island: IslandId,
+) -> Result<tokio_postgres::Client> {
+    let replica_addr = snapshot
+        .island(island)
+        .and_then(|i| i.replicas().next())
+        .map(|r| r.addr.clone())
+        .ok_or_else(|| anyhow!("island {island} has no replica"))?;
+    let replica = config
+        .islands
+        .iter()
+        .flat_map(|i| i.nodes.iter())
+        .find(|n| n.addr() == replica_addr)
+        .ok_or_else(|| anyhow!("no config for {replica_addr}"))?;
+    Ok(atoll_pg::connect(replica).await?)
 }
