@@ -140,6 +140,16 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
     let out = atoll(&sb, &args, &[("ATOLL_MOVE_STOP_AFTER", "caught_up")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("moves failed"), "{}", stderr(&out));
+    let stopped = String::from_utf8_lossy(&out.stdout)
+        .matches("stopped after step caught_up")
+        .count()
+        + stderr(&out).matches("stopped after step caught_up").count();
+    assert_eq!(
+        stopped,
+        2,
+        "both moves stop after caught_up: {}",
+        stderr(&out)
+    );
     let out = atoll(&sb, &args, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(

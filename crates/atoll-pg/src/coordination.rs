@@ -60,20 +60,23 @@ pub async fn unfinished_moves(
 }
 
 /// Whether a migration run holds the cluster lock, asked of the first island's master by
-/// trying the lock (and releasing it at once if it was free).
+/// looking the lock up in `pg_locks`. Looking rather than trying it matters: a probe that
+/// took the lock for a moment would make a concurrent probe (another move of a parallel
+/// rebalance) or a starting run believe a migration was running.
 pub async fn migration_running(client: &Client, node: &NodeConfig) -> Result<bool, PgError> {
     let q = |e| PgError::query(node, e);
-    let got: bool = client
-        .query_one("select pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+    // A bigint advisory key is kept as classid = high half, objid = low half, objsubid = 1.
+    client
+        .query_one(
+            "select exists (select 1 from pg_locks
+                 where locktype = 'advisory' and granted and objsubid = 1
+                   and database = (select oid from pg_database where datname = current_database())
+                   and classid = ($1::int8 >> 32)::oid
+                   and objid = ($1::int8 & 4294967295)::oid)",
+            &[&MIGRATION_LOCK_KEY],
+        )
         .await
         .map_err(q)?
         .try_get(0)
-        .map_err(q)?;
-    if got {
-        client
-            .execute("select pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-            .await
-            .map_err(q)?;
-    }
-    Ok(!got)
+        .map_err(q)
 }
