@@ -4,6 +4,9 @@
 //! history would).
 
 mod common;
+/// REINDEX CONCURRENTLY leftovers and pg-mig's per-file directives.
+#[path = "migrate/fixes.rs"]
+mod fixes;
 /// Steps that run after the main history (they add versions the steps above must not see).
 #[path = "migrate/later.rs"]
 mod later;
@@ -55,6 +58,7 @@ fn migrate_end_to_end() {
     later::already_applied_is_not_counted(&env);
     later::running_index_build_is_not_dropped(&env);
     later::allocate_rerun_migrates_every_inactive_shard(&env);
+    fixes::interrupted_reindex_leftovers_are_dropped(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {

@@ -10,7 +10,9 @@
 //! for long) and is retried a bounded number of times.
 
 use crate::error::pg_message;
-use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp};
+use atoll_core::migration::sql::{
+    quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp, ReindexTarget,
+};
 use atoll_core::migration::{Migration, RunMode, SqlFile};
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -22,12 +24,15 @@ pub enum Direction {
     Down,
 }
 
-/// How DDL waits for locks.
+/// How DDL waits for locks and for index builds of other backends.
 #[derive(Debug, Clone, Copy)]
 pub struct LockPolicy {
     pub lock_timeout: Duration,
     /// Further attempts after a lock timeout or a deadlock.
     pub retries: u32,
+    /// How long a step waits for an index build started elsewhere (a killed run's backend
+    /// still building) before it fails the schema rather than drop a running build.
+    pub build_wait: Duration,
 }
 
 /// What a step did: ran the file, or found it done by an earlier run.
@@ -49,10 +54,6 @@ impl From<tokio_postgres::Error> for Fail {
         Fail::Pg(e)
     }
 }
-
-/// How long a step waits for an index build started elsewhere (a killed run's backend
-/// still building) before it gives up on the schema.
-const BUILD_WAIT: Duration = Duration::from_secs(30);
 
 /// One failed file: the PostgreSQL error as the server said it.
 #[derive(Debug, Clone)]
@@ -262,7 +263,11 @@ async fn concurrently(
             .as_deref()
             .filter(|_| st.op != ConcurrentOp::Reindex)
         else {
-            // REINDEX: running it again only rebuilds again.
+            // REINDEX: running it again only rebuilds again, but an interrupted one left
+            // invalid `_ccnew`/`_ccold` copies that it would skip (with a warning) forever.
+            if let Some(target) = &st.reindex {
+                drop_reindex_leftovers(client, schema, target, policy.build_wait).await?;
+            }
             client.batch_execute(&st.sql).await?;
             continue;
         };
@@ -273,7 +278,7 @@ async fn concurrently(
             (ConcurrentOp::CreateIndex, Some(false)) => {
                 // Invalid: a failed build, or one still running elsewhere (a killed run's
                 // backend). Never drop a running build; wait for it a bounded time.
-                if wait_for_build(client, schema, name).await? {
+                if wait_for_build(client, schema, name, policy.build_wait).await? {
                     continue;
                 }
                 tracing::info!(
@@ -325,25 +330,100 @@ async fn index_state(client: &Client, schema: &str, name: &str) -> Result<Option
         .map(|(valid, _)| valid))
 }
 
-/// Waits (at most [`BUILD_WAIT`]) while another backend builds the invalid index `name`.
+/// Waits (at most `wait`) while another backend builds the invalid index `name`.
 /// True when that build made it valid; false when no build is running (so the invalid
 /// index is a failed build's leftover and may be dropped).
-async fn wait_for_build(client: &Client, schema: &str, name: &str) -> Result<bool, Fail> {
+async fn wait_for_build(
+    client: &Client,
+    schema: &str,
+    name: &str,
+    wait: Duration,
+) -> Result<bool, Fail> {
     let started = std::time::Instant::now();
     loop {
         match index_state_full(client, schema, name).await? {
             Some((true, _)) => return Ok(true),
             Some((false, Some(pid))) => {
-                if started.elapsed() >= BUILD_WAIT {
-                    return Err(Fail::Msg(format!(
-                        "index {schema}.{name} is still being built by backend pid {pid} (an earlier run's?) after {} s; not dropping it, run again when it is done",
-                        BUILD_WAIT.as_secs()
-                    )));
+                if started.elapsed() >= wait {
+                    return Err(still_building(schema, name, pid, wait));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             // No build running: the invalid index (or none at all) is a leftover.
             Some((false, None)) | None => return Ok(false),
         }
+    }
+}
+
+fn still_building(schema: &str, name: &str, pid: i32, wait: Duration) -> Fail {
+    Fail::Msg(format!(
+        "index {schema}.{name} is still being built by backend pid {pid} (an earlier run's?) after {} s; not dropping it, run again when it is done",
+        wait.as_secs_f64()
+    ))
+}
+
+/// Drops the invalid `_ccnew`/`_ccold` indexes an interrupted `REINDEX ... CONCURRENTLY`
+/// of `target` left in `schema`. One that another backend still works on (its REINDEX is
+/// running: it reports progress on the table or holds a lock on the index) is waited for
+/// at most `wait`, then the step fails naming that backend: dropping it would break a
+/// live build.
+async fn drop_reindex_leftovers(
+    client: &Client,
+    schema: &str,
+    target: &ReindexTarget,
+    wait: Duration,
+) -> Result<(), Fail> {
+    let started = std::time::Instant::now();
+    loop {
+        let rows = client
+            .query(
+                "select c.relname::text, t.relname::text,
+                        coalesce(
+                          (select p.pid from pg_stat_progress_create_index p
+                           where (p.relid = i.indrelid or p.index_relid = c.oid)
+                             and p.pid <> pg_backend_pid() limit 1),
+                          (select l.pid from pg_locks l
+                           where l.locktype = 'relation' and l.relation = c.oid
+                             and l.pid <> pg_backend_pid() limit 1))
+                 from pg_index i join pg_class c on c.oid = i.indexrelid
+                 join pg_class t on t.oid = i.indrelid
+                 join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = $1 and not i.indisvalid
+                 order by 1",
+                &[&schema],
+            )
+            .await?;
+        let mut busy = None;
+        for r in rows {
+            let (index, table): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let pid: Option<i32> = r.try_get(2)?;
+            if !target.is_leftover(&index, &table) {
+                continue;
+            }
+            match pid {
+                Some(pid) => busy = Some((index, pid)),
+                None => {
+                    tracing::info!(
+                        schema,
+                        index,
+                        "dropping the invalid leftover of an interrupted REINDEX CONCURRENTLY"
+                    );
+                    client
+                        .batch_execute(&format!(
+                            "drop index concurrently if exists {}.{}",
+                            quote_ident(schema),
+                            quote_ident(&index)
+                        ))
+                        .await?;
+                }
+            }
+        }
+        let Some((index, pid)) = busy else {
+            return Ok(());
+        };
+        if started.elapsed() >= wait {
+            return Err(still_building(schema, &index, pid, wait));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

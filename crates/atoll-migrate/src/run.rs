@@ -38,6 +38,7 @@ impl Default for RunOptions {
             policy: LockPolicy {
                 lock_timeout: Duration::from_secs(5),
                 retries: 3,
+                build_wait: Duration::from_secs(30),
             },
             only: None,
         }

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Retries after a lock timeout or deadlock
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub lock_retries: u32,
+    /// How long to wait, in seconds, for an index that another backend (a killed run's)
+    /// is still building before failing that schema instead of dropping the running build
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub index_build_wait_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +127,7 @@ fn options(args: &RunArgs, allow_unsafe: bool) -> RunOptions {
         policy: LockPolicy {
             lock_timeout: Duration::from_millis(args.lock_timeout_ms),
             retries: args.lock_retries,
+            build_wait: Duration::from_secs(args.index_build_wait_secs),
         },
         only: None,
     }

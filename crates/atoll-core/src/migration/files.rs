@@ -8,7 +8,7 @@
 //! Every rule is checked before anything runs, so a bad directory applies nothing.
 
 use super::sql::{checksum, statements, ConcurrentIndex, ConcurrentOp};
-use super::MigrationError;
+use super::{Directives, MigrationError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,8 @@ pub struct SqlFile {
     /// Destructive statements found (`DROP TABLE`, `DROP COLUMN`, ...).
     pub unsafe_statements: Vec<String>,
     pub checksum: String,
+    /// pg-mig's `-- $parallelism_per_host=N` and friends.
+    pub directives: Directives,
 }
 
 /// One migration: an up/down pair for one target.
@@ -100,6 +102,7 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         file: file.to_string(),
         why,
     };
+    let directives = Directives::parse(file, &sql)?;
     let stmts = statements(&sql);
     // The file runs in one transaction with its version row: a COMMIT inside would record
     // the version apart from (part of) the change.
@@ -146,6 +149,7 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         sql,
         mode,
         unsafe_statements,
+        directives,
     })
 }
 

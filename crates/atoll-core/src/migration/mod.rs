@@ -3,6 +3,7 @@
 //! CONCURRENTLY), the per-schema [`plan`] with groups and drift, undo targets, and the
 //! grouping of live schema signatures for `schema diff`. `atoll-migrate` does the I/O.
 
+mod directives;
 mod files;
 mod plan;
 mod signature;
@@ -10,6 +11,7 @@ pub mod sql;
 #[cfg(test)]
 mod tests;
 
+pub use directives::Directives;
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
     check_applicable, check_undo, compact_schemas, is_shard_target, plan, plan_undo, ChangedNote,
@@ -26,6 +28,12 @@ pub enum MigrationError {
     BadFileName { file: String, why: String },
     #[error("migration file {file}: {why}")]
     BadFile { file: String, why: String },
+    #[error("migration file {file} line {line}: {why}")]
+    BadDirective {
+        file: String,
+        line: usize,
+        why: String,
+    },
     #[error("migration {version}: the .up.sql or the .dn.sql file is missing")]
     MissingPair { version: String },
     #[error("migrations {a} and {b} have the same version number {number}")]

@@ -307,11 +307,13 @@ impl Statement {
     /// CONCURRENTLY`, `DROP INDEX CONCURRENTLY` or `REINDEX ... CONCURRENTLY`.
     pub fn concurrent_index(&self) -> Option<ConcurrentIndex> {
         if self.word(0) == Some("REINDEX") && self.mentions_concurrently() {
-            // Running it again rebuilds again: harmless, so it needs no name to resume.
+            // Running it again rebuilds again: harmless, so it needs no name to resume;
+            // its target tells which leftovers of an interrupted run to drop first.
             return Some(ConcurrentIndex {
                 op: ConcurrentOp::Reindex,
                 create: false,
                 name: None,
+                reindex: self.reindex_target(),
                 sql: self.text.clone(),
             });
         }
@@ -347,8 +349,41 @@ impl Statement {
             },
             create,
             name,
+            reindex: None,
             sql: self.text.clone(),
         })
+    }
+
+    /// What `REINDEX [(options)] {INDEX | TABLE | SCHEMA | DATABASE} [CONCURRENTLY] name`
+    /// rebuilds. A schema-qualified name keeps only its last part: a shard's file works
+    /// in the shard's own schema.
+    fn reindex_target(&self) -> Option<ReindexTarget> {
+        let mut i = 1;
+        if self.tokens.get(i) == Some(&Token::Punct('(')) {
+            let close = self.tokens[i..]
+                .iter()
+                .position(|t| *t == Token::Punct(')'))?;
+            i += close + 1;
+        }
+        let kind = self.word(i)?.to_string();
+        i += 1;
+        if self.word(i) == Some("CONCURRENTLY") {
+            i += 1;
+        }
+        if self.tokens.get(i + 1) == Some(&Token::Punct('.')) {
+            i += 2;
+        }
+        let name = match self.tokens.get(i) {
+            Some(Token::Word(w)) => w.to_lowercase(),
+            Some(Token::Quoted(q)) => q.clone(),
+            _ => return None,
+        };
+        match kind.as_str() {
+            "INDEX" => Some(ReindexTarget::Index(name)),
+            "TABLE" => Some(ReindexTarget::Table(name)),
+            "SCHEMA" | "DATABASE" => Some(ReindexTarget::Schema),
+            _ => None,
+        }
     }
 
     /// Whether this statement mentions CONCURRENTLY in a form that cannot run inside a
@@ -388,7 +423,53 @@ pub struct ConcurrentIndex {
     pub create: bool,
     /// The index name as stored in the catalog (unquoted names are folded to lower case).
     pub name: Option<String>,
+    /// For `REINDEX ... CONCURRENTLY`: what it rebuilds.
+    pub reindex: Option<ReindexTarget>,
     pub sql: String,
+}
+
+/// What a `REINDEX ... CONCURRENTLY` rebuilds, and so whose `_ccnew` / `_ccold` indexes an
+/// interrupted run of it may have left invalid.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum ReindexTarget {
+    /// One index (its name as stored in the catalog).
+    Index(String),
+    /// Every index of one table.
+    Table(String),
+    /// `REINDEX SCHEMA` / `DATABASE`: every index of the shard's schema.
+    Schema,
+}
+
+impl ReindexTarget {
+    /// Whether the invalid index `index` on `table` is a `REINDEX CONCURRENTLY` copy of
+    /// what this target rebuilds. PostgreSQL truncates a long base name to fit 63 bytes
+    /// with the suffix, so a full-length copy matches a prefix of the target's name.
+    pub fn is_leftover(&self, index: &str, table: &str) -> bool {
+        let Some(base) = reindex_leftover_base(index) else {
+            return false;
+        };
+        match self {
+            ReindexTarget::Index(name) => {
+                base == name || (index.len() >= 63 && !base.is_empty() && name.starts_with(base))
+            }
+            ReindexTarget::Table(name) => table == name,
+            ReindexTarget::Schema => true,
+        }
+    }
+}
+
+/// `Some(base)` when `index` is named as PostgreSQL names the copies a `REINDEX CONCURRENTLY`
+/// makes of an index: `<base>_ccnew`, `_ccold`, or either followed by digits (when the
+/// plain name was taken); the base may be truncated by PostgreSQL's 63-byte limit.
+pub fn reindex_leftover_base(index: &str) -> Option<&str> {
+    ["_ccnew", "_ccold"].iter().find_map(|suffix| {
+        let at = index.rfind(suffix)?;
+        let rest = &index[at + suffix.len()..];
+        rest.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then_some(&index[..at])
+    })
 }
 
 /// A short stable checksum of a file's text (FNV-1a, 64 bits, hex), stored with every

@@ -566,3 +566,82 @@ fn undo_needs_consent_for_destructive_down_files_and_refuses_drift() {
     let err = check_undo(&s, &drifted, b, true).unwrap_err();
     assert!(matches!(err, MigrationError::Drift { .. }), "{err}");
 }
+
+#[test]
+fn reindex_targets_and_their_leftovers() {
+    use sql::ReindexTarget;
+    let s = set(&[(
+        A,
+        "reindex index concurrently users_nick_idx;\nreindex (verbose) table concurrently public.\"Users\";\nreindex schema concurrently sh0001;",
+    )]);
+    let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
+        panic!("not concurrent");
+    };
+    let targets: Vec<_> = statements.iter().map(|s| s.reindex.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            Some(ReindexTarget::Index("users_nick_idx".into())),
+            Some(ReindexTarget::Table("Users".into())),
+            Some(ReindexTarget::Schema),
+        ]
+    );
+    let idx = ReindexTarget::Index("users_nick_idx".into());
+    assert!(idx.is_leftover("users_nick_idx_ccnew", "users"));
+    assert!(idx.is_leftover("users_nick_idx_ccold2", "users"));
+    assert!(!idx.is_leftover("users_nick_idx", "users"));
+    // Another index whose name is a prefix of the target's, or a look-alike suffix.
+    assert!(!idx.is_leftover("users_ccnew", "users"));
+    assert!(!idx.is_leftover("users_nick_idx_ccnewer", "users"));
+    // A 63-byte copy of a long name: its base was truncated.
+    let long = "a".repeat(70);
+    let copy = format!("{}_ccnew", &long[..57]);
+    assert!(ReindexTarget::Index(long).is_leftover(&copy, "t"));
+    let table = ReindexTarget::Table("users".into());
+    assert!(table.is_leftover("users_pkey_ccnew1", "users"));
+    assert!(!table.is_leftover("orders_pkey_ccnew", "orders"));
+    assert!(!table.is_leftover("users_tmp_idx", "users"));
+    assert!(ReindexTarget::Schema.is_leftover("x_ccold", "orders"));
+}
+
+#[test]
+fn pg_mig_directives() {
+    let text = "-- $parallelism_per_host=2\n--$parallelism_global = 1\r\ncreate table t (id int);\n-- $delay=150\n--\t$run_alone=1\n-- a $note=not a directive\n";
+    let d = Directives::parse("f.up.sql", text).expect("valid");
+    assert_eq!(
+        d,
+        Directives {
+            parallelism_per_host: Some(2),
+            parallelism_global: Some(1),
+            delay_ms: 150,
+            run_alone: true,
+        }
+    );
+    // 0 means "no limit" / "off", as in pg-mig.
+    let d = Directives::parse("f", "-- $parallelism_global=0\n-- $run_alone=0").expect("valid");
+    assert!(d.is_empty());
+    assert!(
+        Directives::parse("f", "select 1; -- $delay=x\n  -- $delay=x")
+            .expect("valid")
+            .is_empty()
+    );
+    let err = |text: &str| Directives::parse("f.up.sql", text).unwrap_err().to_string();
+    let e = err("select 1;\n-- $parallelism=2");
+    assert!(
+        e.contains("f.up.sql line 2") && e.contains("unknown variable $parallelism"),
+        "{e}"
+    );
+    let e = err("-- $delay=10ms");
+    assert!(e.contains("line 1") && e.contains("$delay=10ms"), "{e}");
+    assert!(err("-- $delay=").contains("non-negative integer"));
+    assert!(err("-- $delay=-1").contains("non-negative integer"));
+    assert!(err("-- $delay=1\n-- $delay=2").contains("line 2: $delay is set twice"));
+    // Parsed with the file: a bad value refuses the directory, naming the file.
+    let e = MigrationSet::parse(pair(A, "-- $parallelism_per_host=two\nselect 1;"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("{A}.up.sql line 1")), "{e}");
+    let s = set(&[(A, "-- $parallelism_per_host=3\nselect 1;")]);
+    assert_eq!(s.migrations[0].up.directives.parallelism_per_host, Some(3));
+    assert!(s.migrations[0].dn.directives.is_empty());
+}

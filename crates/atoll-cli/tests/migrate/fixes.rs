@@ -1,0 +1,117 @@
+//! Steps after `later`: the leftovers of an interrupted REINDEX CONCURRENTLY, and pg-mig's
+//! per-file directives.
+
+use super::*;
+use std::io::Write;
+use std::process::Child;
+
+const V15: &str = "20240101000170.reindex_again.sh";
+
+/// Shard schemas on both islands.
+fn shards(env: &Env) -> i64 {
+    env.sum("select count(*) from pg_namespace where nspname ~ '^sh[0-9]{4}$'")
+}
+
+/// Polls `sql` on `port` until it returns `want`, failing after 20 s.
+fn wait_for(env: &Env, port: u16, sql: &str, want: &str) {
+    let started = Instant::now();
+    while env.psql(port, sql) != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {sql} = {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A psql session reading SQL from its stdin, named `app` in pg_stat_activity.
+fn session(env: &Env, port: u16, app: &str) -> Child {
+    Command::new(env.sb.pg_bin().join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-q"])
+        .env("PGAPPNAME", app)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn psql")
+}
+
+fn pid_of(app: &str) -> String {
+    format!("select coalesce(max(pid), 0) from pg_stat_activity where application_name = '{app}'")
+}
+
+/// A REINDEX CONCURRENTLY killed mid-build leaves invalid `_ccnew` copies. While its
+/// backend still lives they are not touched (the schema fails after the configured wait);
+/// once it is gone, the retry drops them and records the version once.
+pub fn interrupted_reindex_leftovers_are_dropped(env: &Env) {
+    let p3 = env.port_of("sh0003");
+    let invalid = "select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid \
+                   where c.relnamespace = 'sh0003'::regnamespace and not i.indisvalid \
+                   and c.relname like 'slow%\\_ccnew%'";
+    assert_eq!(env.psql(p3, invalid), "0");
+    // A writer idle in its transaction holds the REINDEX in its wait for lockers, right
+    // after it has committed its new (invalid) copies.
+    let mut writer = session(env, p3, "atoll_test_writer");
+    writer
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"begin;\ninsert into sh0003.slow values (2001);\n")
+        .expect("write");
+    wait_for(
+        env,
+        p3,
+        "select count(*) from pg_stat_activity where application_name = 'atoll_test_writer' \
+         and state = 'idle in transaction'",
+        "1",
+    );
+    let mut reindexer = session(env, p3, "atoll_test_reindex");
+    reindexer
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"reindex table concurrently sh0003.slow;\n")
+        .expect("write");
+    wait_for(
+        env,
+        p3,
+        "select count(*) from pg_stat_activity where application_name = 'atoll_test_reindex' \
+         and wait_event_type = 'Lock'",
+        "1",
+    );
+    let copies = env.psql(p3, invalid);
+    assert!(copies != "0", "no _ccnew copies while the REINDEX waits");
+    let reindex_pid = env.psql(p3, &pid_of("atoll_test_reindex"));
+
+    // Its backend still works on them: not dropped; sh0003 fails naming it.
+    env.write(V15, "reindex table concurrently slow;", "select 1;");
+    let (code, report) =
+        env.migrate_json(&["apply", "--canary", "0", "--index-build-wait-secs", "1"]);
+    assert_eq!(code, 1, "{report}");
+    let failures = report["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["schema"], "sh0003", "{report}");
+    let error = failures[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("pid {reindex_pid}")), "{error}");
+    assert_eq!(env.psql(p3, invalid), copies);
+
+    // Killed: its copies stay behind, invalid.
+    env.psql(p3, &format!("select pg_terminate_backend({reindex_pid})"));
+    reindexer.wait().expect("reindexer");
+    wait_for(env, p3, &pid_of("atoll_test_reindex"), "0");
+    assert_eq!(env.psql(p3, invalid), copies);
+    drop(writer.stdin.take());
+    writer.wait().expect("writer");
+    wait_for(env, p3, &pid_of("atoll_test_writer"), "0");
+
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["versions_applied"], 1, "{report}");
+    assert_eq!(env.psql(p3, invalid), "0");
+    let any_invalid = "select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid \
+                       where c.relnamespace = 'sh0003'::regnamespace and not i.indisvalid";
+    assert_eq!(env.psql(p3, any_invalid), "0");
+    assert_eq!(env.applied(V15), shards(env));
+}

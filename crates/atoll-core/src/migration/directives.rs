@@ -1,0 +1,95 @@
+//! pg-mig's per-file variables, so a pg-mig directory keeps its throttles: a line
+//! `-- $name=value` (at the start of a line, anywhere in the file) with one of
+//!
+//! - `$parallelism_per_host=N`: at most N schemas of one island run this file at once;
+//! - `$parallelism_global=N`: at most N schemas of the whole cluster run it at once;
+//! - `$delay=MS`: after each schema's run of the file, its slot stays taken MS more
+//!   milliseconds (with a parallelism limit, this spaces the schemas out);
+//! - `$run_alone=1`: nothing else (no other file, on no island) runs while it runs.
+//!
+//! Values are non-negative integers; as in pg-mig, 0 means "no limit" / "off". Unknown
+//! names are refused, as pg-mig refuses them, so a typo does not silently drop a throttle.
+
+use super::MigrationError;
+use serde::Serialize;
+
+/// The limits one file asks for. The default asks for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Directives {
+    /// At most this many schemas per island at once (`None`: no limit of its own).
+    pub parallelism_per_host: Option<usize>,
+    /// At most this many schemas in the cluster at once.
+    pub parallelism_global: Option<usize>,
+    /// Milliseconds a schema's slot stays taken after the file ran there.
+    pub delay_ms: u64,
+    /// Nothing else runs while this file runs.
+    pub run_alone: bool,
+}
+
+impl Directives {
+    /// Whether the file asks for anything at all (most files do not).
+    pub fn is_empty(&self) -> bool {
+        *self == Directives::default()
+    }
+
+    /// Reads the `-- $name=value` lines of `file`'s `text`.
+    pub fn parse(file: &str, text: &str) -> Result<Directives, MigrationError> {
+        let mut d = Directives::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let Some((name, value)) = directive(line) else {
+                continue;
+            };
+            let bad = |why: String| MigrationError::BadDirective {
+                file: file.to_string(),
+                line: n + 1,
+                why,
+            };
+            if seen.contains(&name) {
+                return Err(bad(format!("{name} is set twice")));
+            }
+            seen.push(name);
+            let value = value.trim();
+            let number: u64 = value
+                .parse()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{name}={value}: the value must be a non-negative integer"
+                    ))
+                })?;
+            let limit = (number > 0).then(|| usize::try_from(number).unwrap_or(usize::MAX));
+            match name {
+                "$parallelism_per_host" => d.parallelism_per_host = limit,
+                "$parallelism_global" => d.parallelism_global = limit,
+                "$delay" => d.delay_ms = number,
+                "$run_alone" => d.run_alone = number > 0,
+                _ => {
+                    return Err(bad(format!(
+                        "unknown variable {name}; known: $parallelism_per_host, $parallelism_global, $delay, $run_alone"
+                    )))
+                }
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// `-- $name = value` → (`$name`, `value`), as pg-mig's `^--\s*(\$\w+)\s*=(.+)$` reads
+/// it, except that the spaces must stay on the line.
+fn directive(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix("--")?.trim_start_matches([' ', '\t']);
+    let body = rest.strip_prefix('$')?;
+    let end = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(body.len());
+    if end == 0 {
+        return None;
+    }
+    let name = &rest[..end + 1];
+    let value = body[end..]
+        .trim_start_matches([' ', '\t'])
+        .strip_prefix('=')?;
+    Some((name, value.trim_end_matches('\r')))
+}
