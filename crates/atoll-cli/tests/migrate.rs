@@ -59,6 +59,7 @@ fn migrate_end_to_end() {
     later::running_index_build_is_not_dropped(&env);
     later::allocate_rerun_migrates_every_inactive_shard(&env);
     fixes::interrupted_reindex_leftovers_are_dropped(&env);
+    fixes::pg_mig_directives_cap_parallelism(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {

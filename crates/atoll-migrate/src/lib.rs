@@ -19,6 +19,7 @@ mod diff;
 mod dir;
 mod error;
 mod exec;
+mod limits;
 mod lock;
 mod run;
 mod state;

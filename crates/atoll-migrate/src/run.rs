@@ -317,6 +317,7 @@ async fn execute(
         progress,
         stop: AtomicBool::new(false),
         lock_lost: Mutex::new(None),
+        limits: Default::default(),
     };
     let rest = shards.split_off(canary_n);
     report.canary = shards.iter().map(|j| j.schema.clone()).collect();

@@ -3,6 +3,7 @@
 //! in order; a failure stops that schema's chain and the worker takes the next schema.
 
 use crate::exec::{run_step, Direction, LockPolicy, Outcome};
+use crate::limits::Limits;
 use crate::run::{Event, SchemaFailure};
 use atoll_core::migration::Migration;
 use atoll_core::{IslandId, NodeConfig};
@@ -30,6 +31,8 @@ pub(crate) struct Shared<'p> {
     pub stop: AtomicBool,
     /// Why the lock was lost.
     pub lock_lost: Mutex<Option<String>>,
+    /// The files' own parallelism limits (pg-mig's directives).
+    pub limits: Limits,
 }
 
 /// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
@@ -115,7 +118,16 @@ async fn worker(
             }
             Some(c) => {
                 for (i, m) in job.steps.iter().enumerate() {
-                    match run_step(c, &job.schema, m, dir, policy, i == 0).await {
+                    let file = match dir {
+                        Direction::Up => &m.up,
+                        Direction::Down => &m.dn,
+                    };
+                    let permits = shared.limits.enter(island, m, &file.directives).await;
+                    let r = run_step(c, &job.schema, m, dir, policy, i == 0).await;
+                    if r.is_ok() {
+                        permits.release().await;
+                    }
+                    match r {
                         Ok(Outcome::Applied) => {
                             shared.versions.fetch_add(1, Ordering::Relaxed);
                         }
