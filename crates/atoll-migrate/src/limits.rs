@@ -13,12 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, RwLock, RwLockReadGuard, RwLockWriteGuard, Semaphore};
 
+/// A version's slot key: cluster-wide (`None`) or on one island.
+type SlotKey = (Option<IslandId>, String);
+
 /// The limits of one run, shared by all its workers on all islands.
 #[derive(Default)]
 pub(crate) struct Limits {
     alone: RwLock<()>,
     /// Per version (`None`: cluster-wide) or per (island, version).
-    slots: Mutex<HashMap<(Option<IslandId>, String), Arc<Semaphore>>>,
+    slots: Mutex<HashMap<SlotKey, Arc<Semaphore>>>,
 }
 
 /// What a running step holds; dropping it lets the next one in.
