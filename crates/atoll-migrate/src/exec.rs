@@ -10,9 +10,7 @@
 //! for long) and is retried a bounded number of times.
 
 use crate::error::pg_message;
-use atoll_core::migration::sql::{
-    quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp, ReindexTarget,
-};
+use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp};
 use atoll_core::migration::{Migration, RunMode, SqlFile};
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -44,7 +42,7 @@ pub enum Outcome {
 
 /// Why a step stopped: the server's error, or a condition found before sending the file.
 #[derive(Debug)]
-enum Fail {
+pub(crate) enum Fail {
     Pg(tokio_postgres::Error),
     Msg(String),
 }
@@ -266,7 +264,7 @@ async fn concurrently(
             // REINDEX: running it again only rebuilds again, but an interrupted one left
             // invalid `_ccnew`/`_ccold` copies that it would skip (with a warning) forever.
             if let Some(target) = &st.reindex {
-                drop_reindex_leftovers(client, schema, target, policy.build_wait).await?;
+                crate::reindex::drop_leftovers(client, schema, target, policy.build_wait).await?;
             }
             client.batch_execute(&st.sql).await?;
             continue;
@@ -355,75 +353,9 @@ async fn wait_for_build(
     }
 }
 
-fn still_building(schema: &str, name: &str, pid: i32, wait: Duration) -> Fail {
+pub(crate) fn still_building(schema: &str, name: &str, pid: i32, wait: Duration) -> Fail {
     Fail::Msg(format!(
         "index {schema}.{name} is still being built by backend pid {pid} (an earlier run's?) after {} s; not dropping it, run again when it is done",
         wait.as_secs_f64()
     ))
-}
-
-/// Drops the invalid `_ccnew`/`_ccold` indexes an interrupted `REINDEX ... CONCURRENTLY`
-/// of `target` left in `schema`. One that another backend still works on (its REINDEX is
-/// running: it reports progress on the table or holds a lock on the index) is waited for
-/// at most `wait`, then the step fails naming that backend: dropping it would break a
-/// live build.
-async fn drop_reindex_leftovers(
-    client: &Client,
-    schema: &str,
-    target: &ReindexTarget,
-    wait: Duration,
-) -> Result<(), Fail> {
-    let started = std::time::Instant::now();
-    loop {
-        let rows = client
-            .query(
-                "select c.relname::text, t.relname::text,
-                        coalesce(
-                          (select p.pid from pg_stat_progress_create_index p
-                           where (p.relid = i.indrelid or p.index_relid = c.oid)
-                             and p.pid <> pg_backend_pid() limit 1),
-                          (select l.pid from pg_locks l
-                           where l.locktype = 'relation' and l.relation = c.oid
-                             and l.pid <> pg_backend_pid() limit 1))
-                 from pg_index i join pg_class c on c.oid = i.indexrelid
-                 join pg_class t on t.oid = i.indrelid
-                 join pg_namespace n on n.oid = c.relnamespace
-                 where n.nspname = $1 and not i.indisvalid
-                 order by 1",
-                &[&schema],
-            )
-            .await?;
-        let mut busy = None;
-        for r in rows {
-            let (index, table): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let pid: Option<i32> = r.try_get(2)?;
-            if !target.is_leftover(&index, &table) {
-                continue;
-            }
-            match pid {
-                Some(pid) => busy = Some((index, pid)),
-                None => {
-                    tracing::info!(
-                        schema,
-                        index,
-                        "dropping the invalid leftover of an interrupted REINDEX CONCURRENTLY"
-                    );
-                    client
-                        .batch_execute(&format!(
-                            "drop index concurrently if exists {}.{}",
-                            quote_ident(schema),
-                            quote_ident(&index)
-                        ))
-                        .await?;
-                }
-            }
-        }
-        let Some((index, pid)) = busy else {
-            return Ok(());
-        };
-        if started.elapsed() >= wait {
-            return Err(still_building(schema, &index, pid, wait));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }

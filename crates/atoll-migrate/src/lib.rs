@@ -21,6 +21,7 @@ mod error;
 mod exec;
 mod limits;
 mod lock;
+mod reindex;
 mod run;
 mod state;
 mod workers;

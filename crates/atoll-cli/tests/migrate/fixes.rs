@@ -5,6 +5,7 @@ use super::*;
 use std::io::Write;
 use std::process::Child;
 
+const V15A: &str = "20240101000165.slow_note.sh";
 const V15: &str = "20240101000170.reindex_again.sh";
 
 /// Shard schemas on both islands.
@@ -46,10 +47,23 @@ fn pid_of(app: &str) -> String {
 /// backend still lives they are not touched (the schema fails after the configured wait);
 /// once it is gone, the retry drops them and records the version once.
 pub fn interrupted_reindex_leftovers_are_dropped(env: &Env) {
+    // A text column gives `slow` a TOAST table, whose index REINDEX TABLE copies too.
+    env.write(V15A, "alter table slow add column note text;", "select 1;");
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
     let p3 = env.port_of("sh0003");
-    let invalid = "select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid \
-                   where c.relnamespace = 'sh0003'::regnamespace and not i.indisvalid \
-                   and c.relname like 'slow%\\_ccnew%'";
+    let of_slow = "select i.indexrelid from pg_index i join pg_class t \
+                   on i.indrelid in (t.oid, t.reltoastrelid) \
+                   where t.oid = 'sh0003.slow'::regclass and not i.indisvalid";
+    let invalid = format!(
+        "select count(*) from pg_class c where c.oid in ({of_slow}) \
+         and c.relname like '%\\_ccnew'"
+    );
+    let invalid = invalid.as_str();
+    let in_toast = format!(
+        "select count(*) from pg_class c where c.oid in ({of_slow}) \
+         and c.relnamespace = 'pg_toast'::regnamespace"
+    );
     assert_eq!(env.psql(p3, invalid), "0");
     // A writer idle in its transaction holds the REINDEX in its wait for lockers, right
     // after it has committed its new (invalid) copies.
@@ -81,8 +95,10 @@ pub fn interrupted_reindex_leftovers_are_dropped(env: &Env) {
          and wait_event_type = 'Lock'",
         "1",
     );
+    // Copies of slow_pkey, slow_n_idx and the TOAST index, committed before the wait.
+    wait_for(env, p3, invalid, "3");
     let copies = env.psql(p3, invalid);
-    assert!(copies != "0", "no _ccnew copies while the REINDEX waits");
+    assert_eq!(env.psql(p3, &in_toast), "1");
     let reindex_pid = env.psql(p3, &pid_of("atoll_test_reindex"));
 
     // Its backend still works on them: not dropped; sh0003 fails naming it.
@@ -110,6 +126,7 @@ pub fn interrupted_reindex_leftovers_are_dropped(env: &Env) {
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["versions_applied"], 1, "{report}");
     assert_eq!(env.psql(p3, invalid), "0");
+    assert_eq!(env.psql(p3, &in_toast), "0");
     let any_invalid = "select count(*) from pg_index i join pg_class c on c.oid = i.indexrelid \
                        where c.relnamespace = 'sh0003'::regnamespace and not i.indisvalid";
     assert_eq!(env.psql(p3, any_invalid), "0");
