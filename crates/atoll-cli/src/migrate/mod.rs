@@ -235,6 +235,9 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
             u.file, u.statement
         );
     }
+    for t in &plan.throttled {
+        let _ = writeln!(out, "throttled: {} ({})", t.file, t.directives);
+    }
     for c in &plan.changed {
         let _ = writeln!(
             out,

@@ -165,6 +165,10 @@ pub fn pg_mig_directives_cap_parallelism(env: &Env) {
     );
     let (code, plan) = env.migrate_json(&["plan"]);
     assert_eq!(code, 0, "{plan}");
+    assert_eq!(
+        plan["throttled"][1]["directives"]["parallelism_global"], 1,
+        "{plan}"
+    );
     let (code, report) = env.migrate_json(&["apply", "--parallelism", "8"]);
     assert_eq!(code, 0, "{report}");
     let n = shards(env);

@@ -76,6 +76,26 @@ impl Directives {
     }
 }
 
+/// As written in a file: `$parallelism_global=1 $delay=100`.
+impl std::fmt::Display for Directives {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = self.parallelism_per_host {
+            parts.push(format!("$parallelism_per_host={n}"));
+        }
+        if let Some(n) = self.parallelism_global {
+            parts.push(format!("$parallelism_global={n}"));
+        }
+        if self.delay_ms > 0 {
+            parts.push(format!("$delay={}", self.delay_ms));
+        }
+        if self.run_alone {
+            parts.push("$run_alone=1".to_string());
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
 /// `-- $name = value` → (`$name`, `value`), as pg-mig's `^--\s*(\$\w+)\s*=(.+)$` reads
 /// it, except that the spaces must stay on the line.
 fn directive(line: &str) -> Option<(&str, &str)> {

@@ -15,7 +15,8 @@ pub use directives::Directives;
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
     check_applicable, check_undo, compact_schemas, is_shard_target, plan, plan_undo, ChangedNote,
-    Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, UndoTarget, UnsafeNote,
+    Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, ThrottleNote, UndoTarget,
+    UnsafeNote,
 };
 pub use signature::{group_signatures, SignatureGroup};
 

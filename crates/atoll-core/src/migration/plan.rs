@@ -3,7 +3,7 @@
 //! (an applied list that is not a prefix of the files), unsafe pending statements.
 
 use super::files::{schema_matches_prefix, Migration, MigrationSet};
-use super::MigrationError;
+use super::{Directives, MigrationError};
 use crate::island::IslandId;
 use crate::shard::ShardNo;
 use serde::Serialize;
@@ -79,6 +79,14 @@ pub struct UnsafeNote {
     pub statement: String,
 }
 
+/// A pending file that limits its own parallelism (pg-mig's `-- $name=value` lines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThrottleNote {
+    pub version: String,
+    pub file: String,
+    pub directives: Directives,
+}
+
 /// An applied file whose text on disk is no longer what was applied (edited afterwards:
 /// the edit will never run where the version is applied already).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +122,9 @@ pub struct Plan {
     /// Schemas matching a shard target that are not shards (left out of the run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<IgnoredSchema>,
+    /// Pending files with their own parallelism limits, delay or run-alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled: Vec<ThrottleNote>,
 }
 
 impl Plan {
@@ -237,8 +248,16 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
         .filter(|s| s.drift.is_none())
         .flat_map(|s| s.pending.iter().map(String::as_str))
         .collect();
+    let mut throttled = Vec::new();
     for m in &set.migrations {
         if pending_versions.contains(m.version.as_str()) {
+            if !m.up.directives.is_empty() {
+                throttled.push(ThrottleNote {
+                    version: m.version.clone(),
+                    file: m.up.file.clone(),
+                    directives: m.up.directives.clone(),
+                });
+            }
             for st in &m.up.unsafe_statements {
                 unsafe_pending.push(UnsafeNote {
                     version: m.version.clone(),
@@ -262,6 +281,7 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
     let changed = changed_files(set, states);
     ignored.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));
     Plan {
+        throttled,
         ignored,
         changed,
         schemas,

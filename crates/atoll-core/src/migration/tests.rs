@@ -641,7 +641,15 @@ fn pg_mig_directives() {
         .unwrap_err()
         .to_string();
     assert!(e.contains(&format!("{A}.up.sql line 1")), "{e}");
-    let s = set(&[(A, "-- $parallelism_per_host=3\nselect 1;")]);
+    let s = set(&[(A, "-- $parallelism_per_host=3\n-- $delay=5\nselect 1;")]);
     assert_eq!(s.migrations[0].up.directives.parallelism_per_host, Some(3));
     assert!(s.migrations[0].dn.directives.is_empty());
+    // The plan lists pending files that throttle themselves, as written.
+    let p = plan(&s, &[state("sh0001", 0, &[])]);
+    assert_eq!(p.throttled.len(), 1);
+    assert_eq!(
+        p.throttled[0].directives.to_string(),
+        "$parallelism_per_host=3 $delay=5"
+    );
+    assert!(plan(&s, &[state("sh0001", 0, &[A])]).throttled.is_empty());
 }
