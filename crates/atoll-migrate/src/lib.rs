@@ -9,7 +9,9 @@
 //! - [`apply`] / [`undo`]: a run under a cluster-wide lock: canary, per-island parallel
 //!   fan-out, non-shard finalizer, `before.sql`/`after.sql`, versions recorded inside each
 //!   schema (`<schema>.atoll_migrations`) in the same transaction as the change, so a
-//!   killed run resumes by simply running again;
+//!   killed run resumes by simply running again; pg-mig's per-file `$parallelism_*`,
+//!   `$delay` and `$run_alone` honoured; an interrupted REINDEX CONCURRENTLY's invalid
+//!   copies dropped before its retry;
 //! - [`schema_diff`]: live schema signatures of every shard, grouped.
 //!
 //! It must not depend on the CLI, on terminal output or on process management: progress is
