@@ -17,6 +17,7 @@ mod connect;
 pub mod coordination;
 mod discovery;
 mod error;
+pub mod id_lease;
 mod master;
 mod move_catalog;
 pub mod shard_state;
