@@ -197,7 +197,12 @@ async fn cluster_loses_and_recovers(
     .await?;
     // Its only node id is held by the thief: no lease, so IDs are refused, clearly.
     match a.try_new_id(shard(1)) {
-        Err(ClientError::NoIdLease { why }) => eprintln!("refused as expected: {why}"),
+        Err(ClientError::NoIdLease { why }) => {
+            ensure!(
+                why.contains("node id 500 was lost") && why.contains("500..501"),
+                "{why}"
+            )
+        }
         other => bail!("expected NoIdLease after the loss, got {other:?}"),
     }
     ensure!(a.id_lease().and_then(|s| s.node).is_none());

@@ -57,6 +57,8 @@ pub(crate) struct LeaseTask {
     opts: LeaseOptions,
     holder: String,
     conn: Option<(NodeConfig, Client)>,
+    /// The node id whose lease was last lost, until a new lease is taken.
+    lost: Option<u16>,
 }
 
 impl LeaseTask {
@@ -68,6 +70,7 @@ impl LeaseTask {
             opts,
             holder,
             conn: None,
+            lost: None,
         }
     }
 
@@ -142,11 +145,10 @@ impl LeaseTask {
         let sent = coarse_monotonic_ms();
         let got = self.exec(Op::Acquire(&req)).await?;
         let Some(node) = got else {
-            let why = format!(
+            self.slot.set_why(format!(
                 "every node id in {}..{} is leased or resting",
                 self.opts.nodes.start, self.opts.nodes.end
-            );
-            self.slot.set_why(why);
+            ));
             return Ok(false);
         };
         self.slot
@@ -155,18 +157,42 @@ impl LeaseTask {
         Ok(true)
     }
 
+    /// Tries to take a new lease; the delay to the next round.
+    async fn acquire_round(&mut self, retry: Duration) -> Duration {
+        let failed = match self.acquire().await {
+            Ok(true) => {
+                self.lost = None;
+                return self.opts.renew_every;
+            }
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        // Keep the loss in the message: it is why there is no lease.
+        let lost = self
+            .lost
+            .map(|n| format!("the lease on node id {n} was lost (taken over after it expired); "))
+            .unwrap_or_default();
+        match failed {
+            None => {
+                let why = format!(
+                    "{lost}every node id in {}..{} is leased or resting",
+                    self.opts.nodes.start, self.opts.nodes.end
+                );
+                self.slot.set_why(why);
+                retry.max(self.opts.renew_every / 2)
+            }
+            Some(e) => {
+                self.slot.set_why(format!("{lost}{e}"));
+                retry
+            }
+        }
+    }
+
     /// One round: renew the lease in force, or take one. Returns the delay to the next.
     async fn round(&mut self) -> Duration {
         let retry = (self.opts.renew_every / 4).max(Duration::from_millis(50));
         let Some(held) = self.slot.held() else {
-            return match self.acquire().await {
-                Ok(true) => self.opts.renew_every,
-                Ok(false) => retry.max(self.opts.renew_every / 2),
-                Err(e) => {
-                    self.slot.set_why(e.to_string());
-                    retry
-                }
-            };
+            return self.acquire_round(retry).await;
         };
         let sent = coarse_monotonic_ms();
         let (node, token, ttl) = (held.node, held.token.clone(), self.opts.ttl);
@@ -182,14 +208,8 @@ impl LeaseTask {
                     format!("the lease on node id {node} was lost (taken over after it expired)"),
                     true,
                 );
-                match self.acquire().await {
-                    Ok(true) => self.opts.renew_every,
-                    Ok(false) => retry.max(self.opts.renew_every / 2),
-                    Err(e) => {
-                        self.slot.set_why(e.to_string());
-                        retry
-                    }
-                }
+                self.lost = Some(node);
+                self.acquire_round(retry).await
             }
             Err(e) => {
                 // The lease stays ours until the server says otherwise; IDs stop by
