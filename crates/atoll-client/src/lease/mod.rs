@@ -13,10 +13,9 @@
 pub(crate) mod task;
 
 use crate::error::ClientError;
-use arc_swap::ArcSwapOption;
-use atoll_core::{Id, IdGenError, IdGenerator, ShardNo};
+use atoll_core::{Id, IdGenError, IdGenerator, ShardNo, NODE_IDS};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,28 +40,37 @@ pub(crate) fn deadline_ms(sent_ms: u64, ttl: Duration) -> u64 {
     sent_ms.saturating_add(ttl_ms - margin)
 }
 
-/// A lease in force.
+/// Bits of the packed state that hold the node id; the rest hold the deadline.
+const NODE_BITS: u32 = 10;
+const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+/// "No lease" in the node bits (node ids are below 1000).
+const NO_NODE: u64 = NODE_MASK;
+const MAX_DEADLINE: u64 = u64::MAX >> NODE_BITS;
+
+/// The node id and the local deadline in one word, so making an ID reads both with one
+/// atomic load (a few ns) and can never pair one lease's node with another's deadline.
+fn pack(node: u64, valid_until_ms: u64) -> u64 {
+    (valid_until_ms.min(MAX_DEADLINE) << NODE_BITS) | node
+}
+
+/// A lease in force, as the renewal task knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Held {
     pub node: u16,
     pub token: String,
-    gen: Arc<IdGenerator>,
-    /// Monotonic ms after which no ID may be made with it.
-    valid_until_ms: AtomicU64,
 }
 
-impl Held {
-    fn valid_at(&self, mono_ms: u64) -> bool {
-        mono_ms < self.valid_until_ms.load(Ordering::Acquire)
-    }
-}
-
-/// The lease slot shared by the cluster handle (making IDs) and the renewal task.
+/// The lease slot shared by the cluster handle (making IDs) and the renewal task (the only
+/// writer, one step at a time).
 pub(crate) struct LeaseSlot {
     env: u8,
-    current: ArcSwapOption<Held>,
-    /// The generator of the last lease, reused when this process gets the same node id
-    /// again: it may have run ahead of the clock, and a fresh one would start behind it.
-    last: Mutex<Option<Arc<IdGenerator>>>,
+    /// `pack(node, deadline)`: the node id in use and the monotonic ms until which it may be.
+    state: AtomicU64,
+    /// One generator per node id this process has held, kept for the process's life: a
+    /// node id leased again continues from its positions (it may have run ahead of the
+    /// clock, and a fresh generator would start behind it). Created on first lease.
+    gens: Box<[OnceLock<IdGenerator>]>,
+    held: Mutex<Option<Held>>,
     /// Why IDs are refused (no lease yet, lost, not renewed in time), for the error.
     why: Mutex<String>,
     acquisitions: AtomicU64,
@@ -73,8 +81,9 @@ impl LeaseSlot {
     pub(crate) fn new(env: u8) -> LeaseSlot {
         LeaseSlot {
             env,
-            current: ArcSwapOption::empty(),
-            last: Mutex::new(None),
+            state: AtomicU64::new(pack(NO_NODE, 0)),
+            gens: (0..NODE_IDS).map(|_| OnceLock::new()).collect(),
+            held: Mutex::new(None),
             why: Mutex::new("no lease taken yet".to_string()),
             acquisitions: AtomicU64::new(0),
             losses: AtomicU64::new(0),
@@ -89,18 +98,27 @@ impl LeaseSlot {
         wall_ms: u64,
         mono_ms: u64,
     ) -> Result<Result<Id, IdGenError>, ClientError> {
-        let guard = self.current.load();
-        match guard.as_deref() {
-            Some(h) if h.valid_at(mono_ms) => Ok(h.gen.next_at(shard, wall_ms)),
-            Some(h) => Err(ClientError::NoIdLease {
-                why: format!(
-                    "the lease on node id {} was not renewed in time ({})",
-                    h.node,
-                    self.why()
-                ),
-            }),
-            None => Err(ClientError::NoIdLease { why: self.why() }),
+        let s = self.state.load(Ordering::Acquire);
+        let node = s & NODE_MASK;
+        if node != NO_NODE && mono_ms < s >> NODE_BITS {
+            if let Some(g) = self.gens.get(node as usize).and_then(OnceLock::get) {
+                return Ok(g.next_at(shard, wall_ms));
+            }
         }
+        Err(self.refusal(node))
+    }
+
+    #[cold]
+    fn refusal(&self, node: u64) -> ClientError {
+        let why = if node == NO_NODE {
+            self.why()
+        } else {
+            format!(
+                "the lease on node id {node} was not renewed in time ({})",
+                self.why()
+            )
+        };
+        ClientError::NoIdLease { why }
     }
 
     fn why(&self) -> String {
@@ -112,8 +130,8 @@ impl LeaseSlot {
     }
 
     /// The lease in force (valid or not), for renewal.
-    pub(crate) fn held(&self) -> Option<Arc<Held>> {
-        self.current.load_full()
+    pub(crate) fn held(&self) -> Option<Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Starts using a newly acquired lease on `node`, valid until `valid_until_ms`.
@@ -123,44 +141,47 @@ impl LeaseSlot {
         token: String,
         valid_until_ms: u64,
     ) -> Result<(), IdGenError> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let gen = match last.as_ref() {
-            Some(g) if g.node() == node => g.clone(),
-            _ => Arc::new(IdGenerator::new(self.env, node)?),
-        };
-        *last = Some(gen.clone());
-        self.current.store(Some(Arc::new(Held {
-            node,
-            token,
-            gen,
-            valid_until_ms: AtomicU64::new(valid_until_ms),
-        })));
+        let cell = self
+            .gens
+            .get(usize::from(node))
+            .ok_or(IdGenError::BadNode(node))?;
+        if cell.get().is_none() {
+            // Only the renewal task installs, so nobody races to create it.
+            let _ = cell.set(IdGenerator::new(self.env, node)?);
+        }
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held { node, token });
+        self.state
+            .store(pack(u64::from(node), valid_until_ms), Ordering::Release);
         self.acquisitions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Records a successful renewal of `held`. Deadlines only move forward.
+    /// Records a successful renewal of `held`, if it is still the lease in force. Deadlines
+    /// only move forward.
     pub(crate) fn extend(&self, held: &Held, valid_until_ms: u64) {
-        held.valid_until_ms
-            .fetch_max(valid_until_ms, Ordering::AcqRel);
+        let node = u64::from(held.node);
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & NODE_MASK == node).then(|| pack(node, (s >> NODE_BITS).max(valid_until_ms)))
+            });
     }
 
     /// Stops using the lease at once: it was taken over, or is being released.
-    pub(crate) fn drop_lease(&self, why: String, lost: bool) -> Option<Arc<Held>> {
+    pub(crate) fn drop_lease(&self, why: String, lost: bool) -> Option<Held> {
         self.set_why(why);
         if lost {
             self.losses.fetch_add(1, Ordering::Relaxed);
         }
-        self.current.swap(None)
+        self.state.store(pack(NO_NODE, 0), Ordering::Release);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub(crate) fn status(&self, mono_ms: u64) -> IdLeaseStatus {
-        let guard = self.current.load();
+        let s = self.state.load(Ordering::Acquire);
+        let node = s & NODE_MASK;
         IdLeaseStatus {
-            node: guard
-                .as_deref()
-                .filter(|h| h.valid_at(mono_ms))
-                .map(|h| h.node),
+            node: (node != NO_NODE && mono_ms < s >> NODE_BITS).then_some(node as u16),
             acquisitions: self.acquisitions.load(Ordering::Relaxed),
             losses: self.losses.load(Ordering::Relaxed),
         }
@@ -222,6 +243,18 @@ mod tests {
     }
 
     #[test]
+    fn node_and_deadline_pack_into_one_word() {
+        let s = pack(999, 123_456_789);
+        assert_eq!((s & NODE_MASK, s >> NODE_BITS), (999, 123_456_789));
+        // An unreadable clock (u64::MAX) is never before any deadline.
+        assert_eq!(pack(5, u64::MAX) >> NODE_BITS, MAX_DEADLINE);
+        let slot = LeaseSlot::new(1);
+        slot.install(5, "t".into(), u64::MAX).unwrap();
+        assert!(slot.next(shard(1), WALL, u64::MAX).is_err());
+        assert!(slot.install(1000, "t".into(), 1).is_err());
+    }
+
+    #[test]
     fn the_local_deadline_comes_before_the_server_expiry() {
         assert_eq!(deadline_ms(1000, Duration::from_secs(30)), 30_000);
         assert_eq!(deadline_ms(1000, Duration::from_secs(2)), 2_800);
@@ -271,6 +304,7 @@ mod tests {
 
     #[test]
     fn the_same_node_id_again_continues_after_the_ids_already_made() {
+        // Also after another node id in between.
         let slot = LeaseSlot::new(1);
         slot.install(7, "a".into(), u64::MAX).unwrap();
         // A burst runs ahead of the clock.
@@ -279,7 +313,10 @@ mod tests {
             assert!(seen.insert(slot.next(shard(2), WALL, 0).unwrap().unwrap()));
         }
         slot.drop_lease("lost".into(), true);
-        slot.install(7, "b".into(), u64::MAX).unwrap();
+        slot.install(8, "b".into(), u64::MAX).unwrap();
+        assert!(seen.insert(slot.next(shard(2), WALL, 0).unwrap().unwrap()));
+        slot.drop_lease("lost".into(), true);
+        slot.install(7, "c".into(), u64::MAX).unwrap();
         for _ in 0..500 {
             let id = slot.next(shard(2), WALL, 0).unwrap().unwrap();
             assert!(seen.insert(id), "duplicate {id} after taking node 7 again");
