@@ -4,7 +4,7 @@
 //!
 //! The cluster for `shard_for_id` points at a closed port: routing by ID needs no node.
 
-use atoll_client::{Cluster, ClusterOptions, IdGenerator, KeyRouter, ShardNo};
+use atoll_client::{Cluster, ClusterOptions, IdGenerator, IdNode, KeyRouter, ShardNo};
 use atoll_core::{Config, ConfigSource, Id};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Instant;
@@ -55,7 +55,7 @@ fn id_generation(c: &mut Criterion) {
             .build()
             .unwrap();
         let options = ClusterOptions {
-            id_node: Some(1),
+            id_node: IdNode::Fixed(1),
             ..Default::default()
         };
         let connect = || {

@@ -5,18 +5,19 @@
 //! cargo run -p atoll-cli -- demo --dir /tmp/atoll-demo          # a sandbox with shards 0-64
 //! cargo run -p atoll-client --example objects -- --config /tmp/atoll-demo/atoll.toml --count 20
 //! ```
-//! The config may also come from `ATOLL_CONFIG` or `./atoll.toml`. `--node N` sets this
-//! process's node id for app-side IDs (default 1); `--db-ids` uses `shNNNN.id_gen()` instead.
+//! The config may also come from `ATOLL_CONFIG` or `./atoll.toml`. App-side IDs carry a node
+//! id leased from the cluster (`atoll.id_leases`; run `atoll init` on an older cluster to
+//! create it); `--node N` uses a fixed node id instead; `--db-ids` uses `shNNNN.id_gen()`.
 
 use anyhow::{bail, Context, Result};
-use atoll_client::{Cluster, ClusterOptions, Freshness, IdGenerator, Timeline, Write};
+use atoll_client::{Cluster, ClusterOptions, Freshness, IdGenerator, IdNode, Timeline, Write};
 use futures::StreamExt;
 use std::path::PathBuf;
 
 struct Args {
     config: Option<PathBuf>,
     count: usize,
-    node: u16,
+    node: Option<u16>,
     db_ids: bool,
 }
 
@@ -24,7 +25,7 @@ fn args() -> Result<Args> {
     let mut a = Args {
         config: None,
         count: 10,
-        node: 1,
+        node: None,
         db_ids: false,
     };
     let mut it = std::env::args().skip(1);
@@ -32,7 +33,7 @@ fn args() -> Result<Args> {
         match arg.as_str() {
             "--config" => a.config = Some(it.next().context("--config needs a path")?.into()),
             "--count" => a.count = it.next().context("--count needs a number")?.parse()?,
-            "--node" => a.node = it.next().context("--node needs a number")?.parse()?,
+            "--node" => a.node = Some(it.next().context("--node needs a number")?.parse()?),
             "--db-ids" => a.db_ids = true,
             "-h" | "--help" => {
                 println!("usage: objects [--config PATH] [--count N] [--node N] [--db-ids]");
@@ -48,10 +49,17 @@ fn args() -> Result<Args> {
 async fn main() -> Result<()> {
     let args = args()?;
     let options = ClusterOptions {
-        id_node: Some(args.node),
+        id_node: match (args.db_ids, args.node) {
+            (true, _) => IdNode::None,
+            (false, Some(n)) => IdNode::Fixed(n),
+            (false, None) => IdNode::lease(),
+        },
         ..Default::default()
     };
     let cluster = Cluster::load(args.config.as_deref(), options).await?;
+    if let Some(lease) = cluster.id_lease() {
+        println!("leased node id {:?} for app-side IDs", lease.node);
+    }
     let shards = cluster.shards();
     if shards.is_empty() {
         bail!("no active shards: run `atoll allocate --shards 1-16 --activate` first");
@@ -150,6 +158,8 @@ async fn main() -> Result<()> {
         "listed {total} objects across {} shards ({failed} shards failed)",
         shards.len()
     );
+    // Release the leased node id now rather than letting it expire.
+    cluster.close().await;
     if failed > 0 {
         bail!("{failed} shards could not be listed");
     }

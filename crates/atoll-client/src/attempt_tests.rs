@@ -58,7 +58,7 @@ fn shared(s: State) -> Shared {
         requested: std::sync::atomic::AtomicU64::new(0),
         published: tokio::sync::watch::channel(0).0,
         replayed: Mutex::new(HashMap::new()),
-        ids: None,
+        ids: crate::cluster::IdSource::None,
         env_digit: std::sync::atomic::AtomicU8::new(1),
     }
 }

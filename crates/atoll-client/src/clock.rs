@@ -21,6 +21,35 @@ pub(crate) fn coarse_now_ms() -> u64 {
     crate::attempt::now_ms()
 }
 
+/// Milliseconds of a monotonic clock (never jumps with the wall clock), for lease deadlines.
+/// Linux: the coarse monotonic clock (a few ns to read; a few ms behind, which the lease
+/// margin covers); `u64::MAX` if it cannot be read, which makes every deadline passed, so
+/// IDs are refused rather than made on an unknown clock. Elsewhere: `Instant` since first use.
+pub(crate) fn coarse_monotonic_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as above; CLOCK_MONOTONIC_COARSE exists on every Linux since 2.6.32.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        if rc == 0 && ts.tv_sec >= 0 {
+            ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+        } else {
+            u64::MAX
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -31,5 +60,13 @@ mod tests {
             coarse.abs_diff(precise) < 100,
             "coarse {coarse} vs precise {precise}"
         );
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_with_time() {
+        let a = super::coarse_monotonic_ms();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = super::coarse_monotonic_ms();
+        assert!(b >= a + 40 && b < a + 60_000, "{a} then {b}");
     }
 }

@@ -2,8 +2,10 @@
 //! state (config, discovery snapshot, pools) in an `ArcSwap`, so every query reads it with
 //! one atomic load, and a background task replaces it whole (see [`crate::refresh`]).
 
+use crate::clock::{coarse_monotonic_ms, coarse_now_ms};
 use crate::error::ClientError;
-use crate::options::ClusterOptions;
+use crate::lease::{IdLeaseStatus, LeaseHandle, LeaseSlot};
+use crate::options::{ClusterOptions, IdNode};
 use crate::pools::{self, Pools};
 use crate::refresh;
 use crate::shard::Shard;
@@ -62,7 +64,7 @@ pub(crate) struct Shared {
     /// installed (then newer than the snapshot's). Cleared at every install: an address can
     /// be rebuilt, or become another island's node, with a different WAL.
     pub replayed: Mutex<HashMap<String, Lsn>>,
-    pub ids: Option<IdGenerator>,
+    pub ids: IdSource,
     /// The config's environment digit, outside the `ArcSwap` so `shard_for_id` stays a few
     /// ns (updated when a reloaded config changes it).
     pub env_digit: AtomicU8,
@@ -117,9 +119,18 @@ impl Shared {
     }
 }
 
+/// Where app-side IDs come from ([`IdNode`]).
+pub(crate) enum IdSource {
+    None,
+    Fixed(IdGenerator),
+    Leased(Arc<LeaseSlot>),
+}
+
 struct Inner {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// Dropped with the last handle, which makes the lease task release and stop.
+    lease: Option<LeaseHandle>,
 }
 
 impl Drop for Inner {
@@ -149,9 +160,13 @@ impl Cluster {
     /// Must be called inside a tokio runtime. A config loaded from a file is watched.
     pub async fn connect(config: Config, options: ClusterOptions) -> Result<Cluster, ClientError> {
         let env_digit = AtomicU8::new(config.env_digit);
-        let ids = match options.id_node {
-            Some(n) => Some(IdGenerator::new(config.env_digit, n)?),
-            None => None,
+        let ids = match &options.id_node {
+            IdNode::None => IdSource::None,
+            IdNode::Fixed(n) => IdSource::Fixed(IdGenerator::new(config.env_digit, *n)?),
+            IdNode::Lease(l) => {
+                l.validate().map_err(ClientError::BadLeaseOptions)?;
+                IdSource::Leased(Arc::new(LeaseSlot::new(config.env_digit)))
+            }
         };
         let watch = refresh::Watch::new(&config);
         let disc = refresh::discoverer(&config, options.node_timeout);
@@ -169,9 +184,19 @@ impl Cluster {
             ids,
             env_digit,
         });
+        let lease = match (&shared.ids, &shared.options.id_node) {
+            (IdSource::Leased(slot), IdNode::Lease(opts)) => {
+                Some(LeaseHandle::start(shared.clone(), slot.clone(), opts.clone()).await?)
+            }
+            _ => None,
+        };
         let task = tokio::spawn(refresh::run(shared.clone(), disc, watch));
         Ok(Cluster {
-            inner: Arc::new(Inner { shared, task }),
+            inner: Arc::new(Inner {
+                shared,
+                task,
+                lease,
+            }),
         })
     }
 
@@ -279,13 +304,29 @@ impl Cluster {
 
     #[inline]
     fn try_new_id_inner(&self, shard: ShardNo) -> Result<Result<Id, IdGenError>, ClientError> {
-        let gen = self
-            .inner
-            .shared
-            .ids
-            .as_ref()
-            .ok_or(ClientError::NoIdNode)?;
-        Ok(gen.next_at(shard, crate::clock::coarse_now_ms()))
+        match &self.inner.shared.ids {
+            IdSource::Fixed(gen) => Ok(gen.next_at(shard, coarse_now_ms())),
+            IdSource::Leased(slot) => slot.next(shard, coarse_now_ms(), coarse_monotonic_ms()),
+            IdSource::None => Err(ClientError::NoIdNode),
+        }
+    }
+
+    /// The state of a leased node id ([`IdNode::Lease`]); `None` for a fixed one or none.
+    pub fn id_lease(&self) -> Option<IdLeaseStatus> {
+        match &self.inner.shared.ids {
+            IdSource::Leased(slot) => Some(slot.status(coarse_monotonic_ms())),
+            _ => None,
+        }
+    }
+
+    /// Releases the node id lease now (app-side IDs are refused from here on, on every
+    /// clone of this handle) and waits for it, so the node id's rest starts now rather
+    /// than when the lease would have expired. Dropping the last handle does the same in
+    /// the background. Queries keep working. Does nothing without a lease.
+    pub async fn close(&self) {
+        if let Some(lease) = &self.inner.lease {
+            lease.close().await;
+        }
     }
 }
 
@@ -302,7 +343,7 @@ mod tests {
         )
         .unwrap();
         let options = ClusterOptions {
-            id_node: Some(3),
+            id_node: IdNode::Fixed(3),
             ..Default::default()
         };
         Cluster::connect(config, options).await.unwrap()

@@ -45,8 +45,14 @@ pub enum ClientError {
     BadDbId { shard: ShardNo, what: String },
     #[error("no active microshard to place a new object on (only shard 0, or none)")]
     NoActiveShards,
-    #[error("app-side ID generation needs ClusterOptions::id_node (a node id unique among running processes)")]
+    #[error("app-side ID generation needs ClusterOptions::id_node (a fixed node id unique among running processes, or IdNode::Lease)")]
     NoIdNode,
+    #[error("app-side IDs refused: no valid ID node id lease ({why}); they resume once a new lease is taken")]
+    NoIdLease { why: String },
+    #[error("ID node id lease: {0}")]
+    IdLease(String),
+    #[error("bad ClusterOptions::id_node: {0}")]
+    BadLeaseOptions(String),
 }
 
 fn ms(d: Duration) -> String {

@@ -12,7 +12,8 @@
 //!   hit a read-only node, another node on connection loss; bounded retries with backoff,
 //!   only where the statement provably did not run or is idempotent. A shard absent during a
 //!   move is waited for within a bounded window, never looked for on a guessed island.
-//! - IDs and key routing come from `atoll-core` ([`Id`], [`IdGenerator`], [`KeyRouter`]).
+//! - IDs and key routing come from `atoll-core` ([`Id`], [`IdGenerator`], [`KeyRouter`]);
+//!   the node id app-side IDs carry is fixed or leased from the cluster ([`IdNode`]).
 //!
 //! It builds on `atoll-core` (decisions) and `atoll-pg` (discovery). It must not depend on
 //! the CLI, on the sandbox (outside tests) or on terminal output: applications link it.
@@ -26,6 +27,7 @@ mod attempt_tests;
 mod clock;
 mod cluster;
 mod error;
+mod lease;
 mod master;
 mod options;
 mod pools;
@@ -38,8 +40,9 @@ pub use atoll_core::keys::{KeyRouter, RouteKey};
 pub use atoll_core::{Id, IdGenerator, Lsn, ShardNo, Snapshot};
 pub use cluster::Cluster;
 pub use error::ClientError;
+pub use lease::IdLeaseStatus;
 pub use master::MasterConnection;
-pub use options::ClusterOptions;
+pub use options::{ClusterOptions, IdNode, LeaseOptions, DEFAULT_CLOCK_SKEW};
 pub use shard::{Shard, Write};
 pub use timeline::{Freshness, Timeline, TimelineError};
 pub use tokio_postgres;

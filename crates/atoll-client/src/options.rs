@@ -1,5 +1,7 @@
 //! Tunables of a [`crate::Cluster`], with defaults meant for production.
 
+use atoll_core::{MAX_LEAD_SECONDS, NODE_IDS};
+use std::ops::Range;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -24,10 +26,9 @@ pub struct ClusterOptions {
     pub pool_wait_timeout: Duration,
     /// Bound on one node's discovery probe.
     pub node_timeout: Duration,
-    /// The node id of this process for app-side IDs ([`crate::Cluster::new_id`]); must be
-    /// unique among the processes generating IDs at the same time (see
-    /// [`atoll_core::IdGenerator`]). `None` disables app-side generation.
-    pub id_node: Option<u16>,
+    /// Where this process's node id for app-side IDs ([`crate::Cluster::new_id`]) comes
+    /// from: none (app-side generation disabled), a fixed one, or a lease.
+    pub id_node: IdNode,
     pub application_name: String,
 }
 
@@ -44,8 +45,113 @@ impl Default for ClusterOptions {
             pool_max_size: 16,
             pool_wait_timeout: Duration::from_secs(5),
             node_timeout: Duration::from_secs(2),
-            id_node: None,
+            id_node: IdNode::None,
             application_name: "atoll-client".to_string(),
         }
+    }
+}
+
+/// The node id app-side IDs carry (see [`atoll_core::IdGenerator`]): it must be unique among
+/// the processes generating IDs at the same time, and rest for the generator's lead window
+/// after its holder stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IdNode {
+    /// No app-side IDs: [`crate::Cluster::new_id`] fails with `NoIdNode`.
+    #[default]
+    None,
+    /// A node id chosen by the operator (a pod ordinal, ...), who keeps it unique. Keep
+    /// fixed ids outside the leased range when both are used.
+    Fixed(u16),
+    /// A node id leased from the cluster (`atoll.id_leases` on the lowest island's
+    /// master), renewed in the background; IDs are refused while no lease is valid.
+    Lease(LeaseOptions),
+}
+
+impl IdNode {
+    /// A lease with the default timing over all node ids.
+    pub fn lease() -> IdNode {
+        IdNode::Lease(LeaseOptions::default())
+    }
+}
+
+/// Timing and range of a node id lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// How long a lease lasts without renewal (server clock). IDs stop a little before it
+    /// ends (measured from when the renewal was sent), never after.
+    pub ttl: Duration,
+    /// How often the lease is renewed; several renewals fit in one `ttl`, so one or two
+    /// failed ones (a connection blip) cost nothing.
+    pub renew_every: Duration,
+    /// How long a node id rests after its lease ended before another process may take it:
+    /// the generator's lead over the clock plus one second (IDs carry whole seconds) plus
+    /// the clock difference allowed between hosts. At least `MAX_LEAD_SECONDS + 1` s.
+    pub reuse_after: Duration,
+    /// The node ids this process may lease (e.g. `100..1000` when `0..100` are fixed ones).
+    pub nodes: Range<u16>,
+}
+
+/// The clock difference between two hosts that the default `reuse_after` allows for.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            ttl: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            reuse_after: Duration::from_secs(MAX_LEAD_SECONDS + 1) + DEFAULT_CLOCK_SKEW,
+            nodes: 0..NODE_IDS,
+        }
+    }
+}
+
+impl LeaseOptions {
+    /// Refuses timings under which the lease could not protect uniqueness or would lapse
+    /// between renewals.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() || self.nodes.end > NODE_IDS {
+            return Err(format!(
+                "lease node range {}..{} must be a non-empty part of 0..{NODE_IDS}",
+                self.nodes.start, self.nodes.end
+            ));
+        }
+        if self.ttl < Duration::from_secs(1) {
+            return Err(format!("lease ttl {:?} is below 1 s", self.ttl));
+        }
+        if self.renew_every.is_zero() || self.renew_every * 2 > self.ttl {
+            return Err(format!(
+                "lease renew_every {:?} must be positive and at most half the ttl {:?}",
+                self.renew_every, self.ttl
+            ));
+        }
+        let least = Duration::from_secs(MAX_LEAD_SECONDS + 1);
+        if self.reuse_after < least {
+            return Err(format!(
+                "lease reuse_after {:?} is below the generator's lead window {least:?}",
+                self.reuse_after
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_options_are_checked() {
+        assert_eq!(LeaseOptions::default().validate(), Ok(()));
+        let bad = |f: fn(&mut LeaseOptions)| {
+            let mut o = LeaseOptions::default();
+            f(&mut o);
+            o.validate().unwrap_err()
+        };
+        assert!(bad(|o| o.nodes = 5..5).contains("non-empty"));
+        assert!(bad(|o| o.nodes = 0..1001).contains("0..1000"));
+        assert!(bad(|o| o.ttl = Duration::from_millis(500)).contains("below 1 s"));
+        assert!(bad(|o| o.renew_every = Duration::from_secs(16)).contains("half the ttl"));
+        assert!(bad(|o| o.renew_every = Duration::ZERO).contains("positive"));
+        assert!(bad(|o| o.reuse_after = Duration::from_secs(30)).contains("lead window"));
     }
 }

@@ -28,7 +28,8 @@
 //! - **Within a process**: `p` strictly increases per shard, so no value repeats.
 //! - **Across processes**: `n` differs, so their values differ. The node id is what must be
 //!   unique per process: among all processes generating IDs in the same environment at the
-//!   same time (a pod ordinal, a number leased from a coordinator, ...).
+//!   same time (a pod ordinal, or a node id leased from the cluster's `atoll.id_leases`
+//!   table: `atoll_client::IdNode::Lease`, which enforces the rest below).
 //! - **Reusing a node id** (a restart): the new process starts at `now·100`, the old one may have
 //!   run ahead up to `MAX_LEAD_SECONDS`. A node id must therefore not be reused until
 //!   `MAX_LEAD_SECONDS + 1` seconds (plus the clock difference between the two hosts) after its

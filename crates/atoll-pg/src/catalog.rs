@@ -33,6 +33,7 @@ pub const STEPS: &[(u32, &str, &str)] = &[
     ),
     (2, "migrate", MIGRATE_STEP),
     (3, "move", crate::move_catalog::SQL),
+    (4, "id_leases", crate::id_lease::SQL),
 ];
 
 /// Catalog step of `atoll migrate` (run record, cluster-wide run lock, fast version reads).

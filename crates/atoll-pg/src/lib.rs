@@ -7,6 +7,7 @@
 //!   connections between rounds so a rediscovery is one round trip per node;
 //! - [`catalog::install`]: `atoll init`;
 //! - [`allocate::execute`] and [`shard_state::set_active`].
+//! - [`id_lease`]: leases of app-side ID node ids (`atoll.id_leases`).
 //!
 //! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
 //! on the CLI, on process management (the sandbox) or on terminal output.
@@ -17,6 +18,7 @@ mod connect;
 pub mod coordination;
 mod discovery;
 mod error;
+pub mod id_lease;
 mod master;
 mod move_catalog;
 pub mod shard_state;

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use anyhow::{anyhow, ensure, Result};
-use atoll_client::{Cluster, ClusterOptions, Id, ShardNo};
+use atoll_client::{Cluster, ClusterOptions, Id, IdNode, ShardNo};
 use atoll_core::{allocation, Config, IslandId, NodeConfig, Snapshot};
 use atoll_sandbox::TestSandbox;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub fn options(window_ms: u64) -> ClusterOptions {
     ClusterOptions {
         refresh_period: Duration::from_millis(300),
         shard_absent_window: Duration::from_millis(window_ms),
-        id_node: Some(7),
+        id_node: IdNode::Fixed(7),
         ..Default::default()
     }
 }

@@ -1,0 +1,277 @@
+//! The background task of a leased node id: takes a lease, renews it every `renew_every`,
+//! drops it at once when a renewal finds it taken over, takes a new one, and releases it
+//! when the cluster handle goes away. It talks to the lease island's master
+//! ([`atoll_pg::id_lease::lease_island`]) on a connection of its own, found through the
+//! cluster's current snapshot, so it follows a failover like every query does.
+
+use super::{deadline_ms, LeaseSlot};
+use crate::clock::coarse_monotonic_ms;
+use crate::cluster::Shared;
+use crate::error::ClientError;
+use crate::options::LeaseOptions;
+use atoll_core::NodeConfig;
+use atoll_pg::id_lease::{self, LeaseRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+/// How long releasing a lease on shutdown may take before it is left to expire.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the lease task shows people as the holder: host, pid and application name (never
+/// anything from the config, so never a credential).
+pub(crate) fn holder_text(application_name: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string());
+    let mut s = format!("{host} pid {} ({application_name})", std::process::id());
+    s.truncate(200);
+    s
+}
+
+/// A lease statement.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Acquire(&'a LeaseRequest<'a>),
+    Renew(u16, &'a str, Duration),
+    Release(u16, &'a str),
+}
+
+impl Op<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Op::Acquire(_) => "acquiring a node id lease",
+            Op::Renew(..) => "renewing the node id lease",
+            Op::Release(..) => "releasing the node id lease",
+        }
+    }
+}
+
+pub(crate) struct LeaseTask {
+    shared: Arc<Shared>,
+    slot: Arc<LeaseSlot>,
+    opts: LeaseOptions,
+    holder: String,
+    conn: Option<(NodeConfig, Client)>,
+    /// The node id whose lease was last lost, until a new lease is taken.
+    lost: Option<u16>,
+}
+
+impl LeaseTask {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<LeaseSlot>, opts: LeaseOptions) -> Self {
+        let holder = holder_text(&shared.options.application_name);
+        LeaseTask {
+            shared,
+            slot,
+            opts,
+            holder,
+            conn: None,
+            lost: None,
+        }
+    }
+
+    /// A connection to the lease island's current master (reused while it is the master).
+    async fn client(&mut self) -> Result<(NodeConfig, &Client), ClientError> {
+        let state = self.shared.state.load_full();
+        let island = id_lease::lease_island(&state.config).ok_or_else(|| {
+            ClientError::IdLease("the config names no island to lease node ids on".into())
+        })?;
+        let node = atoll_pg::master_node(&state.config, &state.snapshot, island)
+            .map_err(|e| ClientError::IdLease(format!("lease island {island}: {e}")))?;
+        let fresh = match &self.conn {
+            Some((n, c)) => *n != node || c.is_closed(),
+            None => true,
+        };
+        if fresh {
+            self.conn = None;
+            let c = atoll_pg::connect_with_timeout(&node, state.config.connect_timeout)
+                .await
+                .map_err(|e| ClientError::IdLease(e.to_string()))?;
+            self.conn = Some((node.clone(), c));
+        }
+        match &self.conn {
+            Some((_, c)) => Ok((node, c)),
+            None => Err(ClientError::IdLease("no lease connection".into())),
+        }
+    }
+
+    /// Runs one lease statement, bounded by `renew_every`; on failure the connection is
+    /// dropped and a rediscovery requested (the master may have changed). Acquire answers
+    /// the node id taken; renew and release answer the node id if the lease was still ours.
+    async fn exec(&mut self, op: Op<'_>) -> Result<Option<u16>, ClientError> {
+        let limit = self.opts.renew_every;
+        let out = tokio::time::timeout(limit, async {
+            let (node, c) = self.client().await?;
+            let r = match op {
+                Op::Acquire(req) => id_lease::acquire(c, &node, req).await,
+                Op::Renew(n, token, ttl) => id_lease::renew(c, &node, n, token, ttl)
+                    .await
+                    .map(|ok| ok.then_some(n)),
+                Op::Release(n, token) => id_lease::release(c, &node, n, token)
+                    .await
+                    .map(|ok| ok.then_some(n)),
+            };
+            r.map_err(|e| ClientError::IdLease(e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::IdLease(format!(
+                "{} timed out after {limit:?}",
+                op.what()
+            )))
+        });
+        if out.is_err() {
+            self.conn = None;
+            self.shared.wake.notify_one();
+        }
+        out
+    }
+
+    /// Takes a new lease: Ok(false) when every node id in the range is held or resting.
+    pub(crate) async fn acquire(&mut self) -> Result<bool, ClientError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let holder = self.holder.clone();
+        let req = LeaseRequest {
+            token: &token,
+            holder: &holder,
+            ttl: self.opts.ttl,
+            reuse_after: self.opts.reuse_after,
+            nodes: self.opts.nodes.clone(),
+        };
+        let sent = coarse_monotonic_ms();
+        let got = self.exec(Op::Acquire(&req)).await?;
+        let Some(node) = got else {
+            self.slot.set_why(format!(
+                "every node id in {}..{} is leased or resting",
+                self.opts.nodes.start, self.opts.nodes.end
+            ));
+            return Ok(false);
+        };
+        self.slot
+            .install(node, token, deadline_ms(sent, self.opts.ttl))?;
+        tracing::info!(node, "atoll-client: leased ID node id");
+        Ok(true)
+    }
+
+    /// Tries to take a new lease; the delay to the next round.
+    async fn acquire_round(&mut self, retry: Duration) -> Duration {
+        let failed = match self.acquire().await {
+            Ok(true) => {
+                self.lost = None;
+                return self.opts.renew_every;
+            }
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        // Keep the loss in the message: it is why there is no lease.
+        let lost = self
+            .lost
+            .map(|n| format!("the lease on node id {n} was lost (taken over after it expired); "))
+            .unwrap_or_default();
+        match failed {
+            None => {
+                let why = format!(
+                    "{lost}every node id in {}..{} is leased or resting",
+                    self.opts.nodes.start, self.opts.nodes.end
+                );
+                self.slot.set_why(why);
+                retry.max(self.opts.renew_every / 2)
+            }
+            Some(e) => {
+                self.slot.set_why(format!("{lost}{e}"));
+                retry
+            }
+        }
+    }
+
+    /// One round: renew the lease in force, or take one. Returns the delay to the next.
+    async fn round(&mut self) -> Duration {
+        let retry = (self.opts.renew_every / 4).max(Duration::from_millis(50));
+        let Some(held) = self.slot.held() else {
+            return self.acquire_round(retry).await;
+        };
+        let sent = coarse_monotonic_ms();
+        let (node, token, ttl) = (held.node, held.token.clone(), self.opts.ttl);
+        let renewed = self.exec(Op::Renew(node, &token, ttl)).await;
+        match renewed {
+            Ok(Some(_)) => {
+                self.slot.extend(&held, deadline_ms(sent, ttl));
+                self.opts.renew_every
+            }
+            Ok(None) => {
+                tracing::warn!(node, "atoll-client: ID node id lease lost (taken over after it expired); IDs refused until a new lease");
+                self.slot.drop_lease(
+                    format!("the lease on node id {node} was lost (taken over after it expired)"),
+                    true,
+                );
+                self.lost = Some(node);
+                self.acquire_round(retry).await
+            }
+            Err(e) => {
+                // The lease stays ours until the server says otherwise; IDs stop by
+                // themselves at its local deadline if this keeps failing.
+                tracing::warn!(node, error = %e, "atoll-client: cannot renew the ID node id lease");
+                self.slot.set_why(e.to_string());
+                retry
+            }
+        }
+    }
+
+    /// Renews until `stop` turns true (or its sender goes away), then releases the lease.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut delay = self.opts.renew_every;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                r = stop.wait_for(|s| *s) => { let _ = r; break; }
+            }
+            delay = self.round().await;
+        }
+        self.release().await;
+    }
+
+    /// Stops making IDs, then ends the lease on the server (best effort, bounded): the node
+    /// id then rests `reuse_after` from now instead of from the end of the ttl.
+    async fn release(&mut self) {
+        let Some(held) = self
+            .slot
+            .drop_lease("the cluster handle was closed".into(), false)
+        else {
+            return;
+        };
+        let node = held.node;
+        let token = held.token.clone();
+        let released =
+            tokio::time::timeout(RELEASE_TIMEOUT, self.exec(Op::Release(node, &token))).await;
+        match released {
+            Ok(Ok(_)) => tracing::debug!(node, "atoll-client: released ID node id lease"),
+            Ok(Err(e)) => {
+                tracing::debug!(node, error = %e, "atoll-client: lease not released; it expires by itself")
+            }
+            Err(_) => tracing::debug!(
+                node,
+                "atoll-client: lease release timed out; it expires by itself"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_names_host_pid_and_application_only() {
+        let h = holder_text("billing");
+        assert!(
+            h.contains(&format!(" pid {} (billing)", std::process::id())),
+            "{h}"
+        );
+        assert!(!h.starts_with(' '), "{h}");
+        assert!(holder_text(&"x".repeat(500)).len() <= 200);
+    }
+}

@@ -1,0 +1,301 @@
+//! Leased ID node ids on a real sandbox (one island, no replica): concurrent clusters get
+//! distinct node ids and make unique IDs; a released node id rests for the reuse window;
+//! an expired lease is taken over, its old holder notices at renewal and refuses IDs until
+//! it leases again; a lease that cannot be renewed (master down) stops IDs at its deadline.
+//! Time passing is simulated by moving `expires_at` back in the table, never by sleeping.
+
+use anyhow::{bail, ensure, Context, Result};
+use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
+use atoll_core::{Config, NodeConfig, ShardNo};
+use atoll_pg::id_lease::{self, LeaseRequest};
+use atoll_sandbox::TestSandbox;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+const CLUSTERS: usize = 20;
+
+fn leased(opts: LeaseOptions) -> ClusterOptions {
+    ClusterOptions {
+        refresh_period: Duration::from_millis(300),
+        id_node: IdNode::Lease(opts),
+        ..Default::default()
+    }
+}
+
+fn short_lease(nodes: std::ops::Range<u16>) -> LeaseOptions {
+    LeaseOptions {
+        ttl: Duration::from_secs(3),
+        renew_every: Duration::from_millis(300),
+        nodes,
+        ..Default::default()
+    }
+}
+
+fn shard(n: i64) -> ShardNo {
+    ShardNo::new(n).unwrap()
+}
+
+/// The lease island's master (the only island here) and a connection to it.
+async fn master(config: &Config) -> Result<(NodeConfig, Client)> {
+    let snapshot = atoll_pg::Discoverer::new(config.clone(), Default::default())
+        .discover()
+        .await;
+    let node = atoll_pg::master_node(config, &snapshot, config.islands[0].id)?;
+    let client = atoll_pg::connect(&node).await?;
+    Ok((node, client))
+}
+
+/// Moves a lease's expiry back by `secs`, as if that much time had passed.
+async fn age(c: &Client, node: u16, secs: i32) -> Result<()> {
+    c.execute(
+        "update atoll.id_leases set expires_at = expires_at - make_interval(secs => $2) where node = $1",
+        &[&i32::from(node), &f64::from(secs)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn request<'a>(token: &'a str, nodes: std::ops::Range<u16>) -> LeaseRequest<'a> {
+    LeaseRequest {
+        token,
+        holder: "test",
+        ttl: Duration::from_secs(3600),
+        reuse_after: LeaseOptions::default().reuse_after,
+        nodes,
+    }
+}
+
+/// Waits (bounded, generously) until `f` holds.
+async fn until(what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        ensure!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// 20 clusters leasing at once get 20 distinct node ids, and their IDs (same shards, same
+/// second) are all unique. Closing them releases their leases.
+async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
+    let connecting =
+        (0..CLUSTERS).map(|_| Cluster::connect(config.clone(), leased(LeaseOptions::default())));
+    let clusters = futures::future::try_join_all(connecting).await?;
+    let nodes: Vec<u16> = clusters
+        .iter()
+        .map(|cl| cl.id_lease().and_then(|s| s.node).context("no lease"))
+        .collect::<Result<_>>()?;
+    let distinct: HashSet<u16> = nodes.iter().copied().collect();
+    ensure!(
+        distinct.len() == CLUSTERS,
+        "node ids not distinct: {nodes:?}"
+    );
+    // Nobody else leases here, so they are the lowest ones.
+    ensure!(distinct == (0..CLUSTERS as u16).collect(), "{nodes:?}");
+
+    let mut tasks = Vec::new();
+    for cl in &clusters {
+        let cl = cl.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..600 {
+                ids.push(cl.new_id(shard(i % 3 + 1)).await?);
+            }
+            Ok::<_, ClientError>(ids)
+        }));
+    }
+    let mut seen = HashSet::new();
+    for (t, node) in tasks.into_iter().zip(&nodes) {
+        for id in t.await?? {
+            ensure!(IdGenerator::parts(id).map(|p| p.node) == Some(*node));
+            ensure!(seen.insert(id), "duplicate ID {id}");
+        }
+    }
+    ensure!(seen.len() == CLUSTERS * 600);
+
+    // All but the last are closed (awaited); the last is just dropped, which releases its
+    // lease in the background.
+    let mut clusters = clusters;
+    let dropped = clusters.pop().context("no clusters")?;
+    for cl in &clusters {
+        cl.close().await;
+        let err = cl.try_new_id(shard(1)).unwrap_err();
+        ensure!(matches!(err, ClientError::NoIdLease { .. }), "{err}");
+    }
+    drop(dropped);
+    let node = master(config).await?.0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let rows = id_lease::list(c, &node).await?;
+        if rows.iter().all(|r| r.released) || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(rows.len() == CLUSTERS, "{rows:?}");
+    ensure!(
+        rows.iter().all(|r| r.released && r.expires_in_s <= 0.0),
+        "{rows:?}"
+    );
+    ensure!(rows
+        .iter()
+        .all(|r| r.holder.as_deref().is_some_and(|h| h.contains(" pid "))));
+    Ok(())
+}
+
+/// A released node id is not handed out again until `reuse_after` has passed.
+async fn released_ids_rest(node: &NodeConfig, c: &Client) -> Result<()> {
+    let rest = LeaseOptions::default().reuse_after.as_secs() as i32;
+    let next = id_lease::acquire(c, node, &request("r1", 0..1000)).await?;
+    ensure!(
+        next == Some(CLUSTERS as u16),
+        "released ids reused at once: {next:?}"
+    );
+    age(c, 1, rest - 5).await?; // ended 5 s short of the window: still resting
+    age(c, 0, rest + 1).await?; // ended longer ago than the window: free
+    let next = id_lease::acquire(c, node, &request("r2", 0..1000)).await?;
+    ensure!(next == Some(0), "{next:?}");
+    let next = id_lease::acquire(c, node, &request("r3", 0..1000)).await?;
+    ensure!(next == Some(CLUSTERS as u16 + 1), "{next:?}");
+    for (n, t) in [
+        (CLUSTERS as u16, "r1"),
+        (0, "r2"),
+        (CLUSTERS as u16 + 1, "r3"),
+    ] {
+        ensure!(id_lease::release(c, node, n, t).await?);
+    }
+    Ok(())
+}
+
+/// Renew and release answer for the token that holds the lease only.
+async fn takeover_statements(node: &NodeConfig, c: &Client) -> Result<()> {
+    let ttl = Duration::from_secs(60);
+    ensure!(id_lease::acquire(c, node, &request("x", 600..601)).await? == Some(600));
+    ensure!(id_lease::acquire(c, node, &request("y", 600..601))
+        .await?
+        .is_none());
+    ensure!(id_lease::renew(c, node, 600, "x", ttl).await?);
+    age(c, 600, 3600).await?;
+    ensure!(id_lease::acquire(c, node, &request("y", 600..601)).await? == Some(600));
+    ensure!(
+        !id_lease::renew(c, node, 600, "x", ttl).await?,
+        "old holder still renews"
+    );
+    ensure!(!id_lease::release(c, node, 600, "x").await?);
+    ensure!(id_lease::renew(c, node, 600, "y", ttl).await?);
+    ensure!(id_lease::release(c, node, 600, "y").await?);
+    ensure!(
+        !id_lease::renew(c, node, 600, "y", ttl).await?,
+        "renewed after release"
+    );
+    Ok(())
+}
+
+/// A cluster whose expired lease was taken over notices at its next renewal, refuses IDs
+/// while no node id is free, and resumes once it leases again.
+async fn cluster_loses_and_recovers(
+    config: &Config,
+    node: &NodeConfig,
+    c: &Client,
+) -> Result<Cluster> {
+    let a = Cluster::connect(config.clone(), leased(short_lease(500..501))).await?;
+    ensure!(a.id_lease().and_then(|s| s.node) == Some(500));
+    let before: Vec<Id> = (0..200)
+        .map(|i| a.try_new_id(shard(i % 2 + 1)))
+        .collect::<Result<_, _>>()?;
+
+    // The lease "expired an hour ago" and another process takes node 500.
+    age(c, 500, 3600).await?;
+    ensure!(id_lease::acquire(c, node, &request("thief", 500..501)).await? == Some(500));
+    until("the old holder notices the loss", || {
+        a.id_lease().is_some_and(|s| s.losses == 1)
+    })
+    .await?;
+    // Its only node id is held by the thief: no lease, so IDs are refused, clearly.
+    match a.try_new_id(shard(1)) {
+        Err(ClientError::NoIdLease { why }) => {
+            ensure!(
+                why.contains("node id 500 was lost") && why.contains("500..501"),
+                "{why}"
+            )
+        }
+        other => bail!("expected NoIdLease after the loss, got {other:?}"),
+    }
+    ensure!(a.id_lease().and_then(|s| s.node).is_none());
+
+    // The thief is gone long enough: the old holder leases node 500 again and continues.
+    ensure!(id_lease::release(c, node, 500, "thief").await?);
+    age(c, 500, 3600).await?;
+    until("a new lease", || {
+        a.id_lease().and_then(|s| s.node) == Some(500)
+    })
+    .await?;
+    ensure!(a.id_lease().is_some_and(|s| s.acquisitions == 2));
+    let mut seen: HashSet<Id> = before.into_iter().collect();
+    for i in 0..200 {
+        ensure!(
+            seen.insert(a.new_id(shard(i % 2 + 1)).await?),
+            "duplicate after re-lease"
+        );
+    }
+    Ok(a)
+}
+
+/// With its master down, the cluster cannot renew: IDs stop at the lease's deadline, and
+/// resume (same node id, no new lease) once a renewal gets through.
+async fn unrenewable_lease_stops_ids(sb: &TestSandbox, a: &Cluster) -> Result<()> {
+    let island = sb.islands()[0].id;
+    sb.stop_node(island, 0)?;
+    until("IDs are refused", || {
+        matches!(a.try_new_id(shard(1)), Err(ClientError::NoIdLease { .. }))
+    })
+    .await?;
+    let err = a.try_new_id(shard(1)).unwrap_err().to_string();
+    ensure!(err.contains("not renewed in time"), "{err}");
+    sb.start_node(island, 0)?;
+    until("IDs resume", || a.try_new_id(shard(1)).is_ok()).await?;
+    let st = a.id_lease().context("no lease status")?;
+    ensure!(
+        st.node == Some(500) && st.acquisitions == 2 && st.losses == 1,
+        "{st:?}"
+    );
+    a.close().await;
+    Ok(())
+}
+
+#[test]
+fn id_leases_end_to_end() -> Result<()> {
+    let sb = TestSandbox::new(1, 0)?;
+    let config = Config::from_file(&sb.config_path())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let snapshot = atoll_pg::Discoverer::new(config.clone(), Default::default())
+            .discover()
+            .await;
+        atoll_pg::catalog::init(&config, &snapshot).await?;
+        let (node, c) = master(&config).await?;
+        concurrent_clusters(&config, &c)
+            .await
+            .context("concurrent clusters")?;
+        released_ids_rest(&node, &c)
+            .await
+            .context("released ids rest")?;
+        takeover_statements(&node, &c)
+            .await
+            .context("takeover statements")?;
+        let a = cluster_loses_and_recovers(&config, &node, &c)
+            .await
+            .context("loss and recovery")?;
+        drop(c);
+        unrenewable_lease_stops_ids(&sb, &a)
+            .await
+            .context("unrenewable lease")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(rt);
+    Ok(())
+}
