@@ -297,6 +297,7 @@ pub(crate) async fn check_capacity(
     let senders = free(max_senders, senders_used, senders_other, src_reserved);
     let workers = free(max_workers, workers_used, workers_other, dst_reserved);
     let need = needed_slots(tables, sync);
+    tracing::debug!(%shard, max_slots, slots_used, slots_other, src_reserved, slots, senders, workers, dst_reserved, need, "replication capacity");
     let refuse = |check: &'static str, detail: String| {
         Err(MoveError::Unsafe {
             shard,
