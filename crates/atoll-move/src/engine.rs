@@ -129,30 +129,6 @@ impl Mover<'_> {
         Ok(())
     }
 
-    /// A resumed move about to create its subscription checks capacity as a new one does
-    /// (under the capacity lock, not counting its own reservation); a subscription that
-    /// already exists needs no check.
-    async fn reserve_capacity(&mut self) -> Result<(), MoveError> {
-        if self.capacity_locked
-            || sub_oid(&self.dst, &self.rec.names().subscription)
-                .await?
-                .is_some()
-        {
-            return Ok(());
-        }
-        crate::safety::lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
-        self.capacity_locked = true;
-        let tables = self.ddl().await?.tables.len();
-        crate::safety::check_capacity(
-            self.rec.shard,
-            &self.src,
-            &self.dst,
-            tables,
-            Some(self.rec.id),
-        )
-        .await
-    }
-
     pub async fn ddl(&mut self) -> Result<&SchemaDdl, MoveError> {
         if self.ddl.is_none() {
             self.ddl = Some(crate::ddl::read(&self.src, self.rec.shard).await?);

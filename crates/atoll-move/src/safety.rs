@@ -344,6 +344,32 @@ pub(crate) async fn check_capacity(
     Ok(())
 }
 
+impl crate::engine::Mover<'_> {
+    /// A resumed move about to create its subscription checks capacity as a new one does
+    /// (under the capacity lock, not counting its own reservation); a subscription that
+    /// already exists needs no check.
+    pub(crate) async fn reserve_capacity(&mut self) -> Result<(), MoveError> {
+        if self.capacity_locked
+            || crate::engine::sub_oid(&self.dst, &self.rec.names().subscription)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
+        self.capacity_locked = true;
+        let tables = self.ddl().await?.tables.len();
+        check_capacity(
+            self.rec.shard,
+            &self.src,
+            &self.dst,
+            tables,
+            Some(self.rec.id),
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
