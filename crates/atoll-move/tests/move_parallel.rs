@@ -38,7 +38,9 @@ async fn scenario() {
         .unwrap()
         .get(0);
     let need = 1 + (3 + 1).min(sync.max(1));
-    // Leave room for two moves and most of a third.
+    // Leave room for exactly one move: started together without the lock and the
+    // reservations, all three would pass the check and then run out of slots (a
+    // subscription or a table sync failing half-way).
     let free: i64 = src
         .query_one(
             "select current_setting('max_replication_slots')::int8 - count(*) from pg_replication_slots",
@@ -47,7 +49,7 @@ async fn scenario() {
         .await
         .unwrap()
         .get(0);
-    let fillers = free - (2 * need + need - 1);
+    let fillers = free - need;
     assert!(fillers > 0, "the sandbox has {free} free slots");
     src.batch_execute(&format!(
         "select pg_create_physical_replication_slot('filler_' || i) from generate_series(1, {fillers}) g(i)"
@@ -88,8 +90,8 @@ async fn scenario() {
             ),
         }
     }
-    // Two fit at once; a third may fit if another finished before it was checked.
-    assert!(moved >= 2, "{outcomes:?}");
+    // One fits at once; others may fit if one finished before they were checked.
+    assert!(moved >= 1, "{outcomes:?}");
 
     // Nothing half-made: no unfinished move, no replication object, every shard active on
     // exactly one island (the moved ones on the destination).
