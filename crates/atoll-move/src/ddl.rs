@@ -5,8 +5,9 @@
 //! fewer indexes is faster.
 //!
 //! Names come back fully qualified because the reading session runs with
-//! `search_path = pg_catalog`. Not copied: privileges, comments, row-level security
-//! policies, extended statistics. Unsupported objects (partitioned, unlogged or foreign
+//! `search_path = pg_catalog`. Owners, privileges, comments and row-level security come
+//! from [`crate::security`] and are applied last, after the copy. Not copied: extended
+//! statistics. Unsupported objects (partitioned, unlogged or foreign
 //! tables, materialized views, non-enum types) make the move refuse (fail closed).
 
 use crate::db::{ident, Db};
@@ -38,6 +39,9 @@ pub struct SchemaDdl {
     pub post_copy: Vec<String>,
     /// Objects this move cannot copy; a non-empty list refuses the move.
     pub unsupported: Vec<String>,
+    /// Roles the schema's owners, grants and policies name; all must exist on the
+    /// destination.
+    pub roles: Vec<String>,
 }
 
 pub(crate) async fn read(db: &Db, shard: ShardNo) -> Result<SchemaDdl, MoveError> {
@@ -365,5 +369,9 @@ async fn read_inner(db: &Db, schema: &str) -> Result<SchemaDdl, MoveError> {
             def.trim_end_matches(';')
         ));
     }
+    // Last: grants name views, comments name indexes and constraints built above.
+    let security = crate::security::read(db, schema, ns_oid).await?;
+    out.post_copy.extend(security.statements);
+    out.roles = security.roles.into_iter().collect();
     Ok(out)
 }

@@ -24,6 +24,9 @@ pub(crate) struct Mover<'a> {
     pub report: MoveReport,
     /// The subscription's error count when this run started (see [`crate::verify::error_count`]).
     pub error_baseline: i64,
+    /// Whether `src` and `dst` hold the capacity lock (taken by a new move for its
+    /// safety check); released once the subscription exists.
+    pub capacity_locked: bool,
 }
 
 impl Mover<'_> {
@@ -75,8 +78,14 @@ impl Mover<'_> {
                     self.reached(MoveStep::SchemaCopied).await?;
                 }
                 ResumeAction::Subscribe => {
+                    self.reserve_capacity().await?;
                     copy_clock = Some(Instant::now());
                     self.subscribe().await?;
+                    // The subscription (and its slot) now counts for parallel moves.
+                    if self.capacity_locked {
+                        crate::safety::unlock_capacity(&self.src, &self.dst).await?;
+                        self.capacity_locked = false;
+                    }
                     self.reached(MoveStep::Subscribed).await?;
                 }
                 ResumeAction::WaitForCopy => {

@@ -30,6 +30,7 @@ mod error;
 mod lock;
 mod rebalance;
 mod safety;
+mod security;
 mod store;
 mod undo;
 mod verify;
@@ -220,7 +221,11 @@ pub async fn start_move(
     store::require_catalog(&dst).await?;
     let ddl = ddl::read(&src, shard).await?;
     safety::check_tables(shard, &ddl)?;
-    safety::check_capacity(shard, &src, &dst, ddl.tables.len()).await?;
+    safety::check_roles(shard, &dst, &ddl.roles).await?;
+    // Held on both sessions until the subscription exists (or these connections close):
+    // parallel moves take turns between counting free capacity and using it.
+    safety::lock_capacity(shard, &src, &dst).await?;
+    safety::check_capacity(shard, &src, &dst, ddl.tables.len(), None).await?;
 
     let rec = MoveRecord {
         id: store::new_id(),
@@ -257,6 +262,7 @@ pub async fn start_move(
         ddl: Some(ddl),
         report,
         error_baseline: 0,
+        capacity_locked: true,
     };
     mover.hook(MoveStep::Prepared)?;
     let mut report = finish(config, snapshot, mover).await?;
@@ -377,6 +383,7 @@ pub(crate) async fn resume_record(
         ddl: None,
         report,
         error_baseline: 0,
+        capacity_locked: false,
     };
     finish(config, snapshot, mover).await
 }
@@ -422,6 +429,12 @@ async fn abort_locked(
 pub fn move_lock_key(shard: ShardNo) -> i64 {
     0x6174_6f6c_6c6d_0000 + i64::from(shard.get())
 }
+
+/// The session advisory lock key that serialises, per island master, counting free
+/// replication capacity and creating the slot and subscription that use it: "atollcap"
+/// (distinct from [`move_lock_key`] and `atoll_pg::coordination::MIGRATION_LOCK_KEY`).
+/// Taken on the source and the destination master, lower island id first.
+pub const CAPACITY_LOCK_KEY: i64 = 0x6174_6f6c_6c63_6170;
 
 /// Takes the shard's move lock on the source master on a dedicated connection; the lock
 /// lasts as long as the returned connection. Refuses if another session holds it.

@@ -1,11 +1,14 @@
 //! Safety checks run before a move creates anything. Each failure names its problem
 //! (`table_without_primary_key`, `unsupported_object`, `destination_has_schema`,
-//! `replica_lag`, `replication_slots`, `wal_senders`, `replication_workers`) and refuses.
+//! `replica_lag`, `replication_slots`, `wal_senders`, `replication_workers`, `missing_role`)
+//! and refuses.
 
 use crate::db::Db;
 use crate::ddl::SchemaDdl;
 use crate::error::MoveError;
+use atoll_core::move_plan::MoveStep;
 use atoll_core::{IslandId, ShardNo, Snapshot};
+use std::time::Duration;
 
 /// Replication slots and WAL senders a move needs on the source: its own, plus the
 /// temporary ones of the table-sync workers copying in parallel.
@@ -101,33 +104,200 @@ pub(crate) fn check_replicas(
     Ok(())
 }
 
+/// Roles named by the schema's owners, grants and policies that the destination lacks.
+/// Roles are cluster-wide in PostgreSQL, so a move cannot bring them; refusing here keeps
+/// the move from failing half-way at the post-copy DDL.
+pub(crate) async fn check_roles(
+    shard: ShardNo,
+    dst: &Db,
+    roles: &[String],
+) -> Result<(), MoveError> {
+    let missing: Vec<String> = dst
+        .query(
+            "select r from unnest($1::text[]) r
+              where not exists (select 1 from pg_roles where rolname = r) order by 1",
+            &[&roles],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(MoveError::Unsafe {
+        shard,
+        check: "missing_role",
+        detail: format!(
+            "role(s) {} own, are granted or are named by policies in {} but do not exist on island {}; create them there first (roles are per PostgreSQL cluster)",
+            missing.join(", "),
+            shard.schema(),
+            dst.island
+        ),
+    })
+}
+
+/// How long a move waits for another move's check-and-subscribe section on the same
+/// island (it includes creating a logical slot, which waits for running transactions).
+const CAPACITY_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Takes the capacity lock ([`crate::CAPACITY_LOCK_KEY`], session level) on the source's
+/// and the destination's masters, lower island id first so that two moves in opposite
+/// directions cannot deadlock across servers. Held from [`check_capacity`] until the
+/// subscription exists ([`unlock_capacity`], or the sessions' end), so moves started
+/// together count each other's reservations instead of all passing the check.
+pub(crate) async fn lock_capacity(shard: ShardNo, src: &Db, dst: &Db) -> Result<(), MoveError> {
+    let (first, second) = if src.island <= dst.island {
+        (src, dst)
+    } else {
+        (dst, src)
+    };
+    for db in [first, second] {
+        db.exec(&format!(
+            "set lock_timeout = '{}s'",
+            CAPACITY_LOCK_WAIT.as_secs()
+        ))
+        .await?;
+        let got = db
+            .execute("select pg_advisory_lock($1)", &[&crate::CAPACITY_LOCK_KEY])
+            .await;
+        db.exec("reset lock_timeout").await?;
+        match got {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("55P03") => {
+                return Err(MoveError::Timeout {
+                    shard,
+                    what: format!(
+                        "waiting for the capacity lock on island {} (other moves are creating their subscriptions)",
+                        db.island
+                    ),
+                    secs: CAPACITY_LOCK_WAIT.as_secs(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) -> Result<(), MoveError> {
+    for db in [src, dst] {
+        db.execute(
+            "select pg_advisory_unlock($1)",
+            &[&crate::CAPACITY_LOCK_KEY],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What an unfinished move holds or will hold: while it copies (before `caught_up`) its
+/// slot plus the table-sync slots (and as many WAL senders and workers), afterwards its
+/// one slot until the replication objects are dropped.
+pub(crate) fn reserved(step: MoveStep, tables: usize, sync_workers: i64) -> i64 {
+    if step < MoveStep::CaughtUp {
+        needed_slots(tables, sync_workers)
+    } else if step < MoveStep::CleanedUp {
+        1
+    } else {
+        0
+    }
+}
+
+/// Free capacity: `max` minus what is in use, where the other moves' use is counted as
+/// their reservation (their table-sync slots and workers appear only while they copy) and
+/// what is actually in use is the lower bound.
+pub(crate) fn free(max: i64, in_use: i64, not_moves: i64, reservations: i64) -> i64 {
+    max - in_use.max(not_moves + reservations)
+}
+
+/// The reservations of the unfinished moves recorded on `db` in `role` (other than
+/// `exclude`), with `sync_workers` table syncs per subscription.
+async fn reservations(
+    db: &Db,
+    role: &str,
+    exclude: Option<i64>,
+    sync_workers: i64,
+) -> Result<i64, MoveError> {
+    let rows = db
+        .query(
+            "select m.shard, m.step from atoll.moves m
+              where m.role = $1 and m.step <> 'cleaned_up' and m.id is distinct from $2",
+            &[&role, &exclude],
+        )
+        .await?;
+    let mut total = 0;
+    for r in rows {
+        let (shard, step): (i32, String) = (r.get(0), r.get(1));
+        let (Ok(shard), Ok(step)) = (ShardNo::new(i64::from(shard)), step.parse::<MoveStep>())
+        else {
+            continue;
+        };
+        let tables: i64 = db
+            .one(
+                "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = $1 and c.relkind = 'r' and c.relpersistence = 'p'",
+                &[&shard.schema()],
+            )
+            .await?
+            .get(0);
+        total += reserved(step, tables as usize, sync_workers);
+    }
+    Ok(total)
+}
+
 /// Free replication slots and WAL senders on the source, free logical replication workers
-/// on the destination.
+/// on the destination, counting other unfinished moves by their reservations. Callers hold
+/// the capacity lock ([`lock_capacity`]). `exclude` is the move itself when resuming.
 pub(crate) async fn check_capacity(
     shard: ShardNo,
     src: &Db,
     dst: &Db,
     tables: usize,
+    exclude: Option<i64>,
 ) -> Result<(), MoveError> {
+    // Moves' slots are `atoll_move_*` and the table-sync slots `pg_<oid>_sync_<relid>_<sysid>`;
+    // their WAL senders carry application_name atoll_move (see db::conninfo).
     let r = src
         .one(
-            "select current_setting('max_replication_slots')::int8 - (select count(*) from pg_replication_slots),
-                    current_setting('max_wal_senders')::int8 - (select count(*) from pg_stat_replication),
+            r"select current_setting('max_replication_slots')::int8,
+                    (select count(*) from pg_replication_slots),
+                    (select count(*) from pg_replication_slots
+                      where slot_name not like 'atoll\_move\_%'
+                        and slot_name !~ '^pg_[0-9]+_sync_[0-9]+_[0-9]+$'),
+                    current_setting('max_wal_senders')::int8,
+                    (select count(*) from pg_stat_replication),
+                    (select count(*) from pg_stat_replication
+                      where application_name is distinct from 'atoll_move'),
                     current_setting('wal_level')",
             &[],
         )
         .await?;
-    let (slots, senders, wal_level): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+    let (max_slots, slots_used, slots_other): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    let (max_senders, senders_used, senders_other): (i64, i64, i64) =
+        (r.get(3), r.get(4), r.get(5));
+    let wal_level: String = r.get(6);
     let w = dst
         .one(
-            "select current_setting('max_logical_replication_workers')::int8
-                    - (select count(*) from pg_stat_subscription where pid is not null),
+            r"select current_setting('max_logical_replication_workers')::int8,
+                    (select count(*) from pg_stat_subscription where pid is not null),
+                    (select count(*) from pg_stat_subscription
+                      where pid is not null and subname not like 'atoll\_move\_%'),
                     current_setting('max_sync_workers_per_subscription')::int8",
             &[],
         )
         .await?;
-    let (workers, sync): (i64, i64) = (w.get(0), w.get(1));
+    let (max_workers, workers_used, workers_other, sync): (i64, i64, i64, i64) =
+        (w.get(0), w.get(1), w.get(2), w.get(3));
+    // The other moves from the source are assumed to have the same number of table-sync
+    // workers as this destination allows (islands are configured alike).
+    let src_reserved = reservations(src, crate::store::SOURCE, exclude, sync).await?;
+    let dst_reserved = reservations(dst, crate::store::DESTINATION, exclude, sync).await?;
+    let slots = free(max_slots, slots_used, slots_other, src_reserved);
+    let senders = free(max_senders, senders_used, senders_other, src_reserved);
+    let workers = free(max_workers, workers_used, workers_other, dst_reserved);
     let need = needed_slots(tables, sync);
+    tracing::debug!(%shard, max_slots, slots_used, slots_other, src_reserved, slots, senders, workers, dst_reserved, need, "replication capacity");
     let refuse = |check: &'static str, detail: String| {
         Err(MoveError::Unsafe {
             shard,
@@ -148,7 +318,7 @@ pub(crate) async fn check_capacity(
         return refuse(
             "replication_slots",
             format!(
-                "island {} has {slots} free replication slots, the move needs {need}",
+                "island {} has {slots} free replication slots (other moves' reservations counted), the move needs {need}",
                 src.island
             ),
         );
@@ -157,7 +327,7 @@ pub(crate) async fn check_capacity(
         return refuse(
             "wal_senders",
             format!(
-                "island {} has {senders} free WAL senders, the move needs {need}",
+                "island {} has {senders} free WAL senders (other moves' reservations counted), the move needs {need}",
                 src.island
             ),
         );
@@ -166,12 +336,38 @@ pub(crate) async fn check_capacity(
         return refuse(
             "replication_workers",
             format!(
-                "island {} has {workers} free logical replication workers, the move needs {need}",
+                "island {} has {workers} free logical replication workers (other moves' reservations counted), the move needs {need}",
                 dst.island
             ),
         );
     }
     Ok(())
+}
+
+impl crate::engine::Mover<'_> {
+    /// A resumed move about to create its subscription checks capacity as a new one does
+    /// (under the capacity lock, not counting its own reservation); a subscription that
+    /// already exists needs no check.
+    pub(crate) async fn reserve_capacity(&mut self) -> Result<(), MoveError> {
+        if self.capacity_locked
+            || crate::engine::sub_oid(&self.dst, &self.rec.names().subscription)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
+        self.capacity_locked = true;
+        let tables = self.ddl().await?.tables.len();
+        check_capacity(
+            self.rec.shard,
+            &self.src,
+            &self.dst,
+            tables,
+            Some(self.rec.id),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -182,5 +378,19 @@ mod tests {
         assert_eq!(super::needed_slots(2, 4), 4);
         assert_eq!(super::needed_slots(10, 4), 5);
         assert_eq!(super::needed_slots(10, 0), 2);
+    }
+
+    #[test]
+    fn other_moves_count_by_their_reservation() {
+        use atoll_core::move_plan::MoveStep::*;
+        assert_eq!(super::reserved(Prepared, 3, 4), 5);
+        assert_eq!(super::reserved(Subscribed, 3, 2), 3);
+        assert_eq!(super::reserved(CaughtUp, 3, 4), 1);
+        assert_eq!(super::reserved(Activated, 3, 4), 1);
+        assert_eq!(super::reserved(CleanedUp, 3, 4), 0);
+        // A copying move whose sync slots do not exist yet still takes its share...
+        assert_eq!(super::free(10, 3, 2, 5), 3);
+        // ...and slots in use beyond the reservations (strays) are counted too.
+        assert_eq!(super::free(10, 9, 2, 5), 1);
     }
 }

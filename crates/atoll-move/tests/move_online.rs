@@ -24,6 +24,15 @@ async fn scenario() {
     let moved = shard(1);
     let start = discover(&config).await.active_island(moved).unwrap();
     let other = IslandId(1 - start.0);
+    // Owners, grants, comments and RLS travel with the shard (roles must exist everywhere).
+    let snap = discover(&config).await;
+    for island in [start, other] {
+        common::create_test_roles(&common::master(&config, &snap, island).await).await;
+    }
+    let home = common::master(&config, &snap, start).await;
+    common::add_security(&home, "sh0001").await;
+    let security_before = common::security_fingerprint(&home, "sh0001").await;
+    assert!(security_before.len() > 20, "{security_before:?}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer::run(config.clone(), moved, stop.clone()));
@@ -150,12 +159,77 @@ async fn scenario() {
         "the trigger exists on the destination"
     );
 
+    // Identical owners, ACLs, column grants, default privileges, comments and policies
+    // after three moves (RLS on items did not stop the apply of the writer's rows).
+    assert_eq!(
+        common::security_fingerprint(&c, "sh0001").await,
+        security_before
+    );
+    let r = c
+        .query_one(
+            "select has_table_privilege('atoll_t_reader', 'sh0001.items', 'select'),
+                    has_table_privilege('atoll_t_app', 'sh0001.items', 'insert'),
+                    has_column_privilege('atoll_t_app', 'sh0001.items', 'note', 'update'),
+                    has_column_privilege('atoll_t_app', 'sh0001.items', 'note', 'select'),
+                    has_function_privilege('public', 'sh0001.touch()', 'execute')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let privs: (bool, bool, bool, bool, bool) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    assert_eq!(privs, (true, false, true, true, false));
+    // The policy filters on the destination: the reader sees only negative payloads.
+    let r = c
+        .query_one(
+            "select count(*) filter (where payload < 0), count(*) from sh0001.items",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (negative, all): (i64, i64) = (r.get(0), r.get(1));
+    assert!(all > negative, "the writer's rows are positive");
+    c.batch_execute("set role atoll_t_reader").await.unwrap();
+    let seen: i64 = c
+        .query_one("select count(*) from sh0001.items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute("reset role").await.unwrap();
+    assert_eq!(seen, negative);
+
     // Add an island and rebalance onto it (weights: custom SQL giving every shard 1).
     let new = sb.add_island(0).unwrap();
     let config = atoll_core::Config::from_file(&sb.config_path()).unwrap();
     let snap = discover(&config).await;
     atoll_pg::catalog::init(&config, &snap).await.unwrap();
     let snap = discover(&config).await;
+    // The new island lacks the roles sh0001's grants name: refused up front, naming them.
+    let e = atoll_move::start_move(
+        &config,
+        &snap,
+        moved,
+        IslandId(new),
+        &MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            atoll_move::MoveError::Unsafe {
+                check: "missing_role",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("atoll_t_owner"), "{e}");
+    assert!(atoll_move::unfinished(&config, &snap)
+        .await
+        .unwrap()
+        .is_empty());
+    common::create_test_roles(&common::master(&config, &snap, IslandId(new)).await).await;
     // Weights missing for some shards are refused, naming them (they would mix units).
     let e = atoll_move::load_weights(
         &config,

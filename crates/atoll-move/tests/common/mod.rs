@@ -29,12 +29,22 @@ pub async fn discover(config: &Config) -> Snapshot {
 /// Loads the sandbox's config, installs the catalog and allocates `shards` (active), each
 /// with the test tables and `rows` rows in `items`.
 pub async fn setup(sb: &TestSandbox, shards: &[i64], rows: i64) -> Config {
+    setup_on(sb, shards, rows, None).await
+}
+
+/// [`setup`] with every shard on `island` when given.
+pub async fn setup_on(
+    sb: &TestSandbox,
+    shards: &[i64],
+    rows: i64,
+    island: Option<IslandId>,
+) -> Config {
     let config = Config::from_file(&sb.config_path()).unwrap();
     let snap = discover(&config).await;
     atoll_pg::catalog::init(&config, &snap).await.unwrap();
     let snap = discover(&config).await;
     let list: Vec<ShardNo> = shards.iter().map(|n| shard(*n)).collect();
-    let plan = atoll_core::allocation::plan(&snap, &list, None).unwrap();
+    let plan = atoll_core::allocation::plan(&snap, &list, island).unwrap();
     atoll_pg::allocate::execute(&config, &snap, &plan, true)
         .await
         .unwrap();
@@ -119,4 +129,97 @@ pub async fn assert_settled(config: &Config, s: ShardNo, island: IslandId, rows:
             .get(0);
         assert_eq!(n, rows, "{s} rows");
     }
+}
+
+/// Roles the security test objects name; roles are per PostgreSQL cluster, so every
+/// island that may hold the shard needs them.
+pub const TEST_ROLES: [&str; 3] = ["atoll_t_owner", "atoll_t_reader", "atoll_t_app"];
+
+pub async fn create_test_roles(c: &tokio_postgres::Client) {
+    for r in TEST_ROLES {
+        c.batch_execute(&format!("create role {r} nologin"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Owners, privileges (column grants, a grant by a non-owner, default privileges),
+/// comments and row-level security on shard `sc`'s objects from `setup`.
+pub async fn add_security(c: &tokio_postgres::Client, sc: &str) {
+    c.batch_execute(&format!(
+        "alter table {sc}.children owner to atoll_t_owner;
+         grant usage on schema {sc} to atoll_t_reader, atoll_t_app;
+         grant select on {sc}.items to atoll_t_reader with grant option;
+         set role atoll_t_reader; grant select on {sc}.items to atoll_t_app; reset role;
+         grant select (id, payload), update (note) on {sc}.items to atoll_t_app;
+         grant usage on sequence {sc}.id_seq to atoll_t_app;
+         grant select on {sc}.meh to atoll_t_reader;
+         revoke execute on function {sc}.touch() from public;
+         grant execute on function {sc}.touch() to atoll_t_app;
+         alter default privileges in schema {sc} grant select on tables to atoll_t_reader;
+         comment on schema {sc} is 'shard under test';
+         comment on table {sc}.items is 'the items';
+         comment on column {sc}.items.note is 'free text';
+         comment on function {sc}.touch() is 'fills note';
+         comment on type {sc}.mood is 'feelings';
+         comment on index {sc}.items_payload_idx is 'by payload';
+         comment on constraint tagged_id_check on {sc}.tagged is 'positive';
+         comment on trigger touch on {sc}.items is 'before insert';
+         alter table {sc}.items enable row level security;
+         alter table {sc}.children enable row level security, force row level security;
+         create policy readers on {sc}.items for select to atoll_t_reader using (payload < 0);
+         create policy app_writes on {sc}.items as restrictive to atoll_t_app, public
+           using (true) with check (payload <> 0);
+         comment on policy readers on {sc}.items is 'negative payloads only';"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Everything `add_security` touches on schema `sc`, by name (no oids), sorted: equal on
+/// two servers when owners, ACLs, column ACLs, default privileges, RLS flags, policies and
+/// comments are.
+pub async fn security_fingerprint(c: &tokio_postgres::Client, sc: &str) -> Vec<String> {
+    c.query(
+        r"select 'schema ' || pg_get_userbyid(n.nspowner) || ' ' || coalesce(n.nspacl::text, '-')
+            from pg_namespace n where n.nspname = $1::text
+          union all
+          select 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || pg_get_userbyid(c.relowner)
+                 || ' ' || coalesce(c.relacl::text, '-') || ' rls ' || c.relrowsecurity
+                 || ' force ' || c.relforcerowsecurity
+            from pg_class c where c.relnamespace = $1::text::regnamespace
+          union all
+          select 'col ' || c.relname || '.' || a.attname || ' ' || a.attacl::text
+            from pg_attribute a join pg_class c on c.oid = a.attrelid
+           where c.relnamespace = $1::text::regnamespace and a.attacl is not null
+          union all
+          select 'proc ' || p.oid::regprocedure || ' ' || pg_get_userbyid(p.proowner) || ' '
+                 || coalesce(p.proacl::text, '-')
+            from pg_proc p where p.pronamespace = $1::text::regnamespace
+          union all
+          select 'type ' || t.typname || ' ' || pg_get_userbyid(t.typowner) || ' '
+                 || coalesce(t.typacl::text, '-')
+            from pg_type t where t.typnamespace = $1::text::regnamespace and t.typtype = 'e'
+          union all
+          select 'default ' || pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text || ' '
+                 || d.defaclacl::text
+            from pg_default_acl d where d.defaclnamespace = $1::text::regnamespace
+          union all
+          select 'policy ' || tablename || ' ' || policyname || ' ' || permissive || ' '
+                 || roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' '
+                 || coalesce(with_check, '-')
+            from pg_policies where schemaname = $1::text
+          union all
+          select 'comment ' || o.type || ' ' || o.identity || ' ' || d.description
+            from pg_description d,
+                 lateral pg_identify_object(d.classoid, d.objoid, d.objsubid) o
+           where o.identity = $1::text or o.identity ~ ('(^| )' || $1 || '\.')
+          order by 1",
+        &[&sc],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
