@@ -30,6 +30,9 @@ pub(crate) const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("max_logical_replication_workers", "16"),
     ("max_worker_processes", "32"),
     ("max_sync_workers_per_subscription", "4"),
+    // The logical replication launcher starts a new subscription's workers at most once per
+    // this interval (default 5 s), which otherwise adds up to 5 s to back-to-back moves.
+    ("wal_retrieve_retry_interval", "500ms"),
     ("hot_standby_feedback", "on"),
     ("shared_buffers", "64MB"),
     ("fsync", "off"),
