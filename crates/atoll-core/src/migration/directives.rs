@@ -3,8 +3,8 @@
 //!
 //! - `$parallelism_per_host=N`: at most N schemas of one island run this file at once;
 //! - `$parallelism_global=N`: at most N schemas of the whole cluster run it at once;
-//! - `$delay=MS`: after each schema's run of the file, its slot stays taken MS more
-//!   milliseconds (with a parallelism limit, this spaces the schemas out);
+//! - `$delay=MS`: after each schema's successful run of the file, its slot stays taken
+//!   MS more milliseconds (with a parallelism limit, this spaces the schemas out);
 //! - `$run_alone=1`: nothing else (no other file, on no island) runs while it runs.
 //!
 //! Values are non-negative integers; as in pg-mig, 0 means "no limit" / "off". Unknown
