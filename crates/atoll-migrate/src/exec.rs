@@ -79,8 +79,12 @@ const ENSURE_TABLE: &str = "do $atoll$ begin
 end $atoll$;";
 
 fn retryable(e: &Fail) -> bool {
-    // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
-    matches!(e, Fail::Pg(e) if matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01")))
+    matches!(e, Fail::Pg(e) if retryable_pg(e))
+}
+
+/// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+pub(crate) fn retryable_pg(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01"))
 }
 
 /// Runs `m` in `dir` on `schema`.
