@@ -268,7 +268,10 @@ async fn concurrently(
             // REINDEX: running it again only rebuilds again, but an interrupted one left
             // invalid `_ccnew`/`_ccold` copies that it would skip (with a warning) forever.
             if let Some(target) = &st.reindex {
-                crate::reindex::drop_leftovers(client, schema, target, policy.build_wait).await?;
+                // A statement naming a schema rebuilds there, so its leftovers are there.
+                let in_schema = st.reindex_schema.as_deref().unwrap_or(schema);
+                crate::reindex::drop_leftovers(client, in_schema, target, policy.build_wait)
+                    .await?;
             }
             client.batch_execute(&st.sql).await?;
             continue;

@@ -577,15 +577,25 @@ fn reindex_targets_and_their_leftovers() {
     let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
         panic!("not concurrent");
     };
-    let targets: Vec<_> = statements.iter().map(|s| s.reindex.clone()).collect();
+    let targets: Vec<_> = statements
+        .iter()
+        .map(|s| (s.reindex_schema.as_deref(), s.reindex.clone()))
+        .collect();
     assert_eq!(
         targets,
         [
-            Some(ReindexTarget::Index("users_nick_idx".into())),
-            Some(ReindexTarget::Table("Users".into())),
-            Some(ReindexTarget::Schema),
+            (None, Some(ReindexTarget::Index("users_nick_idx".into()))),
+            // The qualifier is kept: the leftovers are looked for in that schema.
+            (Some("public"), Some(ReindexTarget::Table("Users".into()))),
+            (Some("sh0001"), Some(ReindexTarget::Schema)),
         ]
     );
+    let s = set(&[(A, "reindex database concurrently x;")]);
+    let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
+        panic!("not concurrent");
+    };
+    assert_eq!(statements[0].reindex, Some(ReindexTarget::Schema));
+    assert_eq!(statements[0].reindex_schema, None);
     let idx = ReindexTarget::Index("users_nick_idx".into());
     assert!(idx.is_leftover("users_nick_idx_ccnew", "users"));
     assert!(idx.is_leftover("users_nick_idx_ccold2", "users"));
