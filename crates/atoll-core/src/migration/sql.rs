@@ -511,8 +511,8 @@ pub fn reindex_copy_label(index: &str) -> Option<&str> {
     ["_ccnew", "_ccold"].iter().find_map(|suffix| {
         let at = index.rfind(suffix)?;
         let rest = &index[at + suffix.len()..];
-        let number = rest.is_empty()
-            || (rest.bytes().all(|b| b.is_ascii_digit()) && !rest.starts_with('0'));
+        let number =
+            rest.is_empty() || (rest.bytes().all(|b| b.is_ascii_digit()) && !rest.starts_with('0'));
         number.then_some(&index[at + 1..])
     })
 }

@@ -621,7 +621,10 @@ fn reindex_copy_names_follow_postgres_truncation() {
     use sql::{reindex_copy_name, truncate_identifier, ReindexTarget};
     // Short names: base + "_" + label.
     assert_eq!(reindex_copy_name("users_pkey", "ccnew"), "users_pkey_ccnew");
-    assert_eq!(reindex_copy_name("users_pkey", "ccold12"), "users_pkey_ccold12");
+    assert_eq!(
+        reindex_copy_name("users_pkey", "ccold12"),
+        "users_pkey_ccold12"
+    );
     // A long name: the base keeps 63 - 1 - len(label) bytes, so a numbered label
     // shortens it further.
     let long = "a".repeat(70);
@@ -643,7 +646,10 @@ fn reindex_copy_names_follow_postgres_truncation() {
     // bytes ("_id" kept); the copy's 57 bytes of room end inside a character, so the
     // base keeps 28 of them (56 bytes), as pg_mbcliplen cuts.
     let umlauts = format!("{}_idx", "ä".repeat(30));
-    assert_eq!(truncate_identifier(&umlauts), format!("{}_id", "ä".repeat(30)));
+    assert_eq!(
+        truncate_identifier(&umlauts),
+        format!("{}_id", "ä".repeat(30))
+    );
     let copy = format!("{}_ccnew", "ä".repeat(28));
     assert_eq!(reindex_copy_name(&umlauts, "ccnew"), copy);
     let target = ReindexTarget::Index(umlauts.clone());
