@@ -690,7 +690,15 @@ fn pg_mig_directives() {
             .expect("valid")
             .is_empty()
     );
+    // Other names are ordinary comments, not refused.
+    let d = Directives::parse("f", "-- $1=user id
+-- $owner=ops
+-- $delay=5").expect("valid");
+    assert_eq!(d.delay_ms, 5);
     let err = |text: &str| Directives::parse("f.up.sql", text).unwrap_err().to_string();
+    // A name starting like a known one is a typo, refused.
+    assert!(err("-- $delay_ms=5").contains("unknown variable $delay_ms"));
+    assert!(err("-- $run_alone_x=1").contains("unknown variable $run_alone_x"));
     let e = err("select 1;\n-- $parallelism=2");
     assert!(
         e.contains("f.up.sql line 2") && e.contains("unknown variable $parallelism"),
