@@ -691,9 +691,13 @@ fn pg_mig_directives() {
             .is_empty()
     );
     // Other names are ordinary comments, not refused.
-    let d = Directives::parse("f", "-- $1=user id
+    let d = Directives::parse(
+        "f",
+        "-- $1=user id
 -- $owner=ops
--- $delay=5").expect("valid");
+-- $delay=5",
+    )
+    .expect("valid");
     assert_eq!(d.delay_ms, 5);
     let err = |text: &str| Directives::parse("f.up.sql", text).unwrap_err().to_string();
     // A name starting like a known one is a typo, refused.
