@@ -8,7 +8,8 @@
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum ReindexTarget {
-    /// One index (its name as stored in the catalog).
+    /// One index (its name as written, folded to lower case unless quoted; PostgreSQL
+    /// keeps the first 63 bytes).
     Index(String),
     /// Every index of one table.
     Table(String),
