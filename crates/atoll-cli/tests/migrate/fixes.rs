@@ -279,3 +279,103 @@ pub fn pg_mig_directives_cap_parallelism(env: &Env) {
         assert!(w[0].1 <= w[1].0, "two schemas ran at once: {w:?}");
     }
 }
+
+const V18: &str = "20240101000200.gated.sh";
+
+/// A lost cluster lock also stops the steps waiting for a `$parallelism_global` slot:
+/// once the step holding the slot ends, none of them runs its DDL unlocked. The step in
+/// the slot waits on an advisory lock the test holds (on both islands), so that the run
+/// loses its lock while every other worker waits for the slot; the gate opens only once
+/// the run has said it lost the lock.
+pub fn lost_lock_stops_steps_waiting_for_a_slot(env: &Env) {
+    env.write(
+        V18,
+        "-- $parallelism_global=1\nselect pg_advisory_xact_lock(9101);",
+        "select 1;",
+    );
+    let mut gates: Vec<Guard> = Vec::new();
+    for p in &env.ports {
+        let mut gate = session(env, *p, "atoll_test_gate");
+        gate.send("select pg_advisory_lock(9101);\n");
+        gates.push(gate);
+    }
+    let gated = "select count(*) from pg_locks where locktype = 'advisory' and objid = 9101";
+    wait_for_sum(env, gated, env.ports.len() as i64);
+    let mut run = Guard(Some(
+        Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .arg("--config")
+            .arg(env.sb.config_path())
+            .args(["migrate", "apply", "--parallelism", "8", "--canary", "0"])
+            .arg("--dir")
+            .arg(&env.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn atoll"),
+    ));
+    // Read on a thread, so that a run that never says it lost the lock fails the test
+    // by a timeout instead of hanging it.
+    let stderr = run.child().stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // One step holds the slot, waiting at the gate.
+    wait_for_sum(
+        env,
+        "select count(*) from pg_locks where locktype = 'advisory' and objid = 9101 \
+         and not granted",
+        1,
+    );
+    let killed = env.psql(
+        env.ports[0],
+        "select count(pg_terminate_backend(pid)) from pg_locks where locktype = 'advisory' \
+         and granted and pid not in \
+         (select pid from pg_stat_activity where application_name = 'atoll_test_gate')",
+    );
+    assert_eq!(killed, "1");
+    let mut said = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("cluster lock lost") => break,
+            Ok(line) => said.push(line),
+            Err(e) => panic!("the run did not notice its lost lock ({e}): {said:?}"),
+        }
+    }
+    for gate in gates {
+        gate.finish();
+    }
+    let out = run.0.take().expect("run").wait_with_output().expect("wait");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(out.status.code(), Some(1), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("lost its cluster lock")),
+        "{rest:?}"
+    );
+    // Only the step that held the slot ran; the waiting ones did not.
+    assert_eq!(env.applied(V18), 1);
+    let (code, report) = env.migrate_json(&["apply"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(env.applied(V18), shards(env));
+}
+
+/// Polls `sql` on every island until its values add up to `want`, failing after 20 s.
+fn wait_for_sum(env: &Env, sql: &str, want: i64) {
+    let started = Instant::now();
+    while env.sum(sql) != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {sql} = {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
