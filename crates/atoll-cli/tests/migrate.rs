@@ -60,6 +60,7 @@ fn migrate_end_to_end() {
     later::allocate_rerun_migrates_every_inactive_shard(&env);
     fixes::interrupted_reindex_leftovers_are_dropped(&env);
     fixes::pg_mig_directives_cap_parallelism(&env);
+    fixes::lost_lock_stops_steps_waiting_for_a_slot(&env);
 }
 
 fn malformed_names_apply_nothing(env: &Env) {

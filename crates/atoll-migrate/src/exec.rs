@@ -79,8 +79,12 @@ const ENSURE_TABLE: &str = "do $atoll$ begin
 end $atoll$;";
 
 fn retryable(e: &Fail) -> bool {
-    // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
-    matches!(e, Fail::Pg(e) if matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01")))
+    matches!(e, Fail::Pg(e) if retryable_pg(e))
+}
+
+/// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+pub(crate) fn retryable_pg(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01"))
 }
 
 /// Runs `m` in `dir` on `schema`.
@@ -264,7 +268,10 @@ async fn concurrently(
             // REINDEX: running it again only rebuilds again, but an interrupted one left
             // invalid `_ccnew`/`_ccold` copies that it would skip (with a warning) forever.
             if let Some(target) = &st.reindex {
-                crate::reindex::drop_leftovers(client, schema, target, policy.build_wait).await?;
+                // A statement naming a schema rebuilds there, so its leftovers are there.
+                let in_schema = st.reindex_schema.as_deref().unwrap_or(schema);
+                crate::reindex::drop_leftovers(client, in_schema, target, policy.build_wait)
+                    .await?;
             }
             client.batch_execute(&st.sql).await?;
             continue;

@@ -92,9 +92,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn migration(up: &str) -> Migration {
+        versioned("1", up)
+    }
+
+    /// A migration of version `v`: the caps are per version.
+    fn versioned(v: &str, up: &str) -> Migration {
         let files = vec![
-            ("1.a.sh.up.sql".to_string(), up.to_string()),
-            ("1.a.sh.dn.sql".to_string(), "select 1;".to_string()),
+            (format!("{v}.a.sh.up.sql"), up.to_string()),
+            (format!("{v}.a.sh.dn.sql"), "select 1;".to_string()),
         ];
         let set = MigrationSet::parse(files).map_err(|e| e.to_string());
         set.map(|s| s.migrations[0].clone())
@@ -152,5 +157,22 @@ mod tests {
         assert_eq!(most_at_once(&[&alone], 2, 8).await, 1);
         // Mixed: the free steps still run side by side, never beside a run-alone one.
         assert!(most_at_once(&[&free, &alone, &free, &free], 2, 16).await > 1);
+    }
+
+    /// Run-alone files among capped ones (per island and global, with a delay) on two
+    /// islands: every step gets in, one at a time where a run-alone one is. A deadlock
+    /// fails the test by the timeout instead of hanging it.
+    #[tokio::test]
+    async fn run_alone_among_capped_files_does_not_deadlock() {
+        let alone = versioned("1", "-- $run_alone=1\nselect 1;");
+        let per_island = versioned("2", "-- $parallelism_per_host=1\nselect 1;");
+        let global = versioned("3", "-- $parallelism_global=2\n-- $delay=1\nselect 1;");
+        let free = versioned("4", "select 1;");
+        let mix = [&per_island, &alone, &global, &free, &alone, &per_island];
+        let most = tokio::time::timeout(Duration::from_secs(30), most_at_once(&mix, 2, 48))
+            .await
+            .unwrap_or_else(|_| panic!("steps deadlocked"));
+        // Every step got in (join_all ended), none beside a run-alone one (checked inside).
+        assert!(most >= 1, "no step got in");
     }
 }

@@ -5,25 +5,31 @@
 //! file drops them first. Which copies are leftovers of the file's REINDEX is decided by
 //! `atoll_core` ([`ReindexTarget::is_leftover`]); this module finds and drops them.
 
-use crate::exec::{still_building, Fail};
+use crate::error::pg_message;
+use crate::exec::{retryable_pg, Fail};
 use atoll_core::migration::sql::{quote_ident, ReindexTarget};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// The invalid indexes of the tables in `schema` (only the table `$2`, when given) and of
 /// their TOAST tables, with the backend still working on each, if one is: it reports
-/// index-build progress on the table, or holds a lock on the index (a running REINDEX
-/// keeps a session lock on every copy through all its phases, while its progress row
-/// names one table at a time, the TOAST table included).
+/// index-build progress on the table (column 3), or holds a `ShareUpdateExclusiveLock` on
+/// the index in this database (column 4). A running REINDEX keeps that session lock on
+/// every copy through all its phases, while its progress row names one table at a time
+/// (the TOAST table included) and shows no `relid` to a role without
+/// `pg_read_all_stats`. Only REINDEX / DROP INDEX CONCURRENTLY take that mode on an
+/// index: the planner's `AccessShareLock`, writers' `RowExclusiveLock` and autovacuum's
+/// locks on the copy are the table's ordinary traffic, not a build.
 const INVALID: &str = "
     select c.relname::text, t.relname::text, cn.nspname::text,
-           coalesce(
-             (select p.pid from pg_stat_progress_create_index p
-              where p.relid in (t.oid, t.reltoastrelid) and p.pid <> pg_backend_pid()
-              limit 1),
-             (select l.pid from pg_locks l
-              where l.locktype = 'relation' and l.relation = c.oid
-                and l.pid <> pg_backend_pid() limit 1))
+           (select p.pid from pg_stat_progress_create_index p
+            where p.relid in (t.oid, t.reltoastrelid) and p.pid <> pg_backend_pid()
+            limit 1),
+           (select l.pid from pg_locks l
+            where l.locktype = 'relation' and l.relation = c.oid
+              and l.database = (select oid from pg_database where datname = current_database())
+              and l.mode = 'ShareUpdateExclusiveLock'
+              and l.pid <> pg_backend_pid() limit 1)
     from pg_class t
     join pg_index i on i.indrelid in (t.oid, t.reltoastrelid)
     join pg_class c on c.oid = i.indexrelid
@@ -72,30 +78,66 @@ pub(crate) async fn drop_leftovers(
             if !target.is_leftover(&index, &table) {
                 continue;
             }
-            match r.try_get::<_, Option<i32>>(3)? {
-                Some(pid) => busy = Some((nsp, index, pid)),
+            let progress: Option<i32> = r.try_get(3)?;
+            let locker: Option<i32> = r.try_get(4)?;
+            let by = match (progress, locker) {
+                (Some(pid), _) => Some(Backend::Building(pid)),
+                (None, Some(pid)) => Some(Backend::Locking(pid)),
+                (None, None) => None,
+            };
+            match by {
+                Some(by) => busy = Some((nsp, index, table, by)),
                 None => {
                     tracing::info!(
                         schema,
                         index,
                         "dropping the invalid leftover of an interrupted REINDEX CONCURRENTLY"
                     );
-                    client
-                        .batch_execute(&format!(
-                            "drop index concurrently if exists {}.{}",
-                            quote_ident(&nsp),
-                            quote_ident(&index)
-                        ))
-                        .await?;
+                    let drop = format!(
+                        "drop index concurrently if exists {}.{}",
+                        quote_ident(&nsp),
+                        quote_ident(&index)
+                    );
+                    if let Err(e) = client.batch_execute(&drop).await {
+                        // A lock timeout stays a database error, so the step is retried.
+                        if retryable_pg(&e) {
+                            return Err(e.into());
+                        }
+                        return Err(Fail::Msg(format!(
+                            "dropping leftover {nsp}.{index} of an interrupted REINDEX: {}",
+                            pg_message(&e)
+                        )));
+                    }
                 }
             }
         }
-        let Some((nsp, index, pid)) = busy else {
+        let Some((nsp, index, table, by)) = busy else {
             return Ok(());
         };
         if started.elapsed() >= wait {
-            return Err(still_building(&nsp, &index, pid, wait));
+            return Err(still_reindexing(&nsp, &index, &table, by, wait));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The backend seen working on a leftover copy, and how it was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// It reports index-build progress on the table.
+    Building(i32),
+    /// It holds the copy's `ShareUpdateExclusiveLock`.
+    Locking(i32),
+}
+
+fn still_reindexing(nsp: &str, index: &str, table: &str, by: Backend, wait: Duration) -> Fail {
+    let who = match by {
+        Backend::Building(pid) => format!("being rebuilt by backend pid {pid}"),
+        Backend::Locking(pid) => format!("held by backend pid {pid}"),
+    };
+    Fail::Msg(format!(
+        "leftover {nsp}.{index} of a REINDEX CONCURRENTLY of table {table} is still {who} \
+         (an earlier run's?) after {} s; not dropping it, run again when it is done",
+        wait.as_secs_f64()
+    ))
 }

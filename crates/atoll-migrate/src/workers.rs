@@ -122,17 +122,27 @@ async fn worker(
                         Direction::Up => &m.up,
                         Direction::Down => &m.dn,
                     };
-                    let permits = shared.limits.enter(island, m, &file.directives).await;
-                    let r = run_step(c, &job.schema, m, dir, policy, i == 0).await;
-                    if r.is_ok() {
-                        permits.release().await;
+                    // The lock may be lost while this step waits for its permits (a
+                    // capped or run-alone file can keep it waiting for minutes): no DDL
+                    // without the lock. The schema ends here, counted as not started;
+                    // its versions applied so far are recorded, so the next run resumes.
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return;
                     }
+                    let permits = shared.limits.enter(island, m, &file.directives).await;
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let r = run_step(c, &job.schema, m, dir, policy, i == 0).await;
                     match r {
                         Ok(Outcome::Applied) => {
                             shared.versions.fetch_add(1, Ordering::Relaxed);
+                            // `$delay`: only after a run that did the file's work.
+                            permits.release().await;
                         }
-                        // Done by an earlier run (its backend finished after it died).
-                        Ok(Outcome::Skipped) => {}
+                        // Done by an earlier run (its backend finished after it died):
+                        // nothing ran, so no `$delay`.
+                        Ok(Outcome::Skipped) => drop(permits),
                         Err(e) => {
                             failure = Some(fail(m, e.file, e.msg));
                             break;

@@ -3,12 +3,15 @@
 //!
 //! - `$parallelism_per_host=N`: at most N schemas of one island run this file at once;
 //! - `$parallelism_global=N`: at most N schemas of the whole cluster run it at once;
-//! - `$delay=MS`: after each schema's run of the file, its slot stays taken MS more
-//!   milliseconds (with a parallelism limit, this spaces the schemas out);
+//! - `$delay=MS`: after each schema's successful run of the file, its slot stays taken
+//!   MS more milliseconds (with a parallelism limit, this spaces the schemas out);
 //! - `$run_alone=1`: nothing else (no other file, on no island) runs while it runs.
 //!
-//! Values are non-negative integers; as in pg-mig, 0 means "no limit" / "off". Unknown
-//! names are refused, as pg-mig refuses them, so a typo does not silently drop a throttle.
+//! Values are non-negative integers; as in pg-mig, 0 means "no limit" / "off". A name
+//! that starts like one of these but is none of them (`$parallelism=2`) is refused, so a
+//! typo does not silently drop a throttle; a line with any other name (`-- $1=user id`)
+//! is an ordinary comment. Like pg-mig, every line of the file is read, dollar-quoted
+//! bodies included.
 
 use super::MigrationError;
 use serde::Serialize;
@@ -40,6 +43,12 @@ impl Directives {
             let Some((name, value)) = directive(line) else {
                 continue;
             };
+            // Only the names of pg-mig's variables (and typos of them) are directives:
+            // `-- $1=user id` or `-- $owner=ops` is an ordinary comment, which must not
+            // refuse the directory, least of all in a file applied long ago.
+            if !PREFIXES.iter().any(|p| name.starts_with(p)) {
+                continue;
+            }
             let bad = |why: String| MigrationError::BadDirective {
                 file: file.to_string(),
                 line: n + 1,
@@ -95,6 +104,11 @@ impl std::fmt::Display for Directives {
         f.write_str(&parts.join(" "))
     }
 }
+
+/// What a directive's name starts with: pg-mig's variables are `$parallelism_per_host`,
+/// `$parallelism_global`, `$delay` and `$run_alone`; another name with one of these
+/// beginnings (`$parallelism=2`, `$delay_ms=5`) is a typo, refused rather than ignored.
+const PREFIXES: [&str; 3] = ["$parallelism", "$delay", "$run_alone"];
 
 /// `-- $name = value` → (`$name`, `value`), as pg-mig's `^--\s*(\$\w+)\s*=(.+)$` reads
 /// it, except that the spaces must stay on the line.

@@ -6,6 +6,7 @@
 mod directives;
 mod files;
 mod plan;
+mod reindex_names;
 mod signature;
 pub mod sql;
 #[cfg(test)]

@@ -309,11 +309,16 @@ impl Statement {
         if self.word(0) == Some("REINDEX") && self.mentions_concurrently() {
             // Running it again rebuilds again: harmless, so it needs no name to resume;
             // its target tells which leftovers of an interrupted run to drop first.
+            let (reindex_schema, reindex) = match self.reindex_target() {
+                Some((schema, target)) => (schema, Some(target)),
+                None => (None, None),
+            };
             return Some(ConcurrentIndex {
                 op: ConcurrentOp::Reindex,
                 create: false,
                 name: None,
-                reindex: self.reindex_target(),
+                reindex,
+                reindex_schema,
                 sql: self.text.clone(),
             });
         }
@@ -350,14 +355,16 @@ impl Statement {
             create,
             name,
             reindex: None,
+            reindex_schema: None,
             sql: self.text.clone(),
         })
     }
 
     /// What `REINDEX [(options)] {INDEX | TABLE | SCHEMA | DATABASE} [CONCURRENTLY] name`
-    /// rebuilds. A schema-qualified name keeps only its last part: a shard's file works
-    /// in the shard's own schema.
-    fn reindex_target(&self) -> Option<ReindexTarget> {
+    /// rebuilds, and in which schema when the statement names one: the qualifier of an
+    /// index or table, the name of `REINDEX SCHEMA`. `None` (an unqualified name, or
+    /// `DATABASE`): the schema the file runs in.
+    fn reindex_target(&self) -> Option<(Option<String>, ReindexTarget)> {
         let mut i = 1;
         if self.tokens.get(i) == Some(&Token::Punct('(')) {
             let close = self.tokens[i..]
@@ -370,18 +377,22 @@ impl Statement {
         if self.word(i) == Some("CONCURRENTLY") {
             i += 1;
         }
+        let ident = |t: Option<&Token>| match t {
+            Some(Token::Word(w)) => Some(w.to_lowercase()),
+            Some(Token::Quoted(q)) => Some(q.clone()),
+            _ => None,
+        };
+        let mut qualifier = None;
         if self.tokens.get(i + 1) == Some(&Token::Punct('.')) {
+            qualifier = Some(ident(self.tokens.get(i))?);
             i += 2;
         }
-        let name = match self.tokens.get(i) {
-            Some(Token::Word(w)) => w.to_lowercase(),
-            Some(Token::Quoted(q)) => q.clone(),
-            _ => return None,
-        };
+        let name = ident(self.tokens.get(i))?;
         match kind.as_str() {
-            "INDEX" => Some(ReindexTarget::Index(name)),
-            "TABLE" => Some(ReindexTarget::Table(name)),
-            "SCHEMA" | "DATABASE" => Some(ReindexTarget::Schema),
+            "INDEX" => Some((qualifier, ReindexTarget::Index(name))),
+            "TABLE" => Some((qualifier, ReindexTarget::Table(name))),
+            "SCHEMA" => Some((Some(name), ReindexTarget::Schema)),
+            "DATABASE" => Some((None, ReindexTarget::Schema)),
             _ => None,
         }
     }
@@ -425,52 +436,17 @@ pub struct ConcurrentIndex {
     pub name: Option<String>,
     /// For `REINDEX ... CONCURRENTLY`: what it rebuilds.
     pub reindex: Option<ReindexTarget>,
+    /// For `REINDEX ... CONCURRENTLY`: the schema the statement names (the qualifier of
+    /// its index or table, or `REINDEX SCHEMA`'s name), where its leftovers are looked
+    /// for; `None`: the schema the file runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reindex_schema: Option<String>,
     pub sql: String,
 }
 
-/// What a `REINDEX ... CONCURRENTLY` rebuilds, and so whose `_ccnew` / `_ccold` indexes an
-/// interrupted run of it may have left invalid.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
-pub enum ReindexTarget {
-    /// One index (its name as stored in the catalog).
-    Index(String),
-    /// Every index of one table.
-    Table(String),
-    /// `REINDEX SCHEMA` / `DATABASE`: every index of the shard's schema.
-    Schema,
-}
-
-impl ReindexTarget {
-    /// Whether the invalid index `index` on `table` is a `REINDEX CONCURRENTLY` copy of
-    /// what this target rebuilds. PostgreSQL truncates a long base name to fit 63 bytes
-    /// with the suffix, so a full-length copy matches a prefix of the target's name.
-    pub fn is_leftover(&self, index: &str, table: &str) -> bool {
-        let Some(base) = reindex_leftover_base(index) else {
-            return false;
-        };
-        match self {
-            ReindexTarget::Index(name) => {
-                base == name || (index.len() >= 63 && !base.is_empty() && name.starts_with(base))
-            }
-            ReindexTarget::Table(name) => table == name,
-            ReindexTarget::Schema => true,
-        }
-    }
-}
-
-/// `Some(base)` when `index` is named as PostgreSQL names the copies a `REINDEX CONCURRENTLY`
-/// makes of an index: `<base>_ccnew`, `_ccold`, or either followed by digits (when the
-/// plain name was taken); the base may be truncated by PostgreSQL's 63-byte limit.
-pub fn reindex_leftover_base(index: &str) -> Option<&str> {
-    ["_ccnew", "_ccold"].iter().find_map(|suffix| {
-        let at = index.rfind(suffix)?;
-        let rest = &index[at + suffix.len()..];
-        rest.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then_some(&index[..at])
-    })
-}
+pub use super::reindex_names::{
+    reindex_copy_label, reindex_copy_name, truncate_identifier, ReindexTarget,
+};
 
 /// A short stable checksum of a file's text (FNV-1a, 64 bits, hex), stored with every
 /// applied version so a file edited after it ran can be recognised.

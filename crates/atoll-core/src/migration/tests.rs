@@ -577,15 +577,25 @@ fn reindex_targets_and_their_leftovers() {
     let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
         panic!("not concurrent");
     };
-    let targets: Vec<_> = statements.iter().map(|s| s.reindex.clone()).collect();
+    let targets: Vec<_> = statements
+        .iter()
+        .map(|s| (s.reindex_schema.as_deref(), s.reindex.clone()))
+        .collect();
     assert_eq!(
         targets,
         [
-            Some(ReindexTarget::Index("users_nick_idx".into())),
-            Some(ReindexTarget::Table("Users".into())),
-            Some(ReindexTarget::Schema),
+            (None, Some(ReindexTarget::Index("users_nick_idx".into()))),
+            // The qualifier is kept: the leftovers are looked for in that schema.
+            (Some("public"), Some(ReindexTarget::Table("Users".into()))),
+            (Some("sh0001"), Some(ReindexTarget::Schema)),
         ]
     );
+    let s = set(&[(A, "reindex database concurrently x;")]);
+    let RunMode::Concurrently { statements } = &s.migrations[0].up.mode else {
+        panic!("not concurrent");
+    };
+    assert_eq!(statements[0].reindex, Some(ReindexTarget::Schema));
+    assert_eq!(statements[0].reindex_schema, None);
     let idx = ReindexTarget::Index("users_nick_idx".into());
     assert!(idx.is_leftover("users_nick_idx_ccnew", "users"));
     assert!(idx.is_leftover("users_nick_idx_ccold2", "users"));
@@ -602,6 +612,61 @@ fn reindex_targets_and_their_leftovers() {
     assert!(!table.is_leftover("orders_pkey_ccnew", "orders"));
     assert!(!table.is_leftover("users_tmp_idx", "users"));
     assert!(ReindexTarget::Schema.is_leftover("x_ccold", "orders"));
+    // ChooseRelationName counts from 1 without leading zeros.
+    assert!(!ReindexTarget::Schema.is_leftover("x_ccold01", "orders"));
+}
+
+#[test]
+fn reindex_copy_names_follow_postgres_truncation() {
+    use sql::{reindex_copy_name, truncate_identifier, ReindexTarget};
+    // Short names: base + "_" + label.
+    assert_eq!(reindex_copy_name("users_pkey", "ccnew"), "users_pkey_ccnew");
+    assert_eq!(
+        reindex_copy_name("users_pkey", "ccold12"),
+        "users_pkey_ccold12"
+    );
+    // A long name: the base keeps 63 - 1 - len(label) bytes, so a numbered label
+    // shortens it further.
+    let long = "a".repeat(70);
+    assert_eq!(truncate_identifier(&long).len(), 63);
+    assert_eq!(
+        reindex_copy_name(&long, "ccnew"),
+        format!("{}_ccnew", "a".repeat(57))
+    );
+    assert_eq!(
+        reindex_copy_name(&long, "ccnew1"),
+        format!("{}_ccnew1", "a".repeat(56))
+    );
+    let target = ReindexTarget::Index(long.clone());
+    assert!(target.is_leftover(&format!("{}_ccnew1", "a".repeat(56)), "t"));
+    // Not a shorter base sharing the prefix: that is another index's copy.
+    assert!(!target.is_leftover(&format!("{}_ccnew", "a".repeat(50)), "t"));
+    assert!(!target.is_leftover(&format!("{}_ccnew1", "a".repeat(57)), "t"));
+    // Multibyte: "ä" is 2 bytes. 30 of them and "_idx" (64 bytes) are stored as 63
+    // bytes ("_id" kept); the copy's 57 bytes of room end inside a character, so the
+    // base keeps 28 of them (56 bytes), as pg_mbcliplen cuts.
+    let umlauts = format!("{}_idx", "ä".repeat(30));
+    assert_eq!(
+        truncate_identifier(&umlauts),
+        format!("{}_id", "ä".repeat(30))
+    );
+    let copy = format!("{}_ccnew", "ä".repeat(28));
+    assert_eq!(reindex_copy_name(&umlauts, "ccnew"), copy);
+    let target = ReindexTarget::Index(umlauts.clone());
+    assert!(target.is_leftover(&copy, "t"));
+    assert!(target.is_leftover(&format!("{}_ccold", "ä".repeat(28)), "t"));
+    assert!(!target.is_leftover(&format!("{}_ccnew", "ä".repeat(27)), "t"));
+    // The index named by its truncated form finds the same copies.
+    let stored = ReindexTarget::Index(truncate_identifier(&umlauts).to_string());
+    assert!(stored.is_leftover(&copy, "t"));
+    // A table named with more than 63 bytes is stored truncated, here to 62 bytes: the
+    // 63rd byte is inside a character.
+    let long_table = format!("{}_events", "é".repeat(32));
+    let table = ReindexTarget::Table(long_table.clone());
+    let stored_table = truncate_identifier(&long_table);
+    assert_eq!(stored_table, "é".repeat(31));
+    assert!(table.is_leftover("x_ccnew", stored_table));
+    assert!(!table.is_leftover("x_ccnew", &long_table));
 }
 
 #[test]
@@ -625,7 +690,19 @@ fn pg_mig_directives() {
             .expect("valid")
             .is_empty()
     );
+    // Other names are ordinary comments, not refused.
+    let d = Directives::parse(
+        "f",
+        "-- $1=user id
+-- $owner=ops
+-- $delay=5",
+    )
+    .expect("valid");
+    assert_eq!(d.delay_ms, 5);
     let err = |text: &str| Directives::parse("f.up.sql", text).unwrap_err().to_string();
+    // A name starting like a known one is a typo, refused.
+    assert!(err("-- $delay_ms=5").contains("unknown variable $delay_ms"));
+    assert!(err("-- $run_alone_x=1").contains("unknown variable $run_alone_x"));
     let e = err("select 1;\n-- $parallelism=2");
     assert!(
         e.contains("f.up.sql line 2") && e.contains("unknown variable $parallelism"),
