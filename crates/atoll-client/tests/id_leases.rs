@@ -75,7 +75,9 @@ async fn steal(c: &Client, node_cfg: &NodeConfig, node: u16, thief: &str) -> Res
     c.batch_execute("begin").await?;
     let taken = async {
         ended_ago(c, node, 3600).await?;
-        id_lease::acquire(c, node_cfg, &request(thief, node..node + 1)).await
+        Ok::<_, anyhow::Error>(
+            id_lease::acquire(c, node_cfg, &request(thief, node..node + 1)).await?,
+        )
     }
     .await;
     match taken {
