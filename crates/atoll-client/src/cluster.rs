@@ -321,8 +321,10 @@ impl Cluster {
 
     /// Releases the node id lease now (app-side IDs are refused from here on, on every
     /// clone of this handle) and waits for it, so the node id's rest starts now rather
-    /// than when the lease would have expired. Dropping the last handle does the same in
-    /// the background. Queries keep working. Does nothing without a lease.
+    /// than when the lease would have expired; a concurrent `close` on another clone waits
+    /// too. Call it before the runtime shuts down: dropping the last handle only asks the
+    /// background task to release, which happens only while the runtime keeps running.
+    /// Queries keep working. Does nothing without a lease.
     pub async fn close(&self) {
         if let Some(lease) = &self.inner.lease {
             lease.close().await;

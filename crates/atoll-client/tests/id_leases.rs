@@ -141,13 +141,33 @@ async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
     // lease in the background.
     let mut clusters = clusters;
     let dropped = clusters.pop().context("no clusters")?;
+    // Two clones closing at once: each returns only once the lease is released.
+    let first = &clusters[0];
+    let first_node = nodes[0];
+    let node = master(config).await?.0;
+    let (x, y) = (first.clone(), first.clone());
+    let (ra, rb) = tokio::join!(
+        async {
+            x.close().await;
+            id_lease::list(c, &node).await
+        },
+        async {
+            y.close().await;
+            id_lease::list(c, &node).await
+        }
+    );
+    for rows in [ra?, rb?] {
+        ensure!(
+            rows.iter().any(|r| r.node == first_node && r.released),
+            "close() returned before node {first_node} was released: {rows:?}"
+        );
+    }
     for cl in &clusters {
         cl.close().await;
         let err = cl.try_new_id(shard(1)).unwrap_err();
         ensure!(matches!(err, ClientError::NoIdLease { .. }), "{err}");
     }
     drop(dropped);
-    let node = master(config).await?.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let rows = loop {
         let rows = id_lease::list(c, &node).await?;
