@@ -264,9 +264,12 @@ impl LeaseHandle {
         slot: Arc<LeaseSlot>,
         opts: crate::options::LeaseOptions,
     ) -> Result<LeaseHandle, ClientError> {
+        let range = format!("{}..{}", opts.nodes.start, opts.nodes.end);
         let mut task = task::LeaseTask::new(shared, slot.clone(), opts);
         if !task.acquire().await? {
-            return Err(ClientError::IdLease(slot.why()));
+            return Err(ClientError::IdLease(format!(
+                "every node id in {range} is leased or resting"
+            )));
         }
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(task.run(rx));
