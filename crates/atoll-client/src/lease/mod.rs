@@ -382,6 +382,38 @@ mod tests {
         assert!(!err.contains("connection refused"), "{err}");
     }
 
+    #[tokio::test]
+    async fn every_concurrent_close_waits_for_the_task() {
+        use std::sync::atomic::AtomicBool;
+        let (stop, mut rx) = watch::channel(false);
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        // Stands in for the lease task: a release that takes a while after the stop.
+        let task = tokio::spawn(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            d.store(true, Ordering::SeqCst);
+        });
+        let handle = LeaseHandle {
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+        };
+        let (a, b) = tokio::join!(
+            async {
+                handle.close().await;
+                done.load(Ordering::SeqCst)
+            },
+            async {
+                handle.close().await;
+                done.load(Ordering::SeqCst)
+            }
+        );
+        assert!(
+            a && b,
+            "a close() returned before the task finished: {a} {b}"
+        );
+    }
+
     #[test]
     fn a_suspended_machine_is_caught_by_the_wall_clock() {
         let slot = LeaseSlot::new(1);
