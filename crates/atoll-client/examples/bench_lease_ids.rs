@@ -1,6 +1,6 @@
 //! App-side ID generation through `Cluster::try_new_id` with a leased node id against a
-//! fixed one, in the same run: what the lease check (an `ArcSwap` load, the deadline, a
-//! coarse monotonic clock read) costs per ID. Brings up its own sandbox (one island).
+//! fixed one, in the same run: what the lease check (the packed node id and monotonic
+//! deadline, the wall deadline, a coarse monotonic clock read) costs per ID. Brings up its own sandbox (one island).
 //!
 //! ```sh
 //! cargo run --release -p atoll-client --example bench_lease_ids

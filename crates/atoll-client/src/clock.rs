@@ -22,8 +22,9 @@ pub(crate) fn coarse_now_ms() -> u64 {
 }
 
 /// Milliseconds of a monotonic clock (never jumps with the wall clock), for lease deadlines.
-/// Linux: the coarse monotonic clock (a few ns to read; a few ms behind, which the lease
-/// margin covers); `u64::MAX` if it cannot be read, which makes every deadline passed, so
+/// It stops while the machine is suspended, so a lease deadline is also kept by the wall
+/// clock. Linux: the coarse monotonic clock (a few ns to read; a few ms behind, which the
+/// lease margin covers); `u64::MAX` if it cannot be read, which makes every deadline passed, so
 /// IDs are refused rather than made on an unknown clock. Elsewhere: `Instant` since first use.
 pub(crate) fn coarse_monotonic_ms() -> u64 {
     #[cfg(target_os = "linux")]
@@ -47,6 +48,25 @@ pub(crate) fn coarse_monotonic_ms() -> u64 {
             .get_or_init(std::time::Instant::now)
             .elapsed()
             .as_millis() as u64
+    }
+}
+
+/// A moment by both clocks a lease deadline is kept in (see [`crate::lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// Unix ms ([`coarse_now_ms`]).
+    pub wall_ms: u64,
+    /// [`coarse_monotonic_ms`].
+    pub mono_ms: u64,
+}
+
+/// Both clocks now: the wall clock first, so the monotonic reading bounds when it was read.
+#[inline]
+pub(crate) fn stamp() -> Stamp {
+    let wall_ms = coarse_now_ms();
+    Stamp {
+        wall_ms,
+        mono_ms: coarse_monotonic_ms(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! state (config, discovery snapshot, pools) in an `ArcSwap`, so every query reads it with
 //! one atomic load, and a background task replaces it whole (see [`crate::refresh`]).
 
-use crate::clock::{coarse_monotonic_ms, coarse_now_ms};
+use crate::clock::{coarse_now_ms, stamp};
 use crate::error::ClientError;
 use crate::lease::{IdLeaseStatus, LeaseHandle, LeaseSlot};
 use crate::options::{ClusterOptions, IdNode};
@@ -306,7 +306,7 @@ impl Cluster {
     fn try_new_id_inner(&self, shard: ShardNo) -> Result<Result<Id, IdGenError>, ClientError> {
         match &self.inner.shared.ids {
             IdSource::Fixed(gen) => Ok(gen.next_at(shard, coarse_now_ms())),
-            IdSource::Leased(slot) => slot.next(shard, coarse_now_ms(), coarse_monotonic_ms()),
+            IdSource::Leased(slot) => slot.next(shard, stamp),
             IdSource::None => Err(ClientError::NoIdNode),
         }
     }
@@ -314,15 +314,17 @@ impl Cluster {
     /// The state of a leased node id ([`IdNode::Lease`]); `None` for a fixed one or none.
     pub fn id_lease(&self) -> Option<IdLeaseStatus> {
         match &self.inner.shared.ids {
-            IdSource::Leased(slot) => Some(slot.status(coarse_monotonic_ms())),
+            IdSource::Leased(slot) => Some(slot.status(stamp)),
             _ => None,
         }
     }
 
     /// Releases the node id lease now (app-side IDs are refused from here on, on every
     /// clone of this handle) and waits for it, so the node id's rest starts now rather
-    /// than when the lease would have expired. Dropping the last handle does the same in
-    /// the background. Queries keep working. Does nothing without a lease.
+    /// than when the lease would have expired; a concurrent `close` on another clone waits
+    /// too. Call it before the runtime shuts down: dropping the last handle only asks the
+    /// background task to release, which happens only while the runtime keeps running.
+    /// Queries keep working. Does nothing without a lease.
     pub async fn close(&self) {
         if let Some(lease) = &self.inner.lease {
             lease.close().await;

@@ -47,7 +47,7 @@ pub enum ClientError {
     NoActiveShards,
     #[error("app-side ID generation needs ClusterOptions::id_node (a fixed node id unique among running processes, or IdNode::Lease)")]
     NoIdNode,
-    #[error("app-side IDs refused: no valid ID node id lease ({why}); they resume once a new lease is taken")]
+    #[error("app-side IDs refused, no valid ID node id lease: {why}")]
     NoIdLease { why: String },
     #[error("ID node id lease: {0}")]
     IdLease(String),

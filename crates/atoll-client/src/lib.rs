@@ -42,7 +42,7 @@ pub use cluster::Cluster;
 pub use error::ClientError;
 pub use lease::IdLeaseStatus;
 pub use master::MasterConnection;
-pub use options::{ClusterOptions, IdNode, LeaseOptions, DEFAULT_CLOCK_SKEW};
+pub use options::{ClusterOptions, IdNode, LeaseOptions, DEFAULT_CLOCK_SKEW, MAX_LEASE_TTL};
 pub use shard::{Shard, Write};
 pub use timeline::{Freshness, Timeline, TimelineError};
 pub use tokio_postgres;

@@ -91,6 +91,10 @@ pub struct LeaseOptions {
     pub nodes: Range<u16>,
 }
 
+/// The longest lease ttl accepted: a day. A process that hangs keeps its node id that
+/// long, so longer makes no sense, and it keeps deadline arithmetic far from overflow.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(86_400);
+
 /// The clock difference between two hosts that the default `reuse_after` allows for.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
@@ -115,10 +119,14 @@ impl LeaseOptions {
                 self.nodes.start, self.nodes.end
             ));
         }
-        if self.ttl < Duration::from_secs(1) {
-            return Err(format!("lease ttl {:?} is below 1 s", self.ttl));
+        if self.ttl < Duration::from_secs(1) || self.ttl > MAX_LEASE_TTL {
+            return Err(format!(
+                "lease ttl {:?} must be between 1 s and {MAX_LEASE_TTL:?}",
+                self.ttl
+            ));
         }
-        if self.renew_every.is_zero() || self.renew_every * 2 > self.ttl {
+        let twice = self.renew_every.checked_mul(2);
+        if self.renew_every.is_zero() || !matches!(twice, Some(t) if t <= self.ttl) {
             return Err(format!(
                 "lease renew_every {:?} must be positive and at most half the ttl {:?}",
                 self.renew_every, self.ttl
@@ -149,7 +157,9 @@ mod tests {
         };
         assert!(bad(|o| o.nodes = 5..5).contains("non-empty"));
         assert!(bad(|o| o.nodes = 0..1001).contains("0..1000"));
-        assert!(bad(|o| o.ttl = Duration::from_millis(500)).contains("below 1 s"));
+        assert!(bad(|o| o.ttl = Duration::from_millis(500)).contains("between 1 s"));
+        assert!(bad(|o| o.ttl = Duration::MAX).contains("between 1 s"));
+        assert!(bad(|o| o.renew_every = Duration::MAX).contains("half the ttl"));
         assert!(bad(|o| o.renew_every = Duration::from_secs(16)).contains("half the ttl"));
         assert!(bad(|o| o.renew_every = Duration::ZERO).contains("positive"));
         assert!(bad(|o| o.reuse_after = Duration::from_secs(30)).contains("lead window"));

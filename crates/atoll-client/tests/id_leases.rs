@@ -2,7 +2,8 @@
 //! distinct node ids and make unique IDs; a released node id rests for the reuse window;
 //! an expired lease is taken over, its old holder notices at renewal and refuses IDs until
 //! it leases again; a lease that cannot be renewed (master down) stops IDs at its deadline.
-//! Time passing is simulated by moving `expires_at` back in the table, never by sleeping.
+//! Time passing is simulated by setting `expires_at` in the past (relative to the server's
+//! `now()`, so the test's own speed does not matter), never by sleeping.
 
 use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
@@ -46,10 +47,11 @@ async fn master(config: &Config) -> Result<(NodeConfig, Client)> {
     Ok((node, client))
 }
 
-/// Moves a lease's expiry back by `secs`, as if that much time had passed.
-async fn age(c: &Client, node: u16, secs: i32) -> Result<()> {
+/// Makes a lease have ended `secs` before the server's now, as if that much time had
+/// passed: an absolute time, so how long the test took so far does not matter.
+async fn ended_ago(c: &Client, node: u16, secs: i32) -> Result<()> {
     c.execute(
-        "update atoll.id_leases set expires_at = expires_at - make_interval(secs => $2) where node = $1",
+        "update atoll.id_leases set expires_at = now() - make_interval(secs => $2) where node = $1",
         &[&i32::from(node), &f64::from(secs)],
     )
     .await?;
@@ -63,6 +65,27 @@ fn request<'a>(token: &'a str, nodes: std::ops::Range<u16>) -> LeaseRequest<'a> 
         ttl: Duration::from_secs(3600),
         reuse_after: LeaseOptions::default().reuse_after,
         nodes,
+    }
+}
+
+/// Another process takes `node` over as if its lease had expired an hour ago, in one
+/// transaction: a renewal by the holder running meanwhile waits on the row lock and then
+/// finds the thief's token, instead of moving the expiry forward between the two steps.
+async fn steal(c: &Client, node_cfg: &NodeConfig, node: u16, thief: &str) -> Result<()> {
+    c.batch_execute("begin").await?;
+    let taken = async {
+        ended_ago(c, node, 3600).await?;
+        Ok::<_, anyhow::Error>(
+            id_lease::acquire(c, node_cfg, &request(thief, node..node + 1)).await?,
+        )
+    }
+    .await;
+    match taken {
+        Ok(Some(n)) if n == node => Ok(c.batch_execute("commit").await?),
+        other => {
+            c.batch_execute("rollback").await?;
+            bail!("taking node {node} over: {other:?}")
+        }
     }
 }
 
@@ -118,13 +141,33 @@ async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
     // lease in the background.
     let mut clusters = clusters;
     let dropped = clusters.pop().context("no clusters")?;
+    // Two clones closing at once: each returns only once the lease is released.
+    let first = &clusters[0];
+    let first_node = nodes[0];
+    let node = master(config).await?.0;
+    let (x, y) = (first.clone(), first.clone());
+    let (ra, rb) = tokio::join!(
+        async {
+            x.close().await;
+            id_lease::list(c, &node).await
+        },
+        async {
+            y.close().await;
+            id_lease::list(c, &node).await
+        }
+    );
+    for rows in [ra?, rb?] {
+        ensure!(
+            rows.iter().any(|r| r.node == first_node && r.released),
+            "close() returned before node {first_node} was released: {rows:?}"
+        );
+    }
     for cl in &clusters {
         cl.close().await;
         let err = cl.try_new_id(shard(1)).unwrap_err();
         ensure!(matches!(err, ClientError::NoIdLease { .. }), "{err}");
     }
     drop(dropped);
-    let node = master(config).await?.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let rows = loop {
         let rows = id_lease::list(c, &node).await?;
@@ -147,13 +190,19 @@ async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
 /// A released node id is not handed out again until `reuse_after` has passed.
 async fn released_ids_rest(node: &NodeConfig, c: &Client) -> Result<()> {
     let rest = LeaseOptions::default().reuse_after.as_secs() as i32;
-    let next = id_lease::acquire(c, node, &request("r1", 0..1000)).await?;
+    // Asked with an hour's rest, so however long the test took since the releases, the
+    // released node ids are still resting.
+    let hour = LeaseRequest {
+        reuse_after: Duration::from_secs(3600),
+        ..request("r1", 0..1000)
+    };
+    let next = id_lease::acquire(c, node, &hour).await?;
     ensure!(
         next == Some(CLUSTERS as u16),
         "released ids reused at once: {next:?}"
     );
-    age(c, 1, rest - 5).await?; // ended 5 s short of the window: still resting
-    age(c, 0, rest + 1).await?; // ended longer ago than the window: free
+    ended_ago(c, 1, rest - 5).await?; // ended 5 s short of the window: still resting
+    ended_ago(c, 0, rest + 1).await?; // ended longer ago than the window: free
     let next = id_lease::acquire(c, node, &request("r2", 0..1000)).await?;
     ensure!(next == Some(0), "{next:?}");
     let next = id_lease::acquire(c, node, &request("r3", 0..1000)).await?;
@@ -176,7 +225,7 @@ async fn takeover_statements(node: &NodeConfig, c: &Client) -> Result<()> {
         .await?
         .is_none());
     ensure!(id_lease::renew(c, node, 600, "x", ttl).await?);
-    age(c, 600, 3600).await?;
+    ended_ago(c, 600, 3600).await?;
     ensure!(id_lease::acquire(c, node, &request("y", 600..601)).await? == Some(600));
     ensure!(
         !id_lease::renew(c, node, 600, "x", ttl).await?,
@@ -206,27 +255,25 @@ async fn cluster_loses_and_recovers(
         .collect::<Result<_, _>>()?;
 
     // The lease "expired an hour ago" and another process takes node 500.
-    age(c, 500, 3600).await?;
-    ensure!(id_lease::acquire(c, node, &request("thief", 500..501)).await? == Some(500));
-    until("the old holder notices the loss", || {
-        a.id_lease().is_some_and(|s| s.losses == 1)
+    steal(c, node, 500, "thief").await?;
+    // Its only node id is held by the thief: no lease, so IDs are refused, saying why.
+    until("the old holder refuses IDs, naming the lost lease", || {
+        matches!(
+            a.try_new_id(shard(1)),
+            Err(ClientError::NoIdLease { why })
+                if why.contains("node id 500 was taken over") && why.contains("500..501")
+        )
     })
     .await?;
-    // Its only node id is held by the thief: no lease, so IDs are refused, clearly.
-    match a.try_new_id(shard(1)) {
-        Err(ClientError::NoIdLease { why }) => {
-            ensure!(
-                why.contains("node id 500 was lost") && why.contains("500..501"),
-                "{why}"
-            )
-        }
-        other => bail!("expected NoIdLease after the loss, got {other:?}"),
-    }
-    ensure!(a.id_lease().and_then(|s| s.node).is_none());
+    until("the status shows the loss", || {
+        a.id_lease()
+            .is_some_and(|s| s.node.is_none() && s.losses == 1)
+    })
+    .await?;
 
     // The thief is gone long enough: the old holder leases node 500 again and continues.
     ensure!(id_lease::release(c, node, 500, "thief").await?);
-    age(c, 500, 3600).await?;
+    ended_ago(c, 500, 3600).await?;
     until("a new lease", || {
         a.id_lease().and_then(|s| s.node) == Some(500)
     })

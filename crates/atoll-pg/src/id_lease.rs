@@ -10,7 +10,9 @@
 //! - [`renew`]: extends a lease only while it is still ours (same token);
 //! - [`release`]: ends a lease now; the node id rests for `reuse_after` from now.
 //!
-//! All times are the server's (`now()`): clients compare no wall clocks with each other.
+//! All lease times are the server's (`now()`), so no client's clock decides who holds a
+//! node id. The clients' clocks still matter for the IDs themselves (they carry each host's
+//! wall time), which is why `reuse_after` includes an allowed clock difference.
 //!
 //! The table lives on the master of the **lowest configured island** ([`lease_island`]),
 //! the same island that holds the migration lock. Not where shard 0 is: the `atoll` schema

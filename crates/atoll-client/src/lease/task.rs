@@ -4,8 +4,8 @@
 //! ([`atoll_pg::id_lease::lease_island`]) on a connection of its own, found through the
 //! cluster's current snapshot, so it follows a failover like every query does.
 
-use super::{deadline_ms, LeaseSlot};
-use crate::clock::coarse_monotonic_ms;
+use super::{deadline, LeaseSlot};
+use crate::clock::stamp;
 use crate::cluster::Shared;
 use crate::error::ClientError;
 use crate::options::LeaseOptions;
@@ -31,6 +31,11 @@ pub(crate) fn holder_text(application_name: &str) -> String {
     let mut s = format!("{host} pid {} ({application_name})", std::process::id());
     s.truncate(200);
     s
+}
+
+/// Why IDs stopped after a renewal found the lease taken over.
+fn lost_text(node: u16) -> String {
+    format!("the lease on node id {node} was taken over by another process after it expired")
 }
 
 /// A lease statement.
@@ -99,11 +104,26 @@ impl LeaseTask {
         }
     }
 
-    /// Runs one lease statement, bounded by `renew_every`; on failure the connection is
-    /// dropped and a rediscovery requested (the master may have changed). Acquire answers
-    /// the node id taken; renew and release answer the node id if the lease was still ours.
+    /// Where lease statements go, for messages: the lease island and its master as the
+    /// current snapshot knows it (masked, never a password).
+    fn target(&self) -> String {
+        let state = self.shared.state.load();
+        match id_lease::lease_island(&state.config) {
+            Some(island) => match atoll_pg::master_node(&state.config, &state.snapshot, island) {
+                Ok(node) => format!("island {island} master {node}"),
+                Err(_) => format!("island {island}, no master known"),
+            },
+            None => "no island".to_string(),
+        }
+    }
+
+    /// Runs one lease statement, bounded by `min(renew_every, ttl/4)` (so even two hung
+    /// renewals in a row leave time for a third before the deadline); on failure the
+    /// connection is dropped and a rediscovery requested (the master may have changed).
+    /// Acquire answers the node id taken; renew and release answer the node id if the lease
+    /// was still ours.
     async fn exec(&mut self, op: Op<'_>) -> Result<Option<u16>, ClientError> {
-        let limit = self.opts.renew_every;
+        let limit = self.opts.renew_every.min(self.opts.ttl / 4);
         let out = tokio::time::timeout(limit, async {
             let (node, c) = self.client().await?;
             let r = match op {
@@ -120,8 +140,9 @@ impl LeaseTask {
         .await
         .unwrap_or_else(|_| {
             Err(ClientError::IdLease(format!(
-                "{} timed out after {limit:?}",
-                op.what()
+                "{} on {} timed out after {limit:?}",
+                op.what(),
+                self.target()
             )))
         });
         if out.is_err() {
@@ -142,17 +163,17 @@ impl LeaseTask {
             reuse_after: self.opts.reuse_after,
             nodes: self.opts.nodes.clone(),
         };
-        let sent = coarse_monotonic_ms();
+        let sent = stamp();
         let got = self.exec(Op::Acquire(&req)).await?;
         let Some(node) = got else {
             self.slot.set_why(format!(
-                "every node id in {}..{} is leased or resting",
+                "every node id in {}..{} is leased or resting; IDs resume once one is free and leased",
                 self.opts.nodes.start, self.opts.nodes.end
             ));
             return Ok(false);
         };
         self.slot
-            .install(node, token, deadline_ms(sent, self.opts.ttl))?;
+            .install(node, token, deadline(sent, self.opts.ttl))?;
         tracing::info!(node, "atoll-client: leased ID node id");
         Ok(true)
     }
@@ -170,19 +191,20 @@ impl LeaseTask {
         // Keep the loss in the message: it is why there is no lease.
         let lost = self
             .lost
-            .map(|n| format!("the lease on node id {n} was lost (taken over after it expired); "))
+            .map(|n| format!("{}, and ", lost_text(n)))
             .unwrap_or_default();
+        let (a, b) = (self.opts.nodes.start, self.opts.nodes.end);
         match failed {
             None => {
-                let why = format!(
-                    "{lost}every node id in {}..{} is leased or resting",
-                    self.opts.nodes.start, self.opts.nodes.end
-                );
-                self.slot.set_why(why);
+                self.slot.set_why(format!(
+                    "{lost}every node id in {a}..{b} is leased or resting; IDs resume once one is free and leased"
+                ));
                 retry.max(self.opts.renew_every / 2)
             }
             Some(e) => {
-                self.slot.set_why(format!("{lost}{e}"));
+                self.slot.set_why(format!(
+                    "{lost}taking a new lease failed: {e}; IDs resume once a lease on a node id in {a}..{b} is taken"
+                ));
                 retry
             }
         }
@@ -194,18 +216,22 @@ impl LeaseTask {
         let Some(held) = self.slot.held() else {
             return self.acquire_round(retry).await;
         };
-        let sent = coarse_monotonic_ms();
+        let sent = stamp();
         let (node, token, ttl) = (held.node, held.token.clone(), self.opts.ttl);
         let renewed = self.exec(Op::Renew(node, &token, ttl)).await;
         match renewed {
             Ok(Some(_)) => {
-                self.slot.extend(&held, deadline_ms(sent, ttl));
+                self.slot.extend(&held, deadline(sent, ttl));
                 self.opts.renew_every
             }
             Ok(None) => {
-                tracing::warn!(node, "atoll-client: ID node id lease lost (taken over after it expired); IDs refused until a new lease");
+                tracing::warn!(node, "atoll-client: ID node id lease taken over by another process after it expired; IDs refused until a new lease");
+                let (a, b) = (self.opts.nodes.start, self.opts.nodes.end);
                 self.slot.drop_lease(
-                    format!("the lease on node id {node} was lost (taken over after it expired)"),
+                    format!(
+                        "{}; IDs resume once a lease on a node id in {a}..{b} is taken",
+                        lost_text(node)
+                    ),
                     true,
                 );
                 self.lost = Some(node);
