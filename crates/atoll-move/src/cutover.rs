@@ -179,6 +179,16 @@ impl Mover<'_> {
         self.hook(MoveStep::Synced)?;
 
         // Verified: both sides are frozen now (source locked, destination inactive).
+        // Owners, privileges, policies and comments first: one changed on the source
+        // since the replay after the copy would otherwise be lost (a lost REVOKE grants
+        // more on the destination).
+        let (s, d) = futures::join!(
+            crate::security::fingerprint::of(&self.src, &schema),
+            crate::security::fingerprint::of(&self.dst, &schema)
+        );
+        if let Some(detail) = crate::security::fingerprint::differences(&s?, &d?) {
+            return Err(MoveError::SecurityDiffers { shard, detail });
+        }
         if opts.verify_in_pause {
             let (src_row, dst_row) =
                 futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));

@@ -83,7 +83,7 @@ impl Mover<'_> {
                     self.subscribe().await?;
                     // The subscription (and its slot) now counts for parallel moves.
                     if self.capacity_locked {
-                        crate::safety::unlock_capacity(&self.src, &self.dst).await?;
+                        crate::safety::unlock_capacity(&self.src, &self.dst).await;
                         self.capacity_locked = false;
                     }
                     self.reached(MoveStep::Subscribed).await?;
@@ -228,14 +228,27 @@ impl Mover<'_> {
             if let Some(s) = secret {
                 self.dst.add_mask(s);
             }
+            // From PostgreSQL 16 the apply runs as each table's owner unless run_as_owner
+            // is set; FORCE ROW LEVEL SECURITY would then refuse every change. Running as
+            // the subscription's (superuser) owner keeps RLS out of replication.
+            let version: i32 = self
+                .dst
+                .one("select current_setting('server_version_num')::int4", &[])
+                .await?
+                .get(0);
             self.dst
                 .exec(&format!(
                     "create subscription {} connection {} publication {}
-                     with (slot_name = {}, copy_data = true, create_slot = true)",
+                     with (slot_name = {}, copy_data = true, create_slot = true{})",
                     ident(&names.subscription),
                     literal(&info),
                     ident(&names.publication),
-                    literal(&names.slot)
+                    literal(&names.slot),
+                    if version >= 160000 {
+                        ", run_as_owner = true"
+                    } else {
+                        ""
+                    }
                 ))
                 .await?;
             oid = sub_oid(&self.dst, &names.subscription).await?;
@@ -345,11 +358,39 @@ impl Mover<'_> {
         if store::step_of(&self.dst, self.rec.id, DESTINATION).await? >= Some(MoveStep::CaughtUp) {
             return Ok(());
         }
-        let stmts = self.ddl().await?.post_copy.clone();
-        let id = self.rec.id;
+        let shard = self.rec.shard;
+        let mut stmts = self.ddl().await?.post_copy.clone();
+        // Owners, grants, policies and comments as they are now, not as at the start: a
+        // change made on the source during the copy must not be lost. The roles are
+        // checked again (also on a resume, which skipped the start's checks).
+        let security = crate::ddl::read_security(&self.src, shard).await?;
+        if let Some(u) = security.unusable.first() {
+            return Err(MoveError::Unsafe {
+                shard,
+                check: "unsupported_object",
+                detail: format!("{u}; fix it on the source, then --resume or --abort"),
+            });
+        }
+        let roles: Vec<String> = security.roles.iter().cloned().collect();
+        crate::safety::check_roles(shard, &self.dst, &roles).await?;
+        stmts.extend(security.statements);
+        let source_fp = crate::security::fingerprint::of(&self.src, &shard.schema()).await?;
+        let (id, island) = (self.rec.id, self.dst.island);
         let (tx, ctx) = self.dst.tx().await?;
         for s in &stmts {
             tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
+        }
+        // A grant PostgreSQL could only partly make is a warning, not an error: compare.
+        let dest_fp = crate::security::fingerprint::read(&tx, &shard.schema())
+            .await
+            .map_err(|e| ctx.err(e))?;
+        if let Some(d) = crate::security::fingerprint::differences(&source_fp, &dest_fp) {
+            return Err(MoveError::SecurityDiffers {
+                shard,
+                detail: format!(
+                    "after the replay on island {island} (changed on the source meanwhile?): {d}"
+                ),
+            });
         }
         tx.execute(
             "update atoll.moves set step = 'caught_up', changed_at = now() where id = $1 and role = 'destination'",

@@ -300,7 +300,7 @@ async fn finish(
             mover.report.backup_schema = mover.rec.backup_schema.clone();
             Ok(mover.report)
         }
-        Err(e @ MoveError::VerifyFailed { .. }) => {
+        Err(e @ (MoveError::VerifyFailed { .. } | MoveError::SecurityDiffers { .. })) => {
             // The copies differ: roll back, so the source stays the only active copy.
             let rec = mover.rec.clone();
             drop(mover);

@@ -180,15 +180,20 @@ pub(crate) async fn lock_capacity(shard: ShardNo, src: &Db, dst: &Db) -> Result<
     Ok(())
 }
 
-pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) -> Result<(), MoveError> {
+/// Releases the capacity lock. A failure is only logged: the subscription exists, and the
+/// lock goes with the session when the move's connections close.
+pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) {
     for db in [src, dst] {
-        db.execute(
-            "select pg_advisory_unlock($1)",
-            &[&crate::CAPACITY_LOCK_KEY],
-        )
-        .await?;
+        if let Err(e) = db
+            .execute(
+                "select pg_advisory_unlock($1)",
+                &[&crate::CAPACITY_LOCK_KEY],
+            )
+            .await
+        {
+            tracing::warn!(island = %db.island, error = %e, "releasing the capacity lock failed; it is released when the move's session ends");
+        }
     }
-    Ok(())
 }
 
 /// What an unfinished move holds or will hold: while it copies (before `caught_up`) its
@@ -356,9 +361,10 @@ impl crate::engine::Mover<'_> {
         {
             return Ok(());
         }
+        // Read before the lock: other moves wait while it is held.
+        let tables = self.ddl().await?.tables.len();
         lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
         self.capacity_locked = true;
-        let tables = self.ddl().await?.tables.len();
         check_capacity(
             self.rec.shard,
             &self.src,
