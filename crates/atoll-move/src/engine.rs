@@ -13,6 +13,9 @@ use atoll_core::move_plan::{MoveRecord, MoveStep, ResumeAction};
 use atoll_core::{Config, ShardNo};
 use std::time::{Duration, Instant};
 
+/// The longest CREATE SUBSCRIPTION may take (it runs under the capacity lock).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(240);
+
 pub(crate) struct Mover<'a> {
     pub config: &'a Config,
     pub rec: MoveRecord,
@@ -236,7 +239,16 @@ impl Mover<'_> {
                 .one("select current_setting('server_version_num')::int4", &[])
                 .await?
                 .get(0);
+            // Bounded: other moves wait on the capacity lock meanwhile, and creating the
+            // slot waits for every transaction running on the source to end.
             self.dst
+                .exec(&format!(
+                    "set statement_timeout = '{}s'",
+                    SUBSCRIBE_TIMEOUT.as_secs()
+                ))
+                .await?;
+            let created = self
+                .dst
                 .exec(&format!(
                     "create subscription {} connection {} publication {}
                      with (slot_name = {}, copy_data = true, create_slot = true{})",
@@ -250,7 +262,21 @@ impl Mover<'_> {
                         ""
                     }
                 ))
-                .await?;
+                .await;
+            self.dst.exec("reset statement_timeout").await?;
+            match created {
+                Err(e) if e.code() == Some("57014") => {
+                    return Err(MoveError::Timeout {
+                        shard: self.rec.shard,
+                        what: format!(
+                            "creating the subscription on island {}: its replication slot waits for every transaction running on island {} (the source) to end; look for long-running or idle-in-transaction sessions there, then --resume or --abort",
+                            self.dst.island, self.src.island
+                        ),
+                        secs: SUBSCRIBE_TIMEOUT.as_secs(),
+                    })
+                }
+                r => r?,
+            }
             oid = sub_oid(&self.dst, &names.subscription).await?;
         }
         // Recorded on every pass (a crash may have come between creating and recording).
