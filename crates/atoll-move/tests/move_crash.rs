@@ -324,7 +324,10 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
         .unwrap();
     let e = start(config, s, other(home), &opts).await.unwrap_err();
     assert_eq!(check_name(&e), "unsupported_object", "{e}");
-    assert!(e.to_string().contains("aggregate sh0002.total(integer)"), "{e}");
+    assert!(
+        e.to_string().contains("aggregate sh0002.total(integer)"),
+        "{e}"
+    );
     src.batch_execute("drop aggregate sh0002.total(int)")
         .await
         .unwrap();

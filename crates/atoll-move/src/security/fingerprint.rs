@@ -129,7 +129,9 @@ mod tests {
                 &s(&["rel t {o=r/o,app=r/o}", "x"])
             )
             .as_deref(),
-            Some("only on the source: rel t {o=r/o}; only on the destination: rel t {o=r/o,app=r/o}")
+            Some(
+                "only on the source: rel t {o=r/o}; only on the destination: rel t {o=r/o,app=r/o}"
+            )
         );
         assert_eq!(
             differences(&s(&["a", "b", "c", "d"]), &s(&[])).as_deref(),

@@ -36,9 +36,9 @@ mod render;
 
 use crate::db::{literal, Db};
 use crate::error::MoveError;
+pub(crate) use render::Security;
 use render::{comment_kind, default_acl_sql, grants, objects_sql, policy_sql};
 use render::{Privilege, Secured};
-pub(crate) use render::Security;
 
 /// Rows of (grantor, grantee, privilege, grantable) columns starting at `at`.
 fn privilege(r: &tokio_postgres::Row, at: usize) -> Option<Privilege> {
