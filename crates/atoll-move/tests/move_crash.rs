@@ -212,6 +212,22 @@ async fn security_changes_during_the_move(config: &Config) {
     )
     .await
     .unwrap();
+    // A grant by a non-owner is replayed as that role, which needs USAGE on the schema.
+    src.batch_execute(
+        "grant select on sh0002.children to atoll_t_reader with grant option;
+         set role atoll_t_reader; grant select on sh0002.children to atoll_t_app; reset role;
+         revoke usage on schema sh0002 from atoll_t_reader;",
+    )
+    .await
+    .unwrap();
+    let e = start(config, s, other(home), &MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(check_name(&e), "unsupported_object", "{e}");
+    assert!(e.to_string().contains("role atoll_t_reader"), "{e}");
+    src.batch_execute("grant usage on schema sh0002 to atoll_t_reader")
+        .await
+        .unwrap();
     let stop = |step| MoveOptions {
         stop_after: Some(step),
         ..MoveOptions::default()
