@@ -3,8 +3,9 @@
 //! One source transaction T: `LOCK TABLE ... IN EXCLUSIVE MODE` on the shard's tables
 //! (readers go on, writers wait), a tick through the subscription and a poll of the
 //! destination every `poll` until it is applied (then everything committed before the lock
-//! is there), sequence positions copied, digests compared, then in T: the shard marked
-//! inactive, its schema renamed to the backup name and the move recorded as `switched`;
+//! is there), sequence positions copied, owners/privileges/policies/comments and digests
+//! compared, then in T: the shard marked inactive, its schema renamed to the backup name
+//! and the move recorded as `switched`;
 //! T commits. Writers that were waiting on the lock then fail with "relation does not
 //! exist" (their statement re-resolves the renamed name), so none writes into the backup;
 //! clients retry and find the shard active on the destination, which commits right after.

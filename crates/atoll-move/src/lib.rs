@@ -22,6 +22,7 @@
 //! never logged.
 
 mod cleanup;
+mod copy;
 mod cutover;
 mod db;
 mod ddl;
