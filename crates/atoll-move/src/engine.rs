@@ -1,9 +1,8 @@
 //! The forward steps of a move up to [`MoveStep::CaughtUp`]: schema on the destination,
 //! publication and subscription, initial copy and post-copy DDL (in `copy.rs`), catch-up.
 //! Each step is idempotent against what the previous, possibly crashed, attempt left, and
-//! is recorded
-//! on the source (and, for destination work, on the destination's reference row in the
-//! same transaction as the work).
+//! is recorded on the source (and, for destination work, on the destination's reference
+//! row in the same transaction as the work).
 
 use crate::db::{conninfo, ident, literal, Db};
 use crate::ddl::SchemaDdl;
