@@ -3,8 +3,9 @@
 //! One source transaction T: `LOCK TABLE ... IN EXCLUSIVE MODE` on the shard's tables
 //! (readers go on, writers wait), a tick through the subscription and a poll of the
 //! destination every `poll` until it is applied (then everything committed before the lock
-//! is there), sequence positions copied, digests compared, then in T: the shard marked
-//! inactive, its schema renamed to the backup name and the move recorded as `switched`;
+//! is there), sequence positions copied, owners/privileges/policies/comments and digests
+//! compared, then in T: the shard marked inactive, its schema renamed to the backup name
+//! and the move recorded as `switched`;
 //! T commits. Writers that were waiting on the lock then fail with "relation does not
 //! exist" (their statement re-resolves the renamed name), so none writes into the backup;
 //! clients retry and find the shard active on the destination, which commits right after.
@@ -179,6 +180,16 @@ impl Mover<'_> {
         self.hook(MoveStep::Synced)?;
 
         // Verified: both sides are frozen now (source locked, destination inactive).
+        // Owners, privileges, policies and comments first: one changed on the source
+        // since the replay after the copy would otherwise be lost (a lost REVOKE grants
+        // more on the destination).
+        let (s, d) = futures::join!(
+            crate::security::fingerprint::of(&self.src, &schema),
+            crate::security::fingerprint::of(&self.dst, &schema)
+        );
+        if let Some(detail) = crate::security::fingerprint::differences(&s?, &d?) {
+            return Err(MoveError::SecurityDiffers { shard, detail });
+        }
         if opts.verify_in_pause {
             let (src_row, dst_row) =
                 futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));

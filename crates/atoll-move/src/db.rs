@@ -50,8 +50,11 @@ impl Db {
     /// A move's commits are flushed at once even where `synchronous_commit` is off by
     /// default: a WAL sender only sends flushed WAL, so an unflushed tick would wait for
     /// the WAL writer (up to `wal_writer_delay`, 200 ms) and lengthen the pause.
+    /// `standard_conforming_strings` is forced on as a second guard for the literals this
+    /// crate builds (see [`literal`]).
     async fn session(&self) -> Result<(), MoveError> {
-        self.exec("set synchronous_commit = on").await
+        self.exec("set synchronous_commit = on; set standard_conforming_strings = on")
+            .await
     }
 
     pub fn add_mask(&mut self, secret: String) {
@@ -125,9 +128,22 @@ fn query_error(node: &NodeConfig, mask: &[String], e: tokio_postgres::Error) -> 
     }
 }
 
-// Identifiers and literals are quoted as atoll's migrations quote them (names here are
-// generated or read from pg_catalog, but quoting keeps any name safe).
-pub(crate) use atoll_core::migration::sql::{quote_ident as ident, quote_literal as literal};
+// Identifiers are quoted as atoll's migrations quote them (names here are generated or
+// read from pg_catalog, but quoting keeps any name safe).
+pub(crate) use atoll_core::migration::sql::quote_ident as ident;
+
+/// `text` as an SQL string literal that means the same whatever the server's
+/// `standard_conforming_strings`: with a backslash it becomes `E'...'` with backslashes
+/// doubled (in a plain `'...'` a server with the setting off would read `\'` as an
+/// escaped quote, and a comment's text could end the literal and run SQL).
+pub(crate) fn literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
 
 /// The libpq connection string the destination uses to reach the source, and the
 /// password it contains (to mask). Values are quoted per libpq rules.
@@ -161,6 +177,13 @@ mod tests {
     fn quoting() {
         assert_eq!(ident(r#"a"b"#), r#""a""b""#);
         assert_eq!(literal("it's"), "'it''s'");
+        // A backslash before a quote cannot escape it, whatever the server's setting.
+        assert_eq!(
+            literal(r"x\'; drop table t; --"),
+            r"E'x\\''; drop table t; --'"
+        );
+        assert_eq!(literal(r"a\b"), r"E'a\\b'");
+        assert_eq!(literal(""), "''");
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //!
 //! Names come back fully qualified because the reading session runs with
 //! `search_path = pg_catalog`. Owners, privileges, comments and row-level security come
-//! from [`crate::security`] and are applied last, after the copy. Not copied: extended
+//! from [`crate::security`], re-read and applied last, after the copy. Not copied: extended
 //! statistics. Unsupported objects (partitioned, unlogged or foreign
-//! tables, materialized views, non-enum types) make the move refuse (fail closed).
+//! tables, materialized views, non-enum types, aggregates, window functions) make the move refuse (fail closed).
 
 use crate::db::{ident, Db};
 use crate::error::MoveError;
@@ -94,6 +94,20 @@ async fn read_inner(db: &Db, schema: &str) -> Result<SchemaDdl, MoveError> {
     {
         out.unsupported
             .push(format!("type {schema}.{}", r.get::<_, String>(0)));
+    }
+
+    // Only plain functions and procedures are copied below.
+    for r in db
+        .query(
+            "select case p.prokind when 'a' then 'aggregate' else 'window function' end,
+                    p.oid::regprocedure::text
+             from pg_proc p where p.pronamespace = $1 and p.prokind in ('a', 'w') order by p.oid",
+            &[&ns_oid],
+        )
+        .await?
+    {
+        let (what, name): (String, String) = (r.get(0), r.get(1));
+        out.unsupported.push(format!("{what} {name}"));
     }
 
     // Enum types first: columns may use them.
@@ -369,9 +383,35 @@ async fn read_inner(db: &Db, schema: &str) -> Result<SchemaDdl, MoveError> {
             def.trim_end_matches(';')
         ));
     }
-    // Last: grants name views, comments name indexes and constraints built above.
+    // Owners, grants, comments and RLS are replayed after all of the above (grants name
+    // views, comments name indexes and constraints), from a fresh read right before the
+    // replay ([`read_security`]); here only what the safety checks need.
     let security = crate::security::read(db, schema, ns_oid).await?;
-    out.post_copy.extend(security.statements);
     out.roles = security.roles.into_iter().collect();
+    out.unsupported.extend(security.unusable);
     Ok(out)
+}
+
+/// The shard schema's owners, privileges, comments and row-level security as they are
+/// now: read right before they are replayed, so a GRANT, REVOKE, policy or comment
+/// changed on the source during a long copy is not lost.
+pub(crate) async fn read_security(
+    db: &Db,
+    shard: ShardNo,
+) -> Result<crate::security::Security, MoveError> {
+    let schema = shard.schema();
+    db.exec("set search_path = pg_catalog").await?;
+    let result = async {
+        let ns: u32 = db
+            .one(
+                "select oid from pg_namespace where nspname = $1",
+                &[&schema],
+            )
+            .await?
+            .get(0);
+        crate::security::read(db, &schema, ns).await
+    }
+    .await;
+    db.exec("reset search_path").await?;
+    result
 }

@@ -1,8 +1,8 @@
 //! The forward steps of a move up to [`MoveStep::CaughtUp`]: schema on the destination,
-//! publication and subscription, initial copy, post-copy DDL, catch-up. Each step is
-//! idempotent against what the previous, possibly crashed, attempt left, and is recorded
-//! on the source (and, for destination work, on the destination's reference row in the
-//! same transaction as the work).
+//! publication and subscription, initial copy and post-copy DDL (in `copy.rs`), catch-up.
+//! Each step is idempotent against what the previous, possibly crashed, attempt left, and
+//! is recorded on the source (and, for destination work, on the destination's reference
+//! row in the same transaction as the work).
 
 use crate::db::{conninfo, ident, literal, Db};
 use crate::ddl::SchemaDdl;
@@ -12,6 +12,9 @@ use crate::{MoveEvent, MoveOptions, MoveReport, Progress};
 use atoll_core::move_plan::{MoveRecord, MoveStep, ResumeAction};
 use atoll_core::{Config, ShardNo};
 use std::time::{Duration, Instant};
+
+/// The longest CREATE SUBSCRIPTION may take (it runs under the capacity lock).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(240);
 
 pub(crate) struct Mover<'a> {
     pub config: &'a Config,
@@ -83,7 +86,7 @@ impl Mover<'_> {
                     self.subscribe().await?;
                     // The subscription (and its slot) now counts for parallel moves.
                     if self.capacity_locked {
-                        crate::safety::unlock_capacity(&self.src, &self.dst).await?;
+                        crate::safety::unlock_capacity(&self.src, &self.dst).await;
                         self.capacity_locked = false;
                     }
                     self.reached(MoveStep::Subscribed).await?;
@@ -228,16 +231,52 @@ impl Mover<'_> {
             if let Some(s) = secret {
                 self.dst.add_mask(s);
             }
+            // From PostgreSQL 16 the apply runs as each table's owner unless run_as_owner
+            // is set; FORCE ROW LEVEL SECURITY would then refuse every change. Running as
+            // the subscription's (superuser) owner keeps RLS out of replication.
+            let version: i32 = self
+                .dst
+                .one("select current_setting('server_version_num')::int4", &[])
+                .await?
+                .get(0);
+            // Bounded: other moves wait on the capacity lock meanwhile, and creating the
+            // slot waits for every transaction running on the source to end.
             self.dst
                 .exec(&format!(
+                    "set statement_timeout = '{}s'",
+                    SUBSCRIBE_TIMEOUT.as_secs()
+                ))
+                .await?;
+            let created = self
+                .dst
+                .exec(&format!(
                     "create subscription {} connection {} publication {}
-                     with (slot_name = {}, copy_data = true, create_slot = true)",
+                     with (slot_name = {}, copy_data = true, create_slot = true{})",
                     ident(&names.subscription),
                     literal(&info),
                     ident(&names.publication),
-                    literal(&names.slot)
+                    literal(&names.slot),
+                    if version >= 160000 {
+                        ", run_as_owner = true"
+                    } else {
+                        ""
+                    }
                 ))
-                .await?;
+                .await;
+            self.dst.exec("reset statement_timeout").await?;
+            match created {
+                Err(e) if e.code() == Some("57014") => {
+                    return Err(MoveError::Timeout {
+                        shard: self.rec.shard,
+                        what: format!(
+                            "creating the subscription on island {}: its replication slot waits for every transaction running on island {} (the source) to end; look for long-running or idle-in-transaction sessions there, then --resume or --abort",
+                            self.dst.island, self.src.island
+                        ),
+                        secs: SUBSCRIBE_TIMEOUT.as_secs(),
+                    })
+                }
+                r => r?,
+            }
             oid = sub_oid(&self.dst, &names.subscription).await?;
         }
         // Recorded on every pass (a crash may have come between creating and recording).
@@ -252,112 +291,6 @@ impl Mover<'_> {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn wait_copy(&mut self) -> Result<(), MoveError> {
-        let names = self.rec.names();
-        let schema = self.rec.shard.schema();
-        let want = self.ddl().await?.tables.len() as i64 + 1;
-        let total: i64 = self
-            .src
-            .one(
-                "select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
-                 join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relkind = 'r'",
-                &[&schema],
-            )
-            .await?
-            .get(0);
-        self.report.copy_bytes = total as u64;
-        let deadline = Instant::now() + self.opts.copy_timeout;
-        let mut last_states = None;
-        loop {
-            let r = self
-                .dst
-                .one(
-                    "select count(*), count(*) filter (where r.srsubstate = 'r'),
-                        string_agg(r.srsubstate::text, '' order by r.srrelid),
-                        (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
-                         join pg_namespace n on n.oid = c.relnamespace
-                         where n.nspname = $2 and c.relkind = 'r'),
-                        (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
-                         from pg_stat_subscription_stats st where st.subname = $1),
-                        (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
-                         where s.subname = $1 and d.datname = current_database())
-                     from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
-                     where s.subname = $1",
-                    &[&names.subscription, &schema],
-                )
-                .await?;
-            let (n, ready, states, copied, errors, subs): (
-                i64,
-                i64,
-                Option<String>,
-                i64,
-                i64,
-                i64,
-            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            let errors = errors - self.error_baseline;
-            if subs == 0 {
-                return Err(MoveError::Other {
-                    shard: self.shard(),
-                    msg: format!(
-                        "subscription {} is missing on island {} although the move recorded it; run --abort",
-                        names.subscription, self.dst.island
-                    ),
-                });
-            }
-            // Table states (i init, d copying, f copied, s synced, r ready), as they change.
-            if states != last_states {
-                self.emit(MoveEvent::Note(format!(
-                    "table states {}",
-                    states.as_deref().unwrap_or("-")
-                )));
-                last_states = states;
-            }
-            self.emit(MoveEvent::Copy {
-                done: copied.max(0) as u64,
-                total: total as u64,
-            });
-            if errors > 0 {
-                return Err(MoveError::Other {
-                    shard: self.shard(),
-                    msg: format!(
-                        "the subscription on island {} reported {errors} replication errors during the initial copy (see that server's log); abort or fix and resume",
-                        self.dst.island
-                    ),
-                });
-            }
-            if n >= want && ready == n {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(MoveError::Timeout {
-                    shard: self.shard(),
-                    what: "waiting for the initial copy".into(),
-                    secs: self.opts.copy_timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn post_copy(&mut self) -> Result<(), MoveError> {
-        if store::step_of(&self.dst, self.rec.id, DESTINATION).await? >= Some(MoveStep::CaughtUp) {
-            return Ok(());
-        }
-        let stmts = self.ddl().await?.post_copy.clone();
-        let id = self.rec.id;
-        let (tx, ctx) = self.dst.tx().await?;
-        for s in &stmts {
-            tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
-        }
-        tx.execute(
-            "update atoll.moves set step = 'caught_up', changed_at = now() where id = $1 and role = 'destination'",
-            &[&id],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
-        tx.commit().await.map_err(|e| ctx.err(e))
     }
 
     /// Ticks until one round trip (source commit -> applied on the destination) is short,

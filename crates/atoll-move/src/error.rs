@@ -28,6 +28,10 @@ pub enum MoveError {
         shard: ShardNo,
         mismatches: Vec<Mismatch>,
     },
+    /// Owners, privileges, policies or comments of the two copies differ (e.g. changed on
+    /// the source during the move); the move is rolled back like [`MoveError::VerifyFailed`].
+    #[error("{shard}: owners, privileges, policies or comments differ between source and destination, the move was aborted and the source stays active (retry it): {detail}")]
+    SecurityDiffers { shard: ShardNo, detail: String },
     #[error("{shard}: {source}")]
     AbortRefused {
         shard: ShardNo,

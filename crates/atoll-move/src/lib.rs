@@ -22,6 +22,7 @@
 //! never logged.
 
 mod cleanup;
+mod copy;
 mod cutover;
 mod db;
 mod ddl;
@@ -300,7 +301,7 @@ async fn finish(
             mover.report.backup_schema = mover.rec.backup_schema.clone();
             Ok(mover.report)
         }
-        Err(e @ MoveError::VerifyFailed { .. }) => {
+        Err(e @ (MoveError::VerifyFailed { .. } | MoveError::SecurityDiffers { .. })) => {
             // The copies differ: roll back, so the source stays the only active copy.
             let rec = mover.rec.clone();
             drop(mover);

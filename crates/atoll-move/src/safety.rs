@@ -1,6 +1,7 @@
 //! Safety checks run before a move creates anything. Each failure names its problem
 //! (`table_without_primary_key`, `unsupported_object`, `destination_has_schema`,
-//! `replica_lag`, `replication_slots`, `wal_senders`, `replication_workers`, `missing_role`)
+//! `replica_lag`, `replication_slots`, `wal_senders`, `replication_workers`,
+//! `replication_origins`, `missing_role`)
 //! and refuses.
 
 use crate::db::Db;
@@ -180,15 +181,20 @@ pub(crate) async fn lock_capacity(shard: ShardNo, src: &Db, dst: &Db) -> Result<
     Ok(())
 }
 
-pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) -> Result<(), MoveError> {
+/// Releases the capacity lock. A failure is only logged: the subscription exists, and the
+/// lock goes with the session when the move's connections close.
+pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) {
     for db in [src, dst] {
-        db.execute(
-            "select pg_advisory_unlock($1)",
-            &[&crate::CAPACITY_LOCK_KEY],
-        )
-        .await?;
+        if let Err(e) = db
+            .execute(
+                "select pg_advisory_unlock($1)",
+                &[&crate::CAPACITY_LOCK_KEY],
+            )
+            .await
+        {
+            tracing::warn!(island = %db.island, error = %e, "releasing the capacity lock failed; it is released when the move's session ends");
+        }
     }
-    Ok(())
 }
 
 /// What an unfinished move holds or will hold: while it copies (before `caught_up`) its
@@ -212,13 +218,14 @@ pub(crate) fn free(max: i64, in_use: i64, not_moves: i64, reservations: i64) -> 
 }
 
 /// The reservations of the unfinished moves recorded on `db` in `role` (other than
-/// `exclude`), with `sync_workers` table syncs per subscription.
+/// `exclude`), with `sync_workers` table syncs per subscription: their total, and each
+/// move named with its share (for the refusal's message).
 async fn reservations(
     db: &Db,
     role: &str,
     exclude: Option<i64>,
     sync_workers: i64,
-) -> Result<i64, MoveError> {
+) -> Result<(i64, Vec<String>), MoveError> {
     let rows = db
         .query(
             "select m.shard, m.step from atoll.moves m
@@ -227,6 +234,7 @@ async fn reservations(
         )
         .await?;
     let mut total = 0;
+    let mut holders = Vec::new();
     for r in rows {
         let (shard, step): (i32, String) = (r.get(0), r.get(1));
         let (Ok(shard), Ok(step)) = (ShardNo::new(i64::from(shard)), step.parse::<MoveStep>())
@@ -241,20 +249,26 @@ async fn reservations(
             )
             .await?
             .get(0);
-        total += reserved(step, tables as usize, sync_workers);
+        let share = reserved(step, tables as usize, sync_workers);
+        total += share;
+        if share > 0 {
+            holders.push(format!("{shard} ({step}, {share})"));
+        }
     }
-    Ok(total)
+    Ok((total, holders))
 }
 
 /// Free replication slots and WAL senders on the source, free logical replication workers
-/// on the destination, counting other unfinished moves by their reservations. Callers hold
-/// the capacity lock ([`lock_capacity`]). `exclude` is the move itself when resuming.
+/// and replication origins on the destination, counting other unfinished moves by their
+/// reservations. Callers hold the capacity lock ([`lock_capacity`]). `exclude` is the move
+/// itself when resuming, with its slot's name: a slot its earlier attempt left is dropped
+/// before the subscription is created, so it does not count as used.
 pub(crate) async fn check_capacity(
     shard: ShardNo,
     src: &Db,
     dst: &Db,
     tables: usize,
-    exclude: Option<i64>,
+    exclude: Option<(i64, &str)>,
 ) -> Result<(), MoveError> {
     // Moves' slots are `atoll_move_*` and the table-sync slots `pg_<oid>_sync_<relid>_<sysid>`;
     // their WAL senders carry application_name atoll_move (see db::conninfo).
@@ -269,11 +283,14 @@ pub(crate) async fn check_capacity(
                     (select count(*) from pg_stat_replication),
                     (select count(*) from pg_stat_replication
                       where application_name is distinct from 'atoll_move'),
-                    current_setting('wal_level')",
-            &[],
+                    current_setting('wal_level'),
+                    (select count(*) from pg_replication_slots where slot_name = $1)",
+            &[&exclude.map(|e| e.1)],
         )
         .await?;
     let (max_slots, slots_used, slots_other): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    let own_left: i64 = r.get(7);
+    let slots_used = slots_used - own_left;
     let (max_senders, senders_used, senders_other): (i64, i64, i64) =
         (r.get(3), r.get(4), r.get(5));
     let wal_level: String = r.get(6);
@@ -283,21 +300,44 @@ pub(crate) async fn check_capacity(
                     (select count(*) from pg_stat_subscription where pid is not null),
                     (select count(*) from pg_stat_subscription
                       where pid is not null and subname not like 'atoll\_move\_%'),
-                    current_setting('max_sync_workers_per_subscription')::int8",
+                    current_setting('max_sync_workers_per_subscription')::int8,
+                    coalesce(current_setting('max_active_replication_origins', true),
+                             current_setting('max_replication_slots'))::int8,
+                    (select count(*) from pg_replication_origin),
+                    (select count(*) from pg_replication_origin o
+                      where not exists (select 1 from pg_subscription s
+                                         where s.subname like 'atoll\_move\_%'
+                                           and (o.roname = 'pg_' || s.oid
+                                                or o.roname like 'pg\_' || s.oid || '\_%')))",
             &[],
         )
         .await?;
     let (max_workers, workers_used, workers_other, sync): (i64, i64, i64, i64) =
         (w.get(0), w.get(1), w.get(2), w.get(3));
+    // A subscription uses one replication origin, and each table sync one while it runs;
+    // before PostgreSQL 18 the subscriber's max_replication_slots caps them.
+    let (max_origins, origins_used, origins_other): (i64, i64, i64) =
+        (w.get(4), w.get(5), w.get(6));
     // The other moves from the source are assumed to have the same number of table-sync
     // workers as this destination allows (islands are configured alike).
-    let src_reserved = reservations(src, crate::store::SOURCE, exclude, sync).await?;
-    let dst_reserved = reservations(dst, crate::store::DESTINATION, exclude, sync).await?;
+    let id = exclude.map(|e| e.0);
+    let (src_reserved, src_holders) = reservations(src, crate::store::SOURCE, id, sync).await?;
+    let (dst_reserved, dst_holders) =
+        reservations(dst, crate::store::DESTINATION, id, sync).await?;
     let slots = free(max_slots, slots_used, slots_other, src_reserved);
     let senders = free(max_senders, senders_used, senders_other, src_reserved);
     let workers = free(max_workers, workers_used, workers_other, dst_reserved);
+    let origins = free(max_origins, origins_used, origins_other, dst_reserved);
     let need = needed_slots(tables, sync);
     tracing::debug!(%shard, max_slots, slots_used, slots_other, src_reserved, slots, senders, workers, dst_reserved, need, "replication capacity");
+    let named = |holders: &[String]| {
+        if holders.is_empty() {
+            String::new()
+        } else {
+            format!("; moves holding reservations: {}", holders.join(", "))
+        }
+    };
+    let (src_named, dst_named) = (named(&src_holders), named(&dst_holders));
     let refuse = |check: &'static str, detail: String| {
         Err(MoveError::Unsafe {
             shard,
@@ -318,7 +358,7 @@ pub(crate) async fn check_capacity(
         return refuse(
             "replication_slots",
             format!(
-                "island {} has {slots} free replication slots (other moves' reservations counted), the move needs {need}",
+                "island {} has {slots} free replication slots (other moves' reservations counted), the move needs {need}{src_named}",
                 src.island
             ),
         );
@@ -327,7 +367,7 @@ pub(crate) async fn check_capacity(
         return refuse(
             "wal_senders",
             format!(
-                "island {} has {senders} free WAL senders (other moves' reservations counted), the move needs {need}",
+                "island {} has {senders} free WAL senders (other moves' reservations counted), the move needs {need}{src_named}",
                 src.island
             ),
         );
@@ -336,7 +376,16 @@ pub(crate) async fn check_capacity(
         return refuse(
             "replication_workers",
             format!(
-                "island {} has {workers} free logical replication workers (other moves' reservations counted), the move needs {need}",
+                "island {} has {workers} free logical replication workers (other moves' reservations counted), the move needs {need}{dst_named}",
+                dst.island
+            ),
+        );
+    }
+    if origins < need {
+        return refuse(
+            "replication_origins",
+            format!(
+                "island {} has {origins} free replication origins (max_replication_slots there caps them; other moves' reservations counted), the move needs {need}{dst_named}",
                 dst.island
             ),
         );
@@ -356,15 +405,17 @@ impl crate::engine::Mover<'_> {
         {
             return Ok(());
         }
+        // Read before the lock: other moves wait while it is held.
+        let tables = self.ddl().await?.tables.len();
         lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
         self.capacity_locked = true;
-        let tables = self.ddl().await?.tables.len();
+        let slot = self.rec.names().slot;
         check_capacity(
             self.rec.shard,
             &self.src,
             &self.dst,
             tables,
-            Some(self.rec.id),
+            Some((self.rec.id, slot.as_str())),
         )
         .await
     }

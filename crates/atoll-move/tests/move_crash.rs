@@ -192,6 +192,94 @@ async fn scenario() {
     safety_checks(&sb, &config).await;
     strong_lock_holders_are_waited_out_without_queueing(&config).await;
     verification_failure_rolls_back(&config).await;
+    security_changes_during_the_move(&config).await;
+}
+
+/// A REVOKE (and other changes) on the source after the move read its security settings
+/// is not lost: made during the copy it is replayed; made after the replay the check in
+/// the pause fails the move and the source stays active.
+async fn security_changes_during_the_move(config: &Config) {
+    let s = shard(2);
+    let snap = discover(config).await;
+    let home = snap.active_island(s).unwrap();
+    for island in [home, other(home)] {
+        common::create_test_roles(&master(config, &snap, island).await).await;
+    }
+    let src = master(config, &snap, home).await;
+    src.batch_execute(
+        "grant usage on schema sh0002 to atoll_t_reader;
+         grant select on sh0002.items to atoll_t_reader;",
+    )
+    .await
+    .unwrap();
+    // A grant by a non-owner is replayed as that role, which needs USAGE on the schema.
+    src.batch_execute(
+        "grant select on sh0002.children to atoll_t_reader with grant option;
+         set role atoll_t_reader; grant select on sh0002.children to atoll_t_app; reset role;
+         revoke usage on schema sh0002 from atoll_t_reader;",
+    )
+    .await
+    .unwrap();
+    let e = start(config, s, other(home), &MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(check_name(&e), "unsupported_object", "{e}");
+    assert!(e.to_string().contains("role atoll_t_reader"), "{e}");
+    src.batch_execute("grant usage on schema sh0002 to atoll_t_reader")
+        .await
+        .unwrap();
+    let stop = |step| MoveOptions {
+        stop_after: Some(step),
+        ..MoveOptions::default()
+    };
+    start(config, s, other(home), &stop(MoveStep::Subscribed))
+        .await
+        .unwrap_err();
+    src.batch_execute(
+        "revoke select on sh0002.items from atoll_t_reader;
+         grant insert on sh0002.items to atoll_t_app;
+         comment on table sh0002.items is 'changed during the copy';",
+    )
+    .await
+    .unwrap();
+    let want = common::security_fingerprint(&src, "sh0002").await;
+    assert!(
+        want.iter().any(|l| l.contains("atoll_t_app=a/")),
+        "{want:?}"
+    );
+    atoll_move::resume_move(
+        config,
+        &discover(config).await,
+        Some(s),
+        &MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_settled(config, s, other(home), Some(ROWS)).await;
+    let snap = discover(config).await;
+    let dst = master(config, &snap, other(home)).await;
+    assert_eq!(common::security_fingerprint(&dst, "sh0002").await, want);
+
+    // Back, changed after the replay: refused in the pause, the source stays active.
+    start(config, s, home, &stop(MoveStep::CaughtUp))
+        .await
+        .unwrap_err();
+    dst.batch_execute("revoke insert on sh0002.items from atoll_t_app")
+        .await
+        .unwrap();
+    let e = atoll_move::resume_move(
+        config,
+        &discover(config).await,
+        Some(s),
+        &MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, MoveError::SecurityDiffers { .. }), "{e}");
+    assert!(e.to_string().contains("atoll_t_app=a/"), "{e}");
+    assert_settled(config, s, other(home), Some(ROWS)).await;
 }
 
 async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
@@ -245,6 +333,20 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
     let src = master(config, &snap, home).await;
     let dst = master(config, &snap, other(home)).await;
     let opts = MoveOptions::default();
+
+    // An aggregate (only plain functions and procedures are copied).
+    src.batch_execute("create aggregate sh0002.total(int) (sfunc = int4pl, stype = int)")
+        .await
+        .unwrap();
+    let e = start(config, s, other(home), &opts).await.unwrap_err();
+    assert_eq!(check_name(&e), "unsupported_object", "{e}");
+    assert!(
+        e.to_string().contains("aggregate sh0002.total(integer)"),
+        "{e}"
+    );
+    src.batch_execute("drop aggregate sh0002.total(int)")
+        .await
+        .unwrap();
 
     // A table without a primary key or replica identity.
     src.batch_execute("create table sh0002.loose (a int)")

@@ -82,9 +82,11 @@ async fn scenario() {
     for o in &outcomes {
         match &o.error {
             None => moved += 1,
-            // A refusal by the check is the only acceptable failure.
+            // A refusal by the check is the only acceptable failure; it names the move
+            // whose reservation left too little.
             Some(e) => assert!(
-                e.contains("unsafe to move: replication_slots"),
+                e.contains("unsafe to move: replication_slots")
+                    && e.contains("moves holding reservations: sh"),
                 "{}: {e}",
                 o.shard
             ),

@@ -14,23 +14,31 @@
 //! superuser can create a subscription, its apply and table-sync workers run as the
 //! subscription's owner, and superusers bypass row-level security even where a table has
 //! `FORCE ROW LEVEL SECURITY` (FORCE only subjects the table's owner). So neither the
-//! initial `COPY` nor the apply of later changes sees a policy. Enabling RLS only after
-//! the copy keeps it that way should a non-superuser ever own the subscription (a later
-//! PostgreSQL allows it): the copy would still run unhindered, and the apply worker refuses
-//! rows it may not see with an error the move reports (it counts apply errors), never
-//! silently dropping them.
+//! initial `COPY` nor the apply of later changes sees a policy. From PostgreSQL 16 the
+//! apply would run as each table's owner (whom FORCE subjects to the policies) unless the
+//! subscription has `run_as_owner = true`, which the move sets there. Enabling RLS only
+//! after the copy keeps the copy unhindered should a non-superuser ever own the
+//! subscription; the apply worker then refuses rows it may not see with an error the move
+//! reports (it counts apply errors), never silently dropping them.
+//!
+//! Everything here is read again right before the replay (a change made during a long
+//! copy must not be lost), and the replayed state is compared with the source's by name
+//! ([`fingerprint`]) in the replay's transaction and again inside the cutover pause; a
+//! difference rolls the move back.
 //!
 //! An object whose ACL is NULL on the source (default privileges) gets nothing: a fresh
 //! destination object has its defaults too (unless the destination has global default
 //! privileges for the creating role, which are not undone). A non-NULL ACL is replayed as
 //! pg_dump does: revoke everything from PUBLIC and the owner, then grant each entry.
 
+pub(crate) mod fingerprint;
 mod render;
 
 use crate::db::{literal, Db};
 use crate::error::MoveError;
-use render::{comment_kind, default_acl_sql, grants, object_sql, policy_sql};
-use render::{Privilege, Secured, Security};
+pub(crate) use render::Security;
+use render::{comment_kind, default_acl_sql, grants, objects_sql, policy_sql};
+use render::{Privilege, Secured};
 
 /// Rows of (grantor, grantee, privilege, grantable) columns starting at `at`.
 fn privilege(r: &tokio_postgres::Row, at: usize) -> Option<Privilege> {
@@ -63,8 +71,9 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
            select 1 + c.oid::int8,
                   case c.relkind when 'r' then 'table' when 'v' then 'view' else 'sequence' end,
                   quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relowner,
-                  not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass
-                              and d.objid = c.oid and d.deptype in ('a', 'i')),
+                  not (c.relkind = 'S' and exists (
+                         select 1 from pg_depend d where d.classid = 'pg_class'::regclass
+                            and d.objid = c.oid and d.deptype in ('a', 'i'))),
                   c.relacl
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
             where c.relnamespace = $1 and c.relkind in ('r', 'v', 'S')
@@ -108,8 +117,8 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
         if let Some(acl) = &o.acl {
             out.note_roles(acl);
         }
-        out.statements.extend(object_sql(o));
     }
+    out.statements.extend(objects_sql(&objects));
 
     // Column grants (a fresh column has none, so only grants).
     let sql = format!(
@@ -135,6 +144,41 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
         out.note_roles(acl);
         out.statements
             .extend(grants(acl, owner, &format!("table {table}"), Some(col)));
+    }
+
+    // A grant made by a non-owner is replayed under SET ROLE of its grantor, which must
+    // be able to look the object up: without USAGE on the schema the GRANT would fail (or
+    // grant less, with only a warning). The schema's ACL is replayed first, so the source's
+    // answer is the destination's.
+    let mut foreign: Vec<String> = objects
+        .iter()
+        .flat_map(|o| {
+            o.acl
+                .iter()
+                .flatten()
+                .filter(|p| p.grantor != o.owner)
+                .map(|p| p.grantor.clone())
+        })
+        .chain(
+            cols.iter()
+                .flat_map(|(_, _, owner, acl)| acl.iter().filter(move |p| &p.grantor != owner))
+                .map(|p| p.grantor.clone()),
+        )
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    for r in db
+        .query(
+            "select r from unnest($1::text[]) r
+              where not has_schema_privilege(r, $2::oid, 'usage') order by 1",
+            &[&foreign, &ns],
+        )
+        .await?
+    {
+        let role: String = r.get(0);
+        out.unusable.push(format!(
+            "grants made by role {role} in schema {schema} (it lacks USAGE on the schema, so they cannot be replayed as that role)"
+        ));
     }
 
     // Row-level security, then the policies.

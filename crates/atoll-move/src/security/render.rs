@@ -34,6 +34,8 @@ pub(crate) struct Secured {
 pub(crate) struct Security {
     pub statements: Vec<String>,
     pub roles: BTreeSet<String>,
+    /// Grants that cannot be replayed (see `unsupported` of the schema's DDL).
+    pub unusable: Vec<String>,
 }
 
 impl Security {
@@ -96,17 +98,25 @@ pub(crate) fn grants(
     out
 }
 
-/// Owner and ACL statements of one object.
-pub(crate) fn object_sql(o: &Secured) -> Vec<String> {
-    let mut out = Vec::new();
-    if o.set_owner {
-        out.push(format!(
-            "alter {} {} owner to {}",
-            o.kind,
-            o.name,
-            ident(&o.owner)
-        ));
+/// Owner and ACL statements of `objects`: every `ALTER ... OWNER` first, then the ACLs.
+/// Changing a table's owner also changes the owner of the sequences its columns own and
+/// rewrites their ACL entries (the old owner's become the new owner's), so a sequence's
+/// ACL replayed before its table's owner change (its oid is lower) would come out altered.
+pub(crate) fn objects_sql(objects: &[Secured]) -> Vec<String> {
+    let mut out: Vec<String> = objects.iter().filter_map(owner_sql).collect();
+    for o in objects {
+        out.extend(acl_sql(o));
     }
+    out
+}
+
+fn owner_sql(o: &Secured) -> Option<String> {
+    o.set_owner
+        .then(|| format!("alter {} {} owner to {}", o.kind, o.name, ident(&o.owner)))
+}
+
+fn acl_sql(o: &Secured) -> Vec<String> {
+    let mut out = Vec::new();
     if let Some(acl) = &o.acl {
         // GRANT ... ON TABLE covers views too; the other kinds use their own keyword.
         let on = if o.kind == "view" { "table" } else { &o.kind };
@@ -234,7 +244,7 @@ mod tests {
             ]),
         };
         assert_eq!(
-            object_sql(&o),
+            objects_sql(&[o]),
             vec![
                 "alter view sh0001.v owner to \"own\"",
                 "revoke all on table sh0001.v from public",
@@ -255,7 +265,36 @@ mod tests {
             set_owner: false,
             acl: None,
         };
-        assert!(object_sql(&o).is_empty());
+        assert!(objects_sql(&[o]).is_empty());
+    }
+
+    #[test]
+    fn all_owners_change_before_any_acl_is_replayed() {
+        // A serial column's sequence (lower oid, owner follows its table) whose owner
+        // revoked its own rights: its ACL must come after the table's owner change.
+        let seq = Secured {
+            kind: "sequence".into(),
+            name: "sh0001.t_id_seq".into(),
+            owner: "own".into(),
+            set_owner: false,
+            acl: Some(vec![p("own", Some("app"), "USAGE", false)]),
+        };
+        let table = Secured {
+            kind: "table".into(),
+            name: "sh0001.t".into(),
+            owner: "own".into(),
+            set_owner: true,
+            acl: None,
+        };
+        assert_eq!(
+            objects_sql(&[seq, table]),
+            vec![
+                "alter table sh0001.t owner to \"own\"",
+                "revoke all on sequence sh0001.t_id_seq from public",
+                "revoke all on sequence sh0001.t_id_seq from \"own\"",
+                "grant usage on sequence sh0001.t_id_seq to \"app\"",
+            ]
+        );
     }
 
     #[test]

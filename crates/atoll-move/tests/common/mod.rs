@@ -153,6 +153,8 @@ pub async fn add_security(c: &tokio_postgres::Client, sc: &str) {
          set role atoll_t_reader; grant select on {sc}.items to atoll_t_app; reset role;
          grant select (id, payload), update (note) on {sc}.items to atoll_t_app;
          grant usage on sequence {sc}.id_seq to atoll_t_app;
+         revoke all on sequence {sc}.children_id_seq from atoll_t_owner;
+         grant usage on sequence {sc}.children_id_seq to atoll_t_app;
          grant select on {sc}.meh to atoll_t_reader;
          revoke execute on function {sc}.touch() from public;
          grant execute on function {sc}.touch() to atoll_t_app;
