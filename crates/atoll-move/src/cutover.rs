@@ -16,10 +16,12 @@
 use crate::db::{ident, literal, Db};
 use crate::engine::{drop_slot, sub_oid, tick, wait_tick, Mover};
 use crate::error::MoveError;
+use crate::security::fingerprint;
 use crate::verify::{digest_sql, digests};
 use crate::MoveEvent;
 use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_postgres::Statement;
 
 impl Mover<'_> {
     pub(crate) async fn cutover(&mut self) -> Result<(), MoveError> {
@@ -57,6 +59,10 @@ impl Mover<'_> {
         let backup = backup_schema(shard, secs);
         let opts = self.opts;
 
+        // Owners, privileges, policies and comments: compared once before the pause (a
+        // difference fails the move without pausing writes) and again inside it, through
+        // statements prepared and planned here.
+        let fingerprints = self.security_statements(&schema).await?;
         if !opts.verify_in_pause {
             self.pre_verify(&lock_sql, &ticker, &digest_sql, &ddl.tables)
                 .await?;
@@ -66,6 +72,7 @@ impl Mover<'_> {
         let inside = self
             .in_pause(
                 pause_start,
+                &fingerprints,
                 &digest_sql,
                 seq_sql.as_deref(),
                 &ddl.tables,
@@ -92,6 +99,35 @@ impl Mover<'_> {
         self.report.apply_wait_ms = ms(applied - lock_ms);
         self.report.verify_and_switch_ms = ms(switched - applied);
         self.reached(MoveStep::Activated).await
+    }
+
+    /// The fingerprint statements for [`Self::compare_security`] (source, destination),
+    /// prepared and run once, which also compares the two before the pause.
+    async fn security_statements(&self, schema: &str) -> Result<(Statement, Statement), MoveError> {
+        let (s, d) = futures::join!(
+            fingerprint::prepare(&self.src, schema),
+            fingerprint::prepare(&self.dst, schema)
+        );
+        let statements = (s?, d?);
+        self.compare_security(&statements).await?;
+        Ok(statements)
+    }
+
+    /// Fails the move when the destination's owners, privileges, policies or comments
+    /// differ from the source's (one changed on the source since the replay after the copy
+    /// would otherwise be lost; a lost REVOKE grants more on the destination).
+    async fn compare_security(&self, statements: &(Statement, Statement)) -> Result<(), MoveError> {
+        let (s, d) = futures::join!(
+            fingerprint::run(&self.src, &statements.0),
+            fingerprint::run(&self.dst, &statements.1)
+        );
+        match fingerprint::differences(&s?, &d?) {
+            None => Ok(()),
+            Some(detail) => Err(MoveError::SecurityDiffers {
+                shard: self.shard(),
+                detail,
+            }),
+        }
     }
 
     /// Locks the source tables and waits until the destination has applied everything
@@ -146,6 +182,7 @@ impl Mover<'_> {
     async fn in_pause(
         &mut self,
         pause_start: Instant,
+        fingerprints: &(Statement, Statement),
         digest_sql: &str,
         seq_sql: Option<&str>,
         tables: &[crate::ddl::TableInfo],
@@ -183,13 +220,7 @@ impl Mover<'_> {
         // Owners, privileges, policies and comments first: one changed on the source
         // since the replay after the copy would otherwise be lost (a lost REVOKE grants
         // more on the destination).
-        let (s, d) = futures::join!(
-            crate::security::fingerprint::of(&self.src, &schema),
-            crate::security::fingerprint::of(&self.dst, &schema)
-        );
-        if let Some(detail) = crate::security::fingerprint::differences(&s?, &d?) {
-            return Err(MoveError::SecurityDiffers { shard, detail });
-        }
+        self.compare_security(fingerprints).await?;
         if opts.verify_in_pause {
             let (src_row, dst_row) =
                 futures::join!(self.src.one(digest_sql, &[]), self.dst.one(digest_sql, &[]));

@@ -6,7 +6,7 @@
 
 use crate::db::Db;
 use crate::error::MoveError;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Statement};
 
 /// One text line per object or entry; no oids, so equal on two servers when the schemas
 /// match. Function names use identity arguments (not `regprocedure`, whose rendering
@@ -73,14 +73,33 @@ pub(crate) async fn read<C: GenericClient>(
     client: &C,
     schema: &str,
 ) -> Result<Vec<String>, tokio_postgres::Error> {
-    let mut lines: Vec<String> = client
-        .query(SQL, &[&schema])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows = client.query(SQL, &[&schema]).await?;
+    Ok(sorted(&rows))
+}
+
+/// The statement behind [`read`] for `schema`, prepared on `db`'s session ahead of the
+/// cutover pause, where [`run`] then costs one execution. The schema is a literal, not a
+/// parameter: a parameterised statement is planned again on each of its first executions
+/// (custom plans), and planning this catalog query takes about as long as running it.
+pub(crate) async fn prepare(db: &Db, schema: &str) -> Result<Statement, MoveError> {
+    let sql = SQL.replace("$1::text", &crate::db::literal(schema));
+    db.client.prepare(&sql).await.map_err(|e| db.err(e))
+}
+
+/// [`read`] through a statement from [`prepare`] on the same session.
+pub(crate) async fn run(db: &Db, statement: &Statement) -> Result<Vec<String>, MoveError> {
+    let rows = db
+        .client
+        .query(statement, &[])
+        .await
+        .map_err(|e| db.err(e))?;
+    Ok(sorted(&rows))
+}
+
+fn sorted(rows: &[tokio_postgres::Row]) -> Vec<String> {
+    let mut lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     lines.sort();
-    Ok(lines)
+    lines
 }
 
 /// [`read`] on a [`Db`], with its error context.
@@ -117,7 +136,14 @@ pub(crate) fn differences(source: &[String], destination: &[String]) -> Option<S
 
 #[cfg(test)]
 mod tests {
-    use super::differences;
+    use super::{differences, SQL};
+
+    #[test]
+    fn the_schema_is_the_one_parameter() {
+        // `prepare` puts a literal in its place.
+        assert_eq!(SQL.matches("$1::text").count(), 1);
+        assert!(!SQL.contains("$2"));
+    }
 
     #[test]
     fn differences_name_both_sides() {
