@@ -230,7 +230,7 @@ fn migrations_and_moves_keep_apart(sb: &TestSandbox, to: &str) {
         .spawn()
         .unwrap();
     let held = "select count(*) from pg_locks where locktype = 'advisory' and granted";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sb.psql(sb.islands()[0].nodes[0].port, held).unwrap() == "0" {
         assert!(
             std::time::Instant::now() < deadline,
@@ -245,6 +245,8 @@ fn migrations_and_moves_keep_apart(sb: &TestSandbox, to: &str) {
     sb.psql(sb.islands()[0].nodes[0].port, release).unwrap();
     let _ = holder.kill();
     let _ = holder.wait();
+    // A deadline of its own: the move above may have taken most of the first one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sb.psql(sb.islands()[0].nodes[0].port, held).unwrap() != "0" {
         assert!(std::time::Instant::now() < deadline, "lock never released");
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -263,24 +263,47 @@ async fn write_on_read_only_node(config: &Config, cluster: &Cluster) -> Result<(
     ] {
         admin.batch_execute(sql).await?;
     }
+    // Wait until the server has reloaded: a fresh session starts read-only. The postmaster
+    // signals the pooled sessions as it reloads; they apply it before their next statement.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = atoll_pg::connect(&node).await?;
+        let ro: String = probe
+            .query_one(
+                "select current_setting('default_transaction_read_only')",
+                &[],
+            )
+            .await?
+            .get(0);
+        if ro == "on" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the server never turned read-only after pg_reload_conf()"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = cluster.new_id(s.no()).await?;
+    let sql = format!("insert into {}.items values ($1, 'read-only')", s.schema());
     let undo = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(700)).await;
+        let reset_at = Instant::now();
         admin
             .batch_execute("alter system reset default_transaction_read_only")
             .await?;
-        admin.batch_execute("select pg_reload_conf()").await
+        admin.batch_execute("select pg_reload_conf()").await?;
+        Ok::<_, tokio_postgres::Error>(reset_at)
     });
-    // Give the pooled sessions time to see the reload (they read it between statements).
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let id = cluster.new_id(s.no()).await?;
-    let sql = format!("insert into {}.items values ($1, 'read-only')", s.schema());
-    let started = Instant::now();
     s.write(&sql, &[&id.get()], Write::once()).await?;
+    let written = Instant::now();
+    let reset_at = undo.await??;
+    // The server was read-only until the reset: the write can only have succeeded by
+    // retrying until then.
     ensure!(
-        started.elapsed() >= Duration::from_millis(300),
-        "the write did not wait"
+        written > reset_at,
+        "the write did not wait for the server to turn writable"
     );
-    undo.await??;
     let sql = format!("select count(*) from {}.items where id = $1", s.schema());
     let n: i64 = s.query(&sql, &[&id.get()], Freshness::Master).await?[0].get(0);
     ensure!(n == 1, "{n} rows after the retried write");
@@ -522,7 +545,11 @@ fn cluster_end_to_end() -> Result<()> {
         ride_through_a_move(&config, &cluster)
             .await
             .context("move")?;
-        failover(sb.clone(), &cluster).await.context("failover")?;
+        // Stopping and promoting a node may take longer than 5 s on a slow machine: reads
+        // wait out an absent master for up to 15 s here.
+        let patient = Cluster::connect(config.clone(), options(15_000)).await?;
+        failover(sb.clone(), &patient).await.context("failover")?;
+        drop(cluster);
         Ok::<_, anyhow::Error>(())
     })?;
     drop(rt);

@@ -24,10 +24,12 @@ fn leased(opts: LeaseOptions) -> ClusterOptions {
     }
 }
 
+/// Short enough that the loss and the unrenewable deadline show within seconds, long enough
+/// that a lease statement's bound (`min(renew_every, ttl/4)` = 1 s) holds on a slow machine.
 fn short_lease(nodes: std::ops::Range<u16>) -> LeaseOptions {
     LeaseOptions {
-        ttl: Duration::from_secs(3),
-        renew_every: Duration::from_millis(300),
+        ttl: Duration::from_secs(8),
+        renew_every: Duration::from_secs(1),
         nodes,
         ..Default::default()
     }

@@ -454,9 +454,12 @@ async fn tick_progress<F: std::future::Future<Output = ()>>(
                     continue;
                 }
                 if let Err(why) = lock.progress(total, done, failed).await {
-                    tracing::error!(%why, "cluster lock lost; starting no more schemas");
+                    // Stop first, then say so: whoever reacts to the message finds the
+                    // run already stopping.
                     shared.stop.store(true, Ordering::Relaxed);
+                    let text = why.to_string();
                     *shared.lock_lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    tracing::error!(why = %text, "cluster lock lost; starting no more schemas");
                 }
             }
         }

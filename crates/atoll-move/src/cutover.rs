@@ -385,22 +385,11 @@ pub(crate) async fn drop_replication(
         .await?
         .and_then(|r| r.get(0));
     let oid = oid.map(i64::from).or(recorded);
-    let mut slots = vec![names.slot.clone()];
     if let Some(oid) = oid {
         let sysid = crate::engine::system_id(dst).await?;
-        for r in src
-            .query(
-                "select slot_name::text from pg_replication_slots where slot_name like $1",
-                &[&crate::engine::sync_slot_pattern(oid, sysid)],
-            )
-            .await?
-        {
-            slots.push(r.get(0));
-        }
+        drop_sync_slots(src, &crate::engine::sync_slot_pattern(oid, sysid)).await?;
     }
-    for s in &slots {
-        drop_slot(src, s, Duration::from_secs(30)).await?;
-    }
+    drop_slot(src, &names.slot, Duration::from_secs(30)).await?;
     src.exec(&format!(
         "drop publication if exists {}",
         ident(&names.publication)
@@ -411,6 +400,59 @@ pub(crate) async fn drop_replication(
     dst.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
         .await?;
     Ok(())
+}
+
+/// How long table-sync walsenders of a dropped subscription may take to go away.
+const SYNC_SENDER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Drops the table-sync slots named like `pattern` (the application name of their
+/// walsenders too) until none is left and no such walsender is connected: one that was
+/// still creating its slot when the subscription was dropped adds the slot after a first
+/// listing. Walsenders still there after the patience (orphans: the subscription is gone)
+/// are terminated.
+async fn drop_sync_slots(src: &Db, pattern: &str) -> Result<(), MoveError> {
+    let started = Instant::now();
+    loop {
+        let slots = src
+            .query(
+                "select slot_name::text from pg_replication_slots where slot_name like $1",
+                &[&pattern],
+            )
+            .await?;
+        for r in &slots {
+            drop_slot(src, &r.get::<_, String>(0), Duration::from_secs(30)).await?;
+        }
+        let senders: i64 = src
+            .one(
+                "select count(*) from pg_stat_activity
+                 where application_name like $1 and pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await?
+            .get(0);
+        if slots.is_empty() && senders == 0 {
+            return Ok(());
+        }
+        if senders > 0 && started.elapsed() > SYNC_SENDER_PATIENCE {
+            if started.elapsed() > 2 * SYNC_SENDER_PATIENCE {
+                return Err(MoveError::Query {
+                    node: src.node.to_string(),
+                    msg: format!(
+                        "{senders} table-sync walsender(s) {pattern} still connected after {:?}",
+                        2 * SYNC_SENDER_PATIENCE
+                    ),
+                    code: None,
+                });
+            }
+            src.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name like $1 and pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// How long activation is retried after the switch before giving up.

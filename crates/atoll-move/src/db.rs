@@ -188,15 +188,24 @@ mod tests {
 
     #[test]
     fn conninfo_quotes_values_and_returns_the_secret_to_mask() {
-        std::env::set_var("ATOLL_MOVE_TEST_PW", r"p'w\x");
+        // A file, not the process environment: setting a variable while other test
+        // threads may read the environment is undefined behaviour on Linux.
+        let path = std::env::temp_dir().join(format!(
+            "atoll-move-test-pw-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, r"p'w\x").unwrap();
         let node = NodeConfig {
             host: "127.0.0.1".into(),
             port: 5432,
             user: "o'neil".into(),
             database: "app".into(),
-            password: Some("env:ATOLL_MOVE_TEST_PW".parse().unwrap()),
+            password: Some(format!("file:{}", path.display()).parse().unwrap()),
         };
-        let (s, secret) = conninfo(&node).unwrap();
+        let got = conninfo(&node);
+        let _ = std::fs::remove_file(&path);
+        let (s, secret) = got.unwrap();
         assert!(s.contains(r"user='o\'neil'"), "{s}");
         assert!(s.contains(r"password='p\'w\\x'"));
         assert_eq!(secret.as_deref(), Some(r"p'w\x"));

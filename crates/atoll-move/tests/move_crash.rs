@@ -104,6 +104,17 @@ async fn scenario() {
             .await
             .unwrap_err();
             assert!(matches!(e, MoveError::Busy { .. }), "{e}");
+            // Release explicitly: dropping the client ends the session asynchronously, so
+            // the abort below could still find the lock held.
+            let released: bool = holder
+                .query_one(
+                    "select pg_advisory_unlock($1)",
+                    &[&atoll_move::move_lock_key(s)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(released);
             drop(holder);
         }
         match atoll_move::abort_move(&config, &snap, Some(s)).await {
@@ -298,18 +309,33 @@ async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
         let config = config.clone();
         tokio::spawn(async move { start(&config, s, other(home), &MoveOptions::default()).await })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the mover polls for strong holders: pg_stat_activity keeps a session's
+    // last statement, and only that poll names ShareRowExclusiveLock.
+    let waiting = "select count(*) from pg_stat_activity
+         where pid <> pg_backend_pid() and query like '%''ShareRowExclusiveLock''%'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = writer.query_one(waiting, &[]).await.unwrap().get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(!mover.is_finished(), "the move ended before waiting");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move never started waiting for the strong lock holder"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The move is waiting for the holder, but not in the lock queue: writes go through.
-    let t = std::time::Instant::now();
-    writer
-        .batch_execute("insert into sh0003.items (payload) values (-424242)")
-        .await
-        .unwrap();
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    // Were the insert queued behind the move's lock request it would hang until the holder
+    // commits, which happens only after it returns.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        writer.batch_execute("insert into sh0003.items (payload) values (-424242)"),
+    )
+    .await
+    .expect("the insert is not queued behind the waiting move")
+    .unwrap();
     assert!(!mover.is_finished());
     holder.batch_execute("commit").await.unwrap();
     mover.await.unwrap().unwrap();

@@ -80,11 +80,12 @@ async fn scenario() {
         stats.max_gap
     );
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
-    // The release benchmark measures the gap against the 250 ms target; a debug build on a
-    // shared machine gets a loose bound that still catches a pause of seconds.
+    // The 250 ms target lives in the release benchmark. A debug build on a shared or slow CI
+    // machine only has to keep the pause below the client's shard-absent window: a longer
+    // pause would make clients fail writes instead of waiting them out.
     assert!(
-        stats.max_gap < Duration::from_secs(2),
-        "{:?}",
+        stats.max_gap < Duration::from_secs(5),
+        "the write pause {:?} reached the client's 5 s shard-absent window",
         stats.max_gap
     );
     assert!(stats.acked.len() > 50, "the writer kept writing");

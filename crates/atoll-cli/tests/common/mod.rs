@@ -62,6 +62,26 @@ impl Env {
         (code, v)
     }
 
+    /// Waits (up to 30 s) until no session holds the advisory lock `key` on any master: a
+    /// killed process's session ends on the server a moment after the process does, and
+    /// until then the lock still refuses the next run.
+    pub fn wait_until_unlocked(&self, key: i64) {
+        let sql = format!(
+            "select count(*) from pg_locks where locktype = 'advisory' and granted \
+             and ((classid::bigint << 32) | objid::bigint) = {key}"
+        );
+        let started = std::time::Instant::now();
+        for &port in &self.ports {
+            while self.psql(port, &sql) != "0" {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(30),
+                    "advisory lock {key} still held on port {port} after 30 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
     pub fn psql(&self, port: u16, sql: &str) -> String {
         let out = Command::new(self.sb.pg_bin().join("psql"))
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])

@@ -27,22 +27,22 @@ fn wait_for(env: &Env, port: u16, sql: &str, want: &str) {
 
 /// A child process killed and reaped when dropped, so that a failing assert leaves no
 /// psql session holding locks (or run of `atoll`) behind.
-struct Guard(Option<Child>);
+pub(crate) struct Guard(Option<Child>);
 
 impl Guard {
-    fn child(&mut self) -> &mut Child {
+    pub(crate) fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("child taken")
     }
 
     /// Sends `sql` to the session's stdin.
-    fn send(&mut self, sql: &str) {
+    pub(crate) fn send(&mut self, sql: &str) {
         let stdin = self.child().stdin.as_mut().expect("stdin");
         stdin.write_all(sql.as_bytes()).expect("write");
         stdin.flush().expect("flush");
     }
 
     /// Closes stdin and waits for the process to end.
-    fn finish(mut self) -> Output {
+    pub(crate) fn finish(mut self) -> Output {
         let mut child = self.0.take().expect("child taken");
         drop(child.stdin.take());
         child.wait_with_output().expect("wait")
@@ -59,7 +59,7 @@ impl Drop for Guard {
 }
 
 /// A psql session reading SQL from its stdin, named `app` in pg_stat_activity.
-fn session(env: &Env, port: u16, app: &str) -> Guard {
+pub(crate) fn session(env: &Env, port: u16, app: &str) -> Guard {
     let child = Command::new(env.sb.pg_bin().join("psql"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
         .args(["-d", "postgres", "-q"])

@@ -10,33 +10,17 @@ pub fn lock_timeout_with_bounded_retry(env: &Env) {
         "alter table users drop column age;",
     );
     let p3 = env.port_of("sh0003");
-    // Another session holds sh0003.users for 5 s, as a long transaction of the app would.
-    let mut holder = Command::new(env.sb.pg_bin().join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p3.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args([
-            "-c",
-            "begin; lock table sh0003.users; select pg_sleep(5); commit;",
-        ])
-        .current_dir("/")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn psql");
+    // Another session holds sh0003.users, as a long transaction of the app would, until
+    // the test releases it.
+    let mut holder = super::fixes::session(env, p3, "atoll_test_v8_holder");
+    holder.send("begin;\nlock table sh0003.users;\n");
     let held = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
                 where c.relname = 'users' and c.relnamespace = 'sh0003'::regnamespace \
                 and l.granted and l.mode = 'AccessExclusiveLock'";
     let started = Instant::now();
     while env.psql(p3, held) != "1" {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "lock never taken"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -63,12 +47,61 @@ pub fn lock_timeout_with_bounded_retry(env: &Env) {
         "{error}"
     );
     assert_eq!(env.applied(V8), 63);
-    // Bounded retries with backoff outlast the holder.
-    let (code, report) =
-        env.migrate_json(&["apply", "--lock-timeout-ms", "200", "--lock-retries", "6"]);
-    assert_eq!(code, 0, "{report}");
+    // Bounded retries with backoff outlast the holder: the run times out on the lock at
+    // least once (it says so with -v), then the holder commits and a retry goes through.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .arg("--config")
+        .arg(env.sb.config_path())
+        .args([
+            "-v",
+            "--json",
+            "migrate",
+            "apply",
+            "--lock-timeout-ms",
+            "200",
+        ])
+        .args(["--lock-retries", "6", "--dir"])
+        .arg(&env.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn atoll");
+    let stderr = run.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let started = Instant::now();
+    loop {
+        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("lock timeout, retrying") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = run.kill();
+                panic!("the run never retried after a lock timeout: {e}");
+            }
+        }
+    }
+    holder.send("commit;\n");
+    holder.finish();
+    let out = run.wait_with_output().expect("wait atoll");
+    let err = reader.join().expect("stderr reader");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(out.status.code(), Some(0), "{report} / {err}");
     assert_eq!(env.applied(V8), 64);
-    holder.wait().expect("psql");
 }
 
 pub fn before_and_after_hooks(env: &Env) {

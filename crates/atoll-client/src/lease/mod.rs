@@ -266,7 +266,7 @@ impl LeaseHandle {
     ) -> Result<LeaseHandle, ClientError> {
         let range = format!("{}..{}", opts.nodes.start, opts.nodes.end);
         let mut task = task::LeaseTask::new(shared, slot.clone(), opts);
-        if !task.acquire().await? {
+        if !task.acquire_first().await? {
             return Err(ClientError::IdLease(format!(
                 "every node id in {range} is leased or resting"
             )));

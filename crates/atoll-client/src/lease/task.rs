@@ -117,34 +117,44 @@ impl LeaseTask {
         }
     }
 
-    /// Runs one lease statement, bounded by `min(renew_every, ttl/4)` (so even two hung
-    /// renewals in a row leave time for a third before the deadline); on failure the
+    /// The bound on one lease statement: `min(renew_every, ttl/4)`, so even two hung
+    /// renewals in a row leave time for a third before the deadline.
+    fn statement_limit(&self) -> Duration {
+        self.opts.renew_every.min(self.opts.ttl / 4)
+    }
+
+    /// Runs one lease statement, bounded by `limit`; opening a fresh connection first is
+    /// bounded separately by the config's `connect_timeout` (a slow connect is not a hung
+    /// statement, and the lease deadline counts from before both anyway). On failure the
     /// connection is dropped and a rediscovery requested (the master may have changed).
     /// Acquire answers the node id taken; renew and release answer the node id if the lease
     /// was still ours.
-    async fn exec(&mut self, op: Op<'_>) -> Result<Option<u16>, ClientError> {
-        let limit = self.opts.renew_every.min(self.opts.ttl / 4);
-        let out = tokio::time::timeout(limit, async {
-            let (node, c) = self.client().await?;
-            let r = match op {
-                Op::Acquire(req) => id_lease::acquire(c, &node, req).await,
-                Op::Renew(n, token, ttl) => id_lease::renew(c, &node, n, token, ttl)
-                    .await
-                    .map(|ok| ok.then_some(n)),
-                Op::Release(n, token) => id_lease::release(c, &node, n, token)
-                    .await
-                    .map(|ok| ok.then_some(n)),
-            };
-            r.map_err(|e| ClientError::IdLease(e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(ClientError::IdLease(format!(
-                "{} on {} timed out after {limit:?}",
-                op.what(),
-                self.target()
-            )))
-        });
+    async fn exec(&mut self, op: Op<'_>, limit: Duration) -> Result<Option<u16>, ClientError> {
+        let out = match self.client().await {
+            Err(e) => Err(e),
+            Ok((node, c)) => {
+                let statement = async {
+                    match op {
+                        Op::Acquire(req) => id_lease::acquire(c, &node, req).await,
+                        Op::Renew(n, token, ttl) => id_lease::renew(c, &node, n, token, ttl)
+                            .await
+                            .map(|ok| ok.then_some(n)),
+                        Op::Release(n, token) => id_lease::release(c, &node, n, token)
+                            .await
+                            .map(|ok| ok.then_some(n)),
+                    }
+                    .map_err(|e| ClientError::IdLease(e.to_string()))
+                };
+                match tokio::time::timeout(limit, statement).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ClientError::IdLease(format!(
+                        "{} on {} timed out after {limit:?}",
+                        op.what(),
+                        self.target()
+                    ))),
+                }
+            }
+        };
         if out.is_err() {
             self.conn = None;
             self.shared.wake.notify_one();
@@ -152,8 +162,21 @@ impl LeaseTask {
         out
     }
 
+    /// Takes the first lease, while the cluster connects: nothing is waiting on a renewal
+    /// yet, so the statement may take as long as a connect may (a cold server or a slow
+    /// machine must not fail `Cluster::connect`).
+    pub(crate) async fn acquire_first(&mut self) -> Result<bool, ClientError> {
+        let connect_timeout = self.shared.state.load().config.connect_timeout;
+        let limit = self.statement_limit().max(connect_timeout);
+        self.acquire_within(limit).await
+    }
+
     /// Takes a new lease: Ok(false) when every node id in the range is held or resting.
     pub(crate) async fn acquire(&mut self) -> Result<bool, ClientError> {
+        self.acquire_within(self.statement_limit()).await
+    }
+
+    async fn acquire_within(&mut self, limit: Duration) -> Result<bool, ClientError> {
         let token = format!("{:032x}", rand::random::<u128>());
         let holder = self.holder.clone();
         let req = LeaseRequest {
@@ -164,7 +187,7 @@ impl LeaseTask {
             nodes: self.opts.nodes.clone(),
         };
         let sent = stamp();
-        let got = self.exec(Op::Acquire(&req)).await?;
+        let got = self.exec(Op::Acquire(&req), limit).await?;
         let Some(node) = got else {
             self.slot.set_why(format!(
                 "every node id in {}..{} is leased or resting; IDs resume once one is free and leased",
@@ -218,7 +241,9 @@ impl LeaseTask {
         };
         let sent = stamp();
         let (node, token, ttl) = (held.node, held.token.clone(), self.opts.ttl);
-        let renewed = self.exec(Op::Renew(node, &token, ttl)).await;
+        let renewed = self
+            .exec(Op::Renew(node, &token, ttl), self.statement_limit())
+            .await;
         match renewed {
             Ok(Some(_)) => {
                 self.slot.extend(&held, deadline(sent, ttl));
@@ -271,8 +296,11 @@ impl LeaseTask {
         };
         let node = held.node;
         let token = held.token.clone();
-        let released =
-            tokio::time::timeout(RELEASE_TIMEOUT, self.exec(Op::Release(node, &token))).await;
+        let released = tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            self.exec(Op::Release(node, &token), self.statement_limit()),
+        )
+        .await;
         match released {
             Ok(Ok(_)) => tracing::debug!(node, "atoll-client: released ID node id lease"),
             Ok(Err(e)) => {
