@@ -437,8 +437,13 @@ pub fn move_lock_key(shard: ShardNo) -> i64 {
 /// Taken on the source and the destination master, lower island id first.
 pub const CAPACITY_LOCK_KEY: i64 = 0x6174_6f6c_6c63_6170;
 
+/// How long a held move lock is tried again before refusing: the session of a process
+/// killed a moment ago ends on the server a little after the process does.
+const MOVE_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the shard's move lock on the source master on a dedicated connection; the lock
-/// lasts as long as the returned connection. Refuses if another session holds it.
+/// lasts as long as the returned connection. Refuses if another session still holds it
+/// after [`MOVE_LOCK_GRACE`].
 async fn hold_move_lock(
     config: &Config,
     snapshot: &Snapshot,
@@ -446,12 +451,18 @@ async fn hold_move_lock(
     shard: ShardNo,
 ) -> Result<Db, MoveError> {
     let db = Db::connect(config, snapshot, source).await?;
-    let got: bool = db
-        .one("select pg_try_advisory_lock($1)", &[&move_lock_key(shard)])
-        .await?
-        .get(0);
-    if !got {
-        return Err(MoveError::Busy { shard });
+    let deadline = std::time::Instant::now() + MOVE_LOCK_GRACE;
+    loop {
+        let got: bool = db
+            .one("select pg_try_advisory_lock($1)", &[&move_lock_key(shard)])
+            .await?
+            .get(0);
+        if got {
+            return Ok(db);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(MoveError::Busy { shard });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Ok(db)
 }
