@@ -297,6 +297,14 @@ async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
     let s = shard(3);
     let snap = discover(config).await;
     let home = snap.active_island(s).unwrap();
+    // Copied and caught up first: CREATE PUBLICATION takes SHARE UPDATE EXCLUSIVE itself,
+    // so a holder present from the start would stop the move there instead of at the lock.
+    let caught_up = MoveOptions {
+        stop_after: Some(MoveStep::CaughtUp),
+        ..MoveOptions::default()
+    };
+    let e = start(config, s, other(home), &caught_up).await.unwrap_err();
+    assert!(matches!(e, MoveError::Stopped { .. }), "{e}");
     let holder = master(config, &snap, home).await;
     let writer = master(config, &snap, home).await;
     // A session holding SHARE UPDATE EXCLUSIVE (what a manual VACUUM or ANALYZE takes)
@@ -307,7 +315,18 @@ async fn strong_lock_holders_are_waited_out_without_queueing(config: &Config) {
         .unwrap();
     let mover = {
         let config = config.clone();
-        tokio::spawn(async move { start(&config, s, other(home), &MoveOptions::default()).await })
+        tokio::spawn(async move {
+            let snap = discover(&config).await;
+            atoll_move::resume_move(
+                &config,
+                &snap,
+                Some(s),
+                &MoveOptions::default(),
+                atoll_move::no_progress(),
+            )
+            .await
+            .map(|_| ())
+        })
     };
     // Wait until the mover polls for strong holders: pg_stat_activity keeps a session's
     // last statement, and only that poll names ShareRowExclusiveLock.
