@@ -355,7 +355,9 @@ pub fn lost_lock_stops_steps_waiting_for_a_slot(env: &Env) {
         gate.finish();
     }
     let out = run.0.take().expect("run").wait_with_output().expect("wait");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The reader thread ends at the pipe's end, after the process exited: wait for it
+    // (try_iter could miss the last lines it has not passed on yet).
+    let rest: Vec<String> = rx.iter().collect();
     assert_eq!(out.status.code(), Some(1), "{rest:?}");
     assert!(
         rest.iter().any(|l| l.contains("lost its cluster lock")),
