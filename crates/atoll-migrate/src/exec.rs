@@ -360,7 +360,7 @@ async fn wait_for_build(
     }
 }
 
-pub(crate) fn still_building(schema: &str, name: &str, pid: i32, wait: Duration) -> Fail {
+fn still_building(schema: &str, name: &str, pid: i32, wait: Duration) -> Fail {
     Fail::Msg(format!(
         "index {schema}.{name} is still being built by backend pid {pid} (an earlier run's?) after {} s; not dropping it, run again when it is done",
         wait.as_secs_f64()

@@ -9,10 +9,10 @@ use futures::future::try_join_all;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-/// The island whose non-shard schemas (`public`, ...) are migrated: island 0, or the
-/// lowest configured island when there is no island 0.
+/// The island whose non-shard schemas (`public`, ...) are migrated and which holds the run
+/// lock: the cluster's coordination island (island 0, or the lowest configured one).
 pub fn finalizer_island(config: &Config) -> Option<IslandId> {
-    config.islands.iter().map(|i| i.id).min()
+    atoll_pg::coordination::coordination_island(config)
 }
 
 /// Every island master, configured node and open connection.

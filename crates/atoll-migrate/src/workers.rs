@@ -129,7 +129,10 @@ async fn worker(
                     if shared.stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let permits = shared.limits.enter(island, m, &file.directives).await;
+                    let permits = shared
+                        .limits
+                        .enter(island, &m.version, &file.directives)
+                        .await;
                     if shared.stop.load(Ordering::Relaxed) {
                         return;
                     }

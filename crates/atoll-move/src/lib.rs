@@ -277,7 +277,7 @@ async fn refuse_during_migration(
     snapshot: &Snapshot,
     shard: ShardNo,
 ) -> Result<(), MoveError> {
-    let Some(first) = config.islands.iter().map(|i| i.id).min() else {
+    let Some(first) = atoll_pg::coordination::coordination_island(config) else {
         return Ok(());
     };
     let db = Db::connect(config, snapshot, first).await?;

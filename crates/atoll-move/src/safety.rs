@@ -233,23 +233,30 @@ async fn reservations(
             &[&role, &exclude],
         )
         .await?;
+    let moves: Vec<(ShardNo, MoveStep)> = rows
+        .iter()
+        .filter_map(|r| {
+            let (shard, step): (i32, String) = (r.get(0), r.get(1));
+            Some((ShardNo::new(i64::from(shard)).ok()?, step.parse().ok()?))
+        })
+        .collect();
+    // Their tables, counted in one pass (this runs under the capacity lock).
+    let schemas: Vec<String> = moves.iter().map(|(shard, _)| shard.schema()).collect();
+    let tables: std::collections::HashMap<String, i64> = db
+        .query(
+            "select n.nspname::text, count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+              where n.nspname = any($1) and c.relkind = 'r' and c.relpersistence = 'p' group by 1",
+            &[&schemas],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     let mut total = 0;
     let mut holders = Vec::new();
-    for r in rows {
-        let (shard, step): (i32, String) = (r.get(0), r.get(1));
-        let (Ok(shard), Ok(step)) = (ShardNo::new(i64::from(shard)), step.parse::<MoveStep>())
-        else {
-            continue;
-        };
-        let tables: i64 = db
-            .one(
-                "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                  where n.nspname = $1 and c.relkind = 'r' and c.relpersistence = 'p'",
-                &[&shard.schema()],
-            )
-            .await?
-            .get(0);
-        let share = reserved(step, tables as usize, sync_workers);
+    for (shard, step) in moves {
+        let n = tables.get(&shard.schema()).copied().unwrap_or(0);
+        let share = reserved(step, n as usize, sync_workers);
         total += share;
         if share > 0 {
             holders.push(format!("{shard} ({step}, {share})"));

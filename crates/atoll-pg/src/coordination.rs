@@ -8,8 +8,15 @@
 //! record) and then looks for the other, so whichever comes second sees the first.
 
 use crate::error::PgError;
-use atoll_core::NodeConfig;
+use atoll_core::{Config, IslandId, NodeConfig};
 use tokio_postgres::Client;
+
+/// The island whose master keeps what is cluster-wide: the migration lock and run records,
+/// the non-shard schemas a migration finalises, the ID node-id leases. The lowest
+/// configured island id (island 0 unless there is none); `None` without islands.
+pub fn coordination_island(config: &Config) -> Option<IslandId> {
+    config.islands.iter().map(|i| i.id).min()
+}
 
 /// The session advisory lock a migration run holds on the first island's master for its
 /// whole duration (released by the server if the process dies).

@@ -45,9 +45,10 @@ pub(crate) const SQL: &str = r#"
     insert into atoll.id_leases (node) select generate_series(0, 999);
     "#;
 
-/// The island whose master holds the lease table: the lowest configured island id.
+/// The island whose master holds the lease table: the one that keeps everything
+/// cluster-wide ([`crate::coordination::coordination_island`]).
 pub fn lease_island(config: &Config) -> Option<IslandId> {
-    config.islands.iter().map(|i| i.id).min()
+    crate::coordination::coordination_island(config)
 }
 
 /// What an acquirer asks for.

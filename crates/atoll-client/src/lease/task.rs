@@ -28,9 +28,11 @@ pub(crate) fn holder_text(application_name: &str) -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".to_string());
-    let mut s = format!("{host} pid {} ({application_name})", std::process::id());
-    s.truncate(200);
-    s
+    // At most 200 characters (String::truncate would panic inside a multibyte one).
+    format!("{host} pid {} ({application_name})", std::process::id())
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// Why IDs stopped after a renewal found the lease taken over.
@@ -104,19 +106,6 @@ impl LeaseTask {
         }
     }
 
-    /// Where lease statements go, for messages: the lease island and its master as the
-    /// current snapshot knows it (masked, never a password).
-    fn target(&self) -> String {
-        let state = self.shared.state.load();
-        match id_lease::lease_island(&state.config) {
-            Some(island) => match atoll_pg::master_node(&state.config, &state.snapshot, island) {
-                Ok(node) => format!("island {island} master {node}"),
-                Err(_) => format!("island {island}, no master known"),
-            },
-            None => "no island".to_string(),
-        }
-    }
-
     /// The bound on one lease statement: `min(renew_every, ttl/4)`, so even two hung
     /// renewals in a row leave time for a third before the deadline.
     fn statement_limit(&self) -> Duration {
@@ -148,9 +137,8 @@ impl LeaseTask {
                 match tokio::time::timeout(limit, statement).await {
                     Ok(r) => r,
                     Err(_) => Err(ClientError::IdLease(format!(
-                        "{} on {} timed out after {limit:?}",
-                        op.what(),
-                        self.target()
+                        "{} on the lease island's master {node} timed out after {limit:?}",
+                        op.what()
                     ))),
                 }
             }
@@ -171,11 +159,8 @@ impl LeaseTask {
         self.acquire_within(limit).await
     }
 
-    /// Takes a new lease: Ok(false) when every node id in the range is held or resting.
-    pub(crate) async fn acquire(&mut self) -> Result<bool, ClientError> {
-        self.acquire_within(self.statement_limit()).await
-    }
-
+    /// Takes a new lease: Ok(false) when every node id in the range is held or resting
+    /// (the caller says so: its message depends on why it was acquiring).
     async fn acquire_within(&mut self, limit: Duration) -> Result<bool, ClientError> {
         let token = format!("{:032x}", rand::random::<u128>());
         let holder = self.holder.clone();
@@ -189,10 +174,6 @@ impl LeaseTask {
         let sent = stamp();
         let got = self.exec(Op::Acquire(&req), limit).await?;
         let Some(node) = got else {
-            self.slot.set_why(format!(
-                "every node id in {}..{} is leased or resting; IDs resume once one is free and leased",
-                self.opts.nodes.start, self.opts.nodes.end
-            ));
             return Ok(false);
         };
         self.slot
@@ -203,7 +184,7 @@ impl LeaseTask {
 
     /// Tries to take a new lease; the delay to the next round.
     async fn acquire_round(&mut self, retry: Duration) -> Duration {
-        let failed = match self.acquire().await {
+        let failed = match self.acquire_within(self.statement_limit()).await {
             Ok(true) => {
                 self.lost = None;
                 return self.opts.renew_every;
@@ -327,5 +308,7 @@ mod tests {
         );
         assert!(!h.starts_with(' '), "{h}");
         assert!(holder_text(&"x".repeat(500)).len() <= 200);
+        // Multibyte names are cut between characters, not inside one.
+        assert_eq!(holder_text(&"é".repeat(500)).chars().count(), 200);
     }
 }

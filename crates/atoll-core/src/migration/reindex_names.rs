@@ -50,7 +50,7 @@ fn clip(name: &str, bytes: usize) -> &str {
 
 /// `name` as the catalog stores it: PostgreSQL truncates a longer identifier to 63
 /// bytes, at a character boundary.
-pub fn truncate_identifier(name: &str) -> &str {
+pub(crate) fn truncate_identifier(name: &str) -> &str {
     clip(name, MAX_IDENTIFIER_BYTES)
 }
 
@@ -58,7 +58,7 @@ pub fn truncate_identifier(name: &str) -> &str {
 /// `ccold`, or either followed by a number when the plain name was taken), as its
 /// `ChooseRelationName(index, NULL, label)` / `makeObjectName` build it: the base
 /// truncated so that base + `_` + label fits 63 bytes, cut at a character boundary.
-pub fn reindex_copy_name(index: &str, label: &str) -> String {
+pub(crate) fn reindex_copy_name(index: &str, label: &str) -> String {
     let base = truncate_identifier(index);
     let room = MAX_IDENTIFIER_BYTES.saturating_sub(label.len() + 1);
     format!("{}_{label}", clip(base, room))
@@ -67,7 +67,7 @@ pub fn reindex_copy_name(index: &str, label: &str) -> String {
 /// The label of `index` when it is named as PostgreSQL names a `REINDEX CONCURRENTLY`
 /// copy: `ccnew` / `ccold`, possibly followed by the number `ChooseRelationName`
 /// appends (1, 2, ...; no leading zero) after an underscore-separated base.
-pub fn reindex_copy_label(index: &str) -> Option<&str> {
+pub(crate) fn reindex_copy_label(index: &str) -> Option<&str> {
     ["_ccnew", "_ccold"].iter().find_map(|suffix| {
         let at = index.rfind(suffix)?;
         let rest = &index[at + suffix.len()..];

@@ -444,9 +444,9 @@ pub struct ConcurrentIndex {
     pub sql: String,
 }
 
-pub use super::reindex_names::{
-    reindex_copy_label, reindex_copy_name, truncate_identifier, ReindexTarget,
-};
+pub use super::reindex_names::ReindexTarget;
+#[cfg(test)]
+pub(crate) use super::reindex_names::{reindex_copy_name, truncate_identifier};
 
 /// A short stable checksum of a file's text (FNV-1a, 64 bits, hex), stored with every
 /// applied version so a file edited after it ran can be recognised.

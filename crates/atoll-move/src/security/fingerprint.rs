@@ -107,11 +107,16 @@ pub(crate) async fn of(db: &Db, schema: &str) -> Result<Vec<String>, MoveError> 
     read(&db.client, schema).await.map_err(|e| db.err(e))
 }
 
-/// `None` when equal, else the first few differing lines of each side.
+/// `None` when equal, else the first few differing lines of each side. Both must be
+/// sorted, as [`read`] and [`run`] return them.
 pub(crate) fn differences(source: &[String], destination: &[String]) -> Option<String> {
     const SHOWN: usize = 3;
     let only = |a: &[String], b: &[String]| -> Vec<String> {
-        a.iter().filter(|l| !b.contains(l)).cloned().collect()
+        // Both sides come sorted (see `sorted`); this runs inside the write pause.
+        a.iter()
+            .filter(|l| b.binary_search(l).is_err())
+            .cloned()
+            .collect()
     };
     let (src, dst) = (only(source, destination), only(destination, source));
     if src.is_empty() && dst.is_empty() {
