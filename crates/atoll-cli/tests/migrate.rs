@@ -266,7 +266,7 @@ fn concurrent_apply_refused_then_kill_and_resume(env: &Env) {
     assert!(err.contains(&format!("pid {}", child.id())), "{err}");
     child.kill().expect("kill");
     child.wait().expect("wait");
-    env.wait_until_unlocked(atoll_pg::coordination::MIGRATION_LOCK_KEY);
+    env.wait_until_unlocked(atoll_pg::locks::MIGRATION_RUN);
     let partial = env.applied(V4);
     assert!(partial > 0 && partial < 64, "killed run applied {partial}");
     let (code, report) = env.migrate_json(&["apply"]);

@@ -217,7 +217,7 @@ fn migrations_and_moves_keep_apart(sb: &TestSandbox, to: &str) {
 
     // A run in progress is the session holding the lock on the first island's master.
     let port = sb.islands()[0].nodes[0].port.to_string();
-    let key = atoll_pg::coordination::MIGRATION_LOCK_KEY.to_string();
+    let key = atoll_pg::locks::MIGRATION_RUN.to_string();
     let mut holder = Command::new(sb.pg_bin().join("psql"))
         .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-Atq"])
         .args([

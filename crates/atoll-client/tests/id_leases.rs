@@ -8,7 +8,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
 use atoll_core::{Config, NodeConfig, ShardNo};
-use atoll_pg::id_lease::{self, LeaseRequest};
+use atoll_pg::catalog::id_leases::{self as id_lease, LeaseRequest};
 use atoll_sandbox::TestSandbox;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -13,6 +13,7 @@ use crate::error::pg_message;
 use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp};
 use atoll_core::migration::{Migration, RunMode, SqlFile};
 use std::time::Duration;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 /// Up or down.
@@ -84,7 +85,8 @@ fn retryable(e: &Fail) -> bool {
 
 /// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
 pub(crate) fn retryable_pg(e: &tokio_postgres::Error) -> bool {
-    matches!(e.code().map(|c| c.code()), Some("55P03") | Some("40P01"))
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+        || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 /// Runs `m` in `dir` on `schema`.
@@ -199,7 +201,7 @@ async fn in_transaction(
 /// A unique violation on the version row itself (not one raised by the file's SQL).
 fn already_applied(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
-        db.code().code() == "23505" && db.constraint() == Some("atoll_migrations_pkey")
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("atoll_migrations_pkey")
     })
 }
 

@@ -22,9 +22,9 @@ mod dir;
 mod error;
 mod exec;
 mod limits;
-mod lock;
 mod reindex;
 mod run;
+mod run_lock;
 mod state;
 mod workers;
 

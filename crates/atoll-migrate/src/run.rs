@@ -5,11 +5,14 @@
 
 use crate::error::MigrateError;
 use crate::exec::{Direction, LockPolicy};
-use crate::lock::RunLock;
+use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
 use crate::workers::{run_jobs, Job, Shared};
 use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
-use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
+use atoll_core::move_plan::MoveStep;
+use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
+use atoll_pg::catalog::migration_runs::{self, RunStatus};
+use atoll_pg::catalog::moves::{self, MoveRole};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -199,7 +202,7 @@ async fn settle<'a>(
     match planned {
         Ok(jobs) => Ok((lock, jobs)),
         Err(e) => {
-            let _ = lock.finish("failed", &e.to_string()).await;
+            let _ = lock.finish(RunStatus::Failed, &e.to_string()).await;
             Err(e)
         }
     }
@@ -219,38 +222,32 @@ async fn take_lock(
         .iter()
         .find(|m| m.0 == island)
         .ok_or(atoll_pg::PgError::NoMaster(island))?;
-    let has: bool = client
-        .query_one(
-            "select to_regclass('atoll.migration_lock') is not null",
-            &[],
-        )
-        .await
-        .map_err(|e| atoll_pg::PgError::query(node, e))?
-        .try_get(0)
-        .map_err(|e| atoll_pg::PgError::query(node, e))?;
-    if !has {
+    if !migration_runs::installed(client, node).await? {
         return Err(MigrateError::NoCatalog(island));
     }
     let lock = RunLock::acquire(node, config.connect_timeout, kind).await?;
     // Holding the lock, no new move can start; one already under way must finish first
     // (DDL does not travel through its logical replication).
     // One line per shard, with the source row's step when both sides are recorded.
-    let mut moving: std::collections::BTreeMap<i32, (String, IslandId, bool)> = Default::default();
+    let mut moving: std::collections::BTreeMap<ShardNo, (MoveStep, IslandId, MoveRole)> =
+        Default::default();
     for (island, node, client) in &masters.nodes {
-        for m in atoll_pg::coordination::unfinished_moves(client, node).await? {
-            let seen = moving.get(&m.shard).is_some_and(|e| e.2);
+        for m in moves::unfinished(client, node).await? {
+            let seen = moving
+                .get(&m.record.shard)
+                .is_some_and(|e| e.2 == MoveRole::Source);
             if !seen {
-                moving.insert(m.shard, (m.step, *island, m.is_source));
+                moving.insert(m.record.shard, (m.record.step, *island, m.role));
             }
         }
     }
     if !moving.is_empty() {
         let list: Vec<String> = moving
             .iter()
-            .map(|(shard, (step, island, _))| format!("sh{shard:04} ({step}, island {island})"))
+            .map(|(shard, (step, island, _))| format!("{shard} ({step}, island {island})"))
             .collect();
         let e = MigrateError::MoveInProgress(list.join(", "));
-        let _ = lock.finish("refused", &e.to_string()).await;
+        let _ = lock.finish(RunStatus::Refused, &e.to_string()).await;
         return Err(e);
     }
     Ok(lock)
@@ -293,7 +290,7 @@ async fn execute(
         elapsed_ms: 0,
     };
     if total == 0 {
-        lock.finish("done", "nothing to do").await?;
+        lock.finish(RunStatus::Done, "nothing to do").await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
@@ -301,7 +298,7 @@ async fn execute(
     let nodes: BTreeMap<IslandId, NodeConfig> =
         masters.nodes.iter().map(|m| (m.0, m.1.clone())).collect();
     if let Err(e) = hooks(masters, &islands, set.before.as_deref(), "before.sql").await {
-        let _ = lock.finish("failed", &e.to_string()).await;
+        let _ = lock.finish(RunStatus::Failed, &e.to_string()).await;
         return Err(e);
     }
     let canary_n = opts.canary.min(shards.len());
@@ -399,7 +396,7 @@ async fn execute(
         // Another run may hold the lock by now: record what we can, and say so.
         let done = shared.done.load(Ordering::Relaxed);
         let _ = lock
-            .finish("failed", &format!("lost the cluster lock: {why}"))
+            .finish(RunStatus::Failed, &format!("lost the cluster lock: {why}"))
             .await;
         return Err(MigrateError::LockLost {
             why,
@@ -416,9 +413,9 @@ async fn execute(
         None => format!("{} schemas migrated", report.schemas_ok),
     };
     let status = if report.status == "done" {
-        "done"
+        RunStatus::Done
     } else {
-        "failed"
+        RunStatus::Failed
     };
     lock.finish(status, &message).await?;
     after?;

@@ -3,7 +3,7 @@
 use crate::error::MigrateError;
 use atoll_core::migration::{MigrationSet, SchemaState};
 use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
-use atoll_pg::PgError;
+use atoll_pg::catalog::migration_runs::{self, StateRow};
 use atoll_pg::{connect_with_timeout, master_node};
 use futures::future::try_join_all;
 use std::collections::BTreeMap;
@@ -59,31 +59,16 @@ async fn read_island(
     client: &Client,
     prefixes: &[String],
 ) -> Result<Vec<SchemaState>, MigrateError> {
-    let q = |e| PgError::query(node, e);
-    let has: bool = client
-        .query_one(
-            "select to_regprocedure('atoll.migration_state(text[])') is not null",
-            &[],
-        )
-        .await
-        .map_err(q)?
-        .try_get(0)
-        .map_err(q)?;
-    if !has {
+    let Some(rows) = migration_runs::schema_states(client, node, prefixes).await? else {
         return Err(MigrateError::NoCatalog(island));
-    }
-    let rows = client
-        .query(
-            "select schema_name, version, checksum from atoll.migration_state($1)",
-            &[&prefixes],
-        )
-        .await
-        .map_err(q)?;
+    };
     let mut by_schema: BTreeMap<String, SchemaState> = BTreeMap::new();
-    for r in rows {
-        let schema: String = r.try_get(0).map_err(q)?;
-        let version: Option<String> = r.try_get(1).map_err(q)?;
-        let checksum: Option<String> = r.try_get(2).map_err(q)?;
+    for StateRow {
+        schema,
+        version,
+        checksum,
+    } in rows
+    {
         let state = by_schema
             .entry(schema.clone())
             .or_insert_with(|| SchemaState {

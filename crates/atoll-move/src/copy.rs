@@ -5,9 +5,10 @@
 
 use crate::engine::Mover;
 use crate::error::MoveError;
-use crate::store::{self, DESTINATION};
+use crate::store::{self, MoveRole};
 use crate::MoveEvent;
 use atoll_core::move_plan::MoveStep;
+use atoll_pg::catalog::moves;
 use std::time::{Duration, Instant};
 
 impl Mover<'_> {
@@ -99,7 +100,9 @@ impl Mover<'_> {
     }
 
     pub(crate) async fn post_copy(&mut self) -> Result<(), MoveError> {
-        if store::step_of(&self.dst, self.rec.id, DESTINATION).await? >= Some(MoveStep::CaughtUp) {
+        if store::step_of(&self.dst, self.rec.id, MoveRole::Destination).await?
+            >= Some(MoveStep::CaughtUp)
+        {
             return Ok(());
         }
         let shard = self.rec.shard;
@@ -119,7 +122,7 @@ impl Mover<'_> {
         crate::safety::check_roles(shard, &self.dst, &roles).await?;
         stmts.extend(security.statements);
         let source_fp = crate::security::fingerprint::of(&self.src, &shard.schema()).await?;
-        let (id, island) = (self.rec.id, self.dst.island);
+        let (id, island, node) = (self.rec.id, self.dst.island, self.dst.node.clone());
         let (tx, ctx) = self.dst.tx().await?;
         for s in &stmts {
             tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
@@ -136,12 +139,7 @@ impl Mover<'_> {
                 ),
             });
         }
-        tx.execute(
-            "update atoll.moves set step = 'caught_up', changed_at = now() where id = $1 and role = 'destination'",
-            &[&id],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
+        moves::set_step(&tx, &node, id, MoveRole::Destination, MoveStep::CaughtUp).await?;
         tx.commit().await.map_err(|e| ctx.err(e))
     }
 }

@@ -20,6 +20,8 @@ use crate::security::fingerprint;
 use crate::verify::{digest_sql, digests};
 use crate::MoveEvent;
 use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
+use atoll_pg::catalog::moves::{self, MoveRole};
+use atoll_pg::catalog::registry;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Statement;
 
@@ -244,23 +246,16 @@ impl Mover<'_> {
         // Switched, committed on the source together with the step.
         self.src
             .exec(&format!(
-                "update atoll.shards set active = false, changed_at = now() where shard = {};
+                "{}
                  alter schema {} rename to {};",
-                shard.get(),
+                registry::deactivate_sql(shard),
                 ident(&schema),
                 ident(backup),
             ))
             .await?;
         // Exactly this move's source row, or another process changed the move under us:
         // then nothing of T may commit.
-        let n = self
-            .src
-            .execute(
-                "update atoll.moves set step = 'switched', backup_schema = $2, changed_at = now()
-                  where id = $1 and role = 'source' and step <> 'switched'",
-                &[&id, &backup],
-            )
-            .await?;
+        let n = moves::record_switch(&self.src.client, &self.src.node, id, backup).await?;
         if n != 1 {
             let _ = self.src.exec("rollback").await;
             return Err(MoveError::Other {
@@ -275,14 +270,7 @@ impl Mover<'_> {
     /// The shard's rebalancing weight on the source (it travels with the shard). Read
     /// before the switch, so activation needs nothing from the source.
     pub(crate) async fn source_weight(&self) -> Result<Option<f64>, MoveError> {
-        Ok(self
-            .src
-            .opt(
-                "select weight from atoll.shards where shard = $1",
-                &[&(self.shard().get() as i32)],
-            )
-            .await?
-            .and_then(|r| r.get(0)))
+        Ok(registry::weight(&self.src.client, &self.src.node, self.shard()).await?)
     }
 
     /// Marks the shard active on the destination. After the switch the shard is inactive
@@ -324,23 +312,12 @@ impl Mover<'_> {
     /// One attempt: the registry row and the destination's move row in one transaction
     /// (idempotent, so retrying after a commit whose answer was lost is harmless).
     async fn activate_once(&mut self, weight: Option<f64>) -> Result<(), MoveError> {
-        let shard = self.shard().get() as i32;
+        let shard = self.shard();
         let id = self.rec.id;
+        let node = self.dst.node.clone();
         let (tx, ctx) = self.dst.tx().await?;
-        tx.execute(
-            "insert into atoll.shards (shard, active, weight) values ($1, true, $2)
-             on conflict (shard) do update set active = true, weight = excluded.weight, changed_at = now()",
-            &[&shard, &weight],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
-        let n = tx
-            .execute(
-                "update atoll.moves set step = 'activated', changed_at = now() where id = $1 and role = 'destination'",
-                &[&id],
-            )
-            .await
-            .map_err(|e| ctx.err(e))?;
+        registry::activate_arrived(&tx, &node, shard, weight).await?;
+        let n = moves::set_step(&tx, &node, id, MoveRole::Destination, MoveStep::Activated).await?;
         if n != 1 {
             // Dropping the transaction rolls the activation back.
             return Err(MoveError::Other {
@@ -377,13 +354,7 @@ pub(crate) async fn drop_replication(
         .await?;
     }
     // The subscription may be gone already (dropped before a crash): its oid was recorded.
-    let recorded: Option<i64> = src
-        .opt(
-            "select subscription_oid from atoll.moves where id = $1 and role = 'source'",
-            &[&id],
-        )
-        .await?
-        .and_then(|r| r.get(0));
+    let recorded = moves::recorded_subscription(&src.client, &src.node, id).await?;
     let oid = oid.map(i64::from).or(recorded);
     if let Some(oid) = oid {
         let sysid = crate::engine::system_id(dst).await?;
@@ -395,10 +366,8 @@ pub(crate) async fn drop_replication(
         ident(&names.publication)
     ))
     .await?;
-    src.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
-        .await?;
-    dst.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
-        .await?;
+    moves::delete_tick(&src.client, &src.node, id).await?;
+    moves::delete_tick(&dst.client, &dst.node, id).await?;
     Ok(())
 }
 

@@ -123,7 +123,7 @@ fn query_error(node: &NodeConfig, mask: &[String], e: tokio_postgres::Error) -> 
     }
     MoveError::Query {
         node: node.to_string(),
-        code: e.code().map(|c| c.code().to_string()),
+        code: e.code().cloned(),
         msg,
     }
 }

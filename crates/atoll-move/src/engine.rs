@@ -7,11 +7,13 @@
 use crate::db::{conninfo, ident, literal, Db};
 use crate::ddl::SchemaDdl;
 use crate::error::MoveError;
-use crate::store::{self, DESTINATION, SOURCE};
+use crate::store::{self, MoveRole};
 use crate::{MoveEvent, MoveOptions, MoveReport, Progress};
 use atoll_core::move_plan::{MoveRecord, MoveStep, ResumeAction};
 use atoll_core::{Config, ShardNo};
+use atoll_pg::catalog::moves;
 use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
 
 /// The longest CREATE SUBSCRIPTION may take (it runs under the capacity lock).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -60,7 +62,7 @@ impl Mover<'_> {
                 step,
             });
         }
-        store::set_step(&self.src, self.rec.id, SOURCE, step).await?;
+        store::set_step(&self.src, self.rec.id, MoveRole::Source, step).await?;
         tracing::info!(shard = %self.rec.shard, move_id = self.rec.id, %step, "move step reached");
         self.rec.step = step;
         self.emit(MoveEvent::Step(step));
@@ -109,20 +111,20 @@ impl Mover<'_> {
                     self.drop_replication().await?;
                     // The destination first: the source's row is what marks the move
                     // finished, so a crash in between leaves it unfinished and resumable.
-                    store::set_step(&self.dst, self.rec.id, DESTINATION, MoveStep::CleanedUp)
-                        .await?;
+                    store::set_step(
+                        &self.dst,
+                        self.rec.id,
+                        MoveRole::Destination,
+                        MoveStep::CleanedUp,
+                    )
+                    .await?;
                     self.hook(MoveStep::CleanedUp)?;
                     self.reached(MoveStep::CleanedUp).await?;
                 }
                 ResumeAction::Nothing => {
                     // A move finished by an older version could have its destination row
                     // left behind; settle it.
-                    self.dst
-                        .execute(
-                            "update atoll.moves set step = 'cleaned_up', changed_at = now(), finished_at = now()
-                              where id = $1 and role = 'destination' and step <> 'cleaned_up'",
-                            &[&self.rec.id],
-                        )
+                    moves::settle_destination(&self.dst.client, &self.dst.node, self.rec.id)
                         .await?;
                     break;
                 }
@@ -143,7 +145,7 @@ impl Mover<'_> {
     }
 
     async fn copy_schema(&mut self) -> Result<(), MoveError> {
-        if store::step_of(&self.dst, self.rec.id, DESTINATION)
+        if store::step_of(&self.dst, self.rec.id, MoveRole::Destination)
             .await?
             .is_some()
         {
@@ -156,6 +158,7 @@ impl Mover<'_> {
             step: MoveStep::SchemaCopied,
             ..self.rec.clone()
         };
+        let node = self.dst.node.clone();
         let (tx, ctx) = self.dst.tx().await?;
         tx.batch_execute(&format!(
             "set local check_function_bodies = off; create schema {}",
@@ -166,20 +169,7 @@ impl Mover<'_> {
         for stmt in &ddl.pre_copy {
             tx.batch_execute(stmt).await.map_err(|e| ctx.err(e))?;
         }
-        tx.execute(
-            "insert into atoll.moves (id, role, shard, source_island, destination_island, step, verify)
-             values ($1, 'destination', $2, $3, $4, $5, $6)",
-            &[
-                &rec.id,
-                &(rec.shard.get() as i32),
-                &(rec.source.0 as i32),
-                &(rec.destination.0 as i32),
-                &rec.step.as_str(),
-                &rec.verify.to_string(),
-            ],
-        )
-        .await
-        .map_err(|e| ctx.err(e))?;
+        moves::insert(&tx, &node, &rec, MoveRole::Destination).await?;
         tx.commit().await.map_err(|e| ctx.err(e))
     }
 
@@ -207,13 +197,14 @@ impl Mover<'_> {
             // so seeing a tick applied on the destination proves everything committed
             // before it on the source was applied too.
             let mut list = tables.clone();
-            list.push(format!("atoll.move_ticks where (move_id = {id})"));
+            list.push(moves::tick_publication_entry(id));
             self.src
                 .exec(&format!(
                     "begin;
-                     insert into atoll.move_ticks (move_id) values ({id}) on conflict do nothing;
+                     {}
                      create publication {} for table {};
                      commit;",
+                    moves::add_tick_sql(id),
                     ident(&names.publication),
                     list.join(", ")
                 ))
@@ -224,9 +215,7 @@ impl Mover<'_> {
             // A slot left by a CREATE SUBSCRIPTION that died half-way would block a new one.
             drop_slot(&self.src, &names.slot, Duration::from_secs(10)).await?;
             // A tick row left on the destination would collide with the initial copy.
-            self.dst
-                .execute("delete from atoll.move_ticks where move_id = $1", &[&id])
-                .await?;
+            moves::delete_tick(&self.dst.client, &self.dst.node, id).await?;
             let (info, secret) = conninfo(&self.src.node)?;
             if let Some(s) = secret {
                 self.dst.add_mask(s);
@@ -265,7 +254,7 @@ impl Mover<'_> {
                 .await;
             self.dst.exec("reset statement_timeout").await?;
             match created {
-                Err(e) if e.code() == Some("57014") => {
+                Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
                     return Err(MoveError::Timeout {
                         shard: self.rec.shard,
                         what: format!(
@@ -282,13 +271,7 @@ impl Mover<'_> {
         // Recorded on every pass (a crash may have come between creating and recording).
         if let Some(oid) = oid {
             let sysid = system_id(&self.dst).await?;
-            self.src
-                .execute(
-                    "update atoll.moves set subscription_oid = $2, destination_sysid = $3
-                      where id = $1 and role = 'source'",
-                    &[&id, &i64::from(oid), &sysid],
-                )
-                .await?;
+            moves::record_subscription(&self.src.client, &self.src.node, id, oid, sysid).await?;
         }
         Ok(())
     }
@@ -352,13 +335,7 @@ impl Mover<'_> {
 
 /// Bumps the move's tick on the source (autocommit) and returns the new value.
 pub(crate) async fn tick(src: &Db, id: i64) -> Result<i64, MoveError> {
-    Ok(src
-        .one(
-            "update atoll.move_ticks set tick = tick + 1 where move_id = $1 returning tick",
-            &[&id],
-        )
-        .await?
-        .get(0))
+    Ok(moves::bump_tick(&src.client, &src.node, id).await?)
 }
 
 /// Polls the destination until the tick `k` has been applied there.
@@ -371,13 +348,7 @@ pub(crate) async fn wait_tick(
 ) -> Result<(), MoveError> {
     let deadline = Instant::now() + limit;
     loop {
-        let seen: Option<i64> = dst
-            .opt(
-                "select tick from atoll.move_ticks where move_id = $1",
-                &[&rec.id],
-            )
-            .await?
-            .map(|r| r.get(0));
+        let seen = moves::read_tick(&dst.client, &dst.node, rec.id).await?;
         if seen.is_some_and(|s| s >= k) {
             return Ok(());
         }
@@ -441,7 +412,9 @@ pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<()
                 {
                     Ok(_) => return Ok(()),
                     // Became active or vanished between the check and the drop: look again.
-                    Err(e) if matches!(e.code(), Some("55006") | Some("42704")) => {}
+                    Err(e)
+                        if e.code() == Some(&SqlState::OBJECT_IN_USE)
+                            || e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {}
                     Err(e) => return Err(e),
                 }
             }

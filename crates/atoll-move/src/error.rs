@@ -3,6 +3,7 @@
 
 use atoll_core::move_plan::{AbortRefused, Mismatch, MoveStep, StartRefused};
 use atoll_core::ShardNo;
+use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -12,7 +13,7 @@ pub enum MoveError {
     Query {
         node: String,
         msg: String,
-        code: Option<String>,
+        code: Option<SqlState>,
     },
     #[error(transparent)]
     Refused(#[from] StartRefused),
@@ -68,9 +69,9 @@ fn list(m: &[Mismatch]) -> String {
 
 impl MoveError {
     /// The SQLSTATE of a server error.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&SqlState> {
         match self {
-            MoveError::Query { code, .. } => code.as_deref(),
+            MoveError::Query { code, .. } => code.as_ref(),
             MoveError::Pg(e) => e.code(),
             _ => None,
         }

@@ -28,7 +28,7 @@ mod db;
 mod ddl;
 mod engine;
 mod error;
-mod lock;
+mod pause;
 mod rebalance;
 mod safety;
 mod security;
@@ -183,13 +183,8 @@ pub async fn start_move(
     // Held until this function returns: no other process starts, resumes or aborts a move
     // of this shard meanwhile. What was checked above is re-checked under the lock.
     let _lock = hold_move_lock(config, snapshot, from, shard).await?;
-    let still_active: bool = _lock
-        .one(
-            "select exists (select 1 from atoll.shards where shard = $1 and active)",
-            &[&(shard.get() as i32)],
-        )
-        .await?
-        .get(0);
+    let still_active =
+        atoll_pg::catalog::registry::is_active(&_lock.client, &_lock.node, shard).await?;
     let raced = store::unfinished(config, snapshot)
         .await?
         .into_iter()
@@ -237,7 +232,7 @@ pub async fn start_move(
         verify: opts.verify,
         backup_schema: None,
     };
-    store::insert(&src, &rec, store::SOURCE).await?;
+    store::insert(&src, &rec, store::MoveRole::Source).await?;
     // Now that this move is visible to a migration run, make sure none is under way
     // (logical replication does not carry DDL); see atoll_pg::coordination.
     if let Err(e) = refuse_during_migration(config, snapshot, shard).await {
@@ -425,23 +420,11 @@ async fn abort_locked(
     undo::abort(&src, &dst, &rec).await
 }
 
-/// The session advisory lock key that guards the moves of `shard`: "atollm" in the high
-/// bytes (distinct from `atoll_pg::coordination::MIGRATION_LOCK_KEY`), the shard below.
-pub fn move_lock_key(shard: ShardNo) -> i64 {
-    0x6174_6f6c_6c6d_0000 + i64::from(shard.get())
-}
-
-/// The session advisory lock key that serialises, per island master, counting free
-/// replication capacity and creating the slot and subscription that use it: "atollcap"
-/// (distinct from [`move_lock_key`] and `atoll_pg::coordination::MIGRATION_LOCK_KEY`).
-/// Taken on the source and the destination master, lower island id first.
-pub const CAPACITY_LOCK_KEY: i64 = 0x6174_6f6c_6c63_6170;
-
 /// How long a held move lock is tried again before refusing: the session of a process
 /// killed a moment ago ends on the server a little after the process does.
 const MOVE_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Takes the shard's move lock on the source master on a dedicated connection; the lock
+/// Takes the shard's move lock ([`atoll_pg::locks::move_of`]) on the source master on a dedicated connection; the lock
 /// lasts as long as the returned connection. Refuses if another session still holds it
 /// after [`MOVE_LOCK_GRACE`].
 async fn hold_move_lock(
@@ -453,11 +436,7 @@ async fn hold_move_lock(
     let db = Db::connect(config, snapshot, source).await?;
     let deadline = std::time::Instant::now() + MOVE_LOCK_GRACE;
     loop {
-        let got: bool = db
-            .one("select pg_try_advisory_lock($1)", &[&move_lock_key(shard)])
-            .await?
-            .get(0);
-        if got {
+        if atoll_pg::locks::try_take(&db.client, &db.node, atoll_pg::locks::move_of(shard)).await? {
             return Ok(db);
         }
         if std::time::Instant::now() >= deadline {

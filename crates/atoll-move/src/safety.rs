@@ -9,7 +9,9 @@ use crate::ddl::SchemaDdl;
 use crate::error::MoveError;
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{IslandId, ShardNo, Snapshot};
+use atoll_pg::catalog::moves::MoveRole;
 use std::time::Duration;
+use tokio_postgres::error::SqlState;
 
 /// Replication slots and WAL senders a move needs on the source: its own, plus the
 /// temporary ones of the table-sync workers copying in parallel.
@@ -142,7 +144,7 @@ pub(crate) async fn check_roles(
 /// island (it includes creating a logical slot, which waits for running transactions).
 const CAPACITY_LOCK_WAIT: Duration = Duration::from_secs(300);
 
-/// Takes the capacity lock ([`crate::CAPACITY_LOCK_KEY`], session level) on the source's
+/// Takes the capacity lock ([`atoll_pg::locks::CAPACITY`], session level) on the source's
 /// and the destination's masters, lower island id first so that two moves in opposite
 /// directions cannot deadlock across servers. Held from [`check_capacity`] until the
 /// subscription exists ([`unlock_capacity`], or the sessions' end), so moves started
@@ -159,13 +161,13 @@ pub(crate) async fn lock_capacity(shard: ShardNo, src: &Db, dst: &Db) -> Result<
             CAPACITY_LOCK_WAIT.as_secs()
         ))
         .await?;
-        let got = db
-            .execute("select pg_advisory_lock($1)", &[&crate::CAPACITY_LOCK_KEY])
-            .await;
+        let got = atoll_pg::locks::take(&db.client, &db.node, atoll_pg::locks::CAPACITY)
+            .await
+            .map_err(MoveError::from);
         db.exec("reset lock_timeout").await?;
         match got {
             Ok(_) => {}
-            Err(e) if e.code() == Some("55P03") => {
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 return Err(MoveError::Timeout {
                     shard,
                     what: format!(
@@ -185,12 +187,8 @@ pub(crate) async fn lock_capacity(shard: ShardNo, src: &Db, dst: &Db) -> Result<
 /// lock goes with the session when the move's connections close.
 pub(crate) async fn unlock_capacity(src: &Db, dst: &Db) {
     for db in [src, dst] {
-        if let Err(e) = db
-            .execute(
-                "select pg_advisory_unlock($1)",
-                &[&crate::CAPACITY_LOCK_KEY],
-            )
-            .await
+        if let Err(e) =
+            atoll_pg::locks::release(&db.client, &db.node, atoll_pg::locks::CAPACITY).await
         {
             tracing::warn!(island = %db.island, error = %e, "releasing the capacity lock failed; it is released when the move's session ends");
         }
@@ -222,24 +220,12 @@ pub(crate) fn free(max: i64, in_use: i64, not_moves: i64, reservations: i64) -> 
 /// move named with its share (for the refusal's message).
 async fn reservations(
     db: &Db,
-    role: &str,
+    role: MoveRole,
     exclude: Option<i64>,
     sync_workers: i64,
 ) -> Result<(i64, Vec<String>), MoveError> {
-    let rows = db
-        .query(
-            "select m.shard, m.step from atoll.moves m
-              where m.role = $1 and m.step <> 'cleaned_up' and m.id is distinct from $2",
-            &[&role, &exclude],
-        )
-        .await?;
-    let moves: Vec<(ShardNo, MoveStep)> = rows
-        .iter()
-        .filter_map(|r| {
-            let (shard, step): (i32, String) = (r.get(0), r.get(1));
-            Some((ShardNo::new(i64::from(shard)).ok()?, step.parse().ok()?))
-        })
-        .collect();
+    let moves =
+        atoll_pg::catalog::moves::unfinished_steps(&db.client, &db.node, role, exclude).await?;
     // Their tables, counted in one pass (this runs under the capacity lock).
     let schemas: Vec<String> = moves.iter().map(|(shard, _)| shard.schema()).collect();
     let tables: std::collections::HashMap<String, i64> = db
@@ -328,9 +314,8 @@ pub(crate) async fn check_capacity(
     // The other moves from the source are assumed to have the same number of table-sync
     // workers as this destination allows (islands are configured alike).
     let id = exclude.map(|e| e.0);
-    let (src_reserved, src_holders) = reservations(src, crate::store::SOURCE, id, sync).await?;
-    let (dst_reserved, dst_holders) =
-        reservations(dst, crate::store::DESTINATION, id, sync).await?;
+    let (src_reserved, src_holders) = reservations(src, MoveRole::Source, id, sync).await?;
+    let (dst_reserved, dst_holders) = reservations(dst, MoveRole::Destination, id, sync).await?;
     let slots = free(max_slots, slots_used, slots_other, src_reserved);
     let senders = free(max_senders, senders_used, senders_other, src_reserved);
     let workers = free(max_workers, workers_used, workers_other, dst_reserved);

@@ -1,14 +1,13 @@
-//! The persisted state of moves: `atoll.moves` rows on the source island's master (the
-//! move) and on the destination's master (a reference with the same id, carrying the
-//! destination's own progress so its work is never redone or undone twice).
+//! The persisted state of moves as this crate uses it: `atoll.moves` rows on the source
+//! island's master (the move) and on the destination's master (a reference with the same
+//! id), read and written through [`atoll_pg::catalog::moves`] (the SQL lives there).
 
 use crate::db::Db;
 use crate::error::MoveError;
-use atoll_core::move_plan::{MoveRecord, MoveStep, VerifyMode};
-use atoll_core::{Config, IslandId, ShardNo, Snapshot};
-
-pub(crate) const SOURCE: &str = "source";
-pub(crate) const DESTINATION: &str = "destination";
+use atoll_core::move_plan::{MoveRecord, MoveStep};
+use atoll_core::{Config, Snapshot};
+use atoll_pg::catalog::moves;
+pub(crate) use atoll_pg::catalog::moves::MoveRole;
 
 /// A new move id: milliseconds since the epoch times 1000 plus a random part, so ids from
 /// different runs (and different islands' tick rows) never collide in practice.
@@ -21,11 +20,7 @@ pub(crate) fn new_id() -> i64 {
 }
 
 pub(crate) async fn require_catalog(db: &Db) -> Result<(), MoveError> {
-    let ok: bool = db
-        .one("select to_regclass('atoll.moves') is not null", &[])
-        .await?
-        .get(0);
-    if ok {
+    if moves::installed(&db.client, &db.node).await? {
         Ok(())
     } else {
         Err(MoveError::NotFound(format!(
@@ -35,84 +30,33 @@ pub(crate) async fn require_catalog(db: &Db) -> Result<(), MoveError> {
     }
 }
 
-pub(crate) async fn insert(db: &Db, rec: &MoveRecord, role: &str) -> Result<(), MoveError> {
-    db.execute(
-        "insert into atoll.moves (id, role, shard, source_island, destination_island, step, verify)
-         values ($1, $2, $3, $4, $5, $6, $7)
-         on conflict (id, role) do nothing",
-        &[
-            &rec.id,
-            &role,
-            &(rec.shard.get() as i32),
-            &(rec.source.0 as i32),
-            &(rec.destination.0 as i32),
-            &rec.step.as_str(),
-            &rec.verify.to_string(),
-        ],
-    )
-    .await?;
-    Ok(())
+pub(crate) async fn insert(db: &Db, rec: &MoveRecord, role: MoveRole) -> Result<(), MoveError> {
+    Ok(moves::insert(&db.client, &db.node, rec, role).await?)
 }
 
 pub(crate) async fn set_step(
     db: &Db,
     id: i64,
-    role: &str,
+    role: MoveRole,
     step: MoveStep,
 ) -> Result<(), MoveError> {
-    db.execute(
-        "update atoll.moves set step = $3, changed_at = now(),
-                finished_at = case when $3 = 'cleaned_up' then now() end
-         where id = $1 and role = $2",
-        &[&id, &role, &step.as_str()],
-    )
-    .await?;
+    moves::set_step(&db.client, &db.node, id, role, step).await?;
     Ok(())
 }
 
-/// The destination's own step for a move, `None` without a reference row.
-pub(crate) async fn step_of(db: &Db, id: i64, role: &str) -> Result<Option<MoveStep>, MoveError> {
-    let row = db
-        .opt(
-            "select step from atoll.moves where id = $1 and role = $2",
-            &[&id, &role],
-        )
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let s: String = r.get(0);
-            s.parse().map(Some).map_err(|e| {
-                MoveError::NotFound(format!("island {}: atoll.moves row {id}: {e}", db.island))
-            })
-        }
-    }
+/// The step of a move's row in `role` on `db`, `None` without one.
+pub(crate) async fn step_of(
+    db: &Db,
+    id: i64,
+    role: MoveRole,
+) -> Result<Option<MoveStep>, MoveError> {
+    Ok(moves::load(&db.client, &db.node, id, role)
+        .await?
+        .map(|r| r.step))
 }
 
 pub(crate) async fn forget(db: &Db, id: i64) -> Result<(), MoveError> {
-    db.execute("delete from atoll.moves where id = $1", &[&id])
-        .await?;
-    db.execute("delete from atoll.move_ticks where move_id = $1", &[&id])
-        .await?;
-    Ok(())
-}
-
-fn record(r: &tokio_postgres::Row, island: IslandId) -> Result<MoveRecord, MoveError> {
-    let bad = |what: String| MoveError::NotFound(format!("island {island}: atoll.moves: {what}"));
-    let shard: i32 = r.get(1);
-    let step: String = r.get(4);
-    let verify: String = r.get(5);
-    Ok(MoveRecord {
-        id: r.get(0),
-        shard: ShardNo::new(shard as i64).map_err(|e| bad(e.to_string()))?,
-        source: IslandId(r.get::<_, i32>(2) as u16),
-        destination: IslandId(r.get::<_, i32>(3) as u16),
-        step: step
-            .parse()
-            .map_err(|e: atoll_core::move_plan::UnknownStep| bad(e.to_string()))?,
-        verify: verify.parse::<VerifyMode>().map_err(bad)?,
-        backup_schema: r.get(6),
-    })
+    Ok(moves::forget(&db.client, &db.node, id).await?)
 }
 
 /// Every unfinished move, read from every island master (source rows; a destination row
@@ -126,18 +70,10 @@ pub async fn unfinished(
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
         require_catalog(&db).await?;
-        for r in db
-            .query(
-                "select id, shard, source_island, destination_island, step, verify, backup_schema, role
-                 from atoll.moves where step <> 'cleaned_up' order by role desc, id",
-                &[],
-            )
-            .await?
-        {
-            let role: String = r.get(7);
-            let rec = record(&r, island.id)?;
+        for row in moves::unfinished(&db.client, &db.node).await? {
+            let rec = row.record;
             if let Some(existing) = out.iter().position(|m| m.id == rec.id) {
-                if role == SOURCE {
+                if row.role == MoveRole::Source {
                     out[existing] = rec;
                 }
             } else {
@@ -150,15 +86,9 @@ pub async fn unfinished(
 
 /// Re-reads one move's source row (the truth for its step).
 pub(crate) async fn load(db: &Db, id: i64) -> Result<MoveRecord, MoveError> {
-    let r = db
-        .opt(
-            "select id, shard, source_island, destination_island, step, verify, backup_schema
-             from atoll.moves where id = $1 and role = 'source'",
-            &[&id],
-        )
+    moves::load(&db.client, &db.node, id, MoveRole::Source)
         .await?
         .ok_or_else(|| {
             MoveError::NotFound(format!("move {id} is not recorded on island {}", db.island))
-        })?;
-    record(&r, db.island)
+        })
 }

@@ -4,9 +4,10 @@
 use crate::cutover::drop_replication;
 use crate::db::{ident, Db};
 use crate::error::MoveError;
-use crate::store::{self, DESTINATION};
+use crate::store::{self, MoveRole};
 use atoll_core::move_plan::{move_name_prefix, AbortAction, AbortRefused, MoveRecord, MoveStep};
 use atoll_core::{Config, ShardNo, Snapshot};
+use atoll_pg::catalog::{moves, registry};
 use std::time::Duration;
 
 /// What an abort did.
@@ -31,14 +32,7 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
     for action in &plan {
         match action {
             AbortAction::RefuseIfDestinationActive => {
-                let active: bool = dst
-                    .opt(
-                        "select active from atoll.shards where shard = $1",
-                        &[&(shard.get() as i32)],
-                    )
-                    .await?
-                    .is_some_and(|r| r.get(0));
-                if active {
+                if registry::is_active(&dst.client, &dst.node, shard).await? {
                     return Err(MoveError::AbortRefused {
                         shard,
                         source: AbortRefused(MoveStep::Activated),
@@ -71,29 +65,20 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
                 }
             }
             AbortAction::ReactivateSource => {
-                atoll_pg::shard_state::upsert_active(&src.client, shard, &schema, true)
-                    .await
-                    .map_err(|e| src.err(e))?;
+                registry::set_active_if_schema(&src.client, &src.node, shard, &schema, true)
+                    .await?;
             }
             AbortAction::DropDestinationSchema => {
                 // Only a schema this move created (its reference row commits with it), and
                 // never one that is active there.
-                let ours = store::step_of(dst, rec.id, DESTINATION).await?.is_some();
-                let active: bool = dst
-                    .opt(
-                        "select active from atoll.shards where shard = $1",
-                        &[&(shard.get() as i32)],
-                    )
+                let ours = store::step_of(dst, rec.id, MoveRole::Destination)
                     .await?
-                    .is_some_and(|r| r.get(0));
+                    .is_some();
+                let active = registry::is_active(&dst.client, &dst.node, shard).await?;
                 if ours && !active {
                     dst.exec(&format!("drop schema if exists {} cascade", ident(&schema)))
                         .await?;
-                    dst.execute(
-                        "delete from atoll.shards where shard = $1 and not active",
-                        &[&(shard.get() as i32)],
-                    )
-                    .await?;
+                    registry::forget_inactive(&dst.client, &dst.node, shard).await?;
                 }
             }
             AbortAction::ForgetMove => {
@@ -123,22 +108,24 @@ pub(crate) async fn leftovers(
     let mut out = Vec::new();
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
-        for r in db
+        for (kind, name) in db
             .query(
                 "select 'subscription', subname::text from pg_subscription s join pg_database d on d.oid = s.subdbid
                   where d.datname = current_database() and subname like $1
                  union all select 'slot', slot_name::text from pg_replication_slots where slot_name like $1
-                 union all select 'publication', pubname::text from pg_publication where pubname like $1
-                 union all select 'slot', slot_name::text from pg_replication_slots s
-                  where exists (select 1 from atoll.moves m
-                                where m.shard = $2 and m.role = 'source' and m.subscription_oid is not null
-                                  and m.id <> all($3)
-                                  and s.slot_name like 'pg\\_' || m.subscription_oid || '\\_sync\\_%\\_' || m.destination_sysid)",
-                &[&prefix, &(shard.get() as i32), &owned_ids],
+                 union all select 'publication', pubname::text from pg_publication where pubname like $1",
+                &[&prefix],
             )
             .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .chain(
+                moves::orphan_sync_slots(&db.client, &db.node, shard, &owned_ids)
+                    .await?
+                    .into_iter()
+                    .map(|name| ("slot".to_string(), name)),
+            )
         {
-            let (kind, name): (String, String) = (r.get(0), r.get(1));
             if owned.iter().any(|m| m.names().slot == name) {
                 continue;
             }

@@ -83,7 +83,7 @@ async fn scenario() {
             holder
                 .execute(
                     "select pg_advisory_lock($1)",
-                    &[&atoll_move::move_lock_key(s)],
+                    &[&atoll_pg::locks::move_of(s)],
                 )
                 .await
                 .unwrap();
@@ -109,7 +109,7 @@ async fn scenario() {
             let released: bool = holder
                 .query_one(
                     "select pg_advisory_unlock($1)",
-                    &[&atoll_move::move_lock_key(s)],
+                    &[&atoll_pg::locks::move_of(s)],
                 )
                 .await
                 .unwrap()

@@ -66,13 +66,7 @@ pub async fn execute(
             };
             let active = was_active || activate;
             if created || active != was_active {
-                tx.execute(
-                    "insert into atoll.shards (shard, active) values ($1, $2)
-                     on conflict (shard) do update set active = excluded.active, changed_at = now()",
-                    &[&(shard.get() as i32), &active],
-                )
-                .await
-                .map_err(q)?;
+                crate::catalog::registry::set_active(&tx, &node, shard, active).await?;
             }
             out.push(Allocated {
                 shard,

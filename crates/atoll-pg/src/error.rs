@@ -2,6 +2,7 @@
 //! `user@host:port/database` (never a password) and keep PostgreSQL's own text.
 
 use atoll_core::{IslandId, ShardNo};
+use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -12,7 +13,7 @@ pub enum PgError {
         node: String,
         msg: String,
         /// The SQLSTATE, when the server answered with an error.
-        code: Option<String>,
+        code: Option<SqlState>,
     },
     #[error("island {0} has no reachable master")]
     NoMaster(IslandId),
@@ -27,15 +28,15 @@ impl PgError {
     pub fn query(node: &impl std::fmt::Display, e: tokio_postgres::Error) -> PgError {
         PgError::Query {
             node: node.to_string(),
-            code: e.code().map(|c| c.code().to_string()),
+            code: e.code().cloned(),
             msg: describe(&e),
         }
     }
 
     /// The SQLSTATE of a server error.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&SqlState> {
         match self {
-            PgError::Query { code, .. } => code.as_deref(),
+            PgError::Query { code, .. } => code.as_ref(),
             _ => None,
         }
     }

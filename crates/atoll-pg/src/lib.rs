@@ -7,7 +7,10 @@
 //!   connections between rounds so a rediscovery is one round trip per node;
 //! - [`catalog::install`]: `atoll init`;
 //! - [`allocate::execute`] and [`shard_state::set_active`].
-//! - [`id_lease`]: leases of app-side ID node ids (`atoll.id_leases`).
+//! - [`catalog`]: the only code that reads or writes the `atoll` catalog, one module per
+//!   area ([`catalog::registry`], [`catalog::moves`], [`catalog::migration_runs`],
+//!   [`catalog::id_leases`]);
+//! - [`locks`]: every advisory lock atoll takes.
 //!
 //! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
 //! on the CLI, on process management (the sandbox) or on terminal output.
@@ -18,9 +21,8 @@ mod connect;
 pub mod coordination;
 mod discovery;
 mod error;
-pub mod id_lease;
+pub mod locks;
 mod master;
-mod move_catalog;
 pub mod shard_state;
 
 pub use connect::{connect, connect_with_timeout, pg_config};

@@ -1,5 +1,6 @@
 //! Activating and deactivating a microshard on the island that holds it.
 
+use crate::catalog::registry;
 use crate::connect::connect_with_timeout;
 use crate::error::PgError;
 use crate::master::master_node;
@@ -44,33 +45,10 @@ pub async fn set_active(
     }
     let node = master_node(config, snapshot, target)?;
     let client = connect_with_timeout(&node, config.connect_timeout).await?;
-    let q = |e| PgError::query(&node, e);
     // The schema check and the flip happen together, so a schema dropped meanwhile is caught.
-    let n = upsert_active(&client, shard, &shard.schema(), active)
-        .await
-        .map_err(q)?;
+    let n = registry::set_active_if_schema(&client, &node, shard, &shard.schema(), active).await?;
     if n == 0 {
         return Err(refuse(format!("schema is missing on island {target}")));
     }
     Ok(target)
-}
-
-/// Records `shard` as active or inactive in the master's registry if `schema` exists (the
-/// check and the flip happen in one statement, so a schema dropped meanwhile is caught).
-/// Returns the rows written: 0 when the schema is missing. `schema` is normally
-/// `shard.schema()`; a move's abort checks the name the shard gets back.
-pub async fn upsert_active(
-    client: &tokio_postgres::Client,
-    shard: ShardNo,
-    schema: &str,
-    active: bool,
-) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            "insert into atoll.shards (shard, active)
-             select $1, $2 where exists (select 1 from pg_namespace where nspname = $3)
-             on conflict (shard) do update set active = excluded.active, changed_at = now()",
-            &[&(shard.get() as i32), &active, &schema],
-        )
-        .await
 }

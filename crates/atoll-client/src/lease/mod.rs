@@ -1,7 +1,7 @@
 //! Leased ID node ids ([`crate::IdNode::Lease`]): the generator of the node id this process
 //! currently holds, and until when it may be used.
 //!
-//! The lease itself is a row in `atoll.id_leases` ([`atoll_pg::id_lease`]), renewed by a
+//! The lease itself is a row in `atoll.id_leases` ([`atoll_pg::catalog::id_leases`]), renewed by a
 //! background task ([`task`]). Safety rests on one rule: **no ID is made after the moment
 //! the server may consider the lease expired**. A renewal sent at local time `t` makes the
 //! server set the expiry to its `now() + ttl`, and the server's `now()` comes after `t`; so

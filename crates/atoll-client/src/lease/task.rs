@@ -1,7 +1,7 @@
 //! The background task of a leased node id: takes a lease, renews it every `renew_every`,
 //! drops it at once when a renewal finds it taken over, takes a new one, and releases it
 //! when the cluster handle goes away. It talks to the lease island's master
-//! ([`atoll_pg::id_lease::lease_island`]) on a connection of its own, found through the
+//! ([`atoll_pg::catalog::id_leases::lease_island`]) on a connection of its own, found through the
 //! cluster's current snapshot, so it follows a failover like every query does.
 
 use super::{deadline, LeaseSlot};
@@ -10,7 +10,7 @@ use crate::cluster::Shared;
 use crate::error::ClientError;
 use crate::options::LeaseOptions;
 use atoll_core::NodeConfig;
-use atoll_pg::id_lease::{self, LeaseRequest};
+use atoll_pg::catalog::id_leases::{self, LeaseRequest};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -84,7 +84,7 @@ impl LeaseTask {
     /// A connection to the lease island's current master (reused while it is the master).
     async fn client(&mut self) -> Result<(NodeConfig, &Client), ClientError> {
         let state = self.shared.state.load_full();
-        let island = id_lease::lease_island(&state.config).ok_or_else(|| {
+        let island = id_leases::lease_island(&state.config).ok_or_else(|| {
             ClientError::IdLease("the config names no island to lease node ids on".into())
         })?;
         let node = atoll_pg::master_node(&state.config, &state.snapshot, island)
@@ -124,11 +124,11 @@ impl LeaseTask {
             Ok((node, c)) => {
                 let statement = async {
                     match op {
-                        Op::Acquire(req) => id_lease::acquire(c, &node, req).await,
-                        Op::Renew(n, token, ttl) => id_lease::renew(c, &node, n, token, ttl)
+                        Op::Acquire(req) => id_leases::acquire(c, &node, req).await,
+                        Op::Renew(n, token, ttl) => id_leases::renew(c, &node, n, token, ttl)
                             .await
                             .map(|ok| ok.then_some(n)),
-                        Op::Release(n, token) => id_lease::release(c, &node, n, token)
+                        Op::Release(n, token) => id_leases::release(c, &node, n, token)
                             .await
                             .map(|ok| ok.then_some(n)),
                     }

@@ -1,5 +1,6 @@
--- `atoll migrate` runs, kept on island 0's master. The applied versions themselves live
--- inside each schema (<schema>.atoll_migrations) so that they move with the shard.
+-- Catalog step 2 ("migrate"): `atoll migrate` runs, kept on the coordination island's master. The
+-- applied versions themselves live inside each schema (<schema>.atoll_migrations) so that
+-- they move with the shard.
 create table atoll.migration_runs (
     run_id bigint generated always as identity primary key,
     kind text not null check (kind in ('apply', 'undo')),

@@ -1,4 +1,4 @@
-//! Taking the write lock on the source shard's tables without making writers wait long.
+//! The write pause: taking the table lock on the source shard's tables without making writers wait long.
 //!
 //! Writers queue behind a lock request that waits, so the request must not wait behind a
 //! long holder: an autovacuum worker (its SHARE UPDATE EXCLUSIVE lock conflicts with
@@ -11,6 +11,7 @@ use crate::engine::Mover;
 use crate::error::MoveError;
 use crate::MoveEvent;
 use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
 
 /// Autovacuum workers holding locks on the tables: cancelled (they retry later).
 const CANCEL_AUTOVACUUM: &str = "select pg_cancel_backend(l.pid) from pg_locks l
@@ -49,7 +50,10 @@ impl Mover<'_> {
             }
             match self.src.exec(lock_sql).await {
                 Ok(()) => return Ok(started),
-                Err(e) if e.code() == Some("55P03") && attempt < self.opts.lock_attempts => {
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        && attempt < self.opts.lock_attempts =>
+                {
                     self.src.exec("rollback").await?;
                     self.emit(MoveEvent::Note(format!(
                         "lock attempt {attempt} timed out behind a long write, retrying"

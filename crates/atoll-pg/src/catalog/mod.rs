@@ -1,43 +1,51 @@
-//! The `atoll` catalog schema on each island master: cluster id, the island's own number,
-//! the catalog version, the active-shard registry and shard weights. Later subsystems
-//! (migration runs, moves) add their tables as further [`STEPS`].
+//! The `atoll` catalog schema on each island master, and the one place that reads and
+//! writes it: no other crate sends catalog SQL. One module per catalog area, each with
+//! typed accessors:
 //!
-//! The registry lives outside the shard schemas on purpose: a schema copied to another
-//! island arrives without a registry row there, so it is inactive until activated.
+//! | module | tables | kept on |
+//! |---|---|---|
+//! | this one | `atoll.meta`, `atoll.catalog_steps` | every island master |
+//! | [`registry`] | `atoll.shards` (active flag, weight) | every island master, for its own shards |
+//! | [`moves`] | `atoll.moves`, `atoll.move_ticks` | the source and destination masters of a move |
+//! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
+//! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
+//!
+//! The DDL is a list of numbered steps (`steps/NNN_name.sql`), each applied once per island
+//! and tracked by name in `atoll.catalog_steps`, so subsystems add steps independently. The
+//! catalog version is the number of the last step applied.
+
+pub mod id_leases;
+pub mod migration_runs;
+pub mod moves;
+pub mod registry;
 
 use crate::error::PgError;
 use atoll_core::{IslandId, NodeConfig};
 use tokio_postgres::Client;
 
-/// Catalog steps, applied in order, each once per island, tracked by name in
-/// `atoll.catalog_steps`. Tracking names (not one version number) lets subsystems add
-/// steps independently. The catalog version is the number of the last step applied.
+/// Catalog steps, applied in order: (version, name, SQL).
 pub const STEPS: &[(u32, &str, &str)] = &[
-    (
-        1,
-        "core",
-        r#"
-    create table atoll.meta (
-        key text primary key,
-        value text not null
-    );
-    create table atoll.shards (
-        shard integer primary key check (shard between 0 and 9999),
-        active boolean not null default false,
-        -- rebalancing weight; null means "use the shard's size"
-        weight double precision check (weight is null or weight >= 0),
-        created_at timestamptz not null default now(),
-        changed_at timestamptz not null default now()
-    );
-    "#,
-    ),
-    (2, "migrate", MIGRATE_STEP),
-    (3, "move", crate::move_catalog::SQL),
-    (4, "id_leases", crate::id_lease::SQL),
+    (1, "core", include_str!("steps/001_core.sql")),
+    (2, "migrate", include_str!("steps/002_migrate.sql")),
+    (3, "move", include_str!("steps/003_move.sql")),
+    (4, "id_leases", include_str!("steps/004_id_leases.sql")),
 ];
 
-/// Catalog step of `atoll migrate` (run record, cluster-wide run lock, fast version reads).
-const MIGRATE_STEP: &str = include_str!("catalog_migrate.sql");
+/// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet
+/// installed reads as absent, so callers can say "run `atoll init`".
+pub(crate) async fn has_table(
+    client: &impl tokio_postgres::GenericClient,
+    node: &NodeConfig,
+    table: &str,
+) -> Result<bool, PgError> {
+    let q = |e| PgError::query(node, e);
+    client
+        .query_one("select to_regclass($1) is not null", &[&table])
+        .await
+        .map_err(q)?
+        .try_get(0)
+        .map_err(q)
+}
 
 /// The catalog version this build installs.
 pub fn current_version() -> u32 {
@@ -65,12 +73,7 @@ pub struct InstallOutcome {
 /// Reads the catalog meta; `None` when `atoll init` has not run on this node.
 pub async fn read_meta(client: &Client, node: &NodeConfig) -> Result<Option<CatalogMeta>, PgError> {
     let q = |e| PgError::query(node, e);
-    let exists: bool = client
-        .query_one("select to_regclass('atoll.meta') is not null", &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    if !exists {
+    if !has_table(client, node, "atoll.meta").await? {
         return Ok(None);
     }
     let rows = client
@@ -112,9 +115,14 @@ pub async fn install(
 ) -> Result<InstallOutcome, PgError> {
     let q = |e| PgError::query(node, e);
     let tx = client.transaction().await.map_err(q)?;
+    tx.execute(
+        "select pg_advisory_xact_lock($1)",
+        &[&crate::locks::CATALOG_INSTALL],
+    )
+    .await
+    .map_err(q)?;
     tx.batch_execute(
-        "select pg_advisory_xact_lock(hashtext('atoll.catalog'));
-         create schema if not exists atoll;
+        "create schema if not exists atoll;
          create table if not exists atoll.catalog_steps (
              step text primary key,
              version integer not null,

@@ -1,4 +1,4 @@
-//! Leases of app-side ID node ids (catalog step 4, "id_leases").
+//! `atoll.id_leases` (catalog step 4): leases of app-side ID node ids.
 //!
 //! An app-side ID carries the node id (0..999) of the process that made it
 //! ([`atoll_core::IdGenerator`]); two processes generating at the same time must hold
@@ -26,24 +26,6 @@ use atoll_core::{Config, IslandId, NodeConfig};
 use std::ops::Range;
 use std::time::Duration;
 use tokio_postgres::Client;
-
-/// Catalog step 4: one row per node id, created free (`expires_at = -infinity`), so that
-/// acquiring is an `UPDATE ... FOR UPDATE SKIP LOCKED` over existing rows: concurrent
-/// acquirers each lock a different row instead of colliding on an insert.
-pub(crate) const SQL: &str = r#"
-    create table atoll.id_leases (
-        node integer primary key check (node between 0 and 999),
-        -- random per acquisition: who holds it, for renew and release
-        token text,
-        -- for people: host, pid and application of the holder (never credentials)
-        holder text,
-        acquired_at timestamptz,
-        renewed_at timestamptz,
-        released_at timestamptz,
-        expires_at timestamptz not null default '-infinity'
-    );
-    insert into atoll.id_leases (node) select generate_series(0, 999);
-    "#;
 
 /// The island whose master holds the lease table: the one that keeps everything
 /// cluster-wide ([`crate::coordination::coordination_island`]).
@@ -77,7 +59,7 @@ pub struct LeaseRow {
 }
 
 fn table_error(node: &NodeConfig, e: tokio_postgres::Error) -> PgError {
-    if e.code().map(|c| c.code()) == Some("42P01") {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
         return PgError::Refused(format!(
             "node {node}: atoll.id_leases does not exist; run `atoll init` to upgrade the catalog"
         ));

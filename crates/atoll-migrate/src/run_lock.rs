@@ -1,0 +1,84 @@
+//! The cluster-wide migration run lock ([`atoll_pg::locks::MIGRATION_RUN`]) and the run
+//! record ([`atoll_pg::catalog::migration_runs`]), both on the coordination island's master.
+//!
+//! The lock is a session advisory lock held by a dedicated connection for the whole run:
+//! if the process dies, the server releases it, so a killed run never blocks the next one.
+//! The `atoll.migration_lock` row only names the holder, for the error a second run gets.
+
+use crate::error::MigrateError;
+use atoll_core::NodeConfig;
+use atoll_pg::catalog::migration_runs::{self, RunStatus};
+use atoll_pg::locks;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// A held lock plus the run it belongs to. Call [`RunLock::finish`] to release it; if
+/// dropped instead (a panic, a lost connection), the server releases it with the session.
+pub struct RunLock {
+    client: Client,
+    node: NodeConfig,
+    pub run_id: i64,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+impl RunLock {
+    /// Takes the lock or says who holds it. A stale holder row (its process died) is
+    /// marked `interrupted` and replaced.
+    pub async fn acquire(
+        node: &NodeConfig,
+        timeout: Duration,
+        kind: &str,
+    ) -> Result<RunLock, MigrateError> {
+        let client = atoll_pg::connect_with_timeout(node, timeout).await?;
+        if !locks::try_take(&client, node, locks::MIGRATION_RUN).await? {
+            return Err(match migration_runs::holder(&client, node).await? {
+                Some(h) => MigrateError::Locked {
+                    run_id: h.run_id,
+                    host: h.host,
+                    pid: h.pid,
+                    started_at: h.started_at,
+                },
+                // The holder has the advisory lock but has not written its row yet.
+                None => MigrateError::Locked {
+                    run_id: 0,
+                    host: "another process (starting)".into(),
+                    pid: 0,
+                    started_at: "just now".into(),
+                },
+            });
+        }
+        let pid = std::process::id() as i32;
+        let run_id = migration_runs::start(&client, node, kind, &host_name(), pid).await?;
+        Ok(RunLock {
+            client,
+            node: node.clone(),
+            run_id,
+        })
+    }
+
+    /// Records progress. An error means the lock's session is gone (or unusable): the
+    /// advisory lock may be released already, so the caller must stop starting work.
+    pub async fn progress(&self, total: usize, done: usize, failed: usize) -> Result<(), String> {
+        if self.client.is_closed() {
+            return Err(format!("the lock connection to {} is closed", self.node));
+        }
+        migration_runs::progress(&self.client, &self.node, self.run_id, total, done, failed)
+            .await
+            .map_err(|e| format!("cannot update the run record: {e}"))
+    }
+
+    /// Records the outcome, removes the holder row and releases the lock.
+    pub async fn finish(self, status: RunStatus, message: &str) -> Result<(), MigrateError> {
+        migration_runs::finish(&self.client, &self.node, self.run_id, status, message).await?;
+        locks::release(&self.client, &self.node, locks::MIGRATION_RUN).await?;
+        Ok(())
+    }
+}

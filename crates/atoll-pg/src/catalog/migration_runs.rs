@@ -1,0 +1,210 @@
+//! `atoll.migration_runs`, `atoll.migration_lock` and `atoll.migration_state()` (catalog
+//! step 2), on the coordination island's master. A run's exclusion is the advisory lock
+//! [`crate::locks::MIGRATION_RUN`]; the `migration_lock` row only names its holder for the
+//! error a second run gets. The versions applied to a schema live inside that schema
+//! (`<schema>.atoll_migrations`), so they move with it; `migration_state()` reads them for
+//! every schema in one call.
+//!
+//! Writer and reader: `atoll-migrate`, through these functions.
+
+use crate::error::PgError;
+use atoll_core::NodeConfig;
+use tokio_postgres::GenericClient;
+
+/// The status a run record ends with (or has while it runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Done,
+    /// Some schemas failed, or the run lost its lock.
+    Failed,
+    /// The run refused to start (a move was unfinished).
+    Refused,
+    /// Its process ended without finishing; set by the next run.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Done => "done",
+            RunStatus::Failed => "failed",
+            RunStatus::Refused => "refused",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Who holds the run lock, as its row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHolder {
+    pub run_id: i64,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: String,
+}
+
+/// Whether the migrate catalog step is installed on this master.
+pub async fn installed(client: &impl GenericClient, node: &NodeConfig) -> Result<bool, PgError> {
+    super::has_table(client, node, "atoll.migration_lock").await
+}
+
+/// The holder row, `None` when there is none (no run, or one that has the advisory lock
+/// but has not written its row yet).
+pub async fn holder(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+) -> Result<Option<RunHolder>, PgError> {
+    let q = |e| PgError::query(node, e);
+    let row = client
+        .query_opt(
+            "select run_id, host, pid, started_at::text from atoll.migration_lock",
+            &[],
+        )
+        .await
+        .map_err(q)?;
+    row.map(|r| {
+        Ok(RunHolder {
+            run_id: r.try_get(0).map_err(q)?,
+            host: r.try_get(1).map_err(q)?,
+            pid: r.try_get(2).map_err(q)?,
+            started_at: r.try_get(3).map_err(q)?,
+        })
+    })
+    .transpose()
+}
+
+/// Records a new run of `kind` (`apply`/`undo`) and names it as the lock's holder; a run
+/// still marked running (its process died: the caller holds the lock now) is marked
+/// [`RunStatus::Interrupted`]. Call only while holding [`crate::locks::MIGRATION_RUN`].
+pub async fn start(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    kind: &str,
+    host: &str,
+    pid: i32,
+) -> Result<i64, PgError> {
+    let q = |e| PgError::query(node, e);
+    let run_id: i64 = client
+        .query_one(
+            "with stale as (
+                 update atoll.migration_runs set status = 'interrupted', finished_at = now(),
+                        changed_at = now(), message = 'its process ended without finishing'
+                 where status = 'running' returning run_id)
+             insert into atoll.migration_runs (kind, host, pid)
+             select $1, $2, $3 from (select count(*) from stale) s
+             returning run_id",
+            &[&kind, &host, &pid],
+        )
+        .await
+        .map_err(q)?
+        .try_get(0)
+        .map_err(q)?;
+    client
+        .execute(
+            "insert into atoll.migration_lock (run_id, host, pid) values ($1, $2, $3)
+             on conflict (singleton) do update set run_id = excluded.run_id,
+                 host = excluded.host, pid = excluded.pid, started_at = now()",
+            &[&run_id, &host, &pid],
+        )
+        .await
+        .map_err(q)?;
+    Ok(run_id)
+}
+
+/// Records a run's progress in schemas.
+pub async fn progress(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    run_id: i64,
+    total: usize,
+    done: usize,
+    failed: usize,
+) -> Result<(), PgError> {
+    let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+    client
+        .execute(
+            "update atoll.migration_runs set schemas_total = $2, schemas_done = $3,
+                    schemas_failed = $4, changed_at = now() where run_id = $1",
+            &[&run_id, &n(total), &n(done), &n(failed)],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?;
+    Ok(())
+}
+
+/// Records a run's outcome and removes its holder row (the caller then releases the lock).
+pub async fn finish(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    run_id: i64,
+    status: RunStatus,
+    message: &str,
+) -> Result<(), PgError> {
+    let q = |e| PgError::query(node, e);
+    client
+        .execute(
+            "update atoll.migration_runs set status = $2, message = $3, finished_at = now(),
+                    changed_at = now() where run_id = $1",
+            &[&run_id, &status.as_str(), &message],
+        )
+        .await
+        .map_err(q)?;
+    client
+        .execute(
+            "delete from atoll.migration_lock where run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .map_err(q)?;
+    Ok(())
+}
+
+/// One row of `atoll.migration_state()`: a schema with no version (one per schema), or one
+/// version applied to it with its checksum (none for pg-mig's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    pub schema: String,
+    pub version: Option<String>,
+    pub checksum: Option<String>,
+}
+
+/// Every shard schema, and every schema starting with one of `prefixes`, with its applied
+/// versions, in one call; `None` when the migrate catalog step is not installed.
+pub async fn schema_states(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    prefixes: &[String],
+) -> Result<Option<Vec<StateRow>>, PgError> {
+    let q = |e| PgError::query(node, e);
+    let has: bool = client
+        .query_one(
+            "select to_regprocedure('atoll.migration_state(text[])') is not null",
+            &[],
+        )
+        .await
+        .map_err(q)?
+        .try_get(0)
+        .map_err(q)?;
+    if !has {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "select schema_name, version, checksum from atoll.migration_state($1)",
+            &[&prefixes],
+        )
+        .await
+        .map_err(q)?;
+    rows.iter()
+        .map(|r| {
+            Ok(StateRow {
+                schema: r.try_get(0).map_err(q)?,
+                version: r.try_get(1).map_err(q)?,
+                checksum: r.try_get(2).map_err(q)?,
+            })
+        })
+        .collect::<Result<Vec<_>, PgError>>()
+        .map(Some)
+}
