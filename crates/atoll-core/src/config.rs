@@ -1,5 +1,5 @@
 //! The cluster configuration: islands by number and their nodes. Nothing else lives here:
-//! where shards are is read from the islands themselves (DESIGN.md, principle 1).
+//! where shards are is read from the islands themselves (docs/architecture.md, principle 1).
 //!
 //! Sources, in order: an explicit path (`--config`), `ATOLL_CONFIG`, `./atoll.toml`, and
 //! `ATOLL_ISLANDS` as a quick developer fallback. Every error names the field and line.

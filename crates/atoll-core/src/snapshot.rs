@@ -1,6 +1,6 @@
 //! The immutable picture of a cluster that discovery produces: islands, node roles, WAL
 //! positions, and where each microshard lives. Readers hold an `Arc<Snapshot>`; a new one
-//! replaces it whole (DESIGN.md, principle 3).
+//! replaces it whole (docs/architecture.md, principle 3).
 //!
 //! [`Snapshot::build`] turns raw observations into a snapshot. It is pure, so every
 //! judgement (who is master, which island owns a shard, what is inconsistent) is unit-tested.
