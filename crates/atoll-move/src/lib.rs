@@ -28,6 +28,7 @@ mod db;
 mod ddl;
 mod engine;
 mod error;
+mod masters;
 mod pause;
 mod rebalance;
 mod safety;
@@ -46,6 +47,7 @@ use atoll_core::move_plan::{check_start, MoveRecord, MoveStep, TableDigest, Veri
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 use db::Db;
 use engine::Mover;
+use masters::Masters;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,86 +161,25 @@ pub async fn start_move(
     progress: Progress,
 ) -> Result<MoveReport, MoveError> {
     let t0 = std::time::Instant::now();
-    let mut pending = store::unfinished(config, snapshot).await?;
-    if opts.clean_leftovers {
-        for m in pending.iter().filter(|m| m.shard == shard) {
-            abort_record(config, snapshot, m).await?;
-        }
-        pending.retain(|m| m.shard != shard);
-    }
-    let active_on = snapshot.active_island(shard).ok();
-    let known = snapshot.island(to).is_some();
-    let dst_has_schema = if known {
-        let dst = Db::connect(config, snapshot, to).await?;
-        dst.one(
-            "select exists (select 1 from pg_namespace where nspname = $1)",
-            &[&shard.schema()],
-        )
-        .await?
-        .get(0)
-    } else {
-        false
-    };
-    let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    let mut masters = Masters::new(config, snapshot);
+    let (from, pending) = preflight(&mut masters, shard, to, opts).await?;
     // Held until this function returns: no other process starts, resumes or aborts a move
     // of this shard meanwhile. What was checked above is re-checked under the lock.
-    let _lock = hold_move_lock(config, snapshot, from, shard).await?;
+    let lock = hold_move_lock(config, snapshot, from, shard).await?;
     let still_active =
-        atoll_pg::catalog::registry::is_active(&_lock.client, &_lock.node, shard).await?;
-    let raced = store::unfinished(config, snapshot)
+        atoll_pg::catalog::registry::is_active(&lock.client, &lock.node, shard).await?;
+    let raced = store::unfinished_on(&mut masters)
         .await?
         .into_iter()
         .any(|m| m.shard == shard);
     if raced || !still_active {
         return Err(MoveError::Busy { shard });
     }
-    let left = undo::leftovers(config, snapshot, shard, &pending).await?;
-    if !left.is_empty() {
-        if !opts.clean_leftovers {
-            let list: Vec<String> = left
-                .iter()
-                .map(|(i, k, n)| format!("{k} {n} on island {i}"))
-                .collect();
-            return Err(MoveError::Unsafe {
-                shard,
-                check: "leftovers",
-                detail: format!(
-                    "{} remain from an earlier move; pass --clean-leftovers to drop them",
-                    list.join(", ")
-                ),
-            });
-        }
-        undo::drop_leftovers(config, snapshot, &left).await?;
-    }
+    clear_leftovers(&mut masters, shard, &pending, opts).await?;
     safety::check_replicas(shard, snapshot, to, opts.max_replica_lag_bytes)?;
-    let src = Db::connect(config, snapshot, from).await?;
-    let dst = Db::connect(config, snapshot, to).await?;
-    store::require_catalog(&src).await?;
-    store::require_catalog(&dst).await?;
-    let ddl = ddl::read(&src, shard).await?;
-    safety::check_tables(shard, &ddl)?;
-    safety::check_roles(shard, &dst, &ddl.roles).await?;
-    // Held on both sessions until the subscription exists (or these connections close):
-    // parallel moves take turns between counting free capacity and using it.
-    safety::lock_capacity(shard, &src, &dst).await?;
-    safety::check_capacity(shard, &src, &dst, ddl.tables.len(), None).await?;
-
-    let rec = MoveRecord {
-        id: store::new_id(),
-        shard,
-        source: from,
-        destination: to,
-        step: MoveStep::Prepared,
-        verify: opts.verify,
-        backup_schema: None,
-    };
-    store::insert(&src, &rec, store::MoveRole::Source).await?;
-    // Now that this move is visible to a migration run, make sure none is under way
-    // (logical replication does not carry DDL); see atoll_pg::coordination.
-    if let Err(e) = refuse_during_migration(config, snapshot, shard).await {
-        abort_locked(config, snapshot, &rec).await?;
-        return Err(e);
-    }
+    let src = masters.take(from).await?;
+    let dst = masters.take(to).await?;
+    let (rec, ddl) = prepare(&mut masters, &src, &dst, shard, opts).await?;
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
     let report = MoveReport {
         id: rec.id,
@@ -263,19 +204,131 @@ pub async fn start_move(
     mover.hook(MoveStep::Prepared)?;
     let mut report = finish(config, snapshot, mover).await?;
     report.total_ms = t0.elapsed().as_millis() as u64;
+    drop(lock);
     Ok(report)
 }
 
-/// Refuses while a migration run holds the cluster lock (on the first island's master).
+/// The checks before the move lock is taken: unfinished moves of the shard (aborted with
+/// `clean_leftovers`), and whether the move may start at all. Returns the source island
+/// and the unfinished moves of other shards.
+async fn preflight(
+    masters: &mut Masters<'_>,
+    shard: ShardNo,
+    to: IslandId,
+    opts: &MoveOptions,
+) -> Result<(IslandId, Vec<MoveRecord>), MoveError> {
+    let (config, snapshot) = (masters.config, masters.snapshot);
+    let mut pending = store::unfinished_on(masters).await?;
+    if opts.clean_leftovers {
+        for m in pending.iter().filter(|m| m.shard == shard) {
+            abort_record(config, snapshot, m).await?;
+        }
+        pending.retain(|m| m.shard != shard);
+    }
+    let active_on = snapshot.active_island(shard).ok();
+    let known = snapshot.island(to).is_some();
+    let dst_has_schema = if known {
+        masters
+            .get(to)
+            .await?
+            .one(
+                "select exists (select 1 from pg_namespace where nspname = $1)",
+                &[&shard.schema()],
+            )
+            .await?
+            .get(0)
+    } else {
+        false
+    };
+    let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    Ok((from, pending))
+}
+
+/// Replication objects of earlier moves of `shard` that no unfinished move owns: refused,
+/// or dropped with `clean_leftovers`.
+async fn clear_leftovers(
+    masters: &mut Masters<'_>,
+    shard: ShardNo,
+    pending: &[MoveRecord],
+    opts: &MoveOptions,
+) -> Result<(), MoveError> {
+    let left = undo::leftovers(masters, shard, pending).await?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    if !opts.clean_leftovers {
+        let list: Vec<String> = left
+            .iter()
+            .map(|(i, k, n)| format!("{k} {n} on island {i}"))
+            .collect();
+        return Err(MoveError::Unsafe {
+            shard,
+            check: "leftovers",
+            detail: format!(
+                "{} remain from an earlier move; pass --clean-leftovers to drop them",
+                list.join(", ")
+            ),
+        });
+    }
+    undo::drop_leftovers(masters, &left).await
+}
+
+/// The safety checks on both masters, then the move's record (step `prepared`), then the
+/// check for a migration run (see [`refuse_during_migration`]). Leaves `src` and `dst`
+/// holding the capacity lock.
+async fn prepare(
+    masters: &mut Masters<'_>,
+    src: &Db,
+    dst: &Db,
+    shard: ShardNo,
+    opts: &MoveOptions,
+) -> Result<(MoveRecord, ddl::SchemaDdl), MoveError> {
+    store::require_catalog(src).await?;
+    store::require_catalog(dst).await?;
+    let ddl = ddl::read(src, shard).await?;
+    safety::check_tables(shard, &ddl)?;
+    safety::check_roles(shard, dst, &ddl.roles).await?;
+    // Held on both sessions until the subscription exists (or these connections close):
+    // parallel moves take turns between counting free capacity and using it.
+    safety::lock_capacity(shard, src, dst).await?;
+    safety::check_capacity(shard, src, dst, ddl.tables.len(), None).await?;
+    let rec = MoveRecord {
+        id: store::new_id(),
+        shard,
+        source: src.island,
+        destination: dst.island,
+        step: MoveStep::Prepared,
+        verify: opts.verify,
+        backup_schema: None,
+    };
+    store::insert(src, &rec, store::MoveRole::Source).await?;
+    // Now that this move is visible to a migration run, make sure none is under way
+    // (logical replication does not carry DDL); see atoll_pg::coordination.
+    if let Err(e) = refuse_during_migration(masters, src, dst, shard).await {
+        abort_locked(masters.config, masters.snapshot, &rec).await?;
+        return Err(e);
+    }
+    Ok((rec, ddl))
+}
+
+/// Refuses while a migration run holds the cluster lock (on the coordination island's
+/// master, which may be the source or the destination).
 async fn refuse_during_migration(
-    config: &Config,
-    snapshot: &Snapshot,
+    masters: &mut Masters<'_>,
+    src: &Db,
+    dst: &Db,
     shard: ShardNo,
 ) -> Result<(), MoveError> {
-    let Some(first) = atoll_pg::coordination::coordination_island(config) else {
+    let Some(first) = atoll_pg::coordination::coordination_island(masters.config) else {
         return Ok(());
     };
-    let db = Db::connect(config, snapshot, first).await?;
+    let db = if first == src.island {
+        src
+    } else if first == dst.island {
+        dst
+    } else {
+        masters.get(first).await?
+    };
     if atoll_pg::coordination::migration_running(&db.client, &db.node).await? {
         return Err(MoveError::Unsafe {
             shard,

@@ -4,6 +4,7 @@
 
 use crate::db::Db;
 use crate::error::MoveError;
+use crate::masters::Masters;
 use atoll_core::move_plan::{MoveRecord, MoveStep};
 use atoll_core::{Config, Snapshot};
 use atoll_pg::catalog::moves;
@@ -66,10 +67,15 @@ pub async fn unfinished(
     config: &Config,
     snapshot: &Snapshot,
 ) -> Result<Vec<MoveRecord>, MoveError> {
+    unfinished_on(&mut Masters::new(config, snapshot)).await
+}
+
+/// [`unfinished`] on connections kept for more reads.
+pub(crate) async fn unfinished_on(masters: &mut Masters<'_>) -> Result<Vec<MoveRecord>, MoveError> {
     let mut out: Vec<MoveRecord> = Vec::new();
-    for island in &snapshot.islands {
-        let db = Db::connect(config, snapshot, island.id).await?;
-        require_catalog(&db).await?;
+    for island in masters.islands() {
+        let db = masters.get(island).await?;
+        require_catalog(db).await?;
         for row in moves::unfinished(&db.client, &db.node).await? {
             let rec = row.record;
             if let Some(existing) = out.iter().position(|m| m.id == rec.id) {

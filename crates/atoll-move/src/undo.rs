@@ -4,9 +4,10 @@
 use crate::cutover::drop_replication;
 use crate::db::{ident, Db};
 use crate::error::MoveError;
+use crate::masters::Masters;
 use crate::store::{self, MoveRole};
 use atoll_core::move_plan::{move_name_prefix, AbortAction, AbortRefused, MoveRecord, MoveStep};
-use atoll_core::{Config, ShardNo, Snapshot};
+use atoll_core::ShardNo;
 use atoll_pg::catalog::{moves, registry};
 use std::time::Duration;
 
@@ -98,16 +99,15 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
 /// Replication objects named for moves of `shard` on any island master, which no
 /// unfinished move owns: `(island, kind, name)`.
 pub(crate) async fn leftovers(
-    config: &Config,
-    snapshot: &Snapshot,
+    masters: &mut Masters<'_>,
     shard: ShardNo,
     owned: &[MoveRecord],
 ) -> Result<Vec<(atoll_core::IslandId, &'static str, String)>, MoveError> {
     let prefix = format!("{}%", move_name_prefix(shard).replace('_', "\\_"));
     let owned_ids: Vec<i64> = owned.iter().map(|m| m.id).collect();
     let mut out = Vec::new();
-    for island in &snapshot.islands {
-        let db = Db::connect(config, snapshot, island.id).await?;
+    for island in masters.islands() {
+        let db = masters.get(island).await?;
         for (kind, name) in db
             .query(
                 "select 'subscription', subname::text from pg_subscription s join pg_database d on d.oid = s.subdbid
@@ -134,7 +134,7 @@ pub(crate) async fn leftovers(
                 "slot" => "slot",
                 _ => "publication",
             };
-            out.push((island.id, kind, name));
+            out.push((island, kind, name));
         }
     }
     Ok(out)
@@ -142,8 +142,7 @@ pub(crate) async fn leftovers(
 
 /// Drops leftovers found by [`leftovers`].
 pub(crate) async fn drop_leftovers(
-    config: &Config,
-    snapshot: &Snapshot,
+    masters: &mut Masters<'_>,
     found: &[(atoll_core::IslandId, &'static str, String)],
 ) -> Result<(), MoveError> {
     // Subscriptions first: they hold the slots.
@@ -154,7 +153,7 @@ pub(crate) async fn drop_leftovers(
         _ => 2,
     });
     for (island, kind, name) in ordered {
-        let db = Db::connect(config, snapshot, *island).await?;
+        let db = masters.get(*island).await?;
         match *kind {
             "subscription" => {
                 let s = ident(name);
@@ -163,7 +162,7 @@ pub(crate) async fn drop_leftovers(
                 ))
                 .await?
             }
-            "slot" => crate::engine::drop_slot(&db, name, Duration::from_secs(30)).await?,
+            "slot" => crate::engine::drop_slot(db, name, Duration::from_secs(30)).await?,
             _ => {
                 db.exec(&format!("drop publication if exists {}", ident(name)))
                     .await?
