@@ -3,7 +3,7 @@
 //! privileges, comments and row-level security read again from the source at that moment
 //! (see [`crate::security`]), checked against the source's before the commit.
 
-use crate::engine::Mover;
+use crate::context::MoveContext;
 use crate::error::MoveError;
 use crate::store::{self, MoveRole};
 use crate::MoveEvent;
@@ -11,135 +11,126 @@ use atoll_core::move_plan::MoveStep;
 use atoll_pg::catalog::moves;
 use std::time::{Duration, Instant};
 
-impl Mover<'_> {
-    pub(crate) async fn wait_copy(&mut self) -> Result<(), MoveError> {
-        let names = self.rec.names();
-        let schema = self.rec.shard.schema();
-        let want = self.ddl().await?.tables.len() as i64 + 1;
-        let total: i64 = self
-            .src
+pub(crate) async fn wait_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
+    let names = cx.rec.names();
+    let schema = cx.rec.shard.schema();
+    let want = cx.ddl().await?.tables.len() as i64 + 1;
+    let total: i64 = cx
+        .src
+        .one(
+            "select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
+             join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relkind = 'r'",
+            &[&schema],
+        )
+        .await?
+        .get(0);
+    cx.report.copy_bytes = total as u64;
+    let deadline = Instant::now() + cx.opts.copy_timeout;
+    let mut last_states = None;
+    loop {
+        let r = cx
+            .dst
             .one(
-                "select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
-                 join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relkind = 'r'",
-                &[&schema],
+                "select count(*), count(*) filter (where r.srsubstate = 'r'),
+                    string_agg(r.srsubstate::text, '' order by r.srrelid),
+                    (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
+                     join pg_namespace n on n.oid = c.relnamespace
+                     where n.nspname = $2 and c.relkind = 'r'),
+                    (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
+                     from pg_stat_subscription_stats st where st.subname = $1),
+                    (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
+                     where s.subname = $1 and d.datname = current_database())
+                 from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
+                 where s.subname = $1",
+                &[&names.subscription, &schema],
             )
-            .await?
-            .get(0);
-        self.report.copy_bytes = total as u64;
-        let deadline = Instant::now() + self.opts.copy_timeout;
-        let mut last_states = None;
-        loop {
-            let r = self
-                .dst
-                .one(
-                    "select count(*), count(*) filter (where r.srsubstate = 'r'),
-                        string_agg(r.srsubstate::text, '' order by r.srrelid),
-                        (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
-                         join pg_namespace n on n.oid = c.relnamespace
-                         where n.nspname = $2 and c.relkind = 'r'),
-                        (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
-                         from pg_stat_subscription_stats st where st.subname = $1),
-                        (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
-                         where s.subname = $1 and d.datname = current_database())
-                     from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
-                     where s.subname = $1",
-                    &[&names.subscription, &schema],
-                )
-                .await?;
-            let (n, ready, states, copied, errors, subs): (
-                i64,
-                i64,
-                Option<String>,
-                i64,
-                i64,
-                i64,
-            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            let errors = errors - self.error_baseline;
-            if subs == 0 {
-                return Err(MoveError::Other {
-                    shard: self.shard(),
-                    msg: format!(
-                        "subscription {} is missing on island {} although the move recorded it; run --abort",
-                        names.subscription, self.dst.island
-                    ),
-                });
-            }
-            // Table states (i init, d copying, f copied, s synced, r ready), as they change.
-            if states != last_states {
-                self.emit(MoveEvent::Note(format!(
-                    "table states {}",
-                    states.as_deref().unwrap_or("-")
-                )));
-                last_states = states;
-            }
-            self.emit(MoveEvent::Copy {
-                done: copied.max(0) as u64,
-                total: total as u64,
-            });
-            if errors > 0 {
-                return Err(MoveError::Other {
-                    shard: self.shard(),
-                    msg: format!(
-                        "the subscription on island {} reported {errors} replication errors during the initial copy (see that server's log); abort or fix and resume",
-                        self.dst.island
-                    ),
-                });
-            }
-            if n >= want && ready == n {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(MoveError::Timeout {
-                    shard: self.shard(),
-                    what: "waiting for the initial copy".into(),
-                    secs: self.opts.copy_timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub(crate) async fn post_copy(&mut self) -> Result<(), MoveError> {
-        if store::step_of(&self.dst, self.rec.id, MoveRole::Destination).await?
-            >= Some(MoveStep::CaughtUp)
-        {
-            return Ok(());
-        }
-        let shard = self.rec.shard;
-        let mut stmts = self.ddl().await?.post_copy.clone();
-        // Owners, grants, policies and comments as they are now, not as at the start: a
-        // change made on the source during the copy must not be lost. The roles are
-        // checked again (also on a resume, which skipped the start's checks).
-        let security = crate::ddl::read_security(&self.src, shard).await?;
-        if let Some(u) = security.unusable.first() {
-            return Err(MoveError::Unsafe {
-                shard,
-                check: "unsupported_object",
-                detail: format!("{u}; fix it on the source, then --resume or --abort"),
-            });
-        }
-        let roles: Vec<String> = security.roles.iter().cloned().collect();
-        crate::safety::check_roles(shard, &self.dst, &roles).await?;
-        stmts.extend(security.statements);
-        let source_fp = crate::security::fingerprint::of(&self.src, &shard.schema()).await?;
-        let (id, island, node) = (self.rec.id, self.dst.island, self.dst.node.clone());
-        let (tx, ctx) = self.dst.tx().await?;
-        for s in &stmts {
-            tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
-        }
-        // A grant PostgreSQL could only partly make is a warning, not an error: compare.
-        let dest_fp = crate::security::fingerprint::read(&tx, &shard.schema())
-            .await
-            .map_err(|e| ctx.err(e))?;
-        if let Some(d) = crate::security::fingerprint::differences(&source_fp, &dest_fp) {
-            return Err(MoveError::SecurityDiffers {
-                shard,
-                detail: format!(
-                    "after the replay on island {island} (changed on the source meanwhile?): {d}"
+            .await?;
+        let (n, ready, states, copied, errors, subs): (i64, i64, Option<String>, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        let errors = errors - cx.error_baseline;
+        if subs == 0 {
+            return Err(MoveError::Other {
+                shard: cx.shard(),
+                msg: format!(
+                    "subscription {} is missing on island {} although the move recorded it; run --abort",
+                    names.subscription, cx.dst.island
                 ),
             });
         }
-        moves::set_step(&tx, &node, id, MoveRole::Destination, MoveStep::CaughtUp).await?;
-        tx.commit().await.map_err(|e| ctx.err(e))
+        // Table states (i init, d copying, f copied, s synced, r ready), as they change.
+        if states != last_states {
+            cx.emit(MoveEvent::Note(format!(
+                "table states {}",
+                states.as_deref().unwrap_or("-")
+            )));
+            last_states = states;
+        }
+        cx.emit(MoveEvent::Copy {
+            done: copied.max(0) as u64,
+            total: total as u64,
+        });
+        if errors > 0 {
+            return Err(MoveError::Other {
+                shard: cx.shard(),
+                msg: format!(
+                    "the subscription on island {} reported {errors} replication errors during the initial copy (see that server's log); abort or fix and resume",
+                    cx.dst.island
+                ),
+            });
+        }
+        if n >= want && ready == n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(MoveError::Timeout {
+                shard: cx.shard(),
+                what: "waiting for the initial copy".into(),
+                secs: cx.opts.copy_timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+pub(crate) async fn post_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
+    if store::step_of(&cx.dst, cx.rec.id, MoveRole::Destination).await? >= Some(MoveStep::CaughtUp)
+    {
+        return Ok(());
+    }
+    let shard = cx.rec.shard;
+    let mut stmts = cx.ddl().await?.post_copy.clone();
+    // Owners, grants, policies and comments as they are now, not as at the start: a
+    // change made on the source during the copy must not be lost. The roles are
+    // checked again (also on a resume, which skipped the start's checks).
+    let security = crate::ddl::read_security(&cx.src, shard).await?;
+    if let Some(u) = security.unusable.first() {
+        return Err(MoveError::Unsafe {
+            shard,
+            check: "unsupported_object",
+            detail: format!("{u}; fix it on the source, then --resume or --abort"),
+        });
+    }
+    let roles: Vec<String> = security.roles.iter().cloned().collect();
+    crate::safety::check_roles(shard, &cx.dst, &roles).await?;
+    stmts.extend(security.statements);
+    let source_fp = crate::security::fingerprint::of(&cx.src, &shard.schema()).await?;
+    let (id, island, node) = (cx.rec.id, cx.dst.island, cx.dst.node.clone());
+    let (tx, ctx) = cx.dst.tx().await?;
+    for s in &stmts {
+        tx.batch_execute(s).await.map_err(|e| ctx.err(e))?;
+    }
+    // A grant PostgreSQL could only partly make is a warning, not an error: compare.
+    let dest_fp = crate::security::fingerprint::read(&tx, &shard.schema())
+        .await
+        .map_err(|e| ctx.err(e))?;
+    if let Some(d) = crate::security::fingerprint::differences(&source_fp, &dest_fp) {
+        return Err(MoveError::SecurityDiffers {
+            shard,
+            detail: format!(
+                "after the replay on island {island} (changed on the source meanwhile?): {d}"
+            ),
+        });
+    }
+    moves::set_step(&tx, &node, id, MoveRole::Destination, MoveStep::CaughtUp).await?;
+    tx.commit().await.map_err(|e| ctx.err(e))
 }

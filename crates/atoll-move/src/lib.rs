@@ -21,19 +21,25 @@
 //! for the minutes the move lasts; it is masked in every error this crate builds and
 //! never logged.
 
+mod activate;
+mod catch_up;
 mod cleanup;
+mod context;
 mod copy;
 mod cutover;
 mod db;
 mod ddl;
-mod engine;
 mod error;
 mod masters;
 mod pause;
 mod rebalance;
+mod replication;
+mod run;
 mod safety;
+mod schema_copy;
 mod security;
 mod store;
+mod subscribe;
 mod undo;
 mod verify;
 
@@ -45,8 +51,8 @@ pub use undo::AbortReport;
 
 use atoll_core::move_plan::{check_start, MoveRecord, MoveStep, TableDigest, VerifyMode};
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+use context::MoveContext;
 use db::Db;
-use engine::Mover;
 use masters::Masters;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,7 +195,7 @@ pub async fn start_move(
         verify: opts.verify,
         ..MoveReport::default()
     };
-    let mover = Mover {
+    let mover = MoveContext {
         config,
         rec,
         src,
@@ -342,9 +348,9 @@ async fn refuse_during_migration(
 async fn finish(
     config: &Config,
     snapshot: &Snapshot,
-    mut mover: Mover<'_>,
+    mut mover: MoveContext<'_>,
 ) -> Result<MoveReport, MoveError> {
-    match mover.run().await {
+    match run::run(&mut mover).await {
         Ok(()) => {
             mover.report.backup_schema = mover.rec.backup_schema.clone();
             Ok(mover.report)
@@ -422,7 +428,7 @@ pub(crate) async fn resume_record(
         resumed_from: Some(rec.step),
         ..MoveReport::default()
     };
-    let mover = Mover {
+    let mover = MoveContext {
         config,
         rec,
         src,

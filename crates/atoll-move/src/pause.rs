@@ -7,8 +7,10 @@
 //! instead of queueing. Only then is the lock requested, with a short `lock_timeout`
 //! (waiting for in-flight writes to commit), and retried after a pause if it timed out.
 
-use crate::engine::Mover;
+use crate::context::MoveContext;
+use crate::db::Db;
 use crate::error::MoveError;
+use crate::replication::{tick, wait_tick};
 use crate::MoveEvent;
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -28,72 +30,120 @@ const STRONG_HOLDERS: &str = "select count(*) from pg_locks l
 /// How long to wait, polling, for other sessions' strong locks to go away.
 const HOLDER_PATIENCE: Duration = Duration::from_secs(60);
 
-impl Mover<'_> {
-    /// Opens T on the source and locks `tables` (qualified names) in EXCLUSIVE mode.
-    /// Returns when the lock was requested: from then on writers wait.
-    pub(crate) async fn lock_source(
-        &mut self,
-        lock_sql: &str,
-        tables: &[String],
-    ) -> Result<Instant, MoveError> {
-        let names: Vec<String> = tables.to_vec();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if !tables.is_empty() {
-                self.wait_for_strong_holders(&names).await?;
+/// Locks the source tables and waits until the destination has applied everything
+/// committed before. An attempt whose wait exceeds `pause_budget` is given up (writes
+/// resume), replication catches up again and the lock is retried; the last attempt
+/// waits up to `pause_timeout`. Returns the lock request time, how long locking took,
+/// and when (since the request) the destination had applied everything.
+pub(crate) async fn freeze(
+    cx: &mut MoveContext<'_>,
+    lock_sql: &str,
+    tables: &[String],
+    ticker: &Db,
+) -> Result<(Instant, Duration, Duration), MoveError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = lock_source(cx, lock_sql, tables).await?;
+        let lock_ms = started.elapsed();
+        let limit = if attempt < ATTEMPTS {
+            cx.opts.pause_budget
+        } else {
+            cx.opts.pause_timeout
+        };
+        let k = match tick(ticker, cx.rec.id).await {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = cx.src.exec("rollback").await;
+                return Err(e);
             }
-            let started = Instant::now();
-            self.src.exec("begin").await?;
-            if tables.is_empty() {
-                return Ok(started);
+        };
+        match wait_tick(&cx.dst, &cx.rec, k, cx.opts.poll, limit).await {
+            Ok(()) => return Ok((started, lock_ms, started.elapsed())),
+            Err(MoveError::Timeout { .. }) if attempt < ATTEMPTS => {
+                cx.src.exec("rollback").await?;
+                cx.emit(MoveEvent::Note(format!(
+                    "the destination needed more than {:?} to apply; unlocked, catching up",
+                    limit
+                )));
+                crate::catch_up::catch_up(cx).await?;
             }
-            match self.src.exec(lock_sql).await {
-                Ok(()) => return Ok(started),
-                Err(e)
-                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                        && attempt < self.opts.lock_attempts =>
-                {
-                    self.src.exec("rollback").await?;
-                    self.emit(MoveEvent::Note(format!(
-                        "lock attempt {attempt} timed out behind a long write, retrying"
-                    )));
-                    // Let the writers that queued behind us through.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => {
-                    let _ = self.src.exec("rollback").await;
-                    return Err(e);
-                }
+            Err(e) => {
+                let _ = cx.src.exec("rollback").await;
+                return Err(e);
             }
         }
     }
+}
 
-    async fn wait_for_strong_holders(&self, names: &[String]) -> Result<(), MoveError> {
-        let deadline = Instant::now() + HOLDER_PATIENCE;
-        loop {
-            let cancelled = self.src.query(CANCEL_AUTOVACUUM, &[&names]).await?.len();
-            if cancelled > 0 {
-                self.emit(MoveEvent::Note(format!(
-                    "cancelled {cancelled} autovacuum worker(s) holding the shard's tables"
-                )));
-            }
-            let holders: i64 = self.src.one(STRONG_HOLDERS, &[&names]).await?.get(0);
-            if holders == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(MoveError::Timeout {
-                    shard: self.shard(),
-                    what: format!(
-                        "waiting for other sessions to release strong locks on {} tables on island {}",
-                        self.shard(),
-                        self.src.island
-                    ),
-                    secs: HOLDER_PATIENCE.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Opens T on the source and locks `tables` (qualified names) in EXCLUSIVE mode.
+/// Returns when the lock was requested: from then on writers wait.
+pub(crate) async fn lock_source(
+    cx: &mut MoveContext<'_>,
+    lock_sql: &str,
+    tables: &[String],
+) -> Result<Instant, MoveError> {
+    let names: Vec<String> = tables.to_vec();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if !tables.is_empty() {
+            wait_for_strong_holders(cx, &names).await?;
         }
+        let started = Instant::now();
+        cx.src.exec("begin").await?;
+        if tables.is_empty() {
+            return Ok(started);
+        }
+        match cx.src.exec(lock_sql).await {
+            Ok(()) => return Ok(started),
+            Err(e)
+                if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                    && attempt < cx.opts.lock_attempts =>
+            {
+                cx.src.exec("rollback").await?;
+                cx.emit(MoveEvent::Note(format!(
+                    "lock attempt {attempt} timed out behind a long write, retrying"
+                )));
+                // Let the writers that queued behind us through.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                let _ = cx.src.exec("rollback").await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+pub(crate) async fn wait_for_strong_holders(
+    cx: &MoveContext<'_>,
+    names: &[String],
+) -> Result<(), MoveError> {
+    let deadline = Instant::now() + HOLDER_PATIENCE;
+    loop {
+        let cancelled = cx.src.query(CANCEL_AUTOVACUUM, &[&names]).await?.len();
+        if cancelled > 0 {
+            cx.emit(MoveEvent::Note(format!(
+                "cancelled {cancelled} autovacuum worker(s) holding the shard's tables"
+            )));
+        }
+        let holders: i64 = cx.src.one(STRONG_HOLDERS, &[&names]).await?.get(0);
+        if holders == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(MoveError::Timeout {
+                shard: cx.shard(),
+                what: format!(
+                    "waiting for other sessions to release strong locks on {} tables on island {}",
+                    cx.shard(),
+                    cx.src.island
+                ),
+                secs: HOLDER_PATIENCE.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -385,32 +385,32 @@ pub(crate) async fn check_capacity(
     Ok(())
 }
 
-impl crate::engine::Mover<'_> {
-    /// A resumed move about to create its subscription checks capacity as a new one does
-    /// (under the capacity lock, not counting its own reservation); a subscription that
-    /// already exists needs no check.
-    pub(crate) async fn reserve_capacity(&mut self) -> Result<(), MoveError> {
-        if self.capacity_locked
-            || crate::engine::sub_oid(&self.dst, &self.rec.names().subscription)
-                .await?
-                .is_some()
-        {
-            return Ok(());
-        }
-        // Read before the lock: other moves wait while it is held.
-        let tables = self.ddl().await?.tables.len();
-        lock_capacity(self.rec.shard, &self.src, &self.dst).await?;
-        self.capacity_locked = true;
-        let slot = self.rec.names().slot;
-        check_capacity(
-            self.rec.shard,
-            &self.src,
-            &self.dst,
-            tables,
-            Some((self.rec.id, slot.as_str())),
-        )
-        .await
+/// A resumed move about to create its subscription checks capacity as a new one does
+/// (under the capacity lock, not counting its own reservation); a subscription that
+/// already exists needs no check.
+pub(crate) async fn reserve_capacity(
+    cx: &mut crate::context::MoveContext<'_>,
+) -> Result<(), MoveError> {
+    if cx.capacity_locked
+        || crate::replication::sub_oid(&cx.dst, &cx.rec.names().subscription)
+            .await?
+            .is_some()
+    {
+        return Ok(());
     }
+    // Read before the lock: other moves wait while it is held.
+    let tables = cx.ddl().await?.tables.len();
+    lock_capacity(cx.rec.shard, &cx.src, &cx.dst).await?;
+    cx.capacity_locked = true;
+    let slot = cx.rec.names().slot;
+    check_capacity(
+        cx.rec.shard,
+        &cx.src,
+        &cx.dst,
+        tables,
+        Some((cx.rec.id, slot.as_str())),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Aborting a move ([`atoll_core::move_plan::MoveStep::abort_plan`] carried out) and
 //! clearing leftovers of moves that are no longer recorded.
 
-use crate::cutover::drop_replication;
 use crate::db::{ident, Db};
 use crate::error::MoveError;
 use crate::masters::Masters;
+use crate::replication::drop_replication;
 use crate::store::{self, MoveRole};
 use atoll_core::move_plan::{move_name_prefix, AbortAction, AbortRefused, MoveRecord, MoveStep};
 use atoll_core::ShardNo;
@@ -162,7 +162,7 @@ pub(crate) async fn drop_leftovers(
                 ))
                 .await?
             }
-            "slot" => crate::engine::drop_slot(db, name, Duration::from_secs(30)).await?,
+            "slot" => crate::replication::drop_slot(db, name, Duration::from_secs(30)).await?,
             _ => {
                 db.exec(&format!("drop publication if exists {}", ident(name)))
                     .await?

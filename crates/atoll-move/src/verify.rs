@@ -10,84 +10,47 @@
 //! `MoveOptions::verify_in_pause` compares inside the final pause instead (exact at the
 //! switch point, but the pause grows with the shard).
 
+use crate::context::MoveContext;
 use crate::db::{ident, Db};
-use crate::engine::Mover;
 use crate::error::MoveError;
 use crate::MoveEvent;
-use atoll_core::move_plan::{compare_digests, MoveRecord, TableDigest, VerifyMode};
+use atoll_core::move_plan::{compare_digests, TableDigest, VerifyMode};
 
-impl Mover<'_> {
-    pub(crate) async fn pre_verify(
-        &mut self,
-        lock_sql: &str,
-        ticker: &Db,
-        digest_sql: &str,
-        tables: &[crate::ddl::TableInfo],
-    ) -> Result<(), MoveError> {
-        let shard = self.shard();
-        // Connected before the block, so the block is only lock + tick + two BEGINs.
-        let src_snap = self.src.reconnect(self.config).await?;
-        let dst_snap = self.dst.reconnect(self.config).await?;
-        let schema = shard.schema();
-        let names: Vec<String> = tables.iter().map(|t| t.qualified(&schema)).collect();
-        let (started, _, _) = self.freeze(lock_sql, &names, ticker).await?;
-        let frozen = async {
-            let begin = "begin isolation level repeatable read read only; select 1";
-            let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
-            a.and(b)
-        }
-        .await;
-        // Writes resume whatever happened.
-        let released = self.src.exec("rollback").await;
-        frozen?;
-        released?;
-        self.report.verify_block_ms = started.elapsed().as_secs_f64() * 1e3;
-        self.emit(MoveEvent::Note("comparing the copies".into()));
-        let (s, d) = futures::join!(src_snap.one(digest_sql, &[]), dst_snap.one(digest_sql, &[]));
-        let src_d = digests(tables, &s?, self.rec.verify);
-        let dst_d = digests(tables, &d?, self.rec.verify);
-        let mismatches = compare_digests(&src_d, &dst_d);
-        if !mismatches.is_empty() {
-            return Err(MoveError::VerifyFailed { shard, mismatches });
-        }
-        self.report.tables = src_d;
-        Ok(())
-    }
-}
-
-/// The subscription must not have failed to apply anything (PostgreSQL 15 counts it).
-pub(crate) async fn require_no_apply_errors(
-    dst: &Db,
-    rec: &MoveRecord,
-    baseline: i64,
+pub(crate) async fn pre_verify(
+    cx: &mut MoveContext<'_>,
+    lock_sql: &str,
+    ticker: &Db,
+    digest_sql: &str,
+    tables: &[crate::ddl::TableInfo],
 ) -> Result<(), MoveError> {
-    let n = error_count(dst, rec).await? - baseline;
-    if n > 0 {
-        return Err(MoveError::Other {
-            shard: rec.shard,
-            msg: format!(
-                "the subscription on island {} failed to apply changes {n} times (see that server's log); fix the cause, then --resume or --abort",
-                dst.island
-            ),
-        });
+    let shard = cx.shard();
+    // Connected before the block, so the block is only lock + tick + two BEGINs.
+    let src_snap = cx.src.reconnect(cx.config).await?;
+    let dst_snap = cx.dst.reconnect(cx.config).await?;
+    let schema = shard.schema();
+    let names: Vec<String> = tables.iter().map(|t| t.qualified(&schema)).collect();
+    let (started, _, _) = crate::pause::freeze(cx, lock_sql, &names, ticker).await?;
+    let frozen = async {
+        let begin = "begin isolation level repeatable read read only; select 1";
+        let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
+        a.and(b)
     }
+    .await;
+    // Writes resume whatever happened.
+    let released = cx.src.exec("rollback").await;
+    frozen?;
+    released?;
+    cx.report.verify_block_ms = started.elapsed().as_secs_f64() * 1e3;
+    cx.emit(MoveEvent::Note("comparing the copies".into()));
+    let (s, d) = futures::join!(src_snap.one(digest_sql, &[]), dst_snap.one(digest_sql, &[]));
+    let src_d = digests(tables, &s?, cx.rec.verify);
+    let dst_d = digests(tables, &d?, cx.rec.verify);
+    let mismatches = compare_digests(&src_d, &dst_d);
+    if !mismatches.is_empty() {
+        return Err(MoveError::VerifyFailed { shard, mismatches });
+    }
+    cx.report.tables = src_d;
     Ok(())
-}
-
-/// The subscription's cumulative worker errors (sync and apply; 0 without it). PostgreSQL
-/// counts every worker error, including a retried connection blip, so callers compare
-/// against a baseline taken when their run started: a resumed move is judged only on the
-/// errors since (a worker that errs retries the same transaction, it never skips one).
-pub(crate) async fn error_count(dst: &Db, rec: &MoveRecord) -> Result<i64, MoveError> {
-    Ok(dst
-        .opt(
-            "select (apply_error_count + sync_error_count)::int8 from pg_stat_subscription_stats
-             where subname = $1",
-            &[&rec.names().subscription],
-        )
-        .await?
-        .map(|r| r.get(0))
-        .unwrap_or(0))
 }
 
 /// One row: per table its count (and with `Full` an md5 of its rows in key order).

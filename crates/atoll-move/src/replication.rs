@@ -1,0 +1,235 @@
+//! The replication objects of a move and their health: ticks through the subscription,
+//! the subscription's oid and error counters, slots, and dropping everything a move
+//! created (step `cleaned_up`, and abort).
+
+use crate::db::{ident, Db};
+use crate::error::MoveError;
+use atoll_core::move_plan::MoveRecord;
+use atoll_pg::catalog::moves;
+use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
+
+/// How long table-sync walsenders of a dropped subscription may take to go away.
+const SYNC_SENDER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Bumps the move's tick on the source (autocommit) and returns the new value.
+pub(crate) async fn tick(src: &Db, id: i64) -> Result<i64, MoveError> {
+    Ok(moves::bump_tick(&src.client, &src.node, id).await?)
+}
+
+/// Polls the destination until the tick `k` has been applied there.
+pub(crate) async fn wait_tick(
+    dst: &Db,
+    rec: &MoveRecord,
+    k: i64,
+    poll: Duration,
+    limit: Duration,
+) -> Result<(), MoveError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = moves::read_tick(&dst.client, &dst.node, rec.id).await?;
+        if seen.is_some_and(|s| s >= k) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(MoveError::Timeout {
+                shard: rec.shard,
+                what: format!(
+                    "waiting for island {} to apply the source's changes",
+                    dst.island
+                ),
+                secs: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The server's system identifier (part of the table-sync slot names it creates).
+pub(crate) async fn system_id(db: &Db) -> Result<i64, MoveError> {
+    Ok(db
+        .one("select system_identifier from pg_control_system()", &[])
+        .await?
+        .get(0))
+}
+
+/// The LIKE pattern of the table-sync slots subscription `oid` of the server `sysid`
+/// creates on its publisher (PostgreSQL 15: `pg_<suboid>_sync_<relid>_<sysid>`); the
+/// system identifier keeps another destination's subscription with the same oid apart.
+pub(crate) fn sync_slot_pattern(oid: i64, sysid: i64) -> String {
+    format!("pg\\_{oid}\\_sync\\_%\\_{sysid}")
+}
+
+pub(crate) async fn sub_oid(dst: &Db, name: &str) -> Result<Option<u32>, MoveError> {
+    Ok(dst
+        .opt(
+            "select s.oid from pg_subscription s join pg_database d on d.oid = s.subdbid
+             where s.subname = $1 and d.datname = current_database()",
+            &[&name],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Drops a replication slot on the source once no WAL sender uses it (a disabled
+/// subscription's sender takes a moment to exit). Absent is fine.
+pub(crate) async fn drop_slot(src: &Db, slot: &str, wait: Duration) -> Result<(), MoveError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let r = src
+            .opt(
+                "select active from pg_replication_slots where slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        match r.map(|r| r.get::<_, bool>(0)) {
+            None => return Ok(()),
+            Some(false) => {
+                match src
+                    .execute("select pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    // Became active or vanished between the check and the drop: look again.
+                    Err(e)
+                        if e.code() == Some(&SqlState::OBJECT_IN_USE)
+                            || e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(true) => {}
+        }
+        // Checked in every branch: a slot that keeps flipping between idle and in use
+        // (or vanishing and reappearing) must not keep the loop going forever.
+        if Instant::now() > deadline {
+            return Err(MoveError::Query {
+                node: src.node.to_string(),
+                msg: format!(
+                    "replication slot {slot} could not be dropped within {wait:?} (still in use)"
+                ),
+                code: None,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Disables the subscription and detaches it from its slot (so dropping it does not need
+/// the source), drops it, then drops the slots on the source (the move's own and any
+/// table-sync slots an interrupted copy left) and the publication. Idempotent.
+pub(crate) async fn drop_replication(
+    src: &Db,
+    dst: &Db,
+    id: i64,
+    names: &atoll_core::move_plan::MoveNames,
+) -> Result<(), MoveError> {
+    let sub = ident(&names.subscription);
+    let oid = sub_oid(dst, &names.subscription).await?;
+    if oid.is_some() {
+        dst.exec(&format!(
+            "alter subscription {sub} disable; alter subscription {sub} set (slot_name = none); drop subscription {sub};"
+        ))
+        .await?;
+    }
+    // The subscription may be gone already (dropped before a crash): its oid was recorded.
+    let recorded = moves::recorded_subscription(&src.client, &src.node, id).await?;
+    let oid = oid.map(i64::from).or(recorded);
+    if let Some(oid) = oid {
+        let sysid = system_id(dst).await?;
+        drop_sync_slots(src, &sync_slot_pattern(oid, sysid)).await?;
+    }
+    drop_slot(src, &names.slot, Duration::from_secs(30)).await?;
+    src.exec(&format!(
+        "drop publication if exists {}",
+        ident(&names.publication)
+    ))
+    .await?;
+    moves::delete_tick(&src.client, &src.node, id).await?;
+    moves::delete_tick(&dst.client, &dst.node, id).await?;
+    Ok(())
+}
+
+/// Drops the table-sync slots named like `pattern` (the application name of their
+/// walsenders too) until none is left and no such walsender is connected: one that was
+/// still creating its slot when the subscription was dropped adds the slot after a first
+/// listing. Walsenders still there after the patience (orphans: the subscription is gone)
+/// are terminated.
+async fn drop_sync_slots(src: &Db, pattern: &str) -> Result<(), MoveError> {
+    let started = Instant::now();
+    loop {
+        let slots = src
+            .query(
+                "select slot_name::text from pg_replication_slots where slot_name like $1",
+                &[&pattern],
+            )
+            .await?;
+        for r in &slots {
+            drop_slot(src, &r.get::<_, String>(0), Duration::from_secs(30)).await?;
+        }
+        let senders: i64 = src
+            .one(
+                "select count(*) from pg_stat_activity
+                 where application_name like $1 and pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await?
+            .get(0);
+        if slots.is_empty() && senders == 0 {
+            return Ok(());
+        }
+        if senders > 0 && started.elapsed() > SYNC_SENDER_PATIENCE {
+            if started.elapsed() > 2 * SYNC_SENDER_PATIENCE {
+                return Err(MoveError::Query {
+                    node: src.node.to_string(),
+                    msg: format!(
+                        "{senders} table-sync walsender(s) {pattern} still connected after {:?}",
+                        2 * SYNC_SENDER_PATIENCE
+                    ),
+                    code: None,
+                });
+            }
+            src.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name like $1 and pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The subscription must not have failed to apply anything (PostgreSQL 15 counts it).
+pub(crate) async fn require_no_apply_errors(
+    dst: &Db,
+    rec: &MoveRecord,
+    baseline: i64,
+) -> Result<(), MoveError> {
+    let n = error_count(dst, rec).await? - baseline;
+    if n > 0 {
+        return Err(MoveError::Other {
+            shard: rec.shard,
+            msg: format!(
+                "the subscription on island {} failed to apply changes {n} times (see that server's log); fix the cause, then --resume or --abort",
+                dst.island
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The subscription's cumulative worker errors (sync and apply; 0 without it). PostgreSQL
+/// counts every worker error, including a retried connection blip, so callers compare
+/// against a baseline taken when their run started: a resumed move is judged only on the
+/// errors since (a worker that errs retries the same transaction, it never skips one).
+pub(crate) async fn error_count(dst: &Db, rec: &MoveRecord) -> Result<i64, MoveError> {
+    Ok(dst
+        .opt(
+            "select (apply_error_count + sync_error_count)::int8 from pg_stat_subscription_stats
+             where subname = $1",
+            &[&rec.names().subscription],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .unwrap_or(0))
+}

@@ -1,0 +1,74 @@
+//! Runs a move from its persisted step to the end: each step is chosen by
+//! [`MoveStep::resume_action`], carried out, and recorded before the next one starts.
+
+use crate::context::MoveContext;
+use crate::error::MoveError;
+use crate::store::{self, MoveRole};
+use atoll_core::move_plan::{MoveStep, ResumeAction};
+use atoll_pg::catalog::moves;
+use std::time::Instant;
+
+/// Runs the move from its persisted step to the end.
+pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
+    let started = Instant::now();
+    // CREATE SUBSCRIPTION starts the copy, so the copy's clock starts before it (on a
+    // resume past that step, when waiting starts).
+    let mut copy_clock: Option<Instant> = None;
+    cx.error_baseline = crate::replication::error_count(&cx.dst, &cx.rec).await?;
+    loop {
+        match cx.rec.step.resume_action() {
+            ResumeAction::CopySchema => {
+                crate::schema_copy::copy_schema(cx).await?;
+                cx.reached(MoveStep::SchemaCopied).await?;
+            }
+            ResumeAction::Subscribe => {
+                crate::safety::reserve_capacity(cx).await?;
+                copy_clock = Some(Instant::now());
+                crate::subscribe::subscribe(cx).await?;
+                // The subscription (and its slot) now counts for parallel moves.
+                if cx.capacity_locked {
+                    crate::safety::unlock_capacity(&cx.src, &cx.dst).await;
+                    cx.capacity_locked = false;
+                }
+                cx.reached(MoveStep::Subscribed).await?;
+            }
+            ResumeAction::WaitForCopy => {
+                let t = copy_clock.unwrap_or_else(Instant::now);
+                crate::copy::wait_copy(cx).await?;
+                cx.report.copy_ms = t.elapsed().as_millis() as u64;
+                crate::copy::post_copy(cx).await?;
+                crate::catch_up::catch_up(cx).await?;
+                cx.reached(MoveStep::CaughtUp).await?;
+            }
+            ResumeAction::Cutover => crate::cutover::cutover(cx).await?,
+            ResumeAction::Activate => {
+                let weight = crate::activate::source_weight(cx).await?;
+                crate::activate::activate(cx, weight).await?;
+                cx.reached(MoveStep::Activated).await?;
+            }
+            ResumeAction::DropReplication => {
+                crate::replication::drop_replication(&cx.src, &cx.dst, cx.rec.id, &cx.rec.names())
+                    .await?;
+                // The destination first: the source's row is what marks the move
+                // finished, so a crash in between leaves it unfinished and resumable.
+                store::set_step(
+                    &cx.dst,
+                    cx.rec.id,
+                    MoveRole::Destination,
+                    MoveStep::CleanedUp,
+                )
+                .await?;
+                cx.hook(MoveStep::CleanedUp)?;
+                cx.reached(MoveStep::CleanedUp).await?;
+            }
+            ResumeAction::Nothing => {
+                // A move finished by an older version could have its destination row
+                // left behind; settle it.
+                moves::settle_destination(&cx.dst.client, &cx.dst.node, cx.rec.id).await?;
+                break;
+            }
+        }
+    }
+    cx.report.total_ms = started.elapsed().as_millis() as u64;
+    Ok(())
+}
