@@ -30,6 +30,7 @@ mod engine;
 mod error;
 mod lock;
 mod rebalance;
+mod rebalance_prepare;
 mod safety;
 mod security;
 mod store;
@@ -39,6 +40,9 @@ mod verify;
 pub use cleanup::{cleanup, DroppedBackup};
 pub use error::MoveError;
 pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
+pub use rebalance_prepare::{
+    prepare_rebalance, PreparedRebalance, RebalanceError, RebalanceRequest,
+};
 pub use store::unfinished;
 pub use undo::AbortReport;
 
