@@ -96,7 +96,7 @@ mod tests {
             ("own", text(false, "127.0.0.1")),
             ("remote", text(true, "db.example.com")),
         ] {
-            let e = hook.stop_after(&config(name, &t)).err().expect("refused");
+            let e = hook.stop_after(&config(name, &t)).expect_err("refused");
             assert_eq!(e.code, crate::exit::BAD_INPUT);
             assert!(e.message.contains("atoll sandbox"), "{}", e.message);
         }

@@ -198,11 +198,12 @@ fn confirm(n: usize) -> Result<bool, Failure> {
         ));
     }
     print!("run these {n} moves? [y/N] ");
-    std::io::stdout().flush().map_err(Failure::failed)?;
+    let unread = |e| Failure::failed(e).context("cannot read the confirmation");
+    std::io::stdout().flush().map_err(unread)?;
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(Failure::failed)?;
+        .map_err(unread)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }

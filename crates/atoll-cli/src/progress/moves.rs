@@ -74,3 +74,22 @@ fn event_json(shard: ShardNo, event: &MoveEvent) -> serde_json::Value {
         MoveEvent::Note(n) => json!({ "event": "move_note", "shard": shard, "note": n }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_core::move_plan::MoveStep;
+
+    #[test]
+    fn events_are_one_object_each_named_by_event() {
+        let shard = ShardNo::new(7).expect("shard");
+        let step = event_json(shard, &MoveEvent::Step(MoveStep::CaughtUp));
+        assert_eq!(
+            step,
+            json!({ "event": "move_step", "shard": 7, "step": "caught_up" })
+        );
+        let copy = event_json(shard, &MoveEvent::Copy { done: 1, total: 2 });
+        assert_eq!(copy["event"], "move_copy");
+        assert_eq!(copy["done"], 1);
+    }
+}
