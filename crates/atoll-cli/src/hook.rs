@@ -66,12 +66,15 @@ fn is_sandbox(config: &Config) -> bool {
 mod tests {
     use super::*;
 
+    fn dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("atoll-hook-{}", std::process::id()))
+    }
+
+    /// A config file `name`.toml; kept until the test's end, as the hook reads it again.
     fn config(name: &str, text: &str) -> Config {
-        let dir = std::env::temp_dir().join(format!("atoll-hook-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("atoll.toml");
+        std::fs::create_dir_all(dir()).expect("mkdir");
+        let path = dir().join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write");
-        // Left for the test's end: the hook reads the file again.
         Config::from_file(&path).expect("config")
     }
 
@@ -107,5 +110,6 @@ mod tests {
             none.stop_after(&config("own2", &text(false, "h"))).ok(),
             Some(None)
         );
+        let _ = std::fs::remove_dir_all(dir());
     }
 }
