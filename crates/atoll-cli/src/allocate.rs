@@ -1,10 +1,14 @@
 //! `atoll allocate`: create microshard schemas where there is the most room.
 
+use crate::cluster::{Cluster, Need};
 use crate::exit::Failure;
 use crate::output::print_json;
-use crate::status::{discover, require_masters};
+use crate::progress::Progress;
 use crate::{CmdResult, Context};
-use atoll_core::{allocation, IslandId, ShardRange, Snapshot, SnapshotProblem};
+use atoll_core::allocation::{self, Placement};
+use atoll_core::{IslandId, ShardRange};
+use atoll_migrate::{AllocateOptions, Event, RunReport};
+use atoll_pg::allocate::Allocated;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -37,28 +41,20 @@ pub struct AllocateArgs {
 }
 
 pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
-    let config = ctx.load_config()?;
-    let snapshot = discover(&config).await;
-    require_masters(&snapshot)?;
-    require_catalog(&snapshot)?;
-    let plan = allocation::plan(&snapshot, args.shards.shards(), args.island.map(IslandId))
-        .map_err(Failure::input)?;
+    let cluster = ctx.cluster(Need::Catalog).await?;
+    let plan = allocation::plan(
+        &cluster.snapshot,
+        args.shards.shards(),
+        args.island.map(IslandId),
+    )
+    .map_err(Failure::input)?;
     let (done, migrated) = if args.migrate {
-        let dir = &args.migrations_dir;
-        let (done, report) = crate::migrate::allocate_migrated(
-            ctx,
-            &config,
-            &snapshot,
-            &plan,
-            (args.activate, args.allow_unsafe),
-            dir,
-        )
-        .await?;
+        let (done, report) = migrated(ctx, &cluster, &plan, &args).await?;
         (done, Some(report))
     } else {
-        let done = atoll_pg::allocate::execute(&config, &snapshot, &plan, args.activate)
-            .await
-            .map_err(Failure::from)?;
+        let done =
+            atoll_pg::allocate::execute(&cluster.config, &cluster.snapshot, &plan, args.activate)
+                .await?;
         (done, None)
     };
     if ctx.json {
@@ -67,40 +63,58 @@ pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
             None => print_json(&done)?,
         }
     } else {
-        let created = done.iter().filter(|a| a.created).count();
-        for island in &snapshot.islands {
-            let here: Vec<_> = done
-                .iter()
-                .filter(|a| a.created && a.island == island.id)
-                .collect();
-            if !here.is_empty() {
-                println!("island {}: created {} shards", island.id, here.len());
-            }
-        }
-        println!(
-            "{} shards: {} created, {} already existed, {} active",
-            done.len(),
-            created,
-            done.len() - created,
-            done.iter().filter(|a| a.active).count()
-        );
+        print!("{}", render(&cluster, &done));
         if let Some(m) = &migrated {
             print!("{}", crate::migrate::render_report(m));
         }
     }
-    if migrated.is_some_and(|m| m.status != "done" && m.status != "nothing_to_do") {
-        return Ok(ExitCode::from(crate::exit::FAILED));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(match migrated {
+        Some(m) => crate::migrate::exit_code(&m),
+        None => ExitCode::SUCCESS,
+    })
 }
 
-pub fn require_catalog(s: &Snapshot) -> Result<(), Failure> {
-    match s
-        .problems
-        .iter()
-        .find(|p| matches!(p, SnapshotProblem::NotInitialized { .. }))
-    {
-        Some(p) => Err(Failure::input(p)),
-        None => Ok(()),
+/// `--migrate`: the library allocates, migrates and activates; this shows the run.
+async fn migrated(
+    ctx: &Context,
+    cluster: &Cluster,
+    plan: &[Placement],
+    args: &AllocateArgs,
+) -> Result<(Vec<Allocated>, RunReport), Failure> {
+    // Read first: a bad migration directory allocates nothing.
+    let set = crate::migrate::read_set(&args.migrations_dir)?;
+    let opts = AllocateOptions {
+        activate: args.activate,
+        allow_unsafe: args.allow_unsafe,
+    };
+    let view = Progress::new(ctx).run();
+    let on = |e: Event| view.on(e);
+    let (config, snapshot) = (&cluster.config, &cluster.snapshot);
+    let result = atoll_migrate::allocate_migrated(config, snapshot, plan, &set, opts, &on).await;
+    view.finish();
+    Ok(result?)
+}
+
+fn render(cluster: &Cluster, done: &[Allocated]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for island in &cluster.snapshot.islands {
+        let here = done
+            .iter()
+            .filter(|a| a.created && a.island == island.id)
+            .count();
+        if here > 0 {
+            let _ = writeln!(out, "island {}: created {here} shards", island.id);
+        }
     }
+    let created = done.iter().filter(|a| a.created).count();
+    let _ = writeln!(
+        out,
+        "{} shards: {} created, {} already existed, {} active",
+        done.len(),
+        created,
+        done.len() - created,
+        done.iter().filter(|a| a.active).count()
+    );
+    out
 }

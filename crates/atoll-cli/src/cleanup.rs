@@ -1,10 +1,9 @@
 //! `atoll cleanup`: drop the backup schemas (`shNNNN_moved_<time>`) that moves leave on
 //! their source islands, once older than a given age.
 
+use crate::cluster::{Cluster, Need};
 use crate::exit::Failure;
-use crate::move_cmd::failure;
 use crate::output::print_json;
-use crate::status::{discover, require_masters};
 use crate::{CmdResult, Context};
 use std::process::ExitCode;
 
@@ -21,12 +20,8 @@ pub struct CleanupArgs {
 pub async fn run(ctx: &Context, args: CleanupArgs) -> CmdResult {
     let age = atoll_core::move_plan::parse_age(&args.older_than)
         .map_err(|e| Failure::input(format!("--older-than: {e}")))?;
-    let config = ctx.load_config()?;
-    let snapshot = discover(&config).await;
-    require_masters(&snapshot)?;
-    let done = atoll_move::cleanup(&config, &snapshot, age, args.dry_run)
-        .await
-        .map_err(failure)?;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Masters).await?;
+    let done = atoll_move::cleanup(&config, &snapshot, age, args.dry_run).await?;
     if ctx.json {
         print_json(&done)?;
     } else if done.is_empty() {

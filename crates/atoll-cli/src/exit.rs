@@ -28,6 +28,21 @@ impl Failure {
             message: e.to_string(),
         }
     }
+    /// Bad input when `input`, else a failure.
+    fn classify(input: bool, e: impl std::fmt::Display) -> Failure {
+        if input {
+            Failure::input(e)
+        } else {
+            Failure::failed(e)
+        }
+    }
+    /// Prefixes the message with what was being done (anyhow's `context`, kept to one line).
+    pub fn context(self, what: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: self.code,
+            message: format!("{what}: {}", self.message),
+        }
+    }
     pub fn report(self) -> ExitCode {
         eprintln!("error: {}", self.message);
         ExitCode::from(self.code)
@@ -36,15 +51,40 @@ impl Failure {
 
 impl From<atoll_pg::PgError> for Failure {
     fn from(e: atoll_pg::PgError) -> Failure {
-        match e {
-            atoll_pg::PgError::Refused(_) | atoll_pg::PgError::Shard { .. } => Failure::input(e),
-            _ => Failure::failed(e),
-        }
+        let input = matches!(
+            e,
+            atoll_pg::PgError::Refused(_) | atoll_pg::PgError::Shard { .. }
+        );
+        Failure::classify(input, e)
     }
 }
 
 impl From<atoll_sandbox::SandboxError> for Failure {
     fn from(e: atoll_sandbox::SandboxError) -> Failure {
         Failure::failed(e)
+    }
+}
+
+impl From<atoll_migrate::MigrateError> for Failure {
+    fn from(e: atoll_migrate::MigrateError) -> Failure {
+        Failure::classify(e.is_input(), e)
+    }
+}
+
+impl From<atoll_migrate::AllocateError> for Failure {
+    fn from(e: atoll_migrate::AllocateError) -> Failure {
+        Failure::classify(e.is_input(), e)
+    }
+}
+
+impl From<atoll_move::MoveError> for Failure {
+    fn from(e: atoll_move::MoveError) -> Failure {
+        Failure::classify(e.is_refusal(), e)
+    }
+}
+
+impl From<atoll_move::RebalanceError> for Failure {
+    fn from(e: atoll_move::RebalanceError) -> Failure {
+        Failure::classify(e.is_refusal(), e)
     }
 }

@@ -1,15 +1,13 @@
 //! `atoll init`: install or upgrade the catalog on every island master.
 
+use crate::cluster::{Cluster, Need};
 use crate::exit::Failure;
 use crate::output::print_json;
-use crate::status::{discover, require_masters};
 use crate::{CmdResult, Context};
 use std::process::ExitCode;
 
 pub async fn run(ctx: &Context) -> CmdResult {
-    let config = ctx.load_config()?;
-    let snapshot = discover(&config).await;
-    require_masters(&snapshot)?;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Masters).await?;
     let outcomes = atoll_pg::catalog::init(&config, &snapshot)
         .await
         .map_err(Failure::from)?;

@@ -1,13 +1,17 @@
 //! `atoll`: microsharding for PostgreSQL, from the command line.
 //!
-//! A thin shell: flags are parsed into validated settings here, the work is done by
-//! `atoll-pg` and `atoll-sandbox`, decisions by `atoll-core`. Exit codes:
+//! A thin shell: flags are parsed into validated settings here, every command gets the
+//! cluster through [`Context::cluster`] and shows progress through [`progress`]; the work
+//! is done by `atoll-pg`, `atoll-migrate`, `atoll-move` and `atoll-sandbox`, decisions by
+//! `atoll-core`. Exit codes:
 //! 0 success, 1 the operation failed, 2 bad input (flags, config, shard numbers),
 //! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
 
 mod allocate;
 mod cleanup;
+mod cluster;
 mod exit;
+mod hook;
 mod init;
 mod migrate;
 mod move_cmd;
@@ -38,6 +42,10 @@ struct Cli {
     /// Print results as JSON
     #[arg(long, global = true)]
     json: bool,
+    /// Progress of long commands on stderr: auto (a bar on a terminal, plain lines
+    /// otherwise, nothing with --json), plain, quiet, or json (one event object per line)
+    #[arg(long, global = true, value_name = "MODE", default_value = "auto")]
+    progress: progress::ProgressMode,
     /// More log output (repeat for more)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
     let ctx = Context {
         config: cli.config,
         json: cli.json,
+        progress: cli.progress,
     };
     let result = match cli.command {
         Command::Sandbox(cmd) => sandbox::run(&ctx, cmd),
@@ -105,12 +114,7 @@ fn main() -> ExitCode {
 pub struct Context {
     pub config: Option<PathBuf>,
     pub json: bool,
-}
-
-impl Context {
-    pub fn load_config(&self) -> Result<atoll_core::Config, Failure> {
-        atoll_core::Config::load(self.config.as_deref()).map_err(Failure::input)
-    }
+    pub progress: progress::ProgressMode,
 }
 
 pub type CmdResult = Result<ExitCode, Failure>;
@@ -123,7 +127,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Failure::failed(e).context("cannot start the async runtime"))
 }
 
 fn init_tracing(verbose: u8) {

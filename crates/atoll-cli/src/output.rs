@@ -4,7 +4,8 @@ use crate::exit::Failure;
 use serde::Serialize;
 
 pub fn print_json(value: &impl Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(Failure::failed)?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::failed(e).context("cannot render the result as JSON"))?;
     println!("{text}");
     Ok(())
 }

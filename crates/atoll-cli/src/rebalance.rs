@@ -1,17 +1,18 @@
-//! `atoll rebalance`: plan moves so the islands carry equal weight (shard sizes, the
-//! registry's weights, or a custom weight query), optionally emptying islands to
-//! decommission them; print the plan; run the moves in parallel.
+//! `atoll rebalance`: moves so the islands carry equal weight (shard sizes, the registry's
+//! weights, or a custom weight query), optionally emptying islands to decommission them.
+//! atoll-move finishes unfinished moves, plans, and runs the moves in parallel; this asks
+//! for confirmation and shows the plan and the outcomes.
 
-use crate::allocate::require_catalog;
+use crate::cluster::Need;
 use crate::exit::Failure;
-use crate::move_cmd::{failure, stop_after, Bars};
+use crate::hook::TestHook;
 use crate::output::{bytes, print_json};
-use crate::status::{discover, require_masters};
+use crate::progress::Progress;
 use crate::{CmdResult, Context};
 use atoll_core::move_plan::VerifyMode;
 use atoll_core::rebalance::RebalancePlan;
 use atoll_core::IslandId;
-use atoll_move::MoveOptions;
+use atoll_move::{MoveOptions, MoveReport, RebalanceOutcome, RebalanceRequest};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -39,69 +40,58 @@ pub struct RebalanceArgs {
     /// Compare row counts (counts) or also checksums (full) before each switch
     #[arg(long, value_name = "MODE", default_value = "counts")]
     pub verify: VerifyMode,
+    #[command(flatten)]
+    pub hook: TestHook,
+}
+
+impl RebalanceArgs {
+    fn request(&self) -> RebalanceRequest {
+        RebalanceRequest {
+            decommission: self.decommission.iter().map(|i| IslandId(*i)).collect(),
+            weight_sql: self.weight_sql.clone(),
+            resume: self.resume,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
 struct RebalanceJson<'a> {
     plan: &'a RebalancePlan,
     dry_run: bool,
-    resumed: Vec<atoll_move::MoveReport>,
-    outcomes: Vec<atoll_move::RebalanceOutcome>,
+    resumed: Vec<MoveReport>,
+    outcomes: Vec<RebalanceOutcome>,
 }
 
 pub async fn run(ctx: &Context, args: RebalanceArgs) -> CmdResult {
-    let config = ctx.load_config()?;
-    let mut snapshot = discover(&config).await;
-    require_masters(&snapshot)?;
-    require_catalog(&snapshot)?;
+    let cluster = ctx.cluster(Need::Catalog).await?;
     let opts = MoveOptions {
         verify: args.verify,
-        stop_after: stop_after()?,
+        stop_after: args.hook.stop_after(&cluster.config)?,
         ..MoveOptions::default()
     };
-    let pending = atoll_move::unfinished(&config, &snapshot)
-        .await
-        .map_err(failure)?;
-    let mut resumed = Vec::new();
-    if !pending.is_empty() {
-        if !args.resume || args.dry_run {
-            let list: Vec<String> = pending
-                .iter()
-                .map(|m| format!("{} ({})", m.shard, m.step))
-                .collect();
-            return Err(Failure::input(format!(
-                "unfinished moves: {}; run `atoll rebalance --resume` to finish them first, or abort them with `atoll move --abort --shard N`",
-                list.join(", ")
-            )));
-        }
-        let bars = Bars::new(ctx.json);
-        for m in &pending {
-            let r =
-                atoll_move::resume_move(&config, &snapshot, Some(m.shard), &opts, bars.progress())
-                    .await
-                    .map_err(failure)?;
-            resumed.push(r);
-        }
-        bars.finish();
-        snapshot = discover(&config).await;
-    }
-    let weights = atoll_move::load_weights(&config, &snapshot, args.weight_sql.as_deref())
-        .await
-        .map_err(failure)?;
-    let decommission: Vec<IslandId> = args.decommission.iter().map(|i| IslandId(*i)).collect();
-    // What was actually used: sizes only when no shard has a custom or registry weight.
-    let sizes = weights.sizes;
-    let plan = atoll_move::plan_rebalance(&snapshot, weights.loads, &decommission, sizes)
-        .map_err(Failure::input)?;
+    let config = cluster.config;
+    let view = Progress::new(ctx).moves();
+    let prepared = atoll_move::prepare_rebalance(
+        &config,
+        cluster.snapshot,
+        &args.request(),
+        &opts,
+        view.sink(),
+    )
+    .await;
+    view.finish();
+    let prepared = prepared?;
+    let plan = &prepared.plan;
     if !ctx.json {
-        print_plan(&plan, sizes);
+        print!("{}", render_plan(plan, prepared.sizes));
     }
     if args.dry_run || plan.moves.is_empty() {
         if ctx.json {
             print_json(&RebalanceJson {
-                plan: &plan,
+                plan,
                 dry_run: args.dry_run,
-                resumed,
+                resumed: prepared.resumed,
                 outcomes: vec![],
             })?;
         }
@@ -110,36 +100,28 @@ pub async fn run(ctx: &Context, args: RebalanceArgs) -> CmdResult {
     if !args.yes && !confirm(plan.moves.len())? {
         return Err(Failure::input("not confirmed; nothing was moved"));
     }
-    let bars = Bars::new(ctx.json);
+    let view = Progress::new(ctx).moves();
+    let (snapshot, moves) = (&prepared.snapshot, &plan.moves);
     let outcomes = atoll_move::run_moves(
         &config,
-        &snapshot,
-        &plan.moves,
+        snapshot,
+        moves,
         args.parallelism,
         &opts,
-        bars.progress(),
+        view.sink(),
     )
     .await;
-    bars.finish();
+    view.finish();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     if ctx.json {
         print_json(&RebalanceJson {
-            plan: &plan,
+            plan,
             dry_run: false,
-            resumed,
+            resumed: prepared.resumed,
             outcomes,
         })?;
     } else {
-        for o in &outcomes {
-            match (&o.report, &o.error) {
-                (Some(r), _) => println!(
-                    "{}: island {} -> {} done, writes paused {:.1} ms",
-                    o.shard, o.from, o.to, r.pause_ms
-                ),
-                (_, Some(e)) => println!("{}: island {} -> {} FAILED: {e}", o.shard, o.from, o.to),
-                _ => {}
-            }
-        }
+        print!("{}", render_outcomes(&outcomes));
     }
     if failed > 0 {
         return Err(Failure::failed(format!(
@@ -150,7 +132,29 @@ pub async fn run(ctx: &Context, args: RebalanceArgs) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_plan(plan: &RebalancePlan, sizes: bool) {
+fn render_outcomes(outcomes: &[RebalanceOutcome]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for o in outcomes {
+        let _ = match (&o.report, &o.error) {
+            (Some(r), _) => writeln!(
+                out,
+                "{}: island {} -> {} done, writes paused {:.1} ms",
+                o.shard, o.from, o.to, r.pause_ms
+            ),
+            (_, Some(e)) => writeln!(
+                out,
+                "{}: island {} -> {} FAILED: {e}",
+                o.shard, o.from, o.to
+            ),
+            _ => Ok(()),
+        };
+    }
+    out
+}
+
+fn render_plan(plan: &RebalancePlan, sizes: bool) -> String {
+    use std::fmt::Write;
     let w = |v: f64| {
         if sizes {
             bytes(v as u64)
@@ -158,7 +162,8 @@ fn print_plan(plan: &RebalancePlan, sizes: bool) {
             format!("{v:.1}")
         }
     };
-    println!("island  before                after");
+    let mut out = String::new();
+    let _ = writeln!(out, "island  before                after");
     for (b, a) in plan.before.iter().zip(&plan.after) {
         let before = format!("{} ({} shards)", w(b.weight), b.shards);
         let after = format!("{} ({} shards)", w(a.weight), a.shards);
@@ -168,13 +173,14 @@ fn print_plan(plan: &RebalancePlan, sizes: bool) {
             ""
         };
         let island = b.island.to_string();
-        println!("{island:<7} {before:<21} {after}{note}");
+        let _ = writeln!(out, "{island:<7} {before:<21} {after}{note}");
     }
     if plan.moves.is_empty() {
-        println!("balanced: nothing to move");
+        let _ = writeln!(out, "balanced: nothing to move");
     }
     for m in &plan.moves {
-        println!(
+        let _ = writeln!(
+            out,
             "move {}: island {} -> {} ({})",
             m.shard,
             m.from,
@@ -182,6 +188,7 @@ fn print_plan(plan: &RebalancePlan, sizes: bool) {
             w(m.weight)
         );
     }
+    out
 }
 
 fn confirm(n: usize) -> Result<bool, Failure> {
@@ -191,11 +198,12 @@ fn confirm(n: usize) -> Result<bool, Failure> {
         ));
     }
     print!("run these {n} moves? [y/N] ");
-    std::io::stdout().flush().map_err(Failure::failed)?;
+    let unread = |e| Failure::failed(e).context("cannot read the confirmation");
+    std::io::stdout().flush().map_err(unread)?;
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(Failure::failed)?;
+        .map_err(unread)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }

@@ -1,6 +1,7 @@
 //! `atoll schema diff`: do all microshards carry the same tables, columns, indexes and
 //! constraints?
 
+use crate::cluster::{Cluster, Need};
 use crate::exit::UNHEALTHY;
 use crate::output::print_json;
 use crate::{CmdResult, Context};
@@ -14,10 +15,8 @@ pub enum SchemaCommand {
 
 pub async fn run(ctx: &Context, cmd: SchemaCommand) -> CmdResult {
     let SchemaCommand::Diff = cmd;
-    let (config, snapshot) = crate::migrate::cluster(ctx).await?;
-    let groups = atoll_migrate::schema_diff(&config, &snapshot)
-        .await
-        .map_err(crate::migrate::failure)?;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
+    let groups = atoll_migrate::schema_diff(&config, &snapshot).await?;
     if ctx.json {
         print_json(&groups)?;
     } else if groups.is_empty() {

@@ -1,9 +1,7 @@
 //! `atoll shard activate|deactivate`.
 
-use crate::allocate::require_catalog;
-use crate::exit::Failure;
+use crate::cluster::{Cluster, Need};
 use crate::output::print_json;
-use crate::status::discover;
 use crate::{CmdResult, Context};
 use atoll_core::{IslandId, ShardNo};
 use std::process::ExitCode;
@@ -30,9 +28,7 @@ pub async fn run(ctx: &Context, cmd: ShardCommand) -> CmdResult {
         ShardCommand::Activate(a) => (a, true),
         ShardCommand::Deactivate(a) => (a, false),
     };
-    let config = ctx.load_config()?;
-    let snapshot = discover(&config).await;
-    require_catalog(&snapshot)?;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Registry).await?;
     let island = atoll_pg::shard_state::set_active(
         &config,
         &snapshot,
@@ -40,8 +36,7 @@ pub async fn run(ctx: &Context, cmd: ShardCommand) -> CmdResult {
         args.island.map(IslandId),
         active,
     )
-    .await
-    .map_err(Failure::from)?;
+    .await?;
     let state = if active { "active" } else { "inactive" };
     if ctx.json {
         print_json(

@@ -1,10 +1,10 @@
 //! `atoll status`: discovery rendered for people or as JSON.
 
-use crate::exit::{Failure, UNHEALTHY};
+use crate::cluster::{Cluster, Need};
+use crate::exit::UNHEALTHY;
 use crate::output::{bytes, print_json};
 use crate::{CmdResult, Context};
 use atoll_core::{Config, NodeRole, Snapshot};
-use atoll_pg::{Discoverer, DiscoveryOptions};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -13,13 +13,6 @@ pub struct StatusArgs {
     /// Leave out the per-shard list (islands and totals only)
     #[arg(long)]
     pub summary: bool,
-}
-
-/// One discovery round over `config`, sizes included.
-pub async fn discover(config: &Config) -> Snapshot {
-    Discoverer::new(config.clone(), DiscoveryOptions::default())
-        .discover()
-        .await
 }
 
 #[derive(Serialize)]
@@ -32,8 +25,7 @@ struct StatusJson<'a> {
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
-    let config = ctx.load_config()?;
-    let snapshot = discover(&config).await;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Snapshot).await?;
     let healthy = snapshot.problems.is_empty();
     if ctx.json {
         print_json(&StatusJson {
@@ -126,21 +118,4 @@ pub fn render(config: &Config, s: &Snapshot, shards: bool) -> String {
         }
     }
     out
-}
-
-/// Used by commands that need a usable cluster: a refusal that names the first problem
-/// that makes the operation unsafe.
-pub fn require_masters(s: &Snapshot) -> Result<(), Failure> {
-    for island in &s.islands {
-        if island.master().is_none() {
-            let why = s
-                .problems
-                .iter()
-                .find(|p| format!("{p}").starts_with(&format!("island {} ", island.id)))
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| format!("island {} has no reachable master", island.id));
-            return Err(Failure::failed(why));
-        }
-    }
-    Ok(())
 }

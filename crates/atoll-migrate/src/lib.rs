@@ -12,11 +12,14 @@
 //!   killed run resumes by simply running again; pg-mig's per-file `$parallelism_*`,
 //!   `$delay` and `$run_alone` honoured; an interrupted REINDEX CONCURRENTLY's invalid
 //!   copies dropped before its retry;
-//! - [`schema_diff`]: live schema signatures of every shard, grouped.
+//! - [`schema_diff`]: live schema signatures of every shard, grouped;
+//! - [`allocate_migrated`]: `allocate --migrate`, new shards brought to the current version
+//!   before they are activated.
 //!
 //! It must not depend on the CLI, on terminal output or on process management: progress is
 //! reported through a callback the caller renders.
 
+mod allocate;
 mod diff;
 mod dir;
 mod error;
@@ -28,6 +31,7 @@ mod run_lock;
 mod state;
 mod workers;
 
+pub use allocate::{allocate_migrated, AllocateError, AllocateOptions};
 pub use diff::schema_diff;
 pub use dir::{new_pair, read_dir, utc_stamp};
 pub use error::MigrateError;

@@ -33,6 +33,7 @@ mod error;
 mod masters;
 mod pause;
 mod rebalance;
+mod rebalance_prepare;
 mod replication;
 mod run;
 mod safety;
@@ -46,6 +47,9 @@ mod verify;
 pub use cleanup::{cleanup, DroppedBackup};
 pub use error::MoveError;
 pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
+pub use rebalance_prepare::{
+    prepare_rebalance, PreparedRebalance, RebalanceError, RebalanceRequest,
+};
 pub use store::unfinished;
 pub use undo::AbortReport;
 

@@ -1,22 +1,19 @@
 //! `atoll migrate plan|apply|undo|new`: versioned schema changes on every microshard.
 
-use crate::exit::{Failure, UNHEALTHY};
+use crate::cluster::{Cluster, Need};
+use crate::exit::{Failure, FAILED, UNHEALTHY};
 use crate::output::print_json;
-use crate::status::require_masters;
+use crate::progress::Progress;
 use crate::{CmdResult, Context};
-use atoll_core::allocation::Placement;
-use atoll_core::migration::{MigrationSet, Plan};
-use atoll_core::{Config, Snapshot};
-use atoll_migrate::{Event, LockPolicy, MigrateError, RunOptions, RunReport};
-use atoll_pg::allocate::Allocated;
-use atoll_pg::{Discoverer, DiscoveryOptions};
-use progress::{run_with_progress, Renderer};
-use std::collections::BTreeSet;
+use atoll_core::migration::MigrationSet;
+use atoll_migrate::{Event, LockPolicy, RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-mod progress;
+mod render;
+
+pub use render::{render_plan, render_report};
 
 #[derive(clap::Subcommand)]
 pub enum MigrateCommand {
@@ -98,23 +95,24 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
         MigrateCommand::Plan(args) => plan(ctx, &args).await,
         MigrateCommand::Apply(args) => {
             let set = read_set(&args.run.dir.dir)?;
-            let (config, snapshot) = cluster(ctx).await?;
+            let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
             let opts = options(&args.run, args.allow_unsafe);
-            let r = Renderer::new(ctx.json);
-            let cb = |e: Event| r.on(e);
-            let fut = atoll_migrate::apply(&config, &snapshot, &set, &opts, &cb);
-            let report = run_with_progress(&r, fut).await?;
-            finish(ctx, &report)
+            let view = Progress::new(ctx).run();
+            let on = |e: Event| view.on(e);
+            let report = atoll_migrate::apply(&config, &snapshot, &set, &opts, &on).await;
+            view.finish();
+            finish(ctx, &report?)
         }
         MigrateCommand::Undo(args) => {
             let set = read_set(&args.run.dir.dir)?;
-            let (config, snapshot) = cluster(ctx).await?;
+            let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
             let opts = options(&args.run, args.allow_unsafe);
-            let r = Renderer::new(ctx.json);
-            let cb = |e: Event| r.on(e);
-            let fut = atoll_migrate::undo(&config, &snapshot, &set, &args.undo_version, &opts, &cb);
-            let report = run_with_progress(&r, fut).await?;
-            finish(ctx, &report)
+            let view = Progress::new(ctx).run();
+            let on = |e: Event| view.on(e);
+            let version = &args.undo_version;
+            let report = atoll_migrate::undo(&config, &snapshot, &set, version, &opts, &on).await;
+            view.finish();
+            finish(ctx, &report?)
         }
     }
 }
@@ -134,27 +132,7 @@ fn options(args: &RunArgs, allow_unsafe: bool) -> RunOptions {
 }
 
 pub fn read_set(dir: &Path) -> Result<MigrationSet, Failure> {
-    atoll_migrate::read_dir(dir).map_err(failure)
-}
-
-pub fn failure(e: MigrateError) -> Failure {
-    if e.is_input() {
-        Failure::input(e)
-    } else {
-        Failure::failed(e)
-    }
-}
-
-/// Config and a discovery round without sizes: a run only needs the masters.
-pub(crate) async fn cluster(ctx: &Context) -> Result<(Config, Snapshot), Failure> {
-    let config = ctx.load_config()?;
-    let options = DiscoveryOptions {
-        sizes: false,
-        ..DiscoveryOptions::default()
-    };
-    let snapshot = Discoverer::new(config.clone(), options).discover().await;
-    require_masters(&snapshot)?;
-    Ok((config, snapshot))
+    Ok(atoll_migrate::read_dir(dir)?)
 }
 
 fn new(ctx: &Context, args: NewArgs) -> CmdResult {
@@ -162,8 +140,8 @@ fn new(ctx: &Context, args: NewArgs) -> CmdResult {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let paths =
-        atoll_migrate::new_pair(&args.dir.dir, &args.name, &args.target, now).map_err(failure)?;
+    let paths = atoll_migrate::new_pair(&args.dir.dir, &args.name, &args.target, now)
+        .map_err(Failure::from)?;
     if ctx.json {
         print_json(&paths)?;
     } else {
@@ -176,10 +154,10 @@ fn new(ctx: &Context, args: NewArgs) -> CmdResult {
 
 async fn plan(ctx: &Context, dir: &DirArgs) -> CmdResult {
     let set = read_set(&dir.dir)?;
-    let (config, snapshot) = cluster(ctx).await?;
+    let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
     let plan = atoll_migrate::plan_only(&config, &snapshot, &set)
         .await
-        .map_err(failure)?;
+        .map_err(Failure::from)?;
     if ctx.json {
         print_json(&plan)?;
     } else {
@@ -193,71 +171,6 @@ async fn plan(ctx: &Context, dir: &DirArgs) -> CmdResult {
     })
 }
 
-fn versions(v: &[String]) -> String {
-    match v {
-        [one] => format!("version {one}"),
-        [a, b] => format!("versions {a}, {b}"),
-        [first, .., last] => format!("{} versions {first} .. {last}", v.len()),
-        [] => "nothing".into(),
-    }
-}
-
-pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} migrations in {} (targets: {})",
-        set.migrations.len(),
-        dir.display(),
-        set.targets().join(", ")
-    );
-    for g in &plan.groups {
-        let what = if g.count == 1 { "schema" } else { "schemas" };
-        let _ = writeln!(
-            out,
-            "{} -> {} {what}: {}",
-            versions(&g.pending),
-            g.count,
-            g.schemas
-        );
-    }
-    let _ = writeln!(out, "{} schemas up to date", plan.up_to_date);
-    for d in &plan.drift {
-        if let Some(why) = &d.drift {
-            let _ = writeln!(out, "drift: {} (island {}): {why}", d.schema, d.island);
-        }
-    }
-    for u in &plan.unsafe_pending {
-        let _ = writeln!(
-            out,
-            "unsafe: {} contains {} (apply needs --allow-unsafe)",
-            u.file, u.statement
-        );
-    }
-    for t in &plan.throttled {
-        let _ = writeln!(out, "throttled: {} ({})", t.file, t.directives);
-    }
-    for c in &plan.changed {
-        let _ = writeln!(
-            out,
-            "changed: {} was edited after {} schemas applied it (e.g. {}); the edit will not run there, write a new migration",
-            c.file, c.count, c.example
-        );
-    }
-    for i in &plan.ignored {
-        let _ = writeln!(
-            out,
-            "ignored: {} (island {}) matches target {} but is not a shard name (a leftover copy?); it is never migrated",
-            i.schema, i.island, i.target
-        );
-    }
-    for t in &plan.unmatched_targets {
-        let _ = writeln!(out, "note: no schema matches target {t}");
-    }
-    out
-}
-
 /// Prints a run's report; exit 1 if any schema failed.
 pub fn finish(ctx: &Context, report: &RunReport) -> CmdResult {
     if ctx.json {
@@ -265,223 +178,14 @@ pub fn finish(ctx: &Context, report: &RunReport) -> CmdResult {
     } else {
         print!("{}", render_report(report));
     }
-    Ok(
-        if report.status == "done" || report.status == "nothing_to_do" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(crate::exit::FAILED)
-        },
-    )
+    Ok(exit_code(report))
 }
 
-pub fn render_report(r: &RunReport) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    if r.status == "nothing_to_do" {
-        let _ = writeln!(
-            out,
-            "run {} {}: every schema is up to date",
-            r.run_id, r.kind
-        );
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "run {} {}: {} of {} schemas done, {} versions, {:.1} s (canary: {})",
-        r.run_id,
-        r.kind,
-        r.schemas_ok,
-        r.schemas_total,
-        r.versions_applied,
-        r.elapsed_ms as f64 / 1000.0,
-        if r.canary.is_empty() {
-            "none".to_string()
-        } else {
-            r.canary.join(", ")
-        }
-    );
-    if r.status == "canary_failed" {
-        let _ = writeln!(
-            out,
-            "canary failed: the run stopped, {} schemas not started",
-            r.not_started
-        );
-    }
-    for f in &r.failures {
-        let _ = writeln!(
-            out,
-            "failed: {} (island {}) {}: {}",
-            f.schema, f.island, f.file, f.error
-        );
-    }
-    if r.finalizer_skipped {
-        let _ = writeln!(
-            out,
-            "finalizer skipped ({}): {} shards failed",
-            r.finalizer.join(", "),
-            r.failures.len()
-        );
-    } else if !r.finalizer.is_empty() && r.status != "canary_failed" {
-        let _ = writeln!(out, "finalizer: {}", r.finalizer.join(", "));
-    }
-    out
-}
-
-/// `allocate --migrate`: creates the shards inactive, brings every inactive shard of the
-/// range to the current version (the new ones, and those an earlier failed, killed or
-/// refused run left behind), and only then (with `--activate`) activates the shards whose
-/// migration succeeded, so no client is routed to a shard whose tables are not there yet.
-/// Destructive statements are allowed on the shards this call created (a new shard must
-/// replay the whole history and holds no data); an inactive shard that existed before may
-/// have been deactivated on purpose with data in it, so it needs `allow_unsafe`.
-pub async fn allocate_migrated(
-    ctx: &Context,
-    config: &Config,
-    snapshot: &Snapshot,
-    plan: &[Placement],
-    (activate, allow_unsafe): (bool, bool),
-    dir: &Path,
-) -> Result<(Vec<Allocated>, RunReport), Failure> {
-    // Read first: a bad migration directory allocates nothing.
-    let set = read_set(dir)?;
-    let mut done = atoll_pg::allocate::execute(config, snapshot, plan, false)
-        .await
-        .map_err(Failure::from)?;
-    let inactive: BTreeSet<String> = done
-        .iter()
-        .filter(|a| !a.active)
-        .map(|a| a.shard.schema())
-        .collect();
-    let only_new = done.iter().filter(|a| !a.active).all(|a| a.created);
-    let opts = RunOptions {
-        only: Some(inactive),
-        allow_unsafe: allow_unsafe || only_new,
-        ..RunOptions::default()
-    };
-    let r = Renderer::new(ctx.json);
-    let cb = |e: Event| r.on(e);
-    let fut = atoll_migrate::apply(config, snapshot, &set, &opts, &cb);
-    // A refused or failed run leaves the shards just created in place, inactive: say so.
-    let report = run_with_progress(&r, fut).await.map_err(|f| {
-        let created: Vec<String> = done
-            .iter()
-            .filter(|a| a.created)
-            .map(|a| a.shard.to_string())
-            .collect();
-        if created.is_empty() {
-            return f;
-        }
-        Failure {
-            code: f.code,
-            message: format!(
-                "{} (allocated and left inactive: {}; run `allocate --migrate` again to finish)",
-                f.message,
-                created.join(", ")
-            ),
-        }
-    })?;
-    if activate {
-        let to_activate: Vec<Placement> = done
-            .iter()
-            .filter(|a| !a.active && migrated_ok(&report, &a.shard.schema()))
-            .map(|a| Placement::Exists {
-                shard: a.shard,
-                island: a.island,
-                active: false,
-            })
-            .collect();
-        let activated = atoll_pg::allocate::execute(config, snapshot, &to_activate, true)
-            .await
-            .map_err(Failure::from)?;
-        for a in &mut done {
-            a.active |= activated.iter().any(|x| x.shard == a.shard && x.active);
-        }
-    }
-    Ok((done, report))
-}
-
-/// Whether `schema` is at the current version after `report`'s run (which covered every
-/// inactive shard of the range): it did not fail, and no canary failure kept it from
-/// starting.
-fn migrated_ok(report: &RunReport, schema: &str) -> bool {
-    report.status != "canary_failed" && !report.failures.iter().any(|f| f.schema == schema)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use atoll_core::migration::{plan, SchemaState};
-    use atoll_core::IslandId;
-
-    fn set() -> MigrationSet {
-        let mut files = Vec::new();
-        for v in ["1.a.sh", "2.b.sh", "3.c.sh"] {
-            files.push((
-                format!("{v}.up.sql"),
-                "alter table t drop column x;".to_string(),
-            ));
-            files.push((format!("{v}.dn.sql"), String::new()));
-        }
-        MigrationSet::parse(files).expect("valid")
-    }
-
-    #[test]
-    fn plan_text_is_one_line_per_group() {
-        let states: Vec<SchemaState> = (1..=100)
-            .map(|n| SchemaState {
-                schema: format!("sh{n:04}"),
-                island: IslandId((n % 2) as u16),
-                applied: if n == 42 {
-                    vec!["1.a.sh".into()]
-                } else {
-                    vec![]
-                },
-                checksums: Default::default(),
-            })
-            .collect();
-        let p = plan(&set(), &states);
-        let text = render_plan(&set(), &p, Path::new("m"));
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "3 migrations in m (targets: sh)");
-        assert_eq!(
-            lines[1],
-            "3 versions 1.a.sh .. 3.c.sh -> 99 schemas: sh0001-sh0041, sh0043-sh0100"
-        );
-        assert_eq!(lines[2], "versions 2.b.sh, 3.c.sh -> 1 schema: sh0042");
-        assert_eq!(lines[3], "0 schemas up to date");
-        assert!(lines[4].starts_with("unsafe: 1.a.sh.up.sql contains DROP COLUMN"));
-    }
-
-    #[test]
-    fn report_lists_every_failure() {
-        let r = RunReport {
-            run_id: 7,
-            kind: "apply",
-            status: "failed",
-            schemas_total: 3,
-            schemas_ok: 1,
-            versions_applied: 2,
-            canary: vec!["sh0001".into()],
-            failures: ["sh0002", "sh0003"]
-                .iter()
-                .map(|s| atoll_migrate::SchemaFailure {
-                    schema: s.to_string(),
-                    island: IslandId(1),
-                    version: "2.b.sh".into(),
-                    file: "2.b.sh.up.sql".into(),
-                    error: "ERROR: boom [XX000]".into(),
-                })
-                .collect(),
-            not_started: 1,
-            finalizer: vec!["public".into()],
-            finalizer_skipped: true,
-            elapsed_ms: 1500,
-        };
-        let text = render_report(&r);
-        assert!(text
-            .starts_with("run 7 apply: 1 of 3 schemas done, 2 versions, 1.5 s (canary: sh0001)"));
-        assert!(text.contains("failed: sh0002 (island 1) 2.b.sh.up.sql: ERROR: boom [XX000]"));
-        assert!(text.contains("failed: sh0003 (island 1)"));
-        assert!(text.contains("finalizer skipped (public): 2 shards failed"));
+/// Success when the run finished every schema (or had nothing to do), else exit 1.
+pub fn exit_code(report: &RunReport) -> ExitCode {
+    if report.status == "done" || report.status == "nothing_to_do" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
     }
 }
