@@ -53,8 +53,8 @@ pub enum MoveError {
         what: String,
         secs: u64,
     },
-    /// The test hook `ATOLL_MOVE_STOP_AFTER` stopped the move as if it had been killed.
-    #[error("{shard}: stopped after step {step} (ATOLL_MOVE_STOP_AFTER)")]
+    /// The test hook (`--test-stop-after`) stopped the move as if it had been killed.
+    #[error("{shard}: stopped after step {step} (test hook --test-stop-after)")]
     Stopped { shard: ShardNo, step: MoveStep },
     #[error("{shard}: {msg}")]
     Other { shard: ShardNo, msg: String },

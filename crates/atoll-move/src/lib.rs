@@ -69,7 +69,8 @@ pub struct MoveOptions {
     pub clean_leftovers: bool,
     /// Refuse when a destination replica lags more than this (or is unreachable).
     pub max_replica_lag_bytes: u64,
-    /// Test hook (`ATOLL_MOVE_STOP_AFTER`): stop right after this step as if killed.
+    /// Test hook (the CLI's hidden `--test-stop-after`, sandbox configs only): stop right
+    /// after this step as if killed.
     pub stop_after: Option<MoveStep>,
     /// Test hook: stop after this step's work is done but before it is recorded on the
     /// source, as if killed in the middle of the step.

@@ -36,9 +36,7 @@ pub async fn load_weights(
     let mut custom: BTreeMap<u16, f64> = BTreeMap::new();
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
-        let sql = weight_sql.unwrap_or(
-            "select shard, weight from atoll.shards where weight is not null and active",
-        );
+        let sql = weight_sql.unwrap_or(atoll_pg::catalog::registry::WEIGHTS_QUERY);
         for r in db.query(sql, &[]).await? {
             let shard: i32 = r.try_get(0).map_err(|e| db.err(e))?;
             let weight: Option<f64> = r.try_get(1).map_err(|e| db.err(e))?;
