@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         let report = atoll_migrate::apply(&config, &snapshot, &set, &opts, &|_: Event| {}).await?;
         let secs = t.elapsed().as_secs_f64();
         anyhow::ensure!(
-            report.status == "done",
+            report.status == atoll_migrate::RunOutcome::Done,
             "run failed: {:?}",
             report.failures.first()
         );

@@ -9,7 +9,7 @@
 //! have been deactivated on purpose with data in it, so it needs `allow_unsafe`.
 
 use crate::error::MigrateError;
-use crate::run::{apply, Event, RunOptions, RunReport};
+use crate::run::{apply, Event, RunOptions, RunOutcome, RunReport};
 use atoll_core::allocation::Placement;
 use atoll_core::migration::MigrationSet;
 use atoll_core::{Config, ShardNo, Snapshot};
@@ -151,7 +151,7 @@ async fn activate_migrated(
 /// inactive shard of the range): it did not fail, and no canary failure kept it from
 /// starting.
 fn migrated_ok(report: &RunReport, schema: &str) -> bool {
-    report.status != "canary_failed" && !report.failures.iter().any(|f| f.schema == schema)
+    report.status != RunOutcome::CanaryFailed && !report.failures.iter().any(|f| f.schema == schema)
 }
 
 #[cfg(test)]
@@ -159,10 +159,10 @@ mod tests {
     use super::*;
     use atoll_core::IslandId;
 
-    fn report(status: &'static str, failed: &[&str]) -> RunReport {
+    fn report(status: RunOutcome, failed: &[&str]) -> RunReport {
         RunReport {
             run_id: 1,
-            kind: "apply",
+            kind: crate::RunKind::Apply,
             status,
             schemas_total: 3,
             schemas_ok: 3 - failed.len(),
@@ -187,10 +187,13 @@ mod tests {
 
     #[test]
     fn only_shards_that_came_through_are_activated() {
-        let r = report("failed", &["sh0002"]);
+        let r = report(RunOutcome::Failed, &["sh0002"]);
         assert!(migrated_ok(&r, "sh0001"));
         assert!(!migrated_ok(&r, "sh0002"));
-        assert!(!migrated_ok(&report("canary_failed", &[]), "sh0001"));
+        assert!(!migrated_ok(
+            &report(RunOutcome::CanaryFailed, &[]),
+            "sh0001"
+        ));
     }
 
     #[test]

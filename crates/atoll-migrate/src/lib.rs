@@ -32,9 +32,12 @@ mod state;
 mod workers;
 
 pub use allocate::{allocate_migrated, AllocateError, AllocateOptions};
+pub use atoll_pg::catalog::migration_runs::RunKind;
 pub use diff::schema_diff;
 pub use dir::{new_pair, read_dir, utc_stamp};
 pub use error::MigrateError;
 pub use exec::{Direction, LockPolicy};
-pub use run::{apply, plan_only, undo, Event, RunOptions, RunReport, SchemaFailure};
+pub use run::{
+    apply, plan_only, undo, Event, Phase, RunOptions, RunOutcome, RunReport, SchemaFailure,
+};
 pub use state::finalizer_island;

@@ -11,7 +11,7 @@ use crate::workers::{run_jobs, Job, Shared};
 use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
-use atoll_pg::catalog::migration_runs::{self, RunStatus};
+use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
 use atoll_pg::catalog::moves::{self, MoveRole};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,13 +53,62 @@ impl Default for RunOptions {
 pub enum Event {
     /// `schemas` schemas will be migrated; the canary phase starts.
     Start { schemas: usize, canary: usize },
-    /// A phase begins: "canary", "fan-out", "finalizer".
-    Phase(&'static str),
+    /// A phase begins.
+    Phase(Phase),
     /// One schema finished (its whole chain), with the error if it failed.
     Done {
         schema: String,
         error: Option<String>,
     },
+}
+
+/// The phases of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The first shard alone; a failure stops the run before the others.
+    Canary,
+    /// Every other shard, in parallel per island.
+    FanOut,
+    /// The non-shard schemas, once every shard is done.
+    Finalizer,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Canary => "canary",
+            Phase::FanOut => "fan-out",
+            Phase::Finalizer => "finalizer",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run ended (`status` in its JSON report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Every schema migrated.
+    Done,
+    /// Some schemas failed (listed in the report).
+    Failed,
+    /// The canary failed; the other shards were not started.
+    CanaryFailed,
+    /// Nothing was pending.
+    NothingToDo,
+}
+
+impl RunOutcome {
+    /// Whether every schema is now where the run was to take it.
+    pub fn is_success(self) -> bool {
+        matches!(self, RunOutcome::Done | RunOutcome::NothingToDo)
+    }
 }
 
 /// One schema whose chain stopped.
@@ -76,9 +125,8 @@ pub struct SchemaFailure {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: i64,
-    pub kind: &'static str,
-    /// `done`, `failed` (some schemas failed), `canary_failed` or `nothing_to_do`.
-    pub status: &'static str,
+    pub kind: RunKind,
+    pub status: RunOutcome,
     pub schemas_total: usize,
     pub schemas_ok: usize,
     pub versions_applied: usize,
@@ -113,7 +161,7 @@ pub async fn apply(
 ) -> Result<RunReport, MigrateError> {
     let started = Instant::now();
     let masters = Masters::connect(config, snapshot).await?;
-    let lock = take_lock(config, &masters, "apply").await?;
+    let lock = take_lock(config, &masters, RunKind::Apply).await?;
     let planned = async {
         let mut states = read_states(config, &masters, set).await?;
         if let Some(only) = &opts.only {
@@ -162,7 +210,7 @@ pub async fn undo(
 ) -> Result<RunReport, MigrateError> {
     let started = Instant::now();
     let masters = Masters::connect(config, snapshot).await?;
-    let lock = take_lock(config, &masters, "undo").await?;
+    let lock = take_lock(config, &masters, RunKind::Undo).await?;
     let planned = async {
         let states = read_states(config, &masters, set).await?;
         let (m, targets) = plan_undo(set, &states, version)?;
@@ -211,7 +259,7 @@ async fn settle<'a>(
 async fn take_lock(
     config: &Config,
     masters: &Masters,
-    kind: &str,
+    kind: RunKind,
 ) -> Result<RunLock, MigrateError> {
     let island = finalizer_island(config).ok_or_else(|| MigrateError::Dir {
         dir: "config".into(),
@@ -266,9 +314,9 @@ async fn execute(
     started: Instant,
 ) -> Result<RunReport, MigrateError> {
     let kind = if dir == Direction::Up {
-        "apply"
+        RunKind::Apply
     } else {
-        "undo"
+        RunKind::Undo
     };
     let total = jobs.len();
     let (mut shards, finalizer): (Vec<Job>, Vec<Job>) = jobs
@@ -278,7 +326,7 @@ async fn execute(
     let mut report = RunReport {
         run_id: lock.run_id,
         kind,
-        status: "nothing_to_do",
+        status: RunOutcome::NothingToDo,
         schemas_total: total,
         schemas_ok: 0,
         versions_applied: 0,
@@ -321,7 +369,7 @@ async fn execute(
     let timeout = config.connect_timeout;
     let with_ticks = |fut| tick_progress(&lock, total, &shared, fut);
     if canary_n > 0 {
-        progress(Event::Phase("canary"));
+        progress(Event::Phase(Phase::Canary));
         // One at a time: a broken migration fails on one shard, not on `parallelism`.
         with_ticks(run_jobs(
             &nodes,
@@ -341,7 +389,7 @@ async fn execute(
         report.not_started = rest.len() + finalizer.len();
     } else {
         if !rest.is_empty() {
-            progress(Event::Phase("fan-out"));
+            progress(Event::Phase(Phase::FanOut));
             let p = opts.parallelism.max(1);
             with_ticks(run_jobs(
                 &nodes,
@@ -360,7 +408,7 @@ async fn execute(
             report.finalizer_skipped = !finalizer.is_empty();
             report.not_started = finalizer.len();
         } else if !finalizer.is_empty() {
-            progress(Event::Phase("finalizer"));
+            progress(Event::Phase(Phase::Finalizer));
             with_ticks(run_jobs(
                 &nodes,
                 finalizer,
@@ -383,9 +431,9 @@ async fn execute(
         .unwrap_or_else(|p| p.into_inner());
     report.failures.sort_by(|a, b| a.schema.cmp(&b.schema));
     report.status = match (canary_failed, failed) {
-        (true, _) => "canary_failed",
-        (false, 0) => "done",
-        _ => "failed",
+        (true, _) => RunOutcome::CanaryFailed,
+        (false, 0) => RunOutcome::Done,
+        _ => RunOutcome::Failed,
     };
     let lost = shared
         .lock_lost
@@ -412,7 +460,7 @@ async fn execute(
         Some(f) => format!("{} failed schemas, first {}: {}", failed, f.schema, f.error),
         None => format!("{} schemas migrated", report.schemas_ok),
     };
-    let status = if report.status == "done" {
+    let status = if report.status == RunOutcome::Done {
         RunStatus::Done
     } else {
         RunStatus::Failed

@@ -7,7 +7,7 @@
 
 use crate::error::MigrateError;
 use atoll_core::NodeConfig;
-use atoll_pg::catalog::migration_runs::{self, RunStatus};
+use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
 use atoll_pg::locks;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -35,7 +35,7 @@ impl RunLock {
     pub async fn acquire(
         node: &NodeConfig,
         timeout: Duration,
-        kind: &str,
+        kind: RunKind,
     ) -> Result<RunLock, MigrateError> {
         let client = atoll_pg::connect_with_timeout(node, timeout).await?;
         if !locks::try_take(&client, node, locks::MIGRATION_RUN).await? {

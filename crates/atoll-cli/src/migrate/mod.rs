@@ -183,7 +183,7 @@ pub fn finish(ctx: &Context, report: &RunReport) -> CmdResult {
 
 /// Success when the run finished every schema (or had nothing to do), else exit 1.
 pub fn exit_code(report: &RunReport) -> ExitCode {
-    if report.status == "done" || report.status == "nothing_to_do" {
+    if report.status.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(FAILED)

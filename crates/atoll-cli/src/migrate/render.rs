@@ -1,7 +1,7 @@
 //! `atoll migrate`'s text output: the plan and a run's report.
 
 use atoll_core::migration::{MigrationSet, Plan};
-use atoll_migrate::RunReport;
+use atoll_migrate::{RunOutcome, RunReport};
 use std::path::Path;
 
 fn versions(v: &[String]) -> String {
@@ -72,7 +72,7 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
 pub fn render_report(r: &RunReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    if r.status == "nothing_to_do" {
+    if r.status == RunOutcome::NothingToDo {
         let _ = writeln!(
             out,
             "run {} {}: every schema is up to date",
@@ -95,7 +95,7 @@ pub fn render_report(r: &RunReport) -> String {
             r.canary.join(", ")
         }
     );
-    if r.status == "canary_failed" {
+    if r.status == RunOutcome::CanaryFailed {
         let _ = writeln!(
             out,
             "canary failed: the run stopped, {} schemas not started",
@@ -116,7 +116,7 @@ pub fn render_report(r: &RunReport) -> String {
             r.finalizer.join(", "),
             r.failures.len()
         );
-    } else if !r.finalizer.is_empty() && r.status != "canary_failed" {
+    } else if !r.finalizer.is_empty() && r.status != RunOutcome::CanaryFailed {
         let _ = writeln!(out, "finalizer: {}", r.finalizer.join(", "));
     }
     out
@@ -171,8 +171,8 @@ mod tests {
     fn report_lists_every_failure() {
         let r = RunReport {
             run_id: 7,
-            kind: "apply",
-            status: "failed",
+            kind: atoll_migrate::RunKind::Apply,
+            status: RunOutcome::Failed,
             schemas_total: 3,
             schemas_ok: 1,
             versions_applied: 2,

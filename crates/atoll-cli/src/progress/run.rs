@@ -50,7 +50,7 @@ impl RunView {
             }
             Event::Phase(p) => {
                 if let Some(b) = &self.bar {
-                    b.set_message(p);
+                    b.set_message(p.as_str());
                 }
                 self.out.line(&format!("migrate: {p}"));
                 self.out.event(json!({ "event": "phase", "phase": p }));

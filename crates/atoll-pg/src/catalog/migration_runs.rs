@@ -36,6 +36,29 @@ impl RunStatus {
     }
 }
 
+/// What a run does: apply pending versions, or undo applied ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Apply,
+    Undo,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Apply => "apply",
+            RunKind::Undo => "undo",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Who holds the run lock, as its row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunHolder {
@@ -81,7 +104,7 @@ pub async fn holder(
 pub async fn start(
     client: &impl GenericClient,
     node: &NodeConfig,
-    kind: &str,
+    kind: RunKind,
     host: &str,
     pid: i32,
 ) -> Result<i64, PgError> {
@@ -95,7 +118,7 @@ pub async fn start(
              insert into atoll.migration_runs (kind, host, pid)
              select $1, $2, $3 from (select count(*) from stale) s
              returning run_id",
-            &[&kind, &host, &pid],
+            &[&kind.as_str(), &host, &pid],
         )
         .await
         .map_err(q)?
