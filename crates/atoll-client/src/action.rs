@@ -40,6 +40,7 @@ pub enum Fault<'a> {
     Other,
 }
 
+/// What the client does about a [`Fault`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Give the error to the caller.
@@ -58,10 +59,13 @@ pub enum Action {
 /// Whether the failed statement may have taken effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
+    /// The statement provably did not take effect: a retry is safe.
     None,
+    /// The statement may or may not have taken effect: retried only if idempotent.
     Unknown,
 }
 
+/// The action and effect for `fault` (the table in the module docs).
 pub fn decide(fault: Fault<'_>) -> (Action, Effect) {
     match fault {
         // The shard's schema vanished (a move) or the statement names something that does

@@ -204,6 +204,7 @@ impl Cluster {
         &self.inner.shared
     }
 
+    /// The options this cluster was built with.
     pub fn options(&self) -> &ClusterOptions {
         &self.inner.shared.options
     }

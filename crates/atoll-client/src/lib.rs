@@ -18,6 +18,9 @@
 //! It builds on `atoll-core` (decisions) and `atoll-pg` (discovery). It must not depend on
 //! the CLI, on the sandbox (outside tests) or on terminal output: applications link it.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod action;
 mod attempt;
 #[cfg(test)]

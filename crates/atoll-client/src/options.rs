@@ -4,6 +4,7 @@ use atoll_core::{MAX_LEAD_SECONDS, NODE_IDS};
 use std::ops::Range;
 use std::time::Duration;
 
+/// Tunables of a [`crate::Cluster`]; `Default` gives values meant for production.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     /// How often the snapshot is refreshed in the background (jittered ±25% so many
@@ -16,11 +17,14 @@ pub struct ClusterOptions {
     pub shard_absent_window: Duration,
     /// Attempts per statement, whatever the window.
     pub max_attempts: u32,
+    /// Backoff before the first retry (default 20 ms); doubles with each attempt.
     pub backoff_initial: Duration,
+    /// Longest backoff between two attempts (default 400 ms).
     pub backoff_max: Duration,
     /// How long a write's entry in a [`crate::Timeline`] matters. After it, replicas are
     /// assumed to have caught up.
     pub timeline_ttl: Duration,
+    /// Most connections in each node's pool (default 16).
     pub pool_max_size: usize,
     /// Longest wait for a free pooled connection.
     pub pool_wait_timeout: Duration,
@@ -29,6 +33,8 @@ pub struct ClusterOptions {
     /// Where this process's node id for app-side IDs ([`crate::Cluster::new_id`]) comes
     /// from: none (app-side generation disabled), a fixed one, or a lease.
     pub id_node: IdNode,
+    /// `application_name` of every connection, shown in `pg_stat_activity` and in lease holders
+    /// (default `atoll-client`).
     pub application_name: String,
 }
 

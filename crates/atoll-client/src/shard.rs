@@ -28,12 +28,14 @@ impl<'a> Write<'a> {
     pub fn once() -> Write<'a> {
         Write::default()
     }
+    /// Idempotent: may be retried even when the connection broke mid-statement.
     pub fn idempotent() -> Write<'a> {
         Write {
             idempotent: true,
             timeline: None,
         }
     }
+    /// Also records the write's WAL position in `t`, for read-your-writes.
     pub fn timeline(self, t: &'a Timeline) -> Write<'a> {
         Write {
             timeline: Some(t),
@@ -63,6 +65,7 @@ impl Shard {
         Shard { cluster, no }
     }
 
+    /// The shard's number.
     pub fn no(&self) -> ShardNo {
         self.no
     }

@@ -42,6 +42,7 @@ pub struct Timeline {
     entries: Mutex<BTreeMap<ShardNo, Entry>>,
 }
 
+/// A timeline string that [`Timeline::parse`] refused; the message names the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("timeline {text:?}: entry {index}: {msg}")]
 pub struct TimelineError {
@@ -51,6 +52,7 @@ pub struct TimelineError {
 }
 
 impl Timeline {
+    /// An empty timeline: no writes recorded, so any replica is fresh enough.
     pub fn new() -> Timeline {
         Timeline::default()
     }

@@ -12,21 +12,31 @@ use serde::Serialize;
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Placement {
     /// Create the schema on this island.
-    Create { shard: ShardNo, island: IslandId },
+    Create {
+        /// The shard to create.
+        shard: ShardNo,
+        /// The island whose master gets the schema.
+        island: IslandId,
+    },
     /// Already there: nothing to create (activation may still be wanted).
     Exists {
+        /// The requested shard.
         shard: ShardNo,
+        /// The island whose master already has its schema.
         island: IslandId,
+        /// The registry row's flag there; false when the schema is unregistered or inactive.
         active: bool,
     },
 }
 
 impl Placement {
+    /// The shard this placement is for.
     pub fn shard(&self) -> ShardNo {
         match self {
             Placement::Create { shard, .. } | Placement::Exists { shard, .. } => *shard,
         }
     }
+    /// The island the shard is, or will be, on.
     pub fn island(&self) -> IslandId {
         match self {
             Placement::Create { island, .. } | Placement::Exists { island, .. } => *island,
@@ -34,23 +44,33 @@ impl Placement {
     }
 }
 
+/// Why [`plan`] refused a request; nothing is created when it does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocationError {
+    /// The forced island is not in the configuration.
     #[error("island {0} is not in the configuration")]
     UnknownIsland(IslandId),
+    /// An island's master could not be read, so a requested shard might already exist there unseen.
     #[error("island {0} has no reachable master, so its shards are unknown; refusing to allocate")]
     IslandUnreadable(IslandId),
+    /// The shard already exists on another island than the one forced.
     #[error("{shard} already exists on island {on}; refusing to create it on island {wanted}")]
     ExistsElsewhere {
+        /// The requested shard.
         shard: ShardNo,
+        /// The island it already exists on.
         on: IslandId,
+        /// The island that was asked for.
         wanted: IslandId,
     },
     #[error(
         "{shard} exists on several islands ({islands:?}), a move may be in progress; refusing"
     )]
+    /// The shard has a schema on more than one island, as during a move.
     OnSeveralIslands {
+        /// The requested shard.
         shard: ShardNo,
+        /// Every island with a schema for it.
         islands: Vec<IslandId>,
     },
 }

@@ -17,8 +17,11 @@ use toml::Spanned;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigSource {
+    /// A TOML file at this path (`--config`, `ATOLL_CONFIG` or `./atoll.toml`).
     File(PathBuf),
+    /// The `ATOLL_ISLANDS` environment variable.
     Env,
+    /// Text handed to [`Config::parse`] by the caller, not read from a file.
     Inline,
 }
 
@@ -32,18 +35,31 @@ impl fmt::Display for ConfigSource {
     }
 }
 
+/// Why a configuration could not be found, read or accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration text is not valid TOML or breaks a rule (ranges, duplicates, no islands).
     #[error("{origin}:{line}: {msg}")]
     Invalid {
+        /// Where the text came from.
         origin: ConfigSource,
+        /// 1-based line of the offending field; 1 when the error has no position.
         line: usize,
+        /// What is wrong, naming the field.
         msg: String,
     },
+    /// `ATOLL_ISLANDS` could not be parsed; the text names the entry and what is wrong.
     #[error("ATOLL_ISLANDS: {0}")]
     Env(String),
+    /// The config file could not be read.
     #[error("cannot read config {path}: {msg}")]
-    Read { path: PathBuf, msg: String },
+    Read {
+        /// The file that was tried.
+        path: PathBuf,
+        /// The I/O error.
+        msg: String,
+    },
+    /// No explicit path, no `ATOLL_CONFIG`, no `./atoll.toml` and no `ATOLL_ISLANDS`.
     #[error("no configuration found: pass --config PATH, set ATOLL_CONFIG, create ./atoll.toml, or set ATOLL_ISLANDS")]
     NotFound,
 }
@@ -51,28 +67,41 @@ pub enum ConfigError {
 /// A whole cluster's configuration, validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
+    /// Where this configuration came from.
     pub source: ConfigSource,
+    /// The cluster's name (`cluster.name`, default `atoll`), shown by `status`.
     pub name: String,
     /// The environment digit of shard-encoded IDs (see [`crate::Id`]).
     pub env_digit: u8,
+    /// Limit on opening one connection to a node (`cluster.connect_timeout_ms`, default 2000 ms).
     pub connect_timeout: Duration,
     /// Sorted by island id, ids unique.
     pub islands: Vec<IslandConfig>,
 }
 
+/// One island of the configuration: its number and its nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IslandConfig {
+    /// The island's number, 0..=9999, unique in the cluster.
     pub id: IslandId,
     /// Listed order; the master is discovered, not configured.
     pub nodes: Vec<NodeConfig>,
 }
 
+/// How to connect to one node (one PostgreSQL server). `Debug` and `Display` never show the
+/// password.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct NodeConfig {
+    /// Host name or IP address.
     pub host: String,
+    /// TCP port, 1..=65535.
     pub port: u16,
+    /// PostgreSQL user (the node's own, else `defaults.user`, else `postgres`).
     pub user: String,
+    /// Database to connect to (the node's own, else `defaults.database`, else `postgres`).
     pub database: String,
+    /// Where the password is read from (the node's own, else `defaults.password`); `None`: no
+    /// password is sent.
     pub password: Option<SecretRef>,
 }
 
@@ -168,6 +197,7 @@ impl Config {
         }
     }
 
+    /// Reads and parses the TOML file at `path`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),

@@ -69,31 +69,46 @@ const SECONDS: u64 = 900_000_000;
 const POSITIONS: u64 = SECONDS * SEQ_PER_SECOND;
 const SHARDS: usize = 10_000;
 
+/// Why the application-side generator could not make an ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdGenError {
+    /// The node id is not below [`NODE_IDS`].
     #[error("ID generator node id {0} is out of range 0..1000")]
     BadNode(u16),
+    /// The environment digit is out of range.
     #[error(transparent)]
     Id(#[from] IdError),
+    /// The generator is more than [`MAX_LEAD_SECONDS`] ahead of the clock for this shard (a burst
+    /// or the clock went back); wait and retry.
     #[error("ID generator for {shard} is {lead_s} s ahead of the clock (burst or clock went back); retry in {retry_in_ms} ms")]
     Ahead {
+        /// The shard the ID was asked for.
         shard: ShardNo,
+        /// How far the shard's generator is ahead of the clock, in seconds.
         lead_s: u64,
+        /// How long to wait before the next attempt can succeed, in milliseconds.
         retry_in_ms: u64,
     },
     #[error(
         "the clock ({now_unix_s} s) is outside the generator's time range 2025-01-01..2053-07"
     )]
-    ClockOutOfRange { now_unix_s: u64 },
+    /// The clock is outside the generator's time range (2025-01-01 to 2053-07).
+    ClockOutOfRange {
+        /// The clock reading, in Unix seconds.
+        now_unix_s: u64,
+    },
 }
 
 /// The parts of an application-generated ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppIdParts {
+    /// The shard the ID belongs to.
     pub shard: ShardNo,
     /// Unix seconds of the generator's time for this ID.
     pub unix_s: u64,
+    /// Sequence within (shard, second, node), 0..=99.
     pub seq: u8,
+    /// Node id of the process that generated it, 0..=999.
     pub node: u16,
 }
 
@@ -108,6 +123,8 @@ pub struct IdGenerator {
 }
 
 impl IdGenerator {
+    /// A generator for environment digit `env` and node id `node`, which must be unique among the
+    /// processes generating IDs in this environment (see the module docs).
     pub fn new(env: u8, node: u16) -> Result<IdGenerator, IdGenError> {
         if node >= NODE_IDS {
             return Err(IdGenError::BadNode(node));
@@ -121,6 +138,7 @@ impl IdGenerator {
         })
     }
 
+    /// The node id this generator puts in every ID.
     pub fn node(&self) -> u16 {
         self.node
     }

@@ -11,7 +11,9 @@ use crate::shard::ShardNo;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The smallest environment digit `E`.
 pub const ENV_DIGIT_MIN: u8 = 1;
+/// The largest environment digit `E` (9 would overflow `i64` for shards above 2233).
 pub const ENV_DIGIT_MAX: u8 = 8;
 const ENV_UNIT: i64 = 1_000_000_000_000_000_000; // 10^18
 const SHARD_UNIT: i64 = 100_000_000_000_000; // 10^14
@@ -23,19 +25,25 @@ pub const SEQUENCE_MAX: i64 = 10_000_000_000_000 - 1; // 10^13 - 1
 #[serde(try_from = "i64", into = "i64")]
 pub struct Id(i64);
 
+/// Why a value is not a valid shard-encoded ID, or cannot be made into one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// The integer does not have the layout (19 digits, environment digit in 1..=8).
     #[error("ID {0} is not a shard-encoded ID (expected 19 digits E ssss RRRRRRRRRRRRRR with E in 1..=8)")]
     Malformed(i64),
+    /// The text is not a decimal integer.
     #[error("{0:?} is not an ID (expected a decimal integer)")]
     NotANumber(String),
+    /// The environment digit is outside `ENV_DIGIT_MIN..=ENV_DIGIT_MAX`.
     #[error("environment digit {0} is out of range 1..=8")]
     BadEnv(u8),
+    /// The counter is outside `0..10^14`.
     #[error("ID counter {0} is out of range 0..10^14")]
     BadCounter(i64),
 }
 
 impl Id {
+    /// Builds the ID for environment digit `env`, `shard` and a 14-digit `counter`.
     pub fn new(env: u8, shard: ShardNo, counter: i64) -> Result<Id, IdError> {
         if !(ENV_DIGIT_MIN..=ENV_DIGIT_MAX).contains(&env) {
             return Err(IdError::BadEnv(env));
@@ -57,9 +65,11 @@ impl Id {
         Ok(Id(raw))
     }
 
+    /// The ID as stored in the database.
     pub fn get(self) -> i64 {
         self.0
     }
+    /// The environment digit `E`, 1..=8.
     pub fn env(self) -> u8 {
         (self.0 / ENV_UNIT) as u8
     }

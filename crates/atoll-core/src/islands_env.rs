@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 impl Config {
+    /// Parses an `ATOLL_ISLANDS` value (see the module docs): default cluster name, env digit 1,
+    /// connect timeout 2000 ms, no passwords.
     pub fn from_islands_env(value: &str) -> Result<Config, ConfigError> {
         let mut islands: Vec<IslandConfig> = Vec::new();
         let mut seen_nodes = HashSet::new();

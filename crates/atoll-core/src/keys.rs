@@ -21,6 +21,7 @@ pub const KEY_HASH_SEED: u64 = 0x61_74_6f_6c_6c;
 /// A key that can be routed. The byte encodings are fixed forever:
 /// strings hash their UTF-8 bytes, integers their 8 big-endian bytes, UUIDs their 16 bytes.
 pub trait RouteKey {
+    /// The key's hash: xxh3-64 with [`KEY_HASH_SEED`] over the key's fixed byte encoding.
     fn route_hash(&self) -> u64;
 }
 
@@ -73,10 +74,13 @@ pub fn jump_hash(mut key: u64, buckets: u32) -> u32 {
     b.max(0) as u32
 }
 
+/// Why a shard list cannot make a [`KeyRouter`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRouterError {
+    /// The list is empty.
     #[error("a key router needs at least one shard")]
     Empty,
+    /// The list names this shard more than once.
     #[error("{0} is declared twice in the key router's shard list")]
     Duplicate(ShardNo),
 }
@@ -89,6 +93,7 @@ pub struct KeyRouter {
 }
 
 impl KeyRouter {
+    /// A router over `shards`, in the declared order; refuses an empty list or a duplicate.
     pub fn new(shards: Vec<ShardNo>) -> Result<KeyRouter, KeyRouterError> {
         if shards.is_empty() {
             return Err(KeyRouterError::Empty);
@@ -100,6 +105,7 @@ impl KeyRouter {
         Ok(KeyRouter { shards })
     }
 
+    /// The declared shards, in the declared order.
     pub fn shards(&self) -> &[ShardNo] {
         &self.shards
     }

@@ -14,6 +14,9 @@
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
 //! unit-tested without a database, and every I/O layer builds on it.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod allocation;
 mod config;
 #[cfg(test)]

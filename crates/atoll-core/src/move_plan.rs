@@ -44,6 +44,7 @@ pub enum MoveStep {
 }
 
 impl MoveStep {
+    /// Every step, in order.
     pub const ALL: [MoveStep; 10] = [
         MoveStep::Prepared,
         MoveStep::SchemaCopied,
@@ -57,6 +58,7 @@ impl MoveStep {
         MoveStep::CleanedUp,
     ];
 
+    /// The step's name as stored in `atoll.moves.step` (`schema_copied`).
     pub fn as_str(self) -> &'static str {
         match self {
             MoveStep::Prepared => "prepared",
@@ -90,11 +92,13 @@ impl MoveStep {
         }
     }
 
+    /// The step after this one; `None` after [`MoveStep::CleanedUp`].
     pub fn next(self) -> Option<MoveStep> {
         let i = MoveStep::ALL.iter().position(|s| *s == self)?;
         MoveStep::ALL.get(i + 1).copied()
     }
 
+    /// Whether the move is done ([`MoveStep::CleanedUp`]).
     pub fn is_finished(self) -> bool {
         self == MoveStep::CleanedUp
     }
@@ -156,6 +160,7 @@ impl fmt::Display for MoveStep {
     }
 }
 
+/// A step name in `atoll.moves` that is not one of [`MoveStep::ALL`]; holds the text read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown move step {0:?} (expected one of prepared, schema_copied, subscribed, caught_up, paused, synced, verified, switched, activated, cleaned_up)")]
 pub struct UnknownStep(pub String);
@@ -170,15 +175,23 @@ impl FromStr for MoveStep {
     }
 }
 
+/// What `atoll move --resume` does next, from the persisted step ([`MoveStep::resume_action`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResumeAction {
+    /// Create the schema on the destination (tables, sequences, functions).
     CopySchema,
+    /// Create the publication on the source and the subscription on the destination.
     Subscribe,
+    /// Wait for the initial copy, build secondary indexes and constraints, catch up.
     WaitForCopy,
+    /// Run the write-blocking pause again: sync sequences, verify, switch.
     Cutover,
+    /// Mark the shard active on the destination.
     Activate,
+    /// Drop the publication, subscription and slot.
     DropReplication,
+    /// The move is finished.
     Nothing,
 }
 
@@ -205,6 +218,8 @@ pub enum AbortAction {
     ForgetMove,
 }
 
+/// An abort refused because the move reached this step: the shard is active on the destination and
+/// may have taken writes there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the move is {0}: the shard is active on the destination and may have taken writes there; abort would lose them, run --resume to finish instead")]
 pub struct AbortRefused(pub MoveStep);
@@ -212,8 +227,11 @@ pub struct AbortRefused(pub MoveStep);
 /// The names a move uses. The shard is in every name so leftovers can be traced to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MoveNames {
+    /// The publication on the source island's master.
     pub publication: String,
+    /// The subscription on the destination island's master.
     pub subscription: String,
+    /// The logical replication slot on the source island's master.
     pub slot: String,
 }
 
@@ -318,7 +336,9 @@ impl fmt::Display for VerifyMode {
 /// What one side says about one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableDigest {
+    /// The table name within the shard schema.
     pub table: String,
+    /// Its row count.
     pub rows: i64,
     /// With [`VerifyMode::Full`].
     pub checksum: Option<String>,
@@ -330,15 +350,29 @@ pub enum Mismatch {
     #[error(
         "table {table}: {source_rows} rows on the source, {destination_rows} on the destination"
     )]
+    /// The two sides hold a different number of rows.
     Rows {
+        /// The table whose counts differ.
         table: String,
+        /// Rows on the source.
         source_rows: i64,
+        /// Rows on the destination.
         destination_rows: i64,
     },
+    /// Row counts match but the [`VerifyMode::Full`] checksums differ.
     #[error("table {table}: checksums differ")]
-    Checksum { table: String },
+    Checksum {
+        /// The table whose checksums differ.
+        table: String,
+    },
+    /// A table exists on one side only.
     #[error("table {table} is missing on the {side}")]
-    Missing { table: String, side: &'static str },
+    Missing {
+        /// The table name.
+        table: String,
+        /// The side that lacks it: `"source"` or `"destination"`.
+        side: &'static str,
+    },
 }
 
 /// Compares the digests of both sides; empty means equal.
@@ -375,17 +409,24 @@ pub fn compare_digests(source: &[TableDigest], destination: &[TableDigest]) -> V
 /// A persisted move, as read back from `atoll.moves`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MoveRecord {
+    /// The move's id, the same in the source's row and the destination's reference row.
     pub id: i64,
+    /// The shard being moved.
     pub shard: ShardNo,
+    /// The island the shard is moved away from.
     pub source: IslandId,
+    /// The island the shard is moved to.
     pub destination: IslandId,
+    /// The last step reached and persisted.
     pub step: MoveStep,
+    /// How the copies are compared in the pause.
     pub verify: VerifyMode,
     /// Set at [`MoveStep::Switched`].
     pub backup_schema: Option<String>,
 }
 
 impl MoveRecord {
+    /// The replication object names of this move.
     pub fn names(&self) -> MoveNames {
         move_names(self.shard, self.id)
     }
@@ -394,20 +435,41 @@ impl MoveRecord {
 /// Why a new move may not start. Checked before anything is created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartRefused {
+    /// The shard is not active on any island.
     #[error("{shard} is not active on any island; only an active shard can be moved")]
-    NotActive { shard: ShardNo },
+    NotActive {
+        /// The shard asked for.
+        shard: ShardNo,
+    },
+    /// The shard is already active on the destination.
     #[error("{shard} is already on island {island}")]
-    AlreadyThere { shard: ShardNo, island: IslandId },
+    AlreadyThere {
+        /// The shard asked for.
+        shard: ShardNo,
+        /// The island it is active on.
+        island: IslandId,
+    },
+    /// The destination island is not in the configuration.
     #[error("island {0} is not in the configuration")]
     UnknownIsland(IslandId),
+    /// The shard has a move that is not finished.
     #[error("{shard} has an unfinished move {id} (step {step}); run `atoll move --resume` or `--abort`, or pass --clean-leftovers")]
     UnfinishedMove {
+        /// The shard asked for.
         shard: ShardNo,
+        /// The unfinished move's id.
         id: i64,
+        /// The step it reached.
         step: MoveStep,
     },
+    /// The destination's master already has a schema by the shard's name.
     #[error("destination_has_schema: island {island} already has schema {schema}; refusing to overwrite it")]
-    DestinationHasSchema { island: IslandId, schema: String },
+    DestinationHasSchema {
+        /// The destination island.
+        island: IslandId,
+        /// The schema found there (`shNNNN`).
+        schema: String,
+    },
 }
 
 /// Pre-flight judgement of a new move from what discovery and the catalogs say.

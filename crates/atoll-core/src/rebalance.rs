@@ -16,57 +16,96 @@ use crate::shard::ShardNo;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// One shard as the rebalancer sees it: where it is and what it weighs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardLoad {
+    /// The shard.
     pub shard: ShardNo,
+    /// The island it is active on now.
     pub island: IslandId,
+    /// Its weight: its size in bytes by default, or a custom weight; finite and >= 0.
     pub weight: f64,
 }
 
+/// One move of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlannedMove {
+    /// The shard to move.
     pub shard: ShardNo,
+    /// The island it is on now.
     pub from: IslandId,
+    /// The island it goes to.
     pub to: IslandId,
+    /// Its weight, as in [`ShardLoad::weight`].
     pub weight: f64,
 }
 
+/// The total load of one island, before or after the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IslandLoad {
+    /// The island.
     pub island: IslandId,
+    /// Sum of its shards' weights.
     pub weight: f64,
+    /// How many shards it holds.
     pub shards: usize,
+    /// Whether it is being emptied (`--decommission`).
     pub decommissioned: bool,
 }
 
+/// The result of [`plan`]: the moves and the loads they lead to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RebalancePlan {
+    /// The moves to make; each shard appears at most once.
     pub moves: Vec<PlannedMove>,
+    /// Every island's load now, in input order.
     pub before: Vec<IslandLoad>,
+    /// Every island's load once all moves are done, in input order.
     pub after: Vec<IslandLoad>,
 }
 
+/// Why no plan can be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RebalanceError {
+    /// Every island is decommissioned.
     #[error("no island would be left to hold the shards: every island is decommissioned")]
     NothingLeft,
+    /// A decommissioned island is not in the configuration.
     #[error("island {0} is not in the configuration")]
     UnknownIsland(IslandId),
+    /// A shard is on an island that is not in the configuration.
     #[error("{shard} is on island {island}, which is not in the configuration")]
-    ShardOnUnknownIsland { shard: ShardNo, island: IslandId },
+    ShardOnUnknownIsland {
+        /// The shard.
+        shard: ShardNo,
+        /// The island it is said to be on.
+        island: IslandId,
+    },
+    /// A shard's weight is negative, infinite or NaN.
     #[error("{shard} has an invalid weight {weight} (weights must be finite and >= 0)")]
-    BadWeight { shard: ShardNo, weight: String },
+    BadWeight {
+        /// The shard.
+        shard: ShardNo,
+        /// The weight as text.
+        weight: String,
+    },
 }
 
+/// What [`plan`] balances: the islands, those to empty, and every shard's load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RebalanceInput {
+    /// Every island of the configuration.
     pub islands: Vec<IslandId>,
+    /// Islands to empty: all their shards move elsewhere, nothing moves to them.
     pub decommission: Vec<IslandId>,
+    /// Every shard, with its island and weight.
     pub shards: Vec<ShardLoad>,
     /// Shards weighing at most this are "empty" and spread by count.
     pub empty_below: f64,
 }
 
+/// Plans the moves that balance `input` (see the module docs for the three passes); pure and
+/// deterministic.
 pub fn plan(input: &RebalanceInput) -> Result<RebalancePlan, RebalanceError> {
     for d in &input.decommission {
         if !input.islands.contains(d) {

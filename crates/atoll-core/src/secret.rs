@@ -7,7 +7,9 @@ use std::str::FromStr;
 /// Where a password comes from. Plain-text passwords are refused at parse time.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum SecretRef {
+    /// Read from this environment variable (`env:VAR`).
     Env(String),
+    /// Read from the file at this path (`file:PATH`); trailing newlines are dropped.
     File(String),
 }
 
@@ -16,12 +18,16 @@ pub enum SecretRef {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// Why a password reference could not be parsed or resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
+    /// The text is not `env:VAR` or `file:PATH` (a plain-text password, or an empty name).
     #[error("a password must be a reference `env:VAR` or `file:PATH`, not plain text")]
     NotAReference,
+    /// The referenced environment variable is not set (or not Unicode); holds the reference.
     #[error("password reference {0}: the environment variable is not set")]
     EnvMissing(String),
+    /// The referenced file could not be read: the reference, then the I/O error.
     #[error("password reference {0}: cannot read the file: {1}")]
     FileUnreadable(String, String),
 }

@@ -12,25 +12,32 @@ const MAX: u16 = 9999;
 #[serde(try_from = "u16", into = "u16")]
 pub struct ShardNo(u16);
 
+/// Why a number, schema name or range text is not a valid microshard.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShardError {
+    /// The number is outside 0..=9999.
     #[error("shard number {0} is out of range 0..=9999")]
     OutOfRange(i64),
+    /// The text is not a decimal number.
     #[error("{0:?} is not a shard number (expected 0..=9999)")]
     NotANumber(String),
+    /// The name is not exactly `sh` + four digits.
     #[error("{0:?} is not a shard schema name (expected sh0000..sh9999)")]
     BadName(String),
     #[error(
         "{0:?} is not a shard range (expected N, N-M or a comma list of those, within 0..=9999)"
     )]
+    /// The text is not `N`, `N-M` or a comma list of those within 0..=9999.
     BadRange(String),
 }
 
 impl ShardNo {
     /// The global microshard.
     pub const GLOBAL: ShardNo = ShardNo(0);
+    /// The largest microshard, `sh9999`.
     pub const MAX: ShardNo = ShardNo(MAX);
 
+    /// The microshard `n`; refuses a number outside 0..=9999.
     pub fn new(n: i64) -> Result<ShardNo, ShardError> {
         if (0..=MAX as i64).contains(&n) {
             Ok(ShardNo(n as u16))
@@ -39,6 +46,7 @@ impl ShardNo {
         }
     }
 
+    /// The shard number, 0..=9999.
     pub fn get(self) -> u16 {
         self.0
     }
@@ -102,9 +110,11 @@ impl FromStr for ShardNo {
 pub struct ShardRange(Vec<ShardNo>);
 
 impl ShardRange {
+    /// The shards, sorted and without duplicates.
     pub fn shards(&self) -> &[ShardNo] {
         &self.0
     }
+    /// A range of exactly these shards, sorted and deduplicated.
     pub fn from_shards(mut shards: Vec<ShardNo>) -> ShardRange {
         shards.sort();
         shards.dedup();

@@ -37,25 +37,33 @@ impl Serialize for Lsn {
     }
 }
 
+/// A node's place in its island's streaming replication, from `pg_is_in_recovery()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeRole {
+    /// Not in recovery: the node that takes writes.
     Master,
+    /// In recovery: a streaming replica of the island's master, read-only.
     Replica,
 }
 
 /// What discovery read from one node, or why it could not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeObservation {
+    /// The configured island the node belongs to.
     pub island: IslandId,
     /// `host:port`.
     pub addr: String,
+    /// What the node reported, or the error text when it could not be connected to or queried.
     pub outcome: Result<NodeFacts, String>,
 }
 
+/// What a reachable node reported about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFacts {
+    /// `pg_is_in_recovery()`: true on a replica, false on a master.
     pub in_recovery: bool,
+    /// The PostgreSQL version number (`server_version`, e.g. `16.2`).
     pub server_version: String,
     /// Current WAL position on a master; replayed position on a replica.
     pub lsn: Lsn,
@@ -66,10 +74,14 @@ pub struct NodeFacts {
 /// What an island's master says about one shard schema or registry entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardObservation {
+    /// The shard whose schema or registry row this is.
     pub shard: ShardNo,
+    /// Whether the `shNNNN` schema exists on the master; false for a registry row without a schema.
     pub schema_exists: bool,
     /// The registry row's flag; false when the schema has no row (a copied schema).
     pub active: bool,
+    /// On-disk size of the schema's tables, indexes, materialised views and TOAST, in bytes; `None`
+    /// when discovery was asked not to measure sizes.
     pub size_bytes: Option<u64>,
 }
 
@@ -79,37 +91,57 @@ pub struct ShardObservation {
 pub struct IslandCatalog {
     /// `None` when `atoll init` has not run there.
     pub cluster_id: Option<String>,
+    /// The island id recorded in the master's catalog (`atoll.meta`); `None` when the catalog is
+    /// missing or records none. Compared with the config's island to catch a misdirected address.
     pub catalog_island: Option<IslandId>,
+    /// Every shard schema and every registry row found on the master.
     pub shards: Vec<ShardObservation>,
 }
 
+/// One configured node as the snapshot sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeState {
+    /// `host:port`, as configured.
     pub addr: String,
+    /// Master or replica; `None` when the node could not be read.
     pub role: Option<NodeRole>,
+    /// The PostgreSQL version number; `None` when the node could not be read.
     pub server_version: Option<String>,
+    /// Current WAL position on a master, replayed position on a replica; `None` when the node could
+    /// not be read.
     pub lsn: Option<Lsn>,
+    /// Bytes of WAL this node is behind the island's master: 0 on a master; `None` when the node or
+    /// the master could not be read.
     pub lag_bytes: Option<u64>,
+    /// Seconds since the last replayed transaction, 0 when fully replayed or on a master; `None`
+    /// when the node could not be read or PostgreSQL did not say.
     pub lag_seconds: Option<f64>,
     /// Why the node could not be read; the node is then left out of routing.
     pub error: Option<String>,
 }
 
+/// One configured island as the snapshot sees it: its nodes, its master and its catalog.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SnapshotIsland {
+    /// The island's id from the config.
     pub id: IslandId,
     /// Index into `nodes`.
     pub master: Option<usize>,
+    /// Every configured node of the island, in config order, reachable or not.
     pub nodes: Vec<NodeState>,
+    /// The cluster id in the master's catalog; `None` when the master could not be read or `atoll
+    /// init` has not run there.
     pub cluster_id: Option<String>,
     /// False when the master could not be read: its shards are unknown, not absent.
     pub shards_known: bool,
 }
 
 impl SnapshotIsland {
+    /// The island's master; `None` when no node, or more than one, claims to be master.
     pub fn master(&self) -> Option<&NodeState> {
         self.master.and_then(|i| self.nodes.get(i))
     }
+    /// The reachable replicas of the island.
     pub fn replicas(&self) -> impl Iterator<Item = &NodeState> {
         self.nodes
             .iter()
@@ -117,10 +149,14 @@ impl SnapshotIsland {
     }
 }
 
+/// One schema of a shard on one island: a shard being moved has a copy on two islands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardCopy {
+    /// The island whose master holds the schema.
     pub island: IslandId,
+    /// The registry row's flag there; false for a copy without a registry row.
     pub active: bool,
+    /// On-disk size of the schema in bytes; `None` when sizes were not measured.
     pub size_bytes: Option<u64>,
 }
 
@@ -128,36 +164,60 @@ pub struct ShardCopy {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SnapshotProblem {
+    /// A shard is active on more than one island; routing to it is refused.
     DuplicateActive {
+        /// The shard in conflict.
         shard: ShardNo,
+        /// Every island where it is active.
         islands: Vec<IslandId>,
     },
+    /// No reachable node of the island is master: its shards cannot be written.
     NoMaster {
+        /// The island without a master.
         island: IslandId,
     },
+    /// More than one node of the island is master (split brain?); no master is picked.
     MultipleMasters {
+        /// The island with several masters.
         island: IslandId,
+        /// `host:port` of each node that claims to be master.
         nodes: Vec<String>,
     },
+    /// A configured node could not be connected to or queried; it is left out of routing.
     NodeDown {
+        /// The node's island.
         island: IslandId,
+        /// `host:port` of the node.
         addr: String,
+        /// Why it could not be read.
         error: String,
     },
+    /// The island's master has no atoll catalog: `atoll init` has not run there.
     NotInitialized {
+        /// The island without a catalog.
         island: IslandId,
     },
+    /// The island's catalog names another cluster than the first initialised island's.
     ClusterIdMismatch {
+        /// The island whose cluster id differs.
         island: IslandId,
+        /// The cluster id in its catalog.
         cluster_id: String,
+        /// The cluster id of the first initialised island.
         expected: String,
     },
+    /// The config's address for an island reaches a master whose catalog records another island.
     IslandMismatch {
+        /// The island as the config names it.
         island: IslandId,
+        /// The island the master's catalog records.
         catalog_says: IslandId,
     },
+    /// The registry marks a shard active on an island whose master has no schema for it.
     RegistryWithoutSchema {
+        /// The registered shard.
         shard: ShardNo,
+        /// The island whose registry row has no schema.
         island: IslandId,
     },
 }
@@ -201,11 +261,16 @@ impl fmt::Display for SnapshotProblem {
 /// Why a shard cannot be routed to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// The shard has no active schema on any island: it does not exist, or every copy is inactive
+    /// (as during a move's switch).
     #[error("{0} is not active on any island")]
     NotActive(ShardNo),
+    /// The shard is active on more than one island.
     #[error("{shard} is active on more than one island ({islands:?}); refusing to guess")]
     Conflict {
+        /// The shard in conflict.
         shard: ShardNo,
+        /// Every island where it is active.
         islands: Vec<IslandId>,
     },
 }
@@ -213,9 +278,13 @@ pub enum RouteError {
 /// An immutable picture of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
+    /// When the discovery round had read every node, in milliseconds since the Unix epoch.
     pub taken_at_unix_ms: u64,
+    /// Every configured island, in config order.
     pub islands: Vec<SnapshotIsland>,
+    /// Every shard that has a schema somewhere, with one copy per island holding it.
     pub shards: BTreeMap<ShardNo, Vec<ShardCopy>>,
+    /// Everything discovery found wrong; empty in a healthy cluster.
     pub problems: Vec<SnapshotProblem>,
     /// Shard number -> the one island where it is active; `None` when absent, inactive or
     /// in conflict. A flat table so routing is one index, whatever the shard count.
@@ -330,6 +399,7 @@ impl Snapshot {
             .filter_map(|(n, i)| Some((ShardNo::new(n as i64).ok()?, (*i)?)))
     }
 
+    /// The configured island `id`; `None` when the config has no such island.
     pub fn island(&self, id: IslandId) -> Option<&SnapshotIsland> {
         self.islands.iter().find(|i| i.id == id)
     }

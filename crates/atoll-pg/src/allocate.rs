@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 /// What happened to one shard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Allocated {
+    /// The shard.
     pub shard: ShardNo,
+    /// The island whose master holds its schema.
     pub island: IslandId,
+    /// Whether this run created the schema (false: it existed already).
     pub created: bool,
+    /// Whether the shard is active after this run.
     pub active: bool,
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Client;
 
+/// What a [`Discoverer`] reads in each round, and how long it waits for a node.
 #[derive(Debug, Clone, Copy)]
 pub struct DiscoveryOptions {
     /// Also measure every shard's size (status, allocation, rebalancing). Routing does not
@@ -85,6 +86,7 @@ pub struct Discoverer {
 }
 
 impl Discoverer {
+    /// A discoverer for `config`; it connects lazily, in the first round.
     pub fn new(config: Config, options: DiscoveryOptions) -> Discoverer {
         Discoverer {
             config,
@@ -93,6 +95,7 @@ impl Discoverer {
         }
     }
 
+    /// The configuration it discovers.
     pub fn config(&self) -> &Config {
         &self.config
     }

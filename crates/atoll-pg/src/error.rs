@@ -4,23 +4,43 @@
 use atoll_core::{IslandId, ShardNo};
 use tokio_postgres::error::SqlState;
 
+/// An error of the PostgreSQL layer; the message names the node, island or shard concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
+    /// Could not connect to a node (network, authentication, timeout, or an unresolvable password
+    /// reference).
     #[error("node {node}: {msg}")]
-    Connect { node: String, msg: String },
+    Connect {
+        /// The node as `user@host:port/database`.
+        node: String,
+        /// What went wrong.
+        msg: String,
+    },
+    /// A statement failed on a node, or the connection broke during it.
     #[error("node {node}: {msg}")]
     Query {
+        /// The node as `user@host:port/database`.
         node: String,
+        /// PostgreSQL's message with SQLSTATE and detail, or the driver's error chain.
         msg: String,
         /// The SQLSTATE, when the server answered with an error.
         code: Option<SqlState>,
     },
+    /// The island has no single reachable master in the snapshot.
     #[error("island {0} has no reachable master")]
     NoMaster(IslandId),
+    /// The catalog or a request is refused as is (wrong cluster or island, a newer catalog, a
+    /// malformed row); the text says why.
     #[error("{0}")]
     Refused(String),
+    /// Creating a shard's schema failed.
     #[error("{shard}: {msg}")]
-    Shard { shard: ShardNo, msg: String },
+    Shard {
+        /// The shard.
+        shard: ShardNo,
+        /// What went wrong, naming the island.
+        msg: String,
+    },
 }
 
 impl PgError {

@@ -15,6 +15,9 @@
 //! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
 //! on the CLI, on process management (the sandbox) or on terminal output.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod allocate;
 pub mod catalog;
 mod connect;

@@ -5,75 +5,138 @@ use std::path::PathBuf;
 /// Everything that can go wrong while creating, starting, stopping or removing a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// No directory with `initdb` and `pg_ctl` was found.
     #[error("no PostgreSQL binaries found (looked in: {looked})")]
-    NoBinaries { looked: String },
+    NoBinaries {
+        /// Where it looked, `$ATOLL_PG_BIN` first.
+        looked: String,
+    },
 
+    /// Running as root, but there is no `postgres` system user to run the servers as.
     #[error("running as root needs a 'postgres' system user to own the servers")]
     NoPostgresUser,
 
+    /// Running as root, the `postgres` user cannot reach the sandbox directory.
     #[error("the 'postgres' user cannot reach directory {dir} (a parent directory is not searchable by it); use a directory under /tmp or open up the permissions")]
-    DirNotReachable { dir: PathBuf },
+    DirNotReachable {
+        /// The directory it cannot reach.
+        dir: PathBuf,
+    },
 
+    /// A port of the sandbox's layout is taken by another process.
     #[error("port {port} (island {island} node {node}) is already in use")]
-    PortInUse { port: u16, island: u16, node: usize },
+    PortInUse {
+        /// The taken port.
+        port: u16,
+        /// The island whose node wanted it.
+        island: u16,
+        /// The node's index within that island (0 = master at creation).
+        node: usize,
+    },
 
+    /// No range of free ports was found for a test sandbox; the text says why.
     #[error("no free port range found: {0}")]
     NoFreePorts(String),
 
+    /// The sandbox spec is invalid (counts, ports out of range); the text says which part.
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
 
+    /// The directory holds no `sandbox.json`.
     #[error("no sandbox in {dir} (missing sandbox.json)")]
-    NotASandbox { dir: PathBuf },
+    NotASandbox {
+        /// The directory looked at.
+        dir: PathBuf,
+    },
 
+    /// The directory is not empty and holds no sandbox; creating one there is refused.
     #[error("{dir} is not empty and holds no sandbox; refusing to create one there")]
-    DirNotEmpty { dir: PathBuf },
+    DirNotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
 
+    /// The spec differs from the sandbox already in the directory.
     #[error("spec disagrees with the existing sandbox in {dir}: {what}")]
-    SpecMismatch { dir: PathBuf, what: String },
+    SpecMismatch {
+        /// The sandbox directory.
+        dir: PathBuf,
+        /// Which setting differs.
+        what: String,
+    },
 
+    /// A file or directory operation failed.
     #[error("{what} {path}: {source}")]
     Io {
+        /// What was being done (`cannot read`, `cannot remove`, ...).
         what: String,
+        /// The file or directory concerned.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A PostgreSQL tool (`initdb`, `pg_ctl`, `pg_basebackup`, `psql`) exited with failure.
     #[error("command failed: {command} ({status}): {output}")]
     Command {
+        /// The command, as shown to people.
         command: String,
+        /// Its exit status.
         status: String,
+        /// Its output on one line, trimmed to the end.
         output: String,
     },
 
+    /// A node's server did not start.
     #[error("island {island} node {node} (port {port}) failed to start: {reason}; log {log}: {log_tail}")]
     StartFailed {
+        /// The node's island id.
         island: u16,
+        /// The node's index within its island.
         node: usize,
+        /// The node's TCP port.
         port: u16,
+        /// What went wrong.
         reason: String,
+        /// The node's server log file.
         log: PathBuf,
+        /// The last lines of that log, on one line.
         log_tail: String,
     },
 
+    /// A node's server did not stop.
     #[error("island {island} node {node} (pid {pid}) did not stop: {reason}")]
     StopFailed {
+        /// The node's island id.
         island: u16,
+        /// The node's index within its island.
         node: usize,
+        /// The postmaster's pid.
         pid: i32,
+        /// What went wrong.
         reason: String,
     },
 
+    /// No such node in the sandbox.
     #[error("no node {node} in island {island} of the sandbox in {dir}")]
     NoSuchNode {
+        /// The sandbox directory.
         dir: PathBuf,
+        /// The island id asked for.
         island: u16,
+        /// The node index asked for.
         node: usize,
     },
 
+    /// `sandbox.json` cannot be parsed, written, or has an unsupported format.
     #[error("sandbox state {path}: {reason}")]
-    State { path: PathBuf, reason: String },
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl SandboxError {

@@ -16,6 +16,9 @@
 //! Dependencies: plain `std::process` + `nix` for processes and signals. This crate must
 //! not depend on tokio-postgres or atoll-pg (those crates test *against* the sandbox).
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod binaries;
 mod create;
 mod error;
@@ -52,6 +55,7 @@ pub struct Sandbox {
 /// One island as the sandbox created it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SandboxIsland {
+    /// The island's id, as written to `atoll.toml`.
     pub id: u16,
     /// Master (at creation) first.
     pub nodes: Vec<SandboxNode>,
@@ -60,10 +64,15 @@ pub struct SandboxIsland {
 /// One node: where it listens and where its data lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SandboxNode {
+    /// The node's index within its island: 0 is the master at creation, 1.. the replicas.
     pub index: usize,
+    /// Address the node listens on: always `127.0.0.1`.
     pub host: String,
+    /// TCP port of the node.
     pub port: u16,
+    /// The node's PostgreSQL data directory (absolute).
     pub data_dir: PathBuf,
+    /// The node's server log file (absolute).
     pub log_file: PathBuf,
     /// Role at creation; failover tests may have changed the live role since.
     pub role: Role,
@@ -72,30 +81,45 @@ pub struct SandboxNode {
 /// What is running, for `atoll sandbox status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxStatus {
+    /// The sandbox directory (canonical).
     pub dir: PathBuf,
+    /// The generated `atoll.toml` in it.
     pub config_path: PathBuf,
+    /// Directory holding the PostgreSQL binaries the sandbox uses.
     pub pg_bin: PathBuf,
+    /// Every node, by island then index.
     pub nodes: Vec<NodeStatus>,
 }
 
+/// One node's status, for `atoll sandbox status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
+    /// The node's island id.
     pub island: u16,
+    /// The node's index within its island: 0 is the master at creation.
     pub index: usize,
     /// Role at creation.
     pub role: Role,
+    /// Address the node listens on: always `127.0.0.1`.
     pub host: String,
+    /// TCP port of the node.
     pub port: u16,
+    /// The node's PostgreSQL data directory (absolute).
     pub data_dir: PathBuf,
+    /// The node's server log file (absolute).
     pub log_file: PathBuf,
+    /// The postmaster's pid, checked to be alive; `None` when the node is not running.
     pub pid: Option<i32>,
+    /// Whether the node's server is running (`pid` is `Some`).
     pub running: bool,
 }
 
 impl SandboxStatus {
+    /// True when every node is running.
     pub fn all_running(&self) -> bool {
         self.nodes.iter().all(|n| n.running)
     }
+    /// True when no node is running.
     pub fn none_running(&self) -> bool {
         self.nodes.iter().all(|n| !n.running)
     }
@@ -134,6 +158,7 @@ impl Sandbox {
         })
     }
 
+    /// The sandbox directory (canonical).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

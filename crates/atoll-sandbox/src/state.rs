@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::SandboxError;
 
+/// Name of the state file in the sandbox directory, recording every node and its pid.
 pub const STATE_FILE: &str = "sandbox.json";
+/// Name of the generated cluster config in the sandbox directory.
 pub const CONFIG_FILE: &str = "atoll.toml";
 /// Loopback only: the sandbox trusts every local connection.
 pub const HOST: &str = "127.0.0.1";
@@ -16,7 +18,9 @@ pub const HOST: &str = "127.0.0.1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Node 0 of its island, created by `initdb`.
     Master,
+    /// A streaming replica of its island's master, created by `pg_basebackup`.
     Replica,
 }
 

@@ -17,10 +17,13 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Dropping it stops the servers and removes the directory, also when the test panics.
 #[derive(Debug)]
 pub struct TestSandbox {
+    /// The sandbox itself; `TestSandbox` also dereferences to it.
     pub sandbox: Sandbox,
 }
 
 impl TestSandbox {
+    /// Creates a sandbox of `islands` islands with `replicas` replicas each, in a fresh directory
+    /// on free ports; retries on another port range when a port is taken meanwhile.
     pub fn new(islands: u16, replicas: u16) -> Result<TestSandbox, SandboxError> {
         let mut last_err = None;
         for _ in 0..ATTEMPTS {

@@ -20,18 +20,25 @@ pub enum RunMode {
     Transaction,
     /// Statement by statement outside a transaction (`CREATE/DROP INDEX CONCURRENTLY`,
     /// `REINDEX ... CONCURRENTLY`).
-    Concurrently { statements: Vec<ConcurrentIndex> },
+    Concurrently {
+        /// The file's statements, each run on its own in file order.
+        statements: Vec<ConcurrentIndex>,
+    },
 }
 
 /// One `.up.sql` or `.dn.sql` file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SqlFile {
+    /// The file name, `<version>.<name>.<target>.up.sql` or `.dn.sql`.
     pub file: String,
+    /// The file's whole text, as run.
     #[serde(skip)]
     pub sql: String,
+    /// Whether it runs in one transaction or statement by statement.
     pub mode: RunMode,
     /// Destructive statements found (`DROP TABLE`, `DROP COLUMN`, ...).
     pub unsafe_statements: Vec<String>,
+    /// The [`checksum`](super::sql::checksum) of the text, recorded with the applied version.
     pub checksum: String,
     /// pg-mig's `-- $parallelism_per_host=N` and friends.
     pub directives: Directives,
@@ -42,19 +49,27 @@ pub struct SqlFile {
 pub struct Migration {
     /// `<version>.<name>.<target>`: what is recorded in each schema.
     pub version: String,
+    /// The `<version>` part: digits, usually a UTC timestamp; orders the migrations.
     pub number: String,
+    /// The `<name>` part: letters, digits, `_` and `-`.
     pub name: String,
+    /// The `<target>` part: the schema prefix it applies to (`sh`, `sh0000`, `public`).
     pub target: String,
+    /// The `.up.sql` file: applies the migration.
     pub up: SqlFile,
+    /// The `.dn.sql` file: undoes it (`migrate undo`).
     pub dn: SqlFile,
 }
 
 /// Everything in a migration directory, validated and in version order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MigrationSet {
+    /// Every migration, in version order.
     pub migrations: Vec<Migration>,
+    /// The text of `before.sql`, if the directory has one.
     #[serde(skip)]
     pub before: Option<String>,
+    /// The text of `after.sql`, if the directory has one.
     #[serde(skip)]
     pub after: Option<String>,
 }

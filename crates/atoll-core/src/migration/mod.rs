@@ -26,39 +26,79 @@ use crate::island::IslandId;
 /// Why a migration directory or plan is refused. Each message names the file or schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigrationError {
+    /// A file name does not follow `<version>.<name>.<target>.up.sql` / `.dn.sql`.
     #[error("migration file {file}: {why}")]
-    BadFileName { file: String, why: String },
+    BadFileName {
+        /// The file name.
+        file: String,
+        /// Which part of the name is wrong.
+        why: String,
+    },
+    /// A file's content is refused (transaction control, unsupported CONCURRENTLY, mixing).
     #[error("migration file {file}: {why}")]
-    BadFile { file: String, why: String },
+    BadFile {
+        /// The file name.
+        file: String,
+        /// What is wrong, quoting the statement.
+        why: String,
+    },
+    /// A `-- $name=value` line is unknown, repeated or has a bad value.
     #[error("migration file {file} line {line}: {why}")]
     BadDirective {
+        /// The file name.
         file: String,
+        /// 1-based line of the directive.
         line: usize,
+        /// What is wrong.
         why: String,
     },
+    /// A version has an up file without a down file, or the reverse.
     #[error("migration {version}: the .up.sql or the .dn.sql file is missing")]
-    MissingPair { version: String },
+    MissingPair {
+        /// The version, `<version>.<name>.<target>`.
+        version: String,
+    },
+    /// Two migrations share one version number.
     #[error("migrations {a} and {b} have the same version number {number}")]
     DuplicateVersion {
+        /// The shared number.
         number: String,
+        /// One of the two versions.
         a: String,
+        /// The other version.
         b: String,
     },
+    /// Some schema's applied list is not a prefix of the files; names the first such schema.
     #[error("schema {schema} on island {island}: {why} ({count} schemas drifted; resolve before applying)")]
     Drift {
+        /// How many schemas drifted.
         count: usize,
+        /// The first drifted schema.
         schema: String,
+        /// The island whose master holds it.
         island: IslandId,
+        /// How it drifted.
         why: String,
     },
+    /// A statement is destructive and the caller did not pass `--allow-unsafe`.
     #[error("{file}: unsafe statement {statement}; re-run with --allow-unsafe to apply it")]
-    Unsafe { file: String, statement: String },
+    Unsafe {
+        /// The file holding it.
+        file: String,
+        /// The statement, as reported by the unsafe check.
+        statement: String,
+    },
+    /// `migrate undo` named a version that is not in the directory.
     #[error("no migration {0} in the migration directory")]
     UnknownVersion(String),
+    /// `migrate undo` of a version that some schema has applied under a later one.
     #[error("cannot undo {version} on {schema}: its latest version is {latest}; undo that first")]
     NotLatest {
+        /// The version to undo.
         version: String,
+        /// A schema where it is not the latest.
         schema: String,
+        /// That schema's latest applied version.
         latest: String,
     },
 }

@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 /// What one schema on one island master says it has applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SchemaState {
+    /// The schema name (`sh0042`, `public`).
     pub schema: String,
+    /// The island whose master holds the schema.
     pub island: IslandId,
+    /// The versions recorded as applied there, in no particular order.
     pub applied: Vec<String>,
     /// The checksum recorded with an applied version, where one was recorded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -25,9 +28,17 @@ pub struct SchemaState {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Drift {
     /// Applied here, but no such file (deleted or renamed).
-    MissingOnDisk { version: String },
+    MissingOnDisk {
+        /// The applied version without a file.
+        version: String,
+    },
     /// On disk and not applied, although a later version is (merged out of order).
-    OutOfOrder { version: String, later: String },
+    OutOfOrder {
+        /// The version on disk that is not applied.
+        version: String,
+        /// The latest applied version, which comes after it.
+        later: String,
+    },
 }
 
 impl std::fmt::Display for Drift {
@@ -47,10 +58,15 @@ impl std::fmt::Display for Drift {
 /// One schema's part of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SchemaPlan {
+    /// The schema name.
     pub schema: String,
+    /// The island whose master holds the schema.
     pub island: IslandId,
+    /// The migration target whose files apply to it (its longest matching prefix).
     pub target: String,
+    /// Versions still to apply, in order; empty when up to date or drifted.
     pub pending: Vec<String>,
+    /// Why the schema cannot be planned; `None` when its applied list is a prefix of the files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
 }
@@ -65,7 +81,9 @@ impl SchemaPlan {
 /// Schemas that need exactly the same versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Group {
+    /// The versions every schema of the group still needs, in order.
     pub pending: Vec<String>,
+    /// How many schemas need exactly these.
     pub count: usize,
     /// The schemas, compacted (`sh0001-sh0064, public`).
     pub schemas: String,
@@ -74,16 +92,22 @@ pub struct Group {
 /// A destructive statement in a pending file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnsafeNote {
+    /// The pending version.
     pub version: String,
+    /// The file holding the statement.
     pub file: String,
+    /// The statement, as reported by the unsafe check.
     pub statement: String,
 }
 
 /// A pending file that limits its own parallelism (pg-mig's `-- $name=value` lines).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ThrottleNote {
+    /// The pending version.
     pub version: String,
+    /// Its up file.
     pub file: String,
+    /// The limits the file asks for.
     pub directives: Directives,
 }
 
@@ -91,10 +115,13 @@ pub struct ThrottleNote {
 /// the edit will never run where the version is applied already).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangedNote {
+    /// The applied version.
     pub version: String,
+    /// Its up file.
     pub file: String,
     /// Schemas whose recorded checksum differs.
     pub count: usize,
+    /// One schema whose checksum differs, to look at.
     pub example: String,
 }
 
@@ -102,18 +129,26 @@ pub struct ChangedNote {
 /// (`sh0042_old`, `sh0042_moved_1700000000`, a backup a move kept): never migrated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IgnoredSchema {
+    /// The schema name.
     pub schema: String,
+    /// The island whose master holds it.
     pub island: IslandId,
+    /// The shard target it matched.
     pub target: String,
 }
 
 /// The whole plan; pure data, printable and serialisable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// Every schema some target matched, sorted by name then island.
     pub schemas: Vec<SchemaPlan>,
+    /// Schemas grouped by identical pending versions, largest group first.
     pub groups: Vec<Group>,
+    /// How many schemas have nothing pending and no drift.
     pub up_to_date: usize,
+    /// The schemas with drift; a plan with any cannot be applied.
     pub drift: Vec<SchemaPlan>,
+    /// Destructive statements in pending up files.
     pub unsafe_pending: Vec<UnsafeNote>,
     /// Targets that no schema matched (a typo, or a schema not created yet).
     pub unmatched_targets: Vec<String>,
@@ -128,11 +163,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The schemas with versions to apply and no drift.
     pub fn pending_schemas(&self) -> impl Iterator<Item = &SchemaPlan> {
         self.schemas
             .iter()
             .filter(|s| s.drift.is_none() && !s.pending.is_empty())
     }
+    /// True when no schema has anything pending and none drifted.
     pub fn is_up_to_date(&self) -> bool {
         self.pending_schemas().next().is_none() && self.drift.is_empty()
     }
@@ -362,7 +399,9 @@ pub fn check_undo(
 /// One schema where `migrate undo` runs the down file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UndoTarget {
+    /// The schema name.
     pub schema: String,
+    /// The island whose master holds it.
     pub island: IslandId,
 }
 

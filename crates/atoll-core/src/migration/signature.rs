@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One group of shards with the same signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureGroup {
+    /// How many schemas are in the group.
     pub count: usize,
     /// Compact list of the schemas (`sh0001-sh0040, sh0042`).
     pub schemas: String,

@@ -21,7 +21,9 @@ pub enum Token {
 /// One statement: its text (trimmed, without the `;`) and its tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
+    /// The statement's text, trimmed, without the closing `;`.
     pub text: String,
+    /// Its tokens, comments and whitespace left out.
     pub tokens: Vec<Token>,
 }
 
@@ -420,8 +422,11 @@ impl Statement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConcurrentOp {
+    /// `CREATE [UNIQUE] INDEX CONCURRENTLY`.
     CreateIndex,
+    /// `DROP INDEX CONCURRENTLY`.
     DropIndex,
+    /// `REINDEX ... CONCURRENTLY`.
     Reindex,
 }
 
@@ -429,6 +434,7 @@ pub enum ConcurrentOp {
 /// that an invalid index left by a failed build can be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConcurrentIndex {
+    /// What the statement does.
     pub op: ConcurrentOp,
     /// True for `CREATE INDEX CONCURRENTLY` (kept for the JSON plan's readers).
     pub create: bool,
@@ -441,6 +447,7 @@ pub struct ConcurrentIndex {
     /// for; `None`: the schema the file runs in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reindex_schema: Option<String>,
+    /// The statement's text, run as is.
     pub sql: String,
 }
 

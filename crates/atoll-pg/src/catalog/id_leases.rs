@@ -40,6 +40,7 @@ pub struct LeaseRequest<'a> {
     pub token: &'a str,
     /// Shown to people (`host pid N (app)`); must not contain secrets.
     pub holder: &'a str,
+    /// How long a lease lasts without a renewal (the server's clock counts it).
     pub ttl: Duration,
     /// How long after a lease ended its node id rests before another acquirer may take it.
     pub reuse_after: Duration,
@@ -50,7 +51,9 @@ pub struct LeaseRequest<'a> {
 /// One row of the lease table, for status output and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseRow {
+    /// The leased node id.
     pub node: u16,
+    /// Who took it, as its [`LeaseRequest::holder`] said; `None` if no holder was recorded.
     pub holder: Option<String>,
     /// Seconds from now (server clock) until the lease expires; negative once expired.
     pub expires_in_s: f64,

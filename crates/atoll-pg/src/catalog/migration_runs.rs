@@ -14,7 +14,9 @@ use tokio_postgres::GenericClient;
 /// The status a run record ends with (or has while it runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// The run holds the lock and is applying migrations.
     Running,
+    /// Every schema was migrated.
     Done,
     /// Some schemas failed, or the run lost its lock.
     Failed,
@@ -25,6 +27,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The `status` column's value (`running`, `done`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
@@ -62,9 +65,13 @@ impl std::fmt::Display for RunKind {
 /// Who holds the run lock, as its row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunHolder {
+    /// The run's id in `atoll.migration_runs`.
     pub run_id: i64,
+    /// Host name of the machine the run's process is on.
     pub host: String,
+    /// Process id of the run on that host.
     pub pid: i32,
+    /// When the run took the lock, as PostgreSQL prints a `timestamptz`.
     pub started_at: String,
 }
 
@@ -188,8 +195,12 @@ pub async fn finish(
 /// version applied to it with its checksum (none for pg-mig's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateRow {
+    /// The schema's name.
     pub schema: String,
+    /// A version applied to it; `None` on the one row of a schema with no version applied.
     pub version: Option<String>,
+    /// The checksum recorded with that version; `None` for a version applied by pg-mig (or when
+    /// `version` is `None`).
     pub checksum: Option<String>,
 }
 

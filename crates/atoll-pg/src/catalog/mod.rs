@@ -55,18 +55,26 @@ pub fn current_version() -> u32 {
 /// What a master's catalog says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CatalogMeta {
+    /// The cluster id `atoll init` gave the cluster, the same on every island.
     pub cluster_id: String,
+    /// The island this master's catalog says it belongs to.
     pub island: IslandId,
+    /// The catalog version installed there (see [`current_version`]).
     pub version: u32,
 }
 
 /// What `install` did on one island.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstallOutcome {
+    /// The island whose master was installed.
     pub island: IslandId,
+    /// The cluster id written to its catalog.
     pub cluster_id: String,
+    /// The catalog version found before; 0 on a fresh master.
     pub from_version: u32,
+    /// The catalog version after the install.
     pub to_version: u32,
+    /// Names of the catalog steps this install ran; empty when it was up to date.
     pub steps_applied: Vec<String>,
 }
 

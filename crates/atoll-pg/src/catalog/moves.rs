@@ -26,6 +26,7 @@ pub enum MoveRole {
 }
 
 impl MoveRole {
+    /// The `role` column's value: `source` or `destination`.
     pub fn as_str(self) -> &'static str {
         match self {
             MoveRole::Source => "source",
@@ -37,7 +38,9 @@ impl MoveRole {
 /// One row of `atoll.moves`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveRow {
+    /// The move as the row records it.
     pub record: MoveRecord,
+    /// Which side of the move the row is on.
     pub role: MoveRole,
 }
 
