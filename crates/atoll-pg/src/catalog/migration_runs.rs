@@ -43,11 +43,14 @@ impl RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunKind {
+    /// `atoll migrate apply`.
     Apply,
+    /// `atoll migrate undo`.
     Undo,
 }
 
 impl RunKind {
+    /// The name stored in `atoll.migration_runs.kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Apply => "apply",
