@@ -51,11 +51,7 @@ impl Failure {
 
 impl From<atoll_pg::PgError> for Failure {
     fn from(e: atoll_pg::PgError) -> Failure {
-        let input = matches!(
-            e,
-            atoll_pg::PgError::Refused(_) | atoll_pg::PgError::Shard { .. }
-        );
-        Failure::classify(input, e)
+        Failure::classify(e.is_refusal(), e)
     }
 }
 

@@ -28,6 +28,7 @@ mod islands_env;
 pub mod keys;
 pub mod migration;
 pub mod move_plan;
+pub mod quote;
 pub mod rebalance;
 mod secret;
 mod shard;

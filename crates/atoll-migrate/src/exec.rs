@@ -10,8 +10,9 @@
 //! for long) and is retried a bounded number of times.
 
 use crate::error::pg_message;
-use atoll_core::migration::sql::{quote_ident, quote_literal, ConcurrentIndex, ConcurrentOp};
+use atoll_core::migration::sql::{ConcurrentIndex, ConcurrentOp};
 use atoll_core::migration::{Migration, RunMode, SqlFile};
+use atoll_core::quote::{ident, literal};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -140,7 +141,7 @@ fn prelude(schema: &str, policy: LockPolicy, local: bool, first: bool) -> String
     format!(
         "set {scope}search_path to {}; set {scope}lock_timeout = {}; \
          set {scope}statement_timeout = 0; {}",
-        quote_ident(schema),
+        ident(schema),
         policy.lock_timeout.as_millis(),
         if first { ENSURE_TABLE } else { "" }
     )
@@ -150,13 +151,13 @@ fn record_sql(m: &Migration, dir: Direction) -> String {
     match dir {
         Direction::Up => format!(
             "insert into atoll_migrations (version, name, checksum) values ({}, {}, {});",
-            quote_literal(&m.version),
-            quote_literal(&m.name),
-            quote_literal(&m.up.checksum)
+            literal(&m.version),
+            literal(&m.name),
+            literal(&m.up.checksum)
         ),
         Direction::Down => format!(
             "delete from atoll_migrations where version = {};",
-            quote_literal(&m.version)
+            literal(&m.version)
         ),
     }
 }
@@ -278,7 +279,7 @@ async fn concurrently(
             client.batch_execute(&st.sql).await?;
             continue;
         };
-        let index = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let index = format!("{}.{}", ident(schema), ident(name));
         match (st.op, index_state(client, schema, name).await?) {
             // Built before an interruption, or dropped already: nothing to do.
             (ConcurrentOp::CreateIndex, Some(true)) | (ConcurrentOp::DropIndex, None) => continue,

@@ -7,7 +7,8 @@
 
 use crate::error::pg_message;
 use crate::exec::{retryable_pg, Fail};
-use atoll_core::migration::sql::{quote_ident, ReindexTarget};
+use atoll_core::migration::sql::ReindexTarget;
+use atoll_core::quote::ident;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -95,8 +96,8 @@ pub(crate) async fn drop_leftovers(
                     );
                     let drop = format!(
                         "drop index concurrently if exists {}.{}",
-                        quote_ident(&nsp),
-                        quote_ident(&index)
+                        ident(&nsp),
+                        ident(&index)
                     );
                     if let Err(e) = client.batch_execute(&drop).await {
                         // A lock timeout stays a database error, so the step is retried.

@@ -128,22 +128,8 @@ fn query_error(node: &NodeConfig, mask: &[String], e: tokio_postgres::Error) -> 
     }
 }
 
-// Identifiers are quoted as atoll's migrations quote them (names here are generated or
-// read from pg_catalog, but quoting keeps any name safe).
-pub(crate) use atoll_core::migration::sql::quote_ident as ident;
-
-/// `text` as an SQL string literal that means the same whatever the server's
-/// `standard_conforming_strings`: with a backslash it becomes `E'...'` with backslashes
-/// doubled (in a plain `'...'` a server with the setting off would read `\'` as an
-/// escaped quote, and a comment's text could end the literal and run SQL).
-pub(crate) fn literal(text: &str) -> String {
-    let quoted = text.replace('\'', "''");
-    if text.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
-}
+// One quoting for all of atoll; `session()` also forces `standard_conforming_strings` on.
+pub(crate) use atoll_core::quote::{ident, literal};
 
 /// The libpq connection string the destination uses to reach the source, and the
 /// password it contains (to mask). Values are quoted per libpq rules.
@@ -172,19 +158,6 @@ pub(crate) fn conninfo(node: &NodeConfig) -> Result<(String, Option<String>), Mo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(ident(r#"a"b"#), r#""a""b""#);
-        assert_eq!(literal("it's"), "'it''s'");
-        // A backslash before a quote cannot escape it, whatever the server's setting.
-        assert_eq!(
-            literal(r"x\'; drop table t; --"),
-            r"E'x\\''; drop table t; --'"
-        );
-        assert_eq!(literal(r"a\b"), r"E'a\\b'");
-        assert_eq!(literal(""), "''");
-    }
 
     #[test]
     fn conninfo_quotes_values_and_returns_the_secret_to_mask() {

@@ -25,6 +25,10 @@ pub enum PgError {
         msg: String,
         /// The SQLSTATE, when the server answered with an error.
         code: Option<SqlState>,
+        /// The driver's error. atoll-pg sends no secret in SQL text, so its text is safe
+        /// to show; `msg` already holds what it says.
+        #[source]
+        source: tokio_postgres::Error,
     },
     /// The island has no single reachable master in the snapshot.
     #[error("island {0} has no reachable master")]
@@ -50,7 +54,15 @@ impl PgError {
             node: node.to_string(),
             code: e.code().cloned(),
             msg: describe(&e),
+            source: e,
         }
+    }
+
+    /// Whether the request is refused as it stands (wrong cluster or island, a malformed
+    /// catalog row, a shard that cannot be created or flipped), rather than a failure of
+    /// a node: the user must change something before retrying.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PgError::Refused(_) | PgError::Shard { .. })
     }
 
     /// The SQLSTATE of a server error.

@@ -465,13 +465,3 @@ pub fn checksum(text: &str) -> String {
     }
     format!("{h:016x}")
 }
-
-/// `text` as an SQL string literal.
-pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-/// `name` as an SQL identifier, always quoted.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
