@@ -10,6 +10,7 @@
 mod allocate;
 mod cleanup;
 mod cluster;
+mod demo;
 mod exit;
 mod hook;
 mod init;
@@ -67,8 +68,9 @@ enum Command {
     /// Activate or deactivate a microshard
     #[command(subcommand)]
     Shard(shard::ShardCommand),
-    /// Start a sandbox, initialise it, allocate shards and print the status
-    Demo(sandbox::DemoArgs),
+    /// Start a sandbox, initialise it, allocate shards and print the status (--story: show
+    /// a migration, moves and a rebalance under a writing application)
+    Demo(demo::DemoArgs),
     /// Versioned schema changes on every microshard: plan, apply, undo, new
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Sandbox(cmd) => sandbox::run(&ctx, cmd),
-        Command::Demo(args) => sandbox::demo(&ctx, args),
+        Command::Demo(args) => demo::run(&ctx, args),
         Command::Init => with_runtime(init::run(&ctx)),
         Command::Allocate(args) => with_runtime(allocate::run(&ctx, args)),
         Command::Status(args) => with_runtime(status::run(&ctx, args)),
@@ -139,8 +141,9 @@ fn init_tracing(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
         // Whatever the user asks for: tokio-postgres logs every statement batch at debug
-        // level, and a move's CREATE SUBSCRIPTION carries the source's password.
-        .add_directive(quiet_driver());
+        // level, and a move's CREATE SUBSCRIPTION carries the source's password. Its
+        // notices (info) only with -v.
+        .add_directive(quiet_driver(verbose));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -148,9 +151,14 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn quiet_driver() -> tracing_subscriber::filter::Directive {
+fn quiet_driver(verbose: u8) -> tracing_subscriber::filter::Directive {
+    let directive = if verbose == 0 {
+        "tokio_postgres=warn"
+    } else {
+        "tokio_postgres=info"
+    };
     // A constant directive; the fallback is the same filter spelled as a level.
-    "tokio_postgres=info"
+    directive
         .parse()
         .unwrap_or_else(|_| tracing::level_filters::LevelFilter::WARN.into())
 }

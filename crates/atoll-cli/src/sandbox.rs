@@ -1,6 +1,5 @@
 //! `atoll sandbox up|status|down|destroy` and `atoll demo`.
 
-use crate::cluster::{Cluster, Need};
 use crate::exit::Failure;
 use crate::hook::SANDBOX_MARK;
 use crate::output::print_json;
@@ -10,7 +9,7 @@ use atoll_sandbox::{Sandbox, SandboxSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const DEFAULT_DIR: &str = "atoll-sandbox";
+pub(crate) const DEFAULT_DIR: &str = "atoll-sandbox";
 
 #[derive(clap::Subcommand)]
 pub enum SandboxCommand {
@@ -45,16 +44,6 @@ pub struct UpArgs {
     /// First port: island i node j listens on P + 10*i + j [default: a free range from 54320]
     #[arg(long, value_name = "P")]
     pub base_port: Option<u16>,
-}
-
-#[derive(clap::Args)]
-pub struct DemoArgs {
-    /// Sandbox directory
-    #[arg(long, default_value = DEFAULT_DIR)]
-    pub dir: PathBuf,
-    /// Shards to allocate and activate
-    #[arg(long, default_value = "0-64")]
-    pub shards: atoll_core::ShardRange,
 }
 
 pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
@@ -104,7 +93,7 @@ fn done(ctx: &Context, what: &str, dir: &Path) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
+pub(crate) fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
     // Counts not given on the command line come from the existing sandbox, so a plain
     // `up` restarts whatever shape it has.
     let existing = Sandbox::exists(&args.dir)
@@ -141,7 +130,7 @@ fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
 
 /// Copies the sandbox's atoll.toml to ./atoll.toml so later commands find it, unless a
 /// config of the user's own is there. Returns where it was published.
-fn publish_config(sandbox: &Sandbox) -> Result<Option<PathBuf>, Failure> {
+pub(crate) fn publish_config(sandbox: &Sandbox) -> Result<Option<PathBuf>, Failure> {
     let target = PathBuf::from("atoll.toml");
     if let Ok(text) = std::fs::read_to_string(&target) {
         // A config the sandbox wrote may be replaced, any other not.
@@ -206,55 +195,4 @@ fn report_status(
         println!("look around: psql -h 127.0.0.1 -p {} -U postgres", n.port);
     }
     Ok(())
-}
-
-/// The main job on a fresh machine: a running, initialised sandbox with active shards.
-pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
-    let sandbox = up(
-        ctx,
-        &UpArgs {
-            dir: args.dir.clone(),
-            islands: None,
-            replicas: None,
-            base_port: None,
-        },
-    )?;
-    publish_config(&sandbox)?;
-    let config = atoll_core::Config::from_file(&sandbox.config_path()).map_err(Failure::input)?;
-    let rt = crate::runtime()?;
-    rt.block_on(async {
-        let mut cluster = Cluster::discover(config, Need::Masters).await?;
-        let init = atoll_pg::catalog::init(&cluster.config, &cluster.snapshot).await?;
-        cluster.rediscover().await;
-        let Cluster { config, snapshot } = &cluster;
-        let plan = atoll_core::allocation::plan(snapshot, args.shards.shards(), None)
-            .map_err(Failure::input)?;
-        let done = atoll_pg::allocate::execute(config, snapshot, &plan, true).await?;
-        cluster.rediscover().await;
-        let Cluster { config, snapshot } = &cluster;
-        if ctx.json {
-            print_json(
-                &serde_json::json!({ "init": init, "allocated": done, "status": snapshot }),
-            )?;
-        } else {
-            println!(
-                "catalog v{} on {} islands; {} shards allocated ({} new), all active",
-                atoll_pg::catalog::current_version(),
-                init.len(),
-                done.len(),
-                done.iter().filter(|a| a.created).count()
-            );
-            print!("{}", crate::status::render(config, snapshot, false));
-            println!(
-                "next: atoll --config {} status   |   stop: atoll sandbox down --dir {}",
-                sandbox.config_path().display(),
-                sandbox.dir().display()
-            );
-        }
-        Ok(if snapshot.problems.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(crate::exit::UNHEALTHY)
-        })
-    })
 }
