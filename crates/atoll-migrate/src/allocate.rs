@@ -35,7 +35,9 @@ pub enum AllocateError {
     /// The run was refused or failed; `left_inactive` are the shards this call created,
     /// which stay in place, inactive, until a later call finishes them.
     Run {
+        /// Why the run was refused or failed.
         source: MigrateError,
+        /// The shards created by this call, all still inactive.
         left_inactive: Vec<ShardNo>,
     },
 }

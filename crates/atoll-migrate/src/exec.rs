@@ -20,13 +20,17 @@ use tokio_postgres::Client;
 /// Up or down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Apply: the `.up.sql` files, recording their versions.
     Up,
+    /// Undo: the `.dn.sql` files, removing their versions.
     Down,
 }
 
 /// How DDL waits for locks and for index builds of other backends.
 #[derive(Debug, Clone, Copy)]
 pub struct LockPolicy {
+    /// PostgreSQL's `lock_timeout` for every statement of a file: the longest DDL waits
+    /// for a busy table (and so makes writes queue behind it).
     pub lock_timeout: Duration,
     /// Further attempts after a lock timeout or a deadlock.
     pub retries: u32,

@@ -19,6 +19,9 @@
 //! It must not depend on the CLI, on terminal output or on process management: progress is
 //! reported through a callback the caller renders.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod allocate;
 mod diff;
 mod dir;

@@ -7,16 +7,25 @@ use crate::error::MoveError;
 use atoll_core::move_plan::{backups_to_drop, parse_backup_schema};
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 
+/// A backup schema that [`cleanup`] dropped (or would drop, with `dry_run`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DroppedBackup {
+    /// The island whose master holds the backup: the source of the finished move.
     pub island: IslandId,
+    /// The backup schema's name, `shNNNN_moved_<unix secs>`.
     pub schema: String,
+    /// The shard the backup is an old copy of.
     pub shard: ShardNo,
+    /// When the shard was switched off there, in seconds since the Unix epoch (from the
+    /// name).
     pub moved_at_unix: u64,
     /// False with `dry_run`.
     pub dropped: bool,
 }
 
+/// Drops, on every island master of `snapshot`, the backup schemas older than
+/// `older_than_secs` seconds that no unfinished move still needs; with `dry_run` only lists
+/// them. Returns them in island order.
 pub async fn cleanup(
     config: &Config,
     snapshot: &Snapshot,

@@ -21,6 +21,9 @@
 //! for the minutes the move lasts; it is masked in every error this crate builds and
 //! never logged.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod activate;
 mod catch_up;
 mod cleanup;
@@ -64,6 +67,8 @@ use std::time::Duration;
 /// How a move behaves. `Default` is what `atoll move` uses.
 #[derive(Debug, Clone)]
 pub struct MoveOptions {
+    /// How the two copies are compared before the switch: row counts, or counts and
+    /// checksums.
     pub verify: VerifyMode,
     /// Abort unfinished moves of the shard and drop stray replication objects first.
     pub clean_leftovers: bool,
@@ -78,6 +83,8 @@ pub struct MoveOptions {
     /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
     /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
     pub lock_timeout: Duration,
+    /// How many times the table lock is tried (each bounded by `lock_timeout`) before the
+    /// move fails.
     pub lock_attempts: u32,
     /// The longest one attempt at the pause waits for the destination to apply; past it
     /// the lock is released, replication catches up, and the pause is tried again.
@@ -121,12 +128,17 @@ impl Default for MoveOptions {
 /// What a move reports while it runs.
 #[derive(Debug, Clone)]
 pub enum MoveEvent {
+    /// The move reached this step.
     Step(MoveStep),
     /// Bytes on the destination so far vs. the source's size.
     Copy {
+        /// Size of the shard's tables on the destination so far, in bytes.
         done: u64,
+        /// Size of the shard's tables on the source, in bytes.
         total: u64,
     },
+    /// A free-text remark worth showing (table states, lock retries, cancelled autovacuum
+    /// workers...).
     Note(String),
 }
 
@@ -141,24 +153,48 @@ pub fn no_progress() -> Progress {
 /// The outcome of a finished move, with its timings.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MoveReport {
+    /// The move's id in `atoll.moves` (milliseconds since the Unix epoch × 1000 plus a
+    /// random part).
     pub id: i64,
+    /// The shard moved (`None` only in `Default`).
     pub shard: Option<ShardNo>,
+    /// The source island (`None` only in `Default`).
     pub from: Option<IslandId>,
+    /// The destination island (`None` only in `Default`).
     pub to: Option<IslandId>,
+    /// How the copies were compared.
     pub verify: VerifyMode,
+    /// The persisted step a resumed move started from; `None` for a move run from the start.
     pub resumed_from: Option<MoveStep>,
+    /// The source's old copy, renamed `shNNNN_moved_<unix secs>` on the source island;
+    /// `None` until the switch.
     pub backup_schema: Option<String>,
+    /// Wall-clock time of the whole move (of this run, when resumed), in ms.
     pub total_ms: u64,
+    /// Time of the initial copy, from creating the subscription (or from the resume) to
+    /// every table being copied (secondary indexes are built afterwards), in ms (0 when
+    /// this run did no copy).
     pub copy_ms: u64,
+    /// Size of the shard's tables on the source when the copy began, in bytes (0 when
+    /// this run did no copy).
     pub copy_bytes: u64,
     /// From the lock request to the destination's activation: the longest a writer waits.
     pub pause_ms: f64,
+    /// Part of the pause spent getting the lock on the source tables (the last attempt),
+    /// in ms.
     pub lock_ms: f64,
+    /// Part of the pause spent, once locked, waiting for the destination to apply
+    /// everything committed on the source, in ms.
     pub apply_wait_ms: f64,
+    /// Part of the pause spent after that, up to the source's commit: sequences, the
+    /// owners/privileges comparison, the copies' comparison with `verify_in_pause`,
+    /// switching the shard off and renaming it to the backup on the source, in ms.
     pub verify_and_switch_ms: f64,
     /// The brief write block that froze both copies for the comparison (0 when compared
     /// inside the pause).
     pub verify_block_ms: f64,
+    /// The source's digest of every table of the shard, as compared (empty when this run
+    /// did not compare).
     pub tables: Vec<TableDigest>,
 }
 

@@ -17,6 +17,7 @@ const EMPTY_BELOW_BYTES: f64 = 64.0 * 1024.0;
 /// The weights a rebalance plans with, and what they are.
 #[derive(Debug, Clone)]
 pub struct Weights {
+    /// Every active shard with its island and weight.
     pub loads: Vec<ShardLoad>,
     /// True when the weights are sizes in bytes (no custom SQL, no registry weights).
     pub sizes: bool,
@@ -106,10 +107,15 @@ pub fn plan_rebalance(
 /// The outcome of one planned move.
 #[derive(Debug, serde::Serialize)]
 pub struct RebalanceOutcome {
+    /// The shard the plan moves.
     pub shard: ShardNo,
+    /// The island it was active on when planned.
     pub from: IslandId,
+    /// The island the plan moves it to.
     pub to: IslandId,
+    /// The move's report when it finished; `None` when it failed.
     pub report: Option<MoveReport>,
+    /// Why the move failed; `None` when it finished.
     pub error: Option<String>,
 }
 

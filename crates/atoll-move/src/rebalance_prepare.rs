@@ -29,6 +29,7 @@ pub struct PreparedRebalance {
     pub snapshot: Snapshot,
     /// The unfinished moves finished first.
     pub resumed: Vec<MoveReport>,
+    /// The moves to run, made from `snapshot`.
     pub plan: RebalancePlan,
     /// True when the plan weighs shards by their size in bytes.
     pub sizes: bool,
@@ -41,8 +42,11 @@ pub enum RebalanceError {
     /// made now would count their shards on the wrong island.
     #[error("unfinished moves: {}; run `atoll rebalance --resume` to finish them first, or abort them with `atoll move --abort --shard N`", .0.join(", "))]
     Unfinished(Vec<String>),
+    /// No plan can be made: every island decommissioned, an unknown island, an invalid
+    /// weight.
     #[error(transparent)]
     Plan(#[from] atoll_core::rebalance::RebalanceError),
+    /// Reading the weights or resuming an unfinished move failed.
     #[error(transparent)]
     Move(#[from] MoveError),
 }

@@ -14,9 +14,13 @@ use std::time::Duration;
 /// What an abort did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AbortReport {
+    /// The aborted move's id in `atoll.moves`.
     pub id: i64,
+    /// The shard of the move, active on its source island again.
     pub shard: ShardNo,
+    /// The step the move had reached when it was aborted.
     pub from_step: MoveStep,
+    /// The undo steps carried out, in order.
     pub actions: Vec<AbortAction>,
 }
 
