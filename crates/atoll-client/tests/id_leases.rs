@@ -7,9 +7,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
-use atoll_core::{Config, NodeConfig, ShardNo};
+use atoll_core::{Config, NodeConfig};
 use atoll_pg::id_lease::{self, LeaseRequest};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::{TestCluster, TestSandbox};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -35,9 +35,7 @@ fn short_lease(nodes: std::ops::Range<u16>) -> LeaseOptions {
     }
 }
 
-fn shard(n: i64) -> ShardNo {
-    ShardNo::new(n).unwrap()
-}
+use atoll_testkit::shard;
 
 /// The lease island's master (the only island here) and a connection to it.
 async fn master(config: &Config) -> Result<(NodeConfig, Client)> {
@@ -315,17 +313,13 @@ async fn unrenewable_lease_stops_ids(sb: &TestSandbox, a: &Cluster) -> Result<()
 
 #[test]
 fn id_leases_end_to_end() -> Result<()> {
-    let sb = TestSandbox::new(1, 0)?;
-    let config = Config::from_file(&sb.config_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let snapshot = atoll_pg::Discoverer::new(config.clone(), Default::default())
-            .discover()
-            .await;
-        atoll_pg::catalog::init(&config, &snapshot).await?;
+        let tc = TestCluster::new(1, 0).await?;
+        let (sb, config) = (tc.sandbox(), tc.config().clone());
         let (node, c) = master(&config).await?;
         concurrent_clusters(&config, &c)
             .await
@@ -340,7 +334,7 @@ fn id_leases_end_to_end() -> Result<()> {
             .await
             .context("loss and recovery")?;
         drop(c);
-        unrenewable_lease_stops_ids(&sb, &a)
+        unrenewable_lease_stops_ids(sb, &a)
             .await
             .context("unrenewable lease")?;
         Ok::<_, anyhow::Error>(())
