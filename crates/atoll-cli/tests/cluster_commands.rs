@@ -1,4 +1,4 @@
-//! End-to-end tests of the foundation commands against a real sandbox: init, allocate,
+//! End-to-end tests of the cluster commands against a real sandbox: init, allocate,
 //! status, shard activate/deactivate, and every kind of bad input the issue lists.
 //! One sandbox for the whole file (starting PostgreSQL is the expensive part).
 
@@ -51,7 +51,7 @@ fn shards_on(status: &Value, island: u64) -> Vec<(String, bool)> {
 }
 
 #[test]
-fn foundation_end_to_end() {
+fn init_allocate_status_and_shard_flags() {
     let sb = TestSandbox::new(2, 1).expect("sandbox");
     let cfg = sb.config_path();
 
