@@ -20,7 +20,6 @@ use atoll_core::{allocation, Config, IslandId, ShardNo, Snapshot};
 use atoll_pg::{Discoverer, DiscoveryOptions};
 pub use atoll_sandbox::TestSandbox;
 use std::collections::hash_map::{Entry, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -266,21 +265,6 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Island ids, in config order.
-    pub fn island_ids(&self) -> Vec<IslandId> {
-        self.config.islands.iter().map(|i| i.id).collect()
-    }
-
-    /// The port of `island`'s first node (its master unless a test promoted another).
-    pub fn master_port(&self, island: u16) -> u16 {
-        self.sandbox
-            .islands()
-            .into_iter()
-            .find(|i| i.id == island)
-            .and_then(|i| i.nodes.first().map(|n| n.port))
-            .unwrap_or_else(|| panic!("no island {island} in the sandbox"))
-    }
-
     /// The ports of every island's first node, in island order.
     pub fn master_ports(&self) -> Vec<u16> {
         self.sandbox
@@ -302,15 +286,4 @@ impl TestCluster {
     pub fn cli(&self, bin: impl Into<PathBuf>) -> cli::Cli {
         cli::Cli::new(bin, self.config_path())
     }
-}
-
-/// Runs `f` on a fresh multi-threaded runtime of `workers` threads (synchronous tests that
-/// drive async code and must drop the runtime before their sandbox).
-pub fn block_on<F: Future>(workers: usize, f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    Ok(rt.block_on(f))
 }
