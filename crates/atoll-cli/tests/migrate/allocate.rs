@@ -8,8 +8,7 @@ use std::path::Path;
 
 #[test]
 fn allocate_migrate_and_new() {
-    let env = history(&[V1, V2, VP, V9]);
-    let env = &env;
+    let env = &history(&[V1, V2, VP, V9]);
     let dir = env.dir.to_string_lossy().to_string();
     let out = env.atoll(&[
         "--json",
@@ -69,8 +68,7 @@ fn allocate_migrate_and_new() {
 
 #[test]
 fn allocate_rerun_migrates_every_inactive_shard() {
-    let env = history(&[V1, V2, VP, V5, V13]);
-    let env = &env;
+    let env = &history(&[V1, V2, VP, V5, V13]);
     let dir = env.dir.to_string_lossy().to_string();
     let allocate = [
         "--json",

@@ -12,8 +12,7 @@ const V17: &str = "20240101000190.one_at_a_time.sh";
 /// and ended, and no two intervals on either island (one clock: one machine) overlap.
 #[test]
 fn pg_mig_directives_cap_parallelism() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     env.write(
         V16,
         "-- $parallelism_per_host=1\n\

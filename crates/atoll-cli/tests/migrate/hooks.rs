@@ -5,8 +5,7 @@ use crate::*;
 
 #[test]
 fn before_and_after_hooks() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     let before = env.dir.join("before.sql");
     let after = env.dir.join("after.sql");
     std::fs::write(
@@ -37,8 +36,7 @@ fn before_and_after_hooks() {
 
 #[test]
 fn already_applied_is_not_counted() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     // As if an earlier run's backend had committed sh0001's version after the plan was
     // made: before.sql (run between plan and fan-out) records it.
     let before = env.dir.join("before.sql");

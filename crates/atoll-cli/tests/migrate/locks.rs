@@ -11,8 +11,7 @@ const V8: &str = "20240101000100.age.sh";
 
 #[test]
 fn lock_timeout_with_bounded_retry() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     env.write(
         V8,
         "alter table users add column age int;",
@@ -114,8 +113,7 @@ fn lock_timeout_with_bounded_retry() {
 
 #[test]
 fn lost_lock_stops_the_run() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     // Pending as after an undo: the run after the lost one applies it too.
     put(env, V10);
     put(env, V11);
@@ -163,8 +161,7 @@ const V18: &str = "20240101000200.gated.sh";
 /// the run has said it lost the lock.
 #[test]
 fn lost_lock_stops_steps_waiting_for_a_slot() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     env.write(
         V18,
         "-- $parallelism_global=1\nselect pg_advisory_xact_lock(9101);",

@@ -6,8 +6,7 @@ use crate::*;
 
 #[test]
 fn switch_from_pg_mig() {
-    let env = base();
-    let env = &env;
+    let env = &base();
     // A shard pg-mig has migrated so far: its versions live in mig_versions_const().
     ok(&env.atoll(&["allocate", "--shards", "67"]));
     let p67 = env.port_of("sh0067");

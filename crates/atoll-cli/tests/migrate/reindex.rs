@@ -17,8 +17,7 @@ const V15: &str = "20240101000170.reindex_again.sh";
 
 #[test]
 fn reindex_concurrently() {
-    let env = history(&[V1, V2, VP, V11]);
-    let env = &env;
+    let env = &history(&[V1, V2, VP, V11]);
     env.write(V12, "reindex table concurrently slow;", "select 1;");
     let (code, plan) = env.migrate_json(&["plan"]);
     assert_eq!(code, 0, "{plan}");
@@ -35,8 +34,7 @@ fn reindex_concurrently() {
 /// waited for, not dropped under it.
 #[test]
 fn running_index_build_is_not_dropped() {
-    let env = history(&[V1, V2, VP, V11]);
-    let env = &env;
+    let env = &history(&[V1, V2, VP, V11]);
     let p3 = env.port_of("sh0003");
     let psql = |sql: &str| {
         Command::new(env.tc.sandbox().pg_bin().join("psql"))
@@ -101,8 +99,7 @@ fn running_index_build_is_not_dropped() {
 /// the table (whose plan locks the copies too) neither holds that up nor is named.
 #[test]
 fn interrupted_reindex_leftovers_are_dropped() {
-    let env = history(&[V1, V2, VP, V11]);
-    let env = &env;
+    let env = &history(&[V1, V2, VP, V11]);
     // A text column gives `slow` a TOAST table, whose index REINDEX TABLE copies too.
     env.write(V15A, "alter table slow add column note text;", "select 1;");
     let (code, report) = env.migrate_json(&["apply"]);
