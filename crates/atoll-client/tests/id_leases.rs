@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
 use atoll_core::{Config, NodeConfig};
 use atoll_pg::id_lease::{self, LeaseRequest};
-use atoll_testkit::{TestCluster, TestSandbox};
+use atoll_testkit::{shard, TestCluster, TestSandbox};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -34,8 +34,6 @@ fn short_lease(nodes: std::ops::Range<u16>) -> LeaseOptions {
         ..Default::default()
     }
 }
-
-use atoll_testkit::shard;
 
 /// The lease island's master (the only island here) and a connection to it.
 async fn master(config: &Config) -> Result<(NodeConfig, Client)> {
