@@ -1,30 +1,11 @@
 //! `atoll move`, `atoll rebalance` and `atoll cleanup` through the built binary.
 
-use atoll_sandbox::TestSandbox;
-use serde_json::Value;
+use atoll_testkit::cli::{json, stderr, Cli};
+use atoll_testkit::TestSandbox;
 use std::process::{Command, Output};
 
 fn atoll(sb: &TestSandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atoll"));
-    c.arg("--config").arg(sb.config_path()).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Cli::new(env!("CARGO_BIN_EXE_atoll"), sb.config_path()).run_with_env(args, env)
 }
 
 #[test]

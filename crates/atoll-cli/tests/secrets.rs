@@ -1,7 +1,7 @@
 //! A password given by reference never shows up in any output, even with debug logging
 //! and through a move, whose subscription connection string carries it.
 
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestSandbox;
 use std::process::Command;
 
 const PASSWORD: &str = "pw-never-printed-4711";

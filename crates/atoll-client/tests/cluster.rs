@@ -10,7 +10,7 @@ mod common;
 use anyhow::{anyhow, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Freshness, Timeline, Write};
 use atoll_core::{Config, IslandId, SEQUENCE_MAX};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestSandbox;
 use common::*;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -518,14 +518,13 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
 
 #[test]
 fn cluster_end_to_end() -> Result<()> {
-    let sb = Arc::new(TestSandbox::new(2, 1)?);
-    let config = Config::from_file(&sb.config_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
-        prepare(&config).await.context("prepare")?;
+        let tc = prepare().await.context("prepare")?;
+        let (sb, config) = (tc.shared_sandbox(), tc.config().clone());
         let cluster = Cluster::connect(config.clone(), options(5000)).await?;
         let short = Cluster::connect(config.clone(), options(1000)).await?;
         let inserted = routing_by_id(&config, &cluster).await.context("routing")?;

@@ -7,9 +7,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
-use atoll_core::{Config, NodeConfig, ShardNo};
+use atoll_core::{Config, NodeConfig};
 use atoll_pg::catalog::id_leases::{self as id_lease, LeaseRequest};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::{shard, TestCluster, TestSandbox};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -33,10 +33,6 @@ fn short_lease(nodes: std::ops::Range<u16>) -> LeaseOptions {
         nodes,
         ..Default::default()
     }
-}
-
-fn shard(n: i64) -> ShardNo {
-    ShardNo::new(n).unwrap()
 }
 
 /// The lease island's master (the only island here) and a connection to it.
@@ -315,17 +311,13 @@ async fn unrenewable_lease_stops_ids(sb: &TestSandbox, a: &Cluster) -> Result<()
 
 #[test]
 fn id_leases_end_to_end() -> Result<()> {
-    let sb = TestSandbox::new(1, 0)?;
-    let config = Config::from_file(&sb.config_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let snapshot = atoll_pg::Discoverer::new(config.clone(), Default::default())
-            .discover()
-            .await;
-        atoll_pg::catalog::init(&config, &snapshot).await?;
+        let tc = TestCluster::new(1, 0).await?;
+        let (sb, config) = (tc.sandbox(), tc.config().clone());
         let (node, c) = master(&config).await?;
         concurrent_clusters(&config, &c)
             .await
@@ -340,7 +332,7 @@ fn id_leases_end_to_end() -> Result<()> {
             .await
             .context("loss and recovery")?;
         drop(c);
-        unrenewable_lease_stops_ids(&sb, &a)
+        unrenewable_lease_stops_ids(sb, &a)
             .await
             .context("unrenewable lease")?;
         Ok::<_, anyhow::Error>(())

@@ -6,7 +6,7 @@ mod common;
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, ShardNo};
 use atoll_move::{MoveError, MoveOptions};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestSandbox;
 use common::{assert_settled, discover, master, setup, shard};
 use std::time::Duration;
 
@@ -36,8 +36,8 @@ async fn killed_moves_resume_or_abort_and_safety_checks_refuse() {
 }
 
 async fn scenario() {
-    let sb = TestSandbox::new(2, 1).unwrap();
-    let config = setup(&sb, &[1, 2, 3], ROWS).await;
+    let tc = setup(2, 1, &[1, 2, 3], ROWS, None).await;
+    let (sb, config) = (tc.sandbox(), tc.config().clone());
     let s = shard(1);
 
     // Kill at each step; abort (where allowed), then kill again and resume.
@@ -200,7 +200,7 @@ async fn scenario() {
         "{seq_before} -> {seq_after}"
     );
 
-    safety_checks(&sb, &config).await;
+    safety_checks(sb, &config).await;
     strong_lock_holders_are_waited_out_without_queueing(&config).await;
     verification_failure_rolls_back(&config).await;
     security_changes_during_the_move(&config).await;

@@ -5,8 +5,8 @@ mod common;
 
 use atoll_core::IslandId;
 use atoll_move::{MoveOptions, MoveReport};
-use atoll_sandbox::TestSandbox;
-use common::{assert_settled, discover, setup, shard, writer};
+use atoll_testkit::writer;
+use common::{assert_settled, discover, setup, shard};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,8 @@ async fn moves_under_writes_then_rebalance_onto_a_new_island() {
 }
 
 async fn scenario() {
-    let sb = TestSandbox::new(2, 0).unwrap();
-    let config = setup(&sb, &[1, 2, 3, 4], 500).await;
+    let mut tc = setup(2, 0, &[1, 2, 3, 4], 500, None).await;
+    let config = tc.config().clone();
     let moved = shard(1);
     let start = discover(&config).await.active_island(moved).unwrap();
     let other = IslandId(1 - start.0);
@@ -199,10 +199,8 @@ async fn scenario() {
     assert_eq!(seen, negative);
 
     // Add an island and rebalance onto it (weights: custom SQL giving every shard 1).
-    let new = sb.add_island(0).unwrap();
-    let config = atoll_core::Config::from_file(&sb.config_path()).unwrap();
-    let snap = discover(&config).await;
-    atoll_pg::catalog::init(&config, &snap).await.unwrap();
+    let new = tc.add_island(0).await.unwrap().0;
+    let config = tc.config().clone();
     let snap = discover(&config).await;
     // The new island lacks the roles sh0001's grants name: refused up front, naming them.
     let e = atoll_move::start_move(

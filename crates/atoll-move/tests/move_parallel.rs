@@ -7,8 +7,7 @@ mod common;
 use atoll_core::rebalance::PlannedMove;
 use atoll_core::IslandId;
 use atoll_move::MoveOptions;
-use atoll_sandbox::TestSandbox;
-use common::{discover, master, setup_on, shard};
+use common::{discover, master, setup, shard};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,10 +18,10 @@ async fn parallel_moves_share_the_free_slots_without_half_created_subscriptions(
 }
 
 async fn scenario() {
-    let sb = TestSandbox::new(2, 0).unwrap();
     let (from, to) = (IslandId(0), IslandId(1));
     let shards = [1, 2, 3];
-    let config = setup_on(&sb, &shards, 20, Some(from)).await;
+    let tc = setup(2, 0, &shards, 20, Some(from)).await;
+    let config = tc.config().clone();
     let snap = discover(&config).await;
     let src = master(&config, &snap, from).await;
     let dst = master(&config, &snap, to).await;

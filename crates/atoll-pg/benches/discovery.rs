@@ -5,9 +5,9 @@
 //! and p99. The baseline in the same run is the floor any discovery pays: one `select 1` to
 //! every node in parallel over the same kind of kept connections.
 
-use atoll_core::{allocation, Config, ShardNo};
+use atoll_core::Config;
 use atoll_pg::{Discoverer, DiscoveryOptions};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestCluster;
 use std::time::{Duration, Instant};
 
 const SHARDS: i64 = 1000;
@@ -21,13 +21,18 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let sb = TestSandbox::new(2, 1)?;
-    let config = Config::from_file(&sb.config_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        setup(&config).await?;
+        let tc = TestCluster::setup(2, 1).shards(1..=SHARDS).start().await?;
+        let config = tc.config().clone();
+        // One table per shard, so sizes are measured over real relations.
+        let all = atoll_testkit::shards(1..=SHARDS);
+        tc.on_each_shard(&all, |sc| {
+            format!("create table {sc}.users (id bigint primary key, name text);")
+        })
+        .await?;
         let clients = connect_all(&config).await;
         let baseline = time(ROUNDS, || async {
             futures::future::join_all(clients.iter().map(|c| c.simple_query("select 1"))).await;
@@ -54,34 +59,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         report("discovery, new connections each round", &cold, Some(&baseline));
         Ok::<_, Box<dyn std::error::Error>>(())
     })
-}
-
-async fn setup(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let d = Discoverer::new(config.clone(), DiscoveryOptions::default());
-    let snap = d.discover().await;
-    atoll_pg::catalog::init(config, &snap).await?;
-    let snap = d.discover().await;
-    let shards: Vec<ShardNo> = (1..=SHARDS).map(ShardNo::new).collect::<Result<_, _>>()?;
-    let plan = allocation::plan(&snap, &shards, None)?;
-    atoll_pg::allocate::execute(config, &snap, &plan, true).await?;
-    // One table per shard, so sizes are measured over real relations.
-    for island in &config.islands {
-        let snap = d.discover().await;
-        let master = atoll_pg::master_node(config, &snap, island.id)?;
-        let client = atoll_pg::connect(&master).await?;
-        let ddl: String = snap
-            .active_shards()
-            .filter(|(_, i)| *i == island.id)
-            .map(|(s, _)| {
-                format!(
-                    "create table {}.users (id bigint primary key, name text);",
-                    s.schema()
-                )
-            })
-            .collect();
-        client.batch_execute(&ddl).await?;
-    }
-    Ok(())
 }
 
 async fn connect_all(config: &Config) -> Vec<tokio_postgres::Client> {

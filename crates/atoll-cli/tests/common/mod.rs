@@ -1,40 +1,50 @@
-//! Sandbox helpers shared by the `atoll migrate` integration tests: running the built
-//! binary, psql on an island master, counting applied versions, writing migration files.
+//! Helpers shared by the `atoll migrate` integration tests: a cluster (atoll-testkit)
+//! with a migration directory, running the built binary, psql on an island master,
+//! counting applied versions, writing migration files.
 
 #![allow(dead_code)]
 
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::cli::Cli;
+use atoll_testkit::TestCluster;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub use atoll_testkit::cli::ok;
+
 pub struct Env {
-    pub sb: TestSandbox,
+    pub tc: TestCluster,
+    pub cli: Cli,
     pub dir: PathBuf,
     pub ports: Vec<u16>,
 }
 
 impl Env {
-    /// A sandbox of `islands` islands (no replicas), initialised, with an empty
+    /// A cluster of `islands` islands (no replicas), initialised, with an empty
     /// migration directory.
     pub fn new(islands: u16) -> Env {
-        let sb = TestSandbox::new(islands, 0).expect("sandbox");
-        let ports = sb.islands().iter().map(|i| i.nodes[0].port).collect();
-        let dir = sb.dir().join("migrations");
+        let tc = TestCluster::setup(islands, 0)
+            .start_blocking()
+            .expect("test cluster");
+        let ports = tc.master_ports();
+        let dir = tc.sandbox().dir().join("migrations");
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let env = Env { sb, dir, ports };
-        ok(&env.atoll(&["init"]));
-        env
+        let cli = tc.cli(env!("CARGO_BIN_EXE_atoll"));
+        Env {
+            tc,
+            cli,
+            dir,
+            ports,
+        }
     }
 
     pub fn atoll(&self, args: &[&str]) -> Output {
-        let config = self.sb.config_path();
-        Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run atoll")
+        self.cli.run(args)
+    }
+
+    /// `atoll --config <the sandbox's file>`, to spawn with more arguments.
+    pub fn command(&self) -> Command {
+        self.cli.command()
     }
 
     /// Runs atoll with the migration dir and returns (exit code, stdout, stderr).
@@ -70,31 +80,18 @@ impl Env {
             "select count(*) from pg_locks where locktype = 'advisory' and granted \
              and ((classid::bigint << 32) | objid::bigint) = {key}"
         );
-        let started = std::time::Instant::now();
         for &port in &self.ports {
-            while self.psql(port, &sql) != "0" {
-                assert!(
-                    started.elapsed() < std::time::Duration::from_secs(30),
-                    "advisory lock {key} still held on port {port} after 30 s"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            atoll_testkit::poll_until(
+                &format!("advisory lock {key} is free on port {port}"),
+                std::time::Duration::from_secs(30),
+                || self.psql(port, &sql) == "0",
+            );
         }
     }
 
+    /// `sql` on the node at `port`, its trimmed unaligned output (panics on an error).
     pub fn psql(&self, port: u16, sql: &str) -> String {
-        let out = Command::new(self.sb.pg_bin().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-            .current_dir("/")
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {port}: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.tc.psql(port, sql)
     }
 
     /// Sum of an integer query over both island masters.
@@ -140,13 +137,4 @@ impl Env {
             .expect("rename");
         }
     }
-}
-
-pub fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

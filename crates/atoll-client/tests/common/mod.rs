@@ -1,42 +1,28 @@
-//! Sandbox setup shared by the atoll-client integration tests: allocating shards with an
-//! `items` table, client options, and the hand-made cluster changes (replay pause, move,
-//! failover) the tests then assert about.
+//! Setup shared by the atoll-client integration tests: a cluster (atoll-testkit) whose
+//! shards have an `items` table, client options, and the hand-made cluster changes (replay
+//! pause, move, failover) the tests then assert about.
 
 #![allow(dead_code)]
 
 use anyhow::{anyhow, ensure, Result};
 use atoll_client::{Cluster, ClusterOptions, Id, IdNode, ShardNo};
-use atoll_core::{allocation, Config, IslandId, NodeConfig, Snapshot};
-use atoll_sandbox::TestSandbox;
+use atoll_core::{Config, IslandId, NodeConfig, Snapshot};
+use atoll_testkit::{TestCluster, TestSandbox};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const SHARDS: i64 = 8;
 
-pub fn shard(n: i64) -> ShardNo {
-    ShardNo::new(n).unwrap()
-}
+pub use atoll_testkit::shard;
 
-pub async fn prepare(config: &Config) -> Result<()> {
-    let disc = atoll_pg::Discoverer::new(config.clone(), Default::default());
-    let snapshot = disc.discover().await;
-    atoll_pg::catalog::init(config, &snapshot).await?;
-    let snapshot = disc.discover().await;
-    let wanted: Vec<ShardNo> = (0..=SHARDS).map(shard).collect();
-    let plan = allocation::plan(&snapshot, &wanted, None)?;
-    atoll_pg::allocate::execute(config, &snapshot, &plan, true).await?;
-    let snapshot = disc.discover().await;
-    for s in &wanted {
-        let island = snapshot.active_island(*s)?;
-        let node = atoll_pg::master_node(config, &snapshot, island)?;
-        let c = atoll_pg::connect(&node).await?;
-        c.batch_execute(&format!(
-            "create table {0}.items (id bigint primary key, name text not null)",
-            s.schema()
-        ))
-        .await?;
-    }
-    Ok(())
+/// 2 islands x (master + replica), shards 0..=SHARDS active, each with `items`.
+pub async fn prepare() -> Result<TestCluster> {
+    let tc = TestCluster::setup(2, 1).shards(0..=SHARDS).start().await?;
+    tc.on_each_shard(&atoll_testkit::shards(0..=SHARDS), |sc| {
+        format!("create table {sc}.items (id bigint primary key, name text not null)")
+    })
+    .await?;
+    Ok(tc)
 }
 
 pub fn options(window_ms: u64) -> ClusterOptions {

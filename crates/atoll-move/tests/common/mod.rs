@@ -1,88 +1,63 @@
-//! Shared helpers of the move integration tests: cluster setup on a TestSandbox, a
-//! retrying writer, and checks of a move's invariants.
+//! Shared helpers of the move integration tests: the test tables every shard gets, and
+//! checks of a move's invariants. The cluster itself comes from atoll-testkit.
 
 #![allow(dead_code)]
 
-pub mod writer;
-
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
-use atoll_pg::{Discoverer, DiscoveryOptions};
-use atoll_sandbox::TestSandbox;
-use std::time::Duration;
+use atoll_testkit::TestCluster;
+pub use atoll_testkit::{discover, shard};
 
-pub fn shard(n: i64) -> ShardNo {
-    ShardNo::new(n).unwrap()
-}
-
-pub async fn discover(config: &Config) -> Snapshot {
-    Discoverer::new(
-        config.clone(),
-        DiscoveryOptions {
-            sizes: true,
-            node_timeout: Duration::from_secs(5),
-        },
-    )
-    .discover()
-    .await
-}
-
-/// Loads the sandbox's config, installs the catalog and allocates `shards` (active), each
-/// with the test tables and `rows` rows in `items`.
-pub async fn setup(sb: &TestSandbox, shards: &[i64], rows: i64) -> Config {
-    setup_on(sb, shards, rows, None).await
-}
-
-/// [`setup`] with every shard on `island` when given.
-pub async fn setup_on(
-    sb: &TestSandbox,
+/// A started cluster of `islands` x (1 master + `replicas` replicas) with `shards`
+/// allocated and active (all on `island` when given), each with the test tables and `rows`
+/// rows in `items`.
+pub async fn setup(
+    islands: u16,
+    replicas: u16,
     shards: &[i64],
     rows: i64,
     island: Option<IslandId>,
-) -> Config {
-    let config = Config::from_file(&sb.config_path()).unwrap();
-    let snap = discover(&config).await;
-    atoll_pg::catalog::init(&config, &snap).await.unwrap();
-    let snap = discover(&config).await;
-    let list: Vec<ShardNo> = shards.iter().map(|n| shard(*n)).collect();
-    let plan = atoll_core::allocation::plan(&snap, &list, island).unwrap();
-    atoll_pg::allocate::execute(&config, &snap, &plan, true)
-        .await
-        .unwrap();
-    let snap = discover(&config).await;
-    for s in &list {
-        let island = snap.active_island(*s).unwrap();
-        let c = master(&config, &snap, island).await;
-        let sc = s.schema();
-        c.batch_execute(&format!(
-            "create table {sc}.items (id bigint primary key default {sc}.id_gen(),
-                                      payload bigint not null, note text);
-             create index on {sc}.items (payload);
-             create table {sc}.children (id serial primary key,
-                                         item_id bigint not null references {sc}.items (id));
-             insert into {sc}.items (payload, note)
-               select -g, repeat('x', 100) from generate_series(1, {rows}) g;
-             insert into {sc}.children (item_id) select id from {sc}.items limit 10;
-             create type {sc}.mood as enum ('ok', 'meh');
-             create table {sc}.tagged (id bigint generated always as identity primary key,
-                                       mood {sc}.mood not null default 'ok',
-                                       doubled bigint generated always as (id * 2) stored,
-                                       unique (mood, id), check (id > 0));
-             insert into {sc}.tagged (mood) values ('ok'), ('meh');
-             create view {sc}.meh as select id from {sc}.tagged where mood = 'meh';
-             create function {sc}.touch() returns trigger language plpgsql
-               as $$ begin new.note := coalesce(new.note, 'touched'); return new; end $$;
-             create trigger touch before insert on {sc}.items
-               for each row execute function {sc}.touch();"
-        ))
-        .await
-        .unwrap();
+) -> TestCluster {
+    let mut setup = TestCluster::setup(islands, replicas).shards(shards.iter().copied());
+    if let Some(island) = island {
+        setup = setup.on_island(island);
     }
-    config
+    let tc = setup.start().await.unwrap();
+    tc.on_each_shard(&atoll_testkit::shards(shards.iter().copied()), |sc| {
+        test_tables(sc, rows)
+    })
+    .await
+    .unwrap();
+    tc
+}
+
+/// `items` (with `rows` rows), `children`, an enum, an identity and generated column, a
+/// view, a function and a trigger: what a move must carry over.
+fn test_tables(sc: &str, rows: i64) -> String {
+    format!(
+        "create table {sc}.items (id bigint primary key default {sc}.id_gen(),
+                                  payload bigint not null, note text);
+         create index on {sc}.items (payload);
+         create table {sc}.children (id serial primary key,
+                                     item_id bigint not null references {sc}.items (id));
+         insert into {sc}.items (payload, note)
+           select -g, repeat('x', 100) from generate_series(1, {rows}) g;
+         insert into {sc}.children (item_id) select id from {sc}.items limit 10;
+         create type {sc}.mood as enum ('ok', 'meh');
+         create table {sc}.tagged (id bigint generated always as identity primary key,
+                                   mood {sc}.mood not null default 'ok',
+                                   doubled bigint generated always as (id * 2) stored,
+                                   unique (mood, id), check (id > 0));
+         insert into {sc}.tagged (mood) values ('ok'), ('meh');
+         create view {sc}.meh as select id from {sc}.tagged where mood = 'meh';
+         create function {sc}.touch() returns trigger language plpgsql
+           as $$ begin new.note := coalesce(new.note, 'touched'); return new; end $$;
+         create trigger touch before insert on {sc}.items
+           for each row execute function {sc}.touch();"
+    )
 }
 
 pub async fn master(config: &Config, snap: &Snapshot, island: IslandId) -> tokio_postgres::Client {
-    let node = atoll_pg::master_node(config, snap, island).unwrap();
-    atoll_pg::connect(&node).await.unwrap()
+    atoll_testkit::master(config, snap, island).await.unwrap()
 }
 
 /// Replication objects of moves left on any master: subscriptions, slots, publications.

@@ -4,12 +4,14 @@
 //! (`migrate plan`) on 1,000 up-to-date shards. Times include discovery and connecting,
 //! as a command run would.
 //!
-//! cargo run --release -p atoll-migrate --example bench_migrate [-- --parallelism N] [-- --cli PATH/TO/atoll]
+//! ```sh
+//! cargo bench -p atoll-migrate --bench migrate [-- --parallelism N] [--cli PATH/TO/atoll]
+//! ```
 
 use atoll_core::{allocation, Config, ShardNo, Snapshot};
 use atoll_migrate::{Event, RunOptions};
 use atoll_pg::{Discoverer, DiscoveryOptions};
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestCluster;
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,16 +62,15 @@ fn arg(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let parallelism: usize = arg("--parallelism").map_or(Ok(8), |p| p.parse())?;
-    let sb = TestSandbox::new(2, 0)?;
-    let config = Config::from_file(&sb.config_path())?;
-    let dir = sb.dir().join("migrations");
+    let tc = TestCluster::new(2, 0).await?;
+    let config = tc.config().clone();
+    let dir = tc.sandbox().dir().join("migrations");
     std::fs::create_dir_all(&dir)?;
     for (v, up, dn) in FILES {
         std::fs::write(dir.join(format!("{v}.up.sql")), up)?;
         std::fs::write(dir.join(format!("{v}.dn.sql")), dn)?;
     }
     let set = atoll_migrate::read_dir(&dir)?;
-    atoll_pg::catalog::init(&config, &discover(&config).await).await?;
     let opts = RunOptions {
         parallelism,
         ..RunOptions::default()
@@ -120,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
                     let t = Instant::now();
                     let out = std::process::Command::new(Path::new(&cli))
                         .arg("--config")
-                        .arg(sb.config_path())
+                        .arg(tc.config_path())
                         .args(["migrate", "plan", "--dir"])
                         .arg(&dir)
                         .output()?;

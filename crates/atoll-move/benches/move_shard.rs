@@ -6,15 +6,13 @@
 //! the same run, the write pause, the longest gap between two acknowledged writes, and the
 //! errors that reached the writer.
 //!
-//! cargo run --release -p atoll-move --example bench_move -- --mb 500 --rate 1650 --rounds 3
-
-#[path = "../tests/common/mod.rs"]
-mod common;
+//! ```sh
+//! cargo bench -p atoll-move --bench move_shard -- --mb 500 --rate 1650 --rounds 3
+//! ```
 
 use atoll_core::IslandId;
 use atoll_move::MoveOptions;
-use atoll_sandbox::TestSandbox;
-use common::{discover, master, shard, writer};
+use atoll_testkit::{discover, master, shard, writer, TestCluster};
 use futures::{pin_mut, SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,16 +32,14 @@ async fn main() -> anyhow::Result<()> {
     let mb = arg("--mb", 500);
     let rate = arg("--rate", 1650);
     let rounds = arg("--rounds", 3).max(1);
-    let sb = TestSandbox::new(2, 0)?;
-    let config = atoll_core::Config::from_file(&sb.config_path())?;
-    let snap = discover(&config).await;
-    atoll_pg::catalog::init(&config, &snap).await?;
-    let snap = discover(&config).await;
+    let tc = TestCluster::setup(2, 0)
+        .shards([1])
+        .on_island(IslandId(0))
+        .start()
+        .await?;
+    let config = tc.config().clone();
     let s = shard(1);
-    let plan = atoll_core::allocation::plan(&snap, &[s], Some(IslandId(0)))?;
-    atoll_pg::allocate::execute(&config, &snap, &plan, true).await?;
-    let snap = discover(&config).await;
-    let src = master(&config, &snap, IslandId(0)).await;
+    let src = tc.master(IslandId(0)).await?;
 
     // ~182 bytes per row in the heap (measured).
     let rows = mb * 1024 * 1024 / 182;
@@ -89,8 +85,8 @@ async fn main() -> anyhow::Result<()> {
         let snap = discover(&config).await;
         let from = snap.active_island(s)?;
         let to = IslandId(1 - from.0);
-        let a = master(&config, &snap, from).await;
-        let b = master(&config, &snap, to).await;
+        let a = master(&config, &snap, from).await?;
+        let b = master(&config, &snap, to).await?;
         let copy_secs = plain_copy(&a, &b, &s.schema()).await?;
         eprintln!(
             "round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s",

@@ -1,7 +1,7 @@
 //! A writer that inserts continuously into one shard through atoll-client, which retries
 //! "shard absent" (SQLSTATE 3F000 / 42P01, or no active island) within its
 //! `shard_absent_window` with rediscovery — so every error counted here reached the
-//! application.
+//! application. The shard needs `items (payload bigint not null, ...)` with a default id.
 
 use atoll_client::{Cluster, ClusterOptions, Write};
 use atoll_core::{Config, ShardNo};
@@ -15,11 +15,9 @@ pub struct Route {
 }
 
 impl Route {
-    pub async fn new(config: &Config) -> Route {
-        let cluster = Cluster::connect(config.clone(), ClusterOptions::default())
-            .await
-            .unwrap();
-        Route { cluster }
+    pub async fn new(config: &Config) -> anyhow::Result<Route> {
+        let cluster = Cluster::connect(config.clone(), ClusterOptions::default()).await?;
+        Ok(Route { cluster })
     }
 
     /// Runs `sql` (one bigint parameter, returning one bigint) on the shard, once.
@@ -50,14 +48,17 @@ pub async fn run(config: Config, shard: ShardNo, stop: Arc<AtomicBool>) -> Write
 }
 
 /// The same writer, at most `rate` inserts per second when given (the benchmark's
-/// condition); also returns how long it ran, in seconds.
+/// condition); also returns how long it ran, in seconds. Panics when it cannot connect
+/// (the test cannot go on without it).
 pub async fn paced(
     config: Config,
     shard: ShardNo,
     stop: Arc<AtomicBool>,
     rate: Option<u64>,
 ) -> (WriterStats, f64) {
-    let mut route = Route::new(&config).await;
+    let mut route = Route::new(&config)
+        .await
+        .unwrap_or_else(|e| panic!("writer: connect: {e}"));
     let sql = format!(
         "insert into {}.items (payload) values ($1) returning payload",
         shard.schema()
@@ -87,11 +88,16 @@ pub async fn paced(
     (stats, start.elapsed().as_secs_f64())
 }
 
-/// Every acknowledged payload is present exactly once in the active copy.
+/// Every acknowledged payload is present exactly once in the active copy (panics, as an
+/// assertion, when one is not).
 pub async fn check_acked(config: &Config, shard: ShardNo, acked: &[i64]) {
-    let snap = super::discover(config).await;
-    let island = snap.active_island(shard).unwrap();
-    let c = super::master(config, &snap, island).await;
+    let snap = crate::discover(config).await;
+    let island = snap
+        .active_island(shard)
+        .unwrap_or_else(|e| panic!("{shard}: {e}"));
+    let c = crate::master(config, &snap, island)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let rows = c
         .query(
             &format!(
@@ -101,7 +107,7 @@ pub async fn check_acked(config: &Config, shard: ShardNo, acked: &[i64]) {
             &[],
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("read {shard}.items: {e}"));
     let found: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     for p in acked {
         assert_eq!(found.get(p), Some(&1), "payload {p} present exactly once");

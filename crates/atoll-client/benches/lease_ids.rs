@@ -3,13 +3,12 @@
 //! deadline, the wall deadline, a coarse monotonic clock read) costs per ID. Brings up its own sandbox (one island).
 //!
 //! ```sh
-//! cargo run --release -p atoll-client --example bench_lease_ids
+//! cargo bench -p atoll-client --bench lease_ids
 //! ```
 
 use anyhow::{ensure, Result};
 use atoll_client::{Cluster, ClusterOptions, IdNode, ShardNo};
-use atoll_core::Config;
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::TestCluster;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -33,15 +32,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() -> Result<()> {
-    let sb = TestSandbox::new(1, 0)?;
-    let config = Config::from_file(&sb.config_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let snapshot =
-        rt.block_on(atoll_pg::Discoverer::new(config.clone(), Default::default()).discover());
-    rt.block_on(atoll_pg::catalog::init(&config, &snapshot))?;
+    let tc = rt.block_on(TestCluster::new(1, 0))?;
+    let config = tc.config().clone();
     let connect = |id_node: IdNode| {
         let options = ClusterOptions {
             id_node,

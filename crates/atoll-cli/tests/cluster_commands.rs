@@ -1,8 +1,9 @@
-//! End-to-end tests of the foundation commands against a real sandbox: init, allocate,
+//! End-to-end tests of the cluster commands against a real sandbox: init, allocate,
 //! status, shard activate/deactivate, and every kind of bad input the issue lists.
 //! One sandbox for the whole file (starting PostgreSQL is the expensive part).
 
-use atoll_sandbox::TestSandbox;
+use atoll_testkit::cli::Cli;
+use atoll_testkit::TestSandbox;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,14 +15,7 @@ struct Run {
 }
 
 fn atoll(config: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("ATOLL_CONFIG")
-        .env_remove("ATOLL_ISLANDS")
-        .output()
-        .expect("run atoll");
+    let out: Output = Cli::new(env!("CARGO_BIN_EXE_atoll"), config).run(args);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -57,7 +51,7 @@ fn shards_on(status: &Value, island: u64) -> Vec<(String, bool)> {
 }
 
 #[test]
-fn foundation_end_to_end() {
+fn init_allocate_status_and_shard_flags() {
     let sb = TestSandbox::new(2, 1).expect("sandbox");
     let cfg = sb.config_path();
 

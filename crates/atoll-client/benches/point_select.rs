@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo run -p atoll-cli --release -- demo --dir /tmp/atoll-bench --shards 0-16
-//! cargo run -p atoll-client --release --example bench_point_select -- \
+//! cargo bench -p atoll-client --bench point_select -- \
 //!     --config /tmp/atoll-bench/atoll.toml --rounds 20 --per-round 1000
 //! ```
 
@@ -35,6 +35,8 @@ fn args() -> Result<Args> {
             "--per-round" => {
                 a.per_round = it.next().context("--per-round needs a number")?.parse()?
             }
+            // `cargo bench` adds it to every bench binary's arguments.
+            "--bench" => {}
             other => bail!("unknown argument {other:?}"),
         }
     }

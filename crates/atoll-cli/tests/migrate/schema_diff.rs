@@ -1,0 +1,26 @@
+//! `atoll schema diff`: shards grouped by live schema, the odd one named with what differs.
+
+use crate::*;
+use serde_json::Value;
+
+#[test]
+fn schema_diff_finds_a_dropped_column() {
+    let env = base();
+    let out = env.atoll(&["schema", "diff"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("64 shards share"));
+    let p42 = env.port_of("sh0042");
+    env.psql(p42, "alter table sh0042.users drop column nick");
+    let out = env.atoll(&["schema", "diff"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sh0042 differs: column users.nick text missing"),
+        "{text}"
+    );
+    let out = env.atoll(&["--json", "schema", "diff"]);
+    let groups: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(groups[0]["count"], 63);
+    assert_eq!(groups[1]["members"], serde_json::json!(["sh0042"]));
+    env.psql(p42, "alter table sh0042.users add column nick text");
+}

@@ -1,0 +1,76 @@
+//! Running the built `atoll` binary against a sandbox's config. The binary's path comes
+//! from the test (`env!("CARGO_BIN_EXE_atoll")`, known only inside atoll-cli's tests).
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `atoll` binary with `--config` set to one sandbox's file.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Cli {
+    pub fn new(bin: impl Into<PathBuf>, config: impl Into<PathBuf>) -> Cli {
+        Cli {
+            bin: bin.into(),
+            config: config.into(),
+        }
+    }
+
+    /// `atoll --config <file>`, without the environment's config variables (so only the
+    /// sandbox's file counts), ready for more arguments.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--config")
+            .arg(&self.config)
+            .env_remove("ATOLL_CONFIG")
+            .env_remove("ATOLL_ISLANDS");
+        c
+    }
+
+    /// Runs `atoll <args>` to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `atoll <args>` with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+}
+
+/// Asserts the run succeeded, printing its output when not.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts the run succeeded and parses its stdout as JSON.
+pub fn json(out: &Output) -> Value {
+    ok(out);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A run's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
