@@ -132,13 +132,20 @@ pub(crate) fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
 /// config of the user's own is there. Returns where it was published.
 pub(crate) fn publish_config(sandbox: &Sandbox) -> Result<Option<PathBuf>, Failure> {
     let target = PathBuf::from("atoll.toml");
+    let source = sandbox.config_path();
+    // Run from the sandbox's own directory, ./atoll.toml is the sandbox's config: copying
+    // a file onto itself would truncate it.
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same(&source, &target) {
+        return Ok(Some(target));
+    }
     if let Ok(text) = std::fs::read_to_string(&target) {
         // A config the sandbox wrote may be replaced, any other not.
         if !text.starts_with(SANDBOX_MARK) {
             return Ok(None);
         }
     }
-    std::fs::copy(sandbox.config_path(), &target)
+    std::fs::copy(&source, &target)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", target.display())))?;
     Ok(Some(target))
 }
