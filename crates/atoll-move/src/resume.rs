@@ -1,0 +1,145 @@
+//! Carrying a recorded move on: running its steps to the end ([`finish`], rolling back
+//! when the copies differ), resuming it ([`resume_move`]) or rolling it back
+//! ([`abort_move`]), always under the shard's move lock.
+
+use crate::context::MoveContext;
+use crate::db::Db;
+use crate::error::MoveError;
+use crate::move_lock::hold_move_lock;
+use crate::{run, store, undo, AbortReport, MoveOptions, MoveReport, Progress};
+use atoll_core::move_plan::MoveRecord;
+use atoll_core::{Config, ShardNo, Snapshot};
+
+pub(crate) async fn finish(
+    config: &Config,
+    snapshot: &Snapshot,
+    mut mover: MoveContext<'_>,
+) -> Result<MoveReport, MoveError> {
+    match run::run(&mut mover).await {
+        Ok(()) => {
+            mover.report.backup_schema = mover.rec.backup_schema.clone();
+            Ok(mover.report)
+        }
+        Err(e @ (MoveError::VerifyFailed { .. } | MoveError::SecurityDiffers { .. })) => {
+            // The copies differ: roll back, so the source stays the only active copy.
+            let rec = mover.rec.clone();
+            drop(mover);
+            abort_locked(config, snapshot, &rec).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Picks the one unfinished move (of `shard`, if given).
+async fn pick(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+) -> Result<MoveRecord, MoveError> {
+    let all = store::unfinished(config, snapshot).await?;
+    let mut found: Vec<MoveRecord> = all
+        .into_iter()
+        .filter(|m| shard.is_none_or(|s| s == m.shard))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(MoveError::NotFound(match shard {
+            Some(s) => format!("{s} has no unfinished move"),
+            None => "there is no unfinished move".into(),
+        })),
+        _ => {
+            let list: Vec<String> = found
+                .iter()
+                .map(|m| format!("{} ({})", m.shard, m.step))
+                .collect();
+            Err(MoveError::NotFound(format!(
+                "several unfinished moves: {}; say which with --shard",
+                list.join(", ")
+            )))
+        }
+    }
+}
+
+/// Continues an unfinished move from its persisted step.
+pub async fn resume_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let found = pick(config, snapshot, shard).await?;
+    resume_record(config, snapshot, &found, opts, progress).await
+}
+
+pub(crate) async fn resume_record(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
+    let src = Db::connect(config, snapshot, found.source).await?;
+    let dst = Db::connect(config, snapshot, found.destination).await?;
+    let rec = store::load(&src, found.id).await?;
+    let report = MoveReport {
+        id: rec.id,
+        shard: Some(rec.shard),
+        from: Some(rec.source),
+        to: Some(rec.destination),
+        verify: rec.verify,
+        resumed_from: Some(rec.step),
+        ..MoveReport::default()
+    };
+    let mover = MoveContext {
+        config,
+        rec,
+        src,
+        dst,
+        opts,
+        progress,
+        ddl: None,
+        report,
+        error_baseline: 0,
+        capacity_locked: false,
+    };
+    finish(config, snapshot, mover).await
+}
+
+/// Rolls back the one unfinished move (of `shard`, if given).
+pub async fn abort_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+) -> Result<AbortReport, MoveError> {
+    let found = pick(config, snapshot, shard).await?;
+    abort_record(config, snapshot, &found).await
+}
+
+pub(crate) async fn abort_record(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+) -> Result<AbortReport, MoveError> {
+    let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
+    abort_locked(config, snapshot, found).await
+}
+
+/// [`abort_record`] for a caller that already holds the shard's move lock.
+pub(crate) async fn abort_locked(
+    config: &Config,
+    snapshot: &Snapshot,
+    found: &MoveRecord,
+) -> Result<AbortReport, MoveError> {
+    let src = Db::connect(config, snapshot, found.source).await?;
+    let dst = Db::connect(config, snapshot, found.destination).await?;
+    let rec = match store::load(&src, found.id).await {
+        Ok(r) => r,
+        // Only the destination's reference row is left: undo what the destination holds.
+        Err(MoveError::NotFound(_)) => found.clone(),
+        Err(e) => return Err(e),
+    };
+    undo::abort(&src, &dst, &rec).await
+}

@@ -1,0 +1,201 @@
+//! Starting a move: the checks before the move lock ([`preflight`]), under it (leftovers,
+//! replicas), the safety checks on both masters and the move's record ([`prepare`]), then
+//! the steps ([`crate::run::run`]).
+
+use crate::context::MoveContext;
+use crate::db::Db;
+use crate::error::MoveError;
+use crate::masters::Masters;
+use crate::move_lock::hold_move_lock;
+use crate::resume::{abort_locked, abort_record, finish};
+use crate::{ddl, safety, store, undo, MoveEvent, MoveOptions, MoveReport, Progress};
+use atoll_core::move_plan::{check_start, MoveRecord, MoveStep};
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+
+/// Starts and runs a move of `shard` to island `to`.
+pub async fn start_move(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: ShardNo,
+    to: IslandId,
+    opts: &MoveOptions,
+    progress: Progress,
+) -> Result<MoveReport, MoveError> {
+    let t0 = std::time::Instant::now();
+    let mut masters = Masters::new(config, snapshot);
+    let (from, pending) = preflight(&mut masters, shard, to, opts).await?;
+    // Held until this function returns: no other process starts, resumes or aborts a move
+    // of this shard meanwhile. What was checked above is re-checked under the lock.
+    let lock = hold_move_lock(config, snapshot, from, shard).await?;
+    let still_active =
+        atoll_pg::catalog::registry::is_active(&lock.client, &lock.node, shard).await?;
+    let raced = store::unfinished_on(&mut masters)
+        .await?
+        .into_iter()
+        .any(|m| m.shard == shard);
+    if raced || !still_active {
+        return Err(MoveError::Busy { shard });
+    }
+    clear_leftovers(&mut masters, shard, &pending, opts).await?;
+    safety::check_replicas(shard, snapshot, to, opts.max_replica_lag_bytes)?;
+    let src = masters.take(from).await?;
+    let dst = masters.take(to).await?;
+    let (rec, ddl) = prepare(&mut masters, &src, &dst, shard, opts).await?;
+    progress(shard, &MoveEvent::Step(MoveStep::Prepared));
+    let report = MoveReport {
+        id: rec.id,
+        shard: Some(shard),
+        from: Some(from),
+        to: Some(to),
+        verify: opts.verify,
+        ..MoveReport::default()
+    };
+    let mover = MoveContext {
+        config,
+        rec,
+        src,
+        dst,
+        opts,
+        progress,
+        ddl: Some(ddl),
+        report,
+        error_baseline: 0,
+        capacity_locked: true,
+    };
+    mover.hook(MoveStep::Prepared)?;
+    let mut report = finish(config, snapshot, mover).await?;
+    report.total_ms = t0.elapsed().as_millis() as u64;
+    drop(lock);
+    Ok(report)
+}
+
+/// The checks before the move lock is taken: unfinished moves of the shard (aborted with
+/// `clean_leftovers`), and whether the move may start at all. Returns the source island
+/// and the unfinished moves of other shards.
+async fn preflight(
+    masters: &mut Masters<'_>,
+    shard: ShardNo,
+    to: IslandId,
+    opts: &MoveOptions,
+) -> Result<(IslandId, Vec<MoveRecord>), MoveError> {
+    let (config, snapshot) = (masters.config, masters.snapshot);
+    let mut pending = store::unfinished_on(masters).await?;
+    if opts.clean_leftovers {
+        for m in pending.iter().filter(|m| m.shard == shard) {
+            abort_record(config, snapshot, m).await?;
+        }
+        pending.retain(|m| m.shard != shard);
+    }
+    let active_on = snapshot.active_island(shard).ok();
+    let known = snapshot.island(to).is_some();
+    let dst_has_schema = if known {
+        masters
+            .get(to)
+            .await?
+            .one(
+                "select exists (select 1 from pg_namespace where nspname = $1)",
+                &[&shard.schema()],
+            )
+            .await?
+            .get(0)
+    } else {
+        false
+    };
+    let from = check_start(shard, active_on, to, known, dst_has_schema, &pending)?;
+    Ok((from, pending))
+}
+
+/// Replication objects of earlier moves of `shard` that no unfinished move owns: refused,
+/// or dropped with `clean_leftovers`.
+async fn clear_leftovers(
+    masters: &mut Masters<'_>,
+    shard: ShardNo,
+    pending: &[MoveRecord],
+    opts: &MoveOptions,
+) -> Result<(), MoveError> {
+    let left = undo::leftovers(masters, shard, pending).await?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    if !opts.clean_leftovers {
+        let list: Vec<String> = left
+            .iter()
+            .map(|(i, k, n)| format!("{k} {n} on island {i}"))
+            .collect();
+        return Err(MoveError::Unsafe {
+            shard,
+            check: "leftovers",
+            detail: format!(
+                "{} remain from an earlier move; pass --clean-leftovers to drop them",
+                list.join(", ")
+            ),
+        });
+    }
+    undo::drop_leftovers(masters, &left).await
+}
+
+/// The safety checks on both masters, then the move's record (step `prepared`), then the
+/// check for a migration run (see [`refuse_during_migration`]). Leaves `src` and `dst`
+/// holding the capacity lock.
+async fn prepare(
+    masters: &mut Masters<'_>,
+    src: &Db,
+    dst: &Db,
+    shard: ShardNo,
+    opts: &MoveOptions,
+) -> Result<(MoveRecord, ddl::SchemaDdl), MoveError> {
+    store::require_catalog(src).await?;
+    store::require_catalog(dst).await?;
+    let ddl = ddl::read(src, shard).await?;
+    safety::check_tables(shard, &ddl)?;
+    safety::check_roles(shard, dst, &ddl.roles).await?;
+    // Held on both sessions until the subscription exists (or these connections close):
+    // parallel moves take turns between counting free capacity and using it.
+    safety::lock_capacity(shard, src, dst).await?;
+    safety::check_capacity(shard, src, dst, ddl.tables.len(), None).await?;
+    let rec = MoveRecord {
+        id: store::new_id(),
+        shard,
+        source: src.island,
+        destination: dst.island,
+        step: MoveStep::Prepared,
+        verify: opts.verify,
+        backup_schema: None,
+    };
+    store::insert(src, &rec, store::MoveRole::Source).await?;
+    // Now that this move is visible to a migration run, make sure none is under way
+    // (logical replication does not carry DDL); see atoll_pg::coordination.
+    if let Err(e) = refuse_during_migration(masters, src, dst, shard).await {
+        abort_locked(masters.config, masters.snapshot, &rec).await?;
+        return Err(e);
+    }
+    Ok((rec, ddl))
+}
+
+/// Refuses while a migration run holds the cluster lock (on the coordination island's
+/// master, which may be the source or the destination).
+async fn refuse_during_migration(
+    masters: &mut Masters<'_>,
+    src: &Db,
+    dst: &Db,
+    shard: ShardNo,
+) -> Result<(), MoveError> {
+    let Some(first) = atoll_pg::coordination::coordination_island(masters.config) else {
+        return Ok(());
+    };
+    let db = if first == src.island {
+        src
+    } else if first == dst.island {
+        dst
+    } else {
+        masters.get(first).await?
+    };
+    if atoll_pg::coordination::migration_running(&db.client, &db.node).await? {
+        return Err(MoveError::Unsafe {
+            shard,
+            check: "migration_running",
+            detail: "a migration run holds the cluster lock (see atoll.migration_lock); move after it ends".into(),
+        });
+    }
+    Ok(())
+}
