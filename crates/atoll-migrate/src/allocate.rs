@@ -9,7 +9,8 @@
 //! have been deactivated on purpose with data in it, so it needs `allow_unsafe`.
 
 use crate::error::MigrateError;
-use crate::run::{apply, Event, RunOptions, RunOutcome, RunReport};
+use crate::report::{Event, RunOutcome, RunReport};
+use crate::run::{apply, RunOptions};
 use atoll_core::allocation::Placement;
 use atoll_core::migration::MigrationSet;
 use atoll_core::{Config, ShardNo, Snapshot};

@@ -29,6 +29,7 @@ mod error;
 mod exec;
 mod limits;
 mod reindex;
+mod report;
 mod run;
 mod run_lock;
 mod state;
@@ -40,7 +41,6 @@ pub use diff::schema_diff;
 pub use dir::{new_pair, read_dir, utc_stamp};
 pub use error::MigrateError;
 pub use exec::{Direction, LockPolicy};
-pub use run::{
-    apply, plan_only, undo, Event, Phase, RunOptions, RunOutcome, RunReport, SchemaFailure,
-};
+pub use report::{Event, Phase, RunOutcome, RunReport, SchemaFailure};
+pub use run::{apply, plan_only, undo, RunOptions};
 pub use state::finalizer_island;

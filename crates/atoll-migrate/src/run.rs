@@ -5,6 +5,7 @@
 
 use crate::error::MigrateError;
 use crate::exec::{Direction, LockPolicy};
+use crate::report::{Event, Phase, RunOutcome, RunReport};
 use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
 use crate::workers::{run_jobs, Job, Shared};
@@ -13,7 +14,6 @@ use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
 use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
 use atoll_pg::catalog::moves::{self, MoveRole};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -49,124 +49,6 @@ impl Default for RunOptions {
             only: None,
         }
     }
-}
-
-/// What the caller is told while a run goes on.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// `schemas` schemas will be migrated; the canary phase starts.
-    Start {
-        /// Schemas with something to run (shards and non-shard schemas).
-        schemas: usize,
-        /// Shards run in the canary phase, one at a time.
-        canary: usize,
-    },
-    /// A phase begins.
-    Phase(Phase),
-    /// One schema finished (its whole chain), with the error if it failed.
-    Done {
-        /// The schema's name (`shNNNN` or a non-shard schema).
-        schema: String,
-        /// `file: message` of the step that failed; `None` when the whole chain ran.
-        error: Option<String>,
-    },
-}
-
-/// The phases of a run, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// The first shard alone; a failure stops the run before the others.
-    Canary,
-    /// Every other shard, in parallel per island.
-    FanOut,
-    /// The non-shard schemas, once every shard is done.
-    Finalizer,
-}
-
-impl Phase {
-    /// The phase's name as in JSON and progress output: `canary`, `fan-out`, `finalizer`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Canary => "canary",
-            Phase::FanOut => "fan-out",
-            Phase::Finalizer => "finalizer",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How a run ended (`status` in its JSON report).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Every schema migrated.
-    Done,
-    /// Some schemas failed (listed in the report).
-    Failed,
-    /// The canary failed; the other shards were not started.
-    CanaryFailed,
-    /// Nothing was pending.
-    NothingToDo,
-}
-
-impl RunOutcome {
-    /// Whether every schema is now where the run was to take it.
-    pub fn is_success(self) -> bool {
-        matches!(self, RunOutcome::Done | RunOutcome::NothingToDo)
-    }
-}
-
-/// One schema whose chain stopped.
-#[derive(Debug, Clone, Serialize)]
-pub struct SchemaFailure {
-    /// The schema's name.
-    pub schema: String,
-    /// The island whose master holds the schema.
-    pub island: IslandId,
-    /// The version of the step that failed; its earlier versions stay applied.
-    pub version: String,
-    /// The file that failed (`<version>.<name>.<target>.up.sql` or `.dn.sql`); empty when
-    /// the island master could not be reached.
-    pub file: String,
-    /// PostgreSQL's message, or why the master could not be reached.
-    pub error: String,
-}
-
-/// The outcome of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    /// The run's id in `atoll.migration_runs` on the coordination island's master.
-    pub run_id: i64,
-    /// Apply or undo.
-    pub kind: RunKind,
-    /// How the run ended.
-    pub status: RunOutcome,
-    /// Schemas with something to run (shards and non-shard schemas); 0 when nothing was
-    /// pending.
-    pub schemas_total: usize,
-    /// Schemas whose whole chain ran.
-    pub schemas_ok: usize,
-    /// Files run across all schemas (files found already done by an earlier run are not
-    /// counted).
-    pub versions_applied: usize,
-    /// The shards run in the canary phase, in order.
-    pub canary: Vec<String>,
-    /// Every schema whose chain stopped, by schema name.
-    pub failures: Vec<SchemaFailure>,
-    /// Schemas not started because the canary failed.
-    pub not_started: usize,
-    /// The non-shard schemas the run had to migrate last (run or not).
-    pub finalizer: Vec<String>,
-    /// True when non-shard targets were not run because shards failed.
-    pub finalizer_skipped: bool,
-    /// Wall-clock time of the run, from connecting to the masters to the end, in ms.
-    pub elapsed_ms: u64,
 }
 
 /// A plan without touching anything: the dry run.
@@ -372,17 +254,10 @@ async fn execute(
         return Ok(report);
     }
     let islands: BTreeSet<IslandId> = shards.iter().chain(&finalizer).map(|j| j.island).collect();
-    let nodes: BTreeMap<IslandId, NodeConfig> =
-        masters.nodes.iter().map(|m| (m.0, m.1.clone())).collect();
     if let Err(e) = hooks(masters, &islands, set.before.as_deref(), "before.sql").await {
         let _ = lock.finish(RunStatus::Failed, &e.to_string()).await;
         return Err(e);
     }
-    let canary_n = opts.canary.min(shards.len());
-    progress(Event::Start {
-        schemas: total,
-        canary: canary_n,
-    });
     let shared = Shared {
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
@@ -393,64 +268,102 @@ async fn execute(
         lock_lost: Mutex::new(None),
         limits: Default::default(),
     };
-    let rest = shards.split_off(canary_n);
-    report.canary = shards.iter().map(|j| j.schema.clone()).collect();
-    let timeout = config.connect_timeout;
-    let with_ticks = |fut| tick_progress(&lock, total, &shared, fut);
-    if canary_n > 0 {
-        progress(Event::Phase(Phase::Canary));
-        // One at a time: a broken migration fails on one shard, not on `parallelism`.
-        with_ticks(run_jobs(
-            &nodes,
-            shards,
-            1,
-            dir,
-            opts.policy,
-            timeout,
-            &shared,
-        ))
-        .await;
-    }
-    let canary_failed = shared.failed.load(Ordering::Relaxed) > 0;
-    // A lost lock (`shared.stop`) starts no further phase; the error below says so.
-    let stopped = || shared.stop.load(Ordering::Relaxed);
-    if stopped() || canary_failed {
-        report.not_started = rest.len() + finalizer.len();
-    } else {
+    let phases = Phases {
+        nodes: masters.nodes.iter().map(|m| (m.0, m.1.clone())).collect(),
+        dir,
+        opts,
+        timeout: config.connect_timeout,
+        lock: &lock,
+        total,
+        shared: &shared,
+    };
+    let canary_failed = phases.run(shards, finalizer, &mut report).await;
+    let after = hooks(masters, &islands, set.after.as_deref(), "after.sql").await;
+    close(lock, shared, canary_failed, &mut report).await?;
+    after?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// What the phases of one run share.
+struct Phases<'a, 'p> {
+    nodes: BTreeMap<IslandId, NodeConfig>,
+    dir: Direction,
+    opts: &'a RunOptions,
+    timeout: Duration,
+    lock: &'a RunLock,
+    total: usize,
+    shared: &'a Shared<'p>,
+}
+
+impl Phases<'_, '_> {
+    /// Canary, fan-out, finalizer, each only if the one before succeeded and the lock is
+    /// held. Returns whether the canary failed; `report` gets the canary and what was not
+    /// started.
+    async fn run(
+        &self,
+        mut shards: Vec<Job<'_>>,
+        finalizer: Vec<Job<'_>>,
+        report: &mut RunReport,
+    ) -> bool {
+        let canary_n = self.opts.canary.min(shards.len());
+        (self.shared.progress)(Event::Start {
+            schemas: self.total,
+            canary: canary_n,
+        });
+        let rest = shards.split_off(canary_n);
+        report.canary = shards.iter().map(|j| j.schema.clone()).collect();
+        if canary_n > 0 {
+            // One at a time: a broken migration fails on one shard, not on `parallelism`.
+            self.phase(Phase::Canary, shards, 1).await;
+        }
+        let canary_failed = self.shared.failed.load(Ordering::Relaxed) > 0;
+        // A lost lock (`shared.stop`) starts no further phase; the caller's error says so.
+        let stopped = || self.shared.stop.load(Ordering::Relaxed);
+        if stopped() || canary_failed {
+            report.not_started = rest.len() + finalizer.len();
+            return canary_failed;
+        }
         if !rest.is_empty() {
-            progress(Event::Phase(Phase::FanOut));
-            let p = opts.parallelism.max(1);
-            with_ticks(run_jobs(
-                &nodes,
-                rest,
-                p,
-                dir,
-                opts.policy,
-                timeout,
-                &shared,
-            ))
-            .await;
+            self.phase(Phase::FanOut, rest, self.opts.parallelism.max(1))
+                .await;
         }
         if stopped() {
             report.not_started = finalizer.len();
-        } else if shared.failed.load(Ordering::Relaxed) > 0 {
+        } else if self.shared.failed.load(Ordering::Relaxed) > 0 {
             report.finalizer_skipped = !finalizer.is_empty();
             report.not_started = finalizer.len();
         } else if !finalizer.is_empty() {
-            progress(Event::Phase(Phase::Finalizer));
-            with_ticks(run_jobs(
-                &nodes,
-                finalizer,
-                1,
-                dir,
-                opts.policy,
-                timeout,
-                &shared,
-            ))
-            .await;
+            self.phase(Phase::Finalizer, finalizer, 1).await;
         }
+        false
     }
-    let after = hooks(masters, &islands, set.after.as_deref(), "after.sql").await;
+
+    /// Runs `jobs` with `parallelism` workers per island, recording progress every second.
+    async fn phase(&self, phase: Phase, jobs: Vec<Job<'_>>, parallelism: usize) {
+        (self.shared.progress)(Event::Phase(phase));
+        let work = run_jobs(
+            &self.nodes,
+            jobs,
+            parallelism,
+            self.dir,
+            self.opts.policy,
+            self.timeout,
+            self.shared,
+        );
+        tick_progress(self.lock, self.total, self.shared, work).await;
+    }
+}
+
+/// Fills in the report's counts and outcome, records them in the run record and releases
+/// the lock; a lost lock is an error.
+async fn close(
+    lock: RunLock,
+    shared: Shared<'_>,
+    canary_failed: bool,
+    report: &mut RunReport,
+) -> Result<(), MigrateError> {
+    let total = report.schemas_total;
     let failed = shared.failed.load(Ordering::Relaxed);
     report.schemas_ok = shared.done.load(Ordering::Relaxed) - failed;
     report.versions_applied = shared.versions.load(Ordering::Relaxed);
@@ -466,9 +379,8 @@ async fn execute(
     };
     let lost = shared
         .lock_lost
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(why) = lost {
         // Another run may hold the lock by now: record what we can, and say so.
         let done = shared.done.load(Ordering::Relaxed);
@@ -494,10 +406,7 @@ async fn execute(
     } else {
         RunStatus::Failed
     };
-    lock.finish(status, &message).await?;
-    after?;
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    lock.finish(status, &message).await
 }
 
 /// Shards in run order: by name, but the global shard sh0000 (tenants, settings) last,

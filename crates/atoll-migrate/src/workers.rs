@@ -4,7 +4,7 @@
 
 use crate::exec::{run_step, Direction, LockPolicy, Outcome};
 use crate::limits::Limits;
-use crate::run::{Event, SchemaFailure};
+use crate::report::{Event, SchemaFailure};
 use atoll_core::migration::Migration;
 use atoll_core::{IslandId, NodeConfig};
 use futures::future::join_all;
