@@ -60,7 +60,20 @@ const EXPLODED: &str = "pg_get_userbyid(x.grantor)::text,
 /// `search_path = pg_catalog`, so `regprocedure` / `regtype` names come out qualified.
 pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, MoveError> {
     let mut out = Security::default();
+    let objects = read_objects(db, ns, &mut out).await?;
+    let cols = read_column_grants(db, ns, &mut out).await?;
+    check_grantors(db, schema, ns, &objects, &cols, &mut out).await?;
+    read_row_security(db, ns, &mut out).await?;
+    read_comments(db, ns, &mut out).await?;
+    read_default_privileges(db, schema, ns, &mut out).await?;
+    Ok(out)
+}
 
+/// Column grants: `(table, column, table owner, privileges)`.
+type ColumnGrants = Vec<(String, String, String, Vec<Privilege>)>;
+
+/// Owners and ACLs of the schema and its objects.
+async fn read_objects(db: &Db, ns: u32, out: &mut Security) -> Result<Vec<Secured>, MoveError> {
     // Owners and ACLs, one row per privilege (or one row with NULLs for an empty / NULL
     // ACL), in object order then ACL order.
     let sql = format!(
@@ -120,7 +133,15 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
     }
     out.statements.extend(objects_sql(&objects));
 
-    // Column grants (a fresh column has none, so only grants).
+    Ok(objects)
+}
+
+/// Column grants (a fresh column has none, so only grants).
+async fn read_column_grants(
+    db: &Db,
+    ns: u32,
+    out: &mut Security,
+) -> Result<ColumnGrants, MoveError> {
     let sql = format!(
         "select quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname::text,
                 pg_get_userbyid(c.relowner)::text, {EXPLODED}
@@ -131,7 +152,7 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
             and not a.attisdropped and a.attacl is not null
           order by c.oid, a.attnum, x.ordinality"
     );
-    let mut cols: Vec<(String, String, String, Vec<Privilege>)> = Vec::new();
+    let mut cols: ColumnGrants = Vec::new();
     for r in db.query(&sql, &[&ns]).await? {
         let (table, col, owner): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         let Some(p) = privilege(&r, 3) else { continue };
@@ -146,6 +167,18 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
             .extend(grants(acl, owner, &format!("table {table}"), Some(col)));
     }
 
+    Ok(cols)
+}
+
+/// Grantors other than the owner must be able to use the schema (see below).
+async fn check_grantors(
+    db: &Db,
+    schema: &str,
+    ns: u32,
+    objects: &[Secured],
+    cols: &ColumnGrants,
+    out: &mut Security,
+) -> Result<(), MoveError> {
     // A grant made by a non-owner is replayed under SET ROLE of its grantor, which must
     // be able to look the object up: without USAGE on the schema the GRANT would fail (or
     // grant less, with only a warning). The schema's ACL is replayed first, so the source's
@@ -181,7 +214,11 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
         ));
     }
 
-    // Row-level security, then the policies.
+    Ok(())
+}
+
+/// `ENABLE` / `FORCE ROW LEVEL SECURITY`, then the policies.
+async fn read_row_security(db: &Db, ns: u32, out: &mut Security) -> Result<(), MoveError> {
     for r in db
         .query(
             "select quote_ident(n.nspname) || '.' || quote_ident(c.relname),
@@ -232,7 +269,11 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
         ));
     }
 
-    // Comments on the schema and everything in it.
+    Ok(())
+}
+
+/// Comments on the schema and everything in it.
+async fn read_comments(db: &Db, ns: u32, out: &mut Security) -> Result<(), MoveError> {
     for r in db
         .query(
             "select o.type, o.identity, d.description
@@ -265,7 +306,17 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
         }
     }
 
-    // Default privileges last: objects created above must not pick them up.
+    Ok(())
+}
+
+/// The schema's default privileges: replayed last, so objects created before do not pick
+/// them up.
+async fn read_default_privileges(
+    db: &Db,
+    schema: &str,
+    ns: u32,
+    out: &mut Security,
+) -> Result<(), MoveError> {
     let sql = format!(
         "select pg_get_userbyid(d.defaclrole)::text, d.defaclobjtype::text, {EXPLODED}
            from pg_default_acl d cross join lateral aclexplode(d.defaclacl) with ordinality x
@@ -288,5 +339,5 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
             out.statements.extend(stmts);
         }
     }
-    Ok(out)
+    Ok(())
 }
