@@ -263,8 +263,82 @@ pub(crate) async fn check_capacity(
     tables: usize,
     exclude: Option<(i64, &str)>,
 ) -> Result<(), MoveError> {
-    // Moves' slots are `atoll_move_*` and the table-sync slots `pg_<oid>_sync_<relid>_<sysid>`;
-    // their WAL senders carry application_name atoll_move (see db::conninfo).
+    let s = source_capacity(src, exclude.map(|e| e.1)).await?;
+    let d = destination_capacity(dst).await?;
+    // The other moves from the source are assumed to have the same number of table-sync
+    // workers as this destination allows (islands are configured alike).
+    let id = exclude.map(|e| e.0);
+    let (src_reserved, src_holders) = reservations(src, MoveRole::Source, id, d.sync).await?;
+    let (dst_reserved, dst_holders) = reservations(dst, MoveRole::Destination, id, d.sync).await?;
+    let need = needed_slots(tables, d.sync);
+    let named = |holders: &[String]| {
+        if holders.is_empty() {
+            String::new()
+        } else {
+            format!("; moves holding reservations: {}", holders.join(", "))
+        }
+    };
+    let (src_named, dst_named) = (named(&src_holders), named(&dst_holders));
+    let free_of = |c: Capacity, reserved| free(c.max, c.used, c.other, reserved);
+    let (slots, senders) = (
+        free_of(s.slots, src_reserved),
+        free_of(s.senders, src_reserved),
+    );
+    let (workers, origins) = (
+        free_of(d.workers, dst_reserved),
+        free_of(d.origins, dst_reserved),
+    );
+    tracing::debug!(%shard, src_reserved, slots, senders, workers, origins, dst_reserved, need, "replication capacity");
+    let (si, di) = (src.island, dst.island);
+    let shortage = if s.wal_level != "logical" {
+        Some((
+            "wal_level",
+            format!(
+                "island {si} has wal_level = {}, logical is needed",
+                s.wal_level
+            ),
+        ))
+    } else if slots < need {
+        Some(("replication_slots", format!("island {si} has {slots} free replication slots (other moves' reservations counted), the move needs {need}{src_named}")))
+    } else if senders < need {
+        Some(("wal_senders", format!("island {si} has {senders} free WAL senders (other moves' reservations counted), the move needs {need}{src_named}")))
+    } else if workers < need {
+        Some(("replication_workers", format!("island {di} has {workers} free logical replication workers (other moves' reservations counted), the move needs {need}{dst_named}")))
+    } else if origins < need {
+        Some(("replication_origins", format!("island {di} has {origins} free replication origins (max_replication_slots there caps them; other moves' reservations counted), the move needs {need}{dst_named}")))
+    } else {
+        None
+    };
+    match shortage {
+        None => Ok(()),
+        Some((check, detail)) => Err(MoveError::Unsafe {
+            shard,
+            check,
+            detail,
+        }),
+    }
+}
+
+/// One replication resource on a server: its maximum, how many are in use, and how many
+/// of those are not atoll moves'.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    max: i64,
+    used: i64,
+    other: i64,
+}
+
+/// What the source offers: replication slots, WAL senders, and its `wal_level`.
+struct SourceCapacity {
+    slots: Capacity,
+    senders: Capacity,
+    wal_level: String,
+}
+
+/// Moves' slots are `atoll_move_*` and the table-sync slots `pg_<oid>_sync_<relid>_<sysid>`;
+/// their WAL senders carry application_name atoll_move (see db::conninfo). A slot named
+/// `own_slot` (this move's own, left by an earlier attempt) is not counted as used.
+async fn source_capacity(src: &Db, own_slot: Option<&str>) -> Result<SourceCapacity, MoveError> {
     let r = src
         .one(
             r"select current_setting('max_replication_slots')::int8,
@@ -278,15 +352,36 @@ pub(crate) async fn check_capacity(
                       where application_name is distinct from 'atoll_move'),
                     current_setting('wal_level'),
                     (select count(*) from pg_replication_slots where slot_name = $1)",
-            &[&exclude.map(|e| e.1)],
+            &[&own_slot],
         )
         .await?;
-    let (max_slots, slots_used, slots_other): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     let own_left: i64 = r.get(7);
-    let slots_used = slots_used - own_left;
-    let (max_senders, senders_used, senders_other): (i64, i64, i64) =
-        (r.get(3), r.get(4), r.get(5));
-    let wal_level: String = r.get(6);
+    Ok(SourceCapacity {
+        slots: Capacity {
+            max: r.get(0),
+            used: r.get::<_, i64>(1) - own_left,
+            other: r.get(2),
+        },
+        senders: Capacity {
+            max: r.get(3),
+            used: r.get(4),
+            other: r.get(5),
+        },
+        wal_level: r.get(6),
+    })
+}
+
+/// What the destination offers: logical replication workers and replication origins,
+/// and how many table syncs a subscription runs at once.
+struct DestinationCapacity {
+    workers: Capacity,
+    /// A subscription uses one replication origin, and each table sync one while it runs;
+    /// before PostgreSQL 18 the subscriber's max_replication_slots caps them.
+    origins: Capacity,
+    sync: i64,
+}
+
+async fn destination_capacity(dst: &Db) -> Result<DestinationCapacity, MoveError> {
     let w = dst
         .one(
             r"select current_setting('max_logical_replication_workers')::int8,
@@ -305,84 +400,19 @@ pub(crate) async fn check_capacity(
             &[],
         )
         .await?;
-    let (max_workers, workers_used, workers_other, sync): (i64, i64, i64, i64) =
-        (w.get(0), w.get(1), w.get(2), w.get(3));
-    // A subscription uses one replication origin, and each table sync one while it runs;
-    // before PostgreSQL 18 the subscriber's max_replication_slots caps them.
-    let (max_origins, origins_used, origins_other): (i64, i64, i64) =
-        (w.get(4), w.get(5), w.get(6));
-    // The other moves from the source are assumed to have the same number of table-sync
-    // workers as this destination allows (islands are configured alike).
-    let id = exclude.map(|e| e.0);
-    let (src_reserved, src_holders) = reservations(src, MoveRole::Source, id, sync).await?;
-    let (dst_reserved, dst_holders) = reservations(dst, MoveRole::Destination, id, sync).await?;
-    let slots = free(max_slots, slots_used, slots_other, src_reserved);
-    let senders = free(max_senders, senders_used, senders_other, src_reserved);
-    let workers = free(max_workers, workers_used, workers_other, dst_reserved);
-    let origins = free(max_origins, origins_used, origins_other, dst_reserved);
-    let need = needed_slots(tables, sync);
-    tracing::debug!(%shard, max_slots, slots_used, slots_other, src_reserved, slots, senders, workers, dst_reserved, need, "replication capacity");
-    let named = |holders: &[String]| {
-        if holders.is_empty() {
-            String::new()
-        } else {
-            format!("; moves holding reservations: {}", holders.join(", "))
-        }
-    };
-    let (src_named, dst_named) = (named(&src_holders), named(&dst_holders));
-    let refuse = |check: &'static str, detail: String| {
-        Err(MoveError::Unsafe {
-            shard,
-            check,
-            detail,
-        })
-    };
-    if wal_level != "logical" {
-        return refuse(
-            "wal_level",
-            format!(
-                "island {} has wal_level = {wal_level}, logical is needed",
-                src.island
-            ),
-        );
-    }
-    if slots < need {
-        return refuse(
-            "replication_slots",
-            format!(
-                "island {} has {slots} free replication slots (other moves' reservations counted), the move needs {need}{src_named}",
-                src.island
-            ),
-        );
-    }
-    if senders < need {
-        return refuse(
-            "wal_senders",
-            format!(
-                "island {} has {senders} free WAL senders (other moves' reservations counted), the move needs {need}{src_named}",
-                src.island
-            ),
-        );
-    }
-    if workers < need {
-        return refuse(
-            "replication_workers",
-            format!(
-                "island {} has {workers} free logical replication workers (other moves' reservations counted), the move needs {need}{dst_named}",
-                dst.island
-            ),
-        );
-    }
-    if origins < need {
-        return refuse(
-            "replication_origins",
-            format!(
-                "island {} has {origins} free replication origins (max_replication_slots there caps them; other moves' reservations counted), the move needs {need}{dst_named}",
-                dst.island
-            ),
-        );
-    }
-    Ok(())
+    Ok(DestinationCapacity {
+        workers: Capacity {
+            max: w.get(0),
+            used: w.get(1),
+            other: w.get(2),
+        },
+        sync: w.get(3),
+        origins: Capacity {
+            max: w.get(4),
+            used: w.get(5),
+            other: w.get(6),
+        },
+    })
 }
 
 /// A resumed move about to create its subscription checks capacity as a new one does
