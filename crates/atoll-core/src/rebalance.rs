@@ -107,6 +107,46 @@ pub struct RebalanceInput {
 /// Plans the moves that balance `input` (see the module docs for the three passes); pure and
 /// deterministic.
 pub fn plan(input: &RebalanceInput) -> Result<RebalancePlan, RebalanceError> {
+    let targets = validate(input)?;
+    let mut shards = input.shards.clone();
+    // Deterministic plans: heaviest first, then by number.
+    shards.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.shard.cmp(&b.shard)));
+    let before = loads(input, &shards);
+    let mut p = Placement {
+        place: shards.iter().map(|s| (s.shard, s.island)).collect(),
+        weight_of: shards.iter().map(|s| (s.shard, s.weight)).collect(),
+        targets: &targets,
+    };
+    p.drain(&shards, &input.decommission);
+    p.equalise(&shards, input.empty_below);
+    p.spread_empty(&shards, input.empty_below);
+    let place = p.place;
+    let moves: Vec<PlannedMove> = shards
+        .iter()
+        .filter(|s| place[&s.shard] != s.island)
+        .map(|s| PlannedMove {
+            shard: s.shard,
+            from: s.island,
+            to: place[&s.shard],
+            weight: s.weight,
+        })
+        .collect();
+    let after_shards: Vec<ShardLoad> = shards
+        .iter()
+        .map(|s| ShardLoad {
+            island: place[&s.shard],
+            ..s.clone()
+        })
+        .collect();
+    Ok(RebalancePlan {
+        moves,
+        before,
+        after: loads(input, &after_shards),
+    })
+}
+
+/// Refuses unknown islands and bad weights; returns the islands that may receive shards.
+fn validate(input: &RebalanceInput) -> Result<Vec<IslandId>, RebalanceError> {
     for d in &input.decommission {
         if !input.islands.contains(d) {
             return Err(RebalanceError::UnknownIsland(*d));
@@ -135,121 +175,115 @@ pub fn plan(input: &RebalanceInput) -> Result<RebalancePlan, RebalanceError> {
             });
         }
     }
-    let mut shards = input.shards.clone();
-    // Deterministic plans: heaviest first, then by number.
-    shards.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.shard.cmp(&b.shard)));
-    let before = loads(input, &shards);
-    let mut place: BTreeMap<ShardNo, IslandId> =
-        shards.iter().map(|s| (s.shard, s.island)).collect();
-    let weight_of: BTreeMap<ShardNo, f64> = shards.iter().map(|s| (s.shard, s.weight)).collect();
-    let load = |place: &BTreeMap<ShardNo, IslandId>, island: IslandId| -> (f64, usize) {
-        place
+    Ok(targets)
+}
+
+/// Where each shard goes, as the plan is being made.
+struct Placement<'a> {
+    place: BTreeMap<ShardNo, IslandId>,
+    weight_of: BTreeMap<ShardNo, f64>,
+    /// The islands that may receive shards (not decommissioned), never empty.
+    targets: &'a [IslandId],
+}
+
+impl Placement<'_> {
+    /// Total weight and number of shards placed on `island`.
+    fn load(&self, island: IslandId) -> (f64, usize) {
+        self.place
             .iter()
             .filter(|(_, i)| **i == island)
-            .fold((0.0, 0), |(w, n), (s, _)| (w + weight_of[s], n + 1))
-    };
-    let lightest = |place: &BTreeMap<ShardNo, IslandId>| -> IslandId {
-        let mut best = targets[0];
-        let mut best_load = load(place, best);
-        for &t in &targets[1..] {
-            let l = load(place, t);
+            .fold((0.0, 0), |(w, n), (s, _)| (w + self.weight_of[s], n + 1))
+    }
+
+    /// The target with the least weight (then the fewest shards).
+    fn lightest(&self) -> IslandId {
+        let mut best = self.targets[0];
+        let mut best_load = self.load(best);
+        for &t in &self.targets[1..] {
+            let l = self.load(t);
             if l.0 < best_load.0 || (l.0 == best_load.0 && l.1 < best_load.1) {
                 best = t;
                 best_load = l;
             }
         }
         best
-    };
-
-    // 1. Drain decommissioned islands.
-    for s in &shards {
-        if input.decommission.contains(&place[&s.shard]) {
-            let to = lightest(&place);
-            place.insert(s.shard, to);
-        }
     }
 
-    // 2. Equalise weight among the remaining islands.
-    let movable = |s: &ShardLoad| s.shard != ShardNo::GLOBAL && s.weight > input.empty_below;
-    for _ in 0..shards.len() * targets.len() + 1 {
-        let by_weight =
-            |a: &IslandId, b: &IslandId| load(&place, *a).0.total_cmp(&load(&place, *b).0);
-        let (Some(&heavy), Some(&light)) = (
-            targets.iter().max_by(|a, b| by_weight(a, b)),
-            targets.iter().min_by(|a, b| by_weight(a, b)),
-        ) else {
-            break;
-        };
-        let gap = load(&place, heavy).0 - load(&place, light).0;
-        // Moving w lowers the larger of the two loads only when w < gap.
-        let candidate = shards
-            .iter()
-            .filter(|s| place[&s.shard] == heavy && movable(s) && s.weight < gap)
-            .max_by(|a, b| a.weight.total_cmp(&b.weight).then(b.shard.cmp(&a.shard)));
-        match candidate {
-            Some(s) => {
-                place.insert(s.shard, light);
+    /// Phase 1: every shard of a decommissioned island goes to the lightest target.
+    fn drain(&mut self, shards: &[ShardLoad], decommission: &[IslandId]) {
+        for s in shards {
+            if decommission.contains(&self.place[&s.shard]) {
+                let to = self.lightest();
+                self.place.insert(s.shard, to);
             }
-            None => break,
         }
     }
 
-    // 3. Spread empty shards by count.
-    let is_empty = |s: &ShardNo| *s != ShardNo::GLOBAL && weight_of[s] <= input.empty_below;
-    for _ in 0..shards.len() + 1 {
-        let count = |i: IslandId| {
-            place
+    /// Phase 2: equalise weight among the targets: move the heaviest shard that narrows the gap
+    /// between the heaviest and the lightest island, until none does.
+    fn equalise(&mut self, shards: &[ShardLoad], empty_below: f64) {
+        let movable = |s: &ShardLoad| s.shard != ShardNo::GLOBAL && s.weight > empty_below;
+        for _ in 0..shards.len() * self.targets.len() + 1 {
+            let by_weight =
+                |a: &IslandId, b: &IslandId| self.load(*a).0.total_cmp(&self.load(*b).0);
+            let (Some(&heavy), Some(&light)) = (
+                self.targets.iter().max_by(|a, b| by_weight(a, b)),
+                self.targets.iter().min_by(|a, b| by_weight(a, b)),
+            ) else {
+                break;
+            };
+            let gap = self.load(heavy).0 - self.load(light).0;
+            // Moving w lowers the larger of the two loads only when w < gap.
+            let candidate = shards
                 .iter()
-                .filter(|(s, p)| **p == i && is_empty(s))
-                .count()
-        };
-        let (Some(&most), Some(&least)) = (
-            targets
-                .iter()
-                .max_by_key(|i| (count(**i), std::cmp::Reverse(i.0))),
-            targets.iter().min_by_key(|i| (count(**i), i.0)),
-        ) else {
-            break;
-        };
-        if count(most) <= count(least) + 1 {
-            break;
-        }
-        // Prefer a shard that has not moved yet, then the highest number (stable plans).
-        let pick = place
-            .iter()
-            .filter(|(s, p)| **p == most && is_empty(s))
-            .map(|(s, _)| *s)
-            .max_by_key(|s| (shards.iter().any(|x| x.shard == *s && x.island == most), *s));
-        match pick {
-            Some(s) => {
-                place.insert(s, least);
+                .filter(|s| self.place[&s.shard] == heavy && movable(s) && s.weight < gap)
+                .max_by(|a, b| a.weight.total_cmp(&b.weight).then(b.shard.cmp(&a.shard)));
+            match candidate {
+                Some(s) => {
+                    self.place.insert(s.shard, light);
+                }
+                None => break,
             }
-            None => break,
         }
     }
 
-    let moves: Vec<PlannedMove> = shards
-        .iter()
-        .filter(|s| place[&s.shard] != s.island)
-        .map(|s| PlannedMove {
-            shard: s.shard,
-            from: s.island,
-            to: place[&s.shard],
-            weight: s.weight,
-        })
-        .collect();
-    let after_shards: Vec<ShardLoad> = shards
-        .iter()
-        .map(|s| ShardLoad {
-            island: place[&s.shard],
-            ..s.clone()
-        })
-        .collect();
-    Ok(RebalancePlan {
-        moves,
-        before,
-        after: loads(input, &after_shards),
-    })
+    /// Phase 3: spread empty shards by count, until no two targets differ by more than one.
+    fn spread_empty(&mut self, shards: &[ShardLoad], empty_below: f64) {
+        let weight_of = self.weight_of.clone();
+        let is_empty = |s: &ShardNo| *s != ShardNo::GLOBAL && weight_of[s] <= empty_below;
+        for _ in 0..shards.len() + 1 {
+            let count = |i: IslandId| {
+                self.place
+                    .iter()
+                    .filter(|(s, p)| **p == i && is_empty(s))
+                    .count()
+            };
+            let (Some(&most), Some(&least)) = (
+                self.targets
+                    .iter()
+                    .max_by_key(|i| (count(**i), std::cmp::Reverse(i.0))),
+                self.targets.iter().min_by_key(|i| (count(**i), i.0)),
+            ) else {
+                break;
+            };
+            if count(most) <= count(least) + 1 {
+                break;
+            }
+            // Prefer a shard that has not moved yet, then the highest number (stable plans).
+            let pick = self
+                .place
+                .iter()
+                .filter(|(s, p)| **p == most && is_empty(s))
+                .map(|(s, _)| *s)
+                .max_by_key(|s| (shards.iter().any(|x| x.shard == *s && x.island == most), *s));
+            match pick {
+                Some(s) => {
+                    self.place.insert(s, least);
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 fn loads(input: &RebalanceInput, shards: &[ShardLoad]) -> Vec<IslandLoad> {

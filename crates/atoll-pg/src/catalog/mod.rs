@@ -154,29 +154,7 @@ pub async fn install(
         )));
     }
     if !applied.is_empty() {
-        let rows = tx
-            .query(
-                "select key, value from atoll.meta where key in ('cluster_id', 'island')",
-                &[],
-            )
-            .await
-            .map_err(q)?;
-        for r in rows {
-            let (k, v): (&str, &str) = (r.get(0), r.get(1));
-            match k {
-                "cluster_id" if v != cluster_id => {
-                    return Err(PgError::Refused(format!(
-                        "island {island} (node {node}) belongs to another cluster {v}, not {cluster_id}"
-                    )))
-                }
-                "island" if v != island.to_string() => {
-                    return Err(PgError::Refused(format!(
-                        "node {node} is configured as island {island} but its catalog says island {v}"
-                    )))
-                }
-                _ => {}
-            }
-        }
+        check_membership(&tx, node, island, cluster_id).await?;
     }
     let mut steps_applied = Vec::new();
     for (version, name, sql) in STEPS {
@@ -208,6 +186,39 @@ pub async fn install(
         to_version,
         steps_applied,
     })
+}
+
+/// Refuses a catalog that belongs to another cluster, or says it is another island.
+async fn check_membership(
+    client: &impl tokio_postgres::GenericClient,
+    node: &NodeConfig,
+    island: IslandId,
+    cluster_id: &str,
+) -> Result<(), PgError> {
+    let rows = client
+        .query(
+            "select key, value from atoll.meta where key in ('cluster_id', 'island')",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?;
+    for r in rows {
+        let (k, v): (&str, &str) = (r.get(0), r.get(1));
+        match k {
+            "cluster_id" if v != cluster_id => {
+                return Err(PgError::Refused(format!(
+                    "island {island} (node {node}) belongs to another cluster {v}, not {cluster_id}"
+                )))
+            }
+            "island" if v != island.to_string() => {
+                return Err(PgError::Refused(format!(
+                    "node {node} is configured as island {island} but its catalog says island {v}"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A new random cluster id (128 bits, hex).
