@@ -207,6 +207,8 @@ impl Config {
     }
 
     /// Parses TOML text; `source` is named in errors.
+    // Long on purpose: one pass over the file's fields in the order a reader meets them,
+    // each check next to the field it names (line numbers come from the same spans).
     pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         let err = |span: Option<std::ops::Range<usize>>, msg: String| ConfigError::Invalid {
             origin: source.clone(),

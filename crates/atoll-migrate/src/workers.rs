@@ -74,6 +74,9 @@ pub(crate) async fn run_jobs(
     join_all(workers).await;
 }
 
+// One worker's loop: take a job, honour the file's limits, run its chain, record the
+// outcome; kept whole so the order of those steps (and where the stop flag is read) is
+// visible.
 async fn worker(
     node: Option<&NodeConfig>,
     island: IslandId,

@@ -165,6 +165,8 @@ pub(crate) async fn compare_security(
 
 /// The work inside T, after [`freeze`]; commits T. Returns when (since the lock
 /// request) T committed.
+// Kept whole: every statement here runs while writers wait, in this order, and the order
+// is the safety argument (sequences, then the comparisons, then the switch).
 pub(crate) async fn in_pause(
     cx: &mut MoveContext<'_>,
     pause_start: Instant,

@@ -238,6 +238,8 @@ fn target_of<'a>(set: &'a MigrationSet, schema: &str) -> Option<Result<&'a str, 
 
 /// Plans every schema. Schemas that no target matches are left out; schemas that match a
 /// shard target without being shards are listed as ignored.
+// Long on purpose: per schema, the target match, drift checks and pending versions are
+// one decision read top to bottom.
 pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
     let mut schemas = Vec::new();
     let mut ignored = Vec::new();
