@@ -37,7 +37,38 @@ pub(crate) struct MoveContext<'a> {
     pub capacity_locked: bool,
 }
 
-impl MoveContext<'_> {
+impl<'a> MoveContext<'a> {
+    /// A move about to run from `rec`'s step: no DDL read yet, no capacity lock held.
+    pub fn new(
+        config: &'a Config,
+        rec: MoveRecord,
+        src: Db,
+        dst: Db,
+        opts: &'a MoveOptions,
+        progress: Progress,
+    ) -> MoveContext<'a> {
+        let report = MoveReport {
+            id: rec.id,
+            shard: Some(rec.shard),
+            from: Some(rec.source),
+            to: Some(rec.destination),
+            verify: rec.verify,
+            ..MoveReport::default()
+        };
+        MoveContext {
+            config,
+            rec,
+            src,
+            dst,
+            opts,
+            progress,
+            ddl: None,
+            report,
+            error_baseline: 0,
+            capacity_locked: false,
+        }
+    }
+
     /// The shard being moved.
     pub fn shard(&self) -> ShardNo {
         self.rec.shard

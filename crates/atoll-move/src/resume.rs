@@ -84,27 +84,9 @@ pub(crate) async fn resume_record(
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = store::load(&src, found.id).await?;
-    let report = MoveReport {
-        id: rec.id,
-        shard: Some(rec.shard),
-        from: Some(rec.source),
-        to: Some(rec.destination),
-        verify: rec.verify,
-        resumed_from: Some(rec.step),
-        ..MoveReport::default()
-    };
-    let mover = MoveContext {
-        config,
-        rec,
-        src,
-        dst,
-        opts,
-        progress,
-        ddl: None,
-        report,
-        error_baseline: 0,
-        capacity_locked: false,
-    };
+    let step = rec.step;
+    let mut mover = MoveContext::new(config, rec, src, dst, opts, progress);
+    mover.report.resumed_from = Some(step);
     finish(config, snapshot, mover).await
 }
 

@@ -42,26 +42,10 @@ pub async fn start_move(
     let dst = masters.take(to).await?;
     let (rec, ddl) = prepare(&mut masters, &src, &dst, shard, opts).await?;
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
-    let report = MoveReport {
-        id: rec.id,
-        shard: Some(shard),
-        from: Some(from),
-        to: Some(to),
-        verify: opts.verify,
-        ..MoveReport::default()
-    };
-    let mover = MoveContext {
-        config,
-        rec,
-        src,
-        dst,
-        opts,
-        progress,
-        ddl: Some(ddl),
-        report,
-        error_baseline: 0,
-        capacity_locked: true,
-    };
+    let mut mover = MoveContext::new(config, rec, src, dst, opts, progress);
+    mover.ddl = Some(ddl);
+    // `prepare` took the capacity lock on both sessions.
+    mover.capacity_locked = true;
     mover.hook(MoveStep::Prepared)?;
     let mut report = finish(config, snapshot, mover).await?;
     report.total_ms = t0.elapsed().as_millis() as u64;
