@@ -8,7 +8,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use atoll_client::{ClientError, Cluster, ClusterOptions, Id, IdGenerator, IdNode, LeaseOptions};
 use atoll_core::{Config, NodeConfig};
-use atoll_pg::catalog::id_leases::{self as id_lease, LeaseRequest};
+use atoll_pg::catalog::id_leases::{self, LeaseRequest};
 use atoll_testkit::{shard, TestCluster, TestSandbox};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ async fn steal(c: &Client, node_cfg: &NodeConfig, node: u16, thief: &str) -> Res
     let taken = async {
         ended_ago(c, node, 3600).await?;
         Ok::<_, anyhow::Error>(
-            id_lease::acquire(c, node_cfg, &request(thief, node..node + 1)).await?,
+            id_leases::acquire(c, node_cfg, &request(thief, node..node + 1)).await?,
         )
     }
     .await;
@@ -147,11 +147,11 @@ async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
     let (ra, rb) = tokio::join!(
         async {
             x.close().await;
-            id_lease::list(c, &node).await
+            id_leases::list(c, &node).await
         },
         async {
             y.close().await;
-            id_lease::list(c, &node).await
+            id_leases::list(c, &node).await
         }
     );
     for rows in [ra?, rb?] {
@@ -168,7 +168,7 @@ async fn concurrent_clusters(config: &Config, c: &Client) -> Result<()> {
     drop(dropped);
     let deadline = Instant::now() + Duration::from_secs(60);
     let rows = loop {
-        let rows = id_lease::list(c, &node).await?;
+        let rows = id_leases::list(c, &node).await?;
         if rows.iter().all(|r| r.released) || Instant::now() > deadline {
             break rows;
         }
@@ -194,23 +194,23 @@ async fn released_ids_rest(node: &NodeConfig, c: &Client) -> Result<()> {
         reuse_after: Duration::from_secs(3600),
         ..request("r1", 0..1000)
     };
-    let next = id_lease::acquire(c, node, &hour).await?;
+    let next = id_leases::acquire(c, node, &hour).await?;
     ensure!(
         next == Some(CLUSTERS as u16),
         "released ids reused at once: {next:?}"
     );
     ended_ago(c, 1, rest - 5).await?; // ended 5 s short of the window: still resting
     ended_ago(c, 0, rest + 1).await?; // ended longer ago than the window: free
-    let next = id_lease::acquire(c, node, &request("r2", 0..1000)).await?;
+    let next = id_leases::acquire(c, node, &request("r2", 0..1000)).await?;
     ensure!(next == Some(0), "{next:?}");
-    let next = id_lease::acquire(c, node, &request("r3", 0..1000)).await?;
+    let next = id_leases::acquire(c, node, &request("r3", 0..1000)).await?;
     ensure!(next == Some(CLUSTERS as u16 + 1), "{next:?}");
     for (n, t) in [
         (CLUSTERS as u16, "r1"),
         (0, "r2"),
         (CLUSTERS as u16 + 1, "r3"),
     ] {
-        ensure!(id_lease::release(c, node, n, t).await?);
+        ensure!(id_leases::release(c, node, n, t).await?);
     }
     Ok(())
 }
@@ -218,22 +218,22 @@ async fn released_ids_rest(node: &NodeConfig, c: &Client) -> Result<()> {
 /// Renew and release answer for the token that holds the lease only.
 async fn takeover_statements(node: &NodeConfig, c: &Client) -> Result<()> {
     let ttl = Duration::from_secs(60);
-    ensure!(id_lease::acquire(c, node, &request("x", 600..601)).await? == Some(600));
-    ensure!(id_lease::acquire(c, node, &request("y", 600..601))
+    ensure!(id_leases::acquire(c, node, &request("x", 600..601)).await? == Some(600));
+    ensure!(id_leases::acquire(c, node, &request("y", 600..601))
         .await?
         .is_none());
-    ensure!(id_lease::renew(c, node, 600, "x", ttl).await?);
+    ensure!(id_leases::renew(c, node, 600, "x", ttl).await?);
     ended_ago(c, 600, 3600).await?;
-    ensure!(id_lease::acquire(c, node, &request("y", 600..601)).await? == Some(600));
+    ensure!(id_leases::acquire(c, node, &request("y", 600..601)).await? == Some(600));
     ensure!(
-        !id_lease::renew(c, node, 600, "x", ttl).await?,
+        !id_leases::renew(c, node, 600, "x", ttl).await?,
         "old holder still renews"
     );
-    ensure!(!id_lease::release(c, node, 600, "x").await?);
-    ensure!(id_lease::renew(c, node, 600, "y", ttl).await?);
-    ensure!(id_lease::release(c, node, 600, "y").await?);
+    ensure!(!id_leases::release(c, node, 600, "x").await?);
+    ensure!(id_leases::renew(c, node, 600, "y", ttl).await?);
+    ensure!(id_leases::release(c, node, 600, "y").await?);
     ensure!(
-        !id_lease::renew(c, node, 600, "y", ttl).await?,
+        !id_leases::renew(c, node, 600, "y", ttl).await?,
         "renewed after release"
     );
     Ok(())
@@ -270,7 +270,7 @@ async fn cluster_loses_and_recovers(
     .await?;
 
     // The thief is gone long enough: the old holder leases node 500 again and continues.
-    ensure!(id_lease::release(c, node, 500, "thief").await?);
+    ensure!(id_leases::release(c, node, 500, "thief").await?);
     ended_ago(c, 500, 3600).await?;
     until("a new lease", || {
         a.id_lease().and_then(|s| s.node) == Some(500)
