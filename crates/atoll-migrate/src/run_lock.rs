@@ -20,15 +20,6 @@ pub struct RunLock {
     pub run_id: i64,
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".to_string())
-}
-
 impl RunLock {
     /// Takes the lock or says who holds it. A stale holder row (its process died) is
     /// marked `interrupted` and replaced.
@@ -56,7 +47,14 @@ impl RunLock {
             });
         }
         let pid = std::process::id() as i32;
-        let run_id = migration_runs::start(&client, node, kind, &host_name(), pid).await?;
+        let run_id = migration_runs::start(
+            &client,
+            node,
+            kind,
+            &atoll_pg::coordination::host_name(),
+            pid,
+        )
+        .await?;
         Ok(RunLock {
             client,
             node: node.clone(),

@@ -37,6 +37,7 @@ mod masters;
 mod move_lock;
 mod pause;
 mod rebalance;
+mod rebalance_lock;
 mod rebalance_prepare;
 mod replication;
 mod resume;
@@ -53,6 +54,7 @@ mod verify;
 pub use cleanup::{cleanup, DroppedBackup};
 pub use error::MoveError;
 pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
+pub use rebalance_lock::{RebalanceLock, RebalanceLockError};
 pub use rebalance_prepare::{
     prepare_rebalance, PreparedRebalance, RebalanceError, RebalanceRequest,
 };

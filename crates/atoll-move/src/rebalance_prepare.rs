@@ -4,6 +4,7 @@
 
 use crate::error::MoveError;
 use crate::rebalance::{load_weights, plan_rebalance};
+use crate::rebalance_lock::{self, RebalanceLock, RebalanceLockError};
 use crate::{resume_move, MoveOptions, MoveReport, Progress};
 use atoll_core::rebalance::RebalancePlan;
 use atoll_core::{Config, IslandId, Snapshot};
@@ -33,6 +34,9 @@ pub struct PreparedRebalance {
     pub plan: RebalancePlan,
     /// True when the plan weighs shards by their size in bytes.
     pub sizes: bool,
+    /// The rebalance lock, held from before the plan (unless a dry run) until this is
+    /// dropped: keep it until the planned moves have run.
+    pub lock: Option<RebalanceLock>,
 }
 
 /// Why a rebalance could not be planned.
@@ -49,6 +53,9 @@ pub enum RebalanceError {
     /// Reading the weights or resuming an unfinished move failed.
     #[error(transparent)]
     Move(#[from] MoveError),
+    /// Another rebalance holds the rebalance lock (or its island is unreachable).
+    #[error(transparent)]
+    Lock(#[from] RebalanceLockError),
 }
 
 impl RebalanceError {
@@ -57,6 +64,7 @@ impl RebalanceError {
         match self {
             RebalanceError::Unfinished(_) | RebalanceError::Plan(_) => true,
             RebalanceError::Move(e) => e.is_refusal(),
+            RebalanceError::Lock(e) => matches!(e, RebalanceLockError::Busy { .. }),
         }
     }
 }
@@ -70,6 +78,12 @@ pub async fn prepare_rebalance(
     opts: &MoveOptions,
     progress: Progress,
 ) -> Result<PreparedRebalance, RebalanceError> {
+    // Taken before anything is read for the plan: a second rebalance must not plan on the
+    // state this one is about to change.
+    let lock = match request.dry_run {
+        true => None,
+        false => rebalance_lock::take(config, &snapshot).await?,
+    };
     let (snapshot, resumed) = finish_unfinished(config, snapshot, request, opts, progress).await?;
     let weights = load_weights(config, &snapshot, request.weight_sql.as_deref()).await?;
     // What was actually used: sizes only when no shard has a custom or registry weight.
@@ -80,6 +94,7 @@ pub async fn prepare_rebalance(
         resumed,
         plan,
         sizes,
+        lock,
     })
 }
 

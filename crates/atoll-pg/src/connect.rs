@@ -37,11 +37,21 @@ pub fn pg_config(
 
 /// Connects and spawns the connection's driver task on the current runtime.
 pub async fn connect_with_timeout(node: &NodeConfig, timeout: Duration) -> Result<Client, PgError> {
+    connect_as(node, "atoll", timeout).await
+}
+
+/// [`connect_with_timeout`] with the session's `application_name`, which `pg_stat_activity`
+/// shows (a lock's holder is named by it; it must not contain secrets).
+pub async fn connect_as(
+    node: &NodeConfig,
+    application_name: &str,
+    timeout: Duration,
+) -> Result<Client, PgError> {
     let err = |msg: String| PgError::Connect {
         node: node.to_string(),
         msg,
     };
-    let cfg = pg_config(node, "atoll", timeout)?;
+    let cfg = pg_config(node, application_name, timeout)?;
     let connecting = cfg.connect(NoTls);
     let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(pair)) => pair,

@@ -18,6 +18,17 @@ pub fn coordination_island(config: &Config) -> Option<IslandId> {
     config.islands.iter().map(|i| i.id).min()
 }
 
+/// This machine's host name, to name a lock's holder (`unknown-host` when it cannot be
+/// read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
 /// Whether a migration run holds the cluster lock ([`crate::locks::MIGRATION_RUN`]), asked
 /// of the coordination island's master.
 pub async fn migration_running(client: &Client, node: &NodeConfig) -> Result<bool, PgError> {

@@ -28,7 +28,7 @@ pub mod locks;
 mod master;
 pub mod shard_state;
 
-pub use connect::{connect, connect_with_timeout, pg_config};
+pub use connect::{connect, connect_as, connect_with_timeout, pg_config};
 pub use discovery::{Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;

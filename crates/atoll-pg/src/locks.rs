@@ -27,6 +27,11 @@ pub const MIGRATION_RUN: i64 = 0x0061_746f_6c6c_6d69;
 /// destination of a move, lower island first: parallel moves take turns. Key "atollcap".
 pub const CAPACITY: i64 = 0x6174_6f6c_6c63_6170;
 
+/// A rebalance, session level, on the coordination island's master, from its plan to its
+/// last move: two rebalances would plan on the same state and move the same shards. Key
+/// "atollreb".
+pub const REBALANCE: i64 = 0x6174_6f6c_6c72_6562;
+
 /// The move lock of `shard`, session level, on the source island's master, held by
 /// whatever starts, resumes or aborts a move of that shard (and by `cleanup` while it
 /// looks at that shard's backups). "atollm" in the high six bytes, the shard below.
@@ -59,6 +64,33 @@ pub async fn is_held(
         .map_err(q)?
         .try_get(0)
         .map_err(q)
+}
+
+/// Who holds the session-level lock `key` on this node, for a refusal's message: the
+/// holder session's `application_name`, its client address and since when it holds the
+/// session; `None` when nobody does.
+pub async fn holder(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    key: i64,
+) -> Result<Option<String>, PgError> {
+    let q = |e| PgError::query(node, e);
+    let row = client
+        .query_opt(
+            "select coalesce(nullif(a.application_name, ''), 'a session') || ' (backend pid '
+                    || l.pid || coalesce(', from ' || host(a.client_addr), '')
+                    || ', connected ' || to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') || ')'
+               from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                and l.database = (select oid from pg_database where datname = current_database())
+                and l.classid = ($1::int8 >> 32)::oid
+                and l.objid = ($1::int8 & 4294967295)::oid
+              limit 1",
+            &[&key],
+        )
+        .await
+        .map_err(q)?;
+    row.map(|r| r.try_get(0).map_err(q)).transpose()
 }
 
 /// Tries to take the session-level lock `key`; false when another session holds it.
@@ -107,11 +139,12 @@ mod tests {
         let bytes = |k: i64| k.to_be_bytes();
         assert_eq!(&bytes(CATALOG_INSTALL), b"atollcat");
         assert_eq!(&bytes(CAPACITY), b"atollcap");
+        assert_eq!(&bytes(REBALANCE), b"atollreb");
         assert_eq!(&bytes(MIGRATION_RUN), b"\0atollmi");
         let first = move_of(ShardNo::new(0).unwrap());
         let last = move_of(ShardNo::new(9999).unwrap());
         assert_eq!(&bytes(first)[..6], b"atollm");
-        for k in [CATALOG_INSTALL, CAPACITY, MIGRATION_RUN] {
+        for k in [CATALOG_INSTALL, CAPACITY, MIGRATION_RUN, REBALANCE] {
             assert!(!(first..=last).contains(&k), "{k:x} inside the move range");
         }
     }
