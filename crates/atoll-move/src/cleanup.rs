@@ -59,9 +59,8 @@ pub async fn cleanup(
             let Some((shard, ts)) = parse_backup_schema(name) else {
                 continue;
             };
-            if !dry_run {
-                db.exec(&format!("drop schema {} cascade", ident(name)))
-                    .await?;
+            if !dry_run && !drop_unless_needed(config, snapshot, &db, shard, name).await? {
+                continue;
             }
             out.push(DroppedBackup {
                 island: island.id,
@@ -73,4 +72,35 @@ pub async fn cleanup(
         }
     }
     Ok(out)
+}
+
+/// Drops backup `name` of `shard` under the shard's move lock on this (its source) island,
+/// after looking again, under the lock, for an unfinished move that still needs it: a move
+/// switched between the first look and now must keep its backup (an abort renames it back).
+/// False when it was kept: needed, or a move of the shard is running right now.
+async fn drop_unless_needed(
+    config: &Config,
+    snapshot: &Snapshot,
+    db: &Db,
+    shard: ShardNo,
+    name: &str,
+) -> Result<bool, MoveError> {
+    let _lock = match crate::move_lock::hold_move_lock(config, snapshot, db.island, shard).await {
+        Ok(lock) => lock,
+        Err(MoveError::Busy { .. }) => {
+            tracing::warn!(%shard, backup = name, "a move of the shard is running; its backup is kept");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let needed = atoll_pg::catalog::moves::unfinished(&db.client, &db.node)
+        .await?
+        .iter()
+        .any(|m| m.record.backup_schema.as_deref() == Some(name));
+    if needed {
+        return Ok(false);
+    }
+    db.exec(&format!("drop schema {} cascade", ident(name)))
+        .await?;
+    Ok(true)
 }

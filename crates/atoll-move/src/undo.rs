@@ -34,6 +34,9 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
         .abort_plan()
         .map_err(|source| MoveError::AbortRefused { shard, source })?;
     let schema = shard.schema();
+    if plan.contains(&AbortAction::RestoreSourceSchema) {
+        require_source_copy(src, dst, rec).await?;
+    }
     for action in &plan {
         match action {
             AbortAction::RefuseIfDestinationActive => {
@@ -70,8 +73,14 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
                 }
             }
             AbortAction::ReactivateSource => {
-                registry::set_active_if_schema(&src.client, &src.node, shard, &schema, true)
-                    .await?;
+                let n =
+                    registry::set_active_if_schema(&src.client, &src.node, shard, &schema, true)
+                        .await?;
+                if n == 0 {
+                    // The schema vanished since the check above: the destination's copy
+                    // may be the only one left, so it must not be dropped.
+                    return Err(source_copy_missing(src, dst, rec));
+                }
             }
             AbortAction::DropDestinationSchema => {
                 // Only a schema this move created (its reference row commits with it), and
@@ -98,6 +107,43 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
         from_step: rec.step,
         actions: plan,
     })
+}
+
+/// Before a switched move is rolled back: the source must still hold the shard, as its
+/// backup schema (renamed back below) or already under its own name. Otherwise the
+/// destination's copy is the only one, and the abort refuses instead of dropping it.
+async fn require_source_copy(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<(), MoveError> {
+    let schema = rec.shard.schema();
+    let backup = rec.backup_schema.clone().unwrap_or_default();
+    let r = src
+        .one(
+            "select exists (select 1 from pg_namespace where nspname = $1),
+                    exists (select 1 from pg_namespace where nspname = $2)",
+            &[&backup, &schema],
+        )
+        .await?;
+    let (has_backup, has_schema): (bool, bool) = (r.get(0), r.get(1));
+    if has_backup || has_schema {
+        Ok(())
+    } else {
+        Err(source_copy_missing(src, dst, rec))
+    }
+}
+
+fn source_copy_missing(src: &Db, dst: &Db, rec: &MoveRecord) -> MoveError {
+    let shard = rec.shard;
+    MoveError::Unsafe {
+        shard,
+        check: "backup_missing",
+        detail: format!(
+            "the abort would drop the only copy: island {} has neither {} nor its backup schema {} any more, so the copy on island {} is kept; finish the move instead with `atoll move --resume --shard {}` (it activates that copy)",
+            src.island,
+            shard.schema(),
+            rec.backup_schema.as_deref().unwrap_or("(none recorded)"),
+            dst.island,
+            shard.get()
+        ),
+    }
 }
 
 /// Replication objects named for moves of `shard` on any island master, which no
