@@ -84,6 +84,7 @@ pub(crate) async fn resume_record(
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
     let rec = store::load(&src, found.id).await?;
+    refuse_if_aborting(&src, &dst, &rec).await?;
     let step = rec.step;
     let mut mover = MoveContext::new(config, rec, src, dst, opts, progress);
     mover.report.resumed_from = Some(step);
@@ -124,4 +125,26 @@ pub(crate) async fn abort_locked(
         Err(e) => return Err(e),
     };
     undo::abort(&src, &dst, &rec).await
+}
+
+/// Refuses to resume a move whose abort started and did not finish (recorded on either
+/// side): the abort may have reactivated the source already.
+async fn refuse_if_aborting(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<(), MoveError> {
+    use atoll_pg::catalog::moves::abort_started;
+    let started = match abort_started(&src.client, &src.node, rec.id).await? {
+        Some(t) => Some(t),
+        None => abort_started(&dst.client, &dst.node, rec.id).await?,
+    };
+    match started {
+        None => Ok(()),
+        Some(t) => Err(MoveError::Unsafe {
+            shard: rec.shard,
+            check: "abort_in_progress",
+            detail: format!(
+                "an abort of move {} started at {t} and did not finish, so it cannot be resumed; finish the abort with `atoll move --abort --shard {}`",
+                rec.id,
+                rec.shard.get()
+            ),
+        }),
+    }
 }

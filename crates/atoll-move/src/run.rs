@@ -42,6 +42,7 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
             }
             ResumeAction::Cutover => crate::cutover::cutover(cx).await?,
             ResumeAction::Activate => {
+                require_switched_off(cx).await?;
                 let weight = crate::activate::source_weight(cx).await?;
                 crate::activate::activate(cx, weight).await?;
                 cx.reached(MoveStep::Activated).await?;
@@ -71,4 +72,37 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     }
     cx.report.total_ms = started.elapsed().as_millis() as u64;
     Ok(())
+}
+
+/// A move resumed after its switch activates the destination only once the source is
+/// proven switched off: inactive there and its schema renamed away. Anything else (an
+/// interrupted abort or a hand-made change reactivated it) would make the shard active on
+/// two islands.
+async fn require_switched_off(cx: &MoveContext<'_>) -> Result<(), MoveError> {
+    let shard = cx.rec.shard;
+    let active =
+        atoll_pg::catalog::registry::is_active(&cx.src.client, &cx.src.node, shard).await?;
+    let present: bool = cx
+        .src
+        .one(
+            "select exists (select 1 from pg_namespace where nspname = $1)",
+            &[&shard.schema()],
+        )
+        .await?
+        .get(0);
+    if !active && !present {
+        return Ok(());
+    }
+    Err(MoveError::Unsafe {
+        shard,
+        check: "source_not_switched_off",
+        detail: format!(
+            "island {} (the source) has {} {} again, so activating it on island {} would make it active twice; roll the move back with `atoll move --abort --shard {}`",
+            cx.src.island,
+            shard.schema(),
+            if active { "active" } else { "back under its name" },
+            cx.dst.island,
+            shard.get()
+        ),
+    })
 }

@@ -34,9 +34,22 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
         .abort_plan()
         .map_err(|source| MoveError::AbortRefused { shard, source })?;
     let schema = shard.schema();
+    // The refusals first, so a refused abort leaves no mark (the resume stays possible).
+    if plan.contains(&AbortAction::RefuseIfDestinationActive)
+        && registry::is_active(&dst.client, &dst.node, shard).await?
+    {
+        return Err(MoveError::AbortRefused {
+            shard,
+            source: AbortRefused(MoveStep::Activated),
+        });
+    }
     if plan.contains(&AbortAction::RestoreSourceSchema) {
         require_source_copy(src, dst, rec).await?;
     }
+    // Before the first action: a resume must never carry on a move whose abort already
+    // reactivated the source (it would activate the destination too).
+    moves::mark_abort_started(&src.client, &src.node, rec.id).await?;
+    moves::mark_abort_started(&dst.client, &dst.node, rec.id).await?;
     for action in &plan {
         match action {
             AbortAction::RefuseIfDestinationActive => {

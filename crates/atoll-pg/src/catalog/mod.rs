@@ -29,6 +29,7 @@ pub const STEPS: &[(u32, &str, &str)] = &[
     (2, "migrate", include_str!("steps/002_migrate.sql")),
     (3, "move", include_str!("steps/003_move.sql")),
     (4, "id_leases", include_str!("steps/004_id_leases.sql")),
+    (5, "move_abort", include_str!("steps/005_move_abort.sql")),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -82,8 +82,25 @@ fn row(r: &Row, node: &NodeConfig) -> Result<MoveRow, PgError> {
     })
 }
 
-/// Whether the move catalog step is installed on this master.
+/// Whether the move catalog steps are installed on this master, up to the newest this
+/// build writes (step 5's `abort_started_at`).
 pub async fn installed(client: &impl GenericClient, node: &NodeConfig) -> Result<bool, PgError> {
+    let q = |e| PgError::query(node, e);
+    client
+        .query_one(
+            "select exists (select 1 from pg_attribute
+                             where attrelid = to_regclass('atoll.moves')
+                               and attname = 'abort_started_at' and not attisdropped)",
+            &[],
+        )
+        .await
+        .map_err(q)?
+        .try_get(0)
+        .map_err(q)
+}
+
+/// Whether `atoll.moves` exists at all (any catalog version that has moves).
+async fn has_moves_table(client: &impl GenericClient, node: &NodeConfig) -> Result<bool, PgError> {
     super::has_table(client, node, "atoll.moves").await
 }
 
@@ -93,7 +110,7 @@ pub async fn unfinished(
     client: &impl GenericClient,
     node: &NodeConfig,
 ) -> Result<Vec<MoveRow>, PgError> {
-    if !installed(client, node).await? {
+    if !has_moves_table(client, node).await? {
         return Ok(Vec::new());
     }
     let rows = client
@@ -213,6 +230,42 @@ pub async fn settle_destination(
         .await
         .map_err(|e| PgError::query(node, e))?;
     Ok(())
+}
+
+/// Records that an abort of the move starts (on every row of it on this master), unless
+/// one started before: from now on a resume refuses ([`abort_started`]).
+pub async fn mark_abort_started(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "update atoll.moves set abort_started_at = coalesce(abort_started_at, now()),
+                    changed_at = now()
+              where id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?;
+    Ok(())
+}
+
+/// When an abort of the move started, as recorded on this master (`None`: no abort).
+pub async fn abort_started(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+) -> Result<Option<String>, PgError> {
+    Ok(client
+        .query_opt(
+            "select abort_started_at::text from atoll.moves
+              where id = $1 and abort_started_at is not null limit 1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?
+        .map(|r| r.get(0)))
 }
 
 /// Records the switch on the source row, with the backup schema's name, inside the write
