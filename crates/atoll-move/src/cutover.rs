@@ -22,7 +22,7 @@ use crate::MoveEvent;
 use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
 use atoll_pg::catalog::moves;
 use atoll_pg::catalog::registry;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Statement;
 
 /// How far a sequence is advanced past its source position on the destination.
@@ -96,24 +96,39 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let weight = crate::activate::source_weight(cx).await?;
     let (pause_start, lock_ms, applied) =
         crate::pause::freeze(cx, &lock_sql, &tables, &ticker).await?;
-    let inside = in_pause(
-        cx,
-        pause_start,
-        &fingerprints,
-        &digest_sql,
-        seq_sql.as_deref(),
-        &ddl.tables,
-        &backup,
+    // Bounded client-side too: a destination that stops answering inside the pause must
+    // not keep the source's tables locked (the source's own timeouts are the same bound).
+    let bound = cx.opts.pause_bound;
+    let left = bound.saturating_sub(pause_start.elapsed());
+    let (dst_island, shard) = (cx.dst.island, cx.shard());
+    let inside = tokio::time::timeout(
+        left,
+        in_pause(
+            cx,
+            &fingerprints,
+            &digest_sql,
+            seq_sql.as_deref(),
+            &ddl.tables,
+            &backup,
+        ),
     )
-    .await;
-    let switched = match inside {
-        Ok(t) => t,
-        Err(e) => {
-            // Nothing of T is kept: the source stays active and unchanged.
-            let _ = cx.src.exec("rollback").await;
-            return Err(e);
-        }
-    };
+    .await
+    .unwrap_or_else(|_| {
+        Err(MoveError::Timeout {
+            shard,
+            what: format!(
+                "the write pause (island {dst_island} did not answer in time); it was rolled back, the shard stays active on the source and the move at caught_up: resume it once island {dst_island} answers"
+            ),
+            secs: bound.as_secs(),
+        })
+    });
+    if let Err(e) = inside {
+        // Nothing of T is kept: the source stays active and unchanged.
+        let _ = cx.src.exec("rollback").await;
+        return Err(e);
+    }
+    cx.src.exec("commit").await?;
+    let switched = pause_start.elapsed();
     cx.rec.step = MoveStep::Switched;
     cx.rec.backup_schema = Some(backup);
     cx.emit(MoveEvent::Step(MoveStep::Switched));
@@ -163,19 +178,17 @@ pub(crate) async fn compare_security(
     }
 }
 
-/// The work inside T, after [`freeze`]; commits T. Returns when (since the lock
-/// request) T committed.
+/// The work inside T, after [`freeze`], up to its commit (which the caller sends).
 // Kept whole: every statement here runs while writers wait, in this order, and the order
 // is the safety argument (sequences, then the comparisons, then the switch).
 pub(crate) async fn in_pause(
     cx: &mut MoveContext<'_>,
-    pause_start: Instant,
     fingerprints: &(Statement, Statement),
     digest_sql: &str,
     seq_sql: Option<&str>,
     tables: &[crate::ddl::TableInfo],
     backup: &str,
-) -> Result<Duration, MoveError> {
+) -> Result<(), MoveError> {
     let shard = cx.shard();
     let schema = shard.schema();
     let id = cx.rec.id;
@@ -248,6 +261,5 @@ pub(crate) async fn in_pause(
             msg: format!("the switch updated {n} source rows of move {id} instead of 1; rolled back, the source stays active"),
         });
     }
-    cx.src.exec("commit").await?;
-    Ok(pause_start.elapsed())
+    Ok(())
 }

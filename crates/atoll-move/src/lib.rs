@@ -95,6 +95,13 @@ pub struct MoveOptions {
     pub pause_budget: Duration,
     /// The longest the last attempt waits before the move gives up (and rolls back).
     pub pause_timeout: Duration,
+    /// The longest the source's tables stay locked whatever happens: a destination that
+    /// stops answering, or a mover that stalls or dies inside the pause. Enforced on the
+    /// source (`statement_timeout` and `idle_in_transaction_session_timeout` of the pause's
+    /// transaction) and on every destination call inside the pause; past it the pause is
+    /// rolled back and the move stays at `caught_up`. Raise it with `verify_in_pause` on a
+    /// large shard (the comparison runs inside the pause).
+    pub pause_bound: Duration,
     /// Enter the pause once one replication round trip takes at most this.
     pub catch_up_within: Duration,
     /// Polling interval inside the pause.
@@ -120,6 +127,7 @@ impl Default for MoveOptions {
             lock_attempts: 50,
             pause_budget: Duration::from_millis(150),
             pause_timeout: Duration::from_secs(5),
+            pause_bound: Duration::from_secs(10),
             catch_up_within: Duration::from_millis(50),
             poll: Duration::from_millis(2),
             copy_timeout: Duration::from_secs(24 * 3600),

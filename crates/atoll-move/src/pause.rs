@@ -92,7 +92,15 @@ pub(crate) async fn lock_source(
             wait_for_strong_holders(cx, &names).await?;
         }
         let started = Instant::now();
-        cx.src.exec("begin").await?;
+        // The server ends the pause by itself if the mover stops talking (killed, frozen,
+        // partitioned away), and cancels any statement of it that runs too long.
+        let bound = cx.opts.pause_bound.as_millis();
+        cx.src
+            .exec(&format!(
+                "begin; set local idle_in_transaction_session_timeout = {bound};
+                 set local statement_timeout = {bound}"
+            ))
+            .await?;
         if tables.is_empty() {
             return Ok(started);
         }

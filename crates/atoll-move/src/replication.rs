@@ -26,20 +26,26 @@ pub(crate) async fn wait_tick(
     limit: Duration,
 ) -> Result<(), MoveError> {
     let deadline = Instant::now() + limit;
+    let timed_out = || MoveError::Timeout {
+        shard: rec.shard,
+        what: format!(
+            "waiting for island {} to apply the source's changes",
+            dst.island
+        ),
+        secs: limit.as_secs(),
+    };
     loop {
-        let seen = moves::read_tick(&dst.client, &dst.node, rec.id).await?;
+        // One poll is bounded too: a destination that stops answering must not hold up
+        // the caller (inside the pause, the writers wait on it).
+        let left = deadline.saturating_duration_since(Instant::now()) + poll;
+        let seen = tokio::time::timeout(left, moves::read_tick(&dst.client, &dst.node, rec.id))
+            .await
+            .map_err(|_| timed_out())??;
         if seen.is_some_and(|s| s >= k) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(MoveError::Timeout {
-                shard: rec.shard,
-                what: format!(
-                    "waiting for island {} to apply the source's changes",
-                    dst.island
-                ),
-                secs: limit.as_secs(),
-            });
+            return Err(timed_out());
         }
         tokio::time::sleep(poll).await;
     }

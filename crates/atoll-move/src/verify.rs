@@ -34,8 +34,22 @@ pub(crate) async fn pre_verify(
         let begin = "begin isolation level repeatable read read only; select 1";
         let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
         a.and(b)
-    }
-    .await;
+    };
+    // Bounded like the final pause: a destination that stops answering here must not keep
+    // the source's tables locked.
+    let bound = cx.opts.pause_bound;
+    let frozen = tokio::time::timeout(bound.saturating_sub(started.elapsed()), frozen)
+        .await
+        .unwrap_or_else(|_| {
+            Err(MoveError::Timeout {
+                shard,
+                what: format!(
+                    "freezing both copies for the comparison (island {} did not answer); writes resumed, resume the move once it answers",
+                    dst_snap.island
+                ),
+                secs: bound.as_secs(),
+            })
+        });
     // Writes resume whatever happened.
     let released = cx.src.exec("rollback").await;
     frozen?;
