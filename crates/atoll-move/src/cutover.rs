@@ -14,7 +14,7 @@
 //! leaves the shard inactive on both (resume activates it) rather than active on both.
 
 use crate::context::MoveContext;
-use crate::db::{ident, literal};
+use crate::db::ident;
 use crate::error::MoveError;
 use crate::security::fingerprint;
 use crate::verify::{digest_sql, digests};
@@ -25,30 +25,8 @@ use atoll_pg::catalog::registry;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Statement;
 
-/// How far a sequence is advanced past its source position on the destination.
-const SEQUENCE_MARGIN: i64 = 1_000_000;
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn sequences_sql(schema: &str, seqs: &[String]) -> Option<String> {
-    if seqs.is_empty() {
-        return None;
-    }
-    Some(
-        seqs.iter()
-            .map(|s| {
-                format!(
-                    "select {}::text, last_value, is_called from {}.{}",
-                    literal(s),
-                    ident(schema),
-                    ident(s)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" union all "),
-    )
 }
 
 pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
@@ -57,7 +35,7 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let ddl = cx.ddl().await?.clone();
     let tables: Vec<String> = ddl.tables.iter().map(|t| t.qualified(&schema)).collect();
     let digest_sql = digest_sql(&schema, &ddl.tables, cx.rec.verify);
-    let seq_sql = sequences_sql(&schema, &ddl.sequences);
+    let seq_sql = crate::sequences::read_sql(&schema, &ddl.sequences);
     // Everything the pause needs is connected and prepared before it starts.
     let ticker = cx.src.reconnect(cx.config).await?;
     let lock_sql = format!(
@@ -196,23 +174,12 @@ pub(crate) async fn in_pause(
     cx.emit(MoveEvent::Step(MoveStep::Paused));
     cx.hook(MoveStep::Paused)?;
 
-    // Synced: sequence positions.
+    // Synced: sequence positions, past what the source handed out (see sequences.rs).
     if let Some(sql) = seq_sql {
-        let mut set = String::new();
-        for r in cx.src.query(sql, &[]).await? {
-            let (name, value, _called): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
-            // nextval is not blocked by the table lock, so an id_gen() call between
-            // this read and T's commit would hand the same value out again on the
-            // destination. A margin of 10^6 skips past any such call; the ID space
-            // is 10^13 per shard (atoll_core::Id::SEQUENCE_MAX), so a move costs a
-            // 10^-7 of it. The sequence's own maxvalue is respected.
-            let seq = literal(&format!("{}.{}", ident(&schema), ident(&name)));
-            set.push_str(&format!(
-                "select pg_catalog.setval({seq}, least({value}::numeric + {SEQUENCE_MARGIN},
-                    (select seqmax from pg_catalog.pg_sequence where seqrelid = {seq}::regclass))::int8, true);"
-            ));
-        }
-        cx.dst.exec(&set).await?;
+        let rows = cx.src.query(sql, &[]).await?;
+        cx.dst
+            .exec(&crate::sequences::set_sql(&schema, &rows))
+            .await?;
     }
     cx.emit(MoveEvent::Step(MoveStep::Synced));
     cx.hook(MoveStep::Synced)?;

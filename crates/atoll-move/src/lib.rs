@@ -45,6 +45,7 @@ mod run;
 mod safety;
 mod schema_copy;
 mod security;
+mod sequences;
 mod start;
 mod store;
 mod subscribe;

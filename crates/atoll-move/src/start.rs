@@ -132,6 +132,7 @@ async fn prepare(
     store::require_catalog(dst).await?;
     let ddl = ddl::read(src, shard).await?;
     safety::check_tables(shard, &ddl)?;
+    crate::sequences::check_room(shard, src).await?;
     safety::check_roles(shard, dst, &ddl.roles).await?;
     // Held on both sessions until the subscription exists (or these connections close):
     // parallel moves take turns between counting free capacity and using it.

@@ -80,6 +80,8 @@ pub(crate) struct Column {
     pub generated: String,
     /// The quoted collation name when it differs from the type's.
     pub collation: Option<String>,
+    /// An identity column's own sequence: its name and options travel with the column.
+    pub identity_sequence: Option<Sequence>,
 }
 
 /// Reads every object of schema `ns_oid` (named `schema`, for messages).
@@ -258,6 +260,7 @@ async fn tables(db: &Db, ns_oid: u32) -> Result<Vec<Table>, MoveError> {
 }
 
 async fn columns(db: &Db, table_oid: u32) -> Result<Vec<Column>, MoveError> {
+    let mut identity = identity_sequences(db, table_oid).await?;
     let rows = db
         .query(
             "select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -283,6 +286,45 @@ async fn columns(db: &Db, table_oid: u32) -> Result<Vec<Column>, MoveError> {
             identity: c.get(4),
             generated: c.get(5),
             collation: c.get(6),
+            identity_sequence: identity.remove(&c.get::<_, String>(0)),
+        })
+        .collect())
+}
+
+/// The sequences of the table's identity columns, by column name.
+async fn identity_sequences(
+    db: &Db,
+    table_oid: u32,
+) -> Result<std::collections::HashMap<String, Sequence>, MoveError> {
+    let rows = db
+        .query(
+            "select a.attname::text, s.relname::text, format_type(q.seqtypid, null),
+                    q.seqincrement, q.seqmin, q.seqmax, q.seqstart, q.seqcache, q.seqcycle
+               from pg_depend d
+               join pg_class s on s.oid = d.objid
+               join pg_sequence q on q.seqrelid = s.oid
+               join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+              where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
+                and d.deptype = 'i' and d.refobjid = $1",
+            &[&table_oid],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Sequence {
+                    name: r.get(1),
+                    data_type: r.get(2),
+                    increment: r.get(3),
+                    min: r.get(4),
+                    max: r.get(5),
+                    start: r.get(6),
+                    cache: r.get(7),
+                    cycle: r.get(8),
+                },
+            )
         })
         .collect())
 }
