@@ -49,21 +49,7 @@ pub async fn is_held(
     node: &NodeConfig,
     key: i64,
 ) -> Result<bool, PgError> {
-    let q = |e| PgError::query(node, e);
-    // A bigint advisory key is kept as classid = high half, objid = low half, objsubid = 1.
-    client
-        .query_one(
-            "select exists (select 1 from pg_locks
-                 where locktype = 'advisory' and granted and objsubid = 1
-                   and database = (select oid from pg_database where datname = current_database())
-                   and classid = ($1::int8 >> 32)::oid
-                   and objid = ($1::int8 & 4294967295)::oid)",
-            &[&key],
-        )
-        .await
-        .map_err(q)?
-        .try_get(0)
-        .map_err(q)
+    Ok(holder(client, node, key).await?.is_some())
 }
 
 /// Who holds the session-level lock `key` on this node, for a refusal's message: the
@@ -75,6 +61,7 @@ pub async fn holder(
     key: i64,
 ) -> Result<Option<String>, PgError> {
     let q = |e| PgError::query(node, e);
+    // A bigint advisory key is kept as classid = high half, objid = low half, objsubid = 1.
     let row = client
         .query_opt(
             "select coalesce(nullif(a.application_name, ''), 'a session') || ' (backend pid '
