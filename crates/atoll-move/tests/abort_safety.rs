@@ -23,17 +23,8 @@ async fn scenario() {
     let config = tc.config().clone();
     let s = shard(1);
     let (from, to) = (IslandId(0), IslandId(1));
-    let opts = MoveOptions {
-        stop_after: Some(MoveStep::Switched),
-        ..MoveOptions::default()
-    };
+    stop_after_switch(&config, s, to).await;
     let snap = discover(&config).await;
-    let stopped =
-        atoll_move::start_move(&config, &snap, s, to, &opts, atoll_move::no_progress()).await;
-    assert!(
-        matches!(stopped, Err(MoveError::Stopped { .. })),
-        "{stopped:?}"
-    );
     let rec = atoll_move::unfinished(&config, &snap)
         .await
         .unwrap()
@@ -81,16 +72,7 @@ async fn scenario() {
     assert_eq!(still[0].step, MoveStep::Switched);
 
     // The command the refusal names finishes the move on the destination.
-    let snap = discover(&config).await;
-    atoll_move::resume_move(
-        &config,
-        &snap,
-        Some(s),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await
-    .unwrap();
+    resume(&config, s).await.unwrap();
     assert_settled(&config, s, to, Some(ROWS)).await;
 }
 
@@ -179,14 +161,7 @@ async fn interrupted_abort() {
     // A resume (or `rebalance --resume`) would activate the destination too: refused,
     // naming the command that finishes the abort.
     let snap = discover(&config).await;
-    let resumed = atoll_move::resume_move(
-        &config,
-        &snap,
-        Some(s),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await;
+    let resumed = resume(&config, s).await;
     match &resumed {
         Err(
             e @ MoveError::Unsafe {
@@ -228,14 +203,7 @@ async fn interrupted_abort() {
     ))
     .await
     .unwrap();
-    let resumed = atoll_move::resume_move(
-        &config,
-        &snap,
-        Some(s),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await;
+    let resumed = resume(&config, s).await;
     assert!(
         matches!(
             &resumed,
@@ -251,4 +219,20 @@ async fn interrupted_abort() {
         .await
         .unwrap();
     assert_settled(&config, s, from, Some(ROWS)).await;
+}
+
+/// Resumes the unfinished move of `s` with the default options, on a fresh snapshot.
+async fn resume(
+    config: &atoll_core::Config,
+    s: atoll_core::ShardNo,
+) -> Result<atoll_move::MoveReport, MoveError> {
+    let snap = discover(config).await;
+    atoll_move::resume_move(
+        config,
+        &snap,
+        Some(s),
+        &MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
 }
