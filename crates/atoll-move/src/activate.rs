@@ -4,8 +4,7 @@
 
 use crate::context::MoveContext;
 use crate::error::MoveError;
-use atoll_core::move_plan::MoveStep;
-use atoll_pg::catalog::moves::{self, MoveRole};
+use atoll_pg::catalog::moves;
 use atoll_pg::catalog::registry;
 use std::time::{Duration, Instant};
 
@@ -34,10 +33,10 @@ pub(crate) async fn activate(
             Ok(()) => return Ok(()),
             Err(e @ (MoveError::Query { .. } | MoveError::Pg(_))) => {
                 if Instant::now() + backoff > deadline {
-                    return Err(MoveError::Other {
+                    return Err(MoveError::Offline {
                         shard,
-                        msg: format!(
-                            "OFFLINE: switched off on island {} but activating on island {} failed for {} s ({e}); run `atoll move --resume --shard {}` now",
+                        detail: format!(
+                            "switched off on island {} but activating on island {} failed for {} s ({e}); run `atoll move --resume --shard {}` now",
                             cx.rec.source,
                             cx.rec.destination,
                             ACTIVATE_PATIENCE.as_secs(),
@@ -58,7 +57,9 @@ pub(crate) async fn activate(
 }
 
 /// One attempt: the registry row and the destination's move row in one transaction
-/// (idempotent, so retrying after a commit whose answer was lost is harmless).
+/// (idempotent, so retrying after a commit whose answer was lost is harmless). The move
+/// row is the fence: once an abort of the move has marked it, activation rolls back
+/// (see `moves::mark_abort_started`), whatever became of the move lock.
 pub(crate) async fn activate_once(
     cx: &mut MoveContext<'_>,
     weight: Option<f64>,
@@ -68,15 +69,25 @@ pub(crate) async fn activate_once(
     let node = cx.dst.node.clone();
     let (tx, ctx) = cx.dst.tx().await?;
     registry::activate_arrived(&tx, &node, shard, weight).await?;
-    let n = moves::set_step(&tx, &node, id, MoveRole::Destination, MoveStep::Activated).await?;
-    if n != 1 {
-        // Dropping the transaction rolls the activation back.
-        return Err(MoveError::Other {
-            shard: cx.rec.shard,
-            msg: format!(
-                "activation found {n} destination rows of move {id} instead of 1; rolled back"
-            ),
-        });
+    if moves::record_activation(&tx, &node, id).await? == 1 {
+        return tx.commit().await.map_err(|e| ctx.err(e));
     }
-    tx.commit().await.map_err(|e| ctx.err(e))
+    // Dropping the transaction rolls the activation back.
+    drop(tx);
+    let why = match moves::abort_started(&cx.dst.client, &node, id).await? {
+        Some(t) => format!("an abort of move {id} started at {t}"),
+        None => format!(
+            "move {id} has no destination row any more (an abort or another process ended it)"
+        ),
+    };
+    Err(MoveError::Unsafe {
+        shard,
+        check: "activation_fenced",
+        detail: format!(
+            "{why} while the move was activating on island {}; the activation was rolled back, so the shard stays with island {}; see `atoll status` and finish any abort with `atoll move --abort --shard {}`",
+            cx.rec.destination,
+            cx.rec.source,
+            shard.get()
+        ),
+    })
 }

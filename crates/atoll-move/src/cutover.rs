@@ -12,6 +12,8 @@
 //!
 //! T commits before the destination's activation (`activate.rs`), so a crash in between
 //! leaves the shard inactive on both (resume activates it) rather than active on both.
+//! A COMMIT of T whose answer is lost is settled by asking the source on a fresh
+//! connection, once T's session is gone ([`commit_switch`]).
 
 use crate::context::MoveContext;
 use crate::db::ident;
@@ -63,6 +65,7 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     }
     let backup = backup_schema(shard, secs);
     let opts = cx.opts;
+    let session = Session::of(&cx.src).await?;
 
     // Owners, privileges, policies and comments: compared once before the pause (a
     // difference fails the move without pausing writes) and again inside it, through
@@ -105,7 +108,7 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
         let _ = cx.src.exec("rollback").await;
         return Err(e);
     }
-    cx.src.exec("commit").await?;
+    commit_switch(cx, &backup, &session).await?;
     let switched = pause_start.elapsed();
     cx.rec.step = MoveStep::Switched;
     cx.rec.backup_schema = Some(backup);
@@ -119,6 +122,120 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     cx.report.apply_wait_ms = ms(applied - lock_ms);
     cx.report.verify_and_switch_ms = ms(switched - applied);
     cx.reached(MoveStep::Activated).await
+}
+
+/// How long the source is asked again whether a switch whose COMMIT got no answer
+/// committed, before the move reports the shard's state unknown.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Commits T. A COMMIT whose answer is lost (the connection broke) may or may not have
+/// committed: the source's move row, read on fresh connections, tells which. Committed:
+/// the move goes on to activation. Rolled back: the source is unchanged and still active.
+/// Unknown (the source does not answer): the shard may be inactive on both islands, and
+/// the error says so and names the command that finds out and ends it.
+async fn commit_switch(
+    cx: &mut MoveContext<'_>,
+    backup: &str,
+    session: &Session,
+) -> Result<(), MoveError> {
+    let Err(lost) = cx.src.exec("commit").await else {
+        return Ok(());
+    };
+    let (shard, id, island) = (cx.shard(), cx.rec.id, cx.src.island);
+    tracing::warn!(%shard, error = %lost, "the switch's COMMIT got no answer; asking the source");
+    let deadline = tokio::time::Instant::now() + COMMIT_PATIENCE;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let asked = tokio::time::timeout(left, ask_source(cx, session))
+            .await
+            .unwrap_or_else(|_| {
+                Err(MoveError::Timeout {
+                    shard,
+                    what: format!("ending the switch's session on island {island}"),
+                    secs: COMMIT_PATIENCE.as_secs(),
+                })
+            });
+        match asked {
+            Ok((db, rec)) if rec.step == MoveStep::Switched => {
+                if rec.backup_schema.as_deref() != Some(backup) {
+                    return Err(MoveError::Other {
+                        shard,
+                        msg: format!("move {id} was switched by another process (backup {:?}, not {backup}); resume it with `atoll move --resume --shard {}`", rec.backup_schema, shard.get()),
+                    });
+                }
+                cx.src = db;
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(MoveError::Other {
+                    shard,
+                    msg: format!(
+                        "the switch did not commit (the connection to island {island} broke: {lost}); the shard stays active on island {island} and the move at caught_up: resume it with `atoll move --resume --shard {}`",
+                        shard.get()
+                    ),
+                })
+            }
+            Err(e) if tokio::time::Instant::now() + backoff > deadline => {
+                return Err(MoveError::Offline {
+                    shard,
+                    detail: format!(
+                        "the switch's COMMIT on island {island} got no answer ({lost}) and island {island} has not answered since ({e}), so the shard is either still active there or inactive on both islands; run `atoll move --resume --shard {}` as soon as island {island} answers: it finds out which and finishes the move",
+                        shard.get()
+                    ),
+                })
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// A source session, told apart from a later one that reuses its pid.
+pub(crate) struct Session {
+    pid: i32,
+    started: String,
+}
+
+impl Session {
+    pub(crate) async fn of(db: &crate::db::Db) -> Result<Session, MoveError> {
+        let r = db
+            .one(
+                "select pid, backend_start::text from pg_stat_activity where pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(Session {
+            pid: r.get(0),
+            started: r.get(1),
+        })
+    }
+}
+
+/// On a fresh connection: ends T's session if the server still runs it (a COMMIT under
+/// way finishes first; anything else rolls back), waits until it is gone, then reads the
+/// move's row, which is then final.
+async fn ask_source(
+    cx: &MoveContext<'_>,
+    session: &Session,
+) -> Result<(crate::db::Db, atoll_core::move_plan::MoveRecord), MoveError> {
+    let db = cx.src.reconnect(cx.config).await?;
+    let gone_sql = "select not exists (select 1 from pg_stat_activity
+                                        where pid = $1 and backend_start::text = $2)";
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&session.pid, &session.started];
+    db.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where pid = $1 and backend_start::text = $2",
+        &p,
+    )
+    .await?;
+    while !db.one(gone_sql, &p).await?.get::<_, bool>(0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rec = crate::store::load(&db, cx.rec.id).await?;
+    Ok((db, rec))
 }
 
 /// The fingerprint statements for [`compare_security`] (source, destination),

@@ -89,6 +89,17 @@ pub enum MoveError {
         /// The bound that was exceeded, in seconds.
         secs: u64,
     },
+    /// The shard may be active on no island: switched off on the source, and activating it
+    /// on the destination failed, or whether the switch committed is not known (its
+    /// COMMIT got no answer and the source could not be asked). `detail` names the command
+    /// that ends it, to run at once.
+    #[error("{shard}: OFFLINE: {detail}")]
+    Offline {
+        /// The shard of the move.
+        shard: ShardNo,
+        /// What happened, and the command that ends it.
+        detail: String,
+    },
     /// The test hook (`--test-stop-after`) stopped the move as if it had been killed.
     #[error("{shard}: stopped after step {step} (test hook --test-stop-after)")]
     Stopped {

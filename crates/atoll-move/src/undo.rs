@@ -47,9 +47,19 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
         require_source_copy(src, dst, rec).await?;
     }
     // Before the first action: a resume must never carry on a move whose abort already
-    // reactivated the source (it would activate the destination too).
+    // reactivated the source (it would activate the destination too). The destination
+    // first: its mark is the fence against an activation still retrying there (a mover
+    // whose move lock died with its session), and a refusal there must leave the source
+    // unmarked so the move stays resumable.
+    if moves::mark_abort_started(&dst.client, &dst.node, rec.id).await?
+        == moves::AbortMark::DestinationActivated
+    {
+        return Err(MoveError::AbortRefused {
+            shard,
+            source: AbortRefused(MoveStep::Activated),
+        });
+    }
     moves::mark_abort_started(&src.client, &src.node, rec.id).await?;
-    moves::mark_abort_started(&dst.client, &dst.node, rec.id).await?;
     for action in &plan {
         match action {
             AbortAction::RefuseIfDestinationActive => {

@@ -12,6 +12,7 @@
 //! pid) and its directory removed; nothing else on the machine is touched.
 
 pub mod cli;
+pub mod fault_proxy;
 pub mod wait;
 pub mod writer;
 

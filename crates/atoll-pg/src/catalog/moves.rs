@@ -232,23 +232,75 @@ pub async fn settle_destination(
     Ok(())
 }
 
+/// What [`mark_abort_started`] found on one master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortMark {
+    /// The abort is recorded (now or by an earlier attempt) on every row of the move here.
+    Marked,
+    /// The destination's row says the shard was activated there: the move is past abort,
+    /// and nothing was marked.
+    DestinationActivated,
+    /// No row of the move on this master.
+    NoRow,
+}
+
 /// Records that an abort of the move starts (on every row of it on this master), unless
-/// one started before: from now on a resume refuses ([`abort_started`]).
+/// one started before: from now on a resume refuses ([`abort_started`]) and activation
+/// is fenced off ([`record_activation`]).
+///
+/// The fence: activation and this mark both update the destination's row, so they are
+/// serialised by its row lock and each re-checks the other's mark after waiting. A
+/// destination row already `activated` is left alone and reported, so an abort can never
+/// reactivate the source of a shard that became active on the destination in between.
 pub async fn mark_abort_started(
     client: &impl GenericClient,
     node: &NodeConfig,
     id: i64,
-) -> Result<(), PgError> {
-    client
+) -> Result<AbortMark, PgError> {
+    let q = |e| PgError::query(node, e);
+    let marked = client
         .execute(
             "update atoll.moves set abort_started_at = coalesce(abort_started_at, now()),
                     changed_at = now()
-              where id = $1",
+              where id = $1
+                and not (role = 'destination' and step in ('activated', 'cleaned_up'))",
             &[&id],
         )
         .await
-        .map_err(|e| PgError::query(node, e))?;
-    Ok(())
+        .map_err(q)?;
+    if marked > 0 {
+        return Ok(AbortMark::Marked);
+    }
+    let activated = client
+        .query_opt(
+            "select 1 from atoll.moves where id = $1 and role = 'destination'
+                and step in ('activated', 'cleaned_up')",
+            &[&id],
+        )
+        .await
+        .map_err(q)?;
+    Ok(match activated {
+        Some(_) => AbortMark::DestinationActivated,
+        None => AbortMark::NoRow,
+    })
+}
+
+/// Records on the destination's row, inside the activation's transaction, that the shard
+/// is active there, unless an abort of the move started ([`mark_abort_started`]). The rows
+/// written: 0 means the activation must be rolled back (fenced off, or no such row).
+pub async fn record_activation(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+) -> Result<u64, PgError> {
+    client
+        .execute(
+            "update atoll.moves set step = 'activated', changed_at = now()
+              where id = $1 and role = 'destination' and abort_started_at is null",
+            &[&id],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))
 }
 
 /// When an abort of the move started, as recorded on this master (`None`: no abort).
@@ -270,7 +322,7 @@ pub async fn abort_started(
 
 /// Records the switch on the source row, with the backup schema's name, inside the write
 /// pause's transaction. The rows written: anything but 1 means another process changed the
-/// move meanwhile, and the caller must roll back.
+/// move meanwhile (or an abort of it started), and the caller must roll back.
 pub async fn record_switch(
     client: &impl GenericClient,
     node: &NodeConfig,
@@ -280,7 +332,8 @@ pub async fn record_switch(
     client
         .execute(
             "update atoll.moves set step = 'switched', backup_schema = $2, changed_at = now()
-              where id = $1 and role = 'source' and step <> 'switched'",
+              where id = $1 and role = 'source' and step <> 'switched'
+                and abort_started_at is null",
             &[&id, &backup_schema],
         )
         .await
