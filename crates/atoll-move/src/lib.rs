@@ -18,8 +18,11 @@
 //!
 //! The subscription's connection string carries the source master's password when the
 //! config has one: PostgreSQL stores it in `pg_subscription` (readable by superusers only)
-//! for the minutes the move lasts; it is masked in every error this crate builds and
-//! never logged.
+//! for the minutes the move lasts; it is masked in every error this crate builds, and
+//! `CREATE SUBSCRIPTION` runs alone on a connection of its own whose statement logging and
+//! statistics are switched off first, so no server log, `pg_stat_activity` or
+//! `pg_stat_statements` gets it (a mover whose role may not switch them off is refused up
+//! front: `password_logging`).
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -36,6 +39,7 @@ mod error;
 mod masters;
 mod move_lock;
 mod pause;
+mod quiet;
 mod rebalance;
 mod rebalance_lock;
 mod rebalance_prepare;

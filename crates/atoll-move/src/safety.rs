@@ -1,7 +1,7 @@
 //! Safety checks run before a move creates anything. Each failure names its problem
 //! (`table_without_primary_key`, `unsupported_object`, `destination_has_schema`,
 //! `replica_lag`, `replication_slots`, `wal_senders`, `replication_workers`,
-//! `replication_origins`, `missing_role`)
+//! `replication_origins`, `missing_role`; `password_logging` is in `quiet.rs`)
 //! and refuses.
 
 use crate::db::Db;

@@ -134,6 +134,7 @@ async fn prepare(
     safety::check_tables(shard, &ddl)?;
     crate::sequences::check_room(shard, src).await?;
     safety::check_roles(shard, dst, &ddl.roles).await?;
+    crate::quiet::check(masters.config, src, dst, shard).await?;
     // Held on both sessions until the subscription exists (or these connections close):
     // parallel moves take turns between counting free capacity and using it.
     safety::lock_capacity(shard, src, dst).await?;

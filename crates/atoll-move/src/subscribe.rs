@@ -5,6 +5,7 @@
 use crate::context::MoveContext;
 use crate::db::{conninfo, ident, literal};
 use crate::error::MoveError;
+use crate::quiet;
 use crate::replication::{drop_slot, sub_oid, system_id};
 use atoll_pg::catalog::moves;
 use std::time::Duration;
@@ -75,13 +76,11 @@ async fn ensure_publication(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
 }
 
 /// CREATE SUBSCRIPTION on the destination (which creates the slot on the source and
-/// starts the copy), bounded by [`SUBSCRIBE_TIMEOUT`].
+/// starts the copy), bounded by [`SUBSCRIBE_TIMEOUT`], on a connection of its own: one that
+/// logs nothing ([`crate::quiet`]) when the statement carries the source's password.
 async fn create_subscription(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let names = cx.rec.names();
     let (info, secret) = conninfo(&cx.src.node)?;
-    if let Some(s) = secret {
-        cx.dst.add_mask(s);
-    }
     // From PostgreSQL 16 the apply runs as each table's owner unless run_as_owner is set;
     // FORCE ROW LEVEL SECURITY would then refuse every change. Running as the
     // subscription's (superuser) owner keeps RLS out of replication.
@@ -90,16 +89,23 @@ async fn create_subscription(cx: &mut MoveContext<'_>) -> Result<(), MoveError> 
         .one("select current_setting('server_version_num')::int4", &[])
         .await?
         .get(0);
+    // Masked on `dst` too, and copied to the new connection with it.
+    let db = match secret {
+        Some(s) => {
+            cx.dst.add_mask(s);
+            quiet::session(cx.config, &cx.dst, cx.rec.shard).await?
+        }
+        None => cx.dst.reconnect(cx.config).await?,
+    };
     // Bounded: other moves wait on the capacity lock meanwhile, and creating the slot
-    // waits for every transaction running on the source to end.
-    cx.dst
-        .exec(&format!(
-            "set statement_timeout = '{}s'",
-            SUBSCRIBE_TIMEOUT.as_secs()
-        ))
-        .await?;
-    let created = cx
-        .dst
+    // waits for every transaction running on the source to end. The connection is closed
+    // (dropped) afterwards, so the setting ends with it.
+    db.exec(&format!(
+        "set statement_timeout = '{}s'",
+        SUBSCRIBE_TIMEOUT.as_secs()
+    ))
+    .await?;
+    let created = db
         .exec(&format!(
             "create subscription {} connection {} publication {}
              with (slot_name = {}, copy_data = true, create_slot = true{})",
@@ -114,7 +120,6 @@ async fn create_subscription(cx: &mut MoveContext<'_>) -> Result<(), MoveError> 
             }
         ))
         .await;
-    cx.dst.exec("reset statement_timeout").await?;
     match created {
         Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => Err(MoveError::Timeout {
             shard: cx.rec.shard,
