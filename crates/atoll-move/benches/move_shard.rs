@@ -10,105 +10,49 @@
 //! cargo bench -p atoll-move --bench move_shard -- --mb 500 --rate 1650 --rounds 3
 //! ```
 
-use atoll_core::IslandId;
-use atoll_move::MoveOptions;
-use atoll_testkit::{discover, master, shard, writer, TestCluster};
-use futures::{pin_mut, SinkExt, StreamExt};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use atoll_testkit::{master, writer};
+use common::{arg, ends, move_and_drop_backup, setup, Timeline, Writer};
+use futures::{pin_mut, SinkExt, StreamExt};
+use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mb = arg("--mb", 500);
     let rate = arg("--rate", 1650);
     let rounds = arg("--rounds", 3).max(1);
-    let tc = TestCluster::setup(2, 0)
-        .shards([1])
-        .on_island(IslandId(0))
-        .start()
-        .await?;
-    let config = tc.config().clone();
-    let s = shard(1);
-    let src = tc.master(IslandId(0)).await?;
-
-    // ~182 bytes per row in the heap (measured).
-    let rows = mb * 1024 * 1024 / 182;
-    let t = Instant::now();
-    src.batch_execute(&format!(
-        "create table sh0001.items (id bigint primary key default sh0001.id_gen(),
-                                    payload bigint not null, note text);
-         insert into sh0001.items (payload, note)
-           select -g, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) || md5((g + 3)::text)
-           from generate_series(1, {rows}) g;
-         create index on sh0001.items (payload);"
-    ))
-    .await?;
-    src.batch_execute("vacuum analyze sh0001.items").await?;
-    let size: i64 = src
-        .query_one("select pg_table_size('sh0001.items')", &[])
-        .await?
-        .get(0);
-    let size_mb = size as f64 / 1048576.0;
-    let total_size: i64 = src
-        .query_one("select pg_total_relation_size('sh0001.items')", &[])
-        .await?
-        .get(0);
-    eprintln!(
-        "built {rows} rows, table {size_mb:.0} MiB (+ indexes) in {:.0} s",
-        t.elapsed().as_secs_f64()
-    );
+    let bench = setup(mb).await?;
+    let (config, s, items) = (&bench.config, bench.shard, bench.items);
+    let (rows, size_mb) = (items.rows, items.size_mb);
 
     // Rounds on a shared machine: each round a plain COPY (out of the island holding the
     // shard, into the other, same table shape: primary key only, like the move's initial
     // copy) and then the move itself, both under the same writer, so neighbours' load
     // hits both alike. The shard goes back and forth.
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = tokio::spawn(writer::paced(
-        config.clone(),
-        shard(1),
-        stop.clone(),
-        Some(rate),
-    ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = Writer::start(config, s, rate).await;
     let mut rounds_out = Vec::new();
     for round in 0..rounds {
-        let snap = discover(&config).await;
-        let from = snap.active_island(s)?;
-        let to = IslandId(1 - from.0);
-        let a = master(&config, &snap, from).await?;
-        let b = master(&config, &snap, to).await?;
+        let (snap, from, to) = ends(config, s).await?;
+        let a = master(config, &snap, from).await?;
+        let b = master(config, &snap, to).await?;
         let copy_secs = plain_copy(&a, &b, &s.schema()).await?;
         eprintln!(
             "round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s",
             size_mb / copy_secs
         );
-        let t = Instant::now();
-        let report =
-            atoll_move::start_move(&config, &snap, s, to, &MoveOptions::default(), timeline(t))
-                .await?;
-        let total = t.elapsed().as_secs_f64();
-        // The backup is not needed here; dropping it keeps the disk small.
-        atoll_move::cleanup(&config, &discover(&config).await, 0, false).await?;
+        let (report, took) =
+            move_and_drop_backup(config, &snap, s, to, &Timeline::new(true)).await?;
+        let total = took.as_secs_f64();
         rounds_out.push((copy_secs, total, report));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (stats, secs) = w.await?;
-    writer::check_acked(&config, s, &stats.acked).await;
+    let (stats, secs) = w.stop().await?;
+    writer::check_acked(config, s, &stats.acked).await;
 
     println!(
         "shard: table {size_mb:.0} MiB, {:.0} MiB with its PK and one secondary index ({rows} rows); writer {:.0} inserts/s (target {rate}) for {secs:.0} s",
-        total_size as f64 / 1048576.0,
+        items.total_mb,
         stats.acked.len() as f64 / secs
     );
     println!();
@@ -152,14 +96,6 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("writer errors: {:?}", stats.errors);
     }
     Ok(())
-}
-
-/// Prints steps and notes with their time since `t0` to stderr.
-fn timeline(t0: Instant) -> atoll_move::Progress {
-    Arc::new(move |shard, e| match e {
-        atoll_move::MoveEvent::Copy { .. } => {}
-        other => eprintln!("{:>8.3} s {shard}: {other:?}", t0.elapsed().as_secs_f64()),
-    })
 }
 
 /// Pipes `COPY ... TO STDOUT` from the source into `COPY ... FROM STDIN` on the

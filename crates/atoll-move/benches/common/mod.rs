@@ -1,0 +1,223 @@
+//! What the move benchmarks share (`move_shard`, `move_soak`): flags, the shard with data,
+//! a move to the other island with its step times. The writer and the row audit are
+//! atoll-testkit's (`writer`).
+
+#![allow(dead_code)]
+
+use atoll_core::move_plan::MoveStep;
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+use atoll_move::{MoveEvent, MoveOptions, MoveReport, Progress};
+use atoll_testkit::writer::{self, WriterStats};
+use atoll_testkit::{discover, shard, TestCluster};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// The value after `name` on the command line, when present.
+pub fn arg_str(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// The value after `name` on the command line parsed, else `default`.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    arg_str(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The benchmarked shard's table, as built by [`build_items`].
+#[derive(Debug, Clone, Copy)]
+pub struct Items {
+    pub rows: u64,
+    /// Heap size, MiB.
+    pub size_mb: f64,
+    /// With its primary key and secondary index, MiB.
+    pub total_mb: f64,
+}
+
+/// The benchmarks' cluster: two islands (masters only), `shard` active on island 0 with
+/// its `items`. Dropping `tc` removes the sandbox.
+pub struct Bench {
+    pub tc: TestCluster,
+    pub config: Config,
+    pub shard: ShardNo,
+    pub items: Items,
+}
+
+/// Starts the [`Bench`] cluster with about `mb` MiB in shard 1.
+pub async fn setup(mb: u64) -> anyhow::Result<Bench> {
+    let tc = TestCluster::setup(2, 0)
+        .shards([1])
+        .on_island(IslandId(0))
+        .start()
+        .await?;
+    let config = tc.config().clone();
+    let items = build_items(&tc, IslandId(0), shard(1), mb).await?;
+    Ok(Bench {
+        tc,
+        config,
+        shard: shard(1),
+        items,
+    })
+}
+
+/// atoll-testkit's paced writer on the bench's shard, in a task of its own.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(WriterStats, f64)>,
+}
+
+impl Writer {
+    /// Starts writing `rate` inserts/s and returns after a 2 s warm-up.
+    pub async fn start(config: &Config, shard: ShardNo, rate: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(writer::paced(
+            config.clone(),
+            shard,
+            stop.clone(),
+            Some(rate),
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Writer { stop, task }
+    }
+
+    /// Stops it; what it saw and how long it ran, in seconds.
+    pub async fn stop(self) -> anyhow::Result<(WriterStats, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
+    }
+}
+
+/// Fills `shard.items (id bigint primary key default id_gen(), payload, note)` on
+/// `island` with about `mb` MiB (negative payloads: the writer's are positive), plus an
+/// index on `payload`.
+pub async fn build_items(
+    tc: &TestCluster,
+    island: IslandId,
+    shard: ShardNo,
+    mb: u64,
+) -> anyhow::Result<Items> {
+    let src = tc.master(island).await?;
+    let t = Instant::now();
+    // ~182 bytes per row in the heap (measured).
+    let rows = mb * 1024 * 1024 / 182;
+    let s = shard.schema();
+    src.batch_execute(&format!(
+        "create table {s}.items (id bigint primary key default {s}.id_gen(),
+                                 payload bigint not null, note text);
+         insert into {s}.items (payload, note)
+           select -g, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) || md5((g + 3)::text)
+           from generate_series(1, {rows}) g;
+         create index on {s}.items (payload);"
+    ))
+    .await?;
+    // Apart: VACUUM cannot run inside the implicit transaction of a multi-statement batch.
+    src.batch_execute(&format!("vacuum analyze {s}.items"))
+        .await?;
+    let sizes = src
+        .query_one(
+            &format!("select pg_table_size('{s}.items'), pg_total_relation_size('{s}.items')"),
+            &[],
+        )
+        .await?;
+    let mib = |b: i64| b as f64 / 1048576.0;
+    let items = Items {
+        rows,
+        size_mb: mib(sizes.get(0)),
+        total_mb: mib(sizes.get(1)),
+    };
+    eprintln!(
+        "built {rows} rows, table {:.0} MiB (+ indexes) in {:.0} s",
+        items.size_mb,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(items)
+}
+
+/// Where `shard` is active now and the other of two islands.
+pub async fn ends(
+    config: &Config,
+    shard: ShardNo,
+) -> anyhow::Result<(Snapshot, IslandId, IslandId)> {
+    let snap = discover(config).await;
+    let from = snap.active_island(shard)?;
+    Ok((snap, from, IslandId(1 - from.0)))
+}
+
+/// The steps a move reached and when; optionally echoed to stderr.
+#[derive(Clone)]
+pub struct Timeline {
+    t0: Instant,
+    echo: bool,
+    steps: Arc<Mutex<Vec<(MoveStep, Instant)>>>,
+}
+
+impl Timeline {
+    /// A timeline starting now; `echo` prints every step and note with its time.
+    pub fn new(echo: bool) -> Timeline {
+        Timeline {
+            t0: Instant::now(),
+            echo,
+            steps: Arc::default(),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.t0
+    }
+
+    pub fn progress(&self) -> Progress {
+        let tl = self.clone();
+        Arc::new(move |shard, e| {
+            if let MoveEvent::Step(step) = e {
+                if let Ok(mut steps) = tl.steps.lock() {
+                    steps.push((*step, Instant::now()));
+                }
+            }
+            match e {
+                MoveEvent::Copy { .. } => {}
+                other if tl.echo => {
+                    eprintln!(
+                        "{:>8.3} s {shard}: {other:?}",
+                        tl.t0.elapsed().as_secs_f64()
+                    )
+                }
+                _ => {}
+            }
+        })
+    }
+
+    /// The steps reached so far, in order.
+    pub fn steps(&self) -> Vec<(MoveStep, Instant)> {
+        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Moves `shard` to `to` with default options, then drops the backup (not needed here;
+/// keeps the disk small). Returns the report and the wall time of the move itself.
+pub async fn move_and_drop_backup(
+    config: &Config,
+    snap: &Snapshot,
+    shard: ShardNo,
+    to: IslandId,
+    timeline: &Timeline,
+) -> anyhow::Result<(MoveReport, Duration)> {
+    let t = Instant::now();
+    let report = atoll_move::start_move(
+        config,
+        snap,
+        shard,
+        to,
+        &MoveOptions::default(),
+        timeline.progress(),
+    )
+    .await?;
+    let took = t.elapsed();
+    atoll_move::cleanup(config, &discover(config).await, 0, false).await?;
+    Ok((report, took))
+}
