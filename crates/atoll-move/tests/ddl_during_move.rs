@@ -83,8 +83,7 @@ async fn scenario() {
     let s = shard(1);
     let snap = discover(&config).await;
     let src = master(&config, &snap, FROM).await;
-    // Columns for the kinds to change, and tables up to 20 for the measurement (without
-    // defaults: `pg_get_expr` on a default locks its table, see the in-pause case).
+    // Columns for the kinds to change, and tables up to 20 for the measurement.
     let mut extra =
         String::from("alter table sh0001.items add column spare int, add column typed int;");
     for i in 0..17 {
@@ -130,11 +129,13 @@ async fn scenario() {
         let config = config.clone();
         tokio::spawn(async move { resume(&config, &snap, s).await })
     };
-    // The move's polling query stays its session's last one between polls.
+    // The move's polling query stays its session's last one between polls (the holder's
+    // own text is lower case, LIKE is not).
     let polling = "select count(*) from pg_stat_activity
                     where pid <> pg_backend_pid() and query like '%ShareUpdateExclusiveLock%'";
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&src, polling).await == 0 {
+        assert!(!mover.is_finished(), "the move ended before it polled");
         assert!(
             Instant::now() < deadline,
             "the move never polled for the lock holder"
