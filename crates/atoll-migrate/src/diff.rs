@@ -1,38 +1,14 @@
-//! `schema diff`: the live schema of every microshard reduced to facts (tables, columns
-//! with types, indexes, constraints), one query per island master; grouping and
+//! `schema diff`: the live schema of every microshard reduced to facts
+//! ([`atoll_pg::schema_signature`]), one query per island master; grouping and
 //! explanation are pure ([`atoll_core::migration::group_signatures`]).
 
 use crate::error::MigrateError;
 use crate::state::Masters;
 use atoll_core::migration::{group_signatures, SignatureGroup};
 use atoll_core::{Config, Snapshot};
-use atoll_pg::PgError;
+use atoll_pg::schema_signature;
 use futures::future::try_join_all;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Facts of every shard schema. The schema's own name is cut out of definitions
-/// (`ON sh0042.users`), so identical shards give identical facts.
-const FACTS_SQL: &str = "
-with s as (select oid, nspname::text as nsp from pg_namespace where nspname ~ '^sh[0-9]{4}$'),
-t as (select s.nsp, c.oid, c.relname::text as rel from s join pg_class c
-      on c.relnamespace = s.oid and c.relkind in ('r', 'p'))
-select s.nsp, null::text from s
-union all
-select t.nsp, 'table ' || t.rel from t
-union all
-select t.nsp, 'column ' || t.rel || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-       || case when a.attnotnull then ' not null' else '' end
-from t join pg_attribute a on a.attrelid = t.oid and a.attnum > 0 and not a.attisdropped
-union all
-select s.nsp, 'index ' || ic.relname || ': '
-       || replace(pg_get_indexdef(i.indexrelid), ' ' || s.nsp || '.', ' ')
-from s join pg_class ic on ic.relnamespace = s.oid and ic.relkind in ('i', 'I')
-join pg_index i on i.indexrelid = ic.oid
-union all
-select s.nsp, 'constraint ' || c.relname || '.' || con.conname || ': '
-       || replace(pg_get_constraintdef(con.oid), s.nsp || '.', '')
-from s join pg_constraint con on con.connamespace = s.oid
-join pg_class c on c.oid = con.conrelid";
 
 /// Reads every shard's facts and groups the shards by them. A schema present on two
 /// islands (a copy left by a move) is keyed `shNNNN@island`.
@@ -46,25 +22,14 @@ pub async fn schema_diff(
             .nodes
             .iter()
             .map(|(island, node, client)| async move {
-                let rows = client
-                    .query(FACTS_SQL, &[])
-                    .await
-                    .map_err(|e| PgError::query(node, e))?;
-                Ok::<_, MigrateError>((*island, node, rows))
+                let facts = schema_signature::all_shards(client, node).await?;
+                Ok::<_, MigrateError>((*island, facts))
             }),
     )
     .await?;
     let mut facts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut owner: BTreeMap<String, atoll_core::IslandId> = BTreeMap::new();
-    for (island, node, rows) in per_island {
-        let q = |e| PgError::query(node, e);
-        let mut here: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for r in rows {
-            let set = here.entry(r.try_get(0).map_err(q)?).or_default();
-            if let Some(f) = r.try_get::<_, Option<String>>(1).map_err(q)? {
-                set.insert(f);
-            }
-        }
+    for (island, here) in per_island {
         for (schema, set) in here {
             let key = match owner.get(&schema) {
                 Some(_) => format!("{schema}@{island}"),

@@ -8,7 +8,7 @@ use crate::exec::{Direction, LockPolicy};
 use crate::report::{Event, Phase, RunOutcome, RunReport};
 use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
-use crate::workers::{run_jobs, Job, Shared};
+use crate::workers::{run_jobs, Job, Settings, Shared};
 use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
@@ -278,7 +278,12 @@ async fn execute(
         shared: &shared,
     };
     let canary_failed = phases.run(shards, finalizer, &mut report).await;
-    let after = hooks(masters, &islands, set.after.as_deref(), "after.sql").await;
+    // Without the lock, nothing more runs on the islands, `after.sql` neither.
+    let after = if shared.stop.load(Ordering::Relaxed) {
+        Ok(())
+    } else {
+        hooks(masters, &islands, set.after.as_deref(), "after.sql").await
+    };
     close(lock, shared, canary_failed, &mut report).await?;
     after?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -342,15 +347,13 @@ impl Phases<'_, '_> {
     /// Runs `jobs` with `parallelism` workers per island, recording progress every second.
     async fn phase(&self, phase: Phase, jobs: Vec<Job<'_>>, parallelism: usize) {
         (self.shared.progress)(Event::Phase(phase));
-        let work = run_jobs(
-            &self.nodes,
-            jobs,
-            parallelism,
-            self.dir,
-            self.opts.policy,
-            self.timeout,
-            self.shared,
-        );
+        let settings = Settings {
+            dir: self.dir,
+            policy: self.opts.policy,
+            timeout: self.timeout,
+            lock: self.lock,
+        };
+        let work = run_jobs(&self.nodes, jobs, parallelism, &settings, self.shared);
         tick_progress(self.lock, self.total, self.shared, work).await;
     }
 }
@@ -437,12 +440,7 @@ async fn tick_progress<F: std::future::Future<Output = ()>>(
                     continue;
                 }
                 if let Err(why) = lock.progress(total, done, failed).await {
-                    // Stop first, then say so: whoever reacts to the message finds the
-                    // run already stopping.
-                    shared.stop.store(true, Ordering::Relaxed);
-                    let text = why.to_string();
-                    *shared.lock_lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-                    tracing::error!(why = %text, "cluster lock lost; starting no more schemas");
+                    shared.lose_lock(why);
                 }
             }
         }

@@ -17,6 +17,8 @@ use tokio_postgres::Client;
 pub struct RunLock {
     client: Client,
     node: NodeConfig,
+    /// How long [`RunLock::alive`] waits for an answer.
+    probe_timeout: Duration,
     pub run_id: i64,
 }
 
@@ -58,6 +60,7 @@ impl RunLock {
         Ok(RunLock {
             client,
             node: node.clone(),
+            probe_timeout: timeout,
             run_id,
         })
     }
@@ -71,6 +74,28 @@ impl RunLock {
         migration_runs::progress(&self.client, &self.node, self.run_id, total, done, failed)
             .await
             .map_err(|e| format!("cannot update the run record: {e}"))
+    }
+
+    /// Whether the lock's session is still alive (so still holds the lock): one `select 1`
+    /// on it, bounded by the connect timeout. An error says why not; the caller must stop
+    /// starting work, since once the session is gone a move may start.
+    pub async fn alive(&self) -> Result<(), String> {
+        if self.client.is_closed() {
+            return Err(format!("the lock connection to {} is closed", self.node));
+        }
+        match tokio::time::timeout(self.probe_timeout, self.client.simple_query("select 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "the lock session on {} ended: {}",
+                self.node,
+                atoll_pg::describe(&e)
+            )),
+            Err(_) => Err(format!(
+                "the lock session on {} did not answer within {} ms",
+                self.node,
+                self.probe_timeout.as_millis()
+            )),
+        }
     }
 
     /// Records the outcome, removes the holder row and releases the lock.

@@ -5,6 +5,7 @@
 use crate::exec::{run_step, Direction, LockPolicy, Outcome};
 use crate::limits::Limits;
 use crate::report::{Event, SchemaFailure};
+use crate::run_lock::RunLock;
 use atoll_core::migration::Migration;
 use atoll_core::{IslandId, NodeConfig};
 use futures::future::join_all;
@@ -35,15 +36,37 @@ pub(crate) struct Shared<'p> {
     pub limits: Limits,
 }
 
+impl Shared<'_> {
+    /// Marks the cluster lock lost: the workers take no further schema and start no
+    /// further step. Stop first, then say so: whoever reacts to the message finds the run
+    /// already stopping. The first reason is kept.
+    pub fn lose_lock(&self, why: String) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut lost = self.lock_lost.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.is_none() {
+            tracing::error!(why = %why, "cluster lock lost; starting no more schemas");
+            *lost = Some(why);
+        }
+    }
+}
+
+/// What every worker of a phase runs with.
+pub(crate) struct Settings<'a> {
+    pub dir: Direction,
+    pub policy: LockPolicy,
+    /// The connect timeout for the workers' connections.
+    pub timeout: Duration,
+    /// The run's cluster lock, probed before every step.
+    pub lock: &'a RunLock,
+}
+
 /// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
 /// once. A failing file stops its schema's chain; the other schemas go on.
 pub(crate) async fn run_jobs(
     nodes: &BTreeMap<IslandId, NodeConfig>,
     jobs: Vec<Job<'_>>,
     parallelism: usize,
-    dir: Direction,
-    policy: LockPolicy,
-    timeout: Duration,
+    settings: &Settings<'_>,
     shared: &Shared<'_>,
 ) {
     let mut by_island: BTreeMap<IslandId, VecDeque<Job>> = BTreeMap::new();
@@ -60,15 +83,7 @@ pub(crate) async fn run_jobs(
     let mut workers = Vec::new();
     for (island, queue, n) in &queues {
         for _ in 0..*n {
-            workers.push(worker(
-                nodes.get(island),
-                *island,
-                queue,
-                dir,
-                policy,
-                timeout,
-                shared,
-            ));
+            workers.push(worker(nodes.get(island), *island, queue, settings, shared));
         }
     }
     join_all(workers).await;
@@ -81,11 +96,10 @@ async fn worker(
     node: Option<&NodeConfig>,
     island: IslandId,
     queue: &Mutex<VecDeque<Job<'_>>>,
-    dir: Direction,
-    policy: LockPolicy,
-    timeout: Duration,
+    settings: &Settings<'_>,
     shared: &Shared<'_>,
 ) {
+    let (dir, policy, timeout) = (settings.dir, settings.policy, settings.timeout);
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -137,6 +151,13 @@ async fn worker(
                         .enter(island, &m.version, &file.directives)
                         .await;
                     if shared.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // The lock's session may have died since the last step (a restart, a
+                    // terminated backend): then a move may already be starting on this
+                    // shard, so no DDL is sent. One round trip on the lock's connection.
+                    if let Err(why) = settings.lock.alive().await {
+                        shared.lose_lock(why);
                         return;
                     }
                     let r = run_step(c, &job.schema, m, dir, policy, i == 0).await;

@@ -3,9 +3,9 @@
 //! One source transaction T: `LOCK TABLE ... IN EXCLUSIVE MODE` on the shard's tables
 //! (readers go on, writers wait), a tick through the subscription and a poll of the
 //! destination every `poll` until it is applied (then everything committed before the lock
-//! is there), sequence positions copied, owners/privileges/policies/comments and digests
-//! compared, then in T: the shard marked inactive, its schema renamed to the backup name
-//! and the move recorded as `switched`;
+//! is there), sequence positions copied, the schema signatures, owners/privileges/
+//! policies/comments and digests compared, then in T: the shard marked inactive, its
+//! schema renamed to the backup name and the move recorded as `switched`;
 //! T commits. Writers that were waiting on the lock then fail with "relation does not
 //! exist" (their statement re-resolves the renamed name), so none writes into the backup;
 //! clients retry and find the shard active on the destination, which commits right after.
@@ -24,6 +24,7 @@ use crate::MoveEvent;
 use atoll_core::move_plan::{backup_schema, compare_digests, MoveStep};
 use atoll_pg::catalog::moves;
 use atoll_pg::catalog::registry;
+use atoll_pg::schema_signature;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Statement;
 
@@ -67,10 +68,14 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let opts = cx.opts;
     let session = Session::of(&cx.src).await?;
 
-    // Owners, privileges, policies and comments: compared once before the pause (a
-    // difference fails the move without pausing writes) and again inside it, through
-    // statements prepared and planned here.
-    let fingerprints = security_statements(cx, &schema).await?;
+    // The schema signatures (DDL run on either side since the copy), then owners,
+    // privileges, policies and comments: compared once before the pause (a difference
+    // fails the move without pausing writes) and again inside it, through statements
+    // prepared and planned here.
+    let checks = PauseChecks {
+        schema: signature_statements(cx, &schema).await?,
+        security: security_statements(cx, &schema).await?,
+    };
     if !opts.verify_in_pause {
         crate::verify::pre_verify(cx, &lock_sql, &ticker, &digest_sql, &ddl.tables).await?;
     }
@@ -86,7 +91,7 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
         left,
         in_pause(
             cx,
-            &fingerprints,
+            &checks,
             &digest_sql,
             seq_sql.as_deref(),
             &ddl.tables,
@@ -238,6 +243,51 @@ async fn ask_source(
     Ok((db, rec))
 }
 
+/// The statements compared before the pause and again inside it, each as (source,
+/// destination).
+pub(crate) struct PauseChecks {
+    /// The schema signatures ([`compare_schema`]).
+    pub schema: (Statement, Statement),
+    /// The security fingerprints ([`compare_security`]).
+    pub security: (Statement, Statement),
+}
+
+/// The signature statements for [`compare_schema`] (source, destination), prepared and
+/// run once, which also compares the two before the pause.
+pub(crate) async fn signature_statements(
+    cx: &MoveContext<'_>,
+    schema: &str,
+) -> Result<(Statement, Statement), MoveError> {
+    let (s, d) = futures::join!(
+        schema_signature::prepare(&cx.src.client, &cx.src.node, schema),
+        schema_signature::prepare(&cx.dst.client, &cx.dst.node, schema)
+    );
+    let statements = (s?, d?);
+    compare_schema(cx, &statements).await?;
+    Ok(statements)
+}
+
+/// Fails the move when the destination's schema signature differs from the source's: a
+/// CHECK or foreign key added, a column dropped or retyped, a default, a trigger or a
+/// function changed on the source after the schema was read would otherwise be lost.
+/// Both sides were built from the same definition, so a fresh copy compares equal.
+pub(crate) async fn compare_schema(
+    cx: &MoveContext<'_>,
+    statements: &(Statement, Statement),
+) -> Result<(), MoveError> {
+    let (s, d) = futures::join!(
+        schema_signature::run(&cx.src.client, &cx.src.node, &statements.0),
+        schema_signature::run(&cx.dst.client, &cx.dst.node, &statements.1)
+    );
+    match schema_signature::differences(&s?, &d?) {
+        None => Ok(()),
+        Some(detail) => Err(MoveError::SchemaChanged {
+            shard: cx.shard(),
+            detail,
+        }),
+    }
+}
+
 /// The fingerprint statements for [`compare_security`] (source, destination),
 /// prepared and run once, which also compares the two before the pause.
 pub(crate) async fn security_statements(
@@ -278,7 +328,7 @@ pub(crate) async fn compare_security(
 // is the safety argument (sequences, then the comparisons, then the switch).
 pub(crate) async fn in_pause(
     cx: &mut MoveContext<'_>,
-    fingerprints: &(Statement, Statement),
+    checks: &PauseChecks,
     digest_sql: &str,
     seq_sql: Option<&str>,
     tables: &[crate::ddl::TableInfo],
@@ -302,10 +352,15 @@ pub(crate) async fn in_pause(
     cx.hook(MoveStep::Synced)?;
 
     // Verified: both sides are frozen now (source locked, destination inactive).
-    // Owners, privileges, policies and comments first: one changed on the source
-    // since the replay after the copy would otherwise be lost (a lost REVOKE grants
-    // more on the destination).
-    compare_security(cx, fingerprints).await?;
+    // The schemas and the owners, privileges, policies and comments first (pipelined on
+    // each side's connection): DDL or a grant changed on the source since the copy would
+    // otherwise be lost (a lost REVOKE grants more on the destination).
+    let (same_schema, same_security) = futures::join!(
+        compare_schema(cx, &checks.schema),
+        compare_security(cx, &checks.security)
+    );
+    same_schema?;
+    same_security?;
     if opts.verify_in_pause {
         let (src_row, dst_row) =
             futures::join!(cx.src.one(digest_sql, &[]), cx.dst.one(digest_sql, &[]));

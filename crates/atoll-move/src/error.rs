@@ -55,6 +55,16 @@ pub enum MoveError {
         /// Which objects differ.
         detail: String,
     },
+    /// The shard's schema differs between source and destination (DDL ran on one of them
+    /// during the move: logical replication does not carry it). Nothing was switched: the
+    /// shard stays active on the source and the move at `caught_up`, to be aborted.
+    #[error("{shard}: the schema changed during the move, so the destination's copy no longer matches (DDL is not replicated): {detail}; nothing was switched, {shard} stays active on the source and the move at caught_up: abort it (`atoll move --abort --shard {}`) and start the move again", .shard.get())]
+    SchemaChanged {
+        /// The shard that was moving.
+        shard: ShardNo,
+        /// The first few objects that differ, as each side has them.
+        detail: String,
+    },
     /// The move can no longer be rolled back (the destination is already active); it can
     /// only be resumed.
     #[error("{shard}: {source}")]

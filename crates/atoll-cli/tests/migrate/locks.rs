@@ -1,6 +1,7 @@
 //! The locks a run meets: a shard's table lock held by the application (lock timeout,
-//! bounded retries), and the run's own cluster lock lost mid-run (the run stops, also the
-//! steps waiting for a `$parallelism_global` slot).
+//! bounded retries), and the run's own cluster lock lost mid-run (the run stops before its
+//! next step, also the steps waiting for a `$parallelism_global` slot, and a move can
+//! start).
 
 use crate::support::{session, shards, wait_for_sum, Guard};
 use crate::*;
@@ -111,12 +112,29 @@ fn lock_timeout_with_bounded_retry() {
     assert_eq!(env.applied(V8), 64);
 }
 
+const V19: &str = "20240101000210.quick.sh";
+
+/// The run's lock session ends (a network cut, a restart, an operator's kill): the run
+/// starts no further step, not even within the second before its next progress update, so
+/// a move may start at once; it stops with "lost its cluster lock" and resumes when run
+/// again.
 #[test]
 fn lost_lock_stops_the_run() {
     let env = &base();
     // Pending as after an undo: the run after the lost one applies it too.
     put(env, V10);
-    put(env, V11);
+    env.write(
+        V19,
+        "create table quick (n int primary key);\nselect pg_sleep(0.05);",
+        "drop table quick;",
+    );
+    // The shard to move once the lock is lost; last in its island's queue.
+    let home = env
+        .ports
+        .iter()
+        .position(|p| *p == env.port_of("sh0064"))
+        .expect("island");
+    ok(&env.atoll(&["shard", "activate", "64"]));
     let dir = env.dir.to_string_lossy().to_string();
     let child = env
         .command()
@@ -126,29 +144,45 @@ fn lost_lock_stops_the_run() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn apply");
+    let mut run = Guard(Some(child));
     let started = Instant::now();
-    while env.applied(V11) < 4 {
+    while env.applied(V19) < 4 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the run made no progress"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    // The run's lock session ends (a network cut, a restart, an operator's kill).
     let killed = env.psql(
         env.ports[0],
         "select count(pg_terminate_backend(pid)) from pg_locks where locktype = 'advisory' and granted",
     );
     assert_eq!(killed, "1");
-    let out = child.wait_with_output().expect("wait");
+    // At most the steps already running (one per island) finish after the kill.
+    let at_kill = env.applied(V19);
+    env.wait_until_unlocked(atoll_pg::locks::MIGRATION_RUN);
+    let to = (1 - home).to_string();
+    let moved = env.atoll(&["move", "--shard", "64", "--to", &to]);
+    let out = run.0.take().expect("run").wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("lost its cluster lock"), "{err}");
-    let partial = env.applied(V11);
-    assert!(partial < SHARDS, "the run went on unlocked: {partial}");
+    ok(&moved);
+    let partial = env.applied(V19);
+    assert!(
+        partial <= at_kill + env.ports.len() as i64,
+        "the run went on unlocked: {at_kill} applied at the kill, {partial} in the end"
+    );
+    assert_eq!(
+        env.sum(
+            "select count(*) from pg_tables where schemaname = 'sh0064' and tablename = 'quick'"
+        ),
+        0,
+        "the moved shard got the migration"
+    );
     let (code, report) = env.migrate_json(&["apply"]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(env.applied(V11), SHARDS);
+    assert_eq!(env.applied(V19), SHARDS);
     assert_eq!(env.applied(V10), SHARDS);
 }
 

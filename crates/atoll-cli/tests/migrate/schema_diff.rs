@@ -23,4 +23,19 @@ fn schema_diff_finds_a_dropped_column() {
     assert_eq!(groups[0]["count"], 63);
     assert_eq!(groups[1]["members"], serde_json::json!(["sh0042"]));
     env.psql(p42, "alter table sh0042.users add column nick text");
+    // Defaults and functions count too; every shard's own `id_gen()` (its ID base differs)
+    // compares equal, as the 64 above show.
+    env.psql(
+        p42,
+        "alter table sh0042.users alter column nick set default 'x'; \
+         create function sh0042.f() returns int language sql as $$ select 1 $$",
+    );
+    let out = env.atoll(&["schema", "diff"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("column users.nick text missing")
+            && text.contains("column users.nick text default 'x'::text extra")
+            && text.contains("function f(): "),
+        "{text}"
+    );
 }

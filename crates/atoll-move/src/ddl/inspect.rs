@@ -25,10 +25,20 @@ pub(crate) struct SchemaObjects {
     pub constraints: Vec<(String, String, String)>,
     /// `(index oid, pg_get_indexdef)` of indexes no constraint owns.
     pub indexes: Vec<(u32, String)>,
-    /// `pg_get_triggerdef` of every user trigger.
-    pub triggers: Vec<String>,
+    /// Every user trigger.
+    pub triggers: Vec<Trigger>,
     /// `(name, pg_get_viewdef)`.
     pub views: Vec<(String, String)>,
+}
+
+/// A user trigger: `pg_get_triggerdef`, and whether it is disabled (the definition does
+/// not say).
+#[derive(Debug, Clone)]
+pub(crate) struct Trigger {
+    pub table: String,
+    pub name: String,
+    pub def: String,
+    pub disabled: bool,
 }
 
 /// An enum type with its labels as one quoted, comma-separated list.
@@ -372,13 +382,22 @@ async fn post_copy_objects(db: &Db, ns_oid: u32, out: &mut SchemaObjects) -> Res
     {
         out.indexes.push((r.get(0), r.get(1)));
     }
-    out.triggers = strings(
-        db,
-        "select pg_get_triggerdef(tg.oid) from pg_trigger tg join pg_class c on c.oid = tg.tgrelid
-         where c.relnamespace = $1 and not tg.tgisinternal order by tg.oid",
-        ns_oid,
-    )
-    .await?;
+    for r in db
+        .query(
+            "select c.relname::text, tg.tgname::text, pg_get_triggerdef(tg.oid), tg.tgenabled = 'D'
+             from pg_trigger tg join pg_class c on c.oid = tg.tgrelid
+             where c.relnamespace = $1 and not tg.tgisinternal order by tg.oid",
+            &[&ns_oid],
+        )
+        .await?
+    {
+        out.triggers.push(Trigger {
+            table: r.get(0),
+            name: r.get(1),
+            def: r.get(2),
+            disabled: r.get(3),
+        });
+    }
     for r in db
         .query(
             "select c.relname::text, pg_get_viewdef(c.oid) from pg_class c

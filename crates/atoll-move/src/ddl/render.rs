@@ -66,7 +66,19 @@ pub(crate) fn render(schema: &str, objects: SchemaObjects) -> SchemaDdl {
             out.post_copy.push(def);
         }
     }
-    out.post_copy.extend(objects.triggers);
+    // A disabled trigger stays disabled. Replica and always triggers are created as plain
+    // (origin) ones: enabled as they are, they would fire on the destination while it
+    // applies the source's changes.
+    for t in &objects.triggers {
+        out.post_copy.push(t.def.clone());
+        if t.disabled {
+            out.post_copy.push(format!(
+                "alter table {q_schema}.{} disable trigger {}",
+                ident(&t.table),
+                ident(&t.name)
+            ));
+        }
+    }
     for (name, def) in &objects.views {
         out.post_copy.push(format!(
             "create view {q_schema}.{} as {}",
@@ -156,7 +168,7 @@ fn column(q_schema: &str, c: &Column) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::inspect::EnumType;
+    use super::super::inspect::{EnumType, Trigger};
     use super::*;
 
     fn col(name: &str, typ: &str) -> Column {
@@ -302,6 +314,28 @@ mod tests {
                 r#"alter table "sh0001"."t" add constraint "t_note_check" CHECK (note <> '')"#,
                 "CREATE INDEX i ON s.t (note)",
                 r#"create view "sh0001"."v" as  SELECT 1"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_disabled_trigger_stays_disabled() {
+        let trigger = |name: &str, disabled| Trigger {
+            table: "t".into(),
+            name: name.into(),
+            def: format!("CREATE TRIGGER {name} BEFORE INSERT ON s.t EXECUTE FUNCTION s.f()"),
+            disabled,
+        };
+        let objects = SchemaObjects {
+            triggers: vec![trigger("on", false), trigger("off", true)],
+            ..SchemaObjects::default()
+        };
+        assert_eq!(
+            render("sh0001", objects).post_copy,
+            [
+                "CREATE TRIGGER on BEFORE INSERT ON s.t EXECUTE FUNCTION s.f()",
+                "CREATE TRIGGER off BEFORE INSERT ON s.t EXECUTE FUNCTION s.f()",
+                r#"alter table "sh0001"."t" disable trigger "off""#,
             ]
         );
     }
