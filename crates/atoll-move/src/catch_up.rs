@@ -3,9 +3,14 @@
 
 use crate::context::MoveContext;
 use crate::error::MoveError;
-use crate::replication::{require_no_apply_errors, tick, wait_tick};
+use crate::replication::{check_apply_errors, ensure_enabled, tick, wait_tick};
 use crate::MoveEvent;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often the worker's errors are looked at while a tick is awaited: a worker that
+/// keeps failing never applies it, and must end the move within seconds, not at the
+/// catch-up's bound.
+const ERROR_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Ticks until one round trip (source commit -> applied on the destination) is short,
 /// so the pause only has to wait for the last few milliseconds of changes.
@@ -16,22 +21,23 @@ pub(crate) async fn catch_up(cx: &mut MoveContext<'_>) -> Result<(), MoveError> 
     let limit = cx.opts.catch_up_timeout;
     let deadline = Instant::now() + limit;
     let mut attempts = 0u32;
+    // A run resumed after a crash while post-copy DDL ran finds it disabled.
+    ensure_enabled(&cx.dst, &cx.rec).await?;
     loop {
         attempts += 1;
-        require_no_apply_errors(&cx.dst, &cx.rec, cx.error_baseline).await?;
+        let errors = check_apply_errors(&cx.dst, &cx.rec, &mut cx.apply_errors).await?;
         let t = Instant::now();
         let k = tick(&cx.src, cx.rec.id).await?;
-        let left = deadline.saturating_duration_since(t);
-        wait_tick(&cx.dst, &cx.rec, k, cx.opts.poll, left)
-            .await
-            .map_err(|e| match e {
-                MoveError::Timeout { shard, what, .. } => MoveError::Timeout {
-                    shard,
-                    what,
-                    secs: limit.as_secs(),
-                },
-                e => e,
-            })?;
+        wait_applied(cx, k, deadline).await.map_err(|e| match e {
+            MoveError::Timeout { shard, what, .. } => MoveError::Timeout {
+                shard,
+                what,
+                secs: limit.as_secs(),
+            },
+            e => e,
+        })?;
+        // The tick came after every error counted before it: the worker got past them.
+        cx.apply_errors.progressed(errors);
         let rtt = t.elapsed();
         cx.emit(MoveEvent::Note(format!(
             "replication round trip {} ms",
@@ -58,6 +64,25 @@ pub(crate) async fn catch_up(cx: &mut MoveContext<'_>) -> Result<(), MoveError> 
                 ),
                 secs: limit.as_secs(),
             });
+        }
+    }
+}
+
+/// Waits until tick `k` is applied on the destination (until `deadline`), looking at the
+/// worker's errors every [`ERROR_CHECK_EVERY`].
+async fn wait_applied(
+    cx: &mut MoveContext<'_>,
+    k: i64,
+    deadline: Instant,
+) -> Result<(), MoveError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = left.min(ERROR_CHECK_EVERY);
+        match wait_tick(&cx.dst, &cx.rec, k, cx.opts.poll, slice).await {
+            Err(MoveError::Timeout { .. }) if slice < left => {
+                check_apply_errors(&cx.dst, &cx.rec, &mut cx.apply_errors).await?;
+            }
+            r => return r,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `activate.rs`, `replication.rs` (ticks, slots, dropping what a move created), driven in
 //! order by `run.rs`.
 
+use crate::apply_health::ErrorWatch;
 use crate::db::Db;
 use crate::ddl::SchemaDdl;
 use crate::error::MoveError;
@@ -30,8 +31,12 @@ pub(crate) struct MoveContext<'a> {
     pub ddl: Option<SchemaDdl>,
     /// Timings and sizes, filled in by the steps.
     pub report: MoveReport,
-    /// The subscription's error count when this run started (see [`crate::replication::error_count`]).
-    pub error_baseline: i64,
+    /// The subscription's worker errors since this run started, and the proofs of
+    /// progress between them (see [`crate::apply_health`]).
+    pub apply_errors: ErrorWatch,
+    /// The order the write pause locks the source tables in, learned from the attempts
+    /// that timed out (see `pause.rs`); empty until the first pause.
+    pub lock_order: Vec<String>,
     /// Whether `src` and `dst` hold the capacity lock (taken by a new move for its
     /// safety check); released once the subscription exists.
     pub capacity_locked: bool,
@@ -64,7 +69,8 @@ impl<'a> MoveContext<'a> {
             progress,
             ddl: None,
             report,
-            error_baseline: 0,
+            apply_errors: ErrorWatch::new(0),
+            lock_order: Vec::new(),
             capacity_locked: false,
         }
     }

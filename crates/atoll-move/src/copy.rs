@@ -1,7 +1,8 @@
 //! The initial copy's end and what follows it on the destination: waiting for every table
-//! to be synchronised, then, in one transaction, the post-copy DDL and the owners,
-//! privileges, comments and row-level security read again from the source at that moment
-//! (see [`crate::security`]), checked against the source's before the commit.
+//! to be synchronised, then, with the subscription's workers stopped, in one transaction,
+//! the post-copy DDL and the owners, privileges, comments and row-level security read
+//! again from the source at that moment (see [`crate::security`]), checked against the
+//! source's before the commit.
 
 use crate::context::MoveContext;
 use crate::error::MoveError;
@@ -11,8 +12,52 @@ use atoll_core::move_plan::MoveStep;
 use atoll_pg::catalog::moves;
 use std::time::{Duration, Instant};
 
-pub(crate) async fn wait_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
+/// One look at the copy on the destination.
+struct CopyState {
+    /// Tables of the subscription, and how many are ready.
+    tables: i64,
+    ready: i64,
+    /// Each table's state letter, in table order.
+    states: Option<String>,
+    /// Bytes of the shard's tables on the destination.
+    copied: i64,
+    /// The subscription's cumulative worker errors.
+    errors: i64,
+    /// Whether the subscription exists.
+    exists: bool,
+}
+
+async fn copy_state(cx: &MoveContext<'_>) -> Result<CopyState, MoveError> {
     let names = cx.rec.names();
+    let schema = cx.rec.shard.schema();
+    let r = cx
+        .dst
+        .one(
+            "select count(*), count(*) filter (where r.srsubstate = 'r'),
+                string_agg(r.srsubstate::text, '' order by r.srrelid),
+                (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
+                 join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = $2 and c.relkind = 'r'),
+                (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
+                 from pg_stat_subscription_stats st where st.subname = $1),
+                (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
+                 where s.subname = $1 and d.datname = current_database())
+             from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
+             where s.subname = $1",
+            &[&names.subscription, &schema],
+        )
+        .await?;
+    Ok(CopyState {
+        tables: r.get(0),
+        ready: r.get(1),
+        states: r.get(2),
+        copied: r.get(3),
+        errors: r.get(4),
+        exists: r.get::<_, i64>(5) > 0,
+    })
+}
+
+pub(crate) async fn wait_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let schema = cx.rec.shard.schema();
     let want = cx.ddl().await?.tables.len() as i64 + 1;
     let total: i64 = cx
@@ -25,60 +70,39 @@ pub(crate) async fn wait_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError>
         .await?
         .get(0);
     cx.report.copy_bytes = total as u64;
+    // A run that died while post-copy DDL ran left the subscription disabled.
+    crate::replication::ensure_enabled(&cx.dst, &cx.rec).await?;
     let deadline = Instant::now() + cx.opts.copy_timeout;
-    let mut last_states = None;
+    let mut last: Option<CopyState> = None;
     loop {
-        let r = cx
-            .dst
-            .one(
-                "select count(*), count(*) filter (where r.srsubstate = 'r'),
-                    string_agg(r.srsubstate::text, '' order by r.srrelid),
-                    (select coalesce(sum(pg_table_size(c.oid)), 0)::int8 from pg_class c
-                     join pg_namespace n on n.oid = c.relnamespace
-                     where n.nspname = $2 and c.relkind = 'r'),
-                    (select coalesce(sum(st.sync_error_count + st.apply_error_count), 0)::int8
-                     from pg_stat_subscription_stats st where st.subname = $1),
-                    (select count(*) from pg_subscription s join pg_database d on d.oid = s.subdbid
-                     where s.subname = $1 and d.datname = current_database())
-                 from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
-                 where s.subname = $1",
-                &[&names.subscription, &schema],
-            )
-            .await?;
-        let (n, ready, states, copied, errors, subs): (i64, i64, Option<String>, i64, i64, i64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        let errors = errors - cx.error_baseline;
-        if subs == 0 {
+        let now = copy_state(cx).await?;
+        if !now.exists {
             return Err(MoveError::Other {
                 shard: cx.shard(),
                 msg: format!(
                     "subscription {} is missing on island {} although the move recorded it; run --abort",
-                    names.subscription, cx.dst.island
+                    cx.rec.names().subscription, cx.dst.island
                 ),
             });
         }
         // Table states (i init, d copying, f copied, s synced, r ready), as they change.
-        if states != last_states {
+        if last.as_ref().map(|l| &l.states) != Some(&now.states) {
             cx.emit(MoveEvent::Note(format!(
                 "table states {}",
-                states.as_deref().unwrap_or("-")
+                now.states.as_deref().unwrap_or("-")
             )));
-            last_states = states;
+            // A table moved on: the workers got past the errors counted before.
+            if let Some(l) = &last {
+                cx.apply_errors.progressed(l.errors);
+            }
         }
         cx.emit(MoveEvent::Copy {
-            done: copied.max(0) as u64,
+            done: now.copied.max(0) as u64,
             total: total as u64,
         });
-        if errors > 0 {
-            return Err(MoveError::Other {
-                shard: cx.shard(),
-                msg: format!(
-                    "the subscription on island {} reported {errors} replication errors during the initial copy (see that server's log); abort or fix and resume",
-                    cx.dst.island
-                ),
-            });
-        }
-        if n >= want && ready == n {
+        let health = cx.apply_errors.observe(now.errors, Instant::now());
+        crate::replication::require_healthy(&cx.dst, &cx.rec, health)?;
+        if now.tables >= want && now.ready == now.tables {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -88,15 +112,31 @@ pub(crate) async fn wait_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError>
                 secs: cx.opts.copy_timeout.as_secs(),
             });
         }
+        last = Some(now);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
+/// The post-copy DDL and security replay ([`build`]) with the subscription's workers
+/// stopped: the DDL locks tables the apply worker writes (a foreign key both of its
+/// tables), in an order of its own, and the two would deadlock. The subscription is
+/// enabled again whatever happened (after a crash, by the next run's [`wait_copy`]).
 pub(crate) async fn post_copy(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     if store::step_of(&cx.dst, cx.rec.id, MoveRole::Destination).await? >= Some(MoveStep::CaughtUp)
     {
         return Ok(());
     }
+    let built = match crate::replication::stop_workers(&cx.dst, &cx.rec).await {
+        Ok(()) => build(cx).await,
+        Err(e) => Err(e),
+    };
+    let enabled = crate::replication::ensure_enabled(&cx.dst, &cx.rec).await;
+    built.and(enabled)
+}
+
+/// In one destination transaction: the post-copy DDL, the security statements read from
+/// the source now, checked against the source's, and the destination's step `caught_up`.
+async fn build(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let shard = cx.rec.shard;
     let mut stmts = cx.ddl().await?.post_copy.clone();
     // Owners, grants, policies and comments as they are now, not as at the start: a

@@ -41,11 +41,11 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let seq_sql = crate::sequences::read_sql(&schema, &ddl.sequences);
     // Everything the pause needs is connected and prepared before it starts.
     let ticker = cx.src.reconnect(cx.config).await?;
-    let lock_sql = format!(
-        "set local lock_timeout = '{}ms'; lock table {} in exclusive mode",
-        cx.opts.lock_timeout.as_millis(),
-        tables.join(", ")
-    );
+    // Creation order at first; attempts that time out move the table they waited for to
+    // the front (see `pause.rs`), and later pauses of this run start from what was learned.
+    if cx.lock_order.len() != tables.len() {
+        cx.lock_order = tables.clone();
+    }
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -77,11 +77,10 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
         security: security_statements(cx, &schema).await?,
     };
     if !opts.verify_in_pause {
-        crate::verify::pre_verify(cx, &lock_sql, &ticker, &digest_sql, &ddl.tables).await?;
+        crate::verify::pre_verify(cx, &ticker, &digest_sql, &ddl.tables).await?;
     }
     let weight = crate::activate::source_weight(cx).await?;
-    let (pause_start, lock_ms, applied) =
-        crate::pause::freeze(cx, &lock_sql, &tables, &ticker).await?;
+    let (pause_start, lock_ms, applied) = crate::pause::freeze(cx, &ticker).await?;
     // Bounded client-side too: a destination that stops answering inside the pause must
     // not keep the source's tables locked (the source's own timeouts are the same bound).
     let bound = cx.opts.pause_bound;
@@ -374,8 +373,9 @@ pub(crate) async fn in_pause(
     } else {
         // The copies were compared at a frozen point before; since then only
         // replicated transactions changed the destination, each applied whole or the
-        // tick above would not have arrived. Applying must not have failed meanwhile.
-        crate::replication::require_no_apply_errors(&cx.dst, &cx.rec, cx.error_baseline).await?;
+        // tick above would not have arrived (a worker that failed retried the same
+        // transaction, it skipped none). One that keeps failing still ends the move.
+        crate::replication::check_apply_errors(&cx.dst, &cx.rec, &mut cx.apply_errors).await?;
     }
     cx.emit(MoveEvent::Step(MoveStep::Verified));
     cx.hook(MoveStep::Verified)?;

@@ -2,7 +2,7 @@
 //! password that PostgreSQL might echo back is masked before a message is built.
 
 use atoll_core::move_plan::{AbortRefused, Mismatch, MoveStep, StartRefused};
-use atoll_core::ShardNo;
+use atoll_core::{IslandId, ShardNo};
 use tokio_postgres::error::SqlState;
 
 /// An error of a move, a resume, an abort, a cleanup or a rebalance; the message names the
@@ -117,6 +117,22 @@ pub enum MoveError {
         shard: ShardNo,
         /// The last step carried out (recorded, or not with `stop_before_record`).
         step: MoveStep,
+    },
+    /// The subscription's worker keeps failing: PostgreSQL restarted it and it failed again
+    /// on the same transaction, more often or for longer than a passing conflict would
+    /// (see `apply_health.rs`).
+    #[error("{shard}: the subscription {subscription} on island {island} failed {errors} times in {:.1} s without getting past the failure (PostgreSQL restarts its worker, which retries the same transaction); the cause is in the server log of island {island}'s master (logical replication worker errors, counted in pg_stat_subscription_stats); fix it, then --resume or --abort", .over.as_secs_f64())]
+    ApplyFailing {
+        /// The shard that was moving.
+        shard: ShardNo,
+        /// The destination island.
+        island: IslandId,
+        /// The subscription's name.
+        subscription: String,
+        /// Errors since the worker last made progress.
+        errors: i64,
+        /// From the first of those errors to the last.
+        over: std::time::Duration,
     },
     /// Any other failure of a move (replication errors, a missing subscription, a failed
     /// activation...); the text says what happened and what to run next.

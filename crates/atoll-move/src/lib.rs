@@ -28,6 +28,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod activate;
+mod apply_health;
 mod catch_up;
 mod cleanup;
 mod context;

@@ -5,7 +5,8 @@
 //! EXCLUSIVE, and it would only cancel itself after `deadlock_timeout`) is cancelled, and
 //! while another session holds a conflicting lock stronger than a writer's, the move polls
 //! instead of queueing. Only then is the lock requested, with a short `lock_timeout`
-//! (waiting for in-flight writes to commit), and retried after a pause if it timed out.
+//! (waiting for in-flight writes to commit), and retried after a pause if it timed out,
+//! starting with the table it timed out on.
 
 use crate::context::MoveContext;
 use crate::db::Db;
@@ -37,15 +38,13 @@ const HOLDER_PATIENCE: Duration = Duration::from_secs(60);
 /// and when (since the request) the destination had applied everything.
 pub(crate) async fn freeze(
     cx: &mut MoveContext<'_>,
-    lock_sql: &str,
-    tables: &[String],
     ticker: &Db,
 ) -> Result<(Instant, Duration, Duration), MoveError> {
     const ATTEMPTS: u32 = 10;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let started = lock_source(cx, lock_sql, tables).await?;
+        let started = lock_source(cx).await?;
         let lock_ms = started.elapsed();
         let limit = if attempt < ATTEMPTS {
             cx.opts.pause_budget
@@ -77,19 +76,21 @@ pub(crate) async fn freeze(
     }
 }
 
-/// Opens T on the source and locks `tables` (qualified names) in EXCLUSIVE mode.
-/// Returns when the lock was requested: from then on writers wait.
-pub(crate) async fn lock_source(
-    cx: &mut MoveContext<'_>,
-    lock_sql: &str,
-    tables: &[String],
-) -> Result<Instant, MoveError> {
-    let names: Vec<String> = tables.to_vec();
+/// Opens T on the source and locks the shard's tables in EXCLUSIVE mode, one after the
+/// other in `cx.lock_order`. Returns when the lock was requested: from then on writers wait.
+///
+/// Holding one table while waiting for the next can deadlock with a writer that holds the
+/// next and waits for the one held (TPC-B updates accounts, tellers, branches, then inserts
+/// into history; locking in creation order takes branches before accounts). The lock
+/// timeout ends that wait; the table waited for goes first on the next attempt, so after a
+/// few attempts the order is the writers' own.
+pub(crate) async fn lock_source(cx: &mut MoveContext<'_>) -> Result<Instant, MoveError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if !tables.is_empty() {
-            wait_for_strong_holders(cx, &names).await?;
+        let order = cx.lock_order.clone();
+        if !order.is_empty() {
+            wait_for_strong_holders(cx, &order).await?;
         }
         let started = Instant::now();
         // The server ends the pause by itself if the mover stops talking (killed, frozen,
@@ -98,31 +99,42 @@ pub(crate) async fn lock_source(
         cx.src
             .exec(&format!(
                 "begin; set local idle_in_transaction_session_timeout = {bound};
-                 set local statement_timeout = {bound}"
+                 set local statement_timeout = {bound};
+                 set local lock_timeout = {}",
+                cx.opts.lock_timeout.as_millis()
             ))
             .await?;
-        if tables.is_empty() {
-            return Ok(started);
-        }
-        match cx.src.exec(lock_sql).await {
+        match lock_each(&cx.src, &order).await {
             Ok(()) => return Ok(started),
-            Err(e)
+            Err((i, e))
                 if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                     && attempt < cx.opts.lock_attempts =>
             {
                 cx.src.exec("rollback").await?;
+                let waited = cx.lock_order.remove(i);
                 cx.emit(MoveEvent::Note(format!(
-                    "lock attempt {attempt} timed out behind a long write, retrying"
+                    "lock attempt {attempt} timed out on {waited} behind a write, retrying with it first"
                 )));
+                cx.lock_order.insert(0, waited);
                 // Let the writers that queued behind us through.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => {
+            Err((_, e)) => {
                 let _ = cx.src.exec("rollback").await;
                 return Err(e);
             }
         }
     }
+}
+
+/// Locks `tables` in this order; on failure, which one failed.
+async fn lock_each(src: &Db, tables: &[String]) -> Result<(), (usize, MoveError)> {
+    for (i, t) in tables.iter().enumerate() {
+        src.exec(&format!("lock table {t} in exclusive mode"))
+            .await
+            .map_err(|e| (i, e))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn wait_for_strong_holders(

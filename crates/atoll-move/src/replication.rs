@@ -1,7 +1,8 @@
 //! The replication objects of a move and their health: ticks through the subscription,
-//! the subscription's oid and error counters, slots, and dropping everything a move
-//! created (step `cleaned_up`, and abort).
+//! the subscription's oid, error counters and workers (stopped while post-copy DDL runs),
+//! slots, and dropping everything a move created (step `cleaned_up`, and abort).
 
+use crate::apply_health::{ErrorWatch, Health};
 use crate::db::{ident, Db};
 use crate::error::MoveError;
 use atoll_core::move_plan::MoveRecord;
@@ -11,6 +12,10 @@ use tokio_postgres::error::SqlState;
 
 /// How long table-sync walsenders of a dropped subscription may take to go away.
 const SYNC_SENDER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a disabled subscription's workers may take to exit: a worker notices at its
+/// next transaction boundary, so a long replicated transaction delays it.
+const WORKER_EXIT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Bumps the move's tick on the source (autocommit) and returns the new value.
 pub(crate) async fn tick(src: &Db, id: i64) -> Result<i64, MoveError> {
@@ -205,29 +210,35 @@ async fn drop_sync_slots(src: &Db, pattern: &str) -> Result<(), MoveError> {
     }
 }
 
-/// The subscription must not have failed to apply anything (PostgreSQL 15 counts it).
-pub(crate) async fn require_no_apply_errors(
+/// Reads the subscription's error counter into `watch` and fails the move when its worker
+/// keeps failing (see [`crate::apply_health`]). Returns the count read.
+pub(crate) async fn check_apply_errors(
     dst: &Db,
     rec: &MoveRecord,
-    baseline: i64,
-) -> Result<(), MoveError> {
-    let n = error_count(dst, rec).await? - baseline;
-    if n > 0 {
-        return Err(MoveError::Other {
+    watch: &mut ErrorWatch,
+) -> Result<i64, MoveError> {
+    let count = error_count(dst, rec).await?;
+    require_healthy(dst, rec, watch.observe(count, Instant::now()))?;
+    Ok(count)
+}
+
+/// [`Health::Failing`] as the move's error.
+pub(crate) fn require_healthy(dst: &Db, rec: &MoveRecord, health: Health) -> Result<(), MoveError> {
+    match health {
+        Health::Failing { errors, over } => Err(MoveError::ApplyFailing {
             shard: rec.shard,
-            msg: format!(
-                "the subscription on island {} failed to apply changes {n} times (see that server's log); fix the cause, then --resume or --abort",
-                dst.island
-            ),
-        });
+            island: dst.island,
+            subscription: rec.names().subscription,
+            errors,
+            over,
+        }),
+        Health::Healthy | Health::Retrying { .. } => Ok(()),
     }
-    Ok(())
 }
 
 /// The subscription's cumulative worker errors (sync and apply; 0 without it). PostgreSQL
-/// counts every worker error, including a retried connection blip, so callers compare
-/// against a baseline taken when their run started: a resumed move is judged only on the
-/// errors since (a worker that errs retries the same transaction, it never skips one).
+/// counts every worker error, including one the restarted worker got past, so callers
+/// judge the readings with an [`ErrorWatch`] started when their run did.
 pub(crate) async fn error_count(dst: &Db, rec: &MoveRecord) -> Result<i64, MoveError> {
     Ok(dst
         .opt(
@@ -238,4 +249,58 @@ pub(crate) async fn error_count(dst: &Db, rec: &MoveRecord) -> Result<i64, MoveE
         .await?
         .map(|r| r.get(0))
         .unwrap_or(0))
+}
+
+/// Stops the subscription's workers: disabled, then waited for until none runs (a worker
+/// exits at its next transaction boundary, not at once). The changes wait in the slot.
+pub(crate) async fn stop_workers(dst: &Db, rec: &MoveRecord) -> Result<(), MoveError> {
+    let name = rec.names().subscription;
+    let Some(oid) = sub_oid(dst, &name).await? else {
+        return Ok(());
+    };
+    dst.exec(&format!("alter subscription {} disable", ident(&name)))
+        .await?;
+    let deadline = Instant::now() + WORKER_EXIT_PATIENCE;
+    loop {
+        let running: i64 = dst
+            .one(
+                "select count(pid) from pg_stat_subscription where subid = $1",
+                &[&oid],
+            )
+            .await?
+            .get(0);
+        if running == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(MoveError::Timeout {
+                shard: rec.shard,
+                what: format!(
+                    "waiting for the {running} worker(s) of subscription {name} on island {} to exit after disabling it (a long replicated transaction?); --resume or --abort",
+                    dst.island
+                ),
+                secs: WORKER_EXIT_PATIENCE.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Enables the subscription if it is disabled. Idempotent, so a run resumed after a crash
+/// between [`stop_workers`] and this finds it enabled again.
+pub(crate) async fn ensure_enabled(dst: &Db, rec: &MoveRecord) -> Result<(), MoveError> {
+    let name = rec.names().subscription;
+    let enabled: Option<bool> = dst
+        .opt(
+            "select s.subenabled from pg_subscription s join pg_database d on d.oid = s.subdbid
+             where s.subname = $1 and d.datname = current_database()",
+            &[&name],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if enabled == Some(false) {
+        dst.exec(&format!("alter subscription {} enable", ident(&name)))
+            .await?;
+    }
+    Ok(())
 }

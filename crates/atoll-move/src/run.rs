@@ -14,7 +14,9 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     // CREATE SUBSCRIPTION starts the copy, so the copy's clock starts before it (on a
     // resume past that step, when waiting starts).
     let mut copy_clock: Option<Instant> = None;
-    cx.error_baseline = crate::replication::error_count(&cx.dst, &cx.rec).await?;
+    cx.apply_errors = crate::apply_health::ErrorWatch::new(
+        crate::replication::error_count(&cx.dst, &cx.rec).await?,
+    );
     loop {
         match cx.rec.step.resume_action() {
             ResumeAction::CopySchema => {

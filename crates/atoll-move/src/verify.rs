@@ -6,7 +6,8 @@
 //! repeatable-read snapshot on each side, release) pins two snapshots of the same logical
 //! state; the comparison then runs on those snapshots while writes go on. What changes
 //! afterwards reaches the destination as whole replicated transactions; the cutover's
-//! tick proves they were applied, and the apply-error counter must not have moved.
+//! tick proves they were applied (a worker that failed retried, it skipped nothing), and
+//! the worker must not be failing (`apply_health.rs`).
 //! `MoveOptions::verify_in_pause` compares inside the final pause instead (exact at the
 //! switch point, but the pause grows with the shard).
 
@@ -18,7 +19,6 @@ use atoll_core::move_plan::{compare_digests, TableDigest, VerifyMode};
 
 pub(crate) async fn pre_verify(
     cx: &mut MoveContext<'_>,
-    lock_sql: &str,
     ticker: &Db,
     digest_sql: &str,
     tables: &[crate::ddl::TableInfo],
@@ -27,9 +27,7 @@ pub(crate) async fn pre_verify(
     // Connected before the block, so the block is only lock + tick + two BEGINs.
     let src_snap = cx.src.reconnect(cx.config).await?;
     let dst_snap = cx.dst.reconnect(cx.config).await?;
-    let schema = shard.schema();
-    let names: Vec<String> = tables.iter().map(|t| t.qualified(&schema)).collect();
-    let (started, _, _) = crate::pause::freeze(cx, lock_sql, &names, ticker).await?;
+    let (started, _, _) = crate::pause::freeze(cx, ticker).await?;
     let frozen = async {
         let begin = "begin isolation level repeatable read read only; select 1";
         let (a, b) = futures::join!(src_snap.exec(begin), dst_snap.exec(begin));
