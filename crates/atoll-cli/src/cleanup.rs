@@ -10,7 +10,7 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct CleanupArgs {
     /// Only backups at least this old: e.g. 7d, 12h, 30m, 0 for all
-    #[arg(long, value_name = "AGE", default_value = "7d")]
+    #[arg(long, value_name = "AGE", default_value = crate::debris::CLEANUP_AGE)]
     pub older_than: String,
     /// Show what would be dropped without dropping it
     #[arg(long)]
@@ -22,6 +22,10 @@ pub async fn run(ctx: &Context, args: CleanupArgs) -> CmdResult {
         .map_err(|e| Failure::input(format!("--older-than: {e}")))?;
     let Cluster { config, snapshot } = ctx.cluster(Need::Masters).await?;
     let done = atoll_move::cleanup(&config, &snapshot, age, args.dry_run).await?;
+    // Cleanup never touches an unfinished move; say which command does.
+    for p in crate::debris::problems(&atoll_move::move_debris(&config, &snapshot).await) {
+        eprintln!("note: {p}");
+    }
     if ctx.json {
         print_json(&done)?;
     } else if done.is_empty() {

@@ -10,6 +10,7 @@
 mod allocate;
 mod cleanup;
 mod cluster;
+mod debris;
 mod demo;
 mod exit;
 mod hook;

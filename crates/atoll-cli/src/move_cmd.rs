@@ -49,14 +49,14 @@ pub struct MoveArgs {
 
 impl MoveArgs {
     fn options(&self, cluster: &Cluster) -> Result<MoveOptions, Failure> {
-        Ok(MoveOptions {
+        let opts = MoveOptions {
             verify: self.verify,
             verify_in_pause: self.verify_in_pause,
             clean_leftovers: self.clean_leftovers,
             max_replica_lag_bytes: self.max_replica_lag,
-            stop_after: self.hook.stop_after(&cluster.config)?,
             ..MoveOptions::default()
-        })
+        };
+        self.hook.apply(&cluster.config, opts)
     }
 }
 
@@ -65,10 +65,10 @@ pub async fn run(ctx: &Context, args: MoveArgs) -> CmdResult {
     if args.list {
         return list(ctx, &cluster).await;
     }
-    if args.abort {
-        return abort(ctx, &cluster, args.shard).await;
-    }
     let opts = args.options(&cluster)?;
+    if args.abort {
+        return abort(ctx, &cluster, args.shard, &opts).await;
+    }
     let (config, snapshot) = (&cluster.config, &cluster.snapshot);
     let view = Progress::new(ctx).moves();
     let result = match (args.resume, args.shard, args.to) {
@@ -112,8 +112,13 @@ async fn list(ctx: &Context, cluster: &Cluster) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn abort(ctx: &Context, cluster: &Cluster, shard: Option<ShardNo>) -> CmdResult {
-    let r = atoll_move::abort_move(&cluster.config, &cluster.snapshot, shard).await?;
+async fn abort(
+    ctx: &Context,
+    cluster: &Cluster,
+    shard: Option<ShardNo>,
+    opts: &MoveOptions,
+) -> CmdResult {
+    let r = atoll_move::abort_move_with(&cluster.config, &cluster.snapshot, shard, opts).await?;
     if ctx.json {
         print_json(&r)?;
     } else {

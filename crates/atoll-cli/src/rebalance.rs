@@ -65,11 +65,13 @@ struct RebalanceJson<'a> {
 
 pub async fn run(ctx: &Context, args: RebalanceArgs) -> CmdResult {
     let cluster = ctx.cluster(Need::Catalog).await?;
-    let opts = MoveOptions {
-        verify: args.verify,
-        stop_after: args.hook.stop_after(&cluster.config)?,
-        ..MoveOptions::default()
-    };
+    let opts = args.hook.apply(
+        &cluster.config,
+        MoveOptions {
+            verify: args.verify,
+            ..MoveOptions::default()
+        },
+    )?;
     let config = cluster.config;
     let view = Progress::new(ctx).moves();
     let prepared = atoll_move::prepare_rebalance(

@@ -1,10 +1,13 @@
-//! `atoll status`: discovery rendered for people or as JSON.
+//! `atoll status`: discovery rendered for people or as JSON, with what moves left behind
+//! (`debris.rs`).
 
 use crate::cluster::{Cluster, Need};
+use crate::debris;
 use crate::exit::UNHEALTHY;
 use crate::output::{bytes, print_json};
 use crate::{CmdResult, Context};
 use atoll_core::{Config, NodeRole, Snapshot};
+use atoll_move::MoveDebris;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -22,20 +25,31 @@ struct StatusJson<'a> {
     healthy: bool,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
+    /// What moves left behind.
+    moves: &'a MoveDebris,
+    /// The problems `moves` makes, each naming the command that ends it.
+    move_problems: Vec<String>,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
     let Cluster { config, snapshot } = ctx.cluster(Need::Snapshot).await?;
-    let healthy = snapshot.problems.is_empty();
+    let moves = atoll_move::move_debris(&config, &snapshot).await;
+    let move_problems = debris::problems(&moves);
+    let healthy = snapshot.problems.is_empty() && move_problems.is_empty();
     if ctx.json {
         print_json(&StatusJson {
             config: config.source.to_string(),
             cluster_id: snapshot.cluster_id(),
             healthy,
             snapshot: &snapshot,
+            moves: &moves,
+            move_problems,
         })?;
     } else {
-        print!("{}", render(&config, &snapshot, !args.summary));
+        print!(
+            "{}",
+            render_with(&config, &snapshot, !args.summary, &moves, &move_problems)
+        );
     }
     Ok(if healthy {
         ExitCode::SUCCESS
@@ -44,7 +58,19 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
     })
 }
 
+/// The cluster as discovery found it, without the moves' part (the demo's view).
 pub fn render(config: &Config, s: &Snapshot, shards: bool) -> String {
+    render_with(config, s, shards, &MoveDebris::default(), &[])
+}
+
+/// The cluster, then what moves left behind and every problem (discovery's first).
+fn render_with(
+    config: &Config,
+    s: &Snapshot,
+    shards: bool,
+    moves: &MoveDebris,
+    move_problems: &[String],
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -109,11 +135,15 @@ pub fn render(config: &Config, s: &Snapshot, shards: bool) -> String {
             }
         }
     }
-    if s.problems.is_empty() {
+    out.push_str(&debris::render(moves, !shards));
+    if s.problems.is_empty() && move_problems.is_empty() {
         let _ = writeln!(out, "healthy: no problems found");
     } else {
         let _ = writeln!(out, "problems:");
         for p in &s.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+        for p in move_problems {
             let _ = writeln!(out, "  - {p}");
         }
     }

@@ -218,6 +218,79 @@ pub enum AbortAction {
     ForgetMove,
 }
 
+impl AbortAction {
+    /// Every action, in the order an abort plan lists them.
+    pub const ALL: [AbortAction; 8] = [
+        AbortAction::RefuseIfDestinationActive,
+        AbortAction::DropSubscription,
+        AbortAction::DropSlot,
+        AbortAction::DropPublication,
+        AbortAction::RestoreSourceSchema,
+        AbortAction::ReactivateSource,
+        AbortAction::DropDestinationSchema,
+        AbortAction::ForgetMove,
+    ];
+
+    /// The action's name as in JSON reports (`reactivate_source`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbortAction::RefuseIfDestinationActive => "refuse_if_destination_active",
+            AbortAction::DropSubscription => "drop_subscription",
+            AbortAction::DropSlot => "drop_slot",
+            AbortAction::DropPublication => "drop_publication",
+            AbortAction::RestoreSourceSchema => "restore_source_schema",
+            AbortAction::ReactivateSource => "reactivate_source",
+            AbortAction::DropDestinationSchema => "drop_destination_schema",
+            AbortAction::ForgetMove => "forget_move",
+        }
+    }
+}
+
+impl fmt::Display for AbortAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An abort action name that is not one of [`AbortAction::ALL`]; holds the text read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown abort action {0:?} (expected one of refuse_if_destination_active, drop_subscription, drop_slot, drop_publication, restore_source_schema, reactivate_source, drop_destination_schema, forget_move)")]
+pub struct UnknownAbortAction(pub String);
+
+impl FromStr for AbortAction {
+    type Err = UnknownAbortAction;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AbortAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s.trim())
+            .ok_or_else(|| UnknownAbortAction(s.to_string()))
+    }
+}
+
+/// What ends an unfinished move, from its persisted step and whether an abort of it
+/// started ([`finish_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishBy {
+    /// `--resume` finishes it, `--abort` rolls it back.
+    ResumeOrAbort,
+    /// Only `--resume`: the destination is active, an abort would lose its writes.
+    Resume,
+    /// Only `--abort`: an abort started and may have reactivated the source already.
+    Abort,
+}
+
+/// Which command ends an unfinished move at `step` ([`FinishBy`]).
+pub fn finish_by(step: MoveStep, abort_started: bool) -> FinishBy {
+    if step.abort_plan().is_err() {
+        FinishBy::Resume
+    } else if abort_started {
+        FinishBy::Abort
+    } else {
+        FinishBy::ResumeOrAbort
+    }
+}
+
 /// An abort refused because the move reached this step: the shard is active on the destination and
 /// may have taken writes there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,6 +322,18 @@ pub fn move_names(shard: ShardNo, id: i64) -> MoveNames {
 /// The prefix every replication object of moves of `shard` starts with.
 pub fn move_name_prefix(shard: ShardNo) -> String {
     format!("atoll_move_{}_", shard.schema())
+}
+
+/// The shard and move id in a replication object's name ([`move_names`]); `None` for a
+/// name atoll did not make.
+pub fn parse_move_name(name: &str) -> Option<(ShardNo, u64)> {
+    let rest = name.strip_prefix("atoll_move_")?;
+    let (schema, id) = rest.split_once('_')?;
+    let shard = ShardNo::from_schema(schema).ok()?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((shard, id.parse().ok()?))
 }
 
 /// The backup name of a moved-away source schema: `sh0042_moved_<unix seconds>`. It never

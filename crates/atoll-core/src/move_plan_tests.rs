@@ -103,6 +103,33 @@ fn names_carry_the_shard_and_fit_identifiers() {
     assert!(n.slot.len() <= 63);
     assert_eq!(n.slot, n.slot.to_lowercase());
     assert_eq!(n.subscription, "atoll_move_sh0042_1763700000123456");
+    assert_eq!(
+        parse_move_name(&n.slot),
+        Some((s(42), 1_763_700_000_123_456))
+    );
+    for other in [
+        "atoll_move_sh0042_",
+        "atoll_move_sh42_1",
+        "atoll_move_sh0042_1x",
+        "pg_16384_sync_16390_7",
+    ] {
+        assert_eq!(parse_move_name(other), None, "{other}");
+    }
+}
+
+#[test]
+fn abort_actions_round_trip_and_say_what_ends_a_move() {
+    for a in AbortAction::ALL {
+        assert_eq!(a.as_str().parse::<AbortAction>(), Ok(a));
+    }
+    assert!("reactivate".parse::<AbortAction>().is_err());
+    assert_eq!(
+        finish_by(MoveStep::Subscribed, false),
+        FinishBy::ResumeOrAbort
+    );
+    assert_eq!(finish_by(MoveStep::Switched, true), FinishBy::Abort);
+    assert_eq!(finish_by(MoveStep::Activated, false), FinishBy::Resume);
+    assert_eq!(finish_by(MoveStep::Activated, true), FinishBy::Resume);
 }
 
 #[test]

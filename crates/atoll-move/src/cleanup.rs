@@ -40,15 +40,7 @@ pub async fn cleanup(
     let mut out = Vec::new();
     for island in &snapshot.islands {
         let db = Db::connect(config, snapshot, island.id).await?;
-        let names: Vec<String> = db
-            .query(
-                "select nspname::text from pg_namespace where nspname ~ '^sh[0-9]{4}_moved_[0-9]+$' order by 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let names = backup_names(&db).await?;
         for name in backups_to_drop(&names, now, older_than_secs) {
             if pending
                 .iter()
@@ -72,6 +64,19 @@ pub async fn cleanup(
         }
     }
     Ok(out)
+}
+
+/// The backup schemas (`shNNNN_moved_<unix secs>`) on `db`'s master, by name.
+pub(crate) async fn backup_names(db: &Db) -> Result<Vec<String>, MoveError> {
+    Ok(db
+        .query(
+            "select nspname::text from pg_namespace where nspname ~ '^sh[0-9]{4}_moved_[0-9]+$' order by 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Drops backup `name` of `shard` under the shard's move lock on this (its source) island,

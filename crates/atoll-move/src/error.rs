@@ -1,7 +1,7 @@
 //! Errors of a move. Messages name the shard, the island or node, and the step; a
 //! password that PostgreSQL might echo back is masked before a message is built.
 
-use atoll_core::move_plan::{AbortRefused, Mismatch, MoveStep, StartRefused};
+use atoll_core::move_plan::{AbortAction, AbortRefused, Mismatch, MoveStep, StartRefused};
 use atoll_core::{IslandId, ShardNo};
 use tokio_postgres::error::SqlState;
 
@@ -133,6 +133,15 @@ pub enum MoveError {
         errors: i64,
         /// From the first of those errors to the last.
         over: std::time::Duration,
+    },
+    /// The test hook (`--test-stop-after abort:ACTION`) stopped an abort right after this
+    /// action, as if it had been killed there.
+    #[error("{shard}: abort stopped after {action} (test hook --test-stop-after); finish it with `atoll move --abort --shard {}`", .shard.get())]
+    AbortStopped {
+        /// The shard of the move being aborted.
+        shard: ShardNo,
+        /// The last action carried out.
+        action: AbortAction,
     },
     /// Any other failure of a move (replication errors, a missing subscription, a failed
     /// activation...); the text says what happened and what to run next.

@@ -36,7 +36,9 @@ mod copy;
 mod cutover;
 mod db;
 mod ddl;
+mod debris;
 mod error;
+mod leftovers;
 mod masters;
 mod move_lock;
 mod pause;
@@ -58,18 +60,20 @@ mod undo;
 mod verify;
 
 pub use cleanup::{cleanup, DroppedBackup};
+pub use debris::{move_debris, MoveBackup, MoveDebris, UnfinishedMove, UnreadIsland};
 pub use error::MoveError;
+pub use leftovers::{ReplicationKind, ReplicationLeftover};
 pub use rebalance::{load_weights, plan_rebalance, run_moves, RebalanceOutcome, Weights};
 pub use rebalance_lock::{RebalanceLock, RebalanceLockError};
 pub use rebalance_prepare::{
     prepare_rebalance, PreparedRebalance, RebalanceError, RebalanceRequest,
 };
-pub use resume::{abort_move, resume_move};
+pub use resume::{abort_move, abort_move_with, resume_move};
 pub use start::start_move;
 pub use store::unfinished;
 pub use undo::AbortReport;
 
-use atoll_core::move_plan::{MoveStep, TableDigest, VerifyMode};
+use atoll_core::move_plan::{AbortAction, MoveStep, TableDigest, VerifyMode};
 use atoll_core::{IslandId, ShardNo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +94,9 @@ pub struct MoveOptions {
     /// Test hook: stop after this step's work is done but before it is recorded on the
     /// source, as if killed in the middle of the step.
     pub stop_before_record: Option<MoveStep>,
+    /// Test hook: stop an abort (`--abort`, or the roll-back of a failed move) right after
+    /// this action, as if killed there.
+    pub stop_abort_after: Option<AbortAction>,
     /// Per attempt at locking the source tables; writers queue behind a waiting lock, so
     /// this bounds the write gap an unlucky attempt causes, and attempts are repeated.
     pub lock_timeout: Duration,
@@ -129,6 +136,7 @@ impl Default for MoveOptions {
             max_replica_lag_bytes: 64 << 20,
             stop_after: None,
             stop_before_record: None,
+            stop_abort_after: None,
             lock_timeout: Duration::from_millis(100),
             lock_attempts: 50,
             pause_budget: Duration::from_millis(150),

@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::error::MoveError;
 use crate::move_lock::hold_move_lock;
 use crate::{run, store, undo, AbortReport, MoveOptions, MoveReport, Progress};
-use atoll_core::move_plan::MoveRecord;
+use atoll_core::move_plan::{AbortAction, MoveRecord};
 use atoll_core::{Config, ShardNo, Snapshot};
 
 pub(crate) async fn finish(
@@ -22,9 +22,9 @@ pub(crate) async fn finish(
         }
         Err(e @ (MoveError::VerifyFailed { .. } | MoveError::SecurityDiffers { .. })) => {
             // The copies differ: roll back, so the source stays the only active copy.
-            let rec = mover.rec.clone();
+            let (rec, stop) = (mover.rec.clone(), mover.opts.stop_abort_after);
             drop(mover);
-            abort_locked(config, snapshot, &rec).await?;
+            abort_locked(config, snapshot, &rec, stop).await?;
             Err(e)
         }
         Err(e) => Err(e),
@@ -97,17 +97,29 @@ pub async fn abort_move(
     snapshot: &Snapshot,
     shard: Option<ShardNo>,
 ) -> Result<AbortReport, MoveError> {
+    abort_move_with(config, snapshot, shard, &MoveOptions::default()).await
+}
+
+/// [`abort_move`] with the test hook of `opts` ([`MoveOptions::stop_abort_after`]); the
+/// other options do not apply to an abort.
+pub async fn abort_move_with(
+    config: &Config,
+    snapshot: &Snapshot,
+    shard: Option<ShardNo>,
+    opts: &MoveOptions,
+) -> Result<AbortReport, MoveError> {
     let found = pick(config, snapshot, shard).await?;
-    abort_record(config, snapshot, &found).await
+    abort_record(config, snapshot, &found, opts.stop_abort_after).await
 }
 
 pub(crate) async fn abort_record(
     config: &Config,
     snapshot: &Snapshot,
     found: &MoveRecord,
+    stop: Option<AbortAction>,
 ) -> Result<AbortReport, MoveError> {
     let _lock = hold_move_lock(config, snapshot, found.source, found.shard).await?;
-    abort_locked(config, snapshot, found).await
+    abort_locked(config, snapshot, found, stop).await
 }
 
 /// [`abort_record`] for a caller that already holds the shard's move lock.
@@ -115,6 +127,7 @@ pub(crate) async fn abort_locked(
     config: &Config,
     snapshot: &Snapshot,
     found: &MoveRecord,
+    stop: Option<AbortAction>,
 ) -> Result<AbortReport, MoveError> {
     let src = Db::connect(config, snapshot, found.source).await?;
     let dst = Db::connect(config, snapshot, found.destination).await?;
@@ -124,7 +137,7 @@ pub(crate) async fn abort_locked(
         Err(MoveError::NotFound(_)) => found.clone(),
         Err(e) => return Err(e),
     };
-    undo::abort(&src, &dst, &rec).await
+    undo::abort(&src, &dst, &rec, stop).await
 }
 
 /// Refuses to resume a move whose abort started and did not finish (recorded on either

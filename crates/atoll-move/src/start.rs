@@ -8,7 +8,7 @@ use crate::error::MoveError;
 use crate::masters::Masters;
 use crate::move_lock::hold_move_lock;
 use crate::resume::{abort_locked, abort_record, finish};
-use crate::{ddl, safety, store, undo, MoveEvent, MoveOptions, MoveReport, Progress};
+use crate::{ddl, leftovers, safety, store, MoveEvent, MoveOptions, MoveReport, Progress};
 use atoll_core::move_plan::{check_start, MoveRecord, MoveStep};
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 
@@ -66,7 +66,7 @@ async fn preflight(
     let mut pending = store::unfinished_on(masters).await?;
     if opts.clean_leftovers {
         for m in pending.iter().filter(|m| m.shard == shard) {
-            abort_record(config, snapshot, m).await?;
+            abort_record(config, snapshot, m, opts.stop_abort_after).await?;
         }
         pending.retain(|m| m.shard != shard);
     }
@@ -97,14 +97,14 @@ async fn clear_leftovers(
     pending: &[MoveRecord],
     opts: &MoveOptions,
 ) -> Result<(), MoveError> {
-    let left = undo::leftovers(masters, shard, pending).await?;
+    let left = leftovers::strays_of(masters, shard, pending).await?;
     if left.is_empty() {
         return Ok(());
     }
     if !opts.clean_leftovers {
         let list: Vec<String> = left
             .iter()
-            .map(|(i, k, n)| format!("{k} {n} on island {i}"))
+            .map(|o| format!("{} {} on island {}", o.kind.as_str(), o.name, o.island))
             .collect();
         return Err(MoveError::Unsafe {
             shard,
@@ -115,7 +115,7 @@ async fn clear_leftovers(
             ),
         });
     }
-    undo::drop_leftovers(masters, &left).await
+    leftovers::drop_strays(masters, &left).await
 }
 
 /// The safety checks on both masters, then the move's record (step `prepared`), then the
@@ -152,7 +152,13 @@ async fn prepare(
     // Now that this move is visible to a migration run, make sure none is under way
     // (logical replication does not carry DDL); see atoll_pg::coordination.
     if let Err(e) = refuse_during_migration(masters, src, dst, shard).await {
-        abort_locked(masters.config, masters.snapshot, &rec).await?;
+        abort_locked(
+            masters.config,
+            masters.snapshot,
+            &rec,
+            opts.stop_abort_after,
+        )
+        .await?;
         return Err(e);
     }
     Ok((rec, ddl))

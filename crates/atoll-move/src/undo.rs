@@ -1,15 +1,12 @@
-//! Aborting a move ([`atoll_core::move_plan::MoveStep::abort_plan`] carried out) and
-//! clearing leftovers of moves that are no longer recorded.
+//! Aborting a move ([`atoll_core::move_plan::MoveStep::abort_plan`] carried out).
 
 use crate::db::{ident, Db};
 use crate::error::MoveError;
-use crate::masters::Masters;
 use crate::replication::drop_replication;
 use crate::store::{self, MoveRole};
-use atoll_core::move_plan::{move_name_prefix, AbortAction, AbortRefused, MoveRecord, MoveStep};
+use atoll_core::move_plan::{AbortAction, AbortRefused, MoveRecord, MoveStep};
 use atoll_core::ShardNo;
 use atoll_pg::catalog::{moves, registry};
-use std::time::Duration;
 
 /// What an abort did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,7 +24,13 @@ pub struct AbortReport {
 /// Rolls a move back: the source keeps (or gets back) the shard, active; no subscription,
 /// slot or publication stays; the destination's copy is dropped. Refused once the
 /// destination is active. Every action is idempotent, so a failed abort can be re-run.
-pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortReport, MoveError> {
+/// `stop_after` is the test hook ([`crate::MoveOptions::stop_abort_after`]).
+pub(crate) async fn abort(
+    src: &Db,
+    dst: &Db,
+    rec: &MoveRecord,
+    stop_after: Option<AbortAction>,
+) -> Result<AbortReport, MoveError> {
     let shard = rec.shard;
     let plan = rec
         .step
@@ -123,6 +126,12 @@ pub(crate) async fn abort(src: &Db, dst: &Db, rec: &MoveRecord) -> Result<AbortR
                 store::forget(src, rec.id).await?;
             }
         }
+        if stop_after == Some(*action) {
+            return Err(MoveError::AbortStopped {
+                shard,
+                action: *action,
+            });
+        }
     }
     Ok(AbortReport {
         id: rec.id,
@@ -167,80 +176,4 @@ fn source_copy_missing(src: &Db, dst: &Db, rec: &MoveRecord) -> MoveError {
             shard.get()
         ),
     }
-}
-
-/// Replication objects named for moves of `shard` on any island master, which no
-/// unfinished move owns: `(island, kind, name)`.
-pub(crate) async fn leftovers(
-    masters: &mut Masters<'_>,
-    shard: ShardNo,
-    owned: &[MoveRecord],
-) -> Result<Vec<(atoll_core::IslandId, &'static str, String)>, MoveError> {
-    let prefix = format!("{}%", move_name_prefix(shard).replace('_', "\\_"));
-    let owned_ids: Vec<i64> = owned.iter().map(|m| m.id).collect();
-    let mut out = Vec::new();
-    for island in masters.islands() {
-        let db = masters.get(island).await?;
-        for (kind, name) in db
-            .query(
-                "select 'subscription', subname::text from pg_subscription s join pg_database d on d.oid = s.subdbid
-                  where d.datname = current_database() and subname like $1
-                 union all select 'slot', slot_name::text from pg_replication_slots where slot_name like $1
-                 union all select 'publication', pubname::text from pg_publication where pubname like $1",
-                &[&prefix],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-            .chain(
-                moves::orphan_sync_slots(&db.client, &db.node, shard, &owned_ids)
-                    .await?
-                    .into_iter()
-                    .map(|name| ("slot".to_string(), name)),
-            )
-        {
-            if owned.iter().any(|m| m.names().slot == name) {
-                continue;
-            }
-            let kind = match kind.as_str() {
-                "subscription" => "subscription",
-                "slot" => "slot",
-                _ => "publication",
-            };
-            out.push((island, kind, name));
-        }
-    }
-    Ok(out)
-}
-
-/// Drops leftovers found by [`leftovers`].
-pub(crate) async fn drop_leftovers(
-    masters: &mut Masters<'_>,
-    found: &[(atoll_core::IslandId, &'static str, String)],
-) -> Result<(), MoveError> {
-    // Subscriptions first: they hold the slots.
-    let mut ordered: Vec<_> = found.iter().collect();
-    ordered.sort_by_key(|(_, kind, _)| match *kind {
-        "subscription" => 0,
-        "slot" => 1,
-        _ => 2,
-    });
-    for (island, kind, name) in ordered {
-        let db = masters.get(*island).await?;
-        match *kind {
-            "subscription" => {
-                let s = ident(name);
-                db.exec(&format!(
-                    "alter subscription {s} disable; alter subscription {s} set (slot_name = none); drop subscription {s};"
-                ))
-                .await?
-            }
-            "slot" => crate::replication::drop_slot(db, name, Duration::from_secs(30)).await?,
-            _ => {
-                db.exec(&format!("drop publication if exists {}", ident(name)))
-                    .await?
-            }
-        }
-    }
-    Ok(())
 }

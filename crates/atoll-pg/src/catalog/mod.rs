@@ -7,6 +7,7 @@
 //! | this one | `atoll.meta`, `atoll.catalog_steps` | every island master |
 //! | [`registry`] | `atoll.shards` (active flag, weight) | every island master, for its own shards |
 //! | [`moves`] | `atoll.moves`, `atoll.move_ticks` | the source and destination masters of a move |
+//! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
 //!
@@ -16,6 +17,7 @@
 
 pub mod id_leases;
 pub mod migration_runs;
+pub mod move_status;
 pub mod moves;
 pub mod registry;
 

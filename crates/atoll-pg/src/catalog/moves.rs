@@ -377,28 +377,6 @@ pub async fn recorded_subscription(
         .and_then(|r| r.get(0)))
 }
 
-/// Replication slots on this master left by table syncs of subscriptions that moves of
-/// `shard` other than `owned` recorded.
-pub async fn orphan_sync_slots(
-    client: &impl GenericClient,
-    node: &NodeConfig,
-    shard: ShardNo,
-    owned: &[i64],
-) -> Result<Vec<String>, PgError> {
-    let rows = client
-        .query(
-            "select slot_name::text from pg_replication_slots s
-              where exists (select 1 from atoll.moves m
-                            where m.shard = $1 and m.role = 'source' and m.subscription_oid is not null
-                              and m.id <> all($2)
-                              and s.slot_name like 'pg\\_' || m.subscription_oid || '\\_sync\\_%\\_' || m.destination_sysid)",
-            &[&i32::from(shard.get()), &owned],
-        )
-        .await
-        .map_err(|e| PgError::query(node, e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// Deletes the move's rows (both roles) and its tick row on this master.
 pub async fn forget(
     client: &impl GenericClient,
