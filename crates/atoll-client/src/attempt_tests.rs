@@ -39,6 +39,7 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
             schema_exists: true,
             active,
             size_bytes: None,
+            gen: 0,
         }],
     };
     let snap = Snapshot::build(0, vec![(IslandId(0), nodes, Some(catalog))]);
