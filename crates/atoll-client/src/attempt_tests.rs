@@ -52,16 +52,7 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
 }
 
 fn shared(s: State) -> Shared {
-    Shared {
-        state: ArcSwap::from_pointee(s),
-        options: ClusterOptions::default(),
-        wake: tokio::sync::Notify::new(),
-        requested: std::sync::atomic::AtomicU64::new(0),
-        published: tokio::sync::watch::channel(0).0,
-        replayed: Mutex::new(HashMap::new()),
-        ids: crate::cluster::IdSource::None,
-        env_digit: std::sync::atomic::AtomicU8::new(1),
-    }
+    Shared::new(s, ClusterOptions::default(), crate::cluster::IdSource::None)
 }
 
 fn sh(n: i64) -> ShardNo {

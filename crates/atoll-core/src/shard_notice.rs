@@ -112,13 +112,11 @@ struct Fields {
 
 impl Fields {
     fn set(&mut self, key: &str, value: &str) -> Result<(), NoticeError> {
-        let bad = |what: &str| {
-            NoticeError::Malformed(format!("{key}={:?}: {what}", shorten(value)))
-        };
+        let bad =
+            |what: &str| NoticeError::Malformed(format!("{key}={:?}: {what}", shorten(value)));
         // Only ASCII digits: `u64::from_str` would also take a leading '+'.
         let number = |max: u64| -> Result<u64, NoticeError> {
-            if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit())
-            {
+            if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad("not a decimal number"));
             }
             value
@@ -227,7 +225,10 @@ mod tests {
                 "{bad:?}: {r:?}"
             );
         }
-        let long = format!("v1 shard=1 island=0 active=true gen=1 x={}", "y".repeat(1000));
+        let long = format!(
+            "v1 shard=1 island=0 active=true gen=1 x={}",
+            "y".repeat(1000)
+        );
         assert!(ShardNotice::parse(&long).is_err());
     }
 }

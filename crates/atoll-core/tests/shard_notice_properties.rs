@@ -6,14 +6,18 @@ use atoll_core::{IslandId, ShardNo, ShardNotice};
 use proptest::prelude::*;
 
 fn notice() -> impl Strategy<Value = ShardNotice> {
-    (0i64..=9999, any::<u16>(), any::<bool>(), 0u64..=i64::MAX as u64).prop_map(
-        |(s, i, active, gen)| ShardNotice {
+    (
+        0i64..=9999,
+        any::<u16>(),
+        any::<bool>(),
+        0u64..=i64::MAX as u64,
+    )
+        .prop_map(|(s, i, active, gen)| ShardNotice {
             shard: ShardNo::new(s).unwrap(),
             island: IslandId(i),
             active,
             gen,
-        },
-    )
+        })
 }
 
 /// Payload-like text: the right words, numbers, separators and junk, in any order.

@@ -10,7 +10,10 @@
 //! - [`catalog`]: the only code that reads or writes the `atoll` catalog, one module per
 //!   area ([`catalog::registry`], [`catalog::moves`], [`catalog::migration_runs`],
 //!   [`catalog::id_leases`]);
-//! - [`locks`]: every advisory lock atoll takes.
+//! - [`locks`]: every advisory lock atoll takes;
+//! - [`notices::ShardNotices`]: one `LISTEN` connection per island master, passing on the
+//!   shard notices the registry's triggers send (the client, and later a proxy or router,
+//!   update their snapshot from them).
 //!
 //! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
 //! on the CLI, on process management (the sandbox) or on terminal output.
@@ -26,6 +29,7 @@ mod discovery;
 mod error;
 pub mod locks;
 mod master;
+pub mod notices;
 pub mod shard_state;
 
 pub use connect::{connect, connect_as, connect_with_timeout, pg_config};

@@ -81,13 +81,19 @@ fn a_move_lands_on_the_destination_whichever_notice_comes_first() {
     assert!(s.problems.is_empty(), "{:?}", s.problems);
     // The copy on island 1 was not in the snapshot: the notice added it.
     assert_eq!(s.shards[&sh()].len(), 2);
-    assert!(s.active_shards().any(|(n, i)| n == sh() && i == IslandId(1)));
+    assert!(s
+        .active_shards()
+        .any(|(n, i)| n == sh() && i == IslandId(1)));
 }
 
 #[test]
 fn old_repeated_and_foreign_notices_change_nothing() {
     let s = snap(&[Some((true, 20)), Some((false, 15))]);
-    for n in [notice(1, true, 20), notice(1, true, 19), notice(0, false, 3)] {
+    for n in [
+        notice(1, true, 20),
+        notice(1, true, 19),
+        notice(0, false, 3),
+    ] {
         assert!(s.with_shard_notice(&n).is_none(), "{n}");
     }
     assert!(s.with_shard_notice(&notice(7, true, 99)).is_none());
@@ -99,7 +105,13 @@ fn old_repeated_and_foreign_notices_change_nothing() {
     assert_eq!(t, s);
     let mut log = NoticeLog::default();
     let (next, counts) = log.apply(&s, &[notice(1, true, 21), notice(1, true, 21)]);
-    assert_eq!(counts, NoticeCounts { applied: 1, ignored: 1 });
+    assert_eq!(
+        counts,
+        NoticeCounts {
+            applied: 1,
+            ignored: 1
+        }
+    );
     assert_eq!(on(&next.unwrap()), Some(1));
     assert_eq!(log.len(), 1);
 }
