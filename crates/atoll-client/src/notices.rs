@@ -170,3 +170,112 @@ impl Shared {
         tokio::time::timeout(limit, wait).await.unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::IdSource;
+    use crate::options::ClusterOptions;
+    use atoll_core::{ConfigSource, IslandCatalog, NodeFacts, NodeObservation, ShardObservation};
+    use std::collections::HashMap;
+
+    fn sh() -> ShardNo {
+        ShardNo::new(3).unwrap()
+    }
+
+    /// Two islands; island `i` has the shard's row `rows[i]` as (active, gen).
+    fn snapshot(rows: [(bool, u64); 2]) -> Snapshot {
+        let islands = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (active, gen))| {
+                let id = IslandId(i as u16);
+                let node = NodeObservation {
+                    island: id,
+                    addr: format!("127.0.0.1:{}", 10 + i),
+                    outcome: Ok(NodeFacts {
+                        in_recovery: false,
+                        server_version: "15".into(),
+                        lsn: Default::default(),
+                        replay_lag_seconds: None,
+                    }),
+                };
+                let catalog = IslandCatalog {
+                    cluster_id: Some("c".into()),
+                    catalog_island: Some(id),
+                    shards: vec![ShardObservation {
+                        shard: sh(),
+                        schema_exists: true,
+                        active: *active,
+                        size_bytes: None,
+                        gen: *gen,
+                    }],
+                };
+                (id, vec![node], Some(catalog))
+            })
+            .collect();
+        Snapshot::build(0, islands)
+    }
+
+    fn shared(s: Snapshot) -> (Shared, Arc<Config>) {
+        let text = "[cluster]\nname = \"t\"\n[[island]]\nid = 0\nnodes = [{ host = \"127.0.0.1\", port = 10, user = \"u\", database = \"d\" }]\n[[island]]\nid = 1\nnodes = [{ host = \"127.0.0.1\", port = 11, user = \"u\", database = \"d\" }]\n";
+        let config = Arc::new(Config::parse(text, ConfigSource::Inline).unwrap());
+        let state = State::new(config.clone(), Arc::new(s), Arc::new(HashMap::new()));
+        (
+            Shared::new(state, ClusterOptions::default(), IdSource::None),
+            config,
+        )
+    }
+
+    fn notice(island: u16, active: bool, gen: u64) -> ShardNotice {
+        ShardNotice {
+            shard: sh(),
+            island: IslandId(island),
+            active,
+            gen,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_statement_is_placed_by_the_activation_notice() {
+        let (shared, config) = shared(snapshot([(true, 10), (false, 5)]));
+        let away = Some(IslandId(0));
+        assert!(!shared.routed(sh(), away));
+        assert!(
+            !shared
+                .await_route(sh(), away, Duration::from_millis(20))
+                .await
+        );
+        let waiting = shared.await_route(sh(), away, Duration::from_secs(5));
+        let notify = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            shared.apply_notices(&[notice(0, false, 11)]);
+            assert!(
+                !shared.routed(sh(), None),
+                "switched off, not activated yet"
+            );
+            shared.apply_notices(&[notice(1, true, 12)]);
+        };
+        let (placed, ()) = tokio::join!(waiting, notify);
+        assert!(placed);
+        // A round that read both islands before the switch does not undo it.
+        let pools = shared.state.load().pools.clone();
+        shared.install(
+            config.clone(),
+            snapshot([(true, 10), (false, 5)]),
+            pools.clone(),
+            0,
+        );
+        assert!(shared.routed(sh(), away));
+        // Old notices change nothing; the counters say so.
+        shared.apply_notices(&[notice(0, true, 10), notice(1, true, 12)]);
+        assert!(shared.routed(sh(), away));
+        let stats = shared.counters.stats();
+        assert_eq!((stats.notices_applied, stats.notices_ignored), (2, 2));
+        assert_eq!(stats.discovery_rounds, 1);
+        // A round that saw the move: nothing kept any more.
+        shared.install(config, snapshot([(false, 11), (true, 12)]), pools, 0);
+        assert!(shared.notices.lock().unwrap().is_empty());
+        assert!(shared.routed(sh(), away));
+    }
+}

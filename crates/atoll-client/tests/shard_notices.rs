@@ -103,9 +103,10 @@ async fn move_timed(config: &Config, s: ShardNo, to: IslandId) -> Result<Instant
         })
     };
     let snap = discover(config).await;
-    atoll_move::start_move(config, &snap, s, to, &MoveOptions::default(), progress)
+    let report = atoll_move::start_move(config, &snap, s, to, &MoveOptions::default(), progress)
         .await
         .with_context(|| format!("move {s} to island {to}"))?;
+    eprintln!("move to island {to}: pause {:.1} ms", report.pause_ms);
     let at = switched.lock().unwrap().context("no Switched event")?;
     Ok(at)
 }

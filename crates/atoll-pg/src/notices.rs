@@ -174,26 +174,19 @@ impl Drop for Driver {
     }
 }
 
-/// Connects, listens and forwards notices until the connection fails; returns why.
-async fn session(
-    island: IslandId,
-    node: &NodeConfig,
-    opts: &ListenOptions,
-    sink: &NoticeSink,
-) -> String {
-    let bound = opts.connect_timeout;
-    let cfg = match pg_config(node, &opts.application_name, bound) {
-        Ok(c) => c,
-        Err(e) => return e.to_string(),
-    };
-    let (client, mut connection) = match tokio::time::timeout(bound, cfg.connect(NoTls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return describe(&e),
-        Err(_) => return format!("connect timed out after {bound:?}"),
-    };
-    // The connection is driven by its own task, which passes notifications on.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _driver = Driver(tokio::spawn(async move {
+/// A notification's payload, or why the connection ended.
+type Message = Result<String, String>;
+
+/// Drives the connection in a task of its own, which passes the channel's notifications on
+/// (and, last, why the connection ended).
+fn drive(
+    mut connection: tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        tokio_postgres::tls::NoTlsStream,
+    >,
+) -> (Driver, mpsc::UnboundedReceiver<Message>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
         loop {
             let message = futures::future::poll_fn(|cx| connection.poll_message(cx)).await;
             let end = match message {
@@ -210,7 +203,28 @@ async fn session(
             let _ = tx.send(Err(end));
             return;
         }
-    }));
+    });
+    (Driver(task), rx)
+}
+
+/// Connects, listens and forwards notices until the connection fails; returns why.
+async fn session(
+    island: IslandId,
+    node: &NodeConfig,
+    opts: &ListenOptions,
+    sink: &NoticeSink,
+) -> String {
+    let bound = opts.connect_timeout;
+    let cfg = match pg_config(node, &opts.application_name, bound) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let (client, connection) = match tokio::time::timeout(bound, cfg.connect(NoTls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return describe(&e),
+        Err(_) => return format!("connect timed out after {bound:?}"),
+    };
+    let (_driver, mut rx) = drive(connection);
     let listen_sql = format!("listen {}", atoll_core::quote::ident(CHANNEL));
     match tokio::time::timeout(bound, client.batch_execute(&listen_sql)).await {
         Ok(Ok(())) => {}
