@@ -3,7 +3,7 @@
 //!
 //! | failure                                       | action               | did the statement take effect? |
 //! |-----------------------------------------------|----------------------|--------------------------------|
-//! | `3F000` invalid_schema_name, `42P01` undefined_table | rediscover cluster; retry if the shard moved or went inactive (then: wait for it), or on another node if a replica answered (it may lag behind the DDL); else fail at once (a genuine typo) | no (rejected) |
+//! | `3F000` invalid_schema_name, `42P01` undefined_table | retry at once if a shard notice already placed the shard elsewhere; else rediscover cluster; retry if the shard moved or went inactive (then: wait for it), or on another node if a replica answered (it may lag behind the DDL); else fail at once (a genuine typo) | no (rejected) |
 //! | `25006` read_only_sql_transaction             | rediscover island (master changed) | no               |
 //! | `57P01`/`57P02`/`57P03` shutdown / starting   | try another node     | no (rejected)                  |
 //! | `08xxx` connection exception, `53300` too many connections | try another node | no                  |
@@ -12,7 +12,7 @@
 //! | connection lost while the statement ran       | try another node     | **unknown**                    |
 //! | every pooled connection busy for the wait timeout | fail             | no: nothing was sent           |
 //! | client-side error (conversion)                | fail                 | unknown                        |
-//! | shard not active in the snapshot              | rediscover cluster, wait | no: nothing was sent       |
+//! | shard not active in the snapshot              | rediscover cluster, wait (until a notice or a round places it) | no: nothing was sent |
 //! | island without a reachable master             | rediscover island, wait  | no: nothing was sent       |
 //!
 //! A server error in autocommit mode rolls the statement back, so "the server answered with

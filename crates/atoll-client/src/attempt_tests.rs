@@ -4,10 +4,9 @@ use crate::attempt::{plan, FaultKind, Target};
 use crate::cluster::{Shared, State};
 use crate::options::ClusterOptions;
 use crate::timeline::{Freshness, Timeline};
-use arc_swap::ArcSwap;
 use atoll_core::*;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 fn node(port: u16, recovery: bool, lsn: u64) -> NodeObservation {
     NodeObservation {
@@ -39,6 +38,7 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
             schema_exists: true,
             active,
             size_bytes: None,
+            gen: 0,
         }],
     };
     let snap = Snapshot::build(0, vec![(IslandId(0), nodes, Some(catalog))]);
@@ -51,16 +51,11 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
 }
 
 fn shared(s: State) -> Shared {
-    Shared {
-        state: ArcSwap::from_pointee(s),
-        options: ClusterOptions::default(),
-        wake: tokio::sync::Notify::new(),
-        requested: std::sync::atomic::AtomicU64::new(0),
-        published: tokio::sync::watch::channel(0).0,
-        replayed: Mutex::new(HashMap::new()),
-        ids: crate::cluster::IdSource::None,
-        env_digit: std::sync::atomic::AtomicU8::new(1),
-    }
+    Shared::new(s, ClusterOptions::default(), crate::cluster::IdSource::None)
+}
+
+fn install(sh: &Shared, s: State, covers: u64) {
+    sh.install(s.config, (*s.snapshot).clone(), s.pools, covers);
 }
 
 fn sh(n: i64) -> ShardNo {
@@ -246,7 +241,7 @@ async fn a_refresh_waits_for_a_round_started_after_the_request() {
         tokio::task::yield_now().await;
     }
     // It finishes: it may have read the nodes before the change the caller saw.
-    sh_.install(state(vec![], true), in_flight);
+    install(&sh_, state(vec![], true), in_flight);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
         !waiter.is_finished(),
@@ -254,7 +249,7 @@ async fn a_refresh_waits_for_a_round_started_after_the_request() {
     );
     // The next round starts after the request and satisfies it.
     let next = sh_.round_start();
-    sh_.install(state(vec![], true), next);
+    install(&sh_, state(vec![], true), next);
     assert!(waiter.await.unwrap(), "the refresh was not published");
 }
 
@@ -266,6 +261,6 @@ fn replay_positions_are_forgotten_at_each_snapshot() {
     // The address may now be another node (rebuilt, another island): a new snapshot's
     // positions are the ones to trust.
     let covers = sh_.round_start();
-    sh_.install(state(vec![], true), covers);
+    install(&sh_, state(vec![], true), covers);
     assert_eq!(sh_.replayed("127.0.0.1:11"), None);
 }

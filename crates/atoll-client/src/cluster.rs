@@ -5,13 +5,14 @@
 use crate::clock::{coarse_now_ms, stamp};
 use crate::error::ClientError;
 use crate::lease::{IdLeaseStatus, LeaseHandle, LeaseSlot};
+use crate::notices::{ClientStats, Counters};
 use crate::options::{ClusterOptions, IdNode};
 use crate::pools::{self, Pools};
 use crate::refresh;
 use crate::shard::Shard;
 use crate::timeline::{Timeline, TimelineError};
 use arc_swap::ArcSwap;
-use atoll_core::{Config, Id, IdGenError, IdGenerator, Lsn, ShardNo, Snapshot};
+use atoll_core::{Config, Id, IdGenError, IdGenerator, Lsn, NoticeLog, ShardNo, Snapshot};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,19 +69,57 @@ pub(crate) struct Shared {
     /// The config's environment digit, outside the `ArcSwap` so `shard_for_id` stays a few
     /// ns (updated when a reloaded config changes it).
     pub env_digit: AtomicU8,
+    /// Shard notices applied since the discovery rounds that had not seen them; its lock
+    /// also serialises every swap of `state` (see [`Shared::apply_notices`]).
+    pub notices: Mutex<NoticeLog>,
+    /// Bumped at every swap of `state` (a discovery round or a notice), for statements
+    /// waiting for a shard to be placed ([`Shared::await_route`]).
+    pub changed: watch::Sender<u64>,
+    pub counters: Counters,
 }
 
 impl Shared {
+    pub(crate) fn new(state: State, options: ClusterOptions, ids: IdSource) -> Shared {
+        Shared {
+            env_digit: AtomicU8::new(state.config.env_digit),
+            state: ArcSwap::from_pointee(state),
+            options,
+            wake: Notify::new(),
+            requested: AtomicU64::new(0),
+            published: watch::channel(0u64).0,
+            replayed: Mutex::new(HashMap::new()),
+            ids,
+            notices: Mutex::new(NoticeLog::default()),
+            changed: watch::channel(0u64).0,
+            counters: Counters::default(),
+        }
+    }
+
     /// What a discovery round starting now will cover: call just before it reads nodes.
     pub(crate) fn round_start(&self) -> u64 {
         self.requested.load(Ordering::SeqCst)
     }
 
-    /// Installs a round's result; `covers` is what [`Shared::round_start`] said at its start.
-    pub(crate) fn install(&self, state: State, covers: u64) {
-        self.env_digit
-            .store(state.config.env_digit, Ordering::Relaxed);
-        self.state.store(Arc::new(state));
+    /// Installs a round's result, with the notices it had not seen yet applied again;
+    /// `covers` is what [`Shared::round_start`] said at its start.
+    pub(crate) fn install(
+        &self,
+        config: Arc<Config>,
+        snapshot: Snapshot,
+        pools: Arc<Pools>,
+        covers: u64,
+    ) {
+        self.env_digit.store(config.env_digit, Ordering::Relaxed);
+        {
+            let mut log = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+            let snapshot = log.merge(snapshot);
+            self.state
+                .store(Arc::new(State::new(config, Arc::new(snapshot), pools)));
+        }
+        self.changed.send_modify(|n| *n += 1);
+        self.counters
+            .discovery_rounds
+            .fetch_add(1, Ordering::Relaxed);
         self.replayed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -159,7 +198,6 @@ impl Cluster {
     /// Runs a first discovery round, then keeps the snapshot fresh in the background.
     /// Must be called inside a tokio runtime. A config loaded from a file is watched.
     pub async fn connect(config: Config, options: ClusterOptions) -> Result<Cluster, ClientError> {
-        let env_digit = AtomicU8::new(config.env_digit);
         let ids = match &options.id_node {
             IdNode::None => IdSource::None,
             IdNode::Fixed(n) => IdSource::Fixed(IdGenerator::new(config.env_digit, *n)?),
@@ -173,17 +211,11 @@ impl Cluster {
         let snapshot = disc.discover().await;
         let pools = pools::build(&config, &options, None);
         let state = State::new(Arc::new(config), Arc::new(snapshot), pools);
-        let (published, _) = watch::channel(0u64);
-        let shared = Arc::new(Shared {
-            state: ArcSwap::from_pointee(state),
-            options,
-            wake: Notify::new(),
-            requested: AtomicU64::new(0),
-            published,
-            replayed: Mutex::new(HashMap::new()),
-            ids,
-            env_digit,
-        });
+        let shared = Arc::new(Shared::new(state, options, ids));
+        shared
+            .counters
+            .discovery_rounds
+            .fetch_add(1, Ordering::Relaxed);
         let lease = match (&shared.ids, &shared.options.id_node) {
             (IdSource::Leased(slot), IdNode::Lease(opts)) => {
                 Some(LeaseHandle::start(shared.clone(), slot.clone(), opts.clone()).await?)
@@ -212,6 +244,11 @@ impl Cluster {
     /// The current discovery snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.shared.state.load().snapshot.clone()
+    }
+
+    /// Counters of the background work: discovery rounds, shard notices, listeners.
+    pub fn stats(&self) -> ClientStats {
+        self.inner.shared.counters.stats()
     }
 
     /// The configuration in force (changes when the config file is edited).

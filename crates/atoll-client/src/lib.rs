@@ -3,8 +3,10 @@
 //! The library an application links to use an atoll cluster:
 //! - [`Cluster`]: built from the same config as the CLI; keeps a discovery snapshot fresh in
 //!   the background (jittered period, at once after a routing error) and reloads the islands
-//!   list when the config file changes. `shard_for_id`, `shard`, `global`, `random_shard`,
-//!   `shards`, `scatter`, `new_id`.
+//!   list when the config file changes; between rounds it follows the shard notices the
+//!   islands send when a shard is switched, activated or deactivated (one `LISTEN`
+//!   connection per master). `shard_for_id`, `shard`, `global`, `random_shard`, `shards`,
+//!   `scatter`, `new_id`.
 //! - [`Shard`]: parameterised SQL through pooled connections (deadpool-postgres), to the
 //!   master ([`Shard::write`]) or to a replica that is fresh enough ([`Shard::query`] with a
 //!   [`Freshness`]); [`Timeline`] gives read-your-writes and travels as a short string.
@@ -32,6 +34,7 @@ mod cluster;
 mod error;
 mod lease;
 mod master;
+mod notices;
 mod options;
 mod pools;
 mod refresh;
@@ -45,6 +48,7 @@ pub use cluster::Cluster;
 pub use error::ClientError;
 pub use lease::IdLeaseStatus;
 pub use master::MasterConnection;
+pub use notices::ClientStats;
 pub use options::{ClusterOptions, IdNode, LeaseOptions, DEFAULT_CLOCK_SKEW, MAX_LEASE_TTL};
 pub use shard::{Shard, Write};
 pub use timeline::{Freshness, Timeline, TimelineError};

@@ -36,6 +36,12 @@ pub struct ClusterOptions {
     /// `application_name` of every connection, shown in `pg_stat_activity` and in lease holders
     /// (default `atoll-client`).
     pub application_name: String,
+    /// Listen for shard notices (default on): one extra connection per island master
+    /// (`application_name` + ` notices`), over which the islands announce a move's switch
+    /// and activation and `shard activate|deactivate` as they commit, so the snapshot
+    /// follows at once instead of after an error and a rediscovery. Off for a client that
+    /// must not hold extra connections; it then learns through errors, as before.
+    pub shard_notices: bool,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +59,7 @@ impl Default for ClusterOptions {
             node_timeout: Duration::from_secs(2),
             id_node: IdNode::None,
             application_name: "atoll-client".to_string(),
+            shard_notices: true,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! the config file whenever its modification time or size changes (then the `Discoverer` and
 //! the pools are rebuilt for the new islands list).
 
-use crate::cluster::{Shared, State};
+use crate::cluster::Shared;
 use crate::pools;
 use atoll_core::{Config, ConfigSource};
 use atoll_pg::{Discoverer, DiscoveryOptions};
@@ -73,6 +73,15 @@ fn jittered(period: Duration) -> Duration {
 pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Option<Watch>) {
     let opts = shared.options.clone();
     let mut last_round = Instant::now();
+    // Shard notices: one listener per island master, moved along with each round.
+    let mut notices = crate::notices::listener(&shared);
+    let follow = |notices: &mut Option<atoll_pg::notices::ShardNotices>| {
+        if let Some(n) = notices.as_mut() {
+            let state = shared.state.load();
+            n.follow(&crate::notices::masters(&state.config, &state.snapshot));
+        }
+    };
+    follow(&mut notices);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(jittered(opts.refresh_period)) => {}
@@ -94,7 +103,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
         let covers = shared.round_start();
         let snapshot = disc.discover().await;
         last_round = Instant::now();
-        shared.install(State::new(config, Arc::new(snapshot), pools), covers);
+        shared.install(config, snapshot, pools, covers);
+        follow(&mut notices);
     }
 }
 

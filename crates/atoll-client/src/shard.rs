@@ -213,14 +213,25 @@ impl Shard {
                     tokio::time::sleep(pause).await;
                 }
             }
-            Action::RediscoverCluster | Action::RediscoverIsland => {
+            Action::RediscoverCluster => {
+                r.avoid = None;
+                // Placed by a notice (or a round) meanwhile: at once; else the backoff,
+                // cut short when a notice or a round places it.
+                if !self.placed(None, wait_limit).await {
+                    shared.await_route(self.no, None, pause).await;
+                }
+            }
+            Action::RediscoverIsland => {
                 r.avoid = None;
                 shared.refresh_and_wait(wait_limit).await;
                 tokio::time::sleep(pause).await;
             }
             Action::RediscoverIfMoved => {
                 r.avoid = None;
-                shared.refresh_and_wait(wait_limit).await;
+                if self.placed(f.island, wait_limit).await {
+                    // A notice says where the shard went: there at once, no backoff.
+                    return Ok(());
+                }
                 let state = shared.state.load();
                 let now = state.snapshot.active_island(self.no).ok();
                 if now.is_some() && now == f.island {
@@ -241,6 +252,23 @@ impl Shard {
             Action::Fail => return Err(f.into_error(self.no, elapsed)),
         }
         Ok(())
+    }
+}
+
+impl Shard {
+    /// Whether the shard is (or, within `limit`, becomes) routed to an island other than
+    /// `away`: at once when the snapshot already says so (a shard notice arrived), else
+    /// by whichever comes first, a notice or a discovery round asked for now. `false` when
+    /// the round came first and did not place it there (the caller judges that round).
+    async fn placed(&self, away: Option<IslandId>, limit: std::time::Duration) -> bool {
+        let shared = self.cluster.shared();
+        if shared.routed(self.no, away) {
+            return true;
+        }
+        tokio::select! {
+            placed = shared.await_route(self.no, away, limit) => placed,
+            _ = shared.refresh_and_wait(limit) => shared.routed(self.no, away),
+        }
     }
 }
 

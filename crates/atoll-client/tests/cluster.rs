@@ -347,8 +347,11 @@ async fn scatter_all(cluster: &Cluster, expected: i64) -> Result<()> {
 /// for a function, 42P01 for a table), rediscover, and succeed on the new island.
 async fn ride_through_a_move(config: &Config, cluster: &Cluster) -> Result<()> {
     let n = 7;
+    // Not listening for shard notices: clients that missed them, which only the error
+    // path can teach (tests/shard_notices.rs covers the listening ones).
     let stale_opts = || ClusterOptions {
         refresh_period: Duration::from_secs(600),
+        shard_notices: false,
         ..options(5000)
     };
     let stale_fn = Cluster::connect(config.clone(), stale_opts()).await?;

@@ -190,6 +190,7 @@ mod tests {
                                 schema_exists: true,
                                 active: *active,
                                 size_bytes: Some(*size),
+                                gen: 0,
                             })
                             .collect(),
                     };

@@ -5,6 +5,8 @@
 //! - [`ShardNo`] and [`ShardRange`]: microshard numbers and the `shNNNN` schema names;
 //! - [`Config`]: the islands and nodes of a cluster, parsed from `atoll.toml` or `ATOLL_ISLANDS`;
 //! - [`Snapshot`]: an immutable picture of the cluster built from what discovery observed;
+//!   [`ShardNotice`] and [`NoticeLog`]: one shard's placement updated from an island's
+//!   announcement between discovery rounds;
 //! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
 //! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
 //! - [`allocation::plan`]: where new microshards go;
@@ -32,6 +34,7 @@ pub mod quote;
 pub mod rebalance;
 mod secret;
 mod shard;
+pub mod shard_notice;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
@@ -45,7 +48,9 @@ pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
 pub use island::IslandId;
 pub use secret::{Secret, SecretError, SecretRef};
 pub use shard::{ShardError, ShardNo, ShardRange};
+pub use shard_notice::{NoticeError, ShardNotice};
 pub use snapshot::{
-    IslandCatalog, Lsn, NodeFacts, NodeObservation, NodeRole, NodeState, RouteError, ShardCopy,
-    ShardObservation, Snapshot, SnapshotIsland, SnapshotProblem,
+    IslandCatalog, Lsn, NodeFacts, NodeObservation, NodeRole, NodeState, NoticeCounts, NoticeLog,
+    NoticeOutcome, RouteError, ShardCopy, ShardObservation, Snapshot, SnapshotIsland,
+    SnapshotProblem,
 };

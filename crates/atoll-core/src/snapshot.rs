@@ -7,35 +7,14 @@
 
 use crate::island::IslandId;
 use crate::shard::ShardNo;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A PostgreSQL WAL position (`pg_lsn`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    /// Parses PostgreSQL's `XXXXXXXX/XXXXXXXX` text form.
-    pub fn parse(s: &str) -> Option<Lsn> {
-        let (hi, lo) = s.split_once('/')?;
-        let hi = u64::from_str_radix(hi, 16).ok()?;
-        let lo = u64::from_str_radix(lo, 16).ok()?;
-        (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(Lsn((hi << 32) | lo))
-    }
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
-
-impl Serialize for Lsn {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+mod lsn;
+mod notice;
+pub use lsn::Lsn;
+pub use notice::{NoticeCounts, NoticeLog, NoticeOutcome};
 
 /// A node's place in its island's streaming replication, from `pg_is_in_recovery()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +62,9 @@ pub struct ShardObservation {
     /// On-disk size of the schema's tables, indexes, materialised views and TOAST, in bytes; `None`
     /// when discovery was asked not to measure sizes.
     pub size_bytes: Option<u64>,
+    /// The registry row's generation ([`crate::ShardNotice::gen`]); 0 without a row or on a
+    /// catalog older than step 6.
+    pub gen: u64,
 }
 
 /// What an island's master says about the catalog and its shards; `None` when the master
@@ -158,6 +140,9 @@ pub struct ShardCopy {
     pub active: bool,
     /// On-disk size of the schema in bytes; `None` when sizes were not measured.
     pub size_bytes: Option<u64>,
+    /// The registry row's generation ([`crate::ShardNotice::gen`]) as last read or
+    /// announced; 0 without a row.
+    pub gen: u64,
 }
 
 /// Something discovery found wrong. `status` prints these; none stops discovery.
@@ -338,6 +323,7 @@ impl Snapshot {
                         island: id,
                         active: s.active,
                         size_bytes: s.size_bytes,
+                        gen: s.gen,
                     });
                 }
             }
@@ -345,17 +331,11 @@ impl Snapshot {
         }
         let mut active = vec![None; ShardNo::MAX.get() as usize + 1];
         for (shard, copies) in &shards {
-            let on: Vec<IslandId> = copies
-                .iter()
-                .filter(|c| c.active)
-                .map(|c| c.island)
-                .collect();
-            match on.as_slice() {
-                [one] => active[shard.get() as usize] = Some(*one),
-                [] => {}
-                _ => problems.push(SnapshotProblem::DuplicateActive {
+            match active_of(copies) {
+                Ok(one) => active[shard.get() as usize] = one,
+                Err(islands) => problems.push(SnapshotProblem::DuplicateActive {
                     shard: *shard,
-                    islands: on,
+                    islands,
                 }),
             }
         }
@@ -407,6 +387,30 @@ impl Snapshot {
     /// The cluster id the islands agree on (the first initialised island's).
     pub fn cluster_id(&self) -> Option<&str> {
         self.islands.iter().find_map(|i| i.cluster_id.as_deref())
+    }
+
+    /// The newest registry generation this snapshot knows for `shard`, over all its copies
+    /// (0: none). A [`crate::ShardNotice`] not above it tells nothing new.
+    pub fn shard_gen(&self, shard: ShardNo) -> u64 {
+        self.shards
+            .get(&shard)
+            .and_then(|c| c.iter().map(|c| c.gen).max())
+            .unwrap_or(0)
+    }
+}
+
+/// The one island where a shard's copies are active (`None`: none is), or every island
+/// where one is when there are several.
+fn active_of(copies: &[ShardCopy]) -> Result<Option<IslandId>, Vec<IslandId>> {
+    let on: Vec<IslandId> = copies
+        .iter()
+        .filter(|c| c.active)
+        .map(|c| c.island)
+        .collect();
+    match on.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(on),
     }
 }
 

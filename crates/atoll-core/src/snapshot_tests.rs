@@ -34,6 +34,7 @@ fn catalog(island: u16, shards: &[(u16, bool)]) -> Option<IslandCatalog> {
                 schema_exists: true,
                 active: *a,
                 size_bytes: Some(8192),
+                gen: 0,
             })
             .collect(),
     })
@@ -169,6 +170,7 @@ fn catalog_mismatches() {
         schema_exists: false,
         active: true,
         size_bytes: None,
+        gen: 0,
     }];
     let s = Snapshot::build(
         0,

@@ -67,8 +67,9 @@ pub(crate) async fn activate_once(
     let shard = cx.shard();
     let id = cx.rec.id;
     let node = cx.dst.node.clone();
+    let after_gen = cx.switch_gen.unwrap_or(0);
     let (tx, ctx) = cx.dst.tx().await?;
-    registry::activate_arrived(&tx, &node, shard, weight).await?;
+    registry::activate_arrived(&tx, &node, shard, weight, after_gen).await?;
     if moves::record_activation(&tx, &node, id).await? == 1 {
         return tx.commit().await.map_err(|e| ctx.err(e));
     }

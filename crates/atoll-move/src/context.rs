@@ -40,6 +40,9 @@ pub(crate) struct MoveContext<'a> {
     /// Whether `src` and `dst` hold the capacity lock (taken by a new move for its
     /// safety check); released once the subscription exists.
     pub capacity_locked: bool,
+    /// The source's registry generation after the switch, which the destination's
+    /// activation must exceed so clients order the two notices (`None` until known).
+    pub switch_gen: Option<u64>,
 }
 
 impl<'a> MoveContext<'a> {
@@ -72,6 +75,7 @@ impl<'a> MoveContext<'a> {
             apply_errors: ErrorWatch::new(0),
             lock_order: Vec::new(),
             capacity_locked: false,
+            switch_gen: None,
         }
     }
 

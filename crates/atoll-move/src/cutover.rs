@@ -381,15 +381,19 @@ pub(crate) async fn in_pause(
     cx.hook(MoveStep::Verified)?;
 
     // Switched, committed on the source together with the step.
-    cx.src
-        .exec(&format!(
+    let answer = cx
+        .src
+        .client
+        .simple_query(&format!(
             "{}
              alter schema {} rename to {};",
             registry::deactivate_sql(shard),
             ident(&schema),
             ident(backup),
         ))
-        .await?;
+        .await
+        .map_err(|e| cx.src.err(e))?;
+    cx.switch_gen = registry::switched_gen(&answer);
     // Exactly this move's source row, or another process changed the move under us:
     // then nothing of T may commit.
     let n = moves::record_switch(&cx.src.client, &cx.src.node, id, backup).await?;

@@ -46,6 +46,10 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
             ResumeAction::Activate => {
                 require_switched_off(cx).await?;
                 let weight = crate::activate::source_weight(cx).await?;
+                // The switch's generation, for the activation's notice to come after it.
+                cx.switch_gen =
+                    atoll_pg::catalog::registry::gen(&cx.src.client, &cx.src.node, cx.rec.shard)
+                        .await?;
                 crate::activate::activate(cx, weight).await?;
                 cx.reached(MoveStep::Activated).await?;
             }

@@ -25,7 +25,7 @@ pub(crate) async fn require_catalog(db: &Db) -> Result<(), MoveError> {
         Ok(())
     } else {
         Err(MoveError::NotFound(format!(
-            "island {} ({}) has no atoll.moves table; run `atoll init` to upgrade the catalog",
+            "island {} ({}) has no atoll.moves table or an older catalog than this build; run `atoll init` to upgrade it",
             db.island, db.node
         )))
     }

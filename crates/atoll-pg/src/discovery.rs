@@ -52,7 +52,8 @@ const META_SQL: &str = "select
 /// the main fork of every table, index and matview plus the table's TOAST: the free-space
 /// and visibility maps are left out, which costs a quarter of the stat calls and changes
 /// no balancing decision.
-fn shards_sql(sizes: bool) -> String {
+/// `gen`: whether the registry has generations (catalog step 6); 0 for every row if not.
+fn shards_sql(sizes: bool, gen: bool) -> String {
     let (size, join) = if sizes {
         (
             "coalesce(sz.size, 0)::int8",
@@ -66,9 +67,10 @@ fn shards_sql(sizes: bool) -> String {
     } else {
         ("null::int8", "")
     };
+    let gen = if gen { "coalesce(s.gen, 0)" } else { "0::int8" };
     format!(
         "select coalesce(n.nspname::text, 'sh' || lpad(s.shard::text, 4, '0')), n.oid is not null,
-                coalesce(s.active, false), {size}
+                coalesce(s.active, false), {size}, {gen}
          from (select oid, nspname from pg_namespace where nspname ~ '^sh[0-9]{{4}}$') n
          full join atoll.shards s on s.shard = substr(n.nspname, 3)::int
          {join}"
@@ -219,14 +221,19 @@ async fn read_catalog(
     client: &Client,
     sizes: bool,
 ) -> Result<IslandCatalog, tokio_postgres::Error> {
-    let has_catalog: bool = client
-        .query_one("select to_regclass('atoll.shards') is not null and to_regclass('atoll.meta') is not null", &[])
-        .await?
-        .get(0);
+    let found = client
+        .query_one(
+            "select to_regclass('atoll.shards') is not null and to_regclass('atoll.meta') is not null,
+                    exists (select 1 from pg_attribute where attrelid = to_regclass('atoll.shards')
+                                                         and attname = 'gen' and not attisdropped)",
+            &[],
+        )
+        .await?;
+    let (has_catalog, has_gen): (bool, bool) = (found.get(0), found.get(1));
     if !has_catalog {
         // Schemas may exist without a catalog; they are unregistered, hence inactive.
         let rows = client
-            .query("select nspname::text, true, false, null::int8 from pg_namespace where nspname ~ '^sh[0-9]{4}$'", &[])
+            .query("select nspname::text, true, false, null::int8, 0::int8 from pg_namespace where nspname ~ '^sh[0-9]{4}$'", &[])
             .await?;
         return Ok(IslandCatalog {
             cluster_id: None,
@@ -234,7 +241,7 @@ async fn read_catalog(
             shards: shard_rows(&rows),
         });
     }
-    let shards_sql = shards_sql(sizes);
+    let shards_sql = shards_sql(sizes, has_gen);
     let (meta, rows) = futures::try_join!(
         client.query_one(META_SQL, &[]),
         client.query(&shards_sql, &[])
@@ -254,11 +261,13 @@ fn shard_rows(rows: &[tokio_postgres::Row]) -> Vec<ShardObservation> {
             // `^sh[0-9]{4}$` already matched; round-trip parsing is the final word.
             let shard = ShardNo::from_schema(name).ok()?;
             let size: Option<i64> = r.get(3);
+            let gen: i64 = r.get(4);
             Some(ShardObservation {
                 shard,
                 schema_exists: r.get(1),
                 active: r.get(2),
                 size_bytes: size.map(|s| s.max(0) as u64),
+                gen: gen.max(0) as u64,
             })
         })
         .collect()

@@ -12,6 +12,9 @@
 //!   [`catalog::id_leases`]);
 //! - [`locks`]: every advisory lock atoll takes;
 //! - [`schema_signature`]: a shard schema's definition as facts (`schema diff`, moves).
+//! - [`notices::ShardNotices`]: one `LISTEN` connection per island master, passing on the
+//!   shard notices the registry's triggers send (the client, and later a proxy or router,
+//!   update their snapshot from them).
 //!
 //! Decisions are made by `atoll-core`; this crate only reads and writes. It must not depend
 //! on the CLI, on process management (the sandbox) or on terminal output.
@@ -28,6 +31,7 @@ mod error;
 pub mod locks;
 mod master;
 pub mod schema_signature;
+pub mod notices;
 pub mod shard_state;
 
 pub use connect::{connect, connect_as, connect_with_timeout, pg_config};

@@ -46,7 +46,12 @@ pub async fn set_active(
     let node = master_node(config, snapshot, target)?;
     let client = connect_with_timeout(&node, config.connect_timeout).await?;
     // The schema check and the flip happen together, so a schema dropped meanwhile is caught.
-    let n = registry::set_active_if_schema(&client, &node, shard, &shard.schema(), active).await?;
+    // Above every generation discovered for the shard, so clients that heard of a change
+    // on another island order this one after it (see `registry`).
+    let after = snapshot.shard_gen(shard);
+    let schema = shard.schema();
+    let n =
+        registry::set_active_if_schema_after(&client, &node, shard, &schema, active, after).await?;
     if n == 0 {
         return Err(refuse(format!("schema is missing on island {target}")));
     }

@@ -5,7 +5,7 @@
 //! | module | tables | kept on |
 //! |---|---|---|
 //! | this one | `atoll.meta`, `atoll.catalog_steps` | every island master |
-//! | [`registry`] | `atoll.shards` (active flag, weight) | every island master, for its own shards |
+//! | [`registry`] | `atoll.shards` (active flag, weight, generation; changes announced on `atoll_shards`) | every island master, for its own shards |
 //! | [`moves`] | `atoll.moves`, `atoll.move_ticks` | the source and destination masters of a move |
 //! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
@@ -32,6 +32,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
     (3, "move", include_str!("steps/003_move.sql")),
     (4, "id_leases", include_str!("steps/004_id_leases.sql")),
     (5, "move_abort", include_str!("steps/005_move_abort.sql")),
+    (
+        6,
+        "shard_notices",
+        include_str!("steps/006_shard_notices.sql"),
+    ),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -82,15 +82,18 @@ fn row(r: &Row, node: &NodeConfig) -> Result<MoveRow, PgError> {
     })
 }
 
-/// Whether the move catalog steps are installed on this master, up to the newest this
-/// build writes (step 5's `abort_started_at`).
+/// Whether the catalog steps a move needs are installed on this master, up to the newest
+/// this build writes (step 5's `abort_started_at`, step 6's registry generations).
 pub async fn installed(client: &impl GenericClient, node: &NodeConfig) -> Result<bool, PgError> {
     let q = |e| PgError::query(node, e);
     client
         .query_one(
             "select exists (select 1 from pg_attribute
                              where attrelid = to_regclass('atoll.moves')
-                               and attname = 'abort_started_at' and not attisdropped)",
+                               and attname = 'abort_started_at' and not attisdropped)
+                and exists (select 1 from pg_attribute
+                             where attrelid = to_regclass('atoll.shards')
+                               and attname = 'gen' and not attisdropped)",
             &[],
         )
         .await
