@@ -30,8 +30,8 @@ mod discovery;
 mod error;
 pub mod locks;
 mod master;
-pub mod schema_signature;
 pub mod notices;
+pub mod schema_signature;
 pub mod shard_state;
 
 pub use connect::{connect, connect_as, connect_with_timeout, pg_config};
