@@ -228,3 +228,72 @@ pub(crate) fn handshake_error(e: &tokio_postgres::Error) -> Option<&rustls::Erro
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    fn new_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        (p.self_signed(&key).unwrap(), key)
+    }
+
+    fn verifier(check: Check, ca_pem: &str) -> Arc<dyn ServerCertVerifier> {
+        let path = std::env::temp_dir().join(format!(
+            "atoll-pg-tls-test-{}-{:x}.crt",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(load_roots(&path).unwrap());
+        let _ = std::fs::remove_file(&path);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        match check {
+            Check::Full => webpki,
+            _ => Arc::new(ChainOnly(webpki)),
+        }
+    }
+
+    /// verify-ca accepts a certificate of its CA issued for another host; verify-full does
+    /// not; neither accepts one of another CA.
+    #[test]
+    fn verify_ca_skips_only_the_host_name() {
+        let (ca, ca_key) = new_ca("test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["db.example".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let host = ServerName::try_from("127.0.0.1").unwrap();
+        let check = |v: &Arc<dyn ServerCertVerifier>| {
+            v.verify_server_cert(&der, &[], &host, &[], UnixTime::now())
+        };
+        assert!(check(&verifier(Check::Chain, &ca.pem())).is_ok());
+        let e = check(&verifier(Check::Full, &ca.pem())).unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        let (other, _) = new_ca("another CA");
+        for c in [Check::Chain, Check::Full] {
+            let e = check(&verifier(c, &other.pem())).unwrap_err();
+            assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_named() {
+        let e = load_roots(Path::new("/nonexistent/ca.crt")).unwrap_err().to_string();
+        assert!(e.starts_with("sslrootcert /nonexistent/ca.crt: "), "{e}");
+        let path = std::env::temp_dir().join(format!("atoll-pg-empty-ca-{}", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let e = load_roots(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+}
