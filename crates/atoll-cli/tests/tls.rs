@@ -33,7 +33,11 @@ async fn atoll(cli: &Cli, args: &[&str], env: &[(&str, &str)]) -> std::process::
 /// A copy of the sandbox's config with `sslrootcert` pointing at `ca`.
 fn config_with_ca(tc: &TestCluster, ca: &Path) -> PathBuf {
     let text = std::fs::read_to_string(tc.config_path()).unwrap();
-    let good = tc.config().islands[0].nodes[0].tls.root_cert.clone().unwrap();
+    let good = tc.config().islands[0].nodes[0]
+        .tls
+        .root_cert
+        .clone()
+        .unwrap();
     assert!(text.contains(&*good.to_string_lossy()), "{text}");
     let path = tc.sandbox().dir().join("wrong-ca.toml");
     std::fs::write(
@@ -72,7 +76,10 @@ async fn tls_cluster() {
     // atoll-pg's own connections are encrypted.
     let c = tc.master(IslandId(0)).await.unwrap();
     let row = c
-        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0));
@@ -96,7 +103,10 @@ async fn tls_cluster() {
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 500);
-    assert!(rows[0].get::<_, bool>(1), "the pool's connection is encrypted");
+    assert!(
+        rows[0].get::<_, bool>(1),
+        "the pool's connection is encrypted"
+    );
     cluster.close().await;
 
     wrong_ca_is_refused(&tc, &cli).await;
@@ -149,10 +159,7 @@ async fn wrong_ca_is_refused(tc: &TestCluster, cli: &Cli) {
     let ca = tc.sandbox().dir().join("other-ca.crt");
     write_self_signed_ca(&ca, "some other CA").unwrap();
     let wrong = Cli::new(BIN, config_with_ca(tc, &ca));
-    for args in [
-        &["status"][..],
-        &["move", "--shard", "1", "--to", "1"][..],
-    ] {
+    for args in [&["status"][..], &["move", "--shard", "1", "--to", "1"][..]] {
         let out = atoll(&wrong, args, &[]).await;
         assert!(!out.status.success(), "{args:?} succeeded with a wrong CA");
         let err = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
@@ -193,7 +200,9 @@ async fn require_fails_and_prefer_falls_back_without_server_tls() {
         mode: SslMode::Require,
         root_cert: None,
     };
-    let err = atoll_pg::connect(&node).await.err().expect("require fails");
+    let Err(err) = atoll_pg::connect(&node).await else {
+        panic!("require connected to a server without TLS");
+    };
     let msg = err.to_string();
     assert!(
         msg.starts_with(&format!("node {node}: ")) && msg.contains("does not support TLS"),
@@ -203,7 +212,10 @@ async fn require_fails_and_prefer_falls_back_without_server_tls() {
     node.tls.mode = SslMode::Prefer;
     let c = atoll_pg::connect(&node).await.unwrap();
     let ssl: bool = c
-        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

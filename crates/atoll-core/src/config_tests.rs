@@ -188,7 +188,9 @@ fn tls_errors_are_one_line_naming_key_and_line() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with("atoll.toml:4: island 0: node a:1: sslmode = \"verify-full\" needs sslrootcert"),
+        e.starts_with(
+            "atoll.toml:4: island 0: node a:1: sslmode = \"verify-full\" needs sslrootcert"
+        ),
         "{e}"
     );
     // An unknown mode lists the valid ones.
@@ -196,7 +198,9 @@ fn tls_errors_are_one_line_naming_key_and_line() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("sslmode = \"on\" is not one of disable, prefer, require, verify-ca, verify-full"),
+        e.contains(
+            "sslmode = \"on\" is not one of disable, prefer, require, verify-ca, verify-full"
+        ),
         "{e}"
     );
     assert!(!e.contains('\n'));

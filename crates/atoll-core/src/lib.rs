@@ -33,9 +33,9 @@ pub mod rebalance;
 mod secret;
 mod shard;
 mod snapshot;
-mod tls;
 #[cfg(test)]
 mod snapshot_tests;
+mod tls;
 
 pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
 pub use id_generator::{
@@ -45,9 +45,9 @@ pub use id_generator::{
 pub use ids::{Id, IdError, ENV_DIGIT_MAX, ENV_DIGIT_MIN, SEQUENCE_MAX};
 pub use island::IslandId;
 pub use secret::{Secret, SecretError, SecretRef};
-pub use tls::{SslMode, SslModeError, TlsConfig, SSL_MODES};
 pub use shard::{ShardError, ShardNo, ShardRange};
 pub use snapshot::{
     IslandCatalog, Lsn, NodeFacts, NodeObservation, NodeRole, NodeState, RouteError, ShardCopy,
     ShardObservation, Snapshot, SnapshotIsland, SnapshotProblem,
 };
+pub use tls::{SslMode, SslModeError, TlsConfig, SSL_MODES};

@@ -139,7 +139,12 @@ mod tests {
                 root_cert: Some("/etc/atoll/ca.pem".into()),
             })
         );
-        let t = TlsConfig::resolve(Some("require"), Some("/x/ca"), (Some("verify-ca"), None), None);
+        let t = TlsConfig::resolve(
+            Some("require"),
+            Some("/x/ca"),
+            (Some("verify-ca"), None),
+            None,
+        );
         assert_eq!(t.unwrap().root_cert, Some("/x/ca".into()));
         assert_eq!(
             TlsConfig::resolve(None, None, (None, None), None),

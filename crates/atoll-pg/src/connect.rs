@@ -3,9 +3,9 @@
 //! `sslmode` says (see [`crate::tls`]).
 
 use crate::error::{describe, PgError};
+use crate::tls::{driver_mode, handshake_error, tls_connector};
 use atoll_core::NodeConfig;
 use std::time::Duration;
-use crate::tls::{driver_mode, handshake_error, tls_connector};
 use tokio_postgres::Client;
 
 /// Connects with the default timeout of 2 s.

@@ -22,7 +22,6 @@
 pub mod allocate;
 pub mod catalog;
 mod connect;
-pub mod tls;
 pub mod coordination;
 mod discovery;
 mod error;
@@ -30,10 +29,11 @@ pub mod locks;
 mod master;
 pub mod schema_signature;
 pub mod shard_state;
+pub mod tls;
 
 pub use connect::{connect, connect_as, connect_with_timeout, describe_connect, pg_config};
-pub use tls::{tls_connector, TlsError};
 pub use discovery::{Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;
+pub use tls::{tls_connector, TlsError};
 pub use tokio_postgres;

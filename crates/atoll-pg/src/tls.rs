@@ -10,7 +10,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -81,8 +83,8 @@ pub fn tls_connector(tls: &TlsConfig) -> Result<MakeRustlsConnect, TlsError> {
 
 fn client_config(check: Check, root: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match (check, root) {
         (Check::Nothing, _) | (_, None) => Arc::new(NoCheck(provider)),
         (Check::Chain | Check::Full, Some(path)) => {
@@ -144,7 +146,12 @@ impl ServerCertVerifier for NoCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -153,7 +160,12 @@ impl ServerCertVerifier for NoCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -288,7 +300,9 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_ca_file_is_named() {
-        let e = load_roots(Path::new("/nonexistent/ca.crt")).unwrap_err().to_string();
+        let e = load_roots(Path::new("/nonexistent/ca.crt"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("sslrootcert /nonexistent/ca.crt: "), "{e}");
         let path = std::env::temp_dir().join(format!("atoll-pg-empty-ca-{}", std::process::id()));
         std::fs::write(&path, "not a certificate\n").unwrap();

@@ -136,7 +136,11 @@ impl State {
             // Absolute: `atoll sandbox up` copies this file to ./atoll.toml, and a
             // subscription's connection string needs it so too. TOML basic string escapes.
             let ca = dir.join(crate::tls::TLS_DIR).join(crate::tls::CA_FILE);
-            let ca = ca.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+            let ca = ca
+                .display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
             let _ = writeln!(out, "sslmode = \"verify-full\"\nsslrootcert = \"{ca}\"");
         }
         for id in self.island_ids() {

@@ -26,8 +26,8 @@ fn tls_err(what: &str, e: rcgen::Error) -> SandboxError {
 }
 
 fn new_ca(name: &str) -> Result<(Certificate, KeyPair), SandboxError> {
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| tls_err("CA parameters", e))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA parameters", e))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![
@@ -103,10 +103,12 @@ pub(crate) fn configure_master(data_dir: &Path, tls_dir: &Path) -> Result<(), Sa
 /// pg_hba.conf with every `host` line turned into `hostssl`: plain TCP is refused.
 pub(crate) fn hba_ssl_only(hba: &str) -> String {
     hba.lines()
-        .map(|line| match line.strip_prefix("host ").or(line.strip_prefix("host\t")) {
-            Some(rest) => format!("hostssl {rest}"),
-            None => line.to_string(),
-        })
+        .map(
+            |line| match line.strip_prefix("host ").or(line.strip_prefix("host\t")) {
+                Some(rest) => format!("hostssl {rest}"),
+                None => line.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"

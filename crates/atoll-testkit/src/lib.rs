@@ -133,9 +133,9 @@ impl Setup {
         // Creating the servers blocks (initdb, pg_ctl): off the async worker threads.
         let sandbox =
             tokio::task::spawn_blocking(move || TestSandbox::create(islands, replicas, tls))
-            .await
-            .context("sandbox task")?
-            .context("create the test sandbox")?;
+                .await
+                .context("sandbox task")?
+                .context("create the test sandbox")?;
         // From here on, an error drops the sandbox, which stops and removes it.
         let cluster = TestCluster::from_sandbox(Arc::new(sandbox))?;
         if self.catalog {
