@@ -236,8 +236,17 @@ impl Config {
             ),
             None => None,
         };
+        // Relative CA paths are the config file's neighbours, made absolute because a move
+        // hands the path to another server (and `./atoll.toml` has an empty parent).
         let base_dir = match &source {
-            ConfigSource::File(p) => p.parent().map(Path::to_path_buf),
+            ConfigSource::File(p) => p.parent().map(|d| {
+                let d = if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                };
+                std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())
+            }),
             _ => None,
         };
         let tls_defaults = (

@@ -167,6 +167,10 @@ fn tls_settings_come_from_the_node_then_defaults() {
     assert_eq!(n[2].tls.mode, SslMode::Disable);
     // Display is unchanged by TLS settings.
     assert_eq!(n[0].to_string(), "postgres@127.0.0.1:1/postgres");
+    // Next to a file named without a directory: absolute all the same.
+    let here = Config::parse(TLS, ConfigSource::File("atoll.toml".into())).unwrap();
+    let ca = here.islands[0].nodes[0].tls.root_cert.clone().unwrap();
+    assert!(ca.is_absolute() && ca.ends_with("certs/ca.crt"), "{ca:?}");
     // No setting: disable, no CA.
     let plain = parse("[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n").unwrap();
     assert_eq!(plain.islands[0].nodes[0].tls, crate::TlsConfig::default());
