@@ -80,11 +80,14 @@ fn require_masters(s: &Snapshot) -> Result<(), Failure> {
     for island in &s.islands {
         if island.master().is_none() {
             let prefix = format!("island {} ", island.id);
+            // Why a node is down (a refused certificate, a wrong password) says more than
+            // that the island has no master, so it comes first.
             let why = s
                 .problems
                 .iter()
+                .filter(|p| p.to_string().starts_with(&prefix))
+                .min_by_key(|p| !matches!(p, SnapshotProblem::NodeDown { .. }))
                 .map(|p| p.to_string())
-                .find(|p| p.starts_with(&prefix))
                 .unwrap_or_else(|| format!("island {} has no reachable master", island.id));
             return Err(Failure::failed(why));
         }

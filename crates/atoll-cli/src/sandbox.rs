@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// First port: island i node j listens on P + 10*i + j [default: a free range from 54320]
     #[arg(long, value_name = "P")]
     pub base_port: Option<u16>,
+    /// Serve TLS with a generated self-signed CA (in DIR/tls/), refuse plain TCP, and write
+    /// sslmode = "verify-full" with that CA into atoll.toml
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
@@ -118,6 +122,7 @@ pub(crate) fn up(ctx: &Context, args: &UpArgs) -> Result<Sandbox, Failure> {
         islands,
         replicas,
         base_port: args.base_port,
+        tls: args.tls,
     };
     let progress = Progress::new(ctx).spinner(&format!(
         "sandbox {}: {islands} islands x (1 master + {replicas} replicas) starting",

@@ -6,7 +6,6 @@ use atoll_core::{Config, NodeConfig};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio_postgres::NoTls;
 
 /// A node's pool, or why it could not be built (e.g. its password secret is unreadable).
 #[derive(Clone)]
@@ -41,9 +40,11 @@ pub(crate) fn build(config: &Config, options: &ClusterOptions, old: Option<&Pool
 fn build_one(node: &NodeConfig, config: &Config, options: &ClusterOptions) -> Result<Pool, String> {
     let pg = atoll_pg::pg_config(node, &options.application_name, config.connect_timeout)
         .map_err(|e| e.to_string())?;
+    // The same TLS connector (cached per CA file) as every other atoll connection.
+    let tls = atoll_pg::tls_connector(&node.tls).map_err(|e| e.to_string())?;
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             // Fast: a closed connection (node restarted, failed over) is noticed and replaced;
             // no extra round trip per checkout.

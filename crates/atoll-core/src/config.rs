@@ -6,6 +6,7 @@
 
 use crate::island::IslandId;
 use crate::secret::SecretRef;
+use crate::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -103,6 +104,9 @@ pub struct NodeConfig {
     /// Where the password is read from (the node's own, else `defaults.password`); `None`: no
     /// password is sent.
     pub password: Option<SecretRef>,
+    /// TLS to the node (`sslmode`, `sslrootcert`: the node's own, else `[defaults]`; default
+    /// `disable`). Not part of [`NodeConfig::addr`] nor of its `Display`.
+    pub tls: TlsConfig,
 }
 
 impl NodeConfig {
@@ -158,6 +162,8 @@ struct RawDefaults {
     user: Option<String>,
     database: Option<String>,
     password: Option<Spanned<String>>,
+    sslmode: Option<Spanned<String>>,
+    sslrootcert: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +181,8 @@ struct RawNode {
     user: Option<String>,
     database: Option<String>,
     password: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
 }
 
 impl Config {
@@ -228,6 +236,28 @@ impl Config {
             ),
             None => None,
         };
+        // Relative CA paths are the config file's neighbours, made absolute because a move
+        // hands the path to another server (and `./atoll.toml` has an empty parent).
+        let base_dir = match &source {
+            ConfigSource::File(p) => p.parent().map(|d| {
+                let d = if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                };
+                std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())
+            }),
+            _ => None,
+        };
+        let tls_defaults = (
+            raw_defaults.sslmode.as_ref().map(|m| m.get_ref().as_str()),
+            raw_defaults.sslrootcert.as_deref(),
+        );
+        // The defaults are checked on their own line, even when every node overrides them.
+        if let Some(m) = &raw_defaults.sslmode {
+            TlsConfig::resolve(None, None, tls_defaults, None)
+                .map_err(|e| err(Some(m.span()), format!("defaults.{e}")))?;
+        }
         let env_digit = match &raw.cluster.env_digit {
             Some(d) => {
                 let v = *d.get_ref();
@@ -294,12 +324,20 @@ impl Config {
                     ),
                     None => default_password.clone(),
                 };
+                let tls = TlsConfig::resolve(
+                    raw.sslmode.as_deref(),
+                    raw.sslrootcert.as_deref(),
+                    tls_defaults,
+                    base_dir.as_deref(),
+                )
+                .map_err(|e| here(format!("node {}:{port}: {e}", raw.host)))?;
                 let node = NodeConfig {
                     host: raw.host.clone(),
                     port,
                     user: pick(&raw.user, &raw_defaults.user, DEFAULT_USER),
                     database: pick(&raw.database, &raw_defaults.database, DEFAULT_DATABASE),
                     password,
+                    tls,
                 };
                 let line = line_of(text, span.start);
                 if let Some(first) = node_lines.insert(node.addr(), line) {

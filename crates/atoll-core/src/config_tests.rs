@@ -133,3 +133,83 @@ fn islands_env() {
         );
     }
 }
+
+const TLS: &str = r#"
+[defaults]
+sslmode = "verify-full"
+sslrootcert = "certs/ca.crt"
+
+[[island]]
+id = 0
+nodes = [
+  { host = "127.0.0.1", port = 1 },
+  { host = "127.0.0.1", port = 2, sslmode = "require", sslrootcert = "/abs/other.crt" },
+  { host = "127.0.0.1", port = 3, sslmode = "disable" },
+]
+"#;
+
+#[test]
+fn tls_settings_come_from_the_node_then_defaults() {
+    use crate::SslMode;
+    let c = Config::parse(TLS, ConfigSource::File("/etc/atoll/atoll.toml".into())).unwrap();
+    let n = &c.islands[0].nodes;
+    assert_eq!(n[0].tls.mode, SslMode::VerifyFull);
+    // Relative to the config file's directory.
+    assert_eq!(
+        n[0].tls.root_cert.as_deref(),
+        Some(std::path::Path::new("/etc/atoll/certs/ca.crt"))
+    );
+    assert_eq!(n[1].tls.mode, SslMode::Require);
+    assert_eq!(
+        n[1].tls.root_cert.as_deref(),
+        Some(std::path::Path::new("/abs/other.crt"))
+    );
+    assert_eq!(n[2].tls.mode, SslMode::Disable);
+    // Display is unchanged by TLS settings.
+    assert_eq!(n[0].to_string(), "postgres@127.0.0.1:1/postgres");
+    // Next to a file named without a directory: absolute all the same.
+    let here = Config::parse(TLS, ConfigSource::File("atoll.toml".into())).unwrap();
+    let ca = here.islands[0].nodes[0].tls.root_cert.clone().unwrap();
+    assert!(ca.is_absolute() && ca.ends_with("certs/ca.crt"), "{ca:?}");
+    // No setting: disable, no CA.
+    let plain = parse("[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n").unwrap();
+    assert_eq!(plain.islands[0].nodes[0].tls, crate::TlsConfig::default());
+}
+
+#[test]
+fn tls_errors_are_one_line_naming_key_and_line() {
+    let island = "[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1 }]\n";
+    // A verifying default without a CA file.
+    let e = parse(&format!("[defaults]\nsslmode = \"verify-ca\"\n{island}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("atoll.toml:2: defaults.sslmode = \"verify-ca\" needs sslrootcert"),
+        "{e}"
+    );
+    // On a node.
+    let e = parse("[[island]]\nid = 0\nnodes = [\n { host = \"a\", port = 1, sslmode = \"verify-full\" },\n]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "atoll.toml:4: island 0: node a:1: sslmode = \"verify-full\" needs sslrootcert"
+        ),
+        "{e}"
+    );
+    // An unknown mode lists the valid ones.
+    let e = parse(&format!("[defaults]\nsslmode = \"on\"\n{island}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "sslmode = \"on\" is not one of disable, prefer, require, verify-ca, verify-full"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains('\n'));
+    let e = parse("[[island]]\nid = 0\nnodes = [{ host = \"a\", port = 1, sslmode = \"yes\" }]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("island 0: node a:1: sslmode = \"yes\""), "{e}");
+}

@@ -93,5 +93,6 @@ fn parse_node(s: &str) -> Result<NodeConfig, String> {
         user,
         database,
         password: None,
+        tls: crate::TlsConfig::default(),
     })
 }

@@ -38,6 +38,7 @@ pub mod shard_notice;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
+mod tls;
 
 pub use config::{Config, ConfigError, ConfigSource, IslandConfig, NodeConfig};
 pub use id_generator::{
@@ -54,3 +55,4 @@ pub use snapshot::{
     NoticeOutcome, RouteError, ShardCopy, ShardObservation, Snapshot, SnapshotIsland,
     SnapshotProblem,
 };
+pub use tls::{SslMode, SslModeError, TlsConfig, SSL_MODES};

@@ -142,6 +142,12 @@ pub(crate) fn conninfo(node: &NodeConfig) -> Result<(String, Option<String>), Mo
         q(&node.user),
         q(&node.database)
     );
+    // The same TLS as atoll's own connections; the CA file is read by the destination
+    // server, so the path must exist there too (docs/move.md).
+    s.push_str(&format!(" sslmode={}", node.tls.mode));
+    if let (true, Some(ca)) = (node.tls.mode.verifies(), &node.tls.root_cert) {
+        s.push_str(&format!(" sslrootcert={}", q(&ca.to_string_lossy())));
+    }
     let mut secret = None;
     if let Some(r) = &node.password {
         let p = r.resolve().map_err(|e| MoveError::Query {
@@ -175,6 +181,7 @@ mod tests {
             user: "o'neil".into(),
             database: "app".into(),
             password: Some(format!("file:{}", path.display()).parse().unwrap()),
+            tls: Default::default(),
         };
         let got = conninfo(&node);
         let _ = std::fs::remove_file(&path);
@@ -182,7 +189,29 @@ mod tests {
         assert!(s.contains(r"user='o\'neil'"), "{s}");
         assert!(s.contains(r"password='p\'w\\x'"));
         assert_eq!(secret.as_deref(), Some(r"p'w\x"));
+        assert!(s.contains(" sslmode=disable"), "{s}");
+        assert!(!s.contains("sslrootcert"), "{s}");
         // The node's own rendering never shows the password.
         assert!(!node.to_string().contains("p'w"));
+    }
+
+    #[test]
+    fn conninfo_carries_sslmode_and_the_ca_file() {
+        let node = NodeConfig {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            user: "u".into(),
+            database: "d".into(),
+            password: None,
+            tls: atoll_core::TlsConfig {
+                mode: atoll_core::SslMode::VerifyFull,
+                root_cert: Some("/s/tls/it's ca.crt".into()),
+            },
+        };
+        let (s, _) = conninfo(&node).unwrap();
+        assert!(
+            s.ends_with(r" sslmode=verify-full sslrootcert='/s/tls/it\'s ca.crt'"),
+            "{s}"
+        );
     }
 }

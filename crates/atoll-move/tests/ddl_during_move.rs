@@ -282,5 +282,6 @@ fn node_config() -> atoll_core::NodeConfig {
         user: "test".into(),
         database: "test".into(),
         password: None,
+        tls: Default::default(),
     }
 }

@@ -1,10 +1,12 @@
 //! Opening a connection to one node from its [`NodeConfig`], without ever building a DSN
-//! string (so no password can end up in an error or a log line).
+//! string (so no password can end up in an error or a log line). TLS as the node's
+//! `sslmode` says (see [`crate::tls`]).
 
 use crate::error::{describe, PgError};
+use crate::tls::{driver_mode, handshake_error, tls_connector};
 use atoll_core::NodeConfig;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Connects with the default timeout of 2 s.
 pub async fn connect(node: &NodeConfig) -> Result<Client, PgError> {
@@ -24,7 +26,8 @@ pub fn pg_config(
         .user(&node.user)
         .dbname(&node.database)
         .application_name(application_name)
-        .connect_timeout(timeout);
+        .connect_timeout(timeout)
+        .ssl_mode(driver_mode(node.tls.mode));
     if let Some(r) = &node.password {
         let secret = r.resolve().map_err(|e| PgError::Connect {
             node: node.to_string(),
@@ -52,10 +55,11 @@ pub async fn connect_as(
         msg,
     };
     let cfg = pg_config(node, application_name, timeout)?;
-    let connecting = cfg.connect(NoTls);
+    let connector = tls_connector(&node.tls).map_err(|e| err(e.to_string()))?;
+    let connecting = cfg.connect(connector);
     let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(err(describe(&e))),
+        Ok(Err(e)) => return Err(err(describe_connect(node, &e))),
         Err(_) => return Err(err(format!("connect timed out after {timeout:?}"))),
     };
     let name = node.to_string();
@@ -65,4 +69,20 @@ pub async fn connect_as(
         }
     });
     Ok(client)
+}
+
+/// The driver's message, and for a refused certificate the settings it was checked with
+/// (one line: "TLS handshake failed: invalid peer certificate: UnknownIssuer (sslmode ...)").
+pub fn describe_connect(node: &NodeConfig, e: &tokio_postgres::Error) -> String {
+    match handshake_error(e) {
+        Some(tls) => {
+            let mut s = format!("TLS handshake failed: {tls} (sslmode = {}", node.tls.mode);
+            if let (true, Some(ca)) = (node.tls.mode.verifies(), &node.tls.root_cert) {
+                s.push_str(&format!(", sslrootcert = {}", ca.display()));
+            }
+            s.push(')');
+            s
+        }
+        None => describe(e),
+    }
 }

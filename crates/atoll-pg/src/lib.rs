@@ -33,9 +33,11 @@ mod master;
 pub mod notices;
 pub mod schema_signature;
 pub mod shard_state;
+pub mod tls;
 
-pub use connect::{connect, connect_as, connect_with_timeout, pg_config};
+pub use connect::{connect, connect_as, connect_with_timeout, describe_connect, pg_config};
 pub use discovery::{Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;
+pub use tls::{tls_connector, TlsError};
 pub use tokio_postgres;

@@ -36,6 +36,7 @@ impl Sandbox {
                     base_port: base,
                     pg_bin: runner.bin.clone(),
                     nodes: Vec::new(),
+                    tls: spec.tls,
                 };
                 match Self::populate(&runner, &dir, &mut state, created_dir) {
                     Ok(()) => Ok(Sandbox {
@@ -48,6 +49,7 @@ impl Sandbox {
                         for island in 0..spec.islands {
                             remove_quietly(&island_dir(&dir, island));
                         }
+                        remove_quietly(&dir.join(tls::TLS_DIR));
                         remove_quietly(&dir.join(STATE_FILE));
                         remove_quietly(&dir.join(CONFIG_FILE));
                         Err(e)
@@ -75,6 +77,9 @@ impl Sandbox {
                 .map_err(|e| SandboxError::io("cannot set permissions of", dir, e))?;
         }
         runner.check_reachable(dir)?;
+        if state.tls {
+            tls::create_files(runner, dir)?;
+        }
         for island in 0..state.islands {
             create_island(runner, dir, state, island, state.replicas)?;
         }
@@ -94,6 +99,10 @@ impl Sandbox {
                 "it has {current} island(s), spec asks for {}",
                 spec.islands
             )));
+        }
+        // A TLS sandbox restarts without `--tls`; a plain one cannot gain it.
+        if spec.tls && !state.tls {
+            return Err(mismatch("it was created without --tls".into()));
         }
         if spec.replicas != state.replicas {
             return Err(mismatch(format!(
@@ -146,7 +155,12 @@ pub(crate) fn create_island(
         let last = state.nodes.len() - 1;
         let n = &state.nodes[last];
         match master_port {
-            None => runner.init_master(n)?,
+            None => {
+                runner.init_master(n)?;
+                if state.tls {
+                    tls::configure_master(&n.data_dir, &dir.join(tls::TLS_DIR))?;
+                }
+            }
             Some(mp) => runner.init_replica(n, mp)?,
         }
         let pid = runner.start(n)?;

@@ -38,6 +38,10 @@ pub enum SandboxError {
     #[error("no free port range found: {0}")]
     NoFreePorts(String),
 
+    /// The TLS certificates of a `--tls` sandbox could not be made.
+    #[error("TLS certificates: {0}")]
+    Tls(String),
+
     /// The sandbox spec is invalid (counts, ports out of range); the text says which part.
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),

@@ -27,6 +27,7 @@ mod ports;
 mod spec;
 mod state;
 mod test_sandbox;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -39,6 +40,7 @@ pub use error::SandboxError;
 pub use spec::{node_port, SandboxSpec, DEFAULT_BASE_PORT, MAX_REPLICAS, PORTS_PER_ISLAND};
 pub use state::{Role, CONFIG_FILE, HOST, STATE_FILE};
 pub use test_sandbox::TestSandbox;
+pub use tls::{write_self_signed_ca, CA_FILE, TLS_DIR};
 
 use create::{create_island, island_dir, remove_quietly, undo_nodes};
 use node::Runner;

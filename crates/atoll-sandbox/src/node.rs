@@ -140,6 +140,16 @@ impl Runner {
         Ok(())
     }
 
+    /// Gives a file we wrote to the server user (when root), as PostgreSQL wants its key.
+    pub fn hand_over(&self, path: &Path) -> Result<(), SandboxError> {
+        if let Some(user) = &self.run_as {
+            nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                SandboxError::io("cannot chown to postgres", path, std::io::Error::from(e))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Fails with a clear error when the server user cannot get into `dir`.
     pub fn check_reachable(&self, dir: &Path) -> Result<(), SandboxError> {
         let Some(user) = &self.run_as else {
@@ -289,7 +299,7 @@ pub(crate) fn slot_name(island: u16, index: usize) -> String {
     format!("island{island}_node{index}")
 }
 
-fn append(path: &Path, text: &str) -> Result<(), SandboxError> {
+pub(crate) fn append(path: &Path, text: &str) -> Result<(), SandboxError> {
     // Appending keeps the file's owner (postgres) even when we are root.
     let mut f = std::fs::OpenOptions::new()
         .append(true)

@@ -22,6 +22,9 @@ pub struct SandboxSpec {
     pub replicas: u16,
     /// First port; `None` picks a free range starting at 54320.
     pub base_port: Option<u16>,
+    /// Serve TLS with a generated self-signed CA, refuse plain TCP, and write
+    /// `sslmode = "verify-full"` into atoll.toml (`up --tls`).
+    pub tls: bool,
 }
 
 impl SandboxSpec {
@@ -115,6 +118,7 @@ mod tests {
             islands: 2,
             replicas: 1,
             base_port: None,
+            tls: false,
         };
         assert!(s.validate().is_ok());
         s.replicas = 10;

@@ -25,6 +25,11 @@ impl TestSandbox {
     /// Creates a sandbox of `islands` islands with `replicas` replicas each, in a fresh directory
     /// on free ports; retries on another port range when a port is taken meanwhile.
     pub fn new(islands: u16, replicas: u16) -> Result<TestSandbox, SandboxError> {
+        TestSandbox::create(islands, replicas, false)
+    }
+
+    /// [`TestSandbox::new`], serving TLS when `tls` (see [`SandboxSpec::tls`]).
+    pub fn create(islands: u16, replicas: u16, tls: bool) -> Result<TestSandbox, SandboxError> {
         let mut last_err = None;
         for _ in 0..ATTEMPTS {
             let spec = SandboxSpec {
@@ -32,6 +37,7 @@ impl TestSandbox {
                 islands,
                 replicas,
                 base_port: Some(ports::pick_random_base(islands, replicas)?),
+                tls,
             };
             match Sandbox::up(&spec) {
                 Ok(sandbox) => return Ok(TestSandbox { sandbox }),

@@ -70,6 +70,7 @@ fn islands_up_down_up_and_cleanup() {
         islands: 2,
         replicas: 1,
         base_port: None,
+        tls: false,
     };
     let again = Sandbox::up(&spec).expect("up again");
     assert!(again.status().all_running());
@@ -125,6 +126,7 @@ fn explicit_base_port_in_use_creates_nothing() {
         replicas: 1,
         // The taken port is the first one checked, so no other process can change the answer.
         base_port: Some(taken),
+        tls: false,
     };
     let err = Sandbox::up(&spec).unwrap_err();
     assert_eq!(

@@ -19,7 +19,7 @@ pub mod writer;
 use anyhow::{Context, Result};
 use atoll_core::{allocation, Config, IslandId, ShardNo, Snapshot};
 use atoll_pg::{Discoverer, DiscoveryOptions};
-pub use atoll_sandbox::TestSandbox;
+pub use atoll_sandbox::{write_self_signed_ca, TestSandbox};
 use std::collections::hash_map::{Entry, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,6 +90,7 @@ pub struct Setup {
     shards: Vec<ShardNo>,
     island: Option<IslandId>,
     active: bool,
+    tls: bool,
 }
 
 impl Setup {
@@ -119,14 +120,22 @@ impl Setup {
         self
     }
 
+    /// Servers with TLS only, from a self-signed CA; the config says `sslmode = "verify-full"`
+    /// with that CA (`atoll sandbox up --tls`).
+    pub fn tls(mut self) -> Setup {
+        self.tls = true;
+        self
+    }
+
     /// Starts the sandbox and brings the cluster to the state asked for.
     pub async fn start(self) -> Result<TestCluster> {
-        let (islands, replicas) = (self.islands, self.replicas);
+        let (islands, replicas, tls) = (self.islands, self.replicas, self.tls);
         // Creating the servers blocks (initdb, pg_ctl): off the async worker threads.
-        let sandbox = tokio::task::spawn_blocking(move || TestSandbox::new(islands, replicas))
-            .await
-            .context("sandbox task")?
-            .context("create the test sandbox")?;
+        let sandbox =
+            tokio::task::spawn_blocking(move || TestSandbox::create(islands, replicas, tls))
+                .await
+                .context("sandbox task")?
+                .context("create the test sandbox")?;
         // From here on, an error drops the sandbox, which stops and removes it.
         let cluster = TestCluster::from_sandbox(Arc::new(sandbox))?;
         if self.catalog {
@@ -169,6 +178,7 @@ impl TestCluster {
             shards: Vec::new(),
             island: None,
             active: true,
+            tls: false,
         }
     }
 

@@ -39,6 +39,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> CmdResult {
             islands: None,
             replicas: None,
             base_port: None,
+            tls: false,
         },
     )?;
     publish_config(&sandbox)?;
