@@ -107,6 +107,27 @@ async fn tls_cluster() {
         rows[0].get::<_, bool>(1),
         "the pool's connection is encrypted"
     );
+    // The shard-notice listener connects to every master over TLS too (pg_hba allows no
+    // other connection), and is encrypted.
+    let listeners = "select count(*) filter (where s.ssl), count(*) from pg_stat_activity a
+                      join pg_stat_ssl s using (pid) where a.application_name = 'atoll-client notices'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = c.query_one(listeners, &[]).await.unwrap();
+        let (encrypted, all): (i64, i64) = (r.get(0), r.get(1));
+        if all >= 1 {
+            assert_eq!(
+                encrypted, all,
+                "the notice listener's connection is encrypted"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notice listener never connected over TLS"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     cluster.close().await;
 
     wrong_ca_is_refused(&tc, &cli).await;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// What a listener reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,12 +179,12 @@ type Message = Result<String, String>;
 
 /// Drives the connection in a task of its own, which passes the channel's notifications on
 /// (and, last, why the connection ended).
-fn drive(
-    mut connection: tokio_postgres::Connection<
-        tokio_postgres::Socket,
-        tokio_postgres::tls::NoTlsStream,
-    >,
-) -> (Driver, mpsc::UnboundedReceiver<Message>) {
+fn drive<T>(
+    mut connection: tokio_postgres::Connection<tokio_postgres::Socket, T>,
+) -> (Driver, mpsc::UnboundedReceiver<Message>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
@@ -219,9 +219,14 @@ async fn session(
         Ok(c) => c,
         Err(e) => return e.to_string(),
     };
-    let (client, connection) = match tokio::time::timeout(bound, cfg.connect(NoTls)).await {
+    // The node's TLS settings, as for every other connection (see `crate::tls`).
+    let connector = match crate::tls::tls_connector(&node.tls) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let (client, connection) = match tokio::time::timeout(bound, cfg.connect(connector)).await {
         Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return describe(&e),
+        Ok(Err(e)) => return crate::connect::describe_connect(node, &e),
         Err(_) => return format!("connect timed out after {bound:?}"),
     };
     let (_driver, mut rx) = drive(connection);
