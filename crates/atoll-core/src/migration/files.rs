@@ -118,7 +118,8 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         why,
     };
     let directives = Directives::parse(file, &sql)?;
-    let stmts = statements(&sql);
+    // PostgreSQL refuses the whole file then; saying where beats its message at run time.
+    let stmts = statements(&sql).map_err(|e| bad(e.to_string()))?;
     // The file runs in one transaction with its version row: a COMMIT inside would record
     // the version apart from (part of) the change.
     if let Some(s) = stmts.iter().find(|s| s.transaction_control().is_some()) {

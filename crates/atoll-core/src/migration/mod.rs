@@ -5,6 +5,9 @@
 
 mod directives;
 mod files;
+mod lexer;
+#[cfg(test)]
+mod lexer_tests;
 mod plan;
 mod reindex_names;
 mod signature;
