@@ -173,8 +173,8 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
 fn short(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     match line.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_string(),
+        Some((i, _)) => format!("{}...", super::shown(&line[..i])),
+        None => super::shown(line).into_owned(),
     }
 }
 
