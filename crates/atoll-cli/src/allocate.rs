@@ -21,7 +21,12 @@ pub struct AllocateArgs {
     #[arg(long, value_name = "N")]
     pub island: Option<u16>,
     /// Put no new shard on these islands (comma list), e.g. one about to be decommissioned
-    #[arg(long, value_name = "N,..", value_delimiter = ',', conflicts_with = "island")]
+    #[arg(
+        long,
+        value_name = "N,..",
+        value_delimiter = ',',
+        conflicts_with = "island"
+    )]
     pub exclude: Vec<u16>,
     /// Activate the shards (new ones, and existing inactive ones of the range)
     #[arg(long)]

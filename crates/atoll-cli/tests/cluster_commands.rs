@@ -147,12 +147,34 @@ fn init_allocate_status_and_shard_flags() {
     };
     assert!(on(0) >= 45 && on(1) >= 45, "{} vs {}", on(0), on(1));
     // --exclude: no new shard on island 1.
-    let r = atoll(&cfg, &["allocate", "--shards", "200-209", "--exclude", "1", "--json"]);
+    let r = atoll(
+        &cfg,
+        &[
+            "allocate",
+            "--shards",
+            "200-209",
+            "--exclude",
+            "1",
+            "--json",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(json(&r).as_array().unwrap().iter().all(|a| a["island"] == 0), "{}", r.stdout);
+    assert!(
+        json(&r)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["island"] == 0),
+        "{}",
+        r.stdout
+    );
     let r = atoll(&cfg, &["allocate", "--shards", "210", "--exclude", "0,1"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("every island is excluded"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("every island is excluded"),
+        "{}",
+        r.stderr
+    );
 
     // Bad input: nothing is created.
     let r = atoll(&cfg, &["allocate", "--shards", "9990-10000"]);

@@ -11,9 +11,29 @@ const NOW_MS: u64 = 1_763_700_000_000;
 const TTL: Duration = Duration::from_secs(60);
 
 const PIECES: &[&str] = &[
-    "0", "1", "42", "9999", "10000", ":", ",", " ", "-", "+", "µ", "€", "\0", "\n", "\r", "ff",
-    "FFFFFFFFFFFFFFFF", "10000000000000000", "18446744073709551616", "1763700060",
-    "99999999999999999999", "🦀", "\u{a0}",
+    "0",
+    "1",
+    "42",
+    "9999",
+    "10000",
+    ":",
+    ",",
+    " ",
+    "-",
+    "+",
+    "µ",
+    "€",
+    "\0",
+    "\n",
+    "\r",
+    "ff",
+    "FFFFFFFFFFFFFFFF",
+    "10000000000000000",
+    "18446744073709551616",
+    "1763700060",
+    "99999999999999999999",
+    "🦀",
+    "\u{a0}",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -35,9 +55,8 @@ fn entries() -> impl Strategy<Value = String> {
         any::<i64>().prop_map(|n| n.to_string()),
         proptest::sample::select(PIECES).prop_map(str::to_string),
     ];
-    proptest::collection::vec(proptest::collection::vec(field, 4), 1..8).prop_map(|es| {
-        es.iter().map(|e| e.join(":")).collect::<Vec<_>>().join(",")
-    })
+    proptest::collection::vec(proptest::collection::vec(field, 4), 1..8)
+        .prop_map(|es| es.iter().map(|e| e.join(":")).collect::<Vec<_>>().join(","))
 }
 
 fn check(t: &str, ttl: Duration) -> Result<(), TestCaseError> {
@@ -77,7 +96,11 @@ fn bad_entries_are_named() {
         ("1:0:fµ:1", 0, "bad LSN"),
         ("1:0:ff:99999999999999999999", 0, "bad expiry"),
     ] {
-        let t = if entry == 0 && what.starts_with("expected") { "1:0:ff" } else { t };
+        let t = if entry == 0 && what.starts_with("expected") {
+            "1:0:ff"
+        } else {
+            t
+        };
         let e = Timeline::parse_at(t, NOW_MS, TTL).unwrap_err().to_string();
         assert!(e.contains(&format!("entry {entry}: {what}")), "{t}: {e}");
     }

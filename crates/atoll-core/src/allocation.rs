@@ -100,7 +100,7 @@ pub fn expected_shard_bytes(snapshot: &Snapshot) -> u64 {
         .filter(|(shard, _)| **shard != ShardNo::GLOBAL)
         .flat_map(|(_, copies)| copies.iter().filter_map(|c| c.size_bytes))
         .fold((0u128, 0u128), |(t, n), b| (t + u128::from(b), n + 1));
-    let mean = if n == 0 { 0 } else { total / n };
+    let mean = total.checked_div(n).unwrap_or(0);
     u64::try_from(mean)
         .unwrap_or(u64::MAX)
         .max(MIN_EXPECTED_SHARD_BYTES)

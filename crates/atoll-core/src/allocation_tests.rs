@@ -160,17 +160,31 @@ fn excluded_islands_get_no_new_shard() {
     assert!(created.iter().all(|p| p.island() != IslandId(0)));
     assert_eq!((count_on(&p, 1), count_on(&p, 2)), (50, 50));
     assert_eq!(
-        plan_excluding(&s, &sh(2..=2), None, &[IslandId(0), IslandId(1), IslandId(2)]),
+        plan_excluding(
+            &s,
+            &sh(2..=2),
+            None,
+            &[IslandId(0), IslandId(1), IslandId(2)]
+        ),
         Err(AllocationError::NoIslandLeft)
     );
     // Only existing shards: nothing needs an island, so excluding all is no error.
-    assert!(plan_excluding(&s, &sh(1..=1), None, &[IslandId(0), IslandId(1), IslandId(2)]).is_ok());
+    assert!(plan_excluding(
+        &s,
+        &sh(1..=1),
+        None,
+        &[IslandId(0), IslandId(1), IslandId(2)]
+    )
+    .is_ok());
     assert_eq!(
         plan_excluding(&s, &sh(2..=2), None, &[IslandId(9)]),
         Err(AllocationError::UnknownIsland(IslandId(9)))
     );
     let e = plan_excluding(&s, &sh(2..=2), Some(IslandId(1)), &[IslandId(1)]).unwrap_err();
-    assert_eq!(e.to_string(), "island 1 is both the island asked for and excluded");
+    assert_eq!(
+        e.to_string(),
+        "island 1 is both the island asked for and excluded"
+    );
 }
 
 #[test]
@@ -178,7 +192,10 @@ fn expected_size_is_the_mean_of_the_microshards_at_least_the_minimum() {
     let s = snap(&[(0, &[]), (1, &[])]);
     assert_eq!(expected_shard_bytes(&s), MIN_EXPECTED_SHARD_BYTES);
     // Shard 0 (the global tables) is no sample of a microshard.
-    let s = snap(&[(0, &[(0, true, 100 * GIB), (1, true, GIB)]), (1, &[(2, true, 3 * GIB)])]);
+    let s = snap(&[
+        (0, &[(0, true, 100 * GIB), (1, true, GIB)]),
+        (1, &[(2, true, 3 * GIB)]),
+    ]);
     assert_eq!(expected_shard_bytes(&s), 2 * GIB);
     let s = snap(&[(0, &[(1, true, 10)]), (1, &[(2, true, 20)])]);
     assert_eq!(expected_shard_bytes(&s), MIN_EXPECTED_SHARD_BYTES);

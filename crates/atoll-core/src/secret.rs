@@ -56,9 +56,7 @@ impl FromStr for SecretRef {
         // The operating system takes no such name; refused here rather than when resolved.
         let bad = || SecretError::BadName(s.to_string());
         match s.split_once(':') {
-            Some(("env", var)) if var.contains('=') || var.contains(char::is_control) => {
-                Err(bad())
-            }
+            Some(("env", var)) if var.contains('=') || var.contains(char::is_control) => Err(bad()),
             Some(("file", path)) if path.contains(char::is_control) => Err(bad()),
             Some(("env", var)) if !var.is_empty() => Ok(SecretRef::Env(var.to_string())),
             Some(("file", path)) if !path.is_empty() => Ok(SecretRef::File(path.to_string())),

@@ -13,11 +13,62 @@ use std::fmt::Display;
 
 /// Pieces that parsers of this crate look for, and pieces that break naive ones.
 const PIECES: &[&str] = &[
-    "0", "1", "7", "42", "9999", "10000", "-", "+", ",", ".", ":", ";", "=", "@", "/", "$", " ",
-    "\t", "\n", "\r", "\0", "µ", "€", "é", "\u{a0}", "日本", "🦀", "\u{301}", "s", "m", "h",
-    "d", "e", "E", "sh", "sh0042", "env:", "file:", "_moved_", "'", "\"", "\\", "--", "/*",
-    "*/", "$$", "up", "dn", "sql", "18446744073709551616", "99999999999999999999999999",
-    "-9223372036854775809", "0x1f", "1e9", "NaN", "inf",
+    "0",
+    "1",
+    "7",
+    "42",
+    "9999",
+    "10000",
+    "-",
+    "+",
+    ",",
+    ".",
+    ":",
+    ";",
+    "=",
+    "@",
+    "/",
+    "$",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\0",
+    "µ",
+    "€",
+    "é",
+    "\u{a0}",
+    "日本",
+    "🦀",
+    "\u{301}",
+    "s",
+    "m",
+    "h",
+    "d",
+    "e",
+    "E",
+    "sh",
+    "sh0042",
+    "env:",
+    "file:",
+    "_moved_",
+    "'",
+    "\"",
+    "\\",
+    "--",
+    "/*",
+    "*/",
+    "$$",
+    "up",
+    "dn",
+    "sql",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "-9223372036854775809",
+    "0x1f",
+    "1e9",
+    "NaN",
+    "inf",
 ];
 
 /// Text made of [`PIECES`], arbitrary characters, and now and then a very long run.
@@ -73,7 +124,11 @@ fn toml_value() -> impl Strategy<Value = String> {
         any::<i64>().prop_map(|n| n.to_string()),
         proptest::sample::select(&[0i64, 1, -1, 8, 9, 9999, 10000, 65535, 65536, 3_600_001][..])
             .prop_map(|n| n.to_string()),
-        any::<f64>().prop_map(|f| if f.is_finite() { format!("{f:?}") } else { "nan".into() }),
+        any::<f64>().prop_map(|f| if f.is_finite() {
+            format!("{f:?}")
+        } else {
+            "nan".into()
+        }),
         Just("true".to_string()),
         Just("[1, \"a\"]".to_string()),
         Just("{ x = 1 }".to_string()),
@@ -89,7 +144,13 @@ fn config_text() -> impl Strategy<Value = String> {
             None => String::new(),
         })
     };
-    let node = (field("host"), field("port"), field("user"), field("password"), field("database"))
+    let node = (
+        field("host"),
+        field("port"),
+        field("user"),
+        field("password"),
+        field("database"),
+    )
         .prop_map(|(a, b, c, d, e)| format!("[[island.nodes]]\n{a}{b}{c}{d}{e}"));
     let island = (field("id"), proptest::collection::vec(node, 0..3))
         .prop_map(|(id, nodes)| format!("[[island]]\n{id}{}", nodes.concat()));
@@ -214,38 +275,118 @@ fn bad_input_is_named() {
             assert!(e.contains(p), "{e:?} does not name {p:?}");
         }
     };
-    let cfg = |t: &str| Config::parse(t, ConfigSource::Inline).map(|_| ()).map_err(|e| e.to_string());
+    let cfg = |t: &str| {
+        Config::parse(t, ConfigSource::Inline)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
     let node = "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 5432 }]\n";
-    named(err(cfg(&format!("[cluster]\nconnect_timeout_ms = 0\n{node}"))), &["<inline>:2", "connect_timeout_ms", "0"]);
-    named(err(cfg(&format!("[cluster]\nconnect_timeout_ms = -5\n{node}"))), &["<inline>:2", "connect_timeout_ms"]);
-    named(err(cfg(&format!("[cluster]\nenv_digit = 99999999999\n{node}"))), &["env_digit", "99999999999"]);
-    named(err(cfg("[[island]]\nid = 0\nnodes = [{ host = \"h\u{301}\", port = 1 }]\n")), &["<inline>:3", "host"]);
-    named(err(cfg("[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 1, password = \"env:A=B\" }]\n")), &["password", "env:A=B", "="]);
+    named(
+        err(cfg(&format!("[cluster]\nconnect_timeout_ms = 0\n{node}"))),
+        &["<inline>:2", "connect_timeout_ms", "0"],
+    );
+    named(
+        err(cfg(&format!("[cluster]\nconnect_timeout_ms = -5\n{node}"))),
+        &["<inline>:2", "connect_timeout_ms"],
+    );
+    named(
+        err(cfg(&format!("[cluster]\nenv_digit = 99999999999\n{node}"))),
+        &["env_digit", "99999999999"],
+    );
+    named(
+        err(cfg(
+            "[[island]]\nid = 0\nnodes = [{ host = \"h\u{301}\", port = 1 }]\n",
+        )),
+        &["<inline>:3", "host"],
+    );
+    named(
+        err(cfg(
+            "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 1, password = \"env:A=B\" }]\n",
+        )),
+        &["password", "env:A=B", "="],
+    );
     named(err(cfg("[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 1, password = \"env:A\\u0000\" }]\n")), &["password", "NUL"]);
-    named(Config::from_islands_env("0=h\u{301}st:5432").unwrap_err().to_string(), &["ATOLL_ISLANDS", "entry 1", "host"]);
-    named(Config::from_islands_env("0=h:99999").unwrap_err().to_string(), &["entry 1", "port"]);
-    named("sh00µ2".parse::<ShardNo>().unwrap_err().to_string(), &["sh00µ2", "shard schema name"]);
-    named("1-µ".parse::<ShardRange>().unwrap_err().to_string(), &["1-µ", "shard range"]);
-    named("1-99999999999999999999".parse::<ShardRange>().unwrap_err().to_string(), &["99999999999999999999"]);
-    named(parse_age("7µ").unwrap_err().to_string(), &["\"7µ\"", "unit"]);
+    named(
+        Config::from_islands_env("0=h\u{301}st:5432")
+            .unwrap_err()
+            .to_string(),
+        &["ATOLL_ISLANDS", "entry 1", "host"],
+    );
+    named(
+        Config::from_islands_env("0=h:99999")
+            .unwrap_err()
+            .to_string(),
+        &["entry 1", "port"],
+    );
+    named(
+        "sh00µ2".parse::<ShardNo>().unwrap_err().to_string(),
+        &["sh00µ2", "shard schema name"],
+    );
+    named(
+        "1-µ".parse::<ShardRange>().unwrap_err().to_string(),
+        &["1-µ", "shard range"],
+    );
+    named(
+        "1-99999999999999999999"
+            .parse::<ShardRange>()
+            .unwrap_err()
+            .to_string(),
+        &["99999999999999999999"],
+    );
+    named(
+        parse_age("7µ").unwrap_err().to_string(),
+        &["\"7µ\"", "unit"],
+    );
     named(parse_age("µ").unwrap_err().to_string(), &["\"µ\""]);
-    named(parse_age("99999999999999999999d").unwrap_err().to_string(), &["99999999999999999999d", "too large"]);
-    named(parse_age("213503982334602d").unwrap_err().to_string(), &["too large"]);
+    named(
+        parse_age("99999999999999999999d").unwrap_err().to_string(),
+        &["99999999999999999999d", "too large"],
+    );
+    named(
+        parse_age("213503982334602d").unwrap_err().to_string(),
+        &["too large"],
+    );
     named(parse_age("+5d").unwrap_err().to_string(), &["\"+5d\""]);
     named("12µ".parse::<Id>().unwrap_err().to_string(), &["12µ"]);
-    named("env:".parse::<SecretRef>().unwrap_err().to_string(), &["env:VAR"]);
-    named("file:a\0b".parse::<SecretRef>().unwrap_err().to_string(), &["NUL"]);
-    named("pausedµ".parse::<MoveStep>().unwrap_err().to_string(), &["move step", "pausedµ"]);
-    named("fµll".parse::<VerifyMode>().unwrap_err().to_string(), &["verify mode", "fµll", "counts or full"]);
+    named(
+        "env:".parse::<SecretRef>().unwrap_err().to_string(),
+        &["env:VAR"],
+    );
+    named(
+        "file:a\0b".parse::<SecretRef>().unwrap_err().to_string(),
+        &["NUL"],
+    );
+    named(
+        "pausedµ".parse::<MoveStep>().unwrap_err().to_string(),
+        &["move step", "pausedµ"],
+    );
+    named(
+        "fµll".parse::<VerifyMode>().unwrap_err().to_string(),
+        &["verify mode", "fµll", "counts or full"],
+    );
     let mig = |name: &str, body: &str| {
-        MigrationSet::parse(vec![(name.to_string(), body.to_string())]).map(|_| ()).map_err(|e| e.to_string())
+        MigrationSet::parse(vec![(name.to_string(), body.to_string())])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     named(err(mig("1.µ.sh.up.sql", "")), &["1.µ.sh.up.sql", "name"]);
-    named(err(mig("1µ.a.sh.up.sql", "")), &["1µ.a.sh.up.sql", "version"]);
+    named(
+        err(mig("1µ.a.sh.up.sql", "")),
+        &["1µ.a.sh.up.sql", "version"],
+    );
     named(err(mig("1.a.shµ.up.sql", "")), &["target"]);
-    named(err(mig("1.a.sh.up.sql", "-- $delay=99999999999999999999999\n")), &["line 1", "$delay", "too large"]);
-    named(err(mig("1.a.sh.up.sql", "-- $delay=7µ\n")), &["line 1", "$delay=7µ"]);
-    named(err(mig("1.a.sh.up.sql", "select 'µ")), &["1.a.sh.up.sql", "quoted string", "line 1"]);
+    named(
+        err(mig("1.a.sh.up.sql", "-- $delay=99999999999999999999999\n")),
+        &["line 1", "$delay", "too large"],
+    );
+    named(
+        err(mig("1.a.sh.up.sql", "-- $delay=7µ\n")),
+        &["line 1", "$delay=7µ"],
+    );
+    named(
+        err(mig("1.a.sh.up.sql", "select 'µ")),
+        &["1.a.sh.up.sql", "quoted string", "line 1"],
+    );
 }
 
 /// `cleanup --older-than 7µ` panicked (a byte index inside `µ`).

@@ -63,7 +63,9 @@ fn escape_content() -> impl Strategy<Value = String> {
 /// Text inside a dollar quote with tag `t`: anything but the tag itself.
 fn dollar(tag: &'static str) -> impl Strategy<Value = String> {
     proptest::collection::vec(
-        pick(&["a", ";", "'", "\\", "$$", "$x$", "--", "/*", "\n", "commit;", "$"]),
+        pick(&[
+            "a", ";", "'", "\\", "$$", "$x$", "--", "/*", "\n", "commit;", "$",
+        ]),
         0..6,
     )
     .prop_map(move |v| {
@@ -185,9 +187,7 @@ fn the_split_matches_postgres() {
     let cluster = rt
         .block_on(TestCluster::setup(1, 0).without_catalog().start())
         .expect("sandbox");
-    let client = rt
-        .block_on(cluster.master(IslandId(0)))
-        .expect("connect");
+    let client = rt.block_on(cluster.master(IslandId(0))).expect("connect");
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -208,5 +208,9 @@ fn the_split_matches_postgres() {
     );
     result.unwrap();
     // The generator must mostly make scripts PostgreSQL accepts, or nothing is compared.
-    assert!(accepted.get() * 10 >= cases * 9, "{} of {cases}", accepted.get());
+    assert!(
+        accepted.get() * 10 >= cases * 9,
+        "{} of {cases}",
+        accepted.get()
+    );
 }

@@ -66,9 +66,9 @@ impl Directives {
                 )));
             }
             // Only digits: parsing fails only by overflow.
-            let number: u64 = value.parse().map_err(|_| {
-                bad(format!("{name}={shown}: the value is too large"))
-            })?;
+            let number: u64 = value
+                .parse()
+                .map_err(|_| bad(format!("{name}={shown}: the value is too large")))?;
             let limit = (number > 0).then(|| usize::try_from(number).unwrap_or(usize::MAX));
             match name {
                 "$parallelism_per_host" => d.parallelism_per_host = limit,

@@ -318,7 +318,10 @@ impl Lexer {
         }
         if matches!(self.at(self.i), Some('e' | 'E')) {
             let sign = usize::from(matches!(self.at(self.i + 1), Some('+' | '-')));
-            if self.at(self.i + 1 + sign).is_some_and(|c| c.is_ascii_digit()) {
+            if self
+                .at(self.i + 1 + sign)
+                .is_some_and(|c| c.is_ascii_digit())
+            {
                 self.i += 1 + sign;
                 digits(self);
             }
@@ -378,10 +381,12 @@ impl Body {
             return;
         };
         match w.as_str() {
-            "ATOMIC" if before.last() == Some(&Token::Word("BEGIN".into())) => {
-                if self.atomic == 0 && defines_routine(before) {
-                    self.atomic = 1;
-                }
+            "ATOMIC"
+                if self.atomic == 0
+                    && before.last() == Some(&Token::Word("BEGIN".into()))
+                    && defines_routine(before) =>
+            {
+                self.atomic = 1;
             }
             "CASE" if self.atomic > 0 => self.cases += 1,
             "END" if self.atomic > 0 && self.cases > 0 => self.cases -= 1,

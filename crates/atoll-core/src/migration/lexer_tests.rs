@@ -75,7 +75,10 @@ fn continued_strings_keep_the_first_ones_mode() {
 
 #[test]
 fn dollar_quotes_and_identifiers() {
-    assert_eq!(texts("select $$a;'$$; select $t$ $$; $t$; select 3").len(), 3);
+    assert_eq!(
+        texts("select $$a;'$$; select $t$ $$; $t$; select 3").len(),
+        3
+    );
     // `$a$b$`: the tag is `$a$`, closed by the next `$a$`.
     assert_eq!(texts("select $a$b$ ; $a$; select 2").len(), 2);
     // `$` inside a word is part of it; `$1` is a parameter, not a tag.
@@ -91,7 +94,10 @@ fn dollar_quotes_and_identifiers() {
 
 #[test]
 fn comments_nest_and_end_where_postgres_ends_them() {
-    assert_eq!(texts("/* a /* b */ commit; */ select 1"), ["/* a /* b */ commit; */ select 1"]);
+    assert_eq!(
+        texts("/* a /* b */ commit; */ select 1"),
+        ["/* a /* b */ commit; */ select 1"]
+    );
     // A `--` comment ends at a carriage return as well as at a newline.
     assert_eq!(tx("select 1 -- x\r; commit; --"), ["COMMIT"]);
     // `--` and `/*` inside an operator start a comment.

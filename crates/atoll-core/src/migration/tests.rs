@@ -227,7 +227,12 @@ fn unsafe_statements_need_consent() {
 
 #[test]
 fn unsafe_detection() {
-    let reason = |sql: &str| statements(sql).unwrap().iter().find_map(|s| s.unsafe_reason());
+    let reason = |sql: &str| {
+        statements(sql)
+            .unwrap()
+            .iter()
+            .find_map(|s| s.unsafe_reason())
+    };
     assert_eq!(reason("DROP TABLE users").as_deref(), Some("DROP TABLE"));
     assert_eq!(
         reason("drop schema x cascade").as_deref(),
@@ -411,7 +416,12 @@ fn files_edited_after_apply_are_reported() {
 
 #[test]
 fn unsafe_detection_covers_every_destructive_statement() {
-    let reason = |sql: &str| statements(sql).unwrap().iter().find_map(|s| s.unsafe_reason());
+    let reason = |sql: &str| {
+        statements(sql)
+            .unwrap()
+            .iter()
+            .find_map(|s| s.unsafe_reason())
+    };
     for (sql, want) in [
         ("drop sequence s", "DROP SEQUENCE"),
         ("drop view v", "DROP VIEW"),
