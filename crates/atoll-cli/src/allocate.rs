@@ -1,4 +1,5 @@
-//! `atoll allocate`: create microshard schemas where there is the most room.
+//! `atoll allocate`: create microshard schemas where there is the most room, spread over
+//! the islands (the planner counts each new shard at its expected size).
 
 use crate::cluster::{Cluster, Need};
 use crate::exit::Failure;
@@ -19,6 +20,14 @@ pub struct AllocateArgs {
     /// Put every shard on this island instead of the least loaded ones
     #[arg(long, value_name = "N")]
     pub island: Option<u16>,
+    /// Put no new shard on these islands (comma list), e.g. one about to be decommissioned
+    #[arg(
+        long,
+        value_name = "N,..",
+        value_delimiter = ',',
+        conflicts_with = "island"
+    )]
+    pub exclude: Vec<u16>,
     /// Activate the shards (new ones, and existing inactive ones of the range)
     #[arg(long)]
     pub activate: bool,
@@ -42,10 +51,12 @@ pub struct AllocateArgs {
 
 pub async fn run(ctx: &Context, args: AllocateArgs) -> CmdResult {
     let cluster = ctx.cluster(Need::Catalog).await?;
-    let plan = allocation::plan(
+    let exclude: Vec<IslandId> = args.exclude.iter().copied().map(IslandId).collect();
+    let plan = allocation::plan_excluding(
         &cluster.snapshot,
         args.shards.shards(),
         args.island.map(IslandId),
+        &exclude,
     )
     .map_err(Failure::input)?;
     let (done, migrated) = if args.migrate {

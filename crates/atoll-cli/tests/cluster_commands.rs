@@ -130,6 +130,52 @@ fn init_allocate_status_and_shard_flags() {
     let size = status["shards"]["0"][0]["size_bytes"].as_u64().unwrap_or(0);
     assert!(size > 200_000, "sh0000 size {size}");
 
+    // One request is spread, not piled onto the lighter island: island 0 carries 2 MB
+    // more, which the first new shards even out, then the islands alternate.
+    let heavy = &on0.iter().find(|(s, _)| s != "sh0000").unwrap().0;
+    psql(&sb, master_port(&sb, 0), &format!("create table {heavy}.t (id bigint primary key, v text); insert into {heavy}.t select g, repeat('x', 1000) from generate_series(1, 2000) g"));
+    let r = atoll(&cfg, &["allocate", "--shards", "100-199", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let placed = json(&r);
+    let on = |i: u64| {
+        placed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["island"] == i)
+            .count()
+    };
+    assert!(on(0) >= 45 && on(1) >= 45, "{} vs {}", on(0), on(1));
+    // --exclude: no new shard on island 1.
+    let r = atoll(
+        &cfg,
+        &[
+            "allocate",
+            "--shards",
+            "200-209",
+            "--exclude",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        json(&r)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["island"] == 0),
+        "{}",
+        r.stdout
+    );
+    let r = atoll(&cfg, &["allocate", "--shards", "210", "--exclude", "0,1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("every island is excluded"),
+        "{}",
+        r.stderr
+    );
+
     // Bad input: nothing is created.
     let r = atoll(&cfg, &["allocate", "--shards", "9990-10000"]);
     assert_eq!(r.code, 2);

@@ -130,7 +130,8 @@ impl Timeline {
         if text.trim().is_empty() {
             return Ok(t);
         }
-        let latest = now_unix_ms.saturating_add(max_ttl.as_millis() as u64);
+        let ttl_ms = u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX);
+        let latest = now_unix_ms.saturating_add(ttl_ms);
         for (index, part) in text.split(',').enumerate() {
             let err = |msg| TimelineError {
                 text: text.chars().take(200).collect(),

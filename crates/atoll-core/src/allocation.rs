@@ -1,5 +1,7 @@
-//! Where new microshards go: the island with the least total size, ties broken by the
-//! fewest shards, shard 0 on island 0 unless told otherwise. Pure: planned from a
+//! Where new microshards go: each to the island with the least total size, ties broken by
+//! the fewest shards, shard 0 on island 0 unless told otherwise. Every shard planned adds
+//! its expected size ([`expected_shard_bytes`]) to its island, so the shards of one request
+//! fill the lighter islands up and are then spread evenly. Pure: planned from a
 //! [`Snapshot`] before anything is created, so a refused request creates nothing.
 
 use crate::island::IslandId;
@@ -73,6 +75,35 @@ pub enum AllocationError {
         /// Every island with a schema for it.
         islands: Vec<IslandId>,
     },
+    /// The island forced for every shard is also excluded.
+    #[error("island {0} is both the island asked for and excluded")]
+    ForcedAndExcluded(IslandId),
+    /// Every island is excluded, so a new shard has nowhere to go.
+    #[error("every island is excluded, so the new shards have nowhere to go")]
+    NoIslandLeft,
+}
+
+/// What a new shard is expected to weigh at least, in bytes. A new schema is empty and
+/// weighs next to nothing; counting it as 0 would let the lightest island take every
+/// shard of a request, so the planner counts at least this much per planned shard.
+pub const MIN_EXPECTED_SHARD_BYTES: u64 = 1 << 20;
+
+/// The size a new microshard is expected to grow to: the mean measured size of the existing
+/// microshards (shard 0 left out: it holds the global tables, it is no sample of a
+/// microshard), at least [`MIN_EXPECTED_SHARD_BYTES`]. The mean, not the median: new shards
+/// receive data like the existing ones on average, so counting each at the mean keeps the
+/// islands' expected totals equal; a few big tenants do not make a new shard small.
+pub fn expected_shard_bytes(snapshot: &Snapshot) -> u64 {
+    let (total, n) = snapshot
+        .shards
+        .iter()
+        .filter(|(shard, _)| **shard != ShardNo::GLOBAL)
+        .flat_map(|(_, copies)| copies.iter().filter_map(|c| c.size_bytes))
+        .fold((0u128, 0u128), |(t, n), b| (t + u128::from(b), n + 1));
+    let mean = total.checked_div(n).unwrap_or(0);
+    u64::try_from(mean)
+        .unwrap_or(u64::MAX)
+        .max(MIN_EXPECTED_SHARD_BYTES)
 }
 
 /// Plans `shards` onto the islands of `snapshot`; `island` forces one island for all.
@@ -81,72 +112,98 @@ pub fn plan(
     shards: &[ShardNo],
     island: Option<IslandId>,
 ) -> Result<Vec<Placement>, AllocationError> {
-    if let Some(i) = island {
-        if snapshot.island(i).is_none() {
-            return Err(AllocationError::UnknownIsland(i));
+    plan_excluding(snapshot, shards, island, &[])
+}
+
+/// One island's load while a plan is made: what it holds, plus what the plan put there.
+struct Load {
+    island: IslandId,
+    bytes: u64,
+    shards: usize,
+    /// False for an excluded island: it keeps its load but receives nothing.
+    eligible: bool,
+}
+
+/// Every island's load; each planned shard adds its expected size, so a request of many
+/// shards is spread instead of piled onto the island that was lightest at its start.
+struct Loads(Vec<Load>);
+
+impl Loads {
+    fn new(snapshot: &Snapshot, exclude: &[IslandId]) -> Loads {
+        let mut loads: Vec<Load> = snapshot
+            .islands
+            .iter()
+            .map(|i| Load {
+                island: i.id,
+                bytes: 0,
+                shards: 0,
+                eligible: !exclude.contains(&i.id),
+            })
+            .collect();
+        for c in snapshot.shards.values().flatten() {
+            if let Some(l) = loads.iter_mut().find(|l| l.island == c.island) {
+                l.bytes = l.bytes.saturating_add(c.size_bytes.unwrap_or(0));
+                l.shards += 1;
+            }
         }
+        Loads(loads)
+    }
+
+    /// The eligible island with the least bytes, then the fewest shards, then the lowest id.
+    fn lightest(&self) -> Option<IslandId> {
+        self.0
+            .iter()
+            .filter(|l| l.eligible)
+            .min_by_key(|l| (l.bytes, l.shards, l.island))
+            .map(|l| l.island)
+    }
+
+    fn is_eligible(&self, island: IslandId) -> bool {
+        self.0.iter().any(|l| l.island == island && l.eligible)
+    }
+
+    fn add(&mut self, island: IslandId, bytes: u64) {
+        if let Some(l) = self.0.iter_mut().find(|l| l.island == island) {
+            l.bytes = l.bytes.saturating_add(bytes);
+            l.shards += 1;
+        }
+    }
+}
+
+/// Like [`plan`], and no new shard goes to an island of `exclude` (one being emptied, say);
+/// the shards that already exist there stay as they are.
+pub fn plan_excluding(
+    snapshot: &Snapshot,
+    shards: &[ShardNo],
+    island: Option<IslandId>,
+    exclude: &[IslandId],
+) -> Result<Vec<Placement>, AllocationError> {
+    for i in island.iter().chain(exclude) {
+        if snapshot.island(*i).is_none() {
+            return Err(AllocationError::UnknownIsland(*i));
+        }
+    }
+    if let Some(i) = island.filter(|i| exclude.contains(i)) {
+        return Err(AllocationError::ForcedAndExcluded(i));
     }
     // Every island must be readable: a shard we cannot see might already exist there.
     if let Some(i) = snapshot.islands.iter().find(|i| !i.shards_known) {
         return Err(AllocationError::IslandUnreadable(i.id));
     }
-    let mut loads: Vec<(IslandId, u64, usize)> = snapshot
-        .islands
-        .iter()
-        .map(|i| (i.id, 0u64, 0usize))
-        .collect();
-    for copies in snapshot.shards.values() {
-        for c in copies {
-            if let Some(l) = loads.iter_mut().find(|l| l.0 == c.island) {
-                l.1 += c.size_bytes.unwrap_or(0);
-                l.2 += 1;
-            }
-        }
-    }
+    let expected = expected_shard_bytes(snapshot);
+    let mut loads = Loads::new(snapshot, exclude);
     let mut out = Vec::with_capacity(shards.len());
     for &shard in shards {
-        let copies = snapshot
-            .shards
-            .get(&shard)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        match copies {
-            [] => {}
-            [c] => {
-                if let Some(wanted) = island.filter(|w| *w != c.island) {
-                    return Err(AllocationError::ExistsElsewhere {
-                        shard,
-                        on: c.island,
-                        wanted,
-                    });
-                }
-                out.push(Placement::Exists {
-                    shard,
-                    island: c.island,
-                    active: c.active,
-                });
-                continue;
-            }
-            many => {
-                return Err(AllocationError::OnSeveralIslands {
-                    shard,
-                    islands: many.iter().map(|c| c.island).collect(),
-                })
-            }
+        if let Some(existing) = existing(snapshot, shard, island)? {
+            out.push(existing);
+            continue;
         }
         let target = match island {
             Some(i) => i,
-            None if shard == ShardNo::GLOBAL && loads.iter().any(|l| l.0 == IslandId(0)) => {
-                IslandId(0)
-            }
-            None => match loads.iter().min_by_key(|l| (l.1, l.2, l.0)) {
-                Some(l) => l.0,
-                None => return Err(AllocationError::UnknownIsland(IslandId(0))),
-            },
+            None if shard == ShardNo::GLOBAL && loads.is_eligible(IslandId(0)) => IslandId(0),
+            None => loads.lightest().ok_or(AllocationError::NoIslandLeft)?,
         };
-        if let Some(l) = loads.iter_mut().find(|l| l.0 == target) {
-            l.2 += 1;
-        }
+        loads.add(target, expected);
         out.push(Placement::Create {
             shard,
             island: target,
@@ -155,112 +212,34 @@ pub fn plan(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::{IslandCatalog, NodeFacts, NodeObservation, ShardObservation};
-    use crate::Lsn;
-
-    /// (shard, active, size) per island.
-    type IslandShards<'a> = (u16, &'a [(u16, bool, u64)]);
-
-    fn snap(islands: &[IslandShards]) -> Snapshot {
-        Snapshot::build(
-            0,
-            islands
-                .iter()
-                .map(|(id, shards)| {
-                    let node = NodeObservation {
-                        island: IslandId(*id),
-                        addr: format!("h:{id}"),
-                        outcome: Ok(NodeFacts {
-                            in_recovery: false,
-                            server_version: "15".into(),
-                            lsn: Lsn(0),
-                            replay_lag_seconds: None,
-                        }),
-                    };
-                    let cat = IslandCatalog {
-                        cluster_id: Some("c".into()),
-                        catalog_island: Some(IslandId(*id)),
-                        shards: shards
-                            .iter()
-                            .map(|(s, active, size)| ShardObservation {
-                                shard: ShardNo::new(*s as i64).unwrap(),
-                                schema_exists: true,
-                                active: *active,
-                                size_bytes: Some(*size),
-                                gen: 0,
-                            })
-                            .collect(),
-                    };
-                    (IslandId(*id), vec![node], Some(cat))
-                })
-                .collect(),
-        )
-    }
-
-    fn sh(r: std::ops::RangeInclusive<u16>) -> Vec<ShardNo> {
-        r.map(|n| ShardNo::new(n as i64).unwrap()).collect()
-    }
-
-    #[test]
-    fn least_size_then_fewest_shards() {
-        // Island 1 is bigger, so new (empty) shards go to island 0 until counts say otherwise.
-        let s = snap(&[(0, &[(1, true, 100)]), (1, &[(2, true, 5000)])]);
-        let p = plan(&s, &sh(3..=5), None).unwrap();
-        assert!(p.iter().all(|p| p.island() == IslandId(0)));
-        // Equal sizes: spread by count.
-        let s = snap(&[(0, &[]), (1, &[])]);
-        let p = plan(&s, &sh(1..=4), None).unwrap();
-        let on0 = p.iter().filter(|p| p.island() == IslandId(0)).count();
-        assert_eq!(on0, 2);
-    }
-
-    #[test]
-    fn shard_zero_goes_to_island_zero() {
-        let s = snap(&[(0, &[(1, true, 10_000)]), (1, &[])]);
-        let p = plan(&s, &sh(0..=0), None).unwrap();
-        assert_eq!(
-            p[0],
-            Placement::Create {
-                shard: ShardNo::GLOBAL,
-                island: IslandId(0)
-            }
-        );
-        let p = plan(&s, &sh(0..=0), Some(IslandId(1))).unwrap();
-        assert_eq!(p[0].island(), IslandId(1));
-    }
-
-    #[test]
-    fn existing_is_noop_and_elsewhere_is_refused() {
-        let s = snap(&[(0, &[(1, false, 0)]), (1, &[])]);
-        let p = plan(&s, &sh(1..=1), None).unwrap();
-        assert_eq!(
-            p[0],
-            Placement::Exists {
-                shard: sh(1..=1)[0],
-                island: IslandId(0),
-                active: false
-            }
-        );
-        let e = plan(&s, &sh(1..=2), Some(IslandId(1))).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "sh0001 already exists on island 0; refusing to create it on island 1"
-        );
-        assert_eq!(
-            plan(&s, &sh(1..=1), Some(IslandId(7))).unwrap_err(),
-            AllocationError::UnknownIsland(IslandId(7))
-        );
-    }
-
-    #[test]
-    fn shard_on_two_islands_is_refused() {
-        let s = snap(&[(0, &[(1, true, 0)]), (1, &[(1, false, 0)])]);
-        assert!(matches!(
-            plan(&s, &sh(1..=1), None),
-            Err(AllocationError::OnSeveralIslands { .. })
-        ));
+/// The placement of a shard that already has a schema; `None` when it has none.
+fn existing(
+    snapshot: &Snapshot,
+    shard: ShardNo,
+    island: Option<IslandId>,
+) -> Result<Option<Placement>, AllocationError> {
+    let copies = snapshot
+        .shards
+        .get(&shard)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    match copies {
+        [] => Ok(None),
+        [c] => match island.filter(|w| *w != c.island) {
+            Some(wanted) => Err(AllocationError::ExistsElsewhere {
+                shard,
+                on: c.island,
+                wanted,
+            }),
+            None => Ok(Some(Placement::Exists {
+                shard,
+                island: c.island,
+                active: c.active,
+            })),
+        },
+        many => Err(AllocationError::OnSeveralIslands {
+            shard,
+            islands: many.iter().map(|c| c.island).collect(),
+        }),
     }
 }

@@ -136,6 +136,9 @@ impl fmt::Debug for NodeConfig {
 const DEFAULT_USER: &str = "postgres";
 const DEFAULT_DATABASE: &str = "postgres";
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+/// An hour: a longer connect timeout is a typo (seconds taken for milliseconds, say), and
+/// 0 would fail every connection.
+const MAX_CONNECT_TIMEOUT_MS: u64 = 3_600_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,7 +156,7 @@ struct RawConfig {
 struct RawCluster {
     name: Option<String>,
     env_digit: Option<Spanned<i64>>,
-    connect_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +278,22 @@ impl Config {
             }
             None => 1,
         };
+        let connect_timeout = match &raw.cluster.connect_timeout_ms {
+            Some(t) => {
+                let v = *t.get_ref();
+                let ms = u64::try_from(v)
+                    .ok()
+                    .filter(|ms| (1..=MAX_CONNECT_TIMEOUT_MS).contains(ms))
+                    .ok_or_else(|| {
+                        err(
+                            Some(t.span()),
+                            format!("cluster.connect_timeout_ms = {v} is out of range 1..={MAX_CONNECT_TIMEOUT_MS}"),
+                        )
+                    })?;
+                Duration::from_millis(ms)
+            }
+            None => Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+        };
         if raw.island.is_empty() {
             return Err(err(None, "no [[island]] is configured".into()));
         }
@@ -358,11 +377,7 @@ impl Config {
             source,
             name: raw.cluster.name.unwrap_or_else(|| "atoll".to_string()),
             env_digit,
-            connect_timeout: Duration::from_millis(
-                raw.cluster
-                    .connect_timeout_ms
-                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
-            ),
+            connect_timeout,
             islands,
         })
     }
@@ -386,7 +401,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// A host is a name or an IP address; anything that would need quoting in a DSN is refused.
-fn check_host(host: &str) -> Result<(), String> {
+pub(crate) fn check_host(host: &str) -> Result<(), String> {
     let ok = !host.is_empty()
         && host.len() <= 253
         && host

@@ -82,6 +82,8 @@ fn parse_node(s: &str) -> Result<NodeConfig, String> {
     if host.is_empty() {
         return Err(bad("empty host"));
     }
+    // The same rule as in atoll.toml: a name or an address, nothing a DSN would need quoted.
+    crate::config::check_host(host).map_err(|why| bad(&why))?;
     let port: u16 = port
         .parse()
         .ok()

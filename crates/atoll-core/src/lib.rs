@@ -20,6 +20,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod allocation;
+#[cfg(test)]
+mod allocation_tests;
 mod config;
 #[cfg(test)]
 mod config_tests;

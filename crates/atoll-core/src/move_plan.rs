@@ -365,24 +365,42 @@ pub fn backups_to_drop(names: &[String], now_unix_secs: u64, older_than_secs: u6
         .collect()
 }
 
+/// Why an age (`cleanup --older-than`) was refused; the text is quoted as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgeError {
+    /// Not a whole number followed by one unit.
+    #[error("{0:?} is not an age (expected a whole number and a unit s, m, h or d, e.g. 7d, 12h, 30m, 45s, or 0)")]
+    Malformed(String),
+    /// More seconds than fit in 64 bits.
+    #[error("{0:?} is too large an age")]
+    TooLarge(String),
+}
+
 /// Parses a duration like `7d`, `12h`, `30m`, `45s` or `0` into seconds.
-pub fn parse_age(s: &str) -> Result<u64, String> {
+pub fn parse_age(s: &str) -> Result<u64, AgeError> {
     let s = s.trim();
-    let bad = || format!("{s:?} is not an age (expected e.g. 7d, 12h, 30m, 45s)");
     if s == "0" {
         return Ok(0);
     }
-    let split = s.len().checked_sub(1).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
+    let malformed = || AgeError::Malformed(s.to_string());
+    // The unit is the last character, which may be several bytes long (`7µ`).
+    let unit = s.chars().last().ok_or_else(malformed)?;
+    let num = &s[..s.len() - unit.len_utf8()];
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
     let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(malformed()),
     };
-    n.checked_mul(mult).ok_or_else(bad)
+    // Only digits: parsing fails only by overflow.
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| AgeError::TooLarge(s.to_string()))
 }
 
 /// How thoroughly the copies are compared inside the pause.
@@ -396,15 +414,18 @@ pub enum VerifyMode {
     Full,
 }
 
+/// A verify mode that is neither `counts` nor `full`; holds the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a verify mode (expected counts or full)")]
+pub struct UnknownVerifyMode(pub String);
+
 impl FromStr for VerifyMode {
-    type Err = String;
+    type Err = UnknownVerifyMode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "counts" => Ok(VerifyMode::Counts),
             "full" => Ok(VerifyMode::Full),
-            _ => Err(format!(
-                "{s:?} is not a verify mode (expected counts or full)"
-            )),
+            _ => Err(UnknownVerifyMode(s.to_string())),
         }
     }
 }

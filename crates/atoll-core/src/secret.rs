@@ -24,6 +24,10 @@ pub enum SecretError {
     /// The text is not `env:VAR` or `file:PATH` (a plain-text password, or an empty name).
     #[error("a password must be a reference `env:VAR` or `file:PATH`, not plain text")]
     NotAReference,
+    /// The name cannot be meant: a variable name holding `=`, or a name or path holding a
+    /// control character (NUL, a newline); holds the reference, shown escaped.
+    #[error("password reference {0:?}: a variable name cannot hold =, and no name or path a control character such as NUL or a newline")]
+    BadName(String),
     /// The referenced environment variable is not set (or not Unicode); holds the reference.
     #[error("password reference {0}: the environment variable is not set")]
     EnvMissing(String),
@@ -49,7 +53,11 @@ impl SecretRef {
 impl FromStr for SecretRef {
     type Err = SecretError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The operating system takes no such name; refused here rather than when resolved.
+        let bad = || SecretError::BadName(s.to_string());
         match s.split_once(':') {
+            Some(("env", var)) if var.contains('=') || var.contains(char::is_control) => Err(bad()),
+            Some(("file", path)) if path.contains(char::is_control) => Err(bad()),
             Some(("env", var)) if !var.is_empty() => Ok(SecretRef::Env(var.to_string())),
             Some(("file", path)) if !path.is_empty() => Ok(SecretRef::File(path.to_string())),
             _ => Err(SecretError::NotAReference),

@@ -126,7 +126,9 @@ impl FromStr for ShardRange {
     type Err = ShardError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || ShardError::BadRange(s.to_string());
-        let mut out = Vec::new();
+        // Intervals, merged at the end, not a list of every shard of every part: `0-9999`
+        // repeated a million times is ten thousand shards, not ten billion list entries.
+        let mut parts: Vec<(u16, u16)> = Vec::new();
         for part in s.split(',') {
             let part = part.trim();
             let (lo, hi) = match part.split_once('-') {
@@ -144,9 +146,16 @@ impl FromStr for ShardRange {
             if lo > hi {
                 return Err(bad());
             }
-            out.extend((lo.0..=hi.0).map(ShardNo));
+            parts.push((lo.0, hi.0));
         }
-        Ok(ShardRange::from_shards(out))
+        parts.sort_unstable();
+        let mut out: Vec<ShardNo> = Vec::new();
+        for (lo, hi) in parts {
+            // Sorted by start: only the part past the last shard taken is new.
+            let from = out.last().map_or(lo, |last| lo.max(last.0 + 1));
+            out.extend((from..=hi).map(ShardNo));
+        }
+        Ok(ShardRange(out))
     }
 }
 

@@ -107,6 +107,17 @@ pub async fn run_step(
         Direction::Up => &m.up,
         Direction::Down => &m.dn,
     };
+    // The file was split and checked with standard_conforming_strings on; the server must
+    // lex it alike, and an earlier file on this connection may have switched it off (a SET
+    // outlives its transaction). On its own round trip: a SET in the batch itself would
+    // come after the server lexed the whole batch.
+    client
+        .batch_execute("set standard_conforming_strings = on")
+        .await
+        .map_err(|e| StepError {
+            file: file.file.clone(),
+            msg: pg_message(&e),
+        })?;
     let mut attempt = 0;
     loop {
         let r = match &file.mode {

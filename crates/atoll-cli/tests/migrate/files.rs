@@ -20,3 +20,26 @@ fn malformed_names_apply_nothing() {
     assert!(err.contains(V2), "{err}");
     assert_eq!(env.applied(V1), 0);
 }
+
+const V20: &str = "20240101000200.strings_off.sh";
+const V21: &str = "20240101000210.hidden_commit.sh";
+
+/// Each file is lexed by the server as atoll split it, with standard_conforming_strings on,
+/// even after an earlier file switched it off on the same connection: else `'\''` is a
+/// quote for the server, and the `commit` atoll saw inside a string runs.
+#[test]
+fn an_earlier_file_cannot_change_how_a_file_is_lexed() {
+    let env = fresh();
+    env.write(V20, "set standard_conforming_strings = off;", "select 1;");
+    env.write(
+        V21,
+        "select '\\''; commit; --'\ncreate table leaked (id int);\nselect 1 / 0;",
+        "select 1;",
+    );
+    let (code, report) = env.migrate_json(&["apply", "--parallelism", "1"]);
+    assert_eq!(code, 1, "{report}");
+    assert!(env.applied(V20) >= 1, "{report}");
+    assert_eq!(env.applied(V21), 0, "{report}");
+    let leaked = env.sum("select count(*) from pg_class where relname = 'leaked'");
+    assert_eq!(leaked, 0, "{report}");
+}

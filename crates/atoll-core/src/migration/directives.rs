@@ -59,15 +59,16 @@ impl Directives {
             }
             seen.push(name);
             let value = value.trim();
+            let shown = super::shown(value);
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(format!(
+                    "{name}={shown}: the value must be a non-negative integer"
+                )));
+            }
+            // Only digits: parsing fails only by overflow.
             let number: u64 = value
                 .parse()
-                .ok()
-                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "{name}={value}: the value must be a non-negative integer"
-                    ))
-                })?;
+                .map_err(|_| bad(format!("{name}={shown}: the value is too large")))?;
             let limit = (number > 0).then(|| usize::try_from(number).unwrap_or(usize::MAX));
             match name {
                 "$parallelism_per_host" => d.parallelism_per_host = limit,

@@ -118,7 +118,8 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         why,
     };
     let directives = Directives::parse(file, &sql)?;
-    let stmts = statements(&sql);
+    // PostgreSQL refuses the whole file then; saying where beats its message at run time.
+    let stmts = statements(&sql).map_err(|e| bad(e.to_string()))?;
     // The file runs in one transaction with its version row: a COMMIT inside would record
     // the version apart from (part of) the change.
     if let Some(s) = stmts.iter().find(|s| s.transaction_control().is_some()) {
@@ -172,8 +173,8 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
 fn short(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     match line.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &line[..i]),
-        None => line.to_string(),
+        Some((i, _)) => format!("{}...", super::shown(&line[..i])),
+        None => super::shown(line).into_owned(),
     }
 }
 

@@ -5,6 +5,9 @@
 
 mod directives;
 mod files;
+mod lexer;
+#[cfg(test)]
+mod lexer_tests;
 mod plan;
 mod reindex_names;
 mod signature;
@@ -22,12 +25,23 @@ pub use plan::{
 pub use signature::{group_signatures, SignatureGroup};
 
 use crate::island::IslandId;
+use std::borrow::Cow;
+
+/// `text` as an error shows it: as is, or escaped when it holds a control character (a
+/// file name with a newline, a line with a carriage return), so the error stays one line.
+pub(crate) fn shown(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(text.escape_debug().to_string())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
 
 /// Why a migration directory or plan is refused. Each message names the file or schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigrationError {
     /// A file name does not follow `<version>.<name>.<target>.up.sql` / `.dn.sql`.
-    #[error("migration file {file}: {why}")]
+    #[error("migration file {}: {why}", shown(file))]
     BadFileName {
         /// The file name.
         file: String,

@@ -3,7 +3,12 @@
 //! `CREATE/DROP INDEX CONCURRENTLY` (which cannot run inside a transaction).
 //!
 //! Comments, string literals, quoted identifiers and dollar-quoted bodies are skipped, so a
-//! `DROP TABLE` inside a function body or a comment is not mistaken for a statement.
+//! `DROP TABLE` inside a function body or a comment is not mistaken for a statement, and
+//! what PostgreSQL reads as a statement is one here (`name'a\'; commit; --'` holds a
+//! `COMMIT`).
+
+use super::lexer::Lexer;
+pub use super::lexer::{Opened, Unterminated};
 
 /// One lexical token of a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,159 +32,12 @@ pub struct Statement {
     pub tokens: Vec<Token>,
 }
 
-/// Splits SQL into statements at top-level semicolons; empty statements are dropped. The
-/// semicolons inside a SQL-standard function body (`BEGIN ATOMIC ... END`) are not
-/// top-level.
-// One lexer loop: quotes, dollar quotes, comments and BEGIN ATOMIC depth share its state,
-// and splitting it would scatter that state over several functions.
-pub fn statements(sql: &str) -> Vec<Statement> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut out = Vec::new();
-    let mut tokens: Vec<Token> = Vec::new();
-    // Open `BEGIN ATOMIC` bodies, and open `CASE`s inside them (whose END is not the body's).
-    let mut atomic = 0usize;
-    let mut cases = 0usize;
-    let mut start = 0;
-    let mut i = 0;
-    let mut flush = |from: usize, to: usize, tokens: &mut Vec<Token>| {
-        let text: String = chars[from..to]
-            .iter()
-            .collect::<String>()
-            .trim()
-            .to_string();
-        if !tokens.is_empty() {
-            out.push(Statement {
-                text,
-                tokens: std::mem::take(tokens),
-            });
-        }
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            ';' if atomic > 0 => i += 1,
-            ';' => {
-                flush(start, i, &mut tokens);
-                start = i + 1;
-                i += 1;
-            }
-            '-' if next == Some('-') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '/' if next == Some('*') => {
-                // Block comments nest in PostgreSQL.
-                let mut depth = 0;
-                while i < chars.len() {
-                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            '\'' => {
-                let escapes = i > 0 && matches!(chars[i - 1], 'e' | 'E');
-                i = skip_quoted(&chars, i, '\'', escapes);
-                tokens.push(Token::Literal);
-            }
-            '"' => {
-                let end = skip_quoted(&chars, i, '"', false);
-                let inner: String = chars[i + 1..end.saturating_sub(1).max(i + 1)]
-                    .iter()
-                    .collect();
-                tokens.push(Token::Quoted(inner.replace("\"\"", "\"")));
-                i = end;
-            }
-            '$' if dollar_tag(&chars, i).is_some() => {
-                let tag = dollar_tag(&chars, i).unwrap_or_default();
-                let body = i + tag.len();
-                i = find(&chars, body, &tag).map_or(chars.len(), |p| p + tag.len());
-                tokens.push(Token::Literal);
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                let from = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
-                {
-                    i += 1;
-                }
-                // `E'...'`: the E is a prefix of the literal, not a word.
-                if i - from == 1 && matches!(c, 'e' | 'E') && chars.get(i) == Some(&'\'') {
-                    continue;
-                }
-                let w = chars[from..i].iter().collect::<String>().to_uppercase();
-                match w.as_str() {
-                    "ATOMIC" if tokens.last() == Some(&Token::Word("BEGIN".into())) => atomic += 1,
-                    "CASE" if atomic > 0 => cases += 1,
-                    "END" if atomic > 0 && cases > 0 => cases -= 1,
-                    "END" if atomic > 0 => atomic -= 1,
-                    _ => {}
-                }
-                tokens.push(Token::Word(w));
-            }
-            c if c.is_ascii_digit() => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                tokens.push(Token::Literal);
-            }
-            c if c.is_whitespace() => i += 1,
-            c => {
-                tokens.push(Token::Punct(c));
-                i += 1;
-            }
-        }
-    }
-    flush(start, chars.len(), &mut tokens);
-    out
-}
-
-/// Index just past a literal or identifier quoted with `q` that starts at `i`.
-fn skip_quoted(chars: &[char], mut i: usize, q: char, backslash: bool) -> usize {
-    i += 1;
-    while i < chars.len() {
-        if backslash && chars[i] == '\\' {
-            i += 2;
-            continue;
-        }
-        if chars[i] == q {
-            if chars.get(i + 1) == Some(&q) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    chars.len()
-}
-
-/// `$tag$` or `$$` starting at `i`, if that is what is there.
-fn dollar_tag(chars: &[char], i: usize) -> Option<String> {
-    let mut j = i + 1;
-    while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
-        j += 1;
-    }
-    if chars.get(j) == Some(&'$') && !chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
-        Some(chars[i..=j].iter().collect())
-    } else {
-        None
-    }
-}
-
-fn find(chars: &[char], from: usize, needle: &str) -> Option<usize> {
-    let n: Vec<char> = needle.chars().collect();
-    (from..chars.len().saturating_sub(n.len() - 1)).find(|&p| chars[p..p + n.len()] == n[..])
+/// Splits SQL into statements at top-level semicolons, lexed as PostgreSQL lexes them
+/// (`lexer.rs`); empty statements are dropped. The semicolons inside a SQL-standard
+/// function body (`CREATE FUNCTION ... BEGIN ATOMIC ... END`) are not top-level. A string,
+/// quoted identifier, dollar quote or comment left open is refused, as PostgreSQL refuses it.
+pub fn statements(sql: &str) -> Result<Vec<Statement>, Unterminated> {
+    Lexer::new(sql).statements()
 }
 
 impl Statement {
@@ -346,7 +204,7 @@ impl Statement {
             i += 2;
         }
         let name = match self.tokens.get(i) {
-            Some(Token::Word(w)) if !(create && w == "ON") => Some(w.to_lowercase()),
+            Some(Token::Word(w)) if !(create && w == "ON") => Some(w.to_ascii_lowercase()),
             Some(Token::Quoted(q)) => Some(q.clone()),
             _ => None,
         };
@@ -382,7 +240,7 @@ impl Statement {
             i += 1;
         }
         let ident = |t: Option<&Token>| match t {
-            Some(Token::Word(w)) => Some(w.to_lowercase()),
+            Some(Token::Word(w)) => Some(w.to_ascii_lowercase()),
             Some(Token::Quoted(q)) => Some(q.clone()),
             _ => None,
         };

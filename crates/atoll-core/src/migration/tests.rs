@@ -227,7 +227,12 @@ fn unsafe_statements_need_consent() {
 
 #[test]
 fn unsafe_detection() {
-    let reason = |sql: &str| statements(sql).iter().find_map(|s| s.unsafe_reason());
+    let reason = |sql: &str| {
+        statements(sql)
+            .unwrap()
+            .iter()
+            .find_map(|s| s.unsafe_reason())
+    };
     assert_eq!(reason("DROP TABLE users").as_deref(), Some("DROP TABLE"));
     assert_eq!(
         reason("drop schema x cascade").as_deref(),
@@ -283,7 +288,8 @@ fn splits_statements_around_quotes_comments_and_dollar_bodies() {
         "select ';'; /* a; /* nested; */ b */ select \"x;y\";\n\
          create function f() returns int language sql as $body$ select 1; $body$;\n\
          select E'it\\'s;'; -- trailing; comment\n ;;",
-    );
+    )
+    .unwrap();
     let texts: Vec<&str> = st.iter().map(|s| s.text.as_str()).collect();
     assert_eq!(texts.len(), 4, "{texts:?}");
     assert_eq!(texts[0], "select ';'");
@@ -410,7 +416,12 @@ fn files_edited_after_apply_are_reported() {
 
 #[test]
 fn unsafe_detection_covers_every_destructive_statement() {
-    let reason = |sql: &str| statements(sql).iter().find_map(|s| s.unsafe_reason());
+    let reason = |sql: &str| {
+        statements(sql)
+            .unwrap()
+            .iter()
+            .find_map(|s| s.unsafe_reason())
+    };
     for (sql, want) in [
         ("drop sequence s", "DROP SEQUENCE"),
         ("drop view v", "DROP VIEW"),
@@ -481,7 +492,7 @@ fn transaction_control_in_a_file_is_refused() {
     // A SQL-standard function body holds semicolons and ends with END: one statement.
     let atomic = "create function f(x int) returns int language sql begin atomic \
                   select case when x > 0 then 1 else 0 end; select 2; end; select 1;";
-    assert_eq!(statements(atomic).len(), 2);
+    assert_eq!(statements(atomic).unwrap().len(), 2);
     assert!(MigrationSet::parse(pair(A, atomic)).is_ok());
 }
 
