@@ -6,7 +6,7 @@ mod common;
 use atoll_core::move_plan::MoveStep;
 use atoll_core::IslandId;
 use atoll_move::{MoveError, MoveOptions};
-use common::{assert_settled, discover, master, setup, shard};
+use common::{active_on, assert_settled, discover, master, resume, setup, shard};
 use std::time::Duration;
 
 const ROWS: i64 = 100;
@@ -95,16 +95,6 @@ async fn stop_after_switch(config: &atoll_core::Config, s: atoll_core::ShardNo, 
         matches!(stopped, Err(MoveError::Stopped { .. })),
         "{stopped:?}"
     );
-}
-
-/// The islands on which `s` is active.
-async fn active_on(config: &atoll_core::Config, s: atoll_core::ShardNo) -> Vec<IslandId> {
-    let snap = discover(config).await;
-    snap.shards[&s]
-        .iter()
-        .filter(|c| c.active)
-        .map(|c| c.island)
-        .collect()
 }
 
 async fn interrupted_abort() {
@@ -219,20 +209,4 @@ async fn interrupted_abort() {
         .await
         .unwrap();
     assert_settled(&config, s, from, Some(ROWS)).await;
-}
-
-/// Resumes the unfinished move of `s` with the default options, on a fresh snapshot.
-async fn resume(
-    config: &atoll_core::Config,
-    s: atoll_core::ShardNo,
-) -> Result<atoll_move::MoveReport, MoveError> {
-    let snap = discover(config).await;
-    atoll_move::resume_move(
-        config,
-        &snap,
-        Some(s),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await
 }

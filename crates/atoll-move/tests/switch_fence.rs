@@ -9,7 +9,7 @@ use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, ShardNo};
 use atoll_move::{MoveError, MoveOptions};
 use atoll_testkit::fault_proxy::{Cut, FaultProxy};
-use common::{assert_settled, discover, master, setup, shard};
+use common::{active_on, assert_settled, discover, master, resume, setup, shard};
 use std::time::{Duration, Instant};
 
 const ROWS: i64 = 100;
@@ -148,28 +148,6 @@ async fn start_with(
     };
     let snap = discover(config).await;
     atoll_move::start_move(config, &snap, s, TO, &opts, atoll_move::no_progress()).await
-}
-
-async fn resume(config: &Config, s: ShardNo) -> Result<atoll_move::MoveReport, MoveError> {
-    let snap = discover(config).await;
-    atoll_move::resume_move(
-        config,
-        &snap,
-        Some(s),
-        &MoveOptions::default(),
-        atoll_move::no_progress(),
-    )
-    .await
-}
-
-/// The islands on which `s` is active.
-async fn active_on(config: &Config, s: ShardNo) -> Vec<IslandId> {
-    let snap = discover(config).await;
-    snap.shards[&s]
-        .iter()
-        .filter(|c| c.active)
-        .map(|c| c.island)
-        .collect()
 }
 
 /// Waits until a session waits on a lock in a statement starting with `prefix`.

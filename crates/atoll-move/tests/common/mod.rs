@@ -200,3 +200,29 @@ pub async fn security_fingerprint(c: &tokio_postgres::Client, sc: &str) -> Vec<S
     .map(|r| r.get(0))
     .collect()
 }
+
+/// Resumes the unfinished move of `s` with the default options, on a fresh snapshot.
+pub async fn resume(
+    config: &Config,
+    s: ShardNo,
+) -> Result<atoll_move::MoveReport, atoll_move::MoveError> {
+    let snap = discover(config).await;
+    atoll_move::resume_move(
+        config,
+        &snap,
+        Some(s),
+        &atoll_move::MoveOptions::default(),
+        atoll_move::no_progress(),
+    )
+    .await
+}
+
+/// The islands on which `s` is active, as a fresh discovery sees them.
+pub async fn active_on(config: &Config, s: ShardNo) -> Vec<IslandId> {
+    let snap = discover(config).await;
+    snap.shards[&s]
+        .iter()
+        .filter(|c| c.active)
+        .map(|c| c.island)
+        .collect()
+}
