@@ -83,6 +83,7 @@ async fn tls_cluster() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0));
+    islands_env_carries_tls(node).await;
 
     // The CLI.
     let cli = tc.cli(BIN);
@@ -172,6 +173,35 @@ async fn tls_cluster() {
         .get(0);
     assert_eq!(n, 500);
     eprintln!("tls scenario done in {:?}", t0.elapsed());
+}
+
+/// `ATOLL_ISLANDS` with `?sslmode=verify-full&sslrootcert=` connects encrypted; without
+/// them (plain text) the hostssl-only server refuses.
+async fn islands_env_carries_tls(node: &atoll_core::NodeConfig) {
+    assert!(node.password.is_none(), "the sandbox trusts loopback");
+    let ca = node.tls.root_cert.clone().unwrap();
+    let base = format!(
+        "0={}@{}:{}/{}",
+        node.user, node.host, node.port, node.database
+    );
+    let tls = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let from_env = atoll_core::Config::from_islands_env(&tls).unwrap();
+    let c = atoll_pg::connect(&from_env.islands[0].nodes[0])
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    let plain = atoll_core::Config::from_islands_env(&base).unwrap();
+    let e = atoll_pg::connect(&plain.islands[0].nodes[0])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no encryption"), "{e}");
 }
 
 /// Another self-signed CA as `sslrootcert`: `status` and `move` fail with one line naming

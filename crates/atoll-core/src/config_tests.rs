@@ -117,6 +117,15 @@ fn islands_env() {
     assert_eq!(c.islands.len(), 2);
     assert_eq!(c.islands[0].nodes[1].to_string(), "app@h2:5433/db");
     assert_eq!(c.islands[1].nodes[0].to_string(), "postgres@h3:1/postgres");
+    assert_eq!(c.islands[0].nodes[0].tls, crate::TlsConfig::default());
+    let c = Config::from_islands_env("0=h:1/db?sslmode=verify-full&sslrootcert=/ca.crt").unwrap();
+    let node = &c.islands[0].nodes[0];
+    assert_eq!(node.database, "db");
+    assert_eq!(node.tls.mode, crate::SslMode::VerifyFull);
+    assert_eq!(
+        node.tls.root_cert.as_deref(),
+        Some(std::path::Path::new("/ca.crt"))
+    );
     for (bad, what) in [
         ("0=h:5432;0=h:5433", "listed twice"),
         ("0=h", "missing port"),
@@ -125,6 +134,11 @@ fn islands_env() {
         ("0=h:1,h:1", "listed twice"),
         ("", "no island"),
         ("0=@h:1", "empty user"),
+        ("0=h:1?sslmode=verify-ca", "needs sslrootcert"),
+        ("0=h:1?sslmode=fast", "is not one of"),
+        ("0=h:1?sslmode=require&sslmode=disable", "given twice"),
+        ("0=h:1?password=x", "unknown key \"password\""),
+        ("0=h:1?sslmode", "not KEY=VALUE"),
     ] {
         let e = Config::from_islands_env(bad).unwrap_err().to_string();
         assert!(

@@ -1,7 +1,9 @@
 //! `ATOLL_ISLANDS`: a one-line cluster description for developers, e.g.
 //! `0=127.0.0.1:5432,127.0.0.1:5433;1=app@db2:5432/app`.
 //!
-//! Islands are separated by `;`, nodes by `,`; a node is `[user@]host:port[/database]`.
+//! Islands are separated by `;`, nodes by `,`; a node is
+//! `[user@]host:port[/database][?sslmode=MODE[&sslrootcert=PATH]]` (the TLS keys and
+//! meanings of `atoll.toml`; a relative CA path is taken from the working directory).
 //! Passwords cannot be given here (they would sit in plain text in the environment);
 //! use `atoll.toml` with `env:`/`file:` references for that.
 
@@ -67,11 +69,18 @@ impl Config {
 }
 
 fn parse_node(s: &str) -> Result<NodeConfig, String> {
-    let bad = |why: &str| format!("node {s:?}: {why} (expected [user@]host:port[/database])");
-    let (user, rest) = match s.split_once('@') {
+    let bad = |why: &str| {
+        format!("node {s:?}: {why} (expected [user@]host:port[/database][?sslmode=MODE&sslrootcert=PATH])")
+    };
+    let (s_node, query) = match s.split_once('?') {
+        Some((n, q)) => (n, Some(q)),
+        None => (s, None),
+    };
+    let tls = parse_tls(query).map_err(|why| bad(&why))?;
+    let (user, rest) = match s_node.split_once('@') {
         Some((u, r)) if !u.is_empty() => (u.to_string(), r),
         Some(_) => return Err(bad("empty user")),
-        None => ("postgres".to_string(), s),
+        None => ("postgres".to_string(), s_node),
     };
     let (addr, database) = match rest.split_once('/') {
         Some((a, d)) if !d.is_empty() => (a, d.to_string()),
@@ -95,6 +104,29 @@ fn parse_node(s: &str) -> Result<NodeConfig, String> {
         user,
         database,
         password: None,
-        tls: crate::TlsConfig::default(),
+        tls,
     })
+}
+
+/// The `sslmode=…&sslrootcert=…` after a node's `?`; each key at most once, no other key.
+fn parse_tls(query: Option<&str>) -> Result<crate::TlsConfig, String> {
+    let (mut mode, mut root) = (None, None);
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))?;
+        let slot = match key {
+            "sslmode" => &mut mode,
+            "sslrootcert" => &mut root,
+            other => {
+                return Err(format!(
+                    "unknown key {other:?} (only sslmode and sslrootcert can follow '?')"
+                ))
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("{key} is given twice"));
+        }
+    }
+    crate::TlsConfig::resolve(mode, root, (None, None), None)
 }

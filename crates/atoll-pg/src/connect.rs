@@ -55,13 +55,7 @@ pub async fn connect_as(
         msg,
     };
     let cfg = pg_config(node, application_name, timeout)?;
-    let connector = tls_connector(&node.tls).map_err(|e| err(e.to_string()))?;
-    let connecting = cfg.connect(connector);
-    let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(err(describe_connect(node, &e))),
-        Err(_) => return Err(err(format!("connect timed out after {timeout:?}"))),
-    };
+    let (client, connection) = open(node, &cfg, timeout).await.map_err(err)?;
     let name = node.to_string();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -69,6 +63,33 @@ pub async fn connect_as(
         }
     });
     Ok(client)
+}
+
+/// Connects with `cfg` within `timeout`, TLS as the node's `sslmode` says; the caller drives
+/// the connection. The one place a session is opened, so every connection (pools aside,
+/// which deadpool opens with the same `pg_config` and connector) negotiates TLS alike.
+/// `prefer` does not retry in plain text after a failed handshake (libpq does): a server
+/// that offers TLS and then fails it is reported, not silently downgraded.
+pub(crate) async fn open(
+    node: &NodeConfig,
+    cfg: &tokio_postgres::Config,
+    timeout: Duration,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<
+            tokio_postgres::Socket,
+            impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        >,
+    ),
+    String,
+> {
+    let connector = tls_connector(&node.tls).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, cfg.connect(connector)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(describe_connect(node, &e)),
+        Err(_) => Err(format!("connect timed out after {timeout:?}")),
+    }
 }
 
 /// The driver's message, and for a refused certificate the settings it was checked with

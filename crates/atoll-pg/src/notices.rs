@@ -219,15 +219,9 @@ async fn session(
         Ok(c) => c,
         Err(e) => return e.to_string(),
     };
-    // The node's TLS settings, as for every other connection (see `crate::tls`).
-    let connector = match crate::tls::tls_connector(&node.tls) {
-        Ok(c) => c,
-        Err(e) => return e.to_string(),
-    };
-    let (client, connection) = match tokio::time::timeout(bound, cfg.connect(connector)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return crate::connect::describe_connect(node, &e),
-        Err(_) => return format!("connect timed out after {bound:?}"),
+    let (client, connection) = match crate::connect::open(node, &cfg, bound).await {
+        Ok(pair) => pair,
+        Err(e) => return e,
     };
     let (_driver, mut rx) = drive(connection);
     let listen_sql = format!("listen {}", atoll_core::quote::ident(CHANNEL));
