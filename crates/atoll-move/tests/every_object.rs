@@ -55,7 +55,7 @@ async fn scenario() {
     }
     m0.batch_execute(FIXTURE).await.unwrap();
 
-    foreign_key_to_a_missing_table_is_refused(&config, &m0, &m1).await;
+    other_schemas_and_large_objects_are_refused(&config, &m0, &m1).await;
     there_and_back(&config, &m0, &m1).await;
     identity_is_restored_after_abort_and_resume(&config, &m0, &m1).await;
 }
@@ -142,8 +142,9 @@ async fn there_and_back(config: &Config, m0: &Client, m1: &Client) {
     assert_eq!(data(m0, &schema).await, rows, "rows after the move back");
 }
 
-/// Item 3: a foreign key to a table only the source island has.
-async fn foreign_key_to_a_missing_table_is_refused(config: &Config, m0: &Client, m1: &Client) {
+/// Item 3: a foreign key to a table only the source island has is refused before anything
+/// is created; item 1: large objects and extensions in the schema are refused by name.
+async fn other_schemas_and_large_objects_are_refused(config: &Config, m0: &Client, m1: &Client) {
     m0.batch_execute(
         "create schema only_here;
          create table only_here.things (id int primary key);
@@ -175,6 +176,37 @@ async fn foreign_key_to_a_missing_table_is_refused(config: &Config, m0: &Client,
         .await
         .unwrap()
         .is_empty());
+
+    // Item 1: a large object column (here the `lo` extension's domain over oid) and an
+    // extension installed in the shard's schema are refused by name.
+    m0.batch_execute(
+        "drop table sh0003.refs;
+         create extension lo schema public;
+         create table sh0003.files (id int primary key, body public.lo);",
+    )
+    .await
+    .unwrap();
+    let e = start(config, shard(3), B, &MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(check_of(&e), "unsupported_object", "{e}");
+    assert!(
+        e.to_string()
+            .contains("large object column sh0003.files.body"),
+        "{e}"
+    );
+    m0.batch_execute("drop table sh0003.files; create extension citext schema sh0003")
+        .await
+        .unwrap();
+    let e = start(config, shard(3), B, &MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(check_of(&e), "unsupported_object", "{e}");
+    assert!(
+        e.to_string()
+            .contains("extension citext installed in sh0003"),
+        "{e}"
+    );
 }
 
 /// Item 4: `FULL` is set for the move and undone by an abort, and after a kill past the

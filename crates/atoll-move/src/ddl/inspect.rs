@@ -148,8 +148,8 @@ async fn strings(db: &Db, sql: &str, ns_oid: u32) -> Result<Vec<String>, MoveErr
 }
 
 /// What this move cannot copy, each named with its reason: the tables logical
-/// replication cannot publish, foreign tables (their server is outside the schema) and
-/// large objects (they live in `pg_largeobject`, outside every schema, and logical
+/// replication cannot publish, foreign tables (their server is outside the schema),
+/// extensions installed in the schema, and large objects (they live in `pg_largeobject`, outside every schema, and logical
 /// replication does not carry them: an `oid`/`lo` column would arrive pointing nowhere).
 async fn unsupported(db: &Db, schema: &str, ns_oid: u32) -> Result<Vec<String>, MoveError> {
     let mut out = Vec::new();
@@ -187,6 +187,19 @@ async fn unsupported(db: &Db, schema: &str, ns_oid: u32) -> Result<Vec<String>, 
         let (table, column, typ): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         out.push(format!(
             "large object column {schema}.{table}.{column} ({typ}): large objects live outside the schema (pg_largeobject) and logical replication does not carry them; store the bytes in a bytea column"
+        ));
+    }
+    // `pg_dump --schema` leaves extensions out: their objects would be missing.
+    for r in db
+        .query(
+            "select extname::text from pg_extension where extnamespace = $1 order by 1",
+            &[&ns_oid],
+        )
+        .await?
+    {
+        out.push(format!(
+            "extension {} installed in {schema} (an extension is not part of a schema's copy; install it in another schema, such as public, on every island)",
+            r.get::<_, String>(0)
         ));
     }
     Ok(out)
