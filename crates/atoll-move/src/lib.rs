@@ -1,10 +1,11 @@
 //! Moving atoll microshards between islands while the application keeps writing, with
-//! PostgreSQL's logical replication orchestrated from Rust (no psql, pg_dump or shell);
+//! PostgreSQL's logical replication orchestrated from Rust (no psql or shell; the schema's
+//! DDL comes from `pg_dump --schema-only`, PostgreSQL's own account of a schema);
 //! rebalancing islands by running planned moves in parallel; dropping the backups that
 //! moves leave behind.
 //!
 //! A move ([`start_move`]): safety checks; the schema created on the destination from the
-//! source's catalogs with primary keys only; a publication on the source and a subscription
+//! source's dump with primary keys only; a publication on the source and a subscription
 //! copying the data on the destination; secondary indexes and constraints after the copy;
 //! catch-up; a short write-blocking window in which the destination is proven to have
 //! applied everything, sequences are copied and the copies are compared; then the shard is

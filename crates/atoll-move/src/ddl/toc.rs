@@ -39,14 +39,12 @@ fn parse_line(line: &str) -> Option<TocEntry> {
 /// (policies and `ENABLE ROW LEVEL SECURITY`, comments on policies, the schema's default
 /// privileges); replication objects are never dumped (`--no-publications`).
 fn skipped(e: &TocEntry) -> bool {
-    const SKIP: [&str; 5] = [
-        "SCHEMA ",
-        "POLICY ",
-        "ROW SECURITY ",
-        "DEFAULT ACL ",
-        "COMMENT - POLICY ",
-    ];
-    SKIP.iter().any(|p| e.rest.starts_with(p))
+    const SKIP: [&str; 4] = ["SCHEMA ", "POLICY ", "ROW SECURITY ", "DEFAULT ACL "];
+    // `COMMENT <schema or -> POLICY <name> ON <table> <owner>`.
+    let mut words = e.rest.split(' ');
+    let comment_on_policy =
+        words.next() == Some("COMMENT") && words.nth(1).is_some_and(|w| w == "POLICY");
+    comment_on_policy || SKIP.iter().any(|p| e.rest.starts_with(p))
 }
 
 /// The `--use-list` texts of the two restores: the pre-data section plus the primary keys
@@ -142,7 +140,8 @@ mod tests {
 3207; 2620 16392 TRIGGER sh0001 t touch postgres
 3208; 3256 16393 POLICY sh0001 t readers postgres
 3209; 0 0 ROW SECURITY sh0001 t postgres
-3210; 0 0 COMMENT - POLICY readers ON t postgres
+3210; 0 0 COMMENT sh0001 POLICY readers ON t postgres
+3212; 0 0 COMMENT sh0001 TRIGGER touch ON t postgres
 3211; 1259 16395 INDEX sh0001 t_ident postgres
 ";
 
@@ -172,6 +171,7 @@ mod tests {
             after,
             "3206; 1259 16391 INDEX sh0001 t_note_idx postgres
 3207; 2620 16392 TRIGGER sh0001 t touch postgres
+3212; 0 0 COMMENT sh0001 TRIGGER touch ON t postgres
 "
         );
     }
