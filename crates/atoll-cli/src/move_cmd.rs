@@ -154,7 +154,7 @@ fn render_report(r: &MoveReport) -> String {
     if !r.replica_identity_full.is_empty() {
         let _ = writeln!(
             out,
-            "replica identity FULL during the move, restored: {}",
+            "replica identity FULL during the move (updates and deletes on these tables scanned them on the destination while it caught up), restored after the switch: {}",
             r.replica_identity_full.join(", ")
         );
     }
