@@ -107,11 +107,10 @@ struct Tools {
 
 impl Tools {
     async fn find(shard: ShardNo, server_major: u32) -> Result<Tools, MoveError> {
-        let mut looked = Vec::new();
+        let mut too_old = Vec::new();
         for dir in candidate_dirs() {
             let pg_dump = dir.join("pg_dump");
             if !pg_dump.is_file() {
-                looked.push(dir.display().to_string());
                 continue;
             }
             let out = Command::new(&pg_dump).arg("--version").output().await;
@@ -125,20 +124,13 @@ impl Tools {
                         pg_dump,
                     })
                 }
-                v => looked.push(format!(
-                    "{} (version {})",
-                    pg_dump.display(),
-                    v.map_or("unknown".to_string(), |v| v.to_string())
-                )),
+                v => too_old.push((pg_dump, v)),
             }
         }
         Err(MoveError::Unsafe {
             shard,
             check: "pg_dump",
-            detail: format!(
-                "the schema is copied with pg_dump, which must be of major version {server_major} or newer (the source server's); found none in {}; install it or point ${PG_BIN_ENV} at its directory",
-                looked.join(", ")
-            ),
+            detail: no_pg_dump(server_major, &too_old),
         })
     }
 
@@ -165,6 +157,27 @@ impl Tools {
         }
         Ok(c)
     }
+}
+
+/// Why no `pg_dump` will do: none found, or each one found with its version.
+fn no_pg_dump(server_major: u32, found: &[(PathBuf, Option<u32>)]) -> String {
+    let found = if found.is_empty() {
+        "none was found".to_string()
+    } else {
+        let list: Vec<String> = found
+            .iter()
+            .map(|(p, v)| {
+                let v = v.map_or("of an unknown version".to_string(), |v| {
+                    format!("version {v}")
+                });
+                format!("{} is {v}", p.display())
+            })
+            .collect();
+        list.join(", ")
+    };
+    format!(
+        "the schema is copied with pg_dump, which must be of major version {server_major} (the source server's) or newer: {found} (looked in ${PG_BIN_ENV}, PATH, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin); install it or point ${PG_BIN_ENV} at its directory"
+    )
 }
 
 /// Where the binaries may be, in the order they are tried.
@@ -211,5 +224,34 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_old_pg_dump_is_named_with_its_version() {
+        let none = no_pg_dump(16, &[]);
+        assert!(
+            none.contains("major version 16") && none.contains("none was found"),
+            "{none}"
+        );
+        assert!(
+            none.contains("$ATOLL_PG_BIN") && !none.contains('\n'),
+            "{none}"
+        );
+        let old = no_pg_dump(
+            17,
+            &[
+                (PathBuf::from("/usr/bin/pg_dump"), Some(15)),
+                (PathBuf::from("/opt/pg_dump"), None),
+            ],
+        );
+        assert!(
+            old.contains("/usr/bin/pg_dump is version 15, /opt/pg_dump is of an unknown version"),
+            "{old}"
+        );
     }
 }
