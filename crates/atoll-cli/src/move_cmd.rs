@@ -43,6 +43,11 @@ pub struct MoveArgs {
     /// Refuse when a destination replica lags more than this many bytes
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_replica_lag: u64,
+    /// Move tables without a primary key or replica identity by giving them REPLICA
+    /// IDENTITY FULL for the move (restored after the switch or an abort; updates and
+    /// deletes on them then scan the table on the destination while the move catches up)
+    #[arg(long, requires = "to")]
+    pub replica_identity_full: bool,
     #[command(flatten)]
     pub hook: TestHook,
 }
@@ -54,6 +59,7 @@ impl MoveArgs {
             verify_in_pause: self.verify_in_pause,
             clean_leftovers: self.clean_leftovers,
             max_replica_lag_bytes: self.max_replica_lag,
+            replica_identity_full: self.replica_identity_full,
             ..MoveOptions::default()
         };
         self.hook.apply(&cluster.config, opts)
@@ -145,6 +151,13 @@ fn render_report(r: &MoveReport) -> String {
         r.pause_ms,
         r.verify
     );
+    if !r.replica_identity_full.is_empty() {
+        let _ = writeln!(
+            out,
+            "replica identity FULL during the move (updates and deletes on these tables scanned them on the destination while it caught up), restored after the switch: {}",
+            r.replica_identity_full.join(", ")
+        );
+    }
     if let Some(b) = &r.backup_schema {
         let _ = writeln!(
             out,

@@ -27,10 +27,37 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
         .unwrap();
     let to = (1 - home).to_string();
 
+    // A table without a primary key (issue 9, item 4): refused naming both ways out, then
+    // moved with --replica-identity-full, which the resume knows from the move's record.
+    let port = sb
+        .islands()
+        .iter()
+        .find(|i| u64::from(i.id) == home)
+        .unwrap()
+        .nodes[0]
+        .port;
+    sb.psql(
+        port,
+        "create table sh0001.keyless (v int); insert into sh0001.keyless values (1)",
+    )
+    .unwrap();
+    let out = atoll(&sb, &["move", "--shard", "1", "--to", &to], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for needle in ["sh0001.keyless", "--replica-identity-full", "primary key"] {
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+
     // Killed after `subscribed`, listed, then resumed.
     let out = atoll(
         &sb,
-        &["move", "--shard", "1", "--to", &to],
+        &[
+            "move",
+            "--shard",
+            "1",
+            "--to",
+            &to,
+            "--replica-identity-full",
+        ],
         &[("ATOLL_MOVE_STOP_AFTER", "subscribed")],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -47,6 +74,19 @@ fn move_resume_rebalance_cleanup_via_the_cli() {
         &[],
     ));
     assert_eq!(report["resumed_from"], "subscribed");
+    assert_eq!(
+        report["replica_identity_full"][0], "keyless (was default)",
+        "{report}"
+    );
+    // Rebalances below move shards with the default options.
+    let to_port = sb
+        .islands()
+        .iter()
+        .find(|i| i.id.to_string() == to)
+        .unwrap()
+        .nodes[0]
+        .port;
+    sb.psql(to_port, "drop table sh0001.keyless").unwrap();
     assert!(report["pause_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["to"].as_u64().unwrap().to_string(), to);
 

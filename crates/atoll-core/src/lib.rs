@@ -34,6 +34,7 @@ pub mod migration;
 pub mod move_plan;
 pub mod quote;
 pub mod rebalance;
+pub mod replica_identity;
 mod secret;
 mod shard;
 pub mod shard_notice;

@@ -7,6 +7,7 @@
 
 use atoll_core::migration::{sql::statements, Directives, MigrationSet};
 use atoll_core::move_plan::{parse_age, parse_backup_schema, MoveStep, VerifyMode};
+use atoll_core::replica_identity::IdentityRestore;
 use atoll_core::{Config, ConfigSource, Id, Lsn, SecretRef, ShardNo, ShardRange};
 use proptest::prelude::*;
 use std::fmt::Display;
@@ -221,6 +222,11 @@ proptest! {
         check(t.parse::<MoveStep>())?;
         check(t.parse::<VerifyMode>())?;
         let _ = parse_backup_schema(&t);
+        // Read back from atoll.moves.identity_restore; round-trips when it parses.
+        match IdentityRestore::parse(&t) {
+            Ok(r) => prop_assert_eq!(IdentityRestore::parse(&r.encode()), Ok(r)),
+            Err(e) => one_line(&e)?,
+        }
     }
 
     #[test]

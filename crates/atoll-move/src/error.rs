@@ -143,6 +143,14 @@ pub enum MoveError {
         /// The last action carried out.
         action: AbortAction,
     },
+    /// Dumping the source's schema (`pg_dump`, `pg_restore`) failed; nothing was created.
+    #[error("copying the schema from {node} with pg_dump: {detail}")]
+    SchemaDump {
+        /// The source node as `user@host:port/database`.
+        node: String,
+        /// What failed, with the tool's own message.
+        detail: String,
+    },
     /// Any other failure of a move (replication errors, a missing subscription, a failed
     /// activation...); the text says what happened and what to run next.
     #[error("{shard}: {msg}")]

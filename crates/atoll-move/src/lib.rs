@@ -1,10 +1,11 @@
 //! Moving atoll microshards between islands while the application keeps writing, with
-//! PostgreSQL's logical replication orchestrated from Rust (no psql, pg_dump or shell);
+//! PostgreSQL's logical replication orchestrated from Rust (no psql or shell; the schema's
+//! DDL comes from `pg_dump --schema-only`, PostgreSQL's own account of a schema);
 //! rebalancing islands by running planned moves in parallel; dropping the backups that
 //! moves leave behind.
 //!
 //! A move ([`start_move`]): safety checks; the schema created on the destination from the
-//! source's catalogs with primary keys only; a publication on the source and a subscription
+//! source's dump with primary keys only; a publication on the source and a subscription
 //! copying the data on the destination; secondary indexes and constraints after the copy;
 //! catch-up; a short write-blocking window in which the destination is proven to have
 //! applied everything, sequences are copied and the copies are compared; then the shard is
@@ -29,6 +30,7 @@
 
 mod activate;
 mod apply_health;
+mod capacity;
 mod catch_up;
 mod cleanup;
 mod context;
@@ -46,6 +48,7 @@ mod quiet;
 mod rebalance;
 mod rebalance_lock;
 mod rebalance_prepare;
+mod replica_identity;
 mod replication;
 mod resume;
 mod run;
@@ -126,6 +129,11 @@ pub struct MoveOptions {
     /// Compare the copies inside the final pause (exact at the switch point; the pause
     /// then grows with the shard's size) instead of at a frozen point just before it.
     pub verify_in_pause: bool,
+    /// Tables without a primary key or replica identity get `REPLICA IDENTITY FULL` for
+    /// the move (persisted with it, restored after the switch or the abort) instead of
+    /// refusing the move; updates and deletes on them then scan the table on the
+    /// destination while the move catches up.
+    pub replica_identity_full: bool,
 }
 
 impl Default for MoveOptions {
@@ -147,6 +155,7 @@ impl Default for MoveOptions {
             copy_timeout: Duration::from_secs(24 * 3600),
             catch_up_timeout: Duration::from_secs(10 * 60),
             verify_in_pause: false,
+            replica_identity_full: false,
         }
     }
 }
@@ -192,6 +201,9 @@ pub struct MoveReport {
     pub verify: VerifyMode,
     /// The persisted step a resumed move started from; `None` for a move run from the start.
     pub resumed_from: Option<MoveStep>,
+    /// Tables the move gave `REPLICA IDENTITY FULL` for its length (`--replica-identity-full`),
+    /// with the identity each had and got back.
+    pub replica_identity_full: Vec<String>,
     /// The source's old copy, renamed `shNNNN_moved_<unix secs>` on the source island;
     /// `None` until the switch.
     pub backup_schema: Option<String>,

@@ -24,12 +24,12 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
                 cx.reached(MoveStep::SchemaCopied).await?;
             }
             ResumeAction::Subscribe => {
-                crate::safety::reserve_capacity(cx).await?;
+                crate::capacity::reserve_capacity(cx).await?;
                 copy_clock = Some(Instant::now());
                 crate::subscribe::subscribe(cx).await?;
                 // The subscription (and its slot) now counts for parallel moves.
                 if cx.capacity_locked {
-                    crate::safety::unlock_capacity(&cx.src, &cx.dst).await;
+                    crate::capacity::unlock_capacity(&cx.src, &cx.dst).await;
                     cx.capacity_locked = false;
                 }
                 cx.reached(MoveStep::Subscribed).await?;
@@ -54,6 +54,7 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
                 cx.reached(MoveStep::Activated).await?;
             }
             ResumeAction::DropReplication => {
+                crate::replica_identity::after_switch(cx).await?;
                 crate::replication::drop_replication(&cx.src, &cx.dst, cx.rec.id, &cx.rec.names())
                     .await?;
                 // The destination first: the source's row is what marks the move

@@ -1,7 +1,7 @@
 //! Step `schema_copied`: the shard's schema created on the destination from the source's
-//! catalogs (tables with their primary keys, types, sequences, functions; no secondary
-//! indexes yet), in one transaction together with the destination's reference row, so a
-//! crash leaves either both or neither.
+//! dump (the pre-data section with the primary keys and replica identity indexes; no
+//! secondary indexes yet, see [`crate::ddl`]), in one transaction together with the
+//! destination's reference row, so a crash leaves either both or neither.
 
 use crate::context::MoveContext;
 use crate::db::ident;
@@ -24,6 +24,9 @@ pub(crate) async fn copy_schema(cx: &mut MoveContext<'_>) -> Result<(), MoveErro
         step: MoveStep::SchemaCopied,
         ..cx.rec.clone()
     };
+    // The destination mirrors `--replica-identity-full` until the switch, so the schemas
+    // compare equal in the pause (`crate::replica_identity`).
+    let full = moves::identity_restore(&cx.src.client, &cx.src.node, cx.rec.id).await?;
     let node = cx.dst.node.clone();
     let (tx, ctx) = cx.dst.tx().await?;
     tx.batch_execute(&format!(
@@ -34,6 +37,11 @@ pub(crate) async fn copy_schema(cx: &mut MoveContext<'_>) -> Result<(), MoveErro
     .map_err(|e| ctx.err(e))?;
     for stmt in &ddl.pre_copy {
         tx.batch_execute(stmt).await.map_err(|e| ctx.err(e))?;
+    }
+    for t in &full {
+        tx.batch_execute(&t.set_full_sql(&schema))
+            .await
+            .map_err(|e| ctx.err(e))?;
     }
     moves::insert(&tx, &node, &rec, MoveRole::Destination).await?;
     tx.commit().await.map_err(|e| ctx.err(e))

@@ -42,6 +42,9 @@ pub async fn start_move(
     let dst = masters.take(to).await?;
     let (rec, ddl) = prepare(&mut masters, &src, &dst, shard, opts).await?;
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
+    if let Some(note) = crate::replica_identity::plan_note(&crate::replica_identity::needed(&ddl)) {
+        progress(shard, &MoveEvent::Note(note));
+    }
     let mut mover = MoveContext::new(config, rec, src, dst, opts, progress);
     mover.ddl = Some(ddl);
     // `prepare` took the capacity lock on both sessions.
@@ -131,14 +134,15 @@ async fn prepare(
     store::require_catalog(src).await?;
     store::require_catalog(dst).await?;
     let ddl = ddl::read(src, shard).await?;
-    safety::check_tables(shard, &ddl)?;
+    safety::check_tables(shard, &ddl, opts.replica_identity_full)?;
+    safety::check_foreign_refs(shard, dst, &ddl.foreign_refs).await?;
     crate::sequences::check_room(shard, src).await?;
     safety::check_roles(shard, dst, &ddl.roles).await?;
     crate::quiet::check(masters.config, src, dst, shard).await?;
     // Held on both sessions until the subscription exists (or these connections close):
     // parallel moves take turns between counting free capacity and using it.
-    safety::lock_capacity(shard, src, dst).await?;
-    safety::check_capacity(shard, src, dst, ddl.tables.len(), None).await?;
+    crate::capacity::lock_capacity(shard, src, dst).await?;
+    crate::capacity::check_capacity(shard, src, dst, ddl.tables.len(), None).await?;
     let rec = MoveRecord {
         id: store::new_id(),
         shard,
@@ -149,6 +153,17 @@ async fn prepare(
         backup_schema: None,
     };
     store::insert(src, &rec, store::MoveRole::Source).await?;
+    let full = crate::replica_identity::needed(&ddl);
+    if let Err(e) = crate::replica_identity::set_full(src, rec.id, &shard.schema(), &full).await {
+        abort_locked(
+            masters.config,
+            masters.snapshot,
+            &rec,
+            opts.stop_abort_after,
+        )
+        .await?;
+        return Err(e);
+    }
     // Now that this move is visible to a migration run, make sure none is under way
     // (logical replication does not carry DDL); see atoll_pg::coordination.
     if let Err(e) = refuse_during_migration(masters, src, dst, shard).await {

@@ -122,6 +122,8 @@ pub(crate) async fn abort(
                 }
             }
             AbortAction::ForgetMove => {
+                // Read from the source row, so before it goes.
+                crate::replica_identity::after_abort(src, rec.id, &schema).await?;
                 store::forget(dst, rec.id).await?;
                 store::forget(src, rec.id).await?;
             }

@@ -379,19 +379,19 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
     let dst = master(config, &snap, other(home)).await;
     let opts = MoveOptions::default();
 
-    // An aggregate (only plain functions and procedures are copied).
-    src.batch_execute("create aggregate sh0002.total(int) (sfunc = int4pl, stype = int)")
+    // A large object column: the objects live in pg_largeobject, outside the schema, and
+    // logical replication does not carry them (issue 9, item 1).
+    src.batch_execute("create table sh0002.blobs (id int primary key, data oid)")
         .await
         .unwrap();
     let e = start(config, s, other(home), &opts).await.unwrap_err();
     assert_eq!(check_name(&e), "unsupported_object", "{e}");
     assert!(
-        e.to_string().contains("aggregate sh0002.total(integer)"),
+        e.to_string()
+            .contains("large object column sh0002.blobs.data (oid)"),
         "{e}"
     );
-    src.batch_execute("drop aggregate sh0002.total(int)")
-        .await
-        .unwrap();
+    src.batch_execute("drop table sh0002.blobs").await.unwrap();
 
     // A table without a primary key or replica identity.
     src.batch_execute("create table sh0002.loose (a int)")
@@ -400,6 +400,12 @@ async fn safety_checks(sb: &TestSandbox, config: &Config) {
     let e = start(config, s, other(home), &opts).await.unwrap_err();
     assert_eq!(check_name(&e), "table_without_primary_key", "{e}");
     assert!(e.to_string().contains("sh0002.loose"), "{e}");
+    // The refusal names both ways out (issue 9, item 4).
+    assert!(e.to_string().contains("--replica-identity-full"), "{e}");
+    assert!(
+        e.to_string().contains("REPLICA IDENTITY USING INDEX"),
+        "{e}"
+    );
     // Replica identity full is enough.
     src.batch_execute("alter table sh0002.loose replica identity full")
         .await

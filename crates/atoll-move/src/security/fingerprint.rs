@@ -33,7 +33,9 @@ select 'proc ' || p.proname || '(' || pg_catalog.pg_get_function_identity_argume
 union all
 select 'type ' || t.typname || ' ' || pg_catalog.pg_get_userbyid(t.typowner) || ' '
        || coalesce(t.typacl::text, '-')
-  from pg_catalog.pg_type t join ns on t.typnamespace = ns.oid where t.typtype = 'e'
+  from pg_catalog.pg_type t join ns on t.typnamespace = ns.oid
+  left join pg_catalog.pg_class tc on tc.oid = t.typrelid
+ where t.typtype in ('e', 'd', 'r') or (t.typtype = 'c' and tc.relkind = 'c')
 union all
 select 'default ' || pg_catalog.pg_get_userbyid(d.defaclrole) || ' ' || d.defaclobjtype::text
        || ' ' || d.defaclacl::text

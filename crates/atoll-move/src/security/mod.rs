@@ -2,8 +2,11 @@
 //! source's `pg_catalog` and replayed on the destination after the initial copy (with the
 //! other post-copy DDL, in the same transaction).
 //!
-//! What is copied: owners of the schema, tables, views, sequences (those no column owns),
-//! functions, procedures and enum types; their ACLs (including column-level grants, and
+//! What is copied: owners of the schema, tables (partitioned too), views, materialized
+//! views, sequences (those no column owns), functions, procedures and enum types (the
+//! owners of everything else come with the dump, `crate::ddl`); the ACLs of those, of
+//! aggregates, domains, composite and range types (the dump's are left out: replayed over
+//! them, the entries would come out in another order), including column-level grants, and
 //! grants made by a non-owner holding the grant option, replayed under `SET ROLE` of that
 //! grantor); the schema's default privileges (`ALTER DEFAULT PRIVILEGES ... IN SCHEMA`);
 //! comments on every object of the schema; `ENABLE` / `FORCE ROW LEVEL SECURITY` and the
@@ -66,7 +69,32 @@ pub(crate) async fn read(db: &Db, schema: &str, ns: u32) -> Result<Security, Mov
     read_row_security(db, ns, &mut out).await?;
     read_comments(db, ns, &mut out).await?;
     read_default_privileges(db, schema, ns, &mut out).await?;
+    read_other_owners(db, ns, &mut out).await?;
     Ok(out)
+}
+
+/// The owners of every other kind of object in the schema (the dump sets them before
+/// the copy): they must exist on the destination too.
+async fn read_other_owners(db: &Db, ns: u32, out: &mut Security) -> Result<(), MoveError> {
+    for r in db
+        .query(
+            "select pg_get_userbyid(o)::text from (
+               select typowner from pg_type where typnamespace = $1
+               union select oprowner from pg_operator where oprnamespace = $1
+               union select collowner from pg_collation where collnamespace = $1
+               union select stxowner from pg_statistic_ext where stxnamespace = $1
+               union select conowner from pg_conversion where connamespace = $1
+               union select opfowner from pg_opfamily where opfnamespace = $1
+               union select opcowner from pg_opclass where opcnamespace = $1
+               union select relowner from pg_class where relnamespace = $1
+               union select proowner from pg_proc where pronamespace = $1) x(o)",
+            &[&ns],
+        )
+        .await?
+    {
+        out.roles.insert(r.get(0));
+    }
+    Ok(())
 }
 
 /// Column grants: `(table, column, table owner, privileges)`.
@@ -82,21 +110,24 @@ async fn read_objects(db: &Db, ns: u32, out: &mut Security) -> Result<Vec<Secure
              from pg_namespace n where n.oid = $1
            union all
            select 1 + c.oid::int8,
-                  case c.relkind when 'r' then 'table' when 'v' then 'view' else 'sequence' end,
+                  case c.relkind when 'r' then 'table' when 'p' then 'table' when 'v' then 'view' when 'm' then 'materialized view' else 'sequence' end,
                   quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relowner,
                   not (c.relkind = 'S' and exists (
                          select 1 from pg_depend d where d.classid = 'pg_class'::regclass
                             and d.objid = c.oid and d.deptype in ('a', 'i'))),
                   c.relacl
              from pg_class c join pg_namespace n on n.oid = c.relnamespace
-            where c.relnamespace = $1 and c.relkind in ('r', 'v', 'S')
+            where c.relnamespace = $1 and c.relkind in ('r', 'p', 'v', 'm', 'S')
            union all
            select 1 + p.oid::int8, case p.prokind when 'p' then 'procedure' else 'function' end,
-                  p.oid::regprocedure::text, p.proowner, true, p.proacl
-             from pg_proc p where p.pronamespace = $1 and p.prokind in ('f', 'p')
+                  p.oid::regprocedure::text, p.proowner, p.prokind in ('f', 'p'), p.proacl
+             from pg_proc p where p.pronamespace = $1
            union all
-           select 1 + t.oid::int8, 'type', t.oid::regtype::text, t.typowner, true, t.typacl
-             from pg_type t where t.typnamespace = $1 and t.typtype = 'e'
+           select 1 + t.oid::int8, case t.typtype when 'd' then 'domain' else 'type' end,
+                  t.oid::regtype::text, t.typowner, t.typtype = 'e', t.typacl
+             from pg_type t left join pg_class c on c.oid = t.typrelid
+            where t.typnamespace = $1
+              and (t.typtype in ('e', 'd', 'r') or (t.typtype = 'c' and c.relkind = 'c'))
          )
          select o.kind, o.name, pg_get_userbyid(o.owner)::text, o.set_owner, o.acl is not null,
                 {EXPLODED}
@@ -148,7 +179,7 @@ async fn read_column_grants(
            from pg_attribute a join pg_class c on c.oid = a.attrelid
            join pg_namespace n on n.oid = c.relnamespace
            cross join lateral aclexplode(a.attacl) with ordinality x
-          where c.relnamespace = $1 and c.relkind in ('r', 'v') and a.attnum > 0
+          where c.relnamespace = $1 and c.relkind in ('r', 'p', 'v', 'm') and a.attnum > 0
             and not a.attisdropped and a.attacl is not null
           order by c.oid, a.attnum, x.ordinality"
     );
@@ -224,7 +255,7 @@ async fn read_row_security(db: &Db, ns: u32, out: &mut Security) -> Result<(), M
             "select quote_ident(n.nspname) || '.' || quote_ident(c.relname),
                     c.relrowsecurity, c.relforcerowsecurity
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
-              where c.relnamespace = $1 and c.relkind = 'r'
+              where c.relnamespace = $1 and c.relkind in ('r', 'p')
                 and (c.relrowsecurity or c.relforcerowsecurity)
               order by c.oid",
             &[&ns],

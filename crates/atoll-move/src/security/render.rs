@@ -119,7 +119,11 @@ fn acl_sql(o: &Secured) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(acl) = &o.acl {
         // GRANT ... ON TABLE covers views too; the other kinds use their own keyword.
-        let on = if o.kind == "view" { "table" } else { &o.kind };
+        let on = if o.kind == "view" || o.kind == "materialized view" {
+            "table"
+        } else {
+            &o.kind
+        };
         let target = format!("{on} {}", o.name);
         out.push(format!("revoke all on {target} from public"));
         out.push(format!("revoke all on {target} from {}", ident(&o.owner)));

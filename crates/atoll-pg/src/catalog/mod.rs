@@ -37,6 +37,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         "shard_notices",
         include_str!("steps/006_shard_notices.sql"),
     ),
+    (
+        7,
+        "move_identity",
+        include_str!("steps/007_move_identity.sql"),
+    ),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -13,6 +13,7 @@
 
 use crate::error::PgError;
 use atoll_core::move_plan::{MoveRecord, MoveStep, VerifyMode};
+use atoll_core::replica_identity::IdentityRestore;
 use atoll_core::{IslandId, NodeConfig, ShardNo};
 use tokio_postgres::{GenericClient, Row};
 
@@ -91,6 +92,9 @@ pub async fn installed(client: &impl GenericClient, node: &NodeConfig) -> Result
             "select exists (select 1 from pg_attribute
                              where attrelid = to_regclass('atoll.moves')
                                and attname = 'abort_started_at' and not attisdropped)
+                and exists (select 1 from pg_attribute
+                             where attrelid = to_regclass('atoll.moves')
+                               and attname = 'identity_restore' and not attisdropped)
                 and exists (select 1 from pg_attribute
                              where attrelid = to_regclass('atoll.shards')
                                and attname = 'gen' and not attisdropped)",
@@ -362,6 +366,45 @@ pub async fn record_subscription(
         .await
         .map_err(|e| PgError::query(node, e))?;
     Ok(())
+}
+
+/// Records on the source row the tables a move sets to `REPLICA IDENTITY FULL` and what
+/// each had, before the first `ALTER TABLE` (catalog step 7).
+pub async fn record_identity_restore(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+    entries: &[IdentityRestore],
+) -> Result<(), PgError> {
+    let text: Vec<String> = entries.iter().map(IdentityRestore::encode).collect();
+    client
+        .execute(
+            "update atoll.moves set identity_restore = $2 where id = $1 and role = 'source'",
+            &[&id, &text],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?;
+    Ok(())
+}
+
+/// The tables whose replica identity the move set to `FULL` (empty when none, or when the
+/// source row is gone).
+pub async fn identity_restore(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+) -> Result<Vec<IdentityRestore>, PgError> {
+    let row = client
+        .query_opt(
+            "select coalesce(identity_restore, '{}') from atoll.moves where id = $1 and role = 'source'",
+            &[&id],
+        )
+        .await
+        .map_err(|e| PgError::query(node, e))?;
+    let text: Vec<String> = row.map(|r| r.get(0)).unwrap_or_default();
+    text.iter()
+        .map(|t| IdentityRestore::parse(t).map_err(|e| bad(node, e.to_string())))
+        .collect()
 }
 
 /// The subscription oid recorded on the source row.
