@@ -38,9 +38,9 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         include_str!("steps/006_shard_notices.sql"),
     ),
     (
-        7,
+        9,
         "move_identity",
-        include_str!("steps/007_move_identity.sql"),
+        include_str!("steps/009_move_identity.sql"),
     ),
 ];
 

@@ -369,7 +369,7 @@ pub async fn record_subscription(
 }
 
 /// Records on the source row the tables a move sets to `REPLICA IDENTITY FULL` and what
-/// each had, before the first `ALTER TABLE` (catalog step 7).
+/// each had, before the first `ALTER TABLE` (catalog step 9).
 pub async fn record_identity_restore(
     client: &impl GenericClient,
     node: &NodeConfig,
