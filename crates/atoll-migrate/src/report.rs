@@ -119,6 +119,10 @@ pub struct RunReport {
     pub finalizer: Vec<String>,
     /// True when non-shard targets were not run because shards failed.
     pub finalizer_skipped: bool,
+    /// Why the non-shard schemas were left out of a scoped run although pending (shards
+    /// outside the scope are not up to date yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalizer_held: Option<String>,
     /// Wall-clock time of the run, from connecting to the masters to the end, in ms.
     pub elapsed_ms: u64,
 }

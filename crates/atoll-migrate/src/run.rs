@@ -5,11 +5,12 @@
 
 use crate::error::MigrateError;
 use crate::exec::{Direction, LockPolicy};
+use crate::jobs::{apply_jobs, scoped, undo_jobs, Jobs, ReviewedPlan};
 use crate::report::{Event, Phase, RunOutcome, RunReport};
 use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
 use crate::workers::{run_jobs, Job, Settings, Shared};
-use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
+use atoll_core::migration::{plan, MigrationSet, Plan, PlanFile, Scope};
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
 use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
@@ -33,6 +34,10 @@ pub struct RunOptions {
     pub policy: LockPolicy,
     /// Only these schemas (`allocate --migrate`); `None` means every schema.
     pub only: Option<BTreeSet<String>>,
+    /// Only the shards in this scope (`--shards`, `--island`); the default is every shard.
+    pub scope: Scope,
+    /// Apply exactly this reviewed plan (`apply --plan`) instead of planning anew.
+    pub plan: Option<ReviewedPlan>,
 }
 
 impl Default for RunOptions {
@@ -47,6 +52,8 @@ impl Default for RunOptions {
                 build_wait: Duration::from_secs(30),
             },
             only: None,
+            scope: Scope::default(),
+            plan: None,
         }
     }
 }
@@ -60,6 +67,31 @@ pub async fn plan_only(
     let masters = Masters::connect(config, snapshot).await?;
     let states = read_states(config, &masters, set).await?;
     Ok(plan(set, &states))
+}
+
+/// A plan within `scope`, and the plan file for it (`migrate plan [--out]`); the file is
+/// an error when the plan cannot be applied as is (drift).
+pub async fn plan_scoped(
+    config: &Config,
+    snapshot: &Snapshot,
+    set: &MigrationSet,
+    scope: &Scope,
+) -> Result<(Plan, Result<PlanFile, MigrateError>), MigrateError> {
+    let masters = Masters::connect(config, snapshot).await?;
+    let states = read_states(config, &masters, set).await?;
+    scope.check(&states, &islands(config))?;
+    let whole = plan(set, &states);
+    let cluster = snapshot.cluster_id().unwrap_or_default();
+    let file = PlanFile::build(cluster, scope, set, &whole, &states).map_err(MigrateError::from);
+    let mut shown = scoped(&states, scope);
+    if !scope.finalizer_allowed(&whole) {
+        shown.retain(|s| atoll_core::ShardNo::from_schema(&s.schema).is_ok());
+    }
+    Ok((plan(set, &shown), file))
+}
+
+fn islands(config: &Config) -> Vec<IslandId> {
+    config.islands.iter().map(|i| i.id).collect()
 }
 
 /// `migrate apply`.
@@ -78,21 +110,17 @@ pub async fn apply(
         if let Some(only) = &opts.only {
             states.retain(|s| only.contains(&s.schema));
         }
-        let p = plan(set, &states);
-        check_applicable(&p, opts.allow_unsafe)?;
-        let jobs: Vec<Job> = p
-            .pending_schemas()
-            .map(|s| Job {
-                schema: s.schema.clone(),
-                island: s.island,
-                steps: s
-                    .pending
-                    .iter()
-                    .filter_map(|v| set.migrations.iter().find(|m| &m.version == v))
-                    .collect(),
-            })
-            .collect();
-        Ok::<_, MigrateError>(jobs)
+        let done = BTreeSet::new();
+        apply_jobs(
+            set,
+            &states,
+            snapshot,
+            &opts.scope,
+            opts.plan.as_ref(),
+            &done,
+            opts.allow_unsafe,
+            &islands(config),
+        )
     }
     .await;
     let (lock, jobs) = settle(lock, planned).await?;
@@ -124,17 +152,13 @@ pub async fn undo(
     let lock = take_lock(config, &masters, RunKind::Undo).await?;
     let planned = async {
         let states = read_states(config, &masters, set).await?;
-        let (m, targets) = plan_undo(set, &states, version)?;
-        check_undo(set, &states, m, opts.allow_unsafe)?;
-        Ok::<_, MigrateError>(
-            targets
-                .into_iter()
-                .map(|t| Job {
-                    schema: t.schema,
-                    island: t.island,
-                    steps: vec![m],
-                })
-                .collect::<Vec<_>>(),
+        undo_jobs(
+            set,
+            &states,
+            version,
+            &opts.scope,
+            opts.allow_unsafe,
+            &islands(config),
         )
     }
     .await;
@@ -156,8 +180,8 @@ pub async fn undo(
 /// A plan that could not be made ends the run it locked, recording why.
 async fn settle<'a>(
     lock: RunLock,
-    planned: Result<Vec<Job<'a>>, MigrateError>,
-) -> Result<(RunLock, Vec<Job<'a>>), MigrateError> {
+    planned: Result<Jobs<'a>, MigrateError>,
+) -> Result<(RunLock, Jobs<'a>), MigrateError> {
     match planned {
         Ok(jobs) => Ok((lock, jobs)),
         Err(e) => {
@@ -218,7 +242,7 @@ async fn execute(
     masters: &Masters,
     lock: RunLock,
     set: &MigrationSet,
-    jobs: Vec<Job<'_>>,
+    jobs: Jobs<'_>,
     dir: Direction,
     opts: &RunOptions,
     progress: &(dyn Fn(Event) + Sync),
@@ -229,6 +253,10 @@ async fn execute(
     } else {
         RunKind::Undo
     };
+    let Jobs {
+        jobs,
+        finalizer_held,
+    } = jobs;
     let total = jobs.len();
     let (mut shards, finalizer): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
@@ -246,6 +274,7 @@ async fn execute(
         not_started: 0,
         finalizer: finalizer.iter().map(|j| j.schema.clone()).collect(),
         finalizer_skipped: false,
+        finalizer_held,
         elapsed_ms: 0,
     };
     if total == 0 {

@@ -116,6 +116,8 @@ pub fn render_report(r: &RunReport) -> String {
             r.finalizer.join(", "),
             r.failures.len()
         );
+    } else if let Some(why) = &r.finalizer_held {
+        let _ = writeln!(out, "finalizer held: {why}");
     } else if !r.finalizer.is_empty() && r.status != RunOutcome::CanaryFailed {
         let _ = writeln!(out, "finalizer: {}", r.finalizer.join(", "));
     }
@@ -190,6 +192,7 @@ mod tests {
             not_started: 1,
             finalizer: vec!["public".into()],
             finalizer_skipped: true,
+            finalizer_held: None,
             elapsed_ms: 1500,
         };
         let text = render_report(&r);

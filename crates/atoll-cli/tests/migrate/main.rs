@@ -14,9 +14,11 @@ mod files;
 mod hooks;
 mod locks;
 mod pg_mig;
+mod plans;
 mod reindex;
 mod resume;
 mod schema_diff;
+mod scoped;
 mod support;
 mod undo;
 

@@ -9,7 +9,11 @@ mod lexer;
 #[cfg(test)]
 mod lexer_tests;
 mod plan;
+mod plan_file;
+#[cfg(test)]
+mod plan_file_tests;
 mod reindex_names;
+mod scope;
 mod signature;
 pub mod sql;
 #[cfg(test)]
@@ -22,6 +26,8 @@ pub use plan::{
     Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, ThrottleNote, UndoTarget,
     UnsafeNote,
 };
+pub use plan_file::{PlanFile, PlanGroup, PlannedJob, PlannedVersion, PLAN_FORMAT};
+pub use scope::Scope;
 pub use signature::{group_signatures, SignatureGroup};
 
 use crate::island::IslandId;
@@ -101,6 +107,18 @@ pub enum MigrationError {
         file: String,
         /// The statement, as reported by the unsafe check.
         statement: String,
+    },
+    /// `--shards` / `--island` name shards or an island the cluster does not have.
+    #[error("{0}")]
+    BadScope(String),
+    /// A plan file (`apply --plan`) is malformed, for another cluster, or no longer
+    /// matches the files or a schema's state; `why` names the file or the schema.
+    #[error("plan file {path}: {why}")]
+    Plan {
+        /// The plan file's path as given.
+        path: String,
+        /// What is wrong, naming the migration file or the schema.
+        why: String,
     },
     /// `migrate undo` named a version that is not in the directory.
     #[error("no migration {0} in the migration directory")]

@@ -6,7 +6,7 @@ use super::files::{schema_matches_prefix, Migration, MigrationSet};
 use super::{Directives, MigrationError};
 use crate::island::IslandId;
 use crate::shard::ShardNo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What one schema on one island master says it has applied.
@@ -90,7 +90,8 @@ pub struct Group {
 }
 
 /// A destructive statement in a pending file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UnsafeNote {
     /// The pending version.
     pub version: String,
@@ -176,7 +177,7 @@ impl Plan {
 }
 
 /// Orders recorded versions like files: by the numeric version, then the full name.
-fn version_order(v: &str) -> (usize, String, String) {
+pub(crate) fn version_order(v: &str) -> (usize, String, String) {
     let n = v.split('.').next().unwrap_or("").trim_start_matches('0');
     (n.len(), n.to_string(), v.to_string())
 }
