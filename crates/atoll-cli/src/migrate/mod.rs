@@ -7,12 +7,13 @@ use crate::progress::Progress;
 use crate::{CmdResult, Context};
 use atoll_core::migration::{MigrationSet, PlanFile, Scope};
 use atoll_core::IslandId;
-use atoll_migrate::{Event, LockPolicy, ReviewedPlan, RunOptions, RunReport};
+use atoll_migrate::{Event, LockPolicy, OnFailure, ReviewedPlan, RunOptions, RunReport};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 mod render;
+mod status;
 
 pub use render::{render_plan, render_report};
 
@@ -27,6 +28,13 @@ pub enum MigrateCommand {
     Undo(UndoArgs),
     /// Create an empty timestamped <version>.<name>.<target>.up.sql / .dn.sql pair
     New(NewArgs),
+    /// A run's state: counts, the schemas in each state as ranges, the first failure
+    Status(status::StatusArgs),
+    /// Past runs, newest first
+    Runs(status::RunsArgs),
+    /// Ask the running apply/undo to stop: running schemas finish, nothing new starts;
+    /// `apply` again resumes
+    Stop,
 }
 
 #[derive(clap::Args)]
@@ -82,13 +90,27 @@ pub struct RunArgs {
     /// (at least 1: PostgreSQL reads 0 as "wait forever")
     #[arg(long, default_value_t = 5000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_timeout_ms: u64,
-    /// Retries after a lock timeout or deadlock
+    /// Retries of a retryable failure: lock timeout, deadlock, serialization failure, a
+    /// connection lost before the commit (with bounded backoff)
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub lock_retries: u32,
+    /// What a failed schema does: continue (the others go on) or halt (nothing new
+    /// starts, running schemas finish, the run ends "halted")
+    #[arg(long, value_enum, default_value = "continue", value_name = "POLICY")]
+    pub on_failure: OnFailureArg,
+    /// Halt the run once this many schemas failed
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: Option<u32>,
     /// How long to wait, in seconds, for an index that another backend (a killed run's)
     /// is still building before failing that schema instead of dropping the running build
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub index_build_wait_secs: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OnFailureArg {
+    Continue,
+    Halt,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +153,9 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
     match cmd {
         MigrateCommand::New(args) => new(ctx, args),
         MigrateCommand::Plan(args) => plan(ctx, &args).await,
+        MigrateCommand::Status(args) => status::status(ctx, &args).await,
+        MigrateCommand::Runs(args) => status::runs(ctx, &args).await,
+        MigrateCommand::Stop => status::stop(ctx).await,
         MigrateCommand::Apply(args) => {
             let set = read_set(&args.run.dir.dir)?;
             let mut opts = options(&args.run, args.allow_unsafe)?;
@@ -178,6 +203,11 @@ fn options(args: &RunArgs, allow_unsafe: bool) -> Result<RunOptions, Failure> {
         only: None,
         scope: args.scope.scope()?,
         plan: None,
+        on_failure: match args.on_failure {
+            OnFailureArg::Continue => OnFailure::Continue,
+            OnFailureArg::Halt => OnFailure::Halt,
+        },
+        max_failures: args.max_failures.map(|n| n as usize),
     })
 }
 

@@ -95,6 +95,21 @@ pub fn render_report(r: &RunReport) -> String {
             r.canary.join(", ")
         }
     );
+    if r.status == RunOutcome::Halted {
+        let _ = writeln!(
+            out,
+            "halted: {} failed; {} schemas not started (running ones finished)",
+            r.failures.first().map_or("a schema", |f| f.schema.as_str()),
+            r.not_started
+        );
+    }
+    if r.status == RunOutcome::Stopped {
+        let _ = writeln!(
+            out,
+            "stopped by `migrate stop`: {} schemas not started; run apply again to resume",
+            r.not_started
+        );
+    }
     if r.status == RunOutcome::CanaryFailed {
         let _ = writeln!(
             out,

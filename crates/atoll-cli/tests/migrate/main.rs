@@ -8,6 +8,7 @@ mod common;
 mod allocate;
 mod apply;
 mod concurrently;
+mod control;
 mod directives;
 mod drift;
 mod files;

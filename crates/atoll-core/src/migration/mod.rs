@@ -14,6 +14,7 @@ mod plan_file;
 mod plan_file_tests;
 mod reindex_names;
 mod scope;
+mod shard_state;
 mod signature;
 pub mod sql;
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use plan::{
 };
 pub use plan_file::{PlanFile, PlanGroup, PlannedJob, PlannedVersion, PLAN_FORMAT};
 pub use scope::Scope;
+pub use shard_state::{summarize, RunSummary, ShardRow, ShardState, StateGroup, SHOWN_ORDER};
 pub use signature::{group_signatures, SignatureGroup};
 
 use crate::island::IslandId;
