@@ -31,6 +31,7 @@ mod allocate;
 mod book;
 mod diff;
 mod dir;
+mod disclosure;
 mod error;
 mod exec;
 mod jobs;

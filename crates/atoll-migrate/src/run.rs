@@ -109,14 +109,17 @@ pub async fn plan_scoped(
     let masters = Masters::connect(config, snapshot).await?;
     let states = read_states(config, &masters, set).await?;
     scope.check(&states, &islands(config))?;
-    let whole = plan(set, &states);
-    let cluster = snapshot.cluster_id().unwrap_or_default();
-    let file = PlanFile::build(cluster, scope, set, &whole, &states).map_err(MigrateError::from);
+    let mut whole = plan(set, &states);
     let mut shown = scoped(&states, scope);
     if !scope.finalizer_allowed(&whole) {
         shown.retain(|s| atoll_core::ShardNo::from_schema(&s.schema).is_ok());
     }
-    Ok((plan(set, &shown), file))
+    let mut scoped_plan = plan(set, &shown);
+    crate::disclosure::disclose(&masters, &mut scoped_plan).await?;
+    whole.unsafe_shards = scoped_plan.unsafe_shards.clone();
+    let cluster = snapshot.cluster_id().unwrap_or_default();
+    let file = PlanFile::build(cluster, scope, set, &whole, &states).map_err(MigrateError::from);
+    Ok((scoped_plan, file))
 }
 
 /// The run's scope as its record says it.

@@ -151,3 +151,54 @@ fn bad_plan_files_and_scopes_are_refused_with_one_line() {
     assert!(err.contains("--island 9: no such island"), "{err}");
     assert_eq!(env.applied(V3), 0);
 }
+
+#[test]
+fn a_plan_discloses_the_data_an_unsafe_statement_touches_per_shard() {
+    let env = base();
+    let p5 = env.port_of("sh0005");
+    env.psql(
+        p5,
+        "insert into sh0005.users (id, name) select g, 'x' from generate_series(1, 3) g; \
+         analyze sh0005.users",
+    );
+    put(&env, V5);
+    let (code, plan) = env.migrate_json(&["plan"]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(
+        plan["unsafe_pending"][0]["tables"],
+        serde_json::json!(["users"])
+    );
+    let shards = plan["unsafe_shards"].as_array().expect("unsafe_shards");
+    assert_eq!(shards.len(), 64, "{plan}");
+    let sh5 = shards
+        .iter()
+        .find(|u| u["schema"] == "sh0005")
+        .expect("sh0005");
+    assert_eq!(sh5["rows"], 3, "{sh5}");
+    assert!(sh5["bytes"].as_i64().unwrap_or(0) > 0, "{sh5}");
+    let path = plan_to(&env, "unsafe.json");
+    let (_, text, _) = env.migrate(&["plan"]);
+    assert!(
+        text.contains("unsafe data: users on 64 shards holds ~3 rows")
+            && text.contains("(1 shards with rows; most: sh0005 3 rows"),
+        "{text}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    assert_eq!(
+        file["groups"][0]["unsafe_shards"].as_array().map(Vec::len),
+        Some(64)
+    );
+    // The reviewed plan still needs consent for its destructive statement.
+    let (code, _, err) = apply_plan(&env, &path);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unsafe statement DROP COLUMN"), "{err}");
+    let (code, out, err) = env.migrate(&[
+        "apply",
+        "--allow-unsafe",
+        "--plan",
+        path.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(env.applied(V5), 64);
+}

@@ -19,13 +19,14 @@ mod signature;
 pub mod sql;
 #[cfg(test)]
 mod tests;
+mod touched;
 
 pub use directives::Directives;
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
     check_applicable, check_undo, compact_schemas, is_shard_target, plan, plan_undo, ChangedNote,
     Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, ThrottleNote, UndoTarget,
-    UnsafeNote,
+    UnsafeNote, UnsafeShard,
 };
 pub use plan_file::{PlanFile, PlanGroup, PlannedJob, PlannedVersion, PLAN_FORMAT};
 pub use scope::Scope;

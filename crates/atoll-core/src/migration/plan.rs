@@ -99,6 +99,24 @@ pub struct UnsafeNote {
     pub file: String,
     /// The statement, as reported by the unsafe check.
     pub statement: String,
+    /// The tables it touches (what [`UnsafeShard`] measures on each shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+/// How much data a table a destructive pending statement touches holds on one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsafeShard {
+    /// The shard's schema.
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// Its rows: PostgreSQL's estimate (`reltuples`, or the live-row count when never
+    /// analysed).
+    pub rows: i64,
+    /// Its size with indexes and TOAST, in bytes.
+    pub bytes: i64,
 }
 
 /// A pending file that limits its own parallelism (pg-mig's `-- $name=value` lines).
@@ -161,6 +179,10 @@ pub struct Plan {
     /// Pending files with their own parallelism limits, delay or run-alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttled: Vec<ThrottleNote>,
+    /// Per shard, the data held by the tables the unsafe statements touch (filled in by
+    /// the caller that reads the shards: `atoll-migrate`), by schema then table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_shards: Vec<UnsafeShard>,
 }
 
 impl Plan {
@@ -298,11 +320,12 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
                     directives: m.up.directives.clone(),
                 });
             }
-            for st in &m.up.unsafe_statements {
+            for (i, st) in m.up.unsafe_statements.iter().enumerate() {
                 unsafe_pending.push(UnsafeNote {
                     version: m.version.clone(),
                     file: m.up.file.clone(),
                     statement: st.clone(),
+                    tables: m.up.unsafe_tables.get(i).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -321,6 +344,7 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
     let changed = changed_files(set, states);
     ignored.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));
     Plan {
+        unsafe_shards: Vec::new(),
         throttled,
         ignored,
         changed,

@@ -8,7 +8,7 @@
 //! The digest is not a signature: it catches edits, not an attacker who recomputes it.
 
 use super::files::MigrationSet;
-use super::plan::{Plan, SchemaState, UnsafeNote};
+use super::plan::{Plan, SchemaState, UnsafeNote, UnsafeShard};
 use super::scope::Scope;
 use super::MigrationError;
 use crate::island::IslandId;
@@ -48,6 +48,9 @@ pub struct PlanGroup {
     /// Destructive statements among them.
     #[serde(default)]
     pub unsafe_notes: Vec<UnsafeNote>,
+    /// On the group's shards, the data held by the tables those statements touch.
+    #[serde(default)]
+    pub unsafe_shards: Vec<UnsafeShard>,
 }
 
 /// The whole reviewed plan.
@@ -138,7 +141,15 @@ impl PlanFile {
                     .filter(|u| pending.iter().any(|p| p.version == u.version))
                     .cloned()
                     .collect();
+                let members: BTreeSet<String> = shards.iter().map(|s| s.schema()).collect();
+                let unsafe_shards = plan
+                    .unsafe_shards
+                    .iter()
+                    .filter(|u| members.contains(&u.schema))
+                    .cloned()
+                    .collect();
                 PlanGroup {
+                    unsafe_shards,
                     count: shards.len() + schemas.len(),
                     shards: ShardRange::from_shards(shards).to_string(),
                     schemas,
