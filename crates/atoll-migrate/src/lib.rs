@@ -17,6 +17,8 @@
 //!   `--island`;
 //! - per-schema states of each run in the catalog, read by [`run_status`] and [`runs`];
 //!   [`request_stop`] for `migrate stop`; [`OnFailure`] and `max_failures` halt a run;
+//! - [`schema_plan`] / [`write_convergence`]: `schema plan --like`, the DDL converging
+//!   drifted shards to a reference shard, written as a migration;
 //! - [`schema_diff`]: live schema signatures of every shard, grouped;
 //! - [`allocate_migrated`]: `allocate --migrate`, new shards brought to the current version
 //!   before they are activated.
@@ -29,6 +31,7 @@
 
 mod allocate;
 mod book;
+mod converge;
 mod diff;
 mod dir;
 mod disclosure;
@@ -48,6 +51,7 @@ mod workers;
 pub use allocate::{allocate_migrated, AllocateError, AllocateOptions};
 pub use atoll_pg::catalog::migration_runs::RunKind;
 pub use atoll_pg::catalog::migration_runs::{RunRow, RunStatus};
+pub use converge::{schema_plan, write_convergence};
 pub use diff::schema_diff;
 pub use dir::{new_pair, read_dir, utc_stamp};
 pub use error::MigrateError;

@@ -9,6 +9,7 @@ mod allocate;
 mod apply;
 mod concurrently;
 mod control;
+mod converge;
 mod directives;
 mod drift;
 mod files;

@@ -3,6 +3,7 @@
 //! CONCURRENTLY), the per-schema [`plan`] with groups and drift, undo targets, and the
 //! grouping of live schema signatures for `schema diff`. `atoll-migrate` does the I/O.
 
+mod converge;
 mod directives;
 mod files;
 mod lexer;
@@ -21,6 +22,7 @@ pub mod sql;
 mod tests;
 mod touched;
 
+pub use converge::{converge, ConvergeGroup};
 pub use directives::Directives;
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
