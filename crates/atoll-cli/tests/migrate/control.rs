@@ -190,3 +190,37 @@ fn stop_then_resume_migrates_every_shard_exactly_once() {
     assert_eq!(env.applied(V11), 64);
     assert_eq!(once(&env, "slow"), 64);
 }
+
+#[test]
+fn a_connection_lost_before_the_commit_is_retried_and_applied_once() {
+    let env = base();
+    env.write(
+        V3,
+        "create table lost (n int);\ninsert into lost values (1);\nselect pg_sleep(2);",
+        "drop table lost;",
+    );
+    let p3 = env.port_of("sh0003");
+    let run = migrate_in_background(&env, &["apply", "--shards", "3", "--lock-retries", "2"]);
+    let sleeping = "select coalesce(max(pid), 0) from pg_stat_activity \
+                    where query like '%pg_sleep(2)%' and pid <> pg_backend_pid()";
+    atoll_testkit::poll_until("the file runs", std::time::Duration::from_secs(30), || {
+        env.psql(p3, sleeping) != "0"
+    });
+    // The worker's backend dies mid-transaction: nothing committed, the worker
+    // reconnects and runs the file again.
+    let pid = env.psql(p3, sleeping);
+    env.psql(p3, &format!("select pg_terminate_backend({pid})"));
+    let out = run.finish();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(env.psql(p3, "select count(*) from sh0003.lost"), "1");
+    assert_eq!(env.applied(V3), 1);
+    let (_, status) = env.migrate_json(&["status"]);
+    assert_eq!(status["shards"]["counts"]["done"], 1, "{status}");
+    let attempts = env.psql(
+        env.ports[0],
+        "select attempts from atoll.migration_shards where schema_name = 'sh0003' \
+         and run_id = (select max(run_id) from atoll.migration_runs)",
+    );
+    assert_eq!(attempts, "2");
+}
