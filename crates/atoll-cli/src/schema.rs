@@ -2,19 +2,87 @@
 //! constraints?
 
 use crate::cluster::{Cluster, Need};
-use crate::exit::UNHEALTHY;
+use crate::exit::{Failure, UNHEALTHY};
 use crate::output::print_json;
 use crate::{CmdResult, Context};
+use atoll_core::ShardNo;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
 pub enum SchemaCommand {
     /// Compare the live schema of every microshard; exit 3 when they differ
     Diff,
+    /// The DDL that would bring each drifted group of shards to a reference shard's schema
+    /// (missing tables, columns, indexes, defaults), and what cannot be generated safely;
+    /// exit 3 when shards differ
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// The reference shard (sh0001 or 1)
+    #[arg(long, value_name = "SHARD")]
+    pub like: String,
+    /// Write the DDL as a migration (target sh, idempotent) into the migration directory
+    #[arg(long)]
+    pub write_migration: bool,
+    /// Migration directory for --write-migration
+    #[arg(long, default_value = "migrations", value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 pub async fn run(ctx: &Context, cmd: SchemaCommand) -> CmdResult {
-    let SchemaCommand::Diff = cmd;
+    match cmd {
+        SchemaCommand::Diff => diff(ctx).await,
+        SchemaCommand::Plan(args) => plan(ctx, &args).await,
+    }
+}
+
+async fn plan(ctx: &Context, args: &PlanArgs) -> CmdResult {
+    let like: ShardNo = args
+        .like
+        .parse()
+        .map_err(|e| Failure::input(format!("--like: {e}")))?;
+    let like = like.schema();
+    let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
+    let groups = atoll_migrate::schema_plan(&config, &snapshot, &like).await?;
+    let written = if args.write_migration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        atoll_migrate::write_convergence(&args.dir, &like, &groups, now)?
+    } else {
+        None
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({ "like": like, "groups": groups, "written": written }))?;
+    } else {
+        if groups.is_empty() {
+            println!("every shard has the schema of {like}");
+        }
+        for g in &groups {
+            println!("{} ({} shards) to match {like}:", g.schemas, g.count);
+            for d in &g.ddl {
+                println!("  {d}");
+            }
+            for n in &g.not_generated {
+                println!("  not generated: {n}");
+            }
+        }
+        if let Some(p) = &written {
+            println!("wrote {} (run `atoll migrate apply`)", p.display());
+        }
+    }
+    Ok(if groups.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(UNHEALTHY)
+    })
+}
+
+async fn diff(ctx: &Context) -> CmdResult {
     let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
     let groups = atoll_migrate::schema_diff(&config, &snapshot).await?;
     if ctx.json {

@@ -122,6 +122,31 @@ impl ShardRange {
     }
 }
 
+/// The shortest text that parses back to the same shards: `1-64,70` (empty for none).
+impl fmt::Display for ShardRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut i = 0;
+        let mut first = true;
+        while i < self.0.len() {
+            let mut j = i;
+            while j + 1 < self.0.len() && self.0[j + 1].0 == self.0[j].0 + 1 {
+                j += 1;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if i == j {
+                write!(f, "{}", self.0[i].0)?;
+            } else {
+                write!(f, "{}-{}", self.0[i].0, self.0[j].0)?;
+            }
+            i = j + 1;
+        }
+        Ok(())
+    }
+}
+
 impl FromStr for ShardRange {
     type Err = ShardError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -196,6 +221,8 @@ mod tests {
         let r: ShardRange = "1-3, 7,2".parse().unwrap();
         let got: Vec<u16> = r.shards().iter().map(|s| s.get()).collect();
         assert_eq!(got, vec![1, 2, 3, 7]);
+        assert_eq!(r.to_string(), "1-3,7");
+        assert_eq!(ShardRange::from_shards(vec![]).to_string(), "");
         assert_eq!(
             "0-9999".parse::<ShardRange>().unwrap().shards().len(),
             10000

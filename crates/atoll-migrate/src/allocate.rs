@@ -182,6 +182,7 @@ mod tests {
                 })
                 .collect(),
             not_started: 0,
+            finalizer_held: None,
             finalizer: vec![],
             finalizer_skipped: false,
             elapsed_ms: 1,

@@ -16,6 +16,14 @@ pub async fn schema_diff(
     config: &Config,
     snapshot: &Snapshot,
 ) -> Result<Vec<SignatureGroup>, MigrateError> {
+    Ok(group_signatures(&read_facts(config, snapshot).await?))
+}
+
+/// Every shard's facts, by schema (`shNNNN@island` for a second copy).
+pub(crate) async fn read_facts(
+    config: &Config,
+    snapshot: &Snapshot,
+) -> Result<BTreeMap<String, BTreeSet<String>>, MigrateError> {
     let masters = Masters::connect(config, snapshot).await?;
     let per_island = try_join_all(
         masters
@@ -41,5 +49,5 @@ pub async fn schema_diff(
             facts.insert(key, set);
         }
     }
-    Ok(group_signatures(&facts))
+    Ok(facts)
 }

@@ -64,6 +64,9 @@ impl From<tokio_postgres::Error> for Fail {
 pub struct StepError {
     pub file: String,
     pub msg: String,
+    /// The connection broke: whether the file's transaction committed is unknown, so the
+    /// worker reconnects and runs it again (the version row makes a second run a no-op).
+    pub connection_lost: bool,
 }
 
 /// Creates the schema's version table on first use. A schema that pg-mig migrated so far
@@ -88,13 +91,16 @@ fn retryable(e: &Fail) -> bool {
     matches!(e, Fail::Pg(e) if retryable_pg(e))
 }
 
-/// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+/// 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected, 40001
+/// serialization_failure: the transaction was rolled back and may succeed when run again.
 pub(crate) fn retryable_pg(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
         || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
-/// Runs `m` in `dir` on `schema`.
+/// Runs `m` in `dir` on `schema`; `on_retry(n)` is told before the n-th attempt (n ≥ 2)
+/// after a retryable error.
 pub async fn run_step(
     client: &Client,
     schema: &str,
@@ -102,6 +108,7 @@ pub async fn run_step(
     dir: Direction,
     policy: LockPolicy,
     first: bool,
+    on_retry: &(dyn Fn(u32) + Sync),
 ) -> Result<Outcome, StepError> {
     let file = match dir {
         Direction::Up => &m.up,
@@ -117,6 +124,7 @@ pub async fn run_step(
         .map_err(|e| StepError {
             file: file.file.clone(),
             msg: pg_message(&e),
+            connection_lost: client.is_closed(),
         })?;
     let mut attempt = 0;
     loop {
@@ -133,12 +141,14 @@ pub async fn run_step(
             Err(e) if retryable(&e) && attempt < policy.retries => {
                 attempt += 1;
                 tracing::info!(schema, file = %file.file, attempt, "lock timeout, retrying");
+                on_retry(attempt + 1);
                 // Back off so the writers queued behind us get through first.
                 tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
             }
             Err(e) => {
                 return Err(StepError {
                     file: file.file.clone(),
+                    connection_lost: client.is_closed(),
                     msg: match e {
                         Fail::Pg(e) => pg_message(&e),
                         Fail::Msg(m) => m,

@@ -65,6 +65,12 @@ pub enum RunOutcome {
     Failed,
     /// The canary failed; the other shards were not started.
     CanaryFailed,
+    /// A failure halted the run (`--on-failure halt`, `--max-failures`): no schema was
+    /// started after it, the running ones finished.
+    Halted,
+    /// `migrate stop` stopped the run: the running schemas finished, the others were not
+    /// started; `apply` again resumes.
+    Stopped,
     /// Nothing was pending.
     NothingToDo,
 }
@@ -113,12 +119,16 @@ pub struct RunReport {
     pub canary: Vec<String>,
     /// Every schema whose chain stopped, by schema name.
     pub failures: Vec<SchemaFailure>,
-    /// Schemas not started because the canary failed.
+    /// Schemas not started because the canary failed, the run halted or was stopped.
     pub not_started: usize,
     /// The non-shard schemas the run had to migrate last (run or not).
     pub finalizer: Vec<String>,
     /// True when non-shard targets were not run because shards failed.
     pub finalizer_skipped: bool,
+    /// Why the non-shard schemas were left out of a scoped run although pending (shards
+    /// outside the scope are not up to date yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalizer_held: Option<String>,
     /// Wall-clock time of the run, from connecting to the masters to the end, in ms.
     pub elapsed_ms: u64,
 }

@@ -3,18 +3,22 @@
 //! Resuming needs no bookkeeping of its own: every schema records each version in the same
 //! transaction as the change, so a re-run plans exactly what is still missing.
 
+use crate::book::Book;
 use crate::error::MigrateError;
 use crate::exec::{Direction, LockPolicy};
-use crate::report::{Event, Phase, RunOutcome, RunReport};
+use crate::jobs::{apply_jobs, scoped, undo_jobs, Jobs, ReviewedPlan};
+use crate::phases::{close, Phases};
+use crate::report::{Event, RunOutcome, RunReport};
 use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
-use crate::workers::{run_jobs, Job, Settings, Shared};
-use atoll_core::migration::{check_applicable, check_undo, plan, plan_undo, MigrationSet, Plan};
+use crate::workers::{FailurePolicy, Job, Shared};
+use atoll_core::migration::ShardState;
+use atoll_core::migration::{plan, MigrationSet, Plan, PlanFile, Scope};
 use atoll_core::move_plan::MoveStep;
-use atoll_core::{Config, IslandId, NodeConfig, ShardNo, Snapshot};
+use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
 use atoll_pg::catalog::moves::{self, MoveRole};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,6 +37,34 @@ pub struct RunOptions {
     pub policy: LockPolicy,
     /// Only these schemas (`allocate --migrate`); `None` means every schema.
     pub only: Option<BTreeSet<String>>,
+    /// Only the shards in this scope (`--shards`, `--island`); the default is every shard.
+    pub scope: Scope,
+    /// Apply exactly this reviewed plan (`apply --plan`) instead of planning anew.
+    pub plan: Option<ReviewedPlan>,
+    /// What a failed schema does to the run.
+    pub on_failure: OnFailure,
+    /// Halt once this many schemas failed.
+    pub max_failures: Option<usize>,
+}
+
+/// What a failed schema does to the run (`--on-failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The other schemas go on; the run ends failed.
+    #[default]
+    Continue,
+    /// No further schema starts; the running ones finish; the run ends halted.
+    Halt,
+}
+
+impl OnFailure {
+    /// `continue` or `halt`, as the flag and the run record say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Continue => "continue",
+            OnFailure::Halt => "halt",
+        }
+    }
 }
 
 impl Default for RunOptions {
@@ -47,6 +79,10 @@ impl Default for RunOptions {
                 build_wait: Duration::from_secs(30),
             },
             only: None,
+            scope: Scope::default(),
+            plan: None,
+            on_failure: OnFailure::Continue,
+            max_failures: None,
         }
     }
 }
@@ -60,6 +96,50 @@ pub async fn plan_only(
     let masters = Masters::connect(config, snapshot).await?;
     let states = read_states(config, &masters, set).await?;
     Ok(plan(set, &states))
+}
+
+/// A plan within `scope`, and the plan file for it (`migrate plan [--out]`); the file is
+/// an error when the plan cannot be applied as is (drift).
+pub async fn plan_scoped(
+    config: &Config,
+    snapshot: &Snapshot,
+    set: &MigrationSet,
+    scope: &Scope,
+) -> Result<(Plan, Result<PlanFile, MigrateError>), MigrateError> {
+    let masters = Masters::connect(config, snapshot).await?;
+    let states = read_states(config, &masters, set).await?;
+    scope.check(&states, &islands(config))?;
+    let mut whole = plan(set, &states);
+    let mut shown = scoped(&states, scope);
+    if !scope.finalizer_allowed(&whole) {
+        shown.retain(|s| atoll_core::ShardNo::from_schema(&s.schema).is_ok());
+    }
+    let mut scoped_plan = plan(set, &shown);
+    crate::disclosure::disclose(&masters, &mut scoped_plan).await?;
+    whole.unsafe_shards = scoped_plan.unsafe_shards.clone();
+    let cluster = snapshot.cluster_id().unwrap_or_default();
+    let file = PlanFile::build(cluster, scope, set, &whole, &states).map_err(MigrateError::from);
+    Ok((scoped_plan, file))
+}
+
+/// The run's scope as its record says it.
+fn scope_text(opts: &RunOptions) -> String {
+    match &opts.plan {
+        Some(p) => format!("plan {} ({})", p.path, p.file.scope),
+        None => opts.scope.describe(),
+    }
+}
+
+/// The run's failure policy as its record says it: `halt`, `continue, max 5 failures`.
+fn policy_text(opts: &RunOptions) -> String {
+    match opts.max_failures {
+        Some(n) => format!("{}, max {n} failures", opts.on_failure.as_str()),
+        None => opts.on_failure.as_str().to_string(),
+    }
+}
+
+fn islands(config: &Config) -> Vec<IslandId> {
+    config.islands.iter().map(|i| i.id).collect()
 }
 
 /// `migrate apply`.
@@ -78,21 +158,23 @@ pub async fn apply(
         if let Some(only) = &opts.only {
             states.retain(|s| only.contains(&s.schema));
         }
-        let p = plan(set, &states);
-        check_applicable(&p, opts.allow_unsafe)?;
-        let jobs: Vec<Job> = p
-            .pending_schemas()
-            .map(|s| Job {
-                schema: s.schema.clone(),
-                island: s.island,
-                steps: s
-                    .pending
-                    .iter()
-                    .filter_map(|v| set.migrations.iter().find(|m| &m.version == v))
-                    .collect(),
-            })
-            .collect();
-        Ok::<_, MigrateError>(jobs)
+        let digest = opts.plan.as_ref().map(|p| p.file.digest.as_str());
+        lock.describe(&scope_text(opts), digest, &policy_text(opts))
+            .await?;
+        let done = match digest {
+            Some(d) => lock.done_by_plan(d).await?,
+            None => BTreeSet::new(),
+        };
+        apply_jobs(
+            set,
+            &states,
+            snapshot,
+            &opts.scope,
+            opts.plan.as_ref(),
+            &done,
+            opts.allow_unsafe,
+            &islands(config),
+        )
     }
     .await;
     let (lock, jobs) = settle(lock, planned).await?;
@@ -123,18 +205,16 @@ pub async fn undo(
     let masters = Masters::connect(config, snapshot).await?;
     let lock = take_lock(config, &masters, RunKind::Undo).await?;
     let planned = async {
+        lock.describe(&scope_text(opts), None, &policy_text(opts))
+            .await?;
         let states = read_states(config, &masters, set).await?;
-        let (m, targets) = plan_undo(set, &states, version)?;
-        check_undo(set, &states, m, opts.allow_unsafe)?;
-        Ok::<_, MigrateError>(
-            targets
-                .into_iter()
-                .map(|t| Job {
-                    schema: t.schema,
-                    island: t.island,
-                    steps: vec![m],
-                })
-                .collect::<Vec<_>>(),
+        undo_jobs(
+            set,
+            &states,
+            version,
+            &opts.scope,
+            opts.allow_unsafe,
+            &islands(config),
         )
     }
     .await;
@@ -156,8 +236,8 @@ pub async fn undo(
 /// A plan that could not be made ends the run it locked, recording why.
 async fn settle<'a>(
     lock: RunLock,
-    planned: Result<Vec<Job<'a>>, MigrateError>,
-) -> Result<(RunLock, Vec<Job<'a>>), MigrateError> {
+    planned: Result<Jobs<'a>, MigrateError>,
+) -> Result<(RunLock, Jobs<'a>), MigrateError> {
     match planned {
         Ok(jobs) => Ok((lock, jobs)),
         Err(e) => {
@@ -181,7 +261,9 @@ async fn take_lock(
         .iter()
         .find(|m| m.0 == island)
         .ok_or(atoll_pg::PgError::NoMaster(island))?;
-    if !migration_runs::installed(client, node).await? {
+    if !migration_runs::installed(client, node).await?
+        || !atoll_pg::catalog::migration_shards::installed(client, node).await?
+    {
         return Err(MigrateError::NoCatalog(island));
     }
     let lock = RunLock::acquire(node, config.connect_timeout, kind).await?;
@@ -218,7 +300,7 @@ async fn execute(
     masters: &Masters,
     lock: RunLock,
     set: &MigrationSet,
-    jobs: Vec<Job<'_>>,
+    jobs: Jobs<'_>,
     dir: Direction,
     opts: &RunOptions,
     progress: &(dyn Fn(Event) + Sync),
@@ -229,6 +311,10 @@ async fn execute(
     } else {
         RunKind::Undo
     };
+    let Jobs {
+        jobs,
+        finalizer_held,
+    } = jobs;
     let total = jobs.len();
     let (mut shards, finalizer): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
@@ -246,6 +332,7 @@ async fn execute(
         not_started: 0,
         finalizer: finalizer.iter().map(|j| j.schema.clone()).collect(),
         finalizer_skipped: false,
+        finalizer_held,
         elapsed_ms: 0,
     };
     if total == 0 {
@@ -254,10 +341,6 @@ async fn execute(
         return Ok(report);
     }
     let islands: BTreeSet<IslandId> = shards.iter().chain(&finalizer).map(|j| j.island).collect();
-    if let Err(e) = hooks(masters, &islands, set.before.as_deref(), "before.sql").await {
-        let _ = lock.finish(RunStatus::Failed, &e.to_string()).await;
-        return Err(e);
-    }
     let shared = Shared {
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
@@ -267,7 +350,40 @@ async fn execute(
         stop: AtomicBool::new(false),
         lock_lost: Mutex::new(None),
         limits: Default::default(),
+        book: Book::default(),
+        failure_policy: FailurePolicy {
+            halt_on_failure: opts.on_failure == OnFailure::Halt,
+            max_failures: opts.max_failures,
+        },
+        halt: AtomicBool::new(false),
+        stop_requested: AtomicBool::new(false),
     };
+    let canary_n = opts.canary.min(shards.len());
+    for (n, j) in shards.iter().enumerate() {
+        let state = if n < canary_n || canary_n == 0 {
+            ShardState::Pending
+        } else {
+            ShardState::WaitingForCanary
+        };
+        shared.book.set(&j.schema, j.island, state, None);
+    }
+    for j in &finalizer {
+        shared
+            .book
+            .set(&j.schema, j.island, ShardState::Pending, None);
+    }
+    let recorded = shared.book.flush(&lock).await;
+    let before = match recorded {
+        Ok(()) => hooks(masters, &islands, set.before.as_deref(), "before.sql").await,
+        Err(why) => Err(MigrateError::Dir {
+            dir: "catalog".into(),
+            msg: why,
+        }),
+    };
+    if let Err(e) = before {
+        let _ = lock.finish(RunStatus::Failed, &e.to_string()).await;
+        return Err(e);
+    }
     let phases = Phases {
         nodes: masters.nodes.iter().map(|m| (m.0, m.1.clone())).collect(),
         dir,
@@ -290,161 +406,10 @@ async fn execute(
     Ok(report)
 }
 
-/// What the phases of one run share.
-struct Phases<'a, 'p> {
-    nodes: BTreeMap<IslandId, NodeConfig>,
-    dir: Direction,
-    opts: &'a RunOptions,
-    timeout: Duration,
-    lock: &'a RunLock,
-    total: usize,
-    shared: &'a Shared<'p>,
-}
-
-impl Phases<'_, '_> {
-    /// Canary, fan-out, finalizer, each only if the one before succeeded and the lock is
-    /// held. Returns whether the canary failed; `report` gets the canary and what was not
-    /// started.
-    async fn run(
-        &self,
-        mut shards: Vec<Job<'_>>,
-        finalizer: Vec<Job<'_>>,
-        report: &mut RunReport,
-    ) -> bool {
-        let canary_n = self.opts.canary.min(shards.len());
-        (self.shared.progress)(Event::Start {
-            schemas: self.total,
-            canary: canary_n,
-        });
-        let rest = shards.split_off(canary_n);
-        report.canary = shards.iter().map(|j| j.schema.clone()).collect();
-        if canary_n > 0 {
-            // One at a time: a broken migration fails on one shard, not on `parallelism`.
-            self.phase(Phase::Canary, shards, 1).await;
-        }
-        let canary_failed = self.shared.failed.load(Ordering::Relaxed) > 0;
-        // A lost lock (`shared.stop`) starts no further phase; the caller's error says so.
-        let stopped = || self.shared.stop.load(Ordering::Relaxed);
-        if stopped() || canary_failed {
-            report.not_started = rest.len() + finalizer.len();
-            return canary_failed;
-        }
-        if !rest.is_empty() {
-            self.phase(Phase::FanOut, rest, self.opts.parallelism.max(1))
-                .await;
-        }
-        if stopped() {
-            report.not_started = finalizer.len();
-        } else if self.shared.failed.load(Ordering::Relaxed) > 0 {
-            report.finalizer_skipped = !finalizer.is_empty();
-            report.not_started = finalizer.len();
-        } else if !finalizer.is_empty() {
-            self.phase(Phase::Finalizer, finalizer, 1).await;
-        }
-        false
-    }
-
-    /// Runs `jobs` with `parallelism` workers per island, recording progress every second.
-    async fn phase(&self, phase: Phase, jobs: Vec<Job<'_>>, parallelism: usize) {
-        (self.shared.progress)(Event::Phase(phase));
-        let settings = Settings {
-            dir: self.dir,
-            policy: self.opts.policy,
-            timeout: self.timeout,
-            lock: self.lock,
-        };
-        let work = run_jobs(&self.nodes, jobs, parallelism, &settings, self.shared);
-        tick_progress(self.lock, self.total, self.shared, work).await;
-    }
-}
-
-/// Fills in the report's counts and outcome, records them in the run record and releases
-/// the lock; a lost lock is an error.
-async fn close(
-    lock: RunLock,
-    shared: Shared<'_>,
-    canary_failed: bool,
-    report: &mut RunReport,
-) -> Result<(), MigrateError> {
-    let total = report.schemas_total;
-    let failed = shared.failed.load(Ordering::Relaxed);
-    report.schemas_ok = shared.done.load(Ordering::Relaxed) - failed;
-    report.versions_applied = shared.versions.load(Ordering::Relaxed);
-    report.failures = shared
-        .failures
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    report.failures.sort_by(|a, b| a.schema.cmp(&b.schema));
-    report.status = match (canary_failed, failed) {
-        (true, _) => RunOutcome::CanaryFailed,
-        (false, 0) => RunOutcome::Done,
-        _ => RunOutcome::Failed,
-    };
-    let lost = shared
-        .lock_lost
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(why) = lost {
-        // Another run may hold the lock by now: record what we can, and say so.
-        let done = shared.done.load(Ordering::Relaxed);
-        let _ = lock
-            .finish(RunStatus::Failed, &format!("lost the cluster lock: {why}"))
-            .await;
-        return Err(MigrateError::LockLost {
-            why,
-            done,
-            not_started: total - done,
-        });
-    }
-    // A failure here shows again in `finish`.
-    let _ = lock
-        .progress(total, report.schemas_ok + failed, failed)
-        .await;
-    let message = match report.failures.first() {
-        Some(f) => format!("{} failed schemas, first {}: {}", failed, f.schema, f.error),
-        None => format!("{} schemas migrated", report.schemas_ok),
-    };
-    let status = if report.status == RunOutcome::Done {
-        RunStatus::Done
-    } else {
-        RunStatus::Failed
-    };
-    lock.finish(status, &message).await
-}
-
 /// Shards in run order: by name, but the global shard sh0000 (tenants, settings) last,
 /// so that it is never the canary while other shards can be.
 fn run_order(schema: &str) -> (bool, &str) {
     (schema == "sh0000", schema)
-}
-
-/// Runs `fut`, recording progress in the run record every second meanwhile. The record
-/// update doubles as the lock check: if the lock's session is gone, the workers are told
-/// to start no more schemas (those running finish) and the run ends with an error.
-async fn tick_progress<F: std::future::Future<Output = ()>>(
-    lock: &RunLock,
-    total: usize,
-    shared: &Shared<'_>,
-    fut: F,
-) {
-    tokio::pin!(fut);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = &mut fut => return,
-            _ = tick.tick() => {
-                let done = shared.done.load(Ordering::Relaxed);
-                let failed = shared.failed.load(Ordering::Relaxed);
-                if shared.stop.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if let Err(why) = lock.progress(total, done, failed).await {
-                    shared.lose_lock(why);
-                }
-            }
-        }
-    }
 }
 
 /// `before.sql` / `after.sql`, once on each island master the run touches.

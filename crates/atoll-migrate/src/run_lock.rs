@@ -6,9 +6,12 @@
 //! The `atoll.migration_lock` row only names the holder, for the error a second run gets.
 
 use crate::error::MigrateError;
+use atoll_core::migration::ShardRow;
 use atoll_core::NodeConfig;
 use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
+use atoll_pg::catalog::migration_shards;
 use atoll_pg::locks;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_postgres::Client;
 
@@ -65,9 +68,10 @@ impl RunLock {
         })
     }
 
-    /// Records progress. An error means the lock's session is gone (or unusable): the
-    /// advisory lock may be released already, so the caller must stop starting work.
-    pub async fn progress(&self, total: usize, done: usize, failed: usize) -> Result<(), String> {
+    /// Records progress; `Ok(true)` when `migrate stop` asked the run to stop. An error
+    /// means the lock's session is gone (or unusable): the advisory lock may be released
+    /// already, so the caller must stop starting work.
+    pub async fn progress(&self, total: usize, done: usize, failed: usize) -> Result<bool, String> {
         if self.client.is_closed() {
             return Err(format!("the lock connection to {} is closed", self.node));
         }
@@ -96,6 +100,42 @@ impl RunLock {
                 self.probe_timeout.as_millis()
             )),
         }
+    }
+
+    /// Writes schemas' states to the run's rows (`atoll.migration_shards`).
+    pub async fn record_shards(&self, rows: &[ShardRow]) -> Result<(), String> {
+        migration_shards::record(&self.client, &self.node, self.run_id, rows)
+            .await
+            .map_err(|e| format!("cannot update the run's schema states: {e}"))
+    }
+
+    /// Records the run's scope, reviewed plan and failure policy.
+    pub async fn describe(
+        &self,
+        scope: &str,
+        plan_digest: Option<&str>,
+        policy: &str,
+    ) -> Result<(), MigrateError> {
+        migration_runs::describe(
+            &self.client,
+            &self.node,
+            self.run_id,
+            scope,
+            plan_digest,
+            policy,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The schemas earlier runs of the reviewed plan with this digest finished.
+    pub async fn done_by_plan(&self, digest: &str) -> Result<BTreeSet<String>, MigrateError> {
+        Ok(
+            migration_shards::done_by_plan(&self.client, &self.node, digest)
+                .await?
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// Records the outcome, removes the holder row and releases the lock.

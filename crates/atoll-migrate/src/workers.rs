@@ -2,17 +2,20 @@
 //! its own connection, taking the next schema when done with one. A schema's versions run
 //! in order; a failure stops that schema's chain and the worker takes the next schema.
 
-use crate::exec::{run_step, Direction, LockPolicy, Outcome};
+use crate::book::Book;
+use crate::exec::{run_step, Direction, LockPolicy, Outcome, StepError};
 use crate::limits::Limits;
 use crate::report::{Event, SchemaFailure};
 use crate::run_lock::RunLock;
 use atoll_core::migration::Migration;
+use atoll_core::migration::ShardState;
 use atoll_core::{IslandId, NodeConfig};
 use futures::future::join_all;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio_postgres::Client;
 
 /// One schema and the versions it needs, in order.
 pub(crate) struct Job<'a> {
@@ -34,9 +37,48 @@ pub(crate) struct Shared<'p> {
     pub lock_lost: Mutex<Option<String>>,
     /// The files' own parallelism limits (pg-mig's directives).
     pub limits: Limits,
+    /// Every schema's state, written to the catalog in batches.
+    pub book: Book,
+    /// When a failure halts the run.
+    pub failure_policy: FailurePolicy,
+    /// Set by a failure under the policy: no further schema starts, running ones finish.
+    pub halt: AtomicBool,
+    /// Set when `migrate stop` asked: no further schema starts, running ones finish.
+    pub stop_requested: AtomicBool,
+}
+
+/// When failures halt a run (`--on-failure`, `--max-failures`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailurePolicy {
+    /// Halt at the first failure.
+    pub halt_on_failure: bool,
+    /// Halt once this many schemas failed.
+    pub max_failures: Option<usize>,
 }
 
 impl Shared<'_> {
+    /// Whether a worker may start another schema: the lock is held, the run neither
+    /// halted nor asked to stop.
+    pub fn may_start(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+            && !self.halt.load(Ordering::Relaxed)
+            && !self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed schema, halting the run if the policy says so.
+    fn fail(&self, f: SchemaFailure) {
+        let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        let p = self.failure_policy;
+        let halts = p.halt_on_failure || p.max_failures.is_some_and(|m| failed >= m);
+        if halts && !self.halt.swap(true, Ordering::Relaxed) {
+            tracing::warn!(schema = %f.schema, failed, "halting the run: no further schema starts");
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
     /// Marks the cluster lock lost: the workers take no further schema and start no
     /// further step. Stop first, then say so: whoever reacts to the message finds the run
     /// already stopping. The first reason is kept.
@@ -89,9 +131,8 @@ pub(crate) async fn run_jobs(
     join_all(workers).await;
 }
 
-// One worker's loop: take a job, honour the file's limits, run its chain, record the
-// outcome; kept whole so the order of those steps (and where the stop flag is read) is
-// visible.
+// One worker's loop: take a job, run its chain, record the outcome; kept whole so the
+// order of those steps (and where the stop flags are read) is visible.
 async fn worker(
     node: Option<&NodeConfig>,
     island: IslandId,
@@ -99,15 +140,17 @@ async fn worker(
     settings: &Settings<'_>,
     shared: &Shared<'_>,
 ) {
-    let (dir, policy, timeout) = (settings.dir, settings.policy, settings.timeout);
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client: Option<Client> = None;
     loop {
-        if shared.stop.load(Ordering::Relaxed) {
+        if !shared.may_start() {
             return;
         }
         // Never held across an await.
         let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
         let Some(job) = job else { return };
+        shared
+            .book
+            .set(&job.schema, island, ShardState::Running, None);
         let mut failure: Option<SchemaFailure> = None;
         let fail = |m: &Migration, file: String, error: String| SchemaFailure {
             schema: job.schema.clone(),
@@ -116,81 +159,136 @@ async fn worker(
             file,
             error,
         };
-        let mut connect_error = String::from("no master configured");
-        let usable = matches!(&client, Some(c) if !c.is_closed());
-        if !usable {
-            client = None;
-            if let Some(n) = node {
-                match atoll_pg::connect_with_timeout(n, timeout).await {
-                    Ok(c) => client = Some(c),
-                    Err(e) => connect_error = e.to_string(),
-                }
-            }
-        }
-        match &client {
-            None => {
-                if let Some(m) = job.steps.first() {
-                    failure = Some(fail(m, String::new(), connect_error));
-                }
-            }
-            Some(c) => {
-                for (i, m) in job.steps.iter().enumerate() {
-                    let file = match dir {
-                        Direction::Up => &m.up,
-                        Direction::Down => &m.dn,
-                    };
-                    // The lock may be lost while this step waits for its permits (a
-                    // capped or run-alone file can keep it waiting for minutes): no DDL
-                    // without the lock. The schema ends here, counted as not started;
-                    // its versions applied so far are recorded, so the next run resumes.
-                    if shared.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let permits = shared
-                        .limits
-                        .enter(island, &m.version, &file.directives)
-                        .await;
-                    if shared.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    // The lock's session may have died since the last step (a restart, a
-                    // terminated backend): then a move may already be starting on this
-                    // shard, so no DDL is sent. One round trip on the lock's connection.
-                    if let Err(why) = settings.lock.alive().await {
-                        shared.lose_lock(why);
-                        return;
-                    }
-                    let r = run_step(c, &job.schema, m, dir, policy, i == 0).await;
-                    match r {
-                        Ok(Outcome::Applied) => {
-                            shared.versions.fetch_add(1, Ordering::Relaxed);
-                            // `$delay`: only after a run that did the file's work.
-                            permits.release().await;
-                        }
-                        // Done by an earlier run (its backend finished after it died):
-                        // nothing ran, so no `$delay`.
-                        Ok(Outcome::Skipped) => drop(permits),
-                        Err(e) => {
-                            failure = Some(fail(m, e.file, e.msg));
-                            break;
-                        }
-                    }
+        let mut applied_any = false;
+        for (i, m) in job.steps.iter().enumerate() {
+            match run_chain_step(&mut client, node, island, &job, i, settings, shared).await {
+                Ok(Some(Outcome::Applied)) => applied_any = true,
+                Ok(Some(Outcome::Skipped)) => {}
+                // The lock is lost: this schema ends here, counted as not started; its
+                // versions applied so far are recorded, so the next run resumes.
+                Ok(None) => return,
+                Err(e) => {
+                    failure = Some(fail(m, e.file, e.msg));
+                    break;
                 }
             }
         }
         let error = failure.as_ref().map(|f| format!("{}: {}", f.file, f.error));
-        if let Some(f) = failure {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(f);
+        match failure {
+            Some(f) => {
+                let why = (f.file.clone(), f.error.clone());
+                shared.fail(f);
+                shared
+                    .book
+                    .set(&job.schema, island, ShardState::Failed, Some(why));
+            }
+            None => {
+                let state = if applied_any || job.steps.is_empty() {
+                    ShardState::Done
+                } else {
+                    ShardState::Skipped
+                };
+                shared.book.set(&job.schema, island, state, None);
+            }
         }
         shared.done.fetch_add(1, Ordering::Relaxed);
         (shared.progress)(Event::Done {
             schema: job.schema.clone(),
             error,
         });
+    }
+}
+
+/// One step of a schema's chain on the worker's connection (made or remade here): the
+/// file's limits, the lock probe, the file, retried on a new connection when the old one
+/// broke (bounded by the policy's retries). `Ok(None)`: the lock is lost, stop.
+async fn run_chain_step(
+    client: &mut Option<Client>,
+    node: Option<&NodeConfig>,
+    island: IslandId,
+    job: &Job<'_>,
+    i: usize,
+    settings: &Settings<'_>,
+    shared: &Shared<'_>,
+) -> Result<Option<Outcome>, StepError> {
+    let m = job.steps[i];
+    let file = match settings.dir {
+        Direction::Up => &m.up,
+        Direction::Down => &m.dn,
+    };
+    let mut attempts: u32 = 1;
+    loop {
+        if !matches!(client, Some(c) if !c.is_closed()) {
+            *client = None;
+            let n = node.ok_or_else(|| StepError {
+                file: String::new(),
+                msg: "no master configured".into(),
+                connection_lost: false,
+            })?;
+            match atoll_pg::connect_with_timeout(n, settings.timeout).await {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    return Err(StepError {
+                        file: String::new(),
+                        msg: e.to_string(),
+                        connection_lost: false,
+                    })
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else {
+            continue;
+        };
+        // The lock may be lost while this step waits for its permits (a capped or
+        // run-alone file can keep it waiting for minutes): no DDL without the lock.
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let permits = shared
+            .limits
+            .enter(island, &m.version, &file.directives)
+            .await;
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // The lock's session may have died since the last step (a restart, a terminated
+        // backend): then a move may already be starting on this shard, so no DDL is sent.
+        if let Err(why) = settings.lock.alive().await {
+            shared.lose_lock(why);
+            return Ok(None);
+        }
+        let on_retry = |n: u32| shared.book.attempt(&job.schema, island, attempts - 1 + n);
+        let r = run_step(
+            c,
+            &job.schema,
+            m,
+            settings.dir,
+            settings.policy,
+            i == 0,
+            &on_retry,
+        )
+        .await;
+        match r {
+            Ok(Outcome::Applied) => {
+                // `$delay`: only after a run that did the file's work.
+                permits.release().await;
+                shared.versions.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(Outcome::Applied));
+            }
+            // Done by an earlier run (its backend finished after it died): nothing ran,
+            // so no `$delay`.
+            Ok(Outcome::Skipped) => return Ok(Some(Outcome::Skipped)),
+            Err(e) if e.connection_lost && attempts <= settings.policy.retries => {
+                drop(permits);
+                attempts += 1;
+                shared.book.attempt(&job.schema, island, attempts);
+                tracing::info!(schema = %job.schema, file = %e.file, attempts, "connection lost, reconnecting and retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    100 * (1 << attempts.min(6)),
+                ))
+                .await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -46,6 +46,9 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
             u.file, u.statement
         );
     }
+    for line in disclosure(plan) {
+        let _ = writeln!(out, "{line}");
+    }
     for t in &plan.throttled {
         let _ = writeln!(out, "throttled: {} ({})", t.file, t.directives);
     }
@@ -67,6 +70,47 @@ pub fn render_plan(set: &MigrationSet, plan: &Plan, dir: &Path) -> String {
         let _ = writeln!(out, "note: no schema matches target {t}");
     }
     out
+}
+
+/// Per table an unsafe statement touches: the shards holding data in it, the totals, and
+/// the largest few (the whole list is in `--json` and the plan file).
+fn disclosure(plan: &Plan) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut by_table: BTreeMap<&str, Vec<&atoll_core::migration::UnsafeShard>> = BTreeMap::new();
+    for u in &plan.unsafe_shards {
+        by_table.entry(&u.table).or_default().push(u);
+    }
+    by_table
+        .into_iter()
+        .map(|(table, mut shards)| {
+            let rows: i64 = shards.iter().map(|u| u.rows).sum();
+            let bytes: i64 = shards.iter().map(|u| u.bytes).sum();
+            let with_rows = shards.iter().filter(|u| u.rows > 0).count();
+            shards.sort_by(|a, b| b.rows.cmp(&a.rows).then(b.bytes.cmp(&a.bytes)));
+            let top: Vec<String> = shards
+                .iter()
+                .filter(|u| u.rows > 0)
+                .take(5)
+                .map(|u| format!("{} {} rows {}", u.schema, u.rows, size(u.bytes)))
+                .collect();
+            format!(
+                "unsafe data: {table} on {} shards holds ~{rows} rows, {} ({with_rows} shards with rows{}{})",
+                shards.len(),
+                size(bytes),
+                if top.is_empty() { "" } else { "; most: " },
+                top.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn size(bytes: i64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
 }
 
 pub fn render_report(r: &RunReport) -> String {
@@ -95,6 +139,21 @@ pub fn render_report(r: &RunReport) -> String {
             r.canary.join(", ")
         }
     );
+    if r.status == RunOutcome::Halted {
+        let _ = writeln!(
+            out,
+            "halted: {} failed; {} schemas not started (running ones finished)",
+            r.failures.first().map_or("a schema", |f| f.schema.as_str()),
+            r.not_started
+        );
+    }
+    if r.status == RunOutcome::Stopped {
+        let _ = writeln!(
+            out,
+            "stopped by `migrate stop`: {} schemas not started; run apply again to resume",
+            r.not_started
+        );
+    }
     if r.status == RunOutcome::CanaryFailed {
         let _ = writeln!(
             out,
@@ -116,6 +175,8 @@ pub fn render_report(r: &RunReport) -> String {
             r.finalizer.join(", "),
             r.failures.len()
         );
+    } else if let Some(why) = &r.finalizer_held {
+        let _ = writeln!(out, "finalizer held: {why}");
     } else if !r.finalizer.is_empty() && r.status != RunOutcome::CanaryFailed {
         let _ = writeln!(out, "finalizer: {}", r.finalizer.join(", "));
     }
@@ -190,6 +251,7 @@ mod tests {
             not_started: 1,
             finalizer: vec!["public".into()],
             finalizer_skipped: true,
+            finalizer_held: None,
             elapsed_ms: 1500,
         };
         let text = render_report(&r);

@@ -52,7 +52,9 @@ impl Env {
         let mut a: Vec<&str> = vec!["migrate"];
         a.extend_from_slice(args);
         let dir = self.dir.to_string_lossy().to_string();
-        if args[0] != "new" {
+        // Commands that read no migration directory take no --dir.
+        let command = args.iter().find(|a| !a.starts_with('-'));
+        if !matches!(command, Some(&("new" | "status" | "runs" | "stop"))) {
             a.extend_from_slice(&["--dir", &dir]);
         }
         let out = self.atoll(&a);

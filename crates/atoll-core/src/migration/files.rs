@@ -38,6 +38,10 @@ pub struct SqlFile {
     pub mode: RunMode,
     /// Destructive statements found (`DROP TABLE`, `DROP COLUMN`, ...).
     pub unsafe_statements: Vec<String>,
+    /// For each of [`SqlFile::unsafe_statements`], the tables it touches (empty when it
+    /// names none, like `DROP SCHEMA` or a `DO` block).
+    #[serde(skip)]
+    pub unsafe_tables: Vec<Vec<String>>,
     /// The [`checksum`](super::sql::checksum) of the text, recorded with the applied version.
     pub checksum: String,
     /// pg-mig's `-- $parallelism_per_host=N` and friends.
@@ -135,7 +139,10 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
             short(&s.text)
         )));
     }
-    let unsafe_statements = stmts.iter().filter_map(|s| s.unsafe_reason()).collect();
+    let (unsafe_statements, unsafe_tables) = stmts
+        .iter()
+        .filter_map(|s| s.unsafe_reason().map(|r| (r, s.touched_tables())))
+        .unzip();
     let concurrent: Vec<_> = stmts.iter().filter_map(|s| s.concurrent_index()).collect();
     let mode = if concurrent.is_empty() {
         if let Some(s) = stmts.iter().find(|s| s.mentions_concurrently()) {
@@ -165,6 +172,7 @@ fn sql_file(file: &str, sql: String) -> Result<SqlFile, MigrationError> {
         sql,
         mode,
         unsafe_statements,
+        unsafe_tables,
         directives,
     })
 }

@@ -3,25 +3,36 @@
 //! CONCURRENTLY), the per-schema [`plan`] with groups and drift, undo targets, and the
 //! grouping of live schema signatures for `schema diff`. `atoll-migrate` does the I/O.
 
+mod converge;
 mod directives;
 mod files;
 mod lexer;
 #[cfg(test)]
 mod lexer_tests;
 mod plan;
+mod plan_file;
+#[cfg(test)]
+mod plan_file_tests;
 mod reindex_names;
+mod scope;
+mod shard_state;
 mod signature;
 pub mod sql;
 #[cfg(test)]
 mod tests;
+mod touched;
 
+pub use converge::{converge, ConvergeGroup};
 pub use directives::Directives;
 pub use files::{schema_matches_prefix, Migration, MigrationSet, RunMode, SqlFile};
 pub use plan::{
     check_applicable, check_undo, compact_schemas, is_shard_target, plan, plan_undo, ChangedNote,
     Drift, Group, IgnoredSchema, Plan, SchemaPlan, SchemaState, ThrottleNote, UndoTarget,
-    UnsafeNote,
+    UnsafeNote, UnsafeShard,
 };
+pub use plan_file::{PlanFile, PlanGroup, PlannedJob, PlannedVersion, PLAN_FORMAT};
+pub use scope::Scope;
+pub use shard_state::{summarize, RunSummary, ShardRow, ShardState, StateGroup, SHOWN_ORDER};
 pub use signature::{group_signatures, SignatureGroup};
 
 use crate::island::IslandId;
@@ -101,6 +112,18 @@ pub enum MigrationError {
         file: String,
         /// The statement, as reported by the unsafe check.
         statement: String,
+    },
+    /// `--shards` / `--island` name shards or an island the cluster does not have.
+    #[error("{0}")]
+    BadScope(String),
+    /// A plan file (`apply --plan`) is malformed, for another cluster, or no longer
+    /// matches the files or a schema's state; `why` names the file or the schema.
+    #[error("plan file {path}: {why}")]
+    Plan {
+        /// The plan file's path as given.
+        path: String,
+        /// What is wrong, naming the migration file or the schema.
+        why: String,
     },
     /// `migrate undo` named a version that is not in the directory.
     #[error("no migration {0} in the migration directory")]

@@ -6,7 +6,7 @@ use super::files::{schema_matches_prefix, Migration, MigrationSet};
 use super::{Directives, MigrationError};
 use crate::island::IslandId;
 use crate::shard::ShardNo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What one schema on one island master says it has applied.
@@ -90,7 +90,8 @@ pub struct Group {
 }
 
 /// A destructive statement in a pending file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UnsafeNote {
     /// The pending version.
     pub version: String,
@@ -98,6 +99,24 @@ pub struct UnsafeNote {
     pub file: String,
     /// The statement, as reported by the unsafe check.
     pub statement: String,
+    /// The tables it touches (what [`UnsafeShard`] measures on each shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+/// How much data a table a destructive pending statement touches holds on one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsafeShard {
+    /// The shard's schema.
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// Its rows: PostgreSQL's estimate (`reltuples`, or the live-row count when never
+    /// analysed).
+    pub rows: i64,
+    /// Its size with indexes and TOAST, in bytes.
+    pub bytes: i64,
 }
 
 /// A pending file that limits its own parallelism (pg-mig's `-- $name=value` lines).
@@ -160,6 +179,10 @@ pub struct Plan {
     /// Pending files with their own parallelism limits, delay or run-alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throttled: Vec<ThrottleNote>,
+    /// Per shard, the data held by the tables the unsafe statements touch (filled in by
+    /// the caller that reads the shards: `atoll-migrate`), by schema then table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_shards: Vec<UnsafeShard>,
 }
 
 impl Plan {
@@ -176,7 +199,7 @@ impl Plan {
 }
 
 /// Orders recorded versions like files: by the numeric version, then the full name.
-fn version_order(v: &str) -> (usize, String, String) {
+pub(crate) fn version_order(v: &str) -> (usize, String, String) {
     let n = v.split('.').next().unwrap_or("").trim_start_matches('0');
     (n.len(), n.to_string(), v.to_string())
 }
@@ -297,11 +320,12 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
                     directives: m.up.directives.clone(),
                 });
             }
-            for st in &m.up.unsafe_statements {
+            for (i, st) in m.up.unsafe_statements.iter().enumerate() {
                 unsafe_pending.push(UnsafeNote {
                     version: m.version.clone(),
                     file: m.up.file.clone(),
                     statement: st.clone(),
+                    tables: m.up.unsafe_tables.get(i).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -320,6 +344,7 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
     let changed = changed_files(set, states);
     ignored.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));
     Plan {
+        unsafe_shards: Vec::new(),
         throttled,
         ignored,
         changed,

@@ -9,6 +9,7 @@
 //! | [`moves`] | `atoll.moves`, `atoll.move_ticks` | the source and destination masters of a move |
 //! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
+//! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
 //!
 //! The DDL is a list of numbered steps (`steps/NNN_name.sql`), each applied once per island
@@ -17,6 +18,7 @@
 
 pub mod id_leases;
 pub mod migration_runs;
+pub mod migration_shards;
 pub mod move_status;
 pub mod moves;
 pub mod registry;
@@ -36,6 +38,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         6,
         "shard_notices",
         include_str!("steps/006_shard_notices.sql"),
+    ),
+    (
+        7,
+        "migration_shards",
+        include_str!("steps/007_migration_shards.sql"),
     ),
     (
         9,
