@@ -131,7 +131,8 @@ pub fn parse_at<T: DeserializeOwned>(v: &serde_json::Value, prefix: &str) -> Res
         if path != "." {
             field = join(&field, &path);
         }
-        if let Some(name) = named {
+        // A missing field is reported at its parent, an unknown one at itself.
+        if let Some(name) = named.filter(|n| path.rsplit('.').next() != Some(n.as_str())) {
             field = join(&field, &name);
         }
         ArgError { field, msg }

@@ -161,3 +161,16 @@ pub fn lsn(cluster: &TestCluster, port: u16, expr: &str) -> i64 {
     text.parse::<f64>()
         .unwrap_or_else(|e| panic!("{expr}: {text}: {e}")) as i64
 }
+
+/// Waits until action `id` is RUNNING (or already finished).
+pub async fn wait_running(a: &TestAgent, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, v) = a.get(&format!("/v1/actions/{id}")).await;
+        if v["state"] != "NEW" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never started: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
