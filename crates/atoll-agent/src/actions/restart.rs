@@ -14,7 +14,12 @@ pub(super) async fn run(ctx: &ActionCtx<'_>, a: RestartArgs) -> Result<Value, Ac
     ctx.ex.tools.stop(&dir, a.mode.as_str()).await?;
     ctx.ex.reader.reset().await;
     ctx.progress("starting the server").await;
-    ctx.ex.tools.start(&dir).await?;
+    // A start left running by an earlier attempt (a crash mid-restart) is as good.
+    if let Err(e) = ctx.ex.tools.start(&dir).await {
+        if !ctx.ex.tools.is_running(&dir).await {
+            return Err(e.into());
+        }
+    }
     drop(ctx.local().await?);
     Ok(json!({
         "data_directory": dir.display().to_string(),
