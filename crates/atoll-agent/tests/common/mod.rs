@@ -174,3 +174,39 @@ pub async fn wait_running(a: &TestAgent, id: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `cluster`'s config with one more node on island 0 at `port`.
+pub fn config_with_node(cluster: &TestCluster, port: u16) -> atoll_core::Config {
+    let mut config = cluster.config().clone();
+    let mut node = config.islands[0].nodes[0].clone();
+    node.port = port;
+    config.islands[0].nodes.push(node);
+    config
+}
+
+/// Stops a server the test's agent started (by the pid in its postmaster.pid, checked to
+/// be a postgres of that directory), also when the test fails.
+pub struct ServerGuard(pub PathBuf);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else { return };
+        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        if cwd.as_deref() != std::fs::canonicalize(&self.0).ok().as_deref() {
+            return;
+        }
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        for _ in 0..500 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
