@@ -345,8 +345,27 @@ pub struct InitArgs {
     /// Run initdb into the data directory first (it must be empty or absent).
     #[serde(default)]
     pub initdb: bool,
+    /// The cluster id to record (islands added to a cluster take its id); default: a new one.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
-impl Checked for InitArgs {}
+impl Checked for InitArgs {
+    fn check(&self) -> Result<(), ArgError> {
+        match &self.cluster_id {
+            Some(id)
+                if id.is_empty()
+                    || id.len() > 64
+                    || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Err(ArgError {
+                    field: "args.cluster_id".into(),
+                    msg: "must be 1..=64 of A-Z a-z 0-9 -".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

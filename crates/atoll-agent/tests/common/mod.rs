@@ -170,14 +170,21 @@ pub async fn wait_running(a: &TestAgent, id: &str) {
         if v["state"] != "NEW" {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{id} never started: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never started: {v}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `cluster`'s config with one more node on island 0 at `port`.
@@ -195,8 +202,16 @@ pub struct ServerGuard(pub PathBuf);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else { return };
-        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else {
+            return;
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
         if cwd.as_deref() != std::fs::canonicalize(&self.0).ok().as_deref() {
             return;

@@ -63,7 +63,8 @@ impl AgentClient {
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, Failure> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, Failure> {

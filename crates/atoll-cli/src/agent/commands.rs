@@ -167,7 +167,11 @@ pub fn record_line(r: &Value) -> String {
         r["state"].as_str().unwrap_or("?"),
     );
     if let Some(e) = r["error"]["message"].as_str() {
-        line.push_str(&format!("  {} ({})", e, r["error"]["code"].as_str().unwrap_or("")));
+        line.push_str(&format!(
+            "  {} ({})",
+            e,
+            r["error"]["code"].as_str().unwrap_or("")
+        ));
     } else if let Some(p) = r["progress"].as_str() {
         line.push_str(&format!("  {p}"));
     }
@@ -199,7 +203,12 @@ pub async fn schedule(ctx: &Context, a: ScheduleArgs) -> CmdResult {
     })
 }
 
-async fn wait(ctx: &Context, client: &AgentClient, id: &str, timeout: Duration) -> Result<Value, Failure> {
+async fn wait(
+    ctx: &Context,
+    client: &AgentClient,
+    id: &str,
+    timeout: Duration,
+) -> Result<Value, Failure> {
     let t0 = Instant::now();
     let mut shown = String::new();
     loop {
@@ -217,7 +226,10 @@ async fn wait(ctx: &Context, client: &AgentClient, id: &str, timeout: Duration) 
             shown = progress;
         }
         if t0.elapsed() > timeout {
-            return Err(Failure::failed(format!("action {id} still {} after {timeout:?}", r["state"])));
+            return Err(Failure::failed(format!(
+                "action {id} still {} after {timeout:?}",
+                r["state"]
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -9,7 +9,6 @@ mod run;
 use crate::{CmdResult, Context};
 use std::path::PathBuf;
 
-
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
