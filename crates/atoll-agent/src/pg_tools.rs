@@ -55,6 +55,8 @@ impl PgTools {
         ] {
             cmd.env_remove(var);
         }
+        // Tools that print (pg_controldata) are parsed: untranslated.
+        cmd.env("LC_ALL", "C");
         cmd.current_dir("/").stdin(std::process::Stdio::null());
         cmd.kill_on_drop(false);
         Ok((cmd, exe.display().to_string()))
@@ -200,6 +202,23 @@ impl PgTools {
         self.run("pg_rewind", data_dir, &["-D", d, &src], password.as_deref())
             .await
             .map(drop)
+    }
+
+    /// The latest checkpoint's location (`pg_controldata`): after a clean shutdown, the
+    /// shutdown checkpoint, the last record the server wrote.
+    pub async fn checkpoint_lsn(&self, data_dir: &Path) -> Result<atoll_core::Lsn, AgentError> {
+        let d = path_str(data_dir)?;
+        let out = self
+            .run("pg_controldata", data_dir, &["-D", d], None)
+            .await?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
+            .and_then(|v| atoll_core::Lsn::parse(v.trim()))
+            .ok_or_else(|| {
+                AgentError::Unexpected(format!(
+                    "pg_controldata -D {d}: no latest checkpoint location"
+                ))
+            })
     }
 
     /// `initdb` into `data_dir`.
