@@ -87,7 +87,7 @@ enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Run the per-node agent (--node, --listen, --state-dir), or ask running agents
     /// (status, actions, schedule)
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
 }
 
 fn main() -> ExitCode {
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
-        Command::Agent(args) => agent::run(&ctx, args),
+        Command::Agent(args) => agent::run(&ctx, *args),
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@ impl AgentProc {
     fn start(config: &Path, node: &str, state: &Path, data_dir: &Path) -> AgentProc {
         let token = state.with_extension("token");
         std::fs::write(&token, TOKEN).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
             .arg("--config")
             .arg(config)
             .args([
@@ -43,8 +43,10 @@ impl AgentProc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        // Owned by the guard at once: killed and waited for whatever happens next.
+        let mut proc = AgentProc { child, url: String::new() };
         let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut out = BufReader::new(proc.child.stdout.take().unwrap());
         loop {
             line.clear();
             assert!(
@@ -52,10 +54,10 @@ impl AgentProc {
                 "agent exited before listening"
             );
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                let url = format!("http://{addr}");
+                proc.url = format!("http://{addr}");
                 // Keep reading its stdout so it never blocks on a full pipe.
                 std::thread::spawn(move || for _ in out.lines() {});
-                return AgentProc { child, url };
+                return proc;
             }
         }
     }

@@ -264,7 +264,7 @@ async fn rejoin(ctx: &ActionCtx<'_>, dir: &Path, cand: &Candidate) -> Result<boo
     ))
     .await;
     follow(dir, &cand.node, &slot)?;
-    ctx.ex.tools.start(&dir.to_path_buf()).await?;
+    ctx.ex.tools.start(dir).await?;
     if streams(ctx).await {
         return Ok(false);
     }
