@@ -44,7 +44,10 @@ impl AgentProc {
             .spawn()
             .unwrap();
         // Owned by the guard at once: killed and waited for whatever happens next.
-        let mut proc = AgentProc { child, url: String::new() };
+        let mut proc = AgentProc {
+            child,
+            url: String::new(),
+        };
         let mut line = String::new();
         let mut out = BufReader::new(proc.child.stdout.take().unwrap());
         loop {

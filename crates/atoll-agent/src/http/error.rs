@@ -85,6 +85,21 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status.as_u16()
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ApiErrorCode {
+        self.code
+    }
+
+    /// The field at fault, if one is.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// A 500 from the agent's own state.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(
