@@ -5,6 +5,10 @@
 mod client;
 mod commands;
 mod run;
+pub mod sandbox_agents;
+
+pub use client::AgentClient;
+pub use commands::status_line;
 
 use crate::{CmdResult, Context};
 use std::path::PathBuf;
