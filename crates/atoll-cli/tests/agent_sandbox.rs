@@ -67,7 +67,16 @@ fn sandbox_agents_report_and_take_actions() {
     for a in &addrs {
         args.extend(["--agent", a.as_str()]);
     }
-    let status: Value = serde_json::from_str(&ok(&atoll(&dir, &args))).unwrap();
+    // The replica is NOT_IN_CLUSTER until it replayed `init` (exit 3 meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let o = atoll(&dir, &args);
+        if o.status.success() || std::time::Instant::now() > deadline {
+            break ok(&o);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let status: Value = serde_json::from_str(&out).unwrap();
     let roles: Vec<&str> = status["agents"]
         .as_array()
         .unwrap()
