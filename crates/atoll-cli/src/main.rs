@@ -7,6 +7,7 @@
 //! 0 success, 1 the operation failed, 2 bad input (flags, config, shard numbers),
 //! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
 
+mod agent;
 mod allocate;
 mod cleanup;
 mod cluster;
@@ -84,6 +85,9 @@ enum Command {
     Rebalance(rebalance::RebalanceArgs),
     /// Drop the backup schemas moves leave on their source islands
     Cleanup(cleanup::CleanupArgs),
+    /// Run the per-node agent (--node, --listen, --state-dir), or ask running agents
+    /// (status, actions, schedule)
+    Agent(Box<agent::AgentArgs>),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
+        Command::Agent(args) => agent::run(&ctx, *args),
     };
     match result {
         Ok(code) => code,

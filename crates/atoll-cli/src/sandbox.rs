@@ -48,6 +48,9 @@ pub struct UpArgs {
     /// sslmode = "verify-full" with that CA into atoll.toml
     #[arg(long)]
     pub tls: bool,
+    /// Also run an `atoll agent` per node (port = node port + 1000; token in DIR/agents/token)
+    #[arg(long)]
+    pub agents: bool,
 }
 
 pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
@@ -55,7 +58,13 @@ pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
         SandboxCommand::Up(args) => {
             let sandbox = up(ctx, &args)?;
             let config = publish_config(&sandbox)?;
+            let agents = if args.agents {
+                crate::agent::sandbox_agents::start_all(&sandbox)?
+            } else {
+                Vec::new()
+            };
             report_status(ctx, &sandbox, config.as_deref())?;
+            report_agents(ctx, &sandbox, &agents)?;
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Status(args) => {
@@ -70,6 +79,7 @@ pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
         }
         SandboxCommand::Down(args) => {
             let sandbox = Sandbox::open(&args.dir)?;
+            crate::agent::sandbox_agents::stop_all(sandbox.dir());
             sandbox.down()?;
             done(ctx, "down", &args.dir)
         }
@@ -80,12 +90,47 @@ pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
                     args.dir.display()
                 )));
             }
-            let ours = std::fs::read_to_string(Sandbox::open(&args.dir)?.config_path()).ok();
+            let opened = Sandbox::open(&args.dir)?;
+            crate::agent::sandbox_agents::stop_all(opened.dir());
+            let ours = std::fs::read_to_string(opened.config_path()).ok();
             Sandbox::destroy(&args.dir)?;
             unpublish_config(ours);
             done(ctx, "destroyed", &args.dir)
         }
     }
+}
+
+/// The agents `--agents` runs, and how to ask them.
+fn report_agents(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    agents: &[crate::agent::sandbox_agents::SandboxAgent],
+) -> Result<(), Failure> {
+    if agents.is_empty() {
+        return Ok(());
+    }
+    let token = sandbox.dir().join("agents").join("token");
+    if ctx.json {
+        // stdout holds the status JSON already: the agents go to stderr as one line.
+        eprintln!(
+            "{}",
+            serde_json::json!({ "agents": agents, "token": format!("file:{}", token.display()) })
+        );
+        return Ok(());
+    }
+    let flags: Vec<String> = agents
+        .iter()
+        .map(|a| format!("--agent {}", a.agent))
+        .collect();
+    for a in agents {
+        println!(
+            "agent {} for island {} node {} ({})",
+            a.agent, a.island, a.index, a.node
+        );
+    }
+    println!("token: file:{}", token.display());
+    println!("ask them: atoll status {}", flags.join(" "));
+    Ok(())
 }
 
 fn done(ctx: &Context, what: &str, dir: &Path) -> CmdResult {

@@ -3,7 +3,7 @@
 
 use crate::cluster::{Cluster, Need};
 use crate::debris;
-use crate::exit::UNHEALTHY;
+use crate::exit::{Failure, UNHEALTHY};
 use crate::output::{bytes, print_json};
 use crate::{CmdResult, Context};
 use atoll_core::{Config, NodeRole, Snapshot};
@@ -16,6 +16,13 @@ pub struct StatusArgs {
     /// Leave out the per-shard list (islands and totals only)
     #[arg(long)]
     pub summary: bool,
+    /// Also show what the agent at HOST:PORT reports (repeat for several; `atoll sandbox
+    /// up --agents` prints them); an agent not HEALTHY makes the status unhealthy
+    #[arg(long = "agent", value_name = "HOST:PORT")]
+    pub agents: Vec<String>,
+    /// Token by reference (env:VAR or file:PATH), for agents whose reads need it
+    #[arg(long, value_name = "REF")]
+    pub agent_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +34,9 @@ struct StatusJson<'a> {
     snapshot: &'a Snapshot,
     /// What moves left behind.
     moves: &'a MoveDebris,
+    /// What the agents asked with `--agent` report (their attributes, or an error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    agents: Vec<serde_json::Value>,
     /// The problems `moves` makes, each naming the command that ends it.
     move_problems: Vec<String>,
 }
@@ -35,7 +45,9 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
     let Cluster { config, snapshot } = ctx.cluster(Need::Snapshot).await?;
     let moves = atoll_move::move_debris(&config, &snapshot).await;
     let move_problems = debris::problems(&moves);
-    let healthy = snapshot.problems.is_empty() && move_problems.is_empty();
+    let agents = agent_reports(&args).await?;
+    let agents_healthy = agents.iter().all(|a| a["status"] == "HEALTHY");
+    let healthy = snapshot.problems.is_empty() && move_problems.is_empty() && agents_healthy;
     if ctx.json {
         print_json(&StatusJson {
             config: config.source.to_string(),
@@ -43,6 +55,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
             healthy,
             snapshot: &snapshot,
             moves: &moves,
+            agents,
             move_problems,
         })?;
     } else {
@@ -50,12 +63,43 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
             "{}",
             render_with(&config, &snapshot, !args.summary, &moves, &move_problems)
         );
+        if !agents.is_empty() {
+            println!("agents:");
+            for a in &agents {
+                println!(
+                    "  {}",
+                    crate::agent::status_line(a["agent"].as_str().unwrap_or("?"), a)
+                );
+            }
+        }
     }
     Ok(if healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(UNHEALTHY)
     })
+}
+
+/// Each `--agent`'s attributes, with `agent` set to its address (or `error`).
+async fn agent_reports(args: &StatusArgs) -> Result<Vec<serde_json::Value>, Failure> {
+    let mut out = Vec::new();
+    for addr in &args.agents {
+        let client = crate::agent::AgentClient::new(
+            addr,
+            args.agent_token.as_deref(),
+            std::time::Duration::from_secs(5),
+        )?;
+        let mut report = match client.get("/v1/attributes").await {
+            Ok(a) if a.status == 200 => a.body,
+            Ok(a) => {
+                serde_json::json!({ "error": format!("HTTP {}: {}", a.status, a.body["error"]["message"]) })
+            }
+            Err(e) => serde_json::json!({ "error": e.message }),
+        };
+        report["agent"] = serde_json::json!(addr);
+        out.push(report);
+    }
+    Ok(out)
 }
 
 /// The cluster as discovery found it, without the moves' part (the demo's view).

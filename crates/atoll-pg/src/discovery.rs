@@ -216,8 +216,10 @@ impl Discoverer {
     }
 }
 
-/// The catalog and shards of a master. Sent as one pipeline: the queries go out together.
-async fn read_catalog(
+/// The catalog and shards one node holds (a master, or a replica's copy of it), read over
+/// `client` as discovery reads a master's; the per-node agent reads its own node with it.
+/// Sent as one pipeline: the queries go out together.
+pub async fn read_catalog(
     client: &Client,
     sizes: bool,
 ) -> Result<IslandCatalog, tokio_postgres::Error> {

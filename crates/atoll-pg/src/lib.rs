@@ -36,7 +36,7 @@ pub mod shard_state;
 pub mod tls;
 
 pub use connect::{connect, connect_as, connect_with_timeout, describe_connect, pg_config};
-pub use discovery::{Discoverer, DiscoveryOptions};
+pub use discovery::{read_catalog, Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;
 pub use tls::{tls_connector, TlsError};

@@ -40,6 +40,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> CmdResult {
             replicas: None,
             base_port: None,
             tls: false,
+            agents: false,
         },
     )?;
     publish_config(&sandbox)?;

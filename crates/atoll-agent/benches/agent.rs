@@ -1,0 +1,122 @@
+//! The agent's costs, against anchors in the same run (docs/benchmarks.md):
+//! - `GET /v1/attributes` latency (HTTP + the node's views + its catalog copy) next to a
+//!   plain `select 1` on a kept connection to the same node, interleaved in rounds;
+//! - action pickup latency: from acceptance (`created_at_ms`) to start (`started_at_ms`),
+//!   for actions scheduled one after the other on an idle queue.
+//!
+//! `cargo bench -p atoll-agent --bench agent [-- --rounds N --per-round N --actions N]`
+
+use atoll_agent::{Agent, AgentConfig};
+use atoll_testkit::TestCluster;
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let (rounds, per_round, actions) = (
+        arg("--rounds", 20),
+        arg("--per-round", 50),
+        arg("--actions", 100),
+    );
+    let c = TestCluster::setup(1, 1).shards(0..8).start().await?;
+    let port = c.master_ports()[0];
+    let state = std::env::temp_dir().join(format!("atoll-agent-bench-{}", std::process::id()));
+    let token = state.join("token");
+    std::fs::create_dir_all(&state)?;
+    std::fs::write(&token, "bench-token")?;
+    let mut cfg = AgentConfig::for_node(
+        c.config().clone(),
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0".parse()?,
+        state.join("state"),
+    )?;
+    cfg.token = Some(format!("file:{}", token.display()).parse()?);
+    let agent = Agent::start(cfg).await?;
+    let url = format!("http://{}/v1/attributes", agent.addr());
+    let http = reqwest::Client::new();
+    let pg = atoll_pg::connect(&c.config().islands[0].nodes[0]).await?;
+    for _ in 0..50 {
+        http.get(&url).send().await?.bytes().await?;
+        pg.simple_query("select 1").await?;
+    }
+    let (mut attr, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for _ in 0..per_round {
+            let t = Instant::now();
+            let body = http.get(&url).send().await?.bytes().await?;
+            attr.push(t.elapsed().as_secs_f64() * 1e3);
+            assert!(body.len() > 100);
+        }
+        for _ in 0..per_round {
+            let t = Instant::now();
+            pg.simple_query("select 1").await?;
+            plain.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (a50, a99, p50, p99) = (
+        pct(&mut attr, 0.5),
+        pct(&mut attr, 0.99),
+        pct(&mut plain, 0.5),
+        pct(&mut plain, 0.99),
+    );
+    println!("attributes: p50 {a50:.3} ms, p99 {a99:.3} ms; select 1: p50 {p50:.3} ms, p99 {p99:.3} ms; ratio p50 {:.1}x, p99 {:.1}x ({} samples each)", a50 / p50, a99 / p99, attr.len());
+
+    let post = format!("http://{}/v1/actions", agent.addr());
+    let mut pickup = Vec::new();
+    for i in 0..actions {
+        let id = format!("bench-{i}");
+        let kind = if i % 2 == 0 {
+            "shard.deactivate"
+        } else {
+            "shard.activate"
+        };
+        let r: serde_json::Value = http
+            .post(&post)
+            .bearer_auth("bench-token")
+            .json(&serde_json::json!({"id": id, "kind": kind, "args": {"shard": 1}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(r["state"], "NEW", "{r}");
+        let rec = loop {
+            let v: serde_json::Value = http
+                .get(format!("{post}/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if v["state"] == "DONE" || v["state"] == "FAILED" {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(rec["state"], "DONE", "{rec}");
+        pickup.push(
+            (rec["started_at_ms"].as_i64().unwrap_or(0)
+                - rec["created_at_ms"].as_i64().unwrap_or(0)) as f64,
+        );
+    }
+    let (k50, k99, kmax) = (
+        pct(&mut pickup, 0.5),
+        pct(&mut pickup, 0.99),
+        pct(&mut pickup, 1.0),
+    );
+    println!("action pickup: p50 {k50:.0} ms, p99 {k99:.0} ms, max {kmax:.0} ms ({actions} actions; ms resolution)");
+    agent.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! `atoll agent` as a process: a kill -9 while an action runs, then a restart on the same
+//! state directory. A kind that is safe to re-run (`node.restart`) continues and ends DONE
+//! on its second attempt; one that is not (`cluster.init` with initdb) is FAILED
+//! `interrupted`, and scheduled again on an emptied directory it makes a new island. A
+//! SIGTERM stops the agent gracefully (exit 0).
+
+use atoll_testkit::TestCluster;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "crash-test-token";
+
+/// An `atoll agent` process; killed (by its pid) if the test ends while it runs.
+struct AgentProc {
+    child: Child,
+    url: String,
+}
+
+impl AgentProc {
+    fn start(config: &Path, node: &str, state: &Path, data_dir: &Path) -> AgentProc {
+        let token = state.with_extension("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .arg("--config")
+            .arg(config)
+            .args([
+                "agent",
+                "--node",
+                node,
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
+            .arg(state)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--token")
+            .arg(format!("file:{}", token.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Owned by the guard at once: killed and waited for whatever happens next.
+        let mut proc = AgentProc {
+            child,
+            url: String::new(),
+        };
+        let mut line = String::new();
+        let mut out = BufReader::new(proc.child.stdout.take().unwrap());
+        loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "agent exited before listening"
+            );
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                proc.url = format!("http://{addr}");
+                // Keep reading its stdout so it never blocks on a full pipe.
+                std::thread::spawn(move || for _ in out.lines() {});
+                return proc;
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn term(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn schedule(a: &AgentProc, id: &str, kind: &str, args: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/actions", a.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"id": id, "kind": kind, "args": args}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+}
+
+async fn wait_state(a: &AgentProc, id: &str, done: impl Fn(&str) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = get(&format!("{}/v1/actions/{id}", a.url)).await;
+        if done(v["state"].as_str().unwrap_or("")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{id}: {v}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until no process runs with `dir` on its command line (an initdb the killed agent
+/// started goes on by itself).
+fn wait_no_process_on(dir: &Path) {
+    let needle = dir.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(&needle)
+                    })
+                    .unwrap_or(false)
+            });
+        if !busy {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a process still runs on {needle}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the server in `dir` (started by the agent) by its checked pid.
+struct ServerGuard(PathBuf);
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let Ok(text) = std::fs::read_to_string(self.0.join("postmaster.pid")) else {
+            return;
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+            != std::fs::canonicalize(&self.0).ok()
+        {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        for _ in 0..500 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_actions_then_restart() {
+    let c = TestCluster::setup(1, 1).start().await.unwrap();
+    let island = &c.sandbox().islands()[0];
+    let (replica_port, replica_dir) = (island.nodes[1].port, island.nodes[1].data_dir.clone());
+    let island_dir = replica_dir.parent().unwrap().to_path_buf();
+    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = c.sandbox().dir().join("agents.toml");
+    let text = std::fs::read_to_string(c.config_path()).unwrap();
+    std::fs::write(&config, format!("{text}\n[[island]]\nid = 1\nnodes = [ {{ host = \"127.0.0.1\", port = {new_port} }} ]\n")).unwrap();
+    let states = c.sandbox().dir().join("agent-states");
+    std::fs::create_dir_all(&states).unwrap();
+
+    // A re-runnable kind continues after a kill -9.
+    let replica = format!("127.0.0.1:{replica_port}");
+    let rstate = states.join("replica");
+    let mut a = AgentProc::start(&config, &replica, &rstate, &replica_dir);
+    schedule(&a, "restart-1", "node.restart", json!({})).await;
+    wait_state(&a, "restart-1", |s| s == "RUNNING").await;
+    a.kill9();
+    let a = AgentProc::start(&config, &replica, &rstate, &replica_dir);
+    let r = wait_state(&a, "restart-1", |s| s == "DONE" || s == "FAILED").await;
+    assert_eq!(
+        (r["state"].as_str(), r["attempts"].as_i64()),
+        (Some("DONE"), Some(2)),
+        "{r}"
+    );
+    assert_eq!(c.psql(replica_port, "select pg_is_in_recovery()"), "t");
+
+    // One that is not safe to re-run is FAILED interrupted, never run twice.
+    let node = format!("127.0.0.1:{new_port}");
+    let new_dir = island_dir.join("island1-node0");
+    let _server = ServerGuard(new_dir.clone());
+    let nstate = states.join("new");
+    let mut b = AgentProc::start(&config, &node, &nstate, &new_dir);
+    let cluster_id = c.psql(
+        island.nodes[0].port,
+        "select value from atoll.meta where key = 'cluster_id'",
+    );
+    let args = json!({"initdb": true, "cluster_id": cluster_id});
+    schedule(&b, "init-1", "cluster.init", args.clone()).await;
+    wait_state(&b, "init-1", |s| s == "RUNNING").await;
+    b.kill9();
+    wait_no_process_on(&new_dir);
+    let b = AgentProc::start(&config, &node, &nstate, &new_dir);
+    let r = wait_state(&b, "init-1", |s| s != "RUNNING").await;
+    assert_eq!(
+        (
+            r["state"].as_str(),
+            r["error"]["code"].as_str(),
+            r["attempts"].as_i64()
+        ),
+        (Some("FAILED"), Some("interrupted"), Some(1)),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{r}"
+    );
+
+    // Scheduled again on an emptied directory, it makes island 1 of the same cluster.
+    ServerGuard(new_dir.clone());
+    let _ = std::fs::remove_dir_all(&new_dir);
+    schedule(&b, "init-2", "cluster.init", args).await;
+    let r = wait_state(&b, "init-2", |s| s == "DONE" || s == "FAILED").await;
+    assert_eq!(r["state"], "DONE", "{r}");
+    let attrs = get(&format!("{}/v1/attributes", b.url)).await;
+    assert_eq!(
+        (attrs["cluster_id"].as_str(), attrs["island"].as_i64()),
+        (Some(cluster_id.as_str()), Some(1)),
+        "{attrs}"
+    );
+    assert_eq!(
+        (attrs["role"].as_str(), attrs["status"].as_str()),
+        (Some("master"), Some("HEALTHY")),
+        "{attrs}"
+    );
+
+    // SIGTERM: a graceful stop.
+    let (mut a, mut b) = (a, b);
+    assert!(a.term().success());
+    assert!(b.term().success());
+}
