@@ -77,7 +77,13 @@ pub struct Explained {
     pub rounds: Vec<RoundGap>,
     /// The five longest stalls of the run.
     pub top: Vec<Stall>,
+    /// The five longest that touch none of the move's write blocks (verify block, pause,
+    /// switch, client re-route).
+    pub top_outside: Vec<Stall>,
     pub stalls: usize,
+    /// The servers' checkpoints during the run: island, start (s since the run's start),
+    /// duration (ms), the log's summary.
+    pub checkpoints: Vec<(u16, f64, f64, String)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -133,12 +139,33 @@ pub fn explain(
     let mut all: Vec<Stall> = stalls.into_iter().map(|(_, s)| s).collect();
     let count = all.len();
     all.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    let top_outside = all
+        .iter()
+        .filter(|s| !s.phases.iter().any(|p| blocks_writes(*p)))
+        .take(5)
+        .cloned()
+        .collect();
     all.truncate(5);
+    let checkpoints = server
+        .iter()
+        .filter(|e| e.kind == EventKind::Checkpoint)
+        .map(|e| {
+            let at = e.from.checked_duration_since(run_start).unwrap_or_default();
+            (
+                e.island.0,
+                at.as_secs_f64(),
+                ms(e.to - e.from),
+                e.text.clone(),
+            )
+        })
+        .collect();
     Explained {
         stall_ms,
         rounds: out_rounds,
         top: all,
+        top_outside,
         stalls: count,
+        checkpoints,
     }
 }
 
@@ -274,9 +301,15 @@ impl Context<'_> {
         let rep = r.report.cloned().unwrap_or_default();
         let mut out = Vec::new();
         if phases.contains(&Phase::Pause) || phases.contains(&Phase::Lock) {
+            let part = |p: Phase| ph.span(p).map(|s| ms(s.to - s.from)).unwrap_or(0.0);
             out.push(format!(
-                "write pause {:.1} ms (lock {:.1}, apply wait {:.1}, sequences+checks+switch {:.1})",
-                rep.pause_ms, rep.lock_ms, rep.apply_wait_ms, rep.verify_and_switch_ms
+                "write pause {:.1} ms (lock {:.1}, apply wait {:.1}, sequences {:.1}, checks {:.1}, switch commit {:.1})",
+                rep.pause_ms,
+                rep.lock_ms,
+                rep.apply_wait_ms,
+                part(Phase::Sequences),
+                part(Phase::Checks),
+                part(Phase::SwitchCommit)
             ));
         } else if phases.contains(&Phase::VerifyBlock) {
             out.push(format!("verification block {:.1} ms", rep.verify_block_ms));
@@ -314,7 +347,15 @@ impl Context<'_> {
 fn blocks_writes(p: Phase) -> bool {
     matches!(
         p,
-        Phase::Lock | Phase::Pause | Phase::Switch | Phase::Reroute | Phase::VerifyBlock
+        Phase::Lock
+            | Phase::ApplyWait
+            | Phase::Sequences
+            | Phase::Checks
+            | Phase::SwitchCommit
+            | Phase::Pause
+            | Phase::Switch
+            | Phase::Reroute
+            | Phase::VerifyBlock
     )
 }
 
@@ -392,10 +433,22 @@ pub fn print(e: &Explained) {
         "{} stalls over {:.0} ms; the five longest:",
         e.stalls, e.stall_ms
     );
+    print_stalls(&e.top);
+    println!();
+    println!("the five longest outside the move's write blocks:");
+    print_stalls(&e.top_outside);
+    println!();
+    println!("checkpoints: {}", e.checkpoints.len());
+    for (island, at, ms, text) in &e.checkpoints {
+        println!("- island {island} at {at:.3} s for {ms:.0} ms: {text}");
+    }
+}
+
+fn print_stalls(stalls: &[Stall]) {
     println!();
     println!("| gap | round | at | from .. to | phases | cause |");
     println!("|---|---|---|---|---|---|");
-    for s in &e.top {
+    for s in stalls {
         let names: Vec<&str> = s.phases.iter().map(|p| p.name()).collect();
         println!(
             "| {:.1} ms | {} | {:.3} s | {} .. {} | {} | {} |",

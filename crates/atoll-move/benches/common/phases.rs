@@ -25,7 +25,15 @@ pub enum Phase {
     VerifyBlock,
     /// The pause's `LOCK TABLE`s.
     Lock,
-    /// The rest of the write pause: apply wait, sequences, checks, the switch's commit.
+    /// In the pause: waiting until the destination applied everything (step `paused`).
+    ApplyWait,
+    /// In the pause: copying sequence positions (step `synced`).
+    Sequences,
+    /// In the pause: comparing schemas, privileges (step `verified`).
+    Checks,
+    /// In the pause: deactivating, renaming, committing (step `switched`).
+    SwitchCommit,
+    /// The write pause as a whole (its parts above).
     Pause,
     /// Switched on the source, not yet active on the destination.
     Switch,
@@ -52,6 +60,10 @@ impl Phase {
             Phase::CatchUp => "catch-up",
             Phase::VerifyBlock => "verify block",
             Phase::Lock => "pause: lock",
+            Phase::ApplyWait => "pause: apply wait",
+            Phase::Sequences => "pause: sequences",
+            Phase::Checks => "pause: checks",
+            Phase::SwitchCommit => "pause: switch commit",
             Phase::Pause => "pause",
             Phase::Switch => "switch",
             Phase::Reroute => "client re-route",
@@ -141,6 +153,17 @@ impl Phases {
         if let (Some(p), Some(r)) = (pause_start, report) {
             span(Phase::Lock, Some(p), p.checked_add(ms(r.lock_ms)));
         }
+        let lock_end = pause_start
+            .zip(report)
+            .and_then(|(p, r)| p.checked_add(ms(r.lock_ms)));
+        span(Phase::ApplyWait, lock_end, at(MoveStep::Paused));
+        span(Phase::Sequences, at(MoveStep::Paused), at(MoveStep::Synced));
+        span(Phase::Checks, at(MoveStep::Synced), at(MoveStep::Verified));
+        span(
+            Phase::SwitchCommit,
+            at(MoveStep::Verified),
+            at(MoveStep::Switched),
+        );
         span(Phase::Pause, pause_start, at(MoveStep::Switched));
         span(
             Phase::Switch,
