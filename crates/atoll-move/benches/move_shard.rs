@@ -4,7 +4,9 @@
 //! Reported: total time, the initial copy's throughput against a plain `COPY ... TO STDOUT`
 //! piped into `COPY ... FROM STDIN` of the same table between the same servers, measured in
 //! the same run, the write pause, the longest gap between two acknowledged writes, and the
-//! errors that reached the writer.
+//! errors that reached the writer; then per round the writer's cut-over gap next to the
+//! pause and every stall over `--stall-ms` (default 10) placed in its phase with its cause
+//! (`common/explain.rs`; `--json PATH` writes it).
 //!
 //! ```sh
 //! cargo bench -p atoll-move --bench move_shard -- --mb 500 --rate 1650 --rounds 3

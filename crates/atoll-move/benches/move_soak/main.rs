@@ -7,7 +7,11 @@
 //! exactly once (by the writer's unique payload and by primary key) and no error may have
 //! reached the writer; the exit status is non-zero otherwise. New moves stop at
 //! `--max-minutes` (default 30; the run is then a failure), a move still running then is
-//! cut off; the sandbox is removed in every case, Ctrl-C included.
+//! cut off; the sandbox is removed in every case, Ctrl-C included. Then the explanation
+//! (`common/explain.rs`): per move the writer's cut-over gap next to the pause and how its
+//! client re-routed, every stall over `--stall-ms` (default 10) placed in the move's phases
+//! with its cause, the five longest. `--extra-tables N` adds N small tables to the shard
+//! (the pause's per-table locking cost, against a `select 1` round trip).
 //!
 //! ```sh
 //! cargo bench -p atoll-move --bench move_soak -- --moves 100 --mb 20 --rate 500 \
