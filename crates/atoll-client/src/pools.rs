@@ -2,7 +2,7 @@
 //! [`NodeConfig`] without a DSN string, so no password can reach a log line or an error.
 
 use crate::options::ClusterOptions;
-use atoll_core::{Config, NodeConfig};
+use atoll_core::{Config, IslandId, NodeConfig};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,4 +59,23 @@ fn build_one(node: &NodeConfig, config: &Config, options: &ClusterOptions) -> Re
         .recycle_timeout(Some(config.connect_timeout))
         .build()
         .map_err(|e| format!("cannot build the connection pool: {e}"))
+}
+
+/// Opens one pooled connection to each of `masters` whose pool has none, in the
+/// background (a failure is left to the statements that need the node), so the first
+/// statement routed there after a move or a failover does not also pay for connecting.
+pub(crate) fn warm_masters(pools: &Pools, masters: &[(IslandId, Option<NodeConfig>)]) {
+    for node in masters.iter().filter_map(|(_, n)| n.as_ref()) {
+        let Some(NodePool { pool: Ok(pool), .. }) = pools.get(&node.addr()) else {
+            continue;
+        };
+        if pool.status().size == 0 {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pool.get().await {
+                    tracing::debug!(error = %e, "atoll-client: warming a master's pool failed");
+                }
+            });
+        }
+    }
 }

@@ -75,10 +75,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
     let mut last_round = Instant::now();
     // Shard notices: one listener per island master, moved along with each round.
     let mut notices = crate::notices::listener(&shared);
+    // And one warm pooled connection per master (`warm_masters`).
     let follow = |notices: &mut Option<atoll_pg::notices::ShardNotices>| {
+        let state = shared.state.load();
+        let masters = crate::notices::masters(&state.config, &state.snapshot);
         if let Some(n) = notices.as_mut() {
-            let state = shared.state.load();
-            n.follow(&crate::notices::masters(&state.config, &state.snapshot));
+            n.follow(&masters);
+        }
+        if opts.warm_masters {
+            pools::warm_masters(&state.pools, &masters);
         }
     };
     follow(&mut notices);

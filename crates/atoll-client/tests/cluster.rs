@@ -2,7 +2,8 @@
 //! sandbox is built once: routing by ID with both generators, a transaction abandoned on a
 //! master connection, read-your-writes while a replica's replay is paused, a shard
 //! deactivated within and beyond the retry window, scatter-gather, a hand-made move seen by
-//! clients with stale snapshots and by a timeline written before it, and last (it is
+//! clients with stale snapshots and by a timeline written before it, a pooled connection
+//! kept warm to every master, and last (it is
 //! destructive) a master failover with a repointed config. Setup helpers: `common`.
 
 mod common;
@@ -519,6 +520,41 @@ async fn failover(sb: Arc<TestSandbox>, cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A client that has sent nothing yet holds a pooled connection to every master
+/// (`warm_masters`), so its first statement after a move there does not connect.
+async fn warm_masters(config: &Config) -> Result<()> {
+    let opts = ClusterOptions {
+        application_name: "atoll-warm".into(),
+        shard_notices: false,
+        ..options(5000)
+    };
+    let cluster = Cluster::connect(config.clone(), opts).await?;
+    let snap = cluster.snapshot();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for island in &config.islands {
+        let c = atoll_testkit::master(config, &snap, island.id).await?;
+        loop {
+            let n: i64 = c
+                .query_one(
+                    "select count(*) from pg_stat_activity where application_name = 'atoll-warm'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if n >= 1 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no warm connection to island {}'s master",
+                island.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn cluster_end_to_end() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -530,6 +566,7 @@ fn cluster_end_to_end() -> Result<()> {
         let (sb, config) = (tc.shared_sandbox(), tc.config().clone());
         let cluster = Cluster::connect(config.clone(), options(5000)).await?;
         let short = Cluster::connect(config.clone(), options(1000)).await?;
+        warm_masters(&config).await.context("warm masters")?;
         let inserted = routing_by_id(&config, &cluster).await.context("routing")?;
         read_your_writes(&config, &cluster)
             .await

@@ -4,7 +4,9 @@
 //! Reported: total time, the initial copy's throughput against a plain `COPY ... TO STDOUT`
 //! piped into `COPY ... FROM STDIN` of the same table between the same servers, measured in
 //! the same run, the write pause, the longest gap between two acknowledged writes, and the
-//! errors that reached the writer.
+//! errors that reached the writer; then per round the writer's cut-over gap next to the
+//! pause and every stall over `--stall-ms` (default 10) placed in its phase with its cause
+//! (`common/explain.rs`; `--json PATH` writes it).
 //!
 //! ```sh
 //! cargo bench -p atoll-move --bench move_shard -- --mb 500 --rate 1650 --rounds 3
@@ -13,7 +15,8 @@
 mod common;
 
 use atoll_testkit::{master, writer};
-use common::{arg, ends, move_and_drop_backup, setup, Timeline, Writer};
+use common::explain::{explain, RoundInput};
+use common::{arg, ends, move_and_drop_backup, server_log, setup, Mark, Timeline, Writer};
 use futures::{pin_mut, SinkExt, StreamExt};
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,11 @@ async fn main() -> anyhow::Result<()> {
     let mb = arg("--mb", 500);
     let rate = arg("--rate", 1650);
     let rounds = arg("--rounds", 3).max(1);
+    let stall_ms = arg("--stall-ms", 10.0_f64).max(1.0);
+    let run_start = std::time::Instant::now();
     let bench = setup(mb).await?;
+    server_log::log_more(&bench.tc).await?;
+    let clock = server_log::ClockPair::now();
     let (config, s, items) = (&bench.config, bench.shard, bench.items);
     let (rows, size_mb) = (items.rows, items.size_mb);
 
@@ -32,23 +39,45 @@ async fn main() -> anyhow::Result<()> {
     // hits both alike. The shard goes back and forth.
     let w = Writer::start(config, s, rate).await;
     let mut rounds_out = Vec::new();
+    let mut timelines = Vec::new();
     for round in 0..rounds {
         let (snap, from, to) = ends(config, s).await?;
         let a = master(config, &snap, from).await?;
         let b = master(config, &snap, to).await?;
-        let copy_secs = plain_copy(&a, &b, &s.schema()).await?;
+        let timeline = Timeline::new(true);
+        let copy_secs = plain_copy(&a, &b, &s.schema(), &timeline).await?;
         eprintln!(
             "round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s",
             size_mb / copy_secs
         );
-        let (report, took) =
-            move_and_drop_backup(config, &snap, s, to, &Timeline::new(true)).await?;
+        timeline.mark(Mark::Bench("move"));
+        let (report, took) = move_and_drop_backup(config, &snap, s, to, &timeline).await?;
         let total = took.as_secs_f64();
         rounds_out.push((copy_secs, total, report));
+        timelines.push((from, to, timeline));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let writer_end = std::time::Instant::now();
     let (stats, secs) = w.stop().await?;
-    writer::check_acked(config, s, &stats.acked).await;
+    let audit = writer::audit_writes(config, s, &stats).await?;
+    let events = server_log::read(&bench.tc, clock);
+    let inputs: Vec<RoundInput> = timelines
+        .iter()
+        .enumerate()
+        .map(|(i, (from, to, tl))| RoundInput {
+            n: i,
+            from: *from,
+            to: *to,
+            timeline: tl,
+            report: Some(&rounds_out[i].2),
+            start: tl.started(),
+            end: timelines
+                .get(i + 1)
+                .map(|(_, _, n)| n.started())
+                .unwrap_or(writer_end),
+        })
+        .collect();
+    let explained = explain(&inputs, &stats, &events, run_start, stall_ms);
 
     println!(
         "shard: table {size_mb:.0} MiB, {:.0} MiB with its PK and one secondary index ({rows} rows); writer {:.0} inserts/s (target {rate}) for {secs:.0} s",
@@ -88,13 +117,25 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("errors reaching the writer: {}", stats.errors.len());
     println!(
-        "acknowledged rows present exactly once on the active copy: {} of {}",
-        stats.acked.len(),
-        stats.acked.len()
+        "rows: {} acknowledged, {} present; {} lost, {} duplicated (payload), {} duplicated (primary key); present but never acknowledged: {} (tried, reported failed), {} (never tried); {} failed writes absent",
+        audit.acked,
+        audit.present,
+        audit.lost.len(),
+        audit.duplicated.len(),
+        audit.duplicated_ids,
+        audit.unacknowledged.len(),
+        audit.unattempted.len(),
+        audit.failed_absent
     );
+    println!();
+    common::explain::print(&explained);
+    if let Some(path) = common::arg_str("--json") {
+        std::fs::write(&path, serde_json::to_vec_pretty(&explained)?)?;
+    }
     if !stats.errors.is_empty() {
         eprintln!("writer errors: {:?}", stats.errors);
     }
+    anyhow::ensure!(audit.is_clean(), "rows: {audit:?}");
     Ok(())
 }
 
@@ -104,7 +145,9 @@ async fn plain_copy(
     src: &tokio_postgres::Client,
     dst: &tokio_postgres::Client,
     schema: &str,
+    timeline: &Timeline,
 ) -> anyhow::Result<f64> {
+    timeline.mark(Mark::Bench("plain COPY"));
     dst.batch_execute(
         "create table public.baseline (id bigint primary key, payload bigint not null, note text)",
     )
@@ -139,8 +182,10 @@ async fn plain_copy(
         sink.finish().await?;
     }
     let secs = t.elapsed().as_secs_f64();
+    timeline.mark(Mark::Bench("checkpoint"));
     dst.batch_execute("drop table public.baseline; checkpoint")
         .await?;
     src.batch_execute("checkpoint").await?;
+    timeline.mark(Mark::Bench("plain COPY done"));
     Ok(secs)
 }

@@ -128,13 +128,21 @@ pub(crate) async fn lock_source(cx: &mut MoveContext<'_>) -> Result<Instant, Mov
 }
 
 /// Locks `tables` in this order; on failure, which one failed.
+///
+/// The `LOCK TABLE`s are pipelined on the one connection: sent back to back, so the pause
+/// pays one round trip for all of them instead of one each (the server still runs them
+/// one after the other, in this order). After the first failure the transaction is
+/// aborted and the later ones fail too; the first failure is the one reported.
 async fn lock_each(src: &Db, tables: &[String]) -> Result<(), (usize, MoveError)> {
-    for (i, t) in tables.iter().enumerate() {
-        src.exec(&format!("lock table {t} in exclusive mode"))
-            .await
-            .map_err(|e| (i, e))?;
+    let sql: Vec<String> = tables
+        .iter()
+        .map(|t| format!("lock table {t} in exclusive mode"))
+        .collect();
+    let results = futures::future::join_all(sql.iter().map(|s| src.exec(s))).await;
+    match results.into_iter().enumerate().find(|(_, r)| r.is_err()) {
+        Some((i, Err(e))) => Err((i, e)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) async fn wait_for_strong_holders(

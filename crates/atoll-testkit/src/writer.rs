@@ -4,7 +4,7 @@
 //! application. The shard needs `items (payload bigint not null, ...)` with a default id.
 
 use atoll_client::{Cluster, ClusterOptions, Write};
-use atoll_core::{Config, ShardNo};
+use atoll_core::{Config, IslandId, ShardNo};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,12 +12,24 @@ use std::time::{Duration, Instant};
 
 pub struct Route {
     cluster: Cluster,
+    /// Node port -> island, to tell which island acknowledged a write.
+    islands: HashMap<u16, IslandId>,
 }
 
 impl Route {
     pub async fn new(config: &Config) -> anyhow::Result<Route> {
         let cluster = Cluster::connect(config.clone(), ClusterOptions::default()).await?;
-        Ok(Route { cluster })
+        let islands = config
+            .islands
+            .iter()
+            .flat_map(|i| i.nodes.iter().map(move |n| (n.port, i.id)))
+            .collect();
+        Ok(Route { cluster, islands })
+    }
+
+    /// The client the writes go through (a clone: same snapshot, same counters).
+    pub fn cluster(&self) -> Cluster {
+        self.cluster.clone()
     }
 
     /// Runs `sql` (one bigint parameter, returning one bigint) on the shard, once.
@@ -32,6 +44,27 @@ impl Route {
             .map(|r| r.get(0))
             .ok_or_else(|| "no row returned".to_string())
     }
+
+    /// Runs `sql` (one bigint parameter, returning a bigint and `inet_server_port()`) on
+    /// the shard, once: the value and the island that answered (`None`: a port not in
+    /// the config).
+    async fn write_where(
+        &mut self,
+        shard: ShardNo,
+        sql: &str,
+        p: i64,
+    ) -> Result<(i64, Option<IslandId>), String> {
+        let rows = self
+            .cluster
+            .shard(shard)
+            .write(sql, &[&p], Write::once())
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = rows.first().ok_or_else(|| "no row returned".to_string())?;
+        let port: Option<i32> = row.get(1);
+        let island = port.and_then(|p| self.islands.get(&(p as u16)).copied());
+        Ok((row.get(0), island))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +75,11 @@ pub struct WriterStats {
     pub acked_at: Vec<Instant>,
     pub errors: Vec<WriterError>,
     pub max_gap: Duration,
+    /// Every write tried, acknowledged or not, in order.
+    pub attempts: Vec<Attempt>,
+    /// Where the writer's client routed the shard and its counters, each time one of them
+    /// changed (the first entry: at the start).
+    pub routes: Vec<RouteChange>,
 }
 
 /// An error that reached the writer, and when.
@@ -49,6 +87,30 @@ pub struct WriterStats {
 pub struct WriterError {
     pub at: Instant,
     pub message: String,
+}
+
+/// One write the writer tried: its payload, when it was sent and answered, and the answer.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub payload: i64,
+    pub started: Instant,
+    pub ended: Instant,
+    /// The island that acknowledged it, or the error that reached the writer.
+    pub outcome: Result<Option<IslandId>, String>,
+}
+
+/// The writer's client changed its route for the shard, applied a notice or installed a
+/// discovery round.
+#[derive(Debug, Clone)]
+pub struct RouteChange {
+    /// When the watcher saw it (polled every millisecond).
+    pub at: Instant,
+    /// Where the snapshot routes the shard now (`None`: active nowhere it knows).
+    pub island: Option<IslandId>,
+    /// The client's counters then: a change with `notices_applied` up came from a shard
+    /// notice, one with `discovery_rounds` up from a discovery round.
+    pub notices_applied: u64,
+    pub discovery_rounds: u64,
 }
 
 /// Inserts `payload = 1, 2, 3, ...` into `shard.items` until `stop` is set, as fast as
@@ -69,8 +131,9 @@ pub async fn paced(
     let mut route = Route::new(&config)
         .await
         .unwrap_or_else(|e| panic!("writer: connect: {e}"));
+    let watch = tokio::spawn(watch_route(route.cluster(), shard, stop.clone()));
     let sql = format!(
-        "insert into {}.items (payload) values ($1) returning payload",
+        "insert into {}.items (payload) values ($1) returning payload, inet_server_port()",
         shard.schema()
     );
     let mut stats = WriterStats::default();
@@ -85,21 +148,55 @@ pub async fn paced(
                 tokio::time::sleep(wait).await;
             }
         }
-        match route.write(shard, &sql, n).await {
-            Ok(p) => {
-                let now = Instant::now();
-                stats.acked.push(p);
+        let started = Instant::now();
+        let outcome = route.write_where(shard, &sql, n).await;
+        let now = Instant::now();
+        match &outcome {
+            Ok((p, _)) => {
+                stats.acked.push(*p);
                 stats.acked_at.push(now);
                 stats.max_gap = stats.max_gap.max(now - last);
                 last = now;
             }
             Err(message) => stats.errors.push(WriterError {
-                at: Instant::now(),
-                message,
+                at: now,
+                message: message.clone(),
             }),
         }
+        stats.attempts.push(Attempt {
+            payload: n,
+            started,
+            ended: now,
+            outcome: outcome.map(|(_, island)| island),
+        });
     }
+    stats.routes = watch.await.unwrap_or_default();
     (stats, start.elapsed().as_secs_f64())
+}
+
+/// Polls `cluster`'s route for `shard` every millisecond until `stop`; the changes.
+async fn watch_route(cluster: Cluster, shard: ShardNo, stop: Arc<AtomicBool>) -> Vec<RouteChange> {
+    let mut changes: Vec<RouteChange> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let stats = cluster.stats();
+        let now = RouteChange {
+            at: Instant::now(),
+            island: cluster.snapshot().active_island(shard).ok(),
+            notices_applied: stats.notices_applied,
+            discovery_rounds: stats.discovery_rounds,
+        };
+        let same = changes.last().is_some_and(|c| {
+            (c.island, c.notices_applied, c.discovery_rounds)
+                == (now.island, now.notices_applied, now.discovery_rounds)
+        });
+        if !same {
+            changes.push(now);
+        }
+    }
+    changes
 }
 
 /// What the active copy of a shard holds against what the writer was told.
@@ -119,6 +216,11 @@ pub struct Audit {
     /// Payloads present that were never acknowledged (a write reported failed, yet
     /// committed).
     pub unacknowledged: Vec<i64>,
+    /// Payloads present that the writer never tried (only [`audit_writes`] tells them
+    /// from `unacknowledged`): a row nobody wrote.
+    pub unattempted: Vec<i64>,
+    /// Writes that failed and are absent, as they should be (only [`audit_writes`]).
+    pub failed_absent: usize,
 }
 
 impl Audit {
@@ -128,7 +230,31 @@ impl Audit {
             && self.duplicated.is_empty()
             && self.duplicated_ids == 0
             && self.unacknowledged.is_empty()
+            && self.unattempted.is_empty()
     }
+}
+
+/// [`audit`] against everything the writer tried: payloads present but never acknowledged
+/// are split into those it tried (`unacknowledged`: a write reported failed that committed)
+/// and those it never tried (`unattempted`).
+pub async fn audit_writes(
+    config: &Config,
+    shard: ShardNo,
+    stats: &WriterStats,
+) -> anyhow::Result<Audit> {
+    let mut a = audit(config, shard, &stats.acked).await?;
+    let tried: HashSet<i64> = stats.attempts.iter().map(|t| t.payload).collect();
+    let present: HashSet<i64> = a.unacknowledged.iter().copied().collect();
+    let (tried_present, never): (Vec<i64>, Vec<i64>) =
+        a.unacknowledged.iter().partition(|p| tried.contains(p));
+    a.unacknowledged = tried_present;
+    a.unattempted = never;
+    a.failed_absent = stats
+        .attempts
+        .iter()
+        .filter(|t| t.outcome.is_err() && !present.contains(&t.payload))
+        .count();
+    Ok(a)
 }
 
 /// Compares the writer's rows on `shard`'s active copy with the `acked` payloads.
@@ -173,6 +299,8 @@ pub async fn audit(config: &Config, shard: ShardNo, acked: &[i64]) -> anyhow::Re
             .copied()
             .filter(|p| !acked_set.contains(p))
             .collect(),
+        unattempted: Vec::new(),
+        failed_absent: 0,
     };
     audit.duplicated.sort_unstable();
     audit.unacknowledged.sort_unstable();

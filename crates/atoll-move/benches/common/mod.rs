@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod explain;
+pub mod phases;
+pub mod server_log;
+
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 use atoll_move::{MoveEvent, MoveOptions, MoveReport, Progress};
@@ -139,6 +143,39 @@ pub async fn build_items(
     Ok(items)
 }
 
+/// Adds `n` small tables (`extra_1..`, 10 rows each, a primary key) to `shard` on
+/// `island`: more tables for the pause to lock.
+pub async fn extra_tables(
+    tc: &TestCluster,
+    island: IslandId,
+    shard: ShardNo,
+    n: u32,
+) -> anyhow::Result<()> {
+    let src = tc.master(island).await?;
+    let s = shard.schema();
+    for k in 1..=n {
+        src.batch_execute(&format!(
+            "create table {s}.extra_{k} (id bigint primary key, v int);
+             insert into {s}.extra_{k} select g, g from generate_series(1, 10) g;"
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The median of `n` `select 1` round trips to `island`'s master, in milliseconds.
+pub async fn round_trip_ms(tc: &TestCluster, island: IslandId, n: usize) -> anyhow::Result<f64> {
+    let c = tc.master(island).await?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let t = Instant::now();
+        c.batch_execute("select 1").await?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
 /// Where `shard` is active now and the other of two islands.
 pub async fn ends(
     config: &Config,
@@ -149,12 +186,25 @@ pub async fn ends(
     Ok((snap, from, IslandId(1 - from.0)))
 }
 
-/// The steps a move reached and when; optionally echoed to stderr.
+/// Something that happened during a round, as the timeline records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mark {
+    /// The move reached this step (its progress callback).
+    Step(MoveStep),
+    /// A note of the move (`MoveEvent::Note`).
+    Note(String),
+    /// Something the bench itself did around the move (plain COPY, checkpoint, dropping
+    /// the backup...).
+    Bench(&'static str),
+}
+
+/// The steps a move reached and when, with its notes and the bench's own marks;
+/// optionally echoed to stderr.
 #[derive(Clone)]
 pub struct Timeline {
     t0: Instant,
     echo: bool,
-    steps: Arc<Mutex<Vec<(MoveStep, Instant)>>>,
+    marks: Arc<Mutex<Vec<(Mark, Instant)>>>,
 }
 
 impl Timeline {
@@ -163,7 +213,7 @@ impl Timeline {
         Timeline {
             t0: Instant::now(),
             echo,
-            steps: Arc::default(),
+            marks: Arc::default(),
         }
     }
 
@@ -171,30 +221,39 @@ impl Timeline {
         self.t0
     }
 
+    /// Records `mark` now.
+    pub fn mark(&self, mark: Mark) {
+        if self.echo {
+            eprintln!("{:>8.3} s {mark:?}", self.t0.elapsed().as_secs_f64());
+        }
+        if let Ok(mut marks) = self.marks.lock() {
+            marks.push((mark, Instant::now()));
+        }
+    }
+
     pub fn progress(&self) -> Progress {
         let tl = self.clone();
-        Arc::new(move |shard, e| {
-            if let MoveEvent::Step(step) = e {
-                if let Ok(mut steps) = tl.steps.lock() {
-                    steps.push((*step, Instant::now()));
-                }
-            }
-            match e {
-                MoveEvent::Copy { .. } => {}
-                other if tl.echo => {
-                    eprintln!(
-                        "{:>8.3} s {shard}: {other:?}",
-                        tl.t0.elapsed().as_secs_f64()
-                    )
-                }
-                _ => {}
-            }
+        Arc::new(move |_shard, e| match e {
+            MoveEvent::Step(step) => tl.mark(Mark::Step(*step)),
+            MoveEvent::Note(n) => tl.mark(Mark::Note(n.clone())),
+            MoveEvent::Copy { .. } => {}
         })
+    }
+
+    /// Everything recorded so far, in order.
+    pub fn marks(&self) -> Vec<(Mark, Instant)> {
+        self.marks.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The steps reached so far, in order.
     pub fn steps(&self) -> Vec<(MoveStep, Instant)> {
-        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
+        self.marks()
+            .into_iter()
+            .filter_map(|(m, t)| match m {
+                Mark::Step(s) => Some((s, t)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -218,6 +277,8 @@ pub async fn move_and_drop_backup(
     )
     .await?;
     let took = t.elapsed();
+    timeline.mark(Mark::Bench("dropping the backup"));
     atoll_move::cleanup(config, &discover(config).await, 0, false).await?;
+    timeline.mark(Mark::Bench("backup dropped"));
     Ok((report, took))
 }

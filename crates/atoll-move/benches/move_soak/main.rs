@@ -7,7 +7,11 @@
 //! exactly once (by the writer's unique payload and by primary key) and no error may have
 //! reached the writer; the exit status is non-zero otherwise. New moves stop at
 //! `--max-minutes` (default 30; the run is then a failure), a move still running then is
-//! cut off; the sandbox is removed in every case, Ctrl-C included.
+//! cut off; the sandbox is removed in every case, Ctrl-C included. Then the explanation
+//! (`common/explain.rs`): per move the writer's cut-over gap next to the pause and how its
+//! client re-routed, every stall over `--stall-ms` (default 10) placed in the move's phases
+//! with its cause, the five longest. `--extra-tables N` adds N small tables to the shard
+//! (the pause's per-table locking cost, against a `select 1` round trip).
 //!
 //! ```sh
 //! cargo bench -p atoll-move --bench move_soak -- --moves 100 --mb 20 --rate 500 \
@@ -19,8 +23,10 @@ mod common;
 mod summary;
 
 use atoll_core::{Config, ShardNo};
+use atoll_move::MoveReport;
 use atoll_testkit::writer;
-use common::{arg, arg_str, ends, move_and_drop_backup, setup, Timeline, Writer};
+use common::explain::{explain, RoundInput};
+use common::{arg, arg_str, ends, move_and_drop_backup, server_log, setup, Timeline, Writer};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -37,6 +43,8 @@ pub struct Settings {
     pub rate: u64,
     pub max_minutes: f64,
     pub settle_ms: u64,
+    pub stall_ms: f64,
+    pub extra_tables: u32,
 }
 
 impl Settings {
@@ -47,6 +55,8 @@ impl Settings {
             rate: arg("--rate", 500_u64).max(1),
             max_minutes: arg("--max-minutes", 30.0_f64).max(0.0),
             settle_ms: arg("--settle-ms", 1000_u64),
+            stall_ms: arg("--stall-ms", 10.0_f64).max(1.0),
+            extra_tables: arg("--extra-tables", 0_u32),
         }
     }
 }
@@ -96,13 +106,54 @@ async fn soak(settings: &Settings) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(settings.max_minutes * 60.0);
     let bench = setup(settings.mb).await?;
+    server_log::log_more(&bench.tc).await?;
+    common::extra_tables(
+        &bench.tc,
+        atoll_core::IslandId(0),
+        bench.shard,
+        settings.extra_tables,
+    )
+    .await?;
+    let clock = server_log::ClockPair::now();
     let (config, s) = (&bench.config, bench.shard);
     let w = Writer::start(config, s, settings.rate).await;
     let moves = run_moves(config, s, settings, deadline).await;
     let writer_end = Instant::now();
     let (stats, secs) = w.stop().await?;
-    let audit = writer::audit(config, s, &stats.acked).await;
+    let audit = writer::audit_writes(config, s, &stats).await;
     let mut summary = summarize(settings, &moves, &stats, writer_end, audit);
+    let events = server_log::read(&bench.tc, clock);
+    let reports: Vec<Option<MoveReport>> = moves
+        .runs
+        .iter()
+        .map(|r| r.outcome.as_ref().ok().map(|(r, _)| r.clone()))
+        .collect();
+    let rounds: Vec<RoundInput> = moves
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RoundInput {
+            n: i + 1,
+            from: r.from,
+            to: r.to,
+            timeline: &r.timeline,
+            report: reports[i].as_ref(),
+            start: r.timeline.started(),
+            end: moves
+                .runs
+                .get(i + 1)
+                .map(|n| n.timeline.started())
+                .unwrap_or(writer_end),
+        })
+        .collect();
+    summary.round_trip_ms = common::round_trip_ms(&bench.tc, atoll_core::IslandId(0), 200).await?;
+    summary.explained = Some(explain(
+        &rounds,
+        &stats,
+        &events,
+        started,
+        settings.stall_ms,
+    ));
     summary.shard_mib = bench.items.total_mb;
     summary.writer_inserts_per_s = stats.acked.len() as f64 / secs;
     summary.elapsed_s = started.elapsed().as_secs_f64();
@@ -166,6 +217,10 @@ async fn run_moves(config: &Config, s: ShardNo, settings: &Settings, deadline: I
 /// invariant held.
 fn finish(s: &Summary) -> ExitCode {
     print_table(s);
+    if let Some(e) = &s.explained {
+        println!();
+        common::explain::print(e);
+    }
     if let Some(path) = arg_str("--json") {
         let written = serde_json::to_vec_pretty(s)
             .map_err(anyhow::Error::from)
@@ -230,13 +285,19 @@ fn print_table(s: &Summary) {
         s.longest_gap_ms, s.gap_p50_ms, s.gap_p99_ms
     );
     println!(
-        "write pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        s.pause_p50_ms, s.pause_p99_ms, s.pause_max_ms
+        "write pause p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; its LOCK TABLEs ({} tables) p50 {:.2} ms = {:.3} ms per table; anchor: a `select 1` round trip {:.3} ms",
+        s.pause_p50_ms,
+        s.pause_p99_ms,
+        s.pause_max_ms,
+        s.settings.extra_tables + 1,
+        s.lock_p50_ms,
+        s.lock_p50_ms / (s.settings.extra_tables + 1) as f64,
+        s.round_trip_ms
     );
     match &s.rows {
         Some(r) => println!(
-            "rows: {} acknowledged, {} present; {} lost, {} duplicated (payload), {} duplicated (primary key), {} unacknowledged present",
-            r.acked, r.present, r.lost, r.duplicated_payloads, r.duplicated_ids, r.unacknowledged_present
+            "rows: {} acknowledged, {} present; {} lost, {} duplicated (payload), {} duplicated (primary key); present but never acknowledged: {} (tried, reported failed), {} (never tried); {} failed writes absent",
+            r.acked, r.present, r.lost, r.duplicated_payloads, r.duplicated_ids, r.unacknowledged_present, r.unattempted_present, r.failed_absent
         ),
         None => println!("rows: not checked"),
     }

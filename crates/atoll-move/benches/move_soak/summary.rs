@@ -59,7 +59,12 @@ pub struct Rows {
     pub lost: usize,
     pub duplicated_payloads: usize,
     pub duplicated_ids: i64,
+    /// Tried by the writer, reported failed, yet present.
     pub unacknowledged_present: usize,
+    /// Present, never tried by the writer.
+    pub unattempted_present: usize,
+    /// Failed writes that are absent, as they should be.
+    pub failed_absent: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,10 +87,16 @@ pub struct Summary {
     pub pause_p50_ms: f64,
     pub pause_p99_ms: f64,
     pub pause_max_ms: f64,
+    /// The pause's `LOCK TABLE`s (the `lock` part), p50 over the moves.
+    pub lock_p50_ms: f64,
+    /// Anchor: a `select 1` round trip to island 0's master after the moves, median of 200.
+    pub round_trip_ms: f64,
     pub rows: Option<Rows>,
     pub failures: Vec<String>,
     pub passed: bool,
     pub moves: Vec<MoveRecord>,
+    /// Per move: the cut-over gap next to the pause, the stalls placed in phases.
+    pub explained: Option<crate::common::explain::Explained>,
 }
 
 /// The longest gap between two acknowledgements whose second falls in `[from, to)`: when
@@ -199,6 +210,8 @@ pub fn summarize(
                 duplicated_payloads: a.duplicated.len(),
                 duplicated_ids: a.duplicated_ids,
                 unacknowledged_present: a.unacknowledged.len(),
+                unattempted_present: a.unattempted.len(),
+                failed_absent: a.failed_absent,
             })
         }
         Err(e) => {
@@ -226,10 +239,13 @@ pub fn summarize(
         pause_p50_ms: percentile(&pauses, 0.5),
         pause_p99_ms: percentile(&pauses, 0.99),
         pause_max_ms: pauses.iter().copied().fold(0.0, f64::max),
+        lock_p50_ms: percentile(&done.iter().map(|r| r.lock_ms).collect::<Vec<_>>(), 0.5),
+        round_trip_ms: 0.0,
         rows,
         passed: failures.is_empty(),
         failures,
         moves: records,
+        explained: None,
     }
 }
 
@@ -256,6 +272,13 @@ fn audit_failures(a: &Audit) -> Vec<String> {
         out.push(format!(
             "{n} unacknowledged rows present: {:?}",
             few(&a.unacknowledged)
+        ));
+    }
+    if !a.unattempted.is_empty() {
+        let n = a.unattempted.len();
+        out.push(format!(
+            "{n} rows present that the writer never tried: {:?}",
+            few(&a.unattempted)
         ));
     }
     out
