@@ -1,0 +1,8 @@
+//! The router against real HTTP cells on loopback (small hyper servers in this process)
+//! and, where routing by shard matters, real sandbox islands. One test binary; modules
+//! by feature.
+
+mod common;
+mod learning;
+mod limits;
+mod routing;
