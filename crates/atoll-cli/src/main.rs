@@ -20,6 +20,7 @@ mod move_cmd;
 mod output;
 mod progress;
 mod rebalance;
+mod router;
 mod sandbox;
 mod schema;
 mod shard;
@@ -84,6 +85,9 @@ enum Command {
     Rebalance(rebalance::RebalanceArgs),
     /// Drop the backup schemas moves leave on their source islands
     Cleanup(cleanup::CleanupArgs),
+    /// The HTTP router in front of application cells (--config names router.toml here):
+    /// run it, `check` its config, `explain` a request
+    Router(router::RouterArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
+        Command::Router(args) => router::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

@@ -22,6 +22,7 @@
 mod answer;
 pub mod body;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod discovery;
 mod error;
