@@ -30,6 +30,7 @@ pub mod explain;
 mod forward;
 pub mod headers;
 pub mod health;
+pub mod keychain;
 pub mod metrics;
 mod probe;
 mod proxy;

@@ -10,6 +10,7 @@
 //! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
+//! | [`shard_endpoints`] | `atoll.shard_endpoints` (node addresses, `auth_kind`, keychain alias) | the coordination island's master |
 //!
 //! The DDL is a list of numbered steps (`steps/NNN_name.sql`), each applied once per island
 //! and tracked by name in `atoll.catalog_steps`, so subsystems add steps independently. The
@@ -20,6 +21,7 @@ pub mod migration_runs;
 pub mod move_status;
 pub mod moves;
 pub mod registry;
+pub mod shard_endpoints;
 
 use crate::error::PgError;
 use atoll_core::{IslandId, NodeConfig};
@@ -36,6 +38,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         6,
         "shard_notices",
         include_str!("steps/006_shard_notices.sql"),
+    ),
+    (
+        8,
+        "shard_endpoints",
+        include_str!("steps/008_shard_endpoints.sql"),
     ),
 ];
 

@@ -3,6 +3,7 @@
 //! by feature.
 
 mod common;
+mod endpoints;
 mod learning;
 mod limits;
 mod routing;
