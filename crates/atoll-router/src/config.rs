@@ -332,3 +332,40 @@ fn health(file: &str, h: &RawHealth) -> Result<HealthConfig, RouterError> {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[router]\nlisten = \"127.0.0.1:0\"\ndefault_cell = \"a\"\n[[cell]]\nname = \"a\"\naddrs = [\"127.0.0.1:1\"]\nislands = [0]\n";
+
+    fn refused(text: &str) -> String {
+        RouterConfig::parse(text, Some(Path::new("r.toml")))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn refusals_name_the_file_and_item() {
+        assert!(RouterConfig::parse(BASE, None).is_ok());
+        let cases = [
+            (BASE.replace("default_cell = \"a\"", "default_cell = \"b\""), "router.default_cell"),
+            (format!("{BASE}[[cell]]\nname = \"b\"\naddrs = [\"127.0.0.1:2\"]\nislands = [0]\n"), "already served by cell \"a\""),
+            (format!("{BASE}[[cell]]\nname = \"a\"\naddrs = [\"127.0.0.1:2\"]\n"), "used twice"),
+            (BASE.replace("127.0.0.1:1", "nohost"), "is not host:port"),
+            (BASE.replace("name = \"a\"", "name = \"A b\"").replace("default_cell = \"a\"", "default_cell = \"A b\""), "not a cell name"),
+            (BASE.replace("127.0.0.1:0", "here"), "router.listen"),
+            (format!("{BASE}colour = 1\n"), "unknown field"),
+            (format!("{BASE}[[rule]]\nname = \"r\"\nsource = \"path\"\npattern = '(?P<id>\\d+)'\nkind = \"id\"\n"), "atoll_config"),
+            (format!("{BASE}[[rule]]\nname = \"r\"\nsource = \"nose\"\npattern = 'x'\nkind = \"id\"\n"), "nose"),
+            (BASE.replace("[router]\n", "[router]\nbody_buffer_bytes = 10\nbody_budget_bytes = 5\n"), "body_budget_bytes"),
+            ("[router\n".to_string(), "r.toml"),
+        ];
+        for (text, needle) in cases {
+            let e = refused(&text);
+            assert!(e.starts_with("r.toml"), "{e}");
+            assert!(e.contains(needle), "{needle}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+}

@@ -22,6 +22,17 @@ fn bouncer() -> Behavior {
             redirect("eu0", Some("/acme/* => eu0; ttl=60"))
         } else if s.path.starts_with("/loop") {
             redirect("eu0", None)
+        } else if s.path.starts_with("/poison") {
+            // Teaches a prefix it was not asked about, then garbage: both ignored.
+            let mut r = reply(200, "eu1");
+            let v = if s.path == "/poison" {
+                "/acme/* => eu1"
+            } else {
+                "nonsense"
+            };
+            r.headers_mut()
+                .insert("x-atoll-cell-cache", v.parse().unwrap());
+            r
         } else if s.path.starts_with("/nowhere") {
             redirect("mars", None)
         } else {
@@ -151,7 +162,19 @@ async fn loop_guard_unknown_cells_and_spoofed_headers() -> Result<()> {
         Some("eu1"),
         "nothing learned from a client"
     );
+    // Cache headers that do not cover the request, or do not parse, teach nothing.
+    for p in ["/poison", "/poison2"] {
+        let (r, _) = get(&router.url(p), &[]).await?;
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers().get("x-atoll-cell-cache").is_none());
+    }
     let m = router.metrics().await;
+    assert_eq!(
+        metric(&m, "atoll_router_bad_cell_headers_total"),
+        3.0,
+        "unknown redirect + 2 cache headers: {m}"
+    );
+    assert_eq!(metric(&m, "atoll_router_routes_learned_total"), 0.0, "{m}");
     assert_eq!(metric(&m, "atoll_router_loop_guard_total"), 1.0, "{m}");
     assert_eq!(
         metric(&m, "atoll_router_inbound_headers_stripped_total"),
