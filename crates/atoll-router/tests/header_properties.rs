@@ -6,7 +6,7 @@ use atoll_router::headers::*;
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
 
     #[test]
     fn cache_header_total(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
