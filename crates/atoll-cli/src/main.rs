@@ -21,6 +21,7 @@ mod move_cmd;
 mod output;
 mod progress;
 mod rebalance;
+mod router;
 mod sandbox;
 mod schema;
 mod shard;
@@ -88,6 +89,9 @@ enum Command {
     /// Run the per-node agent (--node, --listen, --state-dir), or ask running agents
     /// (status, actions, schedule)
     Agent(Box<agent::AgentArgs>),
+    /// The HTTP router in front of application cells (--config names router.toml here):
+    /// run it, `check` its config, `explain` a request
+    Router(router::RouterArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
         Command::Agent(args) => agent::run(&ctx, *args),
+        Command::Router(args) => router::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

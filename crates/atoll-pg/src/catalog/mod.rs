@@ -11,6 +11,7 @@
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
+//! | [`shard_endpoints`] | `atoll.shard_endpoints` (node addresses, `auth_kind`, keychain alias) | the coordination island's master |
 //!
 //! The DDL is a list of numbered steps (`steps/NNN_name.sql`), each applied once per island
 //! and tracked by name in `atoll.catalog_steps`, so subsystems add steps independently. The
@@ -22,6 +23,7 @@ pub mod migration_shards;
 pub mod move_status;
 pub mod moves;
 pub mod registry;
+pub mod shard_endpoints;
 
 use crate::error::PgError;
 use atoll_core::{IslandId, NodeConfig};
@@ -43,6 +45,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         7,
         "migration_shards",
         include_str!("steps/007_migration_shards.sql"),
+    ),
+    (
+        8,
+        "shard_endpoints",
+        include_str!("steps/008_shard_endpoints.sql"),
     ),
     (
         9,
