@@ -4,7 +4,7 @@
 //! given cluster id (or a new one). Not safe to re-run after a crash (a half-made data
 //! directory): FAILED `interrupted`.
 
-use super::{ActionCtx, ActionError, ErrorCode, InitArgs};
+use super::{ActionCtx, ActionError, InitArgs};
 use crate::error::AgentError;
 use serde_json::{json, Value};
 use std::io::Write as _;
@@ -13,20 +13,7 @@ pub(super) async fn run(ctx: &ActionCtx<'_>, a: InitArgs) -> Result<Value, Actio
     let cfg = &ctx.ex.cfg;
     let dir = ctx.data_dir()?;
     if a.initdb {
-        let empty = match std::fs::read_dir(&dir) {
-            Ok(mut e) => e.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(AgentError::io("cannot read", &dir, e).into()),
-        };
-        if !empty {
-            return Err(ActionError::new(
-                ErrorCode::DataDirectory,
-                format!(
-                    "{} is not empty: initdb needs an empty data directory",
-                    dir.display()
-                ),
-            ));
-        }
+        super::require_empty_dir(&dir, "initdb needs an empty data directory")?;
         ctx.progress(format!("initdb {}", dir.display())).await;
         ctx.ex.tools.initdb(&dir, &cfg.node.user).await?;
         let conf = dir.join("postgresql.conf");

@@ -16,20 +16,7 @@ use std::time::{Duration, Instant};
 pub(super) async fn run(ctx: &ActionCtx<'_>, a: JoinArgs) -> Result<Value, ActionError> {
     let cfg = &ctx.ex.cfg;
     let dir = ctx.data_dir()?;
-    let empty = match std::fs::read_dir(&dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => return Err(AgentError::io("cannot read", &dir, e).into()),
-    };
-    if !empty {
-        return Err(ActionError::new(
-            ErrorCode::DataDirectory,
-            format!(
-                "{} is not empty: a join copies into an empty data directory",
-                dir.display()
-            ),
-        ));
-    }
+    super::require_empty_dir(&dir, "a join copies into an empty data directory")?;
     let t0 = Instant::now();
     let master = find_master(ctx, a.master.as_deref()).await?;
     let slot = slot_for(&cfg.node.addr());

@@ -123,6 +123,23 @@ pub struct ActionCtx<'a> {
     pub(crate) id: String,
 }
 
+/// Refuses a data directory that holds anything (`why` says what needs it empty); a missing
+/// one is empty.
+fn require_empty_dir(dir: &std::path::Path, why: &str) -> Result<(), ActionError> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(AgentError::io("cannot read", dir, e).into()),
+    };
+    if empty {
+        return Ok(());
+    }
+    Err(ActionError::new(
+        ErrorCode::DataDirectory,
+        format!("{} is not empty: {why}", dir.display()),
+    ))
+}
+
 impl ActionCtx<'_> {
     /// Records a progress message (shown in the record while it runs).
     pub async fn progress(&self, message: impl Into<String>) {
