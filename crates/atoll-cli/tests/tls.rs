@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_atoll");
 
+/// Whether the session of `c` runs over TLS (the server's own view, `pg_stat_ssl`).
+async fn encrypted(c: &atoll_pg::tokio_postgres::Client) -> bool {
+    c.query_one(
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// Runs the CLI off the async worker threads.
 async fn atoll(cli: &Cli, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let (cli, args, env) = (
@@ -75,14 +86,7 @@ async fn tls_cluster() {
 
     // atoll-pg's own connections are encrypted.
     let c = tc.master(IslandId(0)).await.unwrap();
-    let row = c
-        .query_one(
-            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(row.get::<_, bool>(0));
+    assert!(encrypted(&c).await);
     islands_env_carries_tls(node).await;
 
     // The CLI.
@@ -189,14 +193,7 @@ async fn islands_env_carries_tls(node: &atoll_core::NodeConfig) {
     let c = atoll_pg::connect(&from_env.islands[0].nodes[0])
         .await
         .unwrap();
-    let row = c
-        .query_one(
-            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(row.get::<_, bool>(0));
+    assert!(encrypted(&c).await);
     let plain = atoll_core::Config::from_islands_env(&base).unwrap();
     let e = atoll_pg::connect(&plain.islands[0].nodes[0])
         .await
@@ -262,13 +259,8 @@ async fn require_fails_and_prefer_falls_back_without_server_tls() {
     assert!(!msg.contains('\n'));
     node.tls.mode = SslMode::Prefer;
     let c = atoll_pg::connect(&node).await.unwrap();
-    let ssl: bool = c
-        .query_one(
-            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!ssl, "prefer fell back to a plain connection");
+    assert!(
+        !encrypted(&c).await,
+        "prefer fell back to a plain connection"
+    );
 }
