@@ -25,6 +25,7 @@ mod router;
 mod sandbox;
 mod schema;
 mod shard;
+mod shutdown;
 mod status;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,7 @@
 
 use super::{ReadsFlag, RunArgs};
 use crate::exit::Failure;
+use crate::shutdown::ShutdownSignal;
 use crate::{CmdResult, Context};
 use atoll_agent::{Agent, AgentConfig, ReadAccess};
 use atoll_core::{Config, SecretRef};
@@ -41,6 +42,8 @@ fn settings(ctx: &Context, a: RunArgs) -> Result<AgentConfig, Failure> {
 pub fn run(ctx: &Context, a: RunArgs) -> CmdResult {
     let cfg = settings(ctx, a)?;
     crate::with_runtime(async move {
+        // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
+        let shutdown = ShutdownSignal::install()?;
         let agent = Agent::start(cfg)
             .await
             .map_err(|e| Failure::failed(e).context("cannot start the agent"))?;
@@ -51,7 +54,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> CmdResult {
         println!("listening on {}", agent.addr());
         let stopper = agent.stopper();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            shutdown.recv().await;
             let _ = stopper.send(true);
         });
         agent
@@ -60,19 +63,4 @@ pub fn run(ctx: &Context, a: RunArgs) -> CmdResult {
             .map_err(|e| Failure::failed(e).context("agent"))?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

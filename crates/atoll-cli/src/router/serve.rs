@@ -1,12 +1,13 @@
 //! `atoll router`: runs until SIGINT or SIGTERM, then shuts down gracefully.
 
-use crate::exit::Failure;
+use crate::shutdown::ShutdownSignal;
 use crate::{CmdResult, Context};
 use std::process::ExitCode;
-use tokio::signal::unix::{signal, SignalKind};
 
 pub async fn run(ctx: &Context) -> CmdResult {
     let config = super::load(ctx)?;
+    // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
+    let shutdown = ShutdownSignal::install()?;
     let handle = atoll_router::start(config).await?;
     let admin = handle.admin_addr.map(|a| a.to_string());
     if ctx.json {
@@ -22,12 +23,7 @@ pub async fn run(ctx: &Context) -> CmdResult {
             admin.as_deref().unwrap_or("off")
         );
     }
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Failure::failed(e).context("cannot watch SIGTERM"))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    shutdown.recv().await;
     eprintln!("atoll router: shutting down (requests in flight finish first)");
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
