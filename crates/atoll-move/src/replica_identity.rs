@@ -91,19 +91,32 @@ pub(crate) async fn restore(
     Ok(())
 }
 
-/// After the activation: the destination's tables get their identity and their replica
-/// triggers back, and so do the source's (in its backup schema).
+/// After the switch, before the activation: the destination's `ENABLE REPLICA` and
+/// `ENABLE ALWAYS` triggers get their own states back (they were plain ones while the
+/// destination applied the source's changes), so no application write on the destination
+/// ever meets them in the wrong state. The source's copy (its backup schema) kept them.
+/// Idempotent: run again by a move resumed after its activation.
+pub(crate) async fn restore_replica_triggers(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
+    let Some(backup) = cx.rec.backup_schema.clone() else {
+        return Ok(());
+    };
+    let schema = cx.rec.shard.schema();
+    for t in crate::ddl::replica_triggers(&cx.src, &backup).await? {
+        cx.dst.exec(&t.sql(&schema, true)).await?;
+    }
+    Ok(())
+}
+
+/// After the activation: the destination's tables get their identity back, and so do the
+/// source's (in its backup schema).
 pub(crate) async fn after_switch(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let tables = moves::identity_restore(&cx.src.client, &cx.src.node, cx.rec.id).await?;
     let schema = cx.rec.shard.schema();
     restore(&cx.dst, &schema, &tables).await?;
     if let Some(backup) = cx.rec.backup_schema.clone() {
         restore(&cx.src, &backup, &tables).await?;
-        // The source's copy kept the triggers' own states.
-        for t in crate::ddl::replica_triggers(&cx.src, &backup).await? {
-            cx.dst.exec(&t.sql(&schema, true)).await?;
-        }
     }
+    restore_replica_triggers(cx).await?;
     cx.report.replica_identity_full = tables.iter().map(|t| t.to_string()).collect();
     Ok(())
 }

@@ -45,6 +45,7 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
             ResumeAction::Cutover => crate::cutover::cutover(cx).await?,
             ResumeAction::Activate => {
                 require_switched_off(cx).await?;
+                crate::replica_identity::restore_replica_triggers(cx).await?;
                 let weight = crate::activate::source_weight(cx).await?;
                 // The switch's generation, for the activation's notice to come after it.
                 cx.switch_gen =
