@@ -2,12 +2,19 @@
 //! - `GET /v1/attributes` latency (HTTP + the node's views + its catalog copy) next to a
 //!   plain `select 1` on a kept connection to the same node, interleaved in rounds;
 //! - action pickup latency: from acceptance (`created_at_ms`) to start (`started_at_ms`),
-//!   for actions scheduled one after the other on an idle queue.
+//!   for actions scheduled one after the other on an idle queue;
+//! - `node.switchover` back and forth under an atoll-client writer: the window in which
+//!   writes were refused (the action's `write_refusal_ms`), the writer's longest gap
+//!   between acknowledged writes, its errors and an audit of every acknowledged row.
 //!
-//! `cargo bench -p atoll-agent --bench agent [-- --rounds N --per-round N --actions N]`
+//! `cargo bench -p atoll-agent --bench agent [-- --rounds N --per-round N --actions N
+//! --switchovers N]`
 
 use atoll_agent::{Agent, AgentConfig};
-use atoll_testkit::TestCluster;
+use atoll_testkit::{shard, writer, TestCluster};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -26,10 +33,11 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let (rounds, per_round, actions) = (
+    let (rounds, per_round, actions, switchovers) = (
         arg("--rounds", 20),
         arg("--per-round", 50),
         arg("--actions", 100),
+        arg("--switchovers", 6),
     );
     let c = TestCluster::setup(1, 1).shards(0..8).start().await?;
     let port = c.master_ports()[0];
@@ -37,14 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let token = state.join("token");
     std::fs::create_dir_all(&state)?;
     std::fs::write(&token, "bench-token")?;
-    let mut cfg = AgentConfig::for_node(
-        c.config().clone(),
-        &format!("127.0.0.1:{port}"),
-        "127.0.0.1:0".parse()?,
-        state.join("state"),
-    )?;
-    cfg.token = Some(format!("file:{}", token.display()).parse()?);
-    let agent = Agent::start(cfg).await?;
+    let agent = start_agent(&c, port, &state.join("master"), &token).await?;
     let url = format!("http://{}/v1/attributes", agent.addr());
     let http = reqwest::Client::new();
     let pg = atoll_pg::connect(&c.config().islands[0].nodes[0]).await?;
@@ -116,7 +117,102 @@ async fn main() -> anyhow::Result<()> {
         pct(&mut pickup, 1.0),
     );
     println!("action pickup: p50 {k50:.0} ms, p99 {k99:.0} ms, max {kmax:.0} ms ({actions} actions; ms resolution)");
+    let replica = start_agent(
+        &c,
+        c.sandbox().islands()[0].nodes[1].port,
+        &state.join("replica"),
+        &token,
+    )
+    .await?;
+    switchover_rounds(&c, [&agent, &replica], switchovers).await?;
     agent.stop().await?;
+    replica.stop().await?;
     let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+async fn start_agent(
+    c: &TestCluster,
+    port: u16,
+    state: &Path,
+    token: &Path,
+) -> anyhow::Result<Agent> {
+    let mut cfg = AgentConfig::for_node(
+        c.config().clone(),
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0".parse()?,
+        state.to_path_buf(),
+    )?;
+    cfg.token = Some(format!("file:{}", token.display()).parse()?);
+    Ok(Agent::start(cfg).await?)
+}
+
+/// `n` switchovers, each handing the master role to the other node, under a writer.
+async fn switchover_rounds(c: &TestCluster, agents: [&Agent; 2], n: usize) -> anyhow::Result<()> {
+    let ports = [c.master_ports()[0], c.sandbox().islands()[0].nodes[1].port];
+    c.psql(ports[0], "create table sh0001.items (id bigint primary key default sh0001.id_gen(), payload bigint not null)");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer::run(c.config().clone(), shard(1), stop.clone()));
+    let http = reqwest::Client::new();
+    let mut refusal = Vec::new();
+    for i in 0..n {
+        let (from, to) = (i % 2, (i + 1) % 2);
+        let post = format!("http://{}/v1/actions", agents[from].addr());
+        let id = format!("so-{i}");
+        let body = serde_json::json!({"id": id, "kind": "node.switchover",
+            "args": {"candidate": format!("127.0.0.1:{}", ports[to])}});
+        http.post(&post)
+            .bearer_auth("bench-token")
+            .json(&body)
+            .send()
+            .await?;
+        let rec = loop {
+            let v: serde_json::Value = http
+                .get(format!("{post}/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if v["state"] == "DONE" || v["state"] == "FAILED" {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        anyhow::ensure!(rec["state"] == "DONE", "switchover {i}: {rec}");
+        refusal.push(
+            rec["output"]["write_refusal_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+        // The next round starts once the old master streams from the new one.
+        let old = ports[from];
+        atoll_testkit::wait_until(
+            "the old master streams",
+            Duration::from_secs(60),
+            || async move {
+                Ok(c.sandbox()
+                    .psql(old, "select status from pg_stat_wal_receiver")
+                    .ok()
+                    .as_deref()
+                    == Some("streaming"))
+            },
+        )
+        .await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stats = w.await?;
+    writer::check_acked(c.config(), shard(1), &stats.acked).await;
+    let (r50, rmax) = (pct(&mut refusal, 0.5), pct(&mut refusal, 1.0));
+    println!(
+        "switchover: writes refused p50 {r50:.0} ms, max {rmax:.0} ms ({n} switchovers); writer: {} acked, 0 lost or doubled, {} errors, longest gap {:.0} ms",
+        stats.acked.len(),
+        stats.errors.len(),
+        stats.max_gap.as_secs_f64() * 1e3
+    );
+    anyhow::ensure!(
+        stats.errors.is_empty(),
+        "errors reached the writer: {:?}",
+        stats.errors
+    );
     Ok(())
 }

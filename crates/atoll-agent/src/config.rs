@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub pg_log: Option<PathBuf>,
     /// Bound on waiting for a running action at shutdown.
     pub shutdown_grace: Duration,
+    /// Crash-test hook: once an action's work is done, hold it RUNNING without recording
+    /// the outcome, as if the agent were killed right there (tests kill it with -9 and
+    /// check the restart's recovery). The CLI sets it only for an `atoll sandbox` cluster.
+    pub test_hold_after_work: bool,
 }
 
 impl AgentConfig {
@@ -91,6 +95,7 @@ impl AgentConfig {
             pg_bin: None,
             pg_log: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            test_hold_after_work: false,
         })
     }
 

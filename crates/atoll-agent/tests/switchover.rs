@@ -125,6 +125,12 @@ async fn switchover_refusals_then_a_switchover_under_a_writer() {
         stats.errors.len(),
         stats.max_gap
     );
+    // The client retries through the handover: no error reaches the application.
+    assert!(
+        stats.errors.is_empty(),
+        "errors reached the writer: {:?}",
+        stats.errors
+    );
 
     let ma = master.attributes().await;
     assert_eq!(ma["role"], "replica", "{ma}");

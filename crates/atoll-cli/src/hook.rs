@@ -100,7 +100,7 @@ impl TestHook {
 }
 
 /// A config file `atoll sandbox` wrote, naming only nodes on this machine.
-fn is_sandbox(config: &Config) -> bool {
+pub fn is_sandbox(config: &Config) -> bool {
     let ConfigSource::File(path) = &config.source else {
         return false;
     };

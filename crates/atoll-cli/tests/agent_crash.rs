@@ -2,7 +2,10 @@
 //! state directory. A kind that is safe to re-run (`node.restart`) continues and ends DONE
 //! on its second attempt; one that is not (`cluster.init` with initdb) is FAILED
 //! `interrupted`, and scheduled again on an emptied directory it makes a new island. A
-//! SIGTERM stops the agent gracefully (exit 0).
+//! SIGTERM stops the agent gracefully (exit 0). Then every other kind is killed at its worst
+//! moment, its work done and its outcome not yet recorded (the sandbox-only test hook
+//! `ATOLL_AGENT_TEST_HOLD`): the re-runnable ones end DONE on a second attempt that changes
+//! nothing twice, the others FAILED `interrupted` with their work left as it was.
 
 use atoll_testkit::TestCluster;
 use serde_json::{json, Value};
@@ -21,9 +24,21 @@ struct AgentProc {
 
 impl AgentProc {
     fn start(config: &Path, node: &str, state: &Path, data_dir: &Path) -> AgentProc {
+        AgentProc::start_with(config, node, state, data_dir, false)
+    }
+
+    /// `hold`: with the test hook that holds each action once its work is done.
+    fn start_with(
+        config: &Path,
+        node: &str,
+        state: &Path,
+        data_dir: &Path,
+        hold: bool,
+    ) -> AgentProc {
         let token = state.with_extension("token");
         std::fs::write(&token, TOKEN).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .env("ATOLL_AGENT_TEST_HOLD", if hold { "true" } else { "false" })
             .arg("--config")
             .arg(config)
             .args([
@@ -105,10 +120,14 @@ async fn schedule(a: &AgentProc, id: &str, kind: &str, args: Value) {
 }
 
 async fn wait_state(a: &AgentProc, id: &str, done: impl Fn(&str) -> bool) -> Value {
+    wait_record(a, id, |v| done(v["state"].as_str().unwrap_or(""))).await
+}
+
+async fn wait_record(a: &AgentProc, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let v = get(&format!("{}/v1/actions/{id}", a.url)).await;
-        if done(v["state"].as_str().unwrap_or("")) {
+        if done(&v) {
             return v;
         }
         assert!(Instant::now() < deadline, "{id}: {v}");
@@ -266,4 +285,163 @@ async fn kill_9_during_actions_then_restart() {
     let (mut a, mut b) = (a, b);
     assert!(a.term().success());
     assert!(b.term().success());
+}
+
+/// One node's agent as the crash test runs it: its config, address, state and data.
+struct Node {
+    config: PathBuf,
+    addr: String,
+    state: PathBuf,
+    data: PathBuf,
+}
+
+impl Node {
+    /// Schedules `kind` on an agent that holds the action once its work is done, kills
+    /// that agent with -9 right there, restarts it without the hook and returns the
+    /// action's final record.
+    async fn crash_after_work(&self, id: &str, kind: &str, args: Value) -> Value {
+        let mut a = AgentProc::start_with(&self.config, &self.addr, &self.state, &self.data, true);
+        schedule(&a, id, kind, args).await;
+        let held = wait_record(&a, id, |v| {
+            v["progress"]
+                .as_str()
+                .is_some_and(|p| p.contains("outcome held"))
+                || v["state"] != "RUNNING" && v["state"] != "NEW"
+        })
+        .await;
+        assert_eq!(
+            held["state"], "RUNNING",
+            "{kind} ended before the hook held it: {held}"
+        );
+        a.kill9();
+        let mut a = AgentProc::start(&self.config, &self.addr, &self.state, &self.data);
+        let r = wait_state(&a, id, |s| s == "DONE" || s == "FAILED").await;
+        assert!(a.term().success());
+        r
+    }
+}
+
+fn attempt(r: &Value) -> (Option<&str>, Option<i64>) {
+    (r["state"].as_str(), r["attempts"].as_i64())
+}
+
+fn interrupted(r: &Value) -> (Option<&str>, Option<&str>, Option<i64>) {
+    (
+        r["state"].as_str(),
+        r["error"]["code"].as_str(),
+        r["attempts"].as_i64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_once_each_kinds_work_is_done() {
+    let c = TestCluster::setup(1, 1).shards([1]).start().await.unwrap();
+    let island = &c.sandbox().islands()[0];
+    let (mp, rp) = (island.nodes[0].port, island.nodes[1].port);
+    let (master_dir, island_dir) = (
+        island.nodes[0].data_dir.clone(),
+        island.nodes[0].data_dir.parent().unwrap().to_path_buf(),
+    );
+    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The sandbox's config (the hook needs its mark) with a third node on island 0.
+    let config = c.sandbox().dir().join("agents.toml");
+    let text = std::fs::read_to_string(c.config_path()).unwrap();
+    let text = text.trim_end().strip_suffix(']').unwrap().to_string();
+    std::fs::write(
+        &config,
+        format!("{text}  {{ host = \"127.0.0.1\", port = {new_port} }},\n]\n"),
+    )
+    .unwrap();
+    let states = c.sandbox().dir().join("agent-states");
+    std::fs::create_dir_all(&states).unwrap();
+    let new_dir = island_dir.join("joined");
+    let _server = ServerGuard(new_dir.clone());
+    let node = |port: u16, name: &str, data: &Path| Node {
+        config: config.clone(),
+        addr: format!("127.0.0.1:{port}"),
+        state: states.join(name),
+        data: data.to_path_buf(),
+    };
+    let master = node(mp, "master", &master_dir);
+    let joiner = node(new_port, "joiner", &new_dir);
+    let active = || c.psql(mp, "select active from atoll.shards where shard = 1");
+
+    // shard.deactivate / shard.activate: re-run, DONE on the second attempt.
+    let r = master
+        .crash_after_work("off", "shard.deactivate", json!({"shard": 1}))
+        .await;
+    assert_eq!(attempt(&r), (Some("DONE"), Some(2)), "{r}");
+    assert_eq!(active(), "f");
+    let r = master
+        .crash_after_work("on", "shard.activate", json!({"shard": 1}))
+        .await;
+    assert_eq!(attempt(&r), (Some("DONE"), Some(2)), "{r}");
+    assert_eq!(active(), "t");
+
+    // cluster.add: re-run; one slot and one access rule, not two.
+    let new_node = joiner.addr.clone();
+    let r = master
+        .crash_after_work(
+            "add",
+            "cluster.add",
+            json!({"node": new_node, "auth": "trust"}),
+        )
+        .await;
+    assert_eq!(attempt(&r), (Some("DONE"), Some(2)), "{r}");
+    assert_eq!(
+        r["output"]["slot_created"], false,
+        "the re-run found the slot: {r}"
+    );
+    let slot = r["output"]["slot"].as_str().unwrap().to_string();
+    let slots = format!("select count(*) from pg_replication_slots where slot_name = '{slot}'");
+    assert_eq!(c.psql(mp, &slots), "1");
+    // The rules tagged for the new node, in the file the server reads.
+    let rules = || {
+        let hba = std::fs::read_to_string(c.psql(mp, "show hba_file")).unwrap();
+        let tag = format!("# atoll-agent member {new_node}");
+        hba.lines().filter(|l| l.ends_with(&tag)).count()
+    };
+    assert_eq!(rules(), 1);
+
+    // cluster.join: not re-run (a half-copied directory needs a person): FAILED
+    // interrupted, and the node it made is left streaming.
+    let r = joiner
+        .crash_after_work("join", "cluster.join", json!({}))
+        .await;
+    assert_eq!(
+        interrupted(&r),
+        (Some("FAILED"), Some("interrupted"), Some(1)),
+        "{r}"
+    );
+    assert_eq!(c.psql(new_port, "select pg_is_in_recovery()"), "t");
+
+    // cluster.remove (the node stopped first): re-run, the second attempt a no-op.
+    drop(_server);
+    let r = master
+        .crash_after_work("rm", "cluster.remove", json!({"node": new_node}))
+        .await;
+    assert_eq!(attempt(&r), (Some("DONE"), Some(2)), "{r}");
+    assert_eq!(r["output"]["was_member"], false, "{r}");
+    assert_eq!(c.psql(mp, &slots), "0");
+    assert_eq!(rules(), 0);
+
+    // node.switchover: not re-run: FAILED interrupted, the handover done as it was.
+    let r = master
+        .crash_after_work(
+            "so",
+            "node.switchover",
+            json!({"candidate": format!("127.0.0.1:{rp}")}),
+        )
+        .await;
+    assert_eq!(
+        interrupted(&r),
+        (Some("FAILED"), Some("interrupted"), Some(1)),
+        "{r}"
+    );
+    assert_eq!(c.psql(rp, "select pg_is_in_recovery()"), "f");
+    assert_eq!(c.psql(mp, "select pg_is_in_recovery()"), "t");
 }

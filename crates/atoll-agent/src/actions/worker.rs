@@ -91,6 +91,13 @@ async fn run_one(ex: &Executor, r: ActionRecord, shutdown: &mut watch::Receiver<
             tokio::time::timeout(ex.cfg.shutdown_grace, &mut work).await.ok()
         }
     };
+    if result.is_some() && ex.cfg.test_hold_after_work {
+        // The record says so, for the test to know when to kill.
+        ctx.progress("test hook: work done, outcome held unrecorded")
+            .await;
+        wait_true(shutdown).await;
+        return false;
+    }
     ex.reader.set_running(None);
     let Some(result) = result else {
         tracing::warn!(action = %r.id, "left RUNNING at shutdown; the next start settles it");

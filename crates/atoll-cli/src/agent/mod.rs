@@ -57,6 +57,16 @@ pub struct RunArgs {
     /// How long a stop waits for a running action, in ms
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+    /// Test hook: hold each action RUNNING once its work is done, without recording its
+    /// outcome, as if killed there (a test then kills the agent with -9). Also read from
+    /// $ATOLL_AGENT_TEST_HOLD. Refused unless the config is an `atoll sandbox` one.
+    #[arg(
+        long = "test-hold-after-work",
+        env = "ATOLL_AGENT_TEST_HOLD",
+        hide = true,
+        hide_env = true
+    )]
+    pub test_hold_after_work: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -16,6 +16,12 @@ fn settings(ctx: &Context, a: RunArgs) -> Result<AgentConfig, Failure> {
     let listen = a.listen.ok_or_else(|| missing("listen"))?;
     let state_dir = a.state_dir.ok_or_else(|| missing("state-dir"))?;
     let config = Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
+    if a.test_hold_after_work && !crate::hook::is_sandbox(&config) {
+        return Err(Failure::input(format!(
+            "the test hook --test-hold-after-work works only on an `atoll sandbox` cluster; {} is not one",
+            config.source
+        )));
+    }
     let mut cfg = AgentConfig::for_node(config, &node, listen, state_dir)
         .map_err(|e| Failure::input(format!("--{e}")))?;
     if let Some(t) = a.token {
@@ -26,6 +32,11 @@ fn settings(ctx: &Context, a: RunArgs) -> Result<AgentConfig, Failure> {
     }
     cfg.reads = match a.reads {
         ReadsFlag::Open => ReadAccess::Open,
+        ReadsFlag::Token if cfg.token.is_none() => {
+            return Err(Failure::input(
+                "--reads token needs --token (the token readers must present)",
+            ))
+        }
         ReadsFlag::Token => ReadAccess::Token,
     };
     if let Some(id) = a.node_id {
@@ -36,6 +47,7 @@ fn settings(ctx: &Context, a: RunArgs) -> Result<AgentConfig, Failure> {
     cfg.pg_bin = a.pg_bin;
     cfg.pg_log = a.pg_log;
     cfg.shutdown_grace = Duration::from_millis(a.shutdown_grace_ms);
+    cfg.test_hold_after_work = a.test_hold_after_work;
     Ok(cfg)
 }
 
