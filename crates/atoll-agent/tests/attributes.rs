@@ -106,6 +106,41 @@ async fn attributes_match_the_servers_views() {
         .parse()
         .unwrap();
     assert_eq!(st["postgresql.timeline"], tli);
+    // Every other store attribute, against the view it comes from: the settings map
+    // entry by entry against pg_settings, the rest against their functions.
+    let mut checked = 0;
+    for (key, got) in st.as_object().unwrap() {
+        let name = key.strip_prefix("postgresql.").unwrap();
+        // Derived ones (slots, senders, receiver, lag) and functions' results: below.
+        if name.contains('.')
+            || ["in_recovery", "replay_paused", "timeline", "wal_lsn"].contains(&name)
+        {
+            continue;
+        }
+        let row = c.psql(
+            mp,
+            &format!("select count(*) || ':' || coalesce(max(setting), '') from pg_settings where name = '{name}'"),
+        );
+        let setting = row
+            .strip_prefix("1:")
+            .unwrap_or_else(|| panic!("{key}: no such setting"));
+        let got = match got {
+            Value::Bool(b) => (if *b { "on" } else { "off" }).to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(got, setting, "{key}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} settings in the map: {st}");
+    assert_eq!(st["postgresql.in_recovery"], false);
+    assert_eq!(st["postgresql.replay_paused"], false);
+    assert_eq!(st["postgresql.server_version_num"], num);
+    let wal = st["postgresql.wal_lsn"].as_i64().unwrap();
+    assert!(
+        (before..=after).contains(&wal),
+        "{wal} not in {before}..={after}"
+    );
     let ag = &a["agent_attributes"];
     assert_eq!(
         ag["atoll.agent.data_directory"],
@@ -142,10 +177,23 @@ async fn attributes_match_the_servers_views() {
         "{lag}"
     );
     assert!(lag["age_ms"].as_i64().is_some(), "{lag}");
+    let rs = &r["store_attributes"];
+    assert_eq!(rs["postgresql.wal_receiver.status"], "streaming");
     assert_eq!(
-        r["store_attributes"]["postgresql.wal_receiver.status"],
+        c.psql(rp, "select status from pg_stat_wal_receiver"),
         "streaming"
     );
+    assert_eq!(rs["postgresql.in_recovery"], true);
+    assert_eq!(
+        (
+            rs["postgresql.lag.bytes"].as_i64(),
+            rs["postgresql.lag.ms"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "{rs}"
+    );
+    let wal = rs["postgresql.wal_lsn"].as_i64().unwrap();
+    assert!(wal <= lsn(&c, rp, "pg_last_wal_replay_lsn()"), "{rs}");
 
     // Reading stays on the node: the replica's agent has no session on the master.
     let on_master = c.psql(
