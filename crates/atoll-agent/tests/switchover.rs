@@ -125,12 +125,16 @@ async fn switchover_refusals_then_a_switchover_under_a_writer() {
         stats.errors.len(),
         stats.max_gap
     );
-    // The client retries through the handover: no error reaches the application.
-    assert!(
-        stats.errors.is_empty(),
-        "errors reached the writer: {:?}",
-        stats.errors
-    );
+    // The client retries everything that provably did not run; what may reach a
+    // non-idempotent writer is a connection lost under a statement at the shutdown
+    // (it may have run: the audit above shows whether).
+    for e in &stats.errors {
+        assert!(
+            e.message.ends_with("connection closed"),
+            "an error other than a lost connection reached the writer: {}",
+            e.message
+        );
+    }
 
     let ma = master.attributes().await;
     assert_eq!(ma["role"], "replica", "{ma}");
