@@ -150,15 +150,40 @@ async fn start_agent(
 /// `n` switchovers, each handing the master role to the other node, under a writer.
 async fn switchover_rounds(c: &TestCluster, agents: [&Agent; 2], n: usize) -> anyhow::Result<()> {
     let ports = [c.master_ports()[0], c.sandbox().islands()[0].nodes[1].port];
-    c.psql(ports[0], "create table sh0001.items (id bigint primary key default sh0001.id_gen(), payload bigint not null)");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = tokio::spawn(writer::run(c.config().clone(), shard(1), stop.clone()));
+    let n = n + n % 2; // even: each batch ends on the master it began with
+                       // `payload` unique: the second half of the rounds writes idempotently.
+    c.psql(ports[0], "create table sh0001.items (id bigint primary key default sh0001.id_gen(), payload bigint not null unique)");
+    for idempotent in [false, true] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let config = c.config().clone();
+        let w = if idempotent {
+            tokio::spawn(writer::run_idempotent(config, shard(1), stop.clone()))
+        } else {
+            tokio::spawn(writer::run(config, shard(1), stop.clone()))
+        };
+        switchovers(c, agents, ports, n, idempotent, stop, w).await?;
+        c.psql(ports[0], "truncate sh0001.items");
+    }
+    Ok(())
+}
+
+/// `n` switchovers under the writer `w`, then its audit; the master ends where it began
+/// (`n` even).
+async fn switchovers(
+    c: &TestCluster,
+    agents: [&Agent; 2],
+    ports: [u16; 2],
+    n: usize,
+    idempotent: bool,
+    stop: Arc<AtomicBool>,
+    w: tokio::task::JoinHandle<writer::WriterStats>,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut refusal = Vec::new();
     for i in 0..n {
         let (from, to) = (i % 2, (i + 1) % 2);
         let post = format!("http://{}/v1/actions", agents[from].addr());
-        let id = format!("so-{i}");
+        let id = format!("so-{idempotent}-{i}");
         let body = serde_json::json!({"id": id, "kind": "node.switchover",
             "args": {"candidate": format!("127.0.0.1:{}", ports[to])}});
         http.post(&post)
@@ -204,7 +229,8 @@ async fn switchover_rounds(c: &TestCluster, agents: [&Agent; 2], n: usize) -> an
     writer::check_acked(c.config(), shard(1), &stats.acked).await;
     let (r50, rmax) = (pct(&mut refusal, 0.5), pct(&mut refusal, 1.0));
     println!(
-        "switchover: writes refused p50 {r50:.0} ms, max {rmax:.0} ms ({n} switchovers); writer: {} acked, 0 lost or doubled, {} errors, longest gap {:.0} ms",
+        "switchover: writes refused p50 {r50:.0} ms, max {rmax:.0} ms ({n} switchovers); {} writer: {} acked, 0 lost or doubled, {} errors, longest gap {:.0} ms",
+        if idempotent { "idempotent" } else { "Write::once" },
         stats.acked.len(),
         stats.errors.len(),
         stats.max_gap.as_secs_f64() * 1e3

@@ -53,11 +53,17 @@ impl Route {
         shard: ShardNo,
         sql: &str,
         p: i64,
+        idempotent: bool,
     ) -> Result<(i64, Option<IslandId>), String> {
+        let how = if idempotent {
+            Write::idempotent()
+        } else {
+            Write::once()
+        };
         let rows = self
             .cluster
             .shard(shard)
-            .write(sql, &[&p], Write::once())
+            .write(sql, &[&p], how)
             .await
             .map_err(|e| e.to_string())?;
         let row = rows.first().ok_or_else(|| "no row returned".to_string())?;
@@ -128,12 +134,34 @@ pub async fn paced(
     stop: Arc<AtomicBool>,
     rate: Option<u64>,
 ) -> (WriterStats, f64) {
+    paced_as(config, shard, stop, rate, false).await
+}
+
+/// The writer as an application that makes its inserts idempotent (`items.payload` must
+/// be unique: a retried insert of a payload that committed updates nothing and returns
+/// it), so the client may retry them through a connection lost mid-statement.
+pub async fn run_idempotent(config: Config, shard: ShardNo, stop: Arc<AtomicBool>) -> WriterStats {
+    paced_as(config, shard, stop, None, true).await.0
+}
+
+async fn paced_as(
+    config: Config,
+    shard: ShardNo,
+    stop: Arc<AtomicBool>,
+    rate: Option<u64>,
+    idempotent: bool,
+) -> (WriterStats, f64) {
     let mut route = Route::new(&config)
         .await
         .unwrap_or_else(|e| panic!("writer: connect: {e}"));
     let watch = tokio::spawn(watch_route(route.cluster(), shard, stop.clone()));
+    let conflict = if idempotent {
+        " on conflict (payload) do update set payload = excluded.payload"
+    } else {
+        ""
+    };
     let sql = format!(
-        "insert into {}.items (payload) values ($1) returning payload, inet_server_port()",
+        "insert into {}.items (payload) values ($1){conflict} returning payload, inet_server_port()",
         shard.schema()
     );
     let mut stats = WriterStats::default();
@@ -149,7 +177,7 @@ pub async fn paced(
             }
         }
         let started = Instant::now();
-        let outcome = route.write_where(shard, &sql, n).await;
+        let outcome = route.write_where(shard, &sql, n, idempotent).await;
         let now = Instant::now();
         match &outcome {
             Ok((p, _)) => {
