@@ -178,6 +178,11 @@ pub(crate) async fn close(
     }
     report.failures =
         std::mem::take(&mut *shared.failures.lock().unwrap_or_else(|p| p.into_inner()));
+    // Recorded in the order they happened: the run record names the one that halted it.
+    let first = report
+        .failures
+        .first()
+        .map(|f| format!("{} failed ({}: {})", f.schema, f.file, f.error));
     report.failures.sort_by(|a, b| a.schema.cmp(&b.schema));
     let lost = shared
         .lock_lost
@@ -201,16 +206,13 @@ pub(crate) async fn close(
     let _ = lock
         .progress(total, report.schemas_ok + failed, failed)
         .await;
-    let (status, message) = record_of(report, failed);
+    let (status, message) = record_of(report, failed, first);
     lock.finish(status, &message).await
 }
 
 /// The run record's status and message for the report.
-fn record_of(report: &RunReport, failed: usize) -> (RunStatus, String) {
-    let first = report
-        .failures
-        .first()
-        .map(|f| format!("{} failed ({}: {})", f.schema, f.file, f.error));
+/// `first`: the earliest failure (what halted a halted run).
+fn record_of(report: &RunReport, failed: usize, first: Option<String>) -> (RunStatus, String) {
     match (report.status, first) {
         (RunOutcome::Done, _) => (
             RunStatus::Done,
@@ -226,6 +228,13 @@ fn record_of(report: &RunReport, failed: usize) -> (RunStatus, String) {
         (RunOutcome::Halted, Some(first)) => (
             RunStatus::Halted,
             format!("halted: {first}; {} schemas not started", report.not_started),
+        ),
+        (RunOutcome::CanaryFailed, Some(first)) => (
+            RunStatus::Halted,
+            format!(
+                "halted: canary {first}; {} schemas not started",
+                report.not_started
+            ),
         ),
         (_, Some(first)) => (
             RunStatus::Failed,

@@ -213,7 +213,12 @@ fn options(args: &RunArgs, allow_unsafe: bool) -> Result<RunOptions, Failure> {
 
 fn write_plan(out: &Path, file: &PlanFile) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(file).map_err(Failure::failed)?;
-    std::fs::write(out, text + "\n")
+    // Renamed into place: an interrupted write never leaves half a plan under its name.
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|()| std::fs::rename(&tmp, out))
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", out.display())))
 }
 

@@ -90,6 +90,15 @@ fn canary_failure_stops_the_run() {
         .contains("division by zero"));
     assert_eq!(report["not_started"], 62);
     assert_eq!(env.applied(V3), 0);
+    // The run record says it halted, naming the canary that failed first.
+    let run = env.psql(
+        env.ports[0],
+        "select status || ' ' || message from atoll.migration_runs order by run_id desc limit 1",
+    );
+    assert!(
+        run.starts_with("halted halted: canary sh0001 failed"),
+        "{run}"
+    );
 }
 
 #[test]

@@ -136,6 +136,15 @@ fn converge_one(missing: &[String], extra: &[String]) -> (Vec<String>, Vec<Strin
             ));
         } else if let Some((t, c, def)) = column_fact(f) {
             match extra_cols.get(&(t, c)) {
+                // Fails on a table with rows (existing rows would be NULL).
+                None if def.ends_with(" not null")
+                    && !def.contains(" default ")
+                    && !def.contains(" generated ") =>
+                {
+                    not_generated.push(format!(
+                        "column {t}.{c} {def} missing: NOT NULL without a default fails on a table with rows; add it with a default, or nullable and backfill, by hand"
+                    ));
+                }
                 None => columns.push(format!(
                     "alter table {} add column if not exists {} {def};",
                     ident(t),
@@ -304,6 +313,34 @@ mod tests {
             "{:?}",
             plan[0].not_generated
         );
+    }
+
+    #[test]
+    fn a_not_null_column_without_default_is_not_generated() {
+        let reference = facts(&[
+            "table users",
+            "column users.id bigint not null",
+            "column users.plan text not null",
+            "column users.tier text default 'free'::text not null",
+            "column users.n bigint generated always as identity not null",
+        ]);
+        let mut shards = BTreeMap::new();
+        shards.insert("sh0001".to_string(), reference);
+        shards.insert(
+            "sh0002".to_string(),
+            facts(&["table users", "column users.id bigint not null"]),
+        );
+        let plan = converge(&shards, "sh0001").expect("reference present");
+        assert_eq!(plan[0].ddl.len(), 2, "{:?}", plan[0].ddl);
+        assert!(plan[0].ddl.iter().all(|d| !d.contains("\"plan\"")));
+        assert_eq!(
+            plan[0].not_generated.len(),
+            1,
+            "{:?}",
+            plan[0].not_generated
+        );
+        assert!(plan[0].not_generated[0]
+            .starts_with("column users.plan text not null missing: NOT NULL without a default"));
     }
 
     #[test]
