@@ -93,18 +93,7 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .await?;
         assert_eq!(r["state"], "NEW", "{r}");
-        let rec = loop {
-            let v: serde_json::Value = http
-                .get(format!("{post}/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if v["state"] == "DONE" || v["state"] == "FAILED" {
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let rec = finished(&http, &format!("{post}/{id}"), Duration::from_millis(2)).await?;
         assert_eq!(rec["state"], "DONE", "{rec}");
         pickup.push(
             (rec["started_at_ms"].as_i64().unwrap_or(0)
@@ -191,18 +180,7 @@ async fn switchovers(
             .json(&body)
             .send()
             .await?;
-        let rec = loop {
-            let v: serde_json::Value = http
-                .get(format!("{post}/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if v["state"] == "DONE" || v["state"] == "FAILED" {
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let rec = finished(&http, &format!("{post}/{id}"), Duration::from_millis(20)).await?;
         anyhow::ensure!(rec["state"] == "DONE", "switchover {i}: {rec}");
         refusal.push(
             rec["output"]["write_refusal_ms"]
@@ -247,4 +225,19 @@ async fn switchovers(
         audit.unacknowledged.len()
     );
     Ok(())
+}
+
+/// The action record at `url` once it is DONE or FAILED, polled every `every`.
+async fn finished(
+    http: &reqwest::Client,
+    url: &str,
+    every: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    loop {
+        let v: serde_json::Value = http.get(url).send().await?.json().await?;
+        if v["state"] == "DONE" || v["state"] == "FAILED" {
+            return Ok(v);
+        }
+        tokio::time::sleep(every).await;
+    }
 }

@@ -104,6 +104,15 @@ impl Drop for AgentProc {
     }
 }
 
+/// A port no server listens on now (for a node the test adds).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 async fn get(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
@@ -202,11 +211,7 @@ async fn kill_9_during_actions_then_restart() {
     let island = &c.sandbox().islands()[0];
     let (replica_port, replica_dir) = (island.nodes[1].port, island.nodes[1].data_dir.clone());
     let island_dir = replica_dir.parent().unwrap().to_path_buf();
-    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let new_port = free_port();
     let config = c.sandbox().dir().join("agents.toml");
     let text = std::fs::read_to_string(c.config_path()).unwrap();
     std::fs::write(&config, format!("{text}\n[[island]]\nid = 1\nnodes = [ {{ host = \"127.0.0.1\", port = {new_port} }} ]\n")).unwrap();
@@ -342,11 +347,7 @@ async fn kill_9_once_each_kinds_work_is_done() {
         island.nodes[0].data_dir.clone(),
         island.nodes[0].data_dir.parent().unwrap().to_path_buf(),
     );
-    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let new_port = free_port();
     // The sandbox's config (the hook needs its mark) with a third node on island 0.
     let config = c.sandbox().dir().join("agents.toml");
     let text = std::fs::read_to_string(c.config_path()).unwrap();
