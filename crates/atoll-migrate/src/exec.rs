@@ -67,6 +67,9 @@ pub struct StepError {
     /// The connection broke: whether the file's transaction committed is unknown, so the
     /// worker reconnects and runs it again (the version row makes a second run a no-op).
     pub connection_lost: bool,
+    /// Attempts of the file this call made (retries of retryable errors included): a
+    /// worker retrying a lost connection counts them against the same `retries`.
+    pub attempts: u32,
 }
 
 /// Creates the schema's version table on first use. A schema that pg-mig migrated so far
@@ -125,6 +128,7 @@ pub async fn run_step(
             file: file.file.clone(),
             msg: pg_message(&e),
             connection_lost: client.is_closed(),
+            attempts: 1,
         })?;
     let mut attempt = 0;
     loop {
@@ -149,6 +153,7 @@ pub async fn run_step(
                 return Err(StepError {
                     file: file.file.clone(),
                     connection_lost: client.is_closed(),
+                    attempts: attempt + 1,
                     msg: match e {
                         Fail::Pg(e) => pg_message(&e),
                         Fail::Msg(m) => m,

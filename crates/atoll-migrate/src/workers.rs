@@ -224,6 +224,7 @@ async fn run_chain_step(
                 file: String::new(),
                 msg: "no master configured".into(),
                 connection_lost: false,
+                attempts: 0,
             })?;
             match atoll_pg::connect_with_timeout(n, settings.timeout).await {
                 Ok(c) => *client = Some(c),
@@ -232,6 +233,7 @@ async fn run_chain_step(
                         file: String::new(),
                         msg: e.to_string(),
                         connection_lost: false,
+                        attempts: 0,
                     })
                 }
             }
@@ -258,16 +260,13 @@ async fn run_chain_step(
             return Ok(None);
         }
         let on_retry = |n: u32| shared.book.attempt(&job.schema, island, attempts - 1 + n);
-        let r = run_step(
-            c,
-            &job.schema,
-            m,
-            settings.dir,
-            settings.policy,
-            i == 0,
-            &on_retry,
-        )
-        .await;
+        // One budget for the file: retries of retryable errors and of lost connections
+        // together make at most `retries` + 1 attempts.
+        let budget = LockPolicy {
+            retries: settings.policy.retries.saturating_sub(attempts - 1),
+            ..settings.policy
+        };
+        let r = run_step(c, &job.schema, m, settings.dir, budget, i == 0, &on_retry).await;
         match r {
             Ok(Outcome::Applied) => {
                 // `$delay`: only after a run that did the file's work.
@@ -278,9 +277,9 @@ async fn run_chain_step(
             // Done by an earlier run (its backend finished after it died): nothing ran,
             // so no `$delay`.
             Ok(Outcome::Skipped) => return Ok(Some(Outcome::Skipped)),
-            Err(e) if e.connection_lost && attempts <= settings.policy.retries => {
+            Err(e) if e.connection_lost && attempts - 1 + e.attempts <= settings.policy.retries => {
                 drop(permits);
-                attempts += 1;
+                attempts += e.attempts;
                 shared.book.attempt(&job.schema, island, attempts);
                 tracing::info!(schema = %job.schema, file = %e.file, attempts, "connection lost, reconnecting and retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(
