@@ -105,11 +105,10 @@ async fn main() -> anyhow::Result<()> {
             r.verify_block_ms
         );
     }
-    ratios.sort_by(f64::total_cmp);
     println!();
     println!(
         "median copy ratio (move / plain COPY): {:.0}%",
-        ratios[ratios.len() / 2] * 100.0
+        common::median(&mut ratios) * 100.0
     );
     println!(
         "longest gap between two acknowledged writes over all rounds: {:.1} ms",

@@ -172,8 +172,17 @@ pub async fn round_trip_ms(tc: &TestCluster, island: IslandId, n: usize) -> anyh
         c.batch_execute("select 1").await?;
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    Ok(median(&mut v))
+}
+
+/// The median of `v` (the mean of the two middle values for an even count); NaN if empty.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Where `shard` is active now and the other of two islands.
