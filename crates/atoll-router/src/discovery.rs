@@ -16,8 +16,10 @@ use std::time::Duration;
 /// The cluster and the last shard map seen.
 pub struct Discovery {
     cluster: Cluster,
-    /// (address of the last snapshot looked at, fingerprint of its shard map).
-    seen: Mutex<(usize, u64)>,
+    /// (the last snapshot looked at, fingerprint of its shard map). The snapshot itself,
+    /// not its address: a freed snapshot's address is soon reused by a newer one, which
+    /// would then pass for the one already seen and hide a shard map change.
+    seen: Mutex<(Arc<Snapshot>, u64)>,
 }
 
 /// A fingerprint of which island each active shard is on.
@@ -40,7 +42,8 @@ impl Discovery {
         };
         let cluster = Cluster::connect(config, options).await?;
         let snap = cluster.snapshot();
-        let seen = (Arc::as_ptr(&snap) as usize, shard_map_fingerprint(&snap));
+        let fp = shard_map_fingerprint(&snap);
+        let seen = (snap, fp);
         Ok(Discovery {
             cluster,
             seen: Mutex::new(seen),
@@ -51,9 +54,8 @@ impl Discovery {
     /// negative routes are dropped first.
     pub fn snapshot(&self, cache: &RouteCache, metrics: &Metrics) -> Arc<Snapshot> {
         let snap = self.cluster.snapshot();
-        let ptr = Arc::as_ptr(&snap) as usize;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0 != ptr {
+        if !Arc::ptr_eq(&seen.0, &snap) {
             let fp = shard_map_fingerprint(&snap);
             if fp != seen.1 {
                 let dropped = cache.invalidate_negative();
@@ -63,7 +65,7 @@ impl Discovery {
                     "atoll-router: shard map changed; negative routes dropped"
                 );
             }
-            *seen = (ptr, fp);
+            *seen = (snap.clone(), fp);
         }
         snap
     }
