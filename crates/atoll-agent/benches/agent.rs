@@ -44,6 +44,8 @@ async fn main() -> anyhow::Result<()> {
     let state = std::env::temp_dir().join(format!("atoll-agent-bench-{}", std::process::id()));
     let token = state.join("token");
     std::fs::create_dir_all(&state)?;
+    // Removed however the benchmark ends (an error returns early).
+    let _state = RemoveOnDrop(state.clone());
     std::fs::write(&token, "bench-token")?;
     let agent = start_agent(&c, port, &state.join("master"), &token).await?;
     let url = format!("http://{}/v1/attributes", agent.addr());
@@ -116,8 +118,16 @@ async fn main() -> anyhow::Result<()> {
     switchover_rounds(&c, [&agent, &replica], switchovers).await?;
     agent.stop().await?;
     replica.stop().await?;
-    let _ = std::fs::remove_dir_all(&state);
     Ok(())
+}
+
+/// A directory removed when this value is dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn start_agent(
@@ -139,8 +149,9 @@ async fn start_agent(
 /// `n` switchovers, each handing the master role to the other node, under a writer.
 async fn switchover_rounds(c: &TestCluster, agents: [&Agent; 2], n: usize) -> anyhow::Result<()> {
     let ports = [c.master_ports()[0], c.sandbox().islands()[0].nodes[1].port];
-    let n = n + n % 2; // even: each batch ends on the master it began with
-                       // `payload` unique: the second half of the rounds writes idempotently.
+    // Even: each batch ends on the master it began with.
+    let n = n + n % 2;
+    // `payload` unique: the second batch writes idempotently.
     c.psql(ports[0], "create table sh0001.items (id bigint primary key default sh0001.id_gen(), payload bigint not null unique)");
     for idempotent in [false, true] {
         let stop = Arc::new(AtomicBool::new(false));

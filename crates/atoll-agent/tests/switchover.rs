@@ -127,7 +127,7 @@ async fn switchover_refusals_then_a_switchover_under_a_writer() {
     );
     // The client retries everything that provably did not run; what may reach a
     // non-idempotent writer is a connection lost under a statement at the shutdown
-    // (it may have run: the audit above shows whether).
+    // (it may have run; the agent benchmark's audit reports whether it did).
     for e in &stats.errors {
         // tokio-postgres' words for a connection that ended (closed, or an I/O error).
         let lost = e.message.ends_with("connection closed")

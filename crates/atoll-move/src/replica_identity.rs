@@ -95,14 +95,19 @@ pub(crate) async fn restore(
 /// `ENABLE ALWAYS` triggers get their own states back (they were plain ones while the
 /// destination applied the source's changes), so no application write on the destination
 /// ever meets them in the wrong state. The source's copy (its backup schema) kept them.
-/// Idempotent: run again by a move resumed after its activation.
+/// Run again after the activation (for a move activated by a version that restored them
+/// only then); a trigger the destination already has in its own state is left alone, so
+/// that pass takes no lock on the live tables.
 pub(crate) async fn restore_replica_triggers(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     let Some(backup) = cx.rec.backup_schema.clone() else {
         return Ok(());
     };
     let schema = cx.rec.shard.schema();
+    let done = crate::ddl::replica_triggers(&cx.dst, &schema).await?;
     for t in crate::ddl::replica_triggers(&cx.src, &backup).await? {
-        cx.dst.exec(&t.sql(&schema, true)).await?;
+        if !done.contains(&t) {
+            cx.dst.exec(&t.sql(&schema, true)).await?;
+        }
     }
     Ok(())
 }

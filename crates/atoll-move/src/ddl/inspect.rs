@@ -82,7 +82,7 @@ pub(crate) async fn read(db: &Db, schema: &str, ns_oid: u32) -> Result<SchemaFac
 /// A trigger enabled `ALWAYS` or `REPLICA`: the destination keeps it origin-only until
 /// the switch (else it would fire while the destination applies the source's changes,
 /// which runs as a replica session), then gets its state back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReplicaTrigger {
     pub table: String,
     pub name: String,
