@@ -12,6 +12,9 @@
 //! cluster's `atoll.toml`), [`Agent`] (`start`, `addr`, `stop`), and for clients the records
 //! ([`ActionRecord`], [`ActionState`], [`ActionKind`]) and [`Attributes`].
 //!
+//! With `[ha]` in `atoll.toml` it also takes part in automated failover on etcd ([`ha`]:
+//! the leader key, self-demotion, elections, promotion, rejoining).
+//!
 //! It uses `atoll-core` (config, secrets, quoting), `atoll-pg` (connections, catalog reads,
 //! activation) and `atoll-sandbox` only to find the PostgreSQL binaries. It must not depend
 //! on the CLI, on atoll-move or atoll-migrate, or on terminal output.
@@ -24,6 +27,8 @@ pub mod attributes;
 pub mod auth;
 pub mod config;
 mod error;
+mod follow;
+pub mod ha;
 pub mod http;
 mod pg_tools;
 pub mod queue;

@@ -6,6 +6,7 @@ use crate::attributes::AttributeReader;
 use crate::auth::Auth;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
+use crate::ha::HaHandle;
 use crate::http::{router, ApiState};
 use crate::pg_tools::PgTools;
 use crate::queue::Queue;
@@ -85,11 +86,21 @@ impl Agent {
             reader: reader.clone(),
             metrics: metrics_handle(),
         };
+        let ha = HaHandle::new(cfg.clone(), addr.to_string());
+        if let Some(h) = &ha {
+            tokio::spawn(crate::ha::run(
+                h.clone(),
+                tools.clone(),
+                reader.clone(),
+                rx.clone(),
+            ));
+        }
         let ex = Arc::new(Executor::new(
             cfg.clone(),
             queue.clone(),
             reader.clone(),
             tools,
+            ha,
         ));
         let worker = tokio::spawn(run_worker(ex, rx.clone()));
         let mut stop = rx.clone();

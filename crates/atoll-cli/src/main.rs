@@ -14,6 +14,7 @@ mod cluster;
 mod debris;
 mod demo;
 mod exit;
+mod ha;
 mod hook;
 mod init;
 mod migrate;
@@ -93,6 +94,11 @@ enum Command {
     /// The HTTP router in front of application cells (--config names router.toml here):
     /// run it, `check` its config, `explain` a request
     Router(router::RouterArgs),
+    /// Automated failover on etcd: `ha status` shows leaders, members and the last failover
+    #[command(subcommand)]
+    Ha(ha::HaCommand),
+    /// Hand an island's master role to a replica through the agents (and the leader key)
+    Failover(ha::FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +123,8 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
         Command::Agent(args) => agent::run(&ctx, *args),
         Command::Router(args) => router::run(&ctx, args),
+        Command::Ha(cmd) => with_runtime(ha::status(&ctx, cmd)),
+        Command::Failover(args) => with_runtime(ha::failover(&ctx, args)),
     };
     match result {
         Ok(code) => code,

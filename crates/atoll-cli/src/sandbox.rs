@@ -51,14 +51,31 @@ pub struct UpArgs {
     /// Also run an `atoll agent` per node (port = node port + 1000; token in DIR/agents/token)
     #[arg(long)]
     pub agents: bool,
+    /// Automated failover: start a local etcd (stopped with the sandbox), write [ha] into
+    /// atoll.toml, and run the agents (implies --agents)
+    #[arg(long)]
+    pub ha: bool,
+    /// With --ha: the leader TTL in seconds
+    #[arg(long, value_name = "S", default_value_t = 10, requires = "ha")]
+    pub ha_ttl: u64,
+    /// With --ha: synchronous mode (an acknowledged commit is on a replica)
+    #[arg(long, requires = "ha")]
+    pub synchronous: bool,
 }
 
 pub fn run(ctx: &Context, cmd: SandboxCommand) -> CmdResult {
     match cmd {
         SandboxCommand::Up(args) => {
             let sandbox = up(ctx, &args)?;
+            if args.ha {
+                sandbox.enable_ha(atoll_sandbox::SandboxHa {
+                    ttl_s: args.ha_ttl,
+                    loop_ms: None,
+                    synchronous: args.synchronous,
+                })?;
+            }
             let config = publish_config(&sandbox)?;
-            let agents = if args.agents {
+            let agents = if args.agents || args.ha {
                 crate::agent::sandbox_agents::start_all(&sandbox)?
             } else {
                 Vec::new()

@@ -39,6 +39,12 @@ struct StatusJson<'a> {
     agents: Vec<serde_json::Value>,
     /// The problems `moves` makes, each naming the command that ends it.
     move_problems: Vec<String>,
+    /// Automated failover's state per island, with `[ha]` (`ha_error` when etcd did not
+    /// answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha: Option<Vec<atoll_agent::ha::IslandHa>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha_error: Option<String>,
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
@@ -47,7 +53,17 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
     let move_problems = debris::problems(&moves);
     let agents = agent_reports(&args).await?;
     let agents_healthy = agents.iter().all(|a| a["status"] == "HEALTHY");
-    let healthy = snapshot.problems.is_empty() && move_problems.is_empty() && agents_healthy;
+    let (ha, ha_error) = match atoll_agent::ha::read_status(&config).await {
+        Ok(h) => (h, None),
+        Err(e) => (None, Some(format!("failover state unreadable: {e}"))),
+    };
+    // An island without a leader is one failover could not (yet) repair.
+    let ha_healthy = ha_error.is_none()
+        && ha
+            .as_ref()
+            .is_none_or(|islands| islands.iter().all(|i| i.leader.is_some()));
+    let healthy =
+        snapshot.problems.is_empty() && move_problems.is_empty() && agents_healthy && ha_healthy;
     if ctx.json {
         print_json(&StatusJson {
             config: config.source.to_string(),
@@ -57,12 +73,22 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
             moves: &moves,
             agents,
             move_problems,
+            ha,
+            ha_error,
         })?;
     } else {
         print!(
             "{}",
             render_with(&config, &snapshot, !args.summary, &moves, &move_problems)
         );
+        if let Some(e) = &ha_error {
+            println!("failover: {e}");
+        }
+        for i in ha.iter().flatten() {
+            for line in crate::ha::island_lines(i, false) {
+                println!("{line}");
+            }
+        }
         if !agents.is_empty() {
             println!("agents:");
             for a in &agents {

@@ -78,6 +78,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Sorted by island id, ids unique.
     pub islands: Vec<IslandConfig>,
+    /// Automated failover on etcd (`[ha]`); `None`: no failover.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// One island of the configuration: its number and its nodes.
@@ -149,6 +151,7 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     island: Vec<Spanned<RawIsland>>,
+    ha: Option<Spanned<crate::ha::RawHa>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -373,9 +376,22 @@ impl Config {
             });
         }
         islands.sort_by_key(|i| i.id);
+        let name = raw.cluster.name.unwrap_or_else(|| "atoll".to_string());
+        let ha = match raw.ha {
+            Some(h) => {
+                let span = h.span();
+                Some(
+                    h.into_inner()
+                        .validate(&name)
+                        .map_err(|m| err(Some(span), m))?,
+                )
+            }
+            None => None,
+        };
         Ok(Config {
             source,
-            name: raw.cluster.name.unwrap_or_else(|| "atoll".to_string()),
+            name,
+            ha,
             env_digit,
             connect_timeout,
             islands,

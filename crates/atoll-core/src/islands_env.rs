@@ -63,6 +63,7 @@ impl Config {
             name: "atoll".into(),
             env_digit: 1,
             connect_timeout: Duration::from_millis(2000),
+            ha: None,
             islands,
         })
     }

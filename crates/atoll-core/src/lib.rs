@@ -10,7 +10,8 @@
 //! - [`Id`]: the shard-encoded ID codec; [`IdGenerator`]: application-side IDs;
 //! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
 //! - [`allocation::plan`]: where new microshards go;
-//! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks.
+//! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks;
+//! - [`ha`]: automated failover's `[ha]` settings, etcd keys and the election.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
@@ -25,6 +26,7 @@ mod allocation_tests;
 mod config;
 #[cfg(test)]
 mod config_tests;
+pub mod ha;
 mod id_generator;
 mod ids;
 mod island;

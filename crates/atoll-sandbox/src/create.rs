@@ -37,6 +37,7 @@ impl Sandbox {
                     pg_bin: runner.bin.clone(),
                     nodes: Vec::new(),
                     tls: spec.tls,
+                    ha: None,
                 };
                 match Self::populate(&runner, &dir, &mut state, created_dir) {
                     Ok(()) => Ok(Sandbox {

@@ -22,6 +22,7 @@
 mod binaries;
 mod create;
 mod error;
+mod etcd;
 mod node;
 mod ports;
 mod spec;
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 
 pub use binaries::{find_pg_bin, PG_BIN_ENV};
 pub use error::SandboxError;
+pub use etcd::{SandboxHa, ETCD_BIN_ENV};
 pub use spec::{node_port, SandboxSpec, DEFAULT_BASE_PORT, MAX_REPLICAS, PORTS_PER_ISLAND};
 pub use state::{Role, CONFIG_FILE, HOST, STATE_FILE};
 pub use test_sandbox::TestSandbox;
@@ -44,7 +46,7 @@ pub use tls::{write_self_signed_ca, CA_FILE, TLS_DIR};
 
 use create::{create_island, island_dir, remove_quietly, undo_nodes};
 use node::Runner;
-use state::{NodeState, State, STATE_FORMAT};
+use state::{HaState, NodeState, State, STATE_FORMAT};
 
 /// A sandbox on disk: its directory and its persisted state (sandbox.json).
 #[derive(Debug)]
@@ -261,10 +263,66 @@ impl Sandbox {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// Stops every node, replicas first, then masters. Keeps going past a failure and
-    /// returns the first error.
+    /// Starts the sandbox's etcd (once: later calls keep its ports) and writes `[ha]`
+    /// with `settings` into atoll.toml. Returns etcd's client endpoint.
+    pub fn enable_ha(&self, settings: SandboxHa) -> Result<String, SandboxError> {
+        let mut state = self.reload()?;
+        let mut ha = match state.ha.take() {
+            Some(h) => h,
+            None => {
+                let (client_port, peer_port) = etcd::pick_ports()?;
+                HaState {
+                    client_port,
+                    peer_port,
+                    pid: None,
+                    ttl_s: 0,
+                    loop_ms: None,
+                    synchronous: false,
+                }
+            }
+        };
+        ha.ttl_s = settings.ttl_s;
+        ha.loop_ms = settings.loop_ms;
+        ha.synchronous = settings.synchronous;
+        let started = etcd::start(&self.dir, &ha);
+        ha.pid = started.as_ref().ok().copied();
+        let endpoint = format!("http://{HOST}:{}", ha.client_port);
+        state.ha = Some(ha);
+        self.store(state)?;
+        started?;
+        self.reload()?.write_config(&self.dir)?;
+        Ok(endpoint)
+    }
+
+    /// Stops the sandbox's etcd, if it has one (failover tests).
+    pub fn stop_etcd(&self) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        if let Some(ha) = state.ha.as_mut() {
+            if let Some(pid) = ha.pid.take() {
+                etcd::stop(&self.dir, pid);
+            }
+        }
+        self.store(state)
+    }
+
+    /// Starts the sandbox's etcd again after [`Sandbox::stop_etcd`].
+    pub fn start_etcd(&self) -> Result<(), SandboxError> {
+        let mut state = self.reload()?;
+        if let Some(ha) = state.ha.as_mut() {
+            ha.pid = Some(etcd::start(&self.dir, ha)?);
+        }
+        self.store(state)
+    }
+
+    /// Stops every node, replicas first, then masters, then etcd. Keeps going past a
+    /// failure and returns the first error.
     pub fn down(&self) -> Result<(), SandboxError> {
         let mut state = self.reload()?;
+        if let Some(ha) = state.ha.as_mut() {
+            if let Some(pid) = ha.pid.take() {
+                etcd::stop(&self.dir, pid);
+            }
+        }
         let order: Vec<(u16, usize)> = stop_order(&state);
         let mut first_err = None;
         for (island, index) in order {
@@ -364,6 +422,9 @@ impl Sandbox {
     /// Starts what is stopped: masters first, then replicas. Pids are saved after each.
     fn start_all(&self) -> Result<(), SandboxError> {
         let mut state = self.reload()?;
+        if let Some(ha) = state.ha.as_mut() {
+            ha.pid = Some(etcd::start(&self.dir, ha)?);
+        }
         let runner = Runner::new(state.pg_bin.clone())?;
         let mut order = stop_order(&state);
         order.reverse();

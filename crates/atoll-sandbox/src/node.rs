@@ -40,6 +40,8 @@ pub(crate) const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("full_page_writes", "off"),
     ("max_connections", "200"),
     ("wal_keep_size", "256MB"),
+    // pg_rewind needs it: an old master that wrote past a failover rejoins as a replica.
+    ("wal_log_hints", "on"),
     ("log_min_messages", "warning"),
 ];
 

@@ -61,6 +61,21 @@ pub struct State {
     /// Created with `--tls` (absent in older files: no TLS).
     #[serde(default)]
     pub tls: bool,
+    /// The etcd of `up --ha` and the `[ha]` settings (absent: no failover).
+    #[serde(default)]
+    pub ha: Option<HaState>,
+}
+
+/// The sandbox's etcd and failover settings, as recorded in sandbox.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaState {
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// etcd's pid when last started; may be stale (checked before use).
+    pub pid: Option<i32>,
+    pub ttl_s: u64,
+    pub loop_ms: Option<u64>,
+    pub synchronous: bool,
 }
 
 pub const STATE_FORMAT: u32 = 1;
@@ -151,6 +166,16 @@ impl State {
             }
             out.push_str("]\n");
         }
+        if let Some(ha) = &self.ha {
+            let _ = write!(
+                out,
+                "\n[ha]\nendpoints = [\"http://{HOST}:{}\"]\nttl_s = {}\nsynchronous = {}\n",
+                ha.client_port, ha.ttl_s, ha.synchronous
+            );
+            if let Some(l) = ha.loop_ms {
+                let _ = writeln!(out, "loop_ms = {l}");
+            }
+        }
         out
     }
 }
@@ -193,6 +218,7 @@ mod tests {
                 node(1, 0, 54330),
             ],
             tls: false,
+            ha: None,
         }
     }
 
@@ -253,5 +279,27 @@ nodes = [
             text.contains("database = \"postgres\"\nsslmode = \"verify-full\"\nsslrootcert = \"/s/tls/ca.crt\"\n\n[[island]]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ha_section_parses() {
+        let ha = State {
+            ha: Some(HaState {
+                client_port: 23790,
+                peer_port: 23791,
+                pid: None,
+                ttl_s: 4,
+                loop_ms: Some(200),
+                synchronous: true,
+            }),
+            ..sample()
+        };
+        let text = ha.render_config(Path::new("/s"));
+        let cfg = atoll_core::Config::parse(&text, atoll_core::ConfigSource::Inline).unwrap();
+        let h = cfg.ha.unwrap();
+        assert_eq!(h.endpoints, vec!["http://127.0.0.1:23790".to_string()]);
+        assert_eq!(h.ttl, std::time::Duration::from_secs(4));
+        assert_eq!(h.loop_interval, std::time::Duration::from_millis(200));
+        assert!(h.synchronous);
     }
 }

@@ -11,7 +11,9 @@
 //! panics or its setup fails half-way — every server the sandbox started is stopped (by
 //! pid) and its directory removed; nothing else on the machine is touched.
 
+pub mod agent;
 pub mod cli;
+pub mod failover;
 pub mod fault_proxy;
 pub mod wait;
 pub mod writer;

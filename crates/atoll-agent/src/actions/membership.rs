@@ -12,19 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// The replication slot of the member `addr`.
+/// The replication slot of the member `addr` (its replication name, which is also its WAL
+/// receiver's `application_name`).
 pub fn slot_for(addr: &str) -> String {
-    let safe: String = addr
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("atoll_{safe}")
+    atoll_core::ha::standby_name(addr)
 }
 
 /// The tag ending the access rule of the member `addr`.

@@ -2,9 +2,9 @@
 //! them one at a time in acceptance order, and one module per kind.
 //!
 //! Every kind is a function of an [`ActionCtx`] and its validated arguments returning an
-//! output or an [`ActionError`]; the worker records either. Automated failover (leases,
-//! self-demotion, promotion of the most advanced replica) will add kinds and a lease task
-//! that schedules them through the same queue, so every change of the node stays serial.
+//! output or an [`ActionError`]; the worker records either. Automated failover (`ha/`)
+//! runs beside the worker and leaves the node alone while an action runs, except to demote
+//! it when the leader lease is about to expire.
 
 mod init;
 mod join;
@@ -58,6 +58,9 @@ pub enum ErrorCode {
     CatchUpTimeout,
     /// `shard.activate`/`shard.deactivate`: refused by atoll's rules (`message`).
     ShardRefused,
+    /// `node.switchover` with `[ha]`: the leader key could not be handed to the candidate
+    /// (etcd unreachable, or this node does not hold it); the old master was restarted.
+    LeaderKey,
 }
 
 /// Why an action did not succeed: a code, a one-line message, figures, partial output.

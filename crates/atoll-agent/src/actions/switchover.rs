@@ -5,7 +5,6 @@
 //! (pg_rewind when it cannot follow). Reports how long writes were refused. Not safe to
 //! re-run after a crash: FAILED `interrupted` (look at both nodes' attributes).
 
-use super::membership::slot_for;
 use super::{ActionCtx, ActionError, ErrorCode, SwitchoverArgs};
 use crate::error::AgentError;
 use crate::pg_tools::wait_for;
@@ -88,6 +87,22 @@ pub(super) async fn run(ctx: &ActionCtx<'_>, a: SwitchoverArgs) -> Result<Value,
             replay_lsn(&cand.client).await.map(|l| l.0),
         ));
     }
+    if let Some(ha) = &ctx.ex.ha {
+        ctx.progress(format!("handing the leader key to {}", cand.node.addr()))
+            .await;
+        if let Err(why) = ha.hand_over(&cand.node.addr()).await {
+            ctx.ex.tools.start(&dir).await?;
+            return Err(ActionError::new(
+                ErrorCode::LeaderKey,
+                format!(
+                    "cannot hand the leader key to {}: {why}; {} restarted as master",
+                    cand.node.addr(),
+                    cfg.node
+                ),
+            )
+            .with("write_refusal_ms", started.elapsed().as_millis() as u64));
+        }
+    }
     ctx.progress(format!("promoting {}", cand.node.addr()))
         .await;
     cand.client
@@ -95,6 +110,10 @@ pub(super) async fn run(ctx: &ActionCtx<'_>, a: SwitchoverArgs) -> Result<Value,
         .await
         .map_err(|e| AgentError::query(&cand.node, e))?;
     let refusal_ms = started.elapsed().as_millis() as u64;
+    if let Some(ha) = &ctx.ex.ha {
+        ha.record_manual(&cand.node.addr(), cand.lag_bytes.max(0) as u64, refusal_ms)
+            .await;
+    }
     let rewound = rejoin(ctx, &dir, &cand).await?;
     Ok(json!({
         "old_master": cfg.node.addr(),
@@ -247,123 +266,11 @@ async fn check(
 /// pg_rewind.
 async fn rejoin(ctx: &ActionCtx<'_>, dir: &Path, cand: &Candidate) -> Result<bool, ActionError> {
     let cfg = &ctx.ex.cfg;
-    let slot = slot_for(&cfg.node.addr());
-    cand.client
-        .execute(
-            "select pg_create_physical_replication_slot($1, true)
-             where not exists (select 1 from pg_replication_slots where slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| AgentError::query(&cand.node, e))?;
     ctx.progress(format!(
         "restarting {} as a replica of {}",
         cfg.node,
         cand.node.addr()
     ))
     .await;
-    follow(dir, &cand.node, &slot)?;
-    ctx.ex.tools.start(dir).await?;
-    if streams(ctx).await {
-        return Ok(false);
-    }
-    ctx.progress("the old master cannot follow: pg_rewind")
-        .await;
-    ctx.ex.tools.stop(dir, "fast").await?;
-    ctx.ex.tools.rewind(dir, &cand.node).await?;
-    follow(dir, &cand.node, &slot)?;
-    ctx.ex.tools.start(dir).await?;
-    if streams(ctx).await {
-        Ok(true)
-    } else {
-        Err(ActionError::new(
-            ErrorCode::Failed,
-            format!(
-                "{} was promoted, but {} does not stream from it even after pg_rewind",
-                cand.node.addr(),
-                cfg.node
-            ),
-        ))
-    }
-}
-
-/// `standby.signal` and the settings to stream from `master` through `slot`. No password
-/// goes into the file: the server user's `~/.pgpass` must hold one if replication needs it.
-fn follow(dir: &Path, master: &NodeConfig, slot: &str) -> Result<(), AgentError> {
-    let signal = dir.join("standby.signal");
-    std::fs::write(&signal, "").map_err(|e| AgentError::io("cannot write", &signal, e))?;
-    let auto = dir.join("postgresql.auto.conf");
-    let old =
-        std::fs::read_to_string(&auto).map_err(|e| AgentError::io("cannot read", &auto, e))?;
-    let conninfo = format!(
-        "host={} port={} user={} application_name=atoll",
-        master.host, master.port, master.user
-    );
-    let text = with_upstream(&old, &conninfo, slot);
-    // Renamed over the old file: a crash never leaves the server a truncated one.
-    let tmp = dir.join("postgresql.auto.conf.atoll-tmp");
-    std::fs::write(&tmp, text).map_err(|e| AgentError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, &auto).map_err(|e| AgentError::io("cannot replace", &auto, e))
-}
-
-/// `postgresql.auto.conf`'s text with one upstream: earlier `primary_conninfo` and
-/// `primary_slot_name` lines (and our marker comments) replaced, so repeated switchovers
-/// do not pile them up.
-fn with_upstream(old: &str, conninfo: &str, slot: &str) -> String {
-    let setting = |l: &str| {
-        let l = l.trim_start();
-        ["primary_conninfo", "primary_slot_name"].iter().any(|k| {
-            l.strip_prefix(k)
-                .is_some_and(|r| r.trim_start().starts_with('='))
-        })
-    };
-    let mut out: String = old
-        .lines()
-        .filter(|l| !setting(l) && l.trim() != "# atoll agent: node.switchover")
-        .map(|l| format!("{l}\n"))
-        .collect();
-    out.push_str(&format!(
-        "# atoll agent: node.switchover\nprimary_conninfo = {}\nprimary_slot_name = {}\n",
-        atoll_core::quote::literal(conninfo),
-        atoll_core::quote::literal(slot)
-    ));
-    out
-}
-
-async fn streams(ctx: &ActionCtx<'_>) -> bool {
-    wait_for(Duration::from_secs(15), || async {
-        match ctx.local().await {
-            Ok(c) => c
-                .query_opt(
-                    "select 1 from pg_stat_wal_receiver where status = 'streaming'",
-                    &[],
-                )
-                .await
-                .is_ok_and(|r| r.is_some()),
-            Err(_) => false,
-        }
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_upstream;
-
-    #[test]
-    fn one_upstream_however_many_switchovers() {
-        let base =
-            "# Do not edit this file manually!\nwork_mem = '8MB'\nprimary_conninfo = 'host=a'\n";
-        let once = with_upstream(base, "host=b port=1", "s1");
-        let twice = with_upstream(&once, "host=c port=2", "s2");
-        assert_eq!(twice.matches("primary_conninfo").count(), 1, "{twice}");
-        assert_eq!(twice.matches("primary_slot_name").count(), 1, "{twice}");
-        assert_eq!(twice.matches("# atoll agent").count(), 1, "{twice}");
-        assert!(twice.contains("work_mem = '8MB'\n"), "{twice}");
-        assert!(
-            twice.contains("primary_conninfo = 'host=c port=2'"),
-            "{twice}"
-        );
-        assert!(twice.ends_with("primary_slot_name = 's2'\n"), "{twice}");
-    }
+    Ok(crate::follow::rejoin(cfg, &ctx.ex.tools, dir, &cand.node).await?)
 }

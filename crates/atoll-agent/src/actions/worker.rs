@@ -5,6 +5,7 @@
 use super::{execute, ActionCtx};
 use crate::attributes::AttributeReader;
 use crate::config::AgentConfig;
+use crate::ha::HaHandle;
 use crate::pg_tools::PgTools;
 use crate::queue::{now_ms, ActionRecord, Outcome, Queue};
 use std::sync::Arc;
@@ -17,6 +18,9 @@ pub struct Executor {
     pub(crate) queue: Queue,
     pub(crate) reader: Arc<AttributeReader>,
     pub(crate) tools: PgTools,
+    /// Failover's shared part, when `[ha]` is configured (a switchover hands the leader
+    /// key over through it).
+    pub(crate) ha: Option<Arc<HaHandle>>,
 }
 
 impl Executor {
@@ -26,12 +30,14 @@ impl Executor {
         queue: Queue,
         reader: Arc<AttributeReader>,
         tools: PgTools,
+        ha: Option<Arc<HaHandle>>,
     ) -> Executor {
         Executor {
             cfg,
             queue,
             reader,
             tools,
+            ha,
         }
     }
 }

@@ -94,6 +94,11 @@ impl AttributeReader {
         *lock(&self.data_dir) = Some(dir);
     }
 
+    /// The kind of the action running now, if any (failover leaves the node alone then).
+    pub fn running(&self) -> Option<crate::actions::ActionKind> {
+        lock(&self.running).as_ref().map(|(k, _)| *k)
+    }
+
     /// Records which action runs (for JOINING / LEAVING), `None` when idle.
     pub fn set_running(&self, running: Option<(crate::actions::ActionKind, Value)>) {
         *lock(&self.running) = running;

@@ -203,7 +203,8 @@ pub async fn schedule(ctx: &Context, a: ScheduleArgs) -> CmdResult {
     })
 }
 
-async fn wait(
+/// Polls action `id` until it is DONE or FAILED, showing its progress on stderr.
+pub async fn wait(
     ctx: &Context,
     client: &AgentClient,
     id: &str,

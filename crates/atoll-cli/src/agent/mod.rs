@@ -7,8 +7,16 @@ mod commands;
 mod run;
 pub mod sandbox_agents;
 
-pub use client::AgentClient;
-pub use commands::status_line;
+pub use client::{refusal, AgentClient};
+pub use commands::{status_line, wait};
+
+/// An action id unique enough for one operator: the time in ms.
+pub fn now_id() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        .to_string()
+}
 
 use crate::{CmdResult, Context};
 use std::path::PathBuf;

@@ -41,6 +41,9 @@ pub fn run(ctx: &Context, args: DemoArgs) -> CmdResult {
             base_port: None,
             tls: false,
             agents: false,
+            ha: false,
+            ha_ttl: 10,
+            synchronous: false,
         },
     )?;
     publish_config(&sandbox)?;

@@ -1,0 +1,194 @@
+//! Making this node a replica of a master: the standby settings written into the data
+//! directory (`standby.signal`, one `primary_conninfo` and `primary_slot_name`), a slot on
+//! the master, and the rejoin of a stopped server (started as a replica; pg_rewind when it
+//! cannot follow). Shared by `node.switchover` and automated failover (`ha/`).
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::pg_tools::{wait_for, PgTools};
+use atoll_core::ha::standby_name;
+use atoll_core::NodeConfig;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a (re)started replica gets to stream before pg_rewind is tried.
+const STREAM_WAIT: Duration = Duration::from_secs(15);
+
+/// The marker comment above the settings atoll writes (older agents wrote the second).
+const MARKERS: [&str; 2] = ["# atoll agent: upstream", "# atoll agent: node.switchover"];
+
+/// Writes `standby.signal` and the settings to stream from `master` as `me` (its
+/// replication name is the `application_name`), through `slot` (`None`: keep the slot
+/// line already there). No password goes into the file: the server user's `~/.pgpass`
+/// must hold one if replication needs it.
+pub fn configure(
+    dir: &Path,
+    master: &NodeConfig,
+    me: &str,
+    slot: Option<&str>,
+) -> Result<(), AgentError> {
+    let signal = dir.join("standby.signal");
+    std::fs::write(&signal, "").map_err(|e| AgentError::io("cannot write", &signal, e))?;
+    let auto = dir.join("postgresql.auto.conf");
+    let old =
+        std::fs::read_to_string(&auto).map_err(|e| AgentError::io("cannot read", &auto, e))?;
+    let conninfo = conninfo(master, me);
+    let text = with_upstream(&old, &conninfo, slot);
+    // Renamed over the old file: a crash never leaves the server a truncated one.
+    let tmp = dir.join("postgresql.auto.conf.atoll-tmp");
+    std::fs::write(&tmp, text).map_err(|e| AgentError::io("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, &auto).map_err(|e| AgentError::io("cannot replace", &auto, e))
+}
+
+/// The `primary_conninfo` of a replica `me` of `master`.
+pub fn conninfo(master: &NodeConfig, me: &str) -> String {
+    format!(
+        "host={} port={} user={} application_name={}",
+        master.host,
+        master.port,
+        master.user,
+        standby_name(me)
+    )
+}
+
+/// True when the data directory's settings already stream from `master` as `me`.
+pub fn configured_for(dir: &Path, master: &NodeConfig, me: &str) -> bool {
+    let want = atoll_core::quote::literal(&conninfo(master, me));
+    std::fs::read_to_string(dir.join("postgresql.auto.conf")).is_ok_and(|t| {
+        t.lines().any(|l| {
+            l.trim_start()
+                .strip_prefix("primary_conninfo")
+                .is_some_and(|r| r.trim_start().trim_start_matches('=').trim() == want)
+        })
+    }) && dir.join("standby.signal").exists()
+}
+
+/// `postgresql.auto.conf`'s text with one upstream: earlier `primary_conninfo` (and
+/// `primary_slot_name` when `slot` is given) lines and our marker comments replaced, so
+/// repeated switchovers and failovers do not pile them up.
+pub fn with_upstream(old: &str, conninfo: &str, slot: Option<&str>) -> String {
+    let setting = |l: &str, k: &str| {
+        l.trim_start()
+            .strip_prefix(k)
+            .is_some_and(|r| r.trim_start().starts_with('='))
+    };
+    let replaced = |l: &str| {
+        setting(l, "primary_conninfo")
+            || (slot.is_some() && setting(l, "primary_slot_name"))
+            || MARKERS.contains(&l.trim())
+    };
+    let mut out: String = old
+        .lines()
+        .filter(|l| !replaced(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!(
+        "{}\nprimary_conninfo = {}\n",
+        MARKERS[0],
+        atoll_core::quote::literal(conninfo)
+    ));
+    if let Some(s) = slot {
+        out.push_str(&format!(
+            "primary_slot_name = {}\n",
+            atoll_core::quote::literal(s)
+        ));
+    }
+    out
+}
+
+/// Creates the physical slot `slot` on `master` unless it exists.
+pub async fn ensure_slot(
+    cfg: &AgentConfig,
+    master: &NodeConfig,
+    slot: &str,
+) -> Result<(), AgentError> {
+    let c = atoll_pg::connect_as(master, "atoll-agent", cfg.cluster.connect_timeout).await?;
+    c.execute(
+        "select pg_create_physical_replication_slot($1, true)
+         where not exists (select 1 from pg_replication_slots where slot_name = $1)",
+        &[&slot],
+    )
+    .await
+    .map_err(|e| AgentError::query(master, e))?;
+    Ok(())
+}
+
+/// Waits up to `timeout` for this node's WAL receiver to stream from `master`.
+pub async fn streams_from(cfg: &AgentConfig, master: &NodeConfig, timeout: Duration) -> bool {
+    let port = i32::from(master.port);
+    wait_for(timeout, || async {
+        match atoll_pg::connect_as(&cfg.node, "atoll-agent", cfg.cluster.connect_timeout).await {
+            Ok(c) => c
+                .query_opt(
+                    "select 1 from pg_stat_wal_receiver where status = 'streaming' and sender_port = $1",
+                    &[&port],
+                )
+                .await
+                .is_ok_and(|r| r.is_some()),
+            Err(_) => false,
+        }
+    })
+    .await
+}
+
+/// Turns the stopped server in `dir` into a streaming replica of `master`: a slot on the
+/// master, the settings, a start; when it does not stream (it wrote WAL the master does
+/// not have), a stop, pg_rewind and another start. True when pg_rewind was needed.
+pub async fn rejoin(
+    cfg: &AgentConfig,
+    tools: &PgTools,
+    dir: &Path,
+    master: &NodeConfig,
+) -> Result<bool, AgentError> {
+    let me = cfg.node.addr();
+    let slot = standby_name(&me);
+    ensure_slot(cfg, master, &slot).await?;
+    configure(dir, master, &me, Some(&slot))?;
+    tools.start(dir).await?;
+    if streams_from(cfg, master, STREAM_WAIT).await {
+        return Ok(false);
+    }
+    tracing::warn!(node = %cfg.node, master = %master, "cannot follow the master: pg_rewind");
+    tools.stop(dir, "fast").await?;
+    tools.rewind(dir, master).await?;
+    configure(dir, master, &me, Some(&slot))?;
+    tools.start(dir).await?;
+    if streams_from(cfg, master, STREAM_WAIT).await {
+        Ok(true)
+    } else {
+        Err(AgentError::Unexpected(format!(
+            "{} does not stream from {master} even after pg_rewind",
+            cfg.node
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_upstream;
+
+    #[test]
+    fn one_upstream_however_many_switchovers() {
+        let base = "# Do not edit this file manually!\nwork_mem = '8MB'\nprimary_conninfo = 'host=a'\n# atoll agent: node.switchover\n";
+        let once = with_upstream(base, "host=b port=1", Some("s1"));
+        let twice = with_upstream(&once, "host=c port=2", Some("s2"));
+        assert_eq!(twice.matches("primary_conninfo").count(), 1, "{twice}");
+        assert_eq!(twice.matches("primary_slot_name").count(), 1, "{twice}");
+        assert_eq!(twice.matches("# atoll agent").count(), 1, "{twice}");
+        assert!(twice.contains("work_mem = '8MB'\n"), "{twice}");
+        assert!(
+            twice.contains("primary_conninfo = 'host=c port=2'"),
+            "{twice}"
+        );
+        assert!(twice.ends_with("primary_slot_name = 's2'\n"), "{twice}");
+    }
+
+    #[test]
+    fn the_slot_line_stays_when_none_is_given() {
+        let base = "primary_conninfo = 'host=a'\nprimary_slot_name = 'keep'\n";
+        let t = with_upstream(base, "host=b", None);
+        assert!(t.contains("primary_slot_name = 'keep'"), "{t}");
+        assert!(t.contains("primary_conninfo = 'host=b'"), "{t}");
+        assert_eq!(t.matches("primary_conninfo").count(), 1, "{t}");
+    }
+}

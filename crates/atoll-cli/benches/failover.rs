@@ -1,0 +1,205 @@
+//! Failover benchmark (`docs/benchmarks.md`): an island of 1 master + 2 replicas, one
+//! `atoll agent` process per node (release build), `[ha]` with the given TTL (default 10 s,
+//! the default of `atoll.toml`), an atoll-client writer inserting idempotently as fast as
+//! it is acknowledged, and a probe asking every node every 20 ms whether it takes writes.
+//! Each round kills the master's host (kill -9 of its agent, postmaster and backends),
+//! measures the time to the writer's first acknowledged write after the kill (on the new
+//! master: the old one is dead), then restarts the dead node's agent, which rejoins it as
+//! a replica, before the next round. At the end: p50/p99 of that time, the promotions'
+//! own figures from etcd, acknowledged writes lost (must be 0 in synchronous mode), and
+//! probe rounds with two writable masters (must be 0).
+//!
+//! `cargo bench -p atoll-cli --bench failover -- [--failovers 10] [--ttl 10] [--synchronous]`
+
+use atoll_agent::ha::read_status;
+use atoll_sandbox::SandboxHa;
+use atoll_testkit::agent::AgentProcess;
+use atoll_testkit::failover::{signal_server, WritableProbe};
+use atoll_testkit::{shard, writer, TestCluster};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    failovers: usize,
+    ttl: u64,
+    synchronous: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        failovers: 10,
+        ttl: 10,
+        synchronous: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(f) = it.next() {
+        match f.as_str() {
+            "--failovers" => {
+                a.failovers = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--failovers N")
+            }
+            "--ttl" => a.ttl = it.next().and_then(|v| v.parse().ok()).expect("--ttl S"),
+            "--synchronous" => a.synchronous = true,
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+    a
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn leader(c: &TestCluster) -> Option<String> {
+    read_status(c.config())
+        .await
+        .ok()??
+        .remove(0)
+        .leader
+        .map(|l| l.node)
+}
+
+async fn wait_leader(c: &TestCluster, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(l) = leader(c).await.filter(|l| ok(l)) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no new leader within 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn streams_from(port: u16, upstream: &str) -> bool {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-Atc",
+        ])
+        .arg("select sender_port from pg_stat_wal_receiver where status = 'streaming'")
+        .output();
+    out.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout).trim() == upstream.rsplit(':').next().unwrap_or("")
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let mut c = TestCluster::setup(1, 2).shards([1]).start().await.unwrap();
+    let island = c.sandbox().islands()[0].clone();
+    let ports: Vec<u16> = island.nodes.iter().map(|n| n.port).collect();
+    c.psql(ports[0], "create table sh0001.items (id bigint primary key default sh0001.id_gen(), payload bigint not null unique)");
+    c.sandbox()
+        .enable_ha(SandboxHa {
+            ttl_s: a.ttl,
+            loop_ms: None,
+            synchronous: a.synchronous,
+        })
+        .unwrap();
+    c.reload_config().unwrap();
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_atoll"));
+    let states = c.sandbox().dir().join("agents");
+    std::fs::create_dir_all(&states).unwrap();
+    let mut agents: Vec<AgentProcess> = island
+        .nodes
+        .iter()
+        .map(|n| {
+            let node = format!("127.0.0.1:{}", n.port);
+            AgentProcess::start(
+                &bin,
+                &c.config_path(),
+                &node,
+                &states.join(n.port.to_string()),
+                &n.data_dir,
+            )
+        })
+        .collect();
+    wait_leader(&c, |_| true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probe = WritableProbe::start(ports.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer::run_idempotent(
+        c.config().clone(),
+        shard(1),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut kills = Vec::new();
+    let mut records = Vec::new();
+    for round in 0..a.failovers {
+        let old = wait_leader(&c, |_| true).await;
+        let i = ports
+            .iter()
+            .position(|p| format!("127.0.0.1:{p}") == old)
+            .unwrap();
+        let killed = Instant::now();
+        agents[i].kill9();
+        signal_server(&island.nodes[i].data_dir, libc::SIGKILL);
+        kills.push(killed);
+        let new = wait_leader(&c, |l| l != old).await;
+        let took = killed.elapsed();
+        let rec = read_status(c.config())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|mut s| s.remove(0).last_failover);
+        eprintln!("failover {round}: {old} -> {new}, leader after {took:?}, {rec:?}");
+        records.push(rec);
+        // The dead node comes back and rejoins before the next round.
+        agents[i].restart();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !streams_from(ports[i], &new) {
+            assert!(Instant::now() < deadline, "{old} did not rejoin {new}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stats = w.await.unwrap();
+    let (two, rounds) = probe.finish().await;
+    let audit = writer::audit(c.config(), shard(1), &stats.acked)
+        .await
+        .unwrap();
+    let mut to_ack: Vec<f64> = kills
+        .iter()
+        .filter_map(|k| {
+            stats
+                .acked_at
+                .iter()
+                .find(|t| *t > k)
+                .map(|t| (*t - *k).as_secs_f64())
+        })
+        .collect();
+    to_ack.sort_by(|x, y| x.total_cmp(y));
+    let lags: Vec<u64> = records.iter().flatten().map(|r| r.lag_bytes).collect();
+    println!(
+        "failover ({} mode, TTL {} s, {} failovers): kill -9 -> first acknowledged write p50 {:.2} s, p99 {:.2} s, min {:.2} s, max {:.2} s; target p50 <= {} s",
+        if a.synchronous { "synchronous" } else { "asynchronous" },
+        a.ttl,
+        to_ack.len(),
+        pct(&to_ack, 0.5),
+        pct(&to_ack, 0.99),
+        to_ack[0],
+        to_ack[to_ack.len() - 1],
+        a.ttl + 2
+    );
+    println!(
+        "writer: {} acknowledged, {} errors, {} lost, {} duplicated; lag at promotion (bytes): {lags:?}; probe: {two} of {rounds} rounds with two writable masters",
+        stats.acked.len(),
+        stats.errors.len(),
+        audit.lost.len(),
+        audit.duplicated.len()
+    );
+    drop(agents);
+}

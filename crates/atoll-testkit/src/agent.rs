@@ -1,0 +1,114 @@
+//! An `atoll agent` run as its own process (the built binary), so a test can kill it with
+//! -9 or freeze it; killed and waited for when the handle drops, whatever the test did.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// One agent process.
+pub struct AgentProcess {
+    child: Child,
+    /// `http://host:port` of its API.
+    pub url: String,
+    /// The node it runs beside.
+    pub node: String,
+    /// The file holding its token (`--token file:…`).
+    pub token_file: PathBuf,
+    /// How it was started, to start it again after a kill.
+    args: Vec<String>,
+    bin: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `bin agent` for `node` (`host:port`) of the cluster in `config`, with its
+    /// state in `state_dir`, the node's `data_dir`, and a token file next to the state.
+    pub fn start(
+        bin: &Path,
+        config: &Path,
+        node: &str,
+        state_dir: &Path,
+        data_dir: &Path,
+    ) -> AgentProcess {
+        let token = state_dir.with_extension("token");
+        std::fs::write(&token, "agent-test-token").expect("token file");
+        let args = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "agent".into(),
+            "--node".into(),
+            node.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--token".into(),
+            format!("file:{}", token.display()),
+        ];
+        Self::spawn(bin.to_path_buf(), node.to_string(), token, args)
+    }
+
+    fn spawn(bin: PathBuf, node: String, token_file: PathBuf, args: Vec<String>) -> AgentProcess {
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start atoll agent");
+        // Owned by the handle at once: killed and waited for whatever happens next.
+        let mut proc = AgentProcess {
+            child,
+            url: String::new(),
+            node,
+            token_file,
+            args,
+            bin,
+        };
+        let mut out = BufReader::new(proc.child.stdout.take().expect("agent stdout"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = out.read_line(&mut line).expect("agent stdout");
+            assert!(n > 0, "agent of {} exited before listening", proc.node);
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                proc.url = format!("http://{addr}");
+                // Keep reading its stdout so it never blocks on a full pipe.
+                std::thread::spawn(move || for _ in out.lines() {});
+                return proc;
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9, and wait for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new process with the same arguments (after [`AgentProcess::kill9`]).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let fresh = Self::spawn(
+            self.bin.clone(),
+            self.node.clone(),
+            self.token_file.clone(),
+            self.args.clone(),
+        );
+        *self = fresh;
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
