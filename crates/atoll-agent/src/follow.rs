@@ -5,7 +5,7 @@
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::pg_tools::{wait_for, PgTools};
+use crate::pg_tools::PgTools;
 use atoll_core::ha::standby_name;
 use atoll_core::NodeConfig;
 use std::path::Path;
@@ -113,22 +113,39 @@ pub async fn ensure_slot(
     Ok(())
 }
 
-/// Waits up to `timeout` for this node's WAL receiver to stream from `master`.
+/// Waits up to `timeout` for this node's WAL receiver to stream from `master`, steadily: the
+/// same receiver still streaming a second later. A replica that cannot follow (it has WAL
+/// past the master's timeline fork) connects and is dropped again and again, and would
+/// otherwise pass for a streaming one.
 pub async fn streams_from(cfg: &AgentConfig, master: &NodeConfig, timeout: Duration) -> bool {
-    let port = i32::from(master.port);
-    wait_for(timeout, || async {
-        match atoll_pg::connect_as(&cfg.node, "atoll-agent", cfg.cluster.connect_timeout).await {
-            Ok(c) => c
-                .query_opt(
-                    "select 1 from pg_stat_wal_receiver where status = 'streaming' and sender_port = $1",
-                    &[&port],
-                )
-                .await
-                .is_ok_and(|r| r.is_some()),
-            Err(_) => false,
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(pid) = receiver(cfg, master).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if receiver(cfg, master).await == Some(pid) {
+                return true;
+            }
         }
-    })
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The pid of this node's WAL receiver when it streams from `master`.
+async fn receiver(cfg: &AgentConfig, master: &NodeConfig) -> Option<i32> {
+    let port = i32::from(master.port);
+    let c = atoll_pg::connect_as(&cfg.node, "atoll-agent", cfg.cluster.connect_timeout)
+        .await
+        .ok()?;
+    c.query_opt(
+        "select pid from pg_stat_wal_receiver where status = 'streaming' and sender_port = $1",
+        &[&port],
+    )
     .await
+    .ok()?
+    .map(|r| r.get(0))
 }
 
 /// Turns the stopped server in `dir` into a streaming replica of `master`: a slot on the

@@ -7,23 +7,17 @@
 //! `ATOLL_AGENT_TEST_HOLD`): the re-runnable ones end DONE on a second attempt that changes
 //! nothing twice, the others FAILED `interrupted` with their work left as it was.
 
+use atoll_testkit::agent::{AgentProcess, TOKEN};
 use atoll_testkit::TestCluster;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "crash-test-token";
-
-/// An `atoll agent` process; killed (by its pid) if the test ends while it runs.
-struct AgentProc {
-    child: Child,
-    url: String,
-}
+/// The built binary's agent, killed (by its pid) if the test ends while it runs.
+struct AgentProc;
 
 impl AgentProc {
-    fn start(config: &Path, node: &str, state: &Path, data_dir: &Path) -> AgentProc {
+    fn start(config: &Path, node: &str, state: &Path, data_dir: &Path) -> AgentProcess {
         AgentProc::start_with(config, node, state, data_dir, false)
     }
 
@@ -34,73 +28,9 @@ impl AgentProc {
         state: &Path,
         data_dir: &Path,
         hold: bool,
-    ) -> AgentProc {
-        let token = state.with_extension("token");
-        std::fs::write(&token, TOKEN).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .env("ATOLL_AGENT_TEST_HOLD", if hold { "true" } else { "false" })
-            .arg("--config")
-            .arg(config)
-            .args([
-                "agent",
-                "--node",
-                node,
-                "--listen",
-                "127.0.0.1:0",
-                "--state-dir",
-            ])
-            .arg(state)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--token")
-            .arg(format!("file:{}", token.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Owned by the guard at once: killed and waited for whatever happens next.
-        let mut proc = AgentProc {
-            child,
-            url: String::new(),
-        };
-        let mut line = String::new();
-        let mut out = BufReader::new(proc.child.stdout.take().unwrap());
-        loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "agent exited before listening"
-            );
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                proc.url = format!("http://{addr}");
-                // Keep reading its stdout so it never blocks on a full pipe.
-                std::thread::spawn(move || for _ in out.lines() {});
-                return proc;
-            }
-        }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn term(&mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    ) -> AgentProcess {
+        let bin = Path::new(env!("CARGO_BIN_EXE_atoll"));
+        AgentProcess::start_with(bin, config, node, state, data_dir, hold)
     }
 }
 
@@ -117,7 +47,7 @@ async fn get(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-async fn schedule(a: &AgentProc, id: &str, kind: &str, args: Value) {
+async fn schedule(a: &AgentProcess, id: &str, kind: &str, args: Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/v1/actions", a.url))
         .bearer_auth(TOKEN)
@@ -128,11 +58,11 @@ async fn schedule(a: &AgentProc, id: &str, kind: &str, args: Value) {
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
 }
 
-async fn wait_state(a: &AgentProc, id: &str, done: impl Fn(&str) -> bool) -> Value {
+async fn wait_state(a: &AgentProcess, id: &str, done: impl Fn(&str) -> bool) -> Value {
     wait_record(a, id, |v| done(v["state"].as_str().unwrap_or(""))).await
 }
 
-async fn wait_record(a: &AgentProc, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn wait_record(a: &AgentProcess, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let v = get(&format!("{}/v1/actions/{id}", a.url)).await;

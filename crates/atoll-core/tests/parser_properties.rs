@@ -173,6 +173,33 @@ fn config_text() -> impl Strategy<Value = String> {
         })
 }
 
+/// A valid island followed by an `[ha]` section with any value in any field.
+fn ha_text() -> impl Strategy<Value = String> {
+    let field = |name: &'static str| {
+        proptest::option::weighted(0.8, toml_value()).prop_map(move |v| match v {
+            Some(v) => format!("{name} = {v}\n"),
+            None => String::new(),
+        })
+    };
+    let endpoints = prop_oneof![
+        field("endpoints"),
+        text().prop_map(|t| format!("endpoints = [{}]\n", toml_string(&t))),
+        Just("endpoints = [\"http://127.0.0.1:2379\"]\n".to_string()),
+    ];
+    (
+        endpoints,
+        field("prefix"),
+        field("ttl_s"),
+        field("loop_ms"),
+        field("max_lag_bytes"),
+        field("max_lag_ms"),
+        field("synchronous"),
+    )
+        .prop_map(|(e, p, t, l, b, m, s)| {
+            format!("[[island]]\nid = 0\nnodes = [{{ host = \"h\", port = 1 }}]\n\n[ha]\n{e}{p}{t}{l}{b}{m}{s}")
+        })
+}
+
 proptest! {
     #[test]
     fn config_text_never_panics(t in text()) {
@@ -182,6 +209,11 @@ proptest! {
     #[test]
     fn config_fields_never_panic(t in config_text()) {
         check(Config::parse(&t, ConfigSource::Inline))?;
+    }
+
+    #[test]
+    fn ha_sections_never_panic(t in ha_text()) {
+        check(atoll_core::Config::parse(&t, atoll_core::ConfigSource::Inline))?;
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The token every test agent accepts (written to its token file).
+pub const TOKEN: &str = "agent-test-token";
+
 /// One agent process.
 pub struct AgentProcess {
     child: Child,
@@ -17,6 +20,7 @@ pub struct AgentProcess {
     /// How it was started, to start it again after a kill.
     args: Vec<String>,
     bin: PathBuf,
+    hold: bool,
 }
 
 impl AgentProcess {
@@ -29,8 +33,21 @@ impl AgentProcess {
         state_dir: &Path,
         data_dir: &Path,
     ) -> AgentProcess {
+        Self::start_with(bin, config, node, state_dir, data_dir, false)
+    }
+
+    /// [`AgentProcess::start`], with the sandbox-only test hook that holds each action
+    /// once its work is done (`ATOLL_AGENT_TEST_HOLD`) when `hold`.
+    pub fn start_with(
+        bin: &Path,
+        config: &Path,
+        node: &str,
+        state_dir: &Path,
+        data_dir: &Path,
+        hold: bool,
+    ) -> AgentProcess {
         let token = state_dir.with_extension("token");
-        std::fs::write(&token, "agent-test-token").expect("token file");
+        std::fs::write(&token, TOKEN).expect("token file");
         let args = vec![
             "--config".to_string(),
             config.display().to_string(),
@@ -46,11 +63,18 @@ impl AgentProcess {
             "--token".into(),
             format!("file:{}", token.display()),
         ];
-        Self::spawn(bin.to_path_buf(), node.to_string(), token, args)
+        Self::spawn(bin.to_path_buf(), node.to_string(), token, args, hold)
     }
 
-    fn spawn(bin: PathBuf, node: String, token_file: PathBuf, args: Vec<String>) -> AgentProcess {
+    fn spawn(
+        bin: PathBuf,
+        node: String,
+        token_file: PathBuf,
+        args: Vec<String>,
+        hold: bool,
+    ) -> AgentProcess {
         let child = Command::new(&bin)
+            .env("ATOLL_AGENT_TEST_HOLD", if hold { "true" } else { "false" })
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -64,6 +88,7 @@ impl AgentProcess {
             token_file,
             args,
             bin,
+            hold,
         };
         let mut out = BufReader::new(proc.child.stdout.take().expect("agent stdout"));
         let mut line = String::new();
@@ -91,6 +116,15 @@ impl AgentProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (a graceful stop), and its exit status.
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().expect("wait for the agent")
+    }
+
     /// A new process with the same arguments (after [`AgentProcess::kill9`]).
     pub fn restart(&mut self) {
         self.kill9();
@@ -99,6 +133,7 @@ impl AgentProcess {
             self.node.clone(),
             self.token_file.clone(),
             self.args.clone(),
+            self.hold,
         );
         *self = fresh;
     }

@@ -70,6 +70,16 @@ impl Loop {
         let Ok(members) = etcd.get_prefix(&keys.members()).await else {
             return;
         };
+        // Every record still there belongs to a live agent (the old master's went with its
+        // lease). One not republished since the leader was lost may hide the most advanced
+        // member: wait for it, up to a TTL (by then it republished or its lease expired).
+        let stale = members
+            .iter()
+            .filter(|(_, e)| e.mod_revision <= revision)
+            .count();
+        if stale > 0 && since.elapsed() < self.h.ha.ttl {
+            return;
+        }
         let fresh: Vec<MemberRecord> = members
             .iter()
             .filter(|(_, e)| e.mod_revision > revision)
@@ -78,7 +88,7 @@ impl Loop {
         let optime = read_optime(etcd, &keys.optime()).await;
         let set = sync::read_set(etcd, keys).await;
         let outcome = elect(&self.h.ha, &fresh, optime.as_ref(), set.as_ref());
-        self.record(etcd, &outcome).await;
+        self.record(etcd, &outcome, &fresh).await;
         if let Election::Winner {
             node, lag_bytes, ..
         } = &outcome
@@ -90,15 +100,25 @@ impl Loop {
     }
 
     /// Publishes an election's outcome when it differs from the last one.
-    async fn record(&mut self, etcd: &Etcd, outcome: &Election) {
+    async fn record(&mut self, etcd: &Etcd, outcome: &Election, fresh: &[MemberRecord]) {
         let Some(c) = self.candidate.as_mut() else {
             return;
         };
         if c.last.as_ref() == Some(outcome) {
             return;
         }
-        if let Election::NoWinner { why, .. } = outcome {
-            tracing::warn!(%why, "no member may take over");
+        let positions: Vec<(&str, u64, u32)> = fresh
+            .iter()
+            .map(|m| (m.node.as_str(), m.position, m.timeline))
+            .collect();
+        tracing::info!(?positions, "members at the election");
+        match outcome {
+            Election::NoWinner { why, refused } => {
+                tracing::warn!(%why, ?refused, "no member may take over");
+            }
+            Election::Winner { node, refused, .. } => {
+                tracing::info!(winner = %node, ?refused, "election");
+            }
         }
         c.last = Some(outcome.clone());
         if let Ok(t) = serde_json::to_string(outcome) {

@@ -56,8 +56,14 @@ pub async fn run(
     };
     loop {
         l.round().await;
+        // Wake at the demotion moment if it comes before the next loop.
+        let next = Instant::now() + l.h.ha.loop_interval;
+        let wake = match l.demote_at() {
+            d if d > Instant::now() && d < next => d,
+            _ => next,
+        };
         tokio::select! {
-            _ = tokio::time::sleep(l.h.ha.loop_interval) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
             _ = stop.wait_for(|v| *v) => break,
         }
     }
@@ -69,19 +75,43 @@ impl Loop {
         self.h.cfg.node.addr()
     }
 
+    /// When a master that has not renewed its lease since must demote itself.
+    fn demote_at(&self) -> Instant {
+        self.lease_deadline
+            .checked_sub(self.h.ha.demote_margin())
+            .unwrap_or(self.lease_deadline)
+    }
+
     fn probe_timeout(&self) -> Duration {
         (self.h.ha.ttl / 4).min(Duration::from_secs(1))
     }
 
     async fn round(&mut self) {
         let local = local::read(&self.h.cfg.node, self.probe_timeout()).await;
-        let etcd = match self.h.etcd().await {
-            Ok(e) => e,
-            Err(e) => return self.etcd_lost(&local, e).await,
+        // A renewal still pending at the demotion moment counts as failed: a slow etcd
+        // must not delay the demotion past the lease's expiry.
+        // Only a master has a demotion moment: a replica's renewals are bounded by the
+        // request timeouts alone (a demoted master's old moment would starve them).
+        let is_master = matches!(&local, Local::Up(f) if !f.in_recovery);
+        let demote_at = if is_master {
+            self.demote_at()
+        } else {
+            Instant::now() + self.h.ha.ttl
         };
-        if let Err(e) = self.renew(&etcd).await {
-            return self.etcd_lost(&local, e).await;
-        }
+        let renewal = tokio::time::timeout_at(demote_at.into(), async {
+            let etcd = self.h.etcd().await?;
+            self.renew(&etcd).await?;
+            Ok::<Etcd, EtcdError>(etcd)
+        })
+        .await;
+        let etcd = match renewal {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => return self.etcd_lost(&local, e).await,
+            Err(_) => {
+                let e = EtcdError("no lease renewal before the demotion moment".into());
+                return self.etcd_lost(&local, e).await;
+            }
+        };
         let (leader, rev) = match etcd.get(&self.h.keys.leader()).await {
             Ok(r) => r,
             Err(e) => return self.etcd_lost(&local, e).await,
@@ -134,7 +164,7 @@ impl Loop {
             self.last_error = Some(msg);
         }
         let is_master = matches!(local, Local::Up(f) if !f.in_recovery);
-        if !is_master || Instant::now() + self.h.ha.demote_margin() < self.lease_deadline {
+        if !is_master || Instant::now() < self.demote_at() {
             return;
         }
         let Some(dir) = self.reader.data_dir() else {
@@ -167,7 +197,9 @@ impl Loop {
 
     async fn as_leader(&mut self, etcd: &Etcd, local: &Local, entry: super::etcd::Entry) {
         self.candidate = None;
-        let lease = self.h.lease().unwrap_or(0);
+        // `round` renewed or granted the lease just before; without one the key would be
+        // put with no expiry at all.
+        let Some(lease) = self.h.lease() else { return };
         if entry.lease != lease {
             // Handed over by a switchover, or held by this agent before a restart.
             let _ = etcd
