@@ -8,7 +8,7 @@
 use atoll_agent::ha::{read_status, IslandHa};
 use atoll_sandbox::SandboxHa;
 use atoll_testkit::agent::AgentProcess;
-use atoll_testkit::failover::{signal_pids, signal_server, WritableProbe};
+use atoll_testkit::failover::{island_follows, signal_pids, signal_server, WritableProbe};
 use atoll_testkit::{shard, writer, TestCluster};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -209,8 +209,8 @@ async fn kill_9_of_the_master_twice_then_the_old_master_rejoins() {
         (h.upstream_port(0).as_deref() == first.rsplit(':').next()).then_some(())
     })
     .await;
-    // Its agent sees it streaming too (it polls) before the next failure.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The whole island follows the new master before the next failure.
+    island_follows(&h.ports, &first).await;
     // A second failure: the new master dies too.
     let i = h.index_of(&first);
     h.kill_node(i);

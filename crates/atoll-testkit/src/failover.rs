@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends `sig` (a `libc` signal number: SIGKILL, SIGSTOP, SIGCONT) to the postmaster of
 /// the data directory `dir` and all its children; returns their pids.
@@ -113,4 +113,52 @@ async fn takes_writes(port: u16) -> bool {
         tokio::time::timeout(Duration::from_millis(300), ask).await,
         Ok(Some(true))
     )
+}
+
+/// The pid of the WAL receiver of the node on `port` when it streams from `upstream`.
+pub fn receiver(port: u16, upstream: &str) -> Option<String> {
+    let up = upstream.rsplit(':').next().unwrap_or("");
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-Atc",
+        ])
+        .arg(format!(
+            "select pid from pg_stat_wal_receiver where status = 'streaming' and sender_port = {up}"
+        ))
+        .output()
+        .ok()?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!pid.is_empty()).then_some(pid)
+}
+
+/// Waits until every node but the leader streams from it steadily (the same WAL receiver
+/// two seconds later): the island is whole again before the next failure.
+pub async fn island_follows(ports: &[u16], leader: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let others: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|p| format!("127.0.0.1:{p}") != leader)
+            .collect();
+        let first: Vec<Option<String>> = others.iter().map(|p| receiver(*p, leader)).collect();
+        if first.iter().all(Option::is_some) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let again: Vec<Option<String>> = others.iter().map(|p| receiver(*p, leader)).collect();
+            if again == first {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the island did not follow {leader} within 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
