@@ -5,7 +5,7 @@
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
-use crate::pg_tools::PgTools;
+use crate::pg_tools::{replace_file, PgTools};
 use atoll_core::ha::standby_name;
 use atoll_core::NodeConfig;
 use std::path::Path;
@@ -13,6 +13,15 @@ use std::time::Duration;
 
 /// How long a (re)started replica gets to stream before pg_rewind is tried.
 const STREAM_WAIT: Duration = Duration::from_secs(15);
+
+/// Configuration files that may live in a data directory and that pg_rewind would
+/// overwrite with the master's.
+const CONFIG_FILES: [&str; 4] = [
+    "postgresql.conf",
+    "postgresql.auto.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
 
 /// The marker comment above the settings atoll writes (older agents wrote the second).
 const MARKERS: [&str; 2] = ["# atoll agent: upstream", "# atoll agent: node.switchover"];
@@ -27,17 +36,12 @@ pub fn configure(
     me: &str,
     slot: Option<&str>,
 ) -> Result<(), AgentError> {
-    let signal = dir.join("standby.signal");
-    std::fs::write(&signal, "").map_err(|e| AgentError::io("cannot write", &signal, e))?;
+    replace_file(&dir.join("standby.signal"), "")?;
     let auto = dir.join("postgresql.auto.conf");
     let old =
         std::fs::read_to_string(&auto).map_err(|e| AgentError::io("cannot read", &auto, e))?;
     let conninfo = conninfo(master, me);
-    let text = with_upstream(&old, &conninfo, slot);
-    // Renamed over the old file: a crash never leaves the server a truncated one.
-    let tmp = dir.join("postgresql.auto.conf.atoll-tmp");
-    std::fs::write(&tmp, text).map_err(|e| AgentError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, &auto).map_err(|e| AgentError::io("cannot replace", &auto, e))
+    replace_file(&auto, &with_upstream(&old, &conninfo, slot))
 }
 
 /// The `primary_conninfo` of a replica `me` of `master`.
@@ -161,13 +165,35 @@ pub async fn rejoin(
     let slot = standby_name(&me);
     ensure_slot(cfg, master, &slot).await?;
     configure(dir, master, &me, Some(&slot))?;
-    tools.start(dir).await?;
-    if streams_from(cfg, master, STREAM_WAIT).await {
-        return Ok(false);
+    // A server with WAL past the master's timeline fork may refuse to start at all
+    // ("not a child of this server's history"): that too is a case for pg_rewind.
+    match tools.start(dir).await {
+        Ok(()) if streams_from(cfg, master, STREAM_WAIT).await => return Ok(false),
+        Ok(()) => {}
+        Err(e) => tracing::warn!(error = %e, "the server does not start as a replica"),
     }
     tracing::warn!(node = %cfg.node, master = %master, "cannot follow the master: pg_rewind");
     tools.stop(dir, "fast").await?;
+    // pg_rewind first finishes an interrupted recovery in single-user mode, which refuses
+    // to run as a standby: the signal file goes now and comes back with `configure`.
+    for signal in ["standby.signal", "recovery.signal"] {
+        match std::fs::remove_file(dir.join(signal)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(AgentError::io("cannot remove", dir.join(signal), e));
+            }
+            _ => {}
+        }
+    }
+    // pg_rewind copies the master's configuration files over this node's (its port and
+    // settings with them): this node's own are put back afterwards.
+    let own = CONFIG_FILES
+        .iter()
+        .filter_map(|f| Some((*f, std::fs::read_to_string(dir.join(f)).ok()?)))
+        .collect::<Vec<_>>();
     tools.rewind(dir, master).await?;
+    for (f, text) in &own {
+        replace_file(&dir.join(f), text)?;
+    }
     configure(dir, master, &me, Some(&slot))?;
     tools.start(dir).await?;
     if streams_from(cfg, master, STREAM_WAIT).await {

@@ -54,10 +54,11 @@ impl HaConfig {
         (self.ttl / 2).max(self.loop_interval * 2)
     }
 
-    /// How long candidates wait after seeing the leader gone, for every member to publish
-    /// its final position before one is chosen.
+    /// How long candidates wait after seeing the leader gone before choosing: one loop,
+    /// for every member to publish its final position (the election also waits for every
+    /// live member's record to be newer than the leader's disappearance).
     pub fn election_wait(&self) -> Duration {
-        self.loop_interval * 2
+        self.loop_interval
     }
 
     /// The keys of `island`.

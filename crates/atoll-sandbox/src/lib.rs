@@ -284,6 +284,14 @@ impl Sandbox {
         ha.ttl_s = settings.ttl_s;
         ha.loop_ms = settings.loop_ms;
         ha.synchronous = settings.synchronous;
+        // pg_rewind (an old master rejoining after a failover) needs full-page writes,
+        // which the sandbox otherwise turns off for speed.
+        for n in &state.nodes {
+            if node::running_pid(n).is_some() {
+                self.psql(n.port, "alter system set full_page_writes = on")?;
+                self.psql(n.port, "select pg_reload_conf()")?;
+            }
+        }
         let started = etcd::start(&self.dir, &ha);
         ha.pid = started.as_ref().ok().copied();
         let endpoint = format!("http://{HOST}:{}", ha.client_port);

@@ -75,13 +75,9 @@ async fn write_hba(
     path: &PathBuf,
     text: &str,
 ) -> Result<(), ActionError> {
-    // A new file renamed over the old one: a kill -9 mid-write (the kinds that edit it are
-    // re-run after a crash) must never leave the server a truncated pg_hba.conf.
-    let tmp = path.with_extension("conf.atoll-tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .map_err(|e| AgentError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("cannot replace", path, e))?;
+    // A kill -9 mid-write (the kinds that edit it are re-run after a crash) must never
+    // leave the server a truncated pg_hba.conf.
+    crate::pg_tools::replace_file(path, text)?;
     c.execute("select pg_reload_conf()", &[])
         .await
         .map_err(|e| AgentError::query(&ctx.ex.cfg.node, e))?;

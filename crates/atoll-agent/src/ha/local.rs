@@ -183,8 +183,7 @@ pub async fn demote(tools: &PgTools, dir: &Path, within: Duration) -> Result<(),
             kill(dir).await?;
         }
     }
-    let signal = dir.join("standby.signal");
-    std::fs::write(&signal, "").map_err(|e| AgentError::io("cannot write", &signal, e))?;
+    crate::pg_tools::replace_file(&dir.join("standby.signal"), "")?;
     tools.start(dir).await
 }
 
