@@ -126,6 +126,23 @@ impl PgTools {
         )
         .await
         .map(drop)
+        .map_err(|e| match e {
+            // pg_ctl only says "examine the log output": the log's last lines say why.
+            AgentError::Command {
+                command,
+                status,
+                output,
+            } => AgentError::Command {
+                command,
+                status,
+                output: format!(
+                    "{output}; log {}: {}",
+                    self.log.display(),
+                    log_tail(&self.log)
+                ),
+            },
+            other => other,
+        })
     }
 
     /// `pg_ctl stop -w -m MODE`; a server that is not running is fine.
@@ -299,6 +316,14 @@ fn owner_name(path: &Path) -> Result<String, AgentError> {
             path.display()
         ),
     })
+}
+
+/// The last few lines of a server log, on one line.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(6)..].join(" | ");
+    one_line(&tail, 800)
 }
 
 fn one_line(text: &str, max: usize) -> String {
