@@ -153,8 +153,10 @@ async fn receiver(cfg: &AgentConfig, master: &NodeConfig) -> Option<i32> {
 }
 
 /// Turns the stopped server in `dir` into a streaming replica of `master`: a slot on the
-/// master, the settings, a start; when it does not stream (it wrote WAL the master does
-/// not have), a stop, pg_rewind and another start. True when pg_rewind was needed.
+/// master, pg_rewind (which changes nothing when the node has no WAL the master lacks),
+/// the settings, a start. pg_rewind comes first: a node started as a standby with WAL past
+/// the master's timeline fork replays it, and then neither starts on the new timeline nor
+/// is rewound. True when pg_rewind had to rewind.
 pub async fn rejoin(
     cfg: &AgentConfig,
     tools: &PgTools,
@@ -164,15 +166,6 @@ pub async fn rejoin(
     let me = cfg.node.addr();
     let slot = standby_name(&me);
     ensure_slot(cfg, master, &slot).await?;
-    configure(dir, master, &me, Some(&slot))?;
-    // A server with WAL past the master's timeline fork may refuse to start at all
-    // ("not a child of this server's history"): that too is a case for pg_rewind.
-    match tools.start(dir).await {
-        Ok(()) if streams_from(cfg, master, STREAM_WAIT).await => return Ok(false),
-        Ok(()) => {}
-        Err(e) => tracing::warn!(error = %e, "the server does not start as a replica"),
-    }
-    tracing::warn!(node = %cfg.node, master = %master, "cannot follow the master: pg_rewind");
     tools.stop(dir, "fast").await?;
     // pg_rewind first finishes an interrupted recovery in single-user mode, which refuses
     // to run as a standby: the signal file goes now and comes back with `configure`.
@@ -190,17 +183,21 @@ pub async fn rejoin(
         .iter()
         .filter_map(|f| Some((*f, std::fs::read_to_string(dir.join(f)).ok()?)))
         .collect::<Vec<_>>();
-    tools.rewind(dir, master).await?;
+    let said = tools.rewind(dir, master).await?;
+    let rewound = !said.contains("no rewind required");
+    if rewound {
+        tracing::warn!(node = %cfg.node, master = %master, "rewound with pg_rewind");
+    }
     for (f, text) in &own {
         replace_file(&dir.join(f), text)?;
     }
     configure(dir, master, &me, Some(&slot))?;
     tools.start(dir).await?;
     if streams_from(cfg, master, STREAM_WAIT).await {
-        Ok(true)
+        Ok(rewound)
     } else {
         Err(AgentError::Unexpected(format!(
-            "{} does not stream from {master} even after pg_rewind",
+            "{} does not stream from {master} after pg_rewind",
             cfg.node
         )))
     }

@@ -206,8 +206,8 @@ impl PgTools {
             .map(drop)
     }
 
-    /// `pg_rewind` of `data_dir` from the running server `source`.
-    pub async fn rewind(&self, data_dir: &Path, source: &NodeConfig) -> Result<(), AgentError> {
+    /// `pg_rewind` of `data_dir` from the running server `source`; returns what it said.
+    pub async fn rewind(&self, data_dir: &Path, source: &NodeConfig) -> Result<String, AgentError> {
         let password = resolve(source)?;
         let d = path_str(data_dir)?;
         // The connection string holds no password (PGPASSWORD carries it).
@@ -218,7 +218,6 @@ impl PgTools {
         let src = format!("--source-server={conninfo}");
         self.run("pg_rewind", data_dir, &["-D", d, &src], password.as_deref())
             .await
-            .map(drop)
     }
 
     /// The latest checkpoint's location (`pg_controldata`): after a clean shutdown, the
