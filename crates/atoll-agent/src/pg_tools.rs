@@ -253,13 +253,17 @@ impl PgTools {
 }
 
 /// Replaces `path` with `text` through a new file renamed into place (a kill never leaves
-/// the server a truncated file), owned like what it replaces: when the agent runs as root,
+/// the server a truncated file), with the mode and owner of what it replaces: when the agent runs as root,
 /// the server's user must still be able to rewrite it (ALTER SYSTEM, pg_rewind).
 pub fn replace_file(path: &Path, text: &str) -> Result<(), AgentError> {
     let tmp = path.with_extension("atoll-tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .map_err(|e| AgentError::io("cannot write", &tmp, e))?;
+    if let Ok(old) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, old.permissions())
+            .map_err(|e| AgentError::io("cannot set the mode of", &tmp, e))?;
+    }
     if nix::unistd::geteuid().is_root() {
         let meta = owner_meta(path)?;
         std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))

@@ -68,11 +68,11 @@ async fn hba_file(ctx: &ActionCtx<'_>, c: &Client) -> Result<PathBuf, ActionErro
     Ok(PathBuf::from(row.get::<_, String>(0)))
 }
 
-/// Rewrites the file in place (keeping its owner and mode) and reloads the server.
+/// Replaces the file (keeping its owner) and reloads the server.
 async fn write_hba(
     ctx: &ActionCtx<'_>,
     c: &Client,
-    path: &PathBuf,
+    path: &std::path::Path,
     text: &str,
 ) -> Result<(), ActionError> {
     // A kill -9 mid-write (the kinds that edit it are re-run after a crash) must never
