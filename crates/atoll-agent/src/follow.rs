@@ -152,20 +152,39 @@ async fn receiver(cfg: &AgentConfig, master: &NodeConfig) -> Option<i32> {
     .map(|r| r.get(0))
 }
 
+/// How a rejoining node was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// By a switchover's fast shutdown, whose last checkpoint the new master replayed: it
+    /// has nothing the master lacks and starts as a replica at once (pg_rewind only if it
+    /// then does not stream).
+    Handover,
+    /// Anyhow else (a crash, a kill, a demotion): it may hold WAL past the master's fork.
+    Unknown,
+}
+
 /// Turns the stopped server in `dir` into a streaming replica of `master`: a slot on the
 /// master, pg_rewind (which changes nothing when the node has no WAL the master lacks),
-/// the settings, a start. pg_rewind comes first: a node started as a standby with WAL past
-/// the master's timeline fork replays it, and then neither starts on the new timeline nor
-/// is rewound. True when pg_rewind had to rewind.
+/// the settings, a start. After anything but a handover pg_rewind comes first: a node
+/// started as a standby with WAL past the master's timeline fork replays it, and then
+/// neither starts on the new timeline nor is rewound. True when pg_rewind rewound.
 pub async fn rejoin(
     cfg: &AgentConfig,
     tools: &PgTools,
     dir: &Path,
     master: &NodeConfig,
+    stopped: Stopped,
 ) -> Result<bool, AgentError> {
     let me = cfg.node.addr();
     let slot = standby_name(&me);
     ensure_slot(cfg, master, &slot).await?;
+    if stopped == Stopped::Handover {
+        configure(dir, master, &me, Some(&slot))?;
+        tools.start(dir).await?;
+        if streams_from(cfg, master, STREAM_WAIT).await {
+            return Ok(false);
+        }
+    }
     tools.stop(dir, "fast").await?;
     // pg_rewind first finishes an interrupted recovery in single-user mode, which refuses
     // to run as a standby: the signal file goes now and comes back with `configure`.

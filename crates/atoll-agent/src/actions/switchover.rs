@@ -272,5 +272,12 @@ async fn rejoin(ctx: &ActionCtx<'_>, dir: &Path, cand: &Candidate) -> Result<boo
         cand.node.addr()
     ))
     .await;
-    Ok(crate::follow::rejoin(cfg, &ctx.ex.tools, dir, &cand.node).await?)
+    Ok(crate::follow::rejoin(
+        cfg,
+        &ctx.ex.tools,
+        dir,
+        &cand.node,
+        crate::follow::Stopped::Handover,
+    )
+    .await?)
 }

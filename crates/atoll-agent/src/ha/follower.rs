@@ -59,7 +59,9 @@ impl Follow {
                 tracing::warn!(leader = %master.addr(), "writable while another node leads: demoting and rejoining");
                 metrics::counter!("atoll_agent_ha_demotions_total").increment(1);
                 stop(tools, dir, h.ha.demote_margin()).await;
-                follow::rejoin(cfg, tools, dir, master).await.map(drop)
+                follow::rejoin(cfg, tools, dir, master, follow::Stopped::Unknown)
+                    .await
+                    .map(drop)
             }
             Follow::Rename => {
                 follow::configure(dir, master, &me, None)?;
@@ -77,11 +79,15 @@ impl Follow {
                     return Ok(());
                 }
                 stop(tools, dir, h.ha.demote_margin()).await;
-                follow::rejoin(cfg, tools, dir, master).await.map(drop)
+                follow::rejoin(cfg, tools, dir, master, follow::Stopped::Unknown)
+                    .await
+                    .map(drop)
             }
             Follow::Rejoin => {
                 tracing::info!(leader = %master.addr(), "server down: rejoining the leader");
-                follow::rejoin(cfg, tools, dir, master).await.map(drop)
+                follow::rejoin(cfg, tools, dir, master, follow::Stopped::Unknown)
+                    .await
+                    .map(drop)
             }
         }
     }
