@@ -105,6 +105,7 @@ async fn main() {
                 &states.join(n.port.to_string()),
                 &n.data_dir,
             )
+            .unwrap()
         })
         .collect();
     let first = wait_leader(&c, |_| true).await;
@@ -148,7 +149,7 @@ async fn main() {
         eprintln!("failover {round}: {old} -> {new}, leader after {took:?}, {rec:?}");
         records.push(rec);
         // The dead node comes back and rejoins before the next round.
-        agents[i].restart();
+        agents[i].restart().unwrap();
         island_follows(&ports, &new).await;
     }
     stop.store(true, Ordering::Relaxed);

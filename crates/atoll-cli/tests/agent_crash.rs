@@ -30,7 +30,7 @@ impl AgentProc {
         hold: bool,
     ) -> AgentProcess {
         let bin = Path::new(env!("CARGO_BIN_EXE_atoll"));
-        AgentProcess::start_with(bin, config, node, state, data_dir, hold)
+        AgentProcess::start_with(bin, config, node, state, data_dir, hold).unwrap()
     }
 }
 
@@ -218,8 +218,8 @@ async fn kill_9_during_actions_then_restart() {
 
     // SIGTERM: a graceful stop.
     let (mut a, mut b) = (a, b);
-    assert!(a.term().success());
-    assert!(b.term().success());
+    assert!(a.term().unwrap().success());
+    assert!(b.term().unwrap().success());
 }
 
 /// One node's agent as the crash test runs it: its config, address, state and data.
@@ -251,7 +251,7 @@ impl Node {
         a.kill9();
         let mut a = AgentProc::start(&self.config, &self.addr, &self.state, &self.data);
         let r = wait_state(&a, id, |s| s == "DONE" || s == "FAILED").await;
-        assert!(a.term().success());
+        assert!(a.term().unwrap().success());
         r
     }
 }

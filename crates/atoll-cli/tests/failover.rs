@@ -61,6 +61,7 @@ async fn ha_cluster(synchronous: bool, extra: &str) -> Ha {
                 &states.join(p.to_string()),
                 d,
             )
+            .unwrap()
         })
         .collect();
     let ha = Ha { c, ports, agents };
@@ -204,7 +205,7 @@ async fn kill_9_of_the_master_twice_then_the_old_master_rejoins() {
     let took = killed.elapsed();
     writes_continue(&h, &first).await;
     // The old node comes back: it rejoins as a replica of the new master.
-    h.agents[0].restart();
+    h.agents[0].restart().unwrap();
     h.until(Duration::from_secs(60), "the old master to rejoin", || {
         (h.upstream_port(0).as_deref() == first.rsplit(':').next()).then_some(())
     })
@@ -350,7 +351,7 @@ async fn a_replica_beyond_the_lag_limit_is_never_promoted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     h.kill_node(0);
     for i in 1..3 {
-        h.agents[i].restart();
+        h.agents[i].restart().unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let why = loop {

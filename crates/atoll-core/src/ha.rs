@@ -165,6 +165,10 @@ pub struct IslandKeys {
 }
 
 impl IslandKeys {
+    /// The prefix of every key of the island (ends with `/`).
+    pub fn island(&self) -> String {
+        format!("{}/", self.base)
+    }
     /// The leader key: the master's node address, under its agent's lease.
     pub fn leader(&self) -> String {
         format!("{}/leader", self.base)

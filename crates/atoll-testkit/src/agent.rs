@@ -1,6 +1,7 @@
 //! An `atoll agent` run as its own process (the built binary), so a test can kill it with
 //! -9 or freeze it; killed and waited for when the handle drops, whatever the test did.
 
+use anyhow::{bail, Context as _};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +33,7 @@ impl AgentProcess {
         node: &str,
         state_dir: &Path,
         data_dir: &Path,
-    ) -> AgentProcess {
+    ) -> anyhow::Result<AgentProcess> {
         Self::start_with(bin, config, node, state_dir, data_dir, false)
     }
 
@@ -45,9 +46,9 @@ impl AgentProcess {
         state_dir: &Path,
         data_dir: &Path,
         hold: bool,
-    ) -> AgentProcess {
+    ) -> anyhow::Result<AgentProcess> {
         let token = state_dir.with_extension("token");
-        std::fs::write(&token, TOKEN).expect("token file");
+        std::fs::write(&token, TOKEN).with_context(|| format!("token file {}", token.display()))?;
         let args = vec![
             "--config".to_string(),
             config.display().to_string(),
@@ -72,14 +73,14 @@ impl AgentProcess {
         token_file: PathBuf,
         args: Vec<String>,
         hold: bool,
-    ) -> AgentProcess {
+    ) -> anyhow::Result<AgentProcess> {
         let child = Command::new(&bin)
             .env("ATOLL_AGENT_TEST_HOLD", if hold { "true" } else { "false" })
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start atoll agent");
+            .with_context(|| format!("start {} agent", bin.display()))?;
         // Owned by the handle at once: killed and waited for whatever happens next.
         let mut proc = AgentProcess {
             child,
@@ -90,17 +91,19 @@ impl AgentProcess {
             bin,
             hold,
         };
-        let mut out = BufReader::new(proc.child.stdout.take().expect("agent stdout"));
+        let stdout = proc.child.stdout.take().context("agent stdout")?;
+        let mut out = BufReader::new(stdout);
         let mut line = String::new();
         loop {
             line.clear();
-            let n = out.read_line(&mut line).expect("agent stdout");
-            assert!(n > 0, "agent of {} exited before listening", proc.node);
+            if out.read_line(&mut line).context("agent stdout")? == 0 {
+                bail!("the agent of {} exited before listening", proc.node);
+            }
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
                 proc.url = format!("http://{addr}");
                 // Keep reading its stdout so it never blocks on a full pipe.
                 std::thread::spawn(move || for _ in out.lines() {});
-                return proc;
+                return Ok(proc);
             }
         }
     }
@@ -117,16 +120,16 @@ impl AgentProcess {
     }
 
     /// SIGTERM (a graceful stop), and its exit status.
-    pub fn term(&mut self) -> std::process::ExitStatus {
+    pub fn term(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         // SAFETY: kill(2) with a pid and a signal number has no memory effects.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        self.child.wait().expect("wait for the agent")
+        self.child.wait().context("wait for the agent")
     }
 
     /// A new process with the same arguments (after [`AgentProcess::kill9`]).
-    pub fn restart(&mut self) {
+    pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
         let fresh = Self::spawn(
             self.bin.clone(),
@@ -134,8 +137,9 @@ impl AgentProcess {
             self.token_file.clone(),
             self.args.clone(),
             self.hold,
-        );
+        )?;
         *self = fresh;
+        Ok(())
     }
 }
 

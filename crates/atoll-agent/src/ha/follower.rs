@@ -58,7 +58,7 @@ impl Follow {
             Follow::Demote => {
                 tracing::warn!(leader = %master.addr(), "writable while another node leads: demoting and rejoining");
                 metrics::counter!("atoll_agent_ha_demotions_total").increment(1);
-                stop(tools, dir, h.ha.demote_margin()).await;
+                local::stop_within(tools, dir, h.ha.demote_margin()).await?;
                 follow::rejoin(cfg, tools, dir, master, follow::Stopped::Unknown)
                     .await
                     .map(drop)
@@ -78,7 +78,7 @@ impl Follow {
                 if follow::streams_from(cfg, master, Duration::from_secs(10)).await {
                     return Ok(());
                 }
-                stop(tools, dir, h.ha.demote_margin()).await;
+                local::stop_within(tools, dir, h.ha.demote_margin()).await?;
                 follow::rejoin(cfg, tools, dir, master, follow::Stopped::Unknown)
                     .await
                     .map(drop)
@@ -99,12 +99,4 @@ async fn reload(h: &HaHandle) -> Result<(), AgentError> {
     c.batch_execute("select pg_reload_conf()")
         .await
         .map_err(|e| AgentError::query(&cfg.node, e))
-}
-
-/// A fast shutdown bounded by `within`, else a kill.
-async fn stop(tools: &PgTools, dir: &Path, within: Duration) {
-    match tokio::time::timeout(within, tools.stop(dir, "fast")).await {
-        Ok(Ok(())) => {}
-        _ => super::run::log_err("kill", local::kill(dir).await),
-    }
 }

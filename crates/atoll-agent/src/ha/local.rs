@@ -172,19 +172,24 @@ pub async fn fence_remote(node: &NodeConfig, timeout: Duration) -> bool {
 /// of its processes; then a restart as a replica with no reachable master (read-only), so
 /// the node can still be elected with everything it wrote.
 pub async fn demote(tools: &PgTools, dir: &Path, within: Duration) -> Result<(), AgentError> {
+    stop_within(tools, dir, within).await?;
+    crate::pg_tools::replace_file(&dir.join("standby.signal"), "")?;
+    tools.start(dir).await
+}
+
+/// A fast shutdown bounded by `within`; past it, or when it fails, a kill.
+pub async fn stop_within(tools: &PgTools, dir: &Path, within: Duration) -> Result<(), AgentError> {
     match tokio::time::timeout(within, tools.stop(dir, "fast")).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "fast shutdown failed: killing the server");
-            kill(dir).await?;
+            kill(dir).await
         }
         Err(_) => {
             tracing::warn!("fast shutdown too slow: killing the server");
-            kill(dir).await?;
+            kill(dir).await
         }
     }
-    crate::pg_tools::replace_file(&dir.join("standby.signal"), "")?;
-    tools.start(dir).await
 }
 
 /// Kills (SIGKILL, which also ends a stopped process) the postmaster of `dir` and its

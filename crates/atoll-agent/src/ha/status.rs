@@ -45,18 +45,21 @@ pub async fn read_status(cfg: &Config) -> Result<Option<Vec<IslandHa>>, EtcdErro
     let mut out = Vec::new();
     for island in &cfg.islands {
         let keys = ha.keys(island.id);
-        let get = |k: String| {
-            let etcd = etcd.clone();
-            async move { etcd.get(&k).await.map(|(e, _)| e.map(|e| e.value)) }
+        // One read per island: every key under its prefix.
+        let all = etcd.get_prefix(&keys.island()).await?;
+        let value = |key: String| {
+            all.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, e)| e.value.as_str())
         };
-        let mut members: Vec<MemberRecord> = etcd
-            .get_prefix(&keys.members())
-            .await?
+        let members_prefix = keys.members();
+        let mut members: Vec<MemberRecord> = all
             .iter()
+            .filter(|(k, _)| k.starts_with(&members_prefix))
             .filter_map(|(_, e)| serde_json::from_str(&e.value).ok())
             .collect();
         members.sort_by(|a, b| a.node.cmp(&b.node));
-        let optime: Option<Optime> = parse(get(keys.optime()).await?.as_deref());
+        let optime: Option<Optime> = parse(value(keys.optime()));
         let could_lose_bytes = match (&optime, ha.synchronous) {
             (Some(o), false) => Some(
                 members
@@ -70,13 +73,13 @@ pub async fn read_status(cfg: &Config) -> Result<Option<Vec<IslandHa>>, EtcdErro
         };
         out.push(IslandHa {
             island: island.id,
-            leader: parse(get(keys.leader()).await?.as_deref()),
+            leader: parse(value(keys.leader())),
             members,
             optime,
-            sync: parse(get(keys.sync()).await?.as_deref()),
+            sync: parse(value(keys.sync())),
             could_lose_bytes,
-            last_election: parse(get(keys.last_election()).await?.as_deref()),
-            last_failover: parse(get(keys.last_failover()).await?.as_deref()),
+            last_election: parse(value(keys.last_election())),
+            last_failover: parse(value(keys.last_failover())),
         });
     }
     Ok(Some(out))
