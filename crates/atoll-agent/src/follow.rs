@@ -6,6 +6,7 @@
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::pg_tools::{replace_file, PgTools};
+use crate::timeline::{self, Lag};
 use atoll_core::ha::standby_name;
 use atoll_core::NodeConfig;
 use std::path::Path;
@@ -163,29 +164,84 @@ pub enum Stopped {
     Unknown,
 }
 
+/// How a stopped node became a replica again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejoined {
+    /// It started as a replica and streamed (pg_rewind, if it ran, changed nothing).
+    Streamed,
+    /// pg_rewind rewound it.
+    Rewound,
+    /// pg_rewind failed or did not help: its data directory was moved aside and it was
+    /// copied anew with pg_basebackup.
+    Recloned,
+}
+
 /// Turns the stopped server in `dir` into a streaming replica of `master`: a slot on the
 /// master, pg_rewind (which changes nothing when the node has no WAL the master lacks),
-/// the settings, a start. After anything but a handover pg_rewind comes first: a node
-/// started as a standby with WAL past the master's timeline fork replays it, and then
-/// neither starts on the new timeline nor is rewound. True when pg_rewind rewound.
+/// the settings, a start; when pg_rewind fails or the node still does not stream, a new
+/// copy (the old directory is kept beside it). After anything but a handover pg_rewind
+/// comes first: a node started as a standby with WAL past the master's timeline fork
+/// replays it, and then neither starts on the new timeline nor is rewound.
 pub async fn rejoin(
     cfg: &AgentConfig,
     tools: &PgTools,
     dir: &Path,
     master: &NodeConfig,
     stopped: Stopped,
-) -> Result<bool, AgentError> {
+) -> Result<Rejoined, AgentError> {
     let me = cfg.node.addr();
     let slot = standby_name(&me);
+    finish_copy(dir)?;
     ensure_slot(cfg, master, &slot).await?;
     if stopped == Stopped::Handover {
         configure(dir, master, &me, Some(&slot))?;
         tools.start(dir).await?;
         if streams_from(cfg, master, STREAM_WAIT).await {
-            return Ok(false);
+            return Ok(Rejoined::Streamed);
         }
     }
     tools.stop(dir, "fast").await?;
+    // PostgreSQL 15's pg_rewind takes the source's timeline from its control file. A
+    // master that cannot be read or checkpointed is no reason to replace this node's data.
+    if let Lag::Behind { timeline, control } =
+        timeline::catch_up(master, cfg.cluster.connect_timeout).await?
+    {
+        return Err(AgentError::Unexpected(format!(
+            "{master}'s control file names timeline {control} after a checkpoint on timeline {timeline}"
+        )));
+    }
+    let own = own_config(dir);
+    match rewind(cfg, tools, dir, master).await {
+        Ok(rewound) => {
+            restore_config(dir, &own)?;
+            configure(dir, master, &me, Some(&slot))?;
+            match tools.start(dir).await {
+                Ok(()) if streams_from(cfg, master, STREAM_WAIT).await => {
+                    return Ok(if rewound {
+                        Rejoined::Rewound
+                    } else {
+                        Rejoined::Streamed
+                    });
+                }
+                Ok(()) => tracing::warn!(node = %cfg.node, %master, "no streaming after pg_rewind"),
+                Err(e) => tracing::warn!(node = %cfg.node, error = %e, "no start after pg_rewind"),
+            }
+            tools.stop(dir, "immediate").await?;
+        }
+        Err(e) => tracing::warn!(node = %cfg.node, error = %e, "pg_rewind failed"),
+    }
+    reclone(cfg, tools, dir, master, &slot, &own).await?;
+    Ok(Rejoined::Recloned)
+}
+
+/// pg_rewind of the stopped server in `dir` from `master`; true when it rewound.
+async fn rewind(
+    cfg: &AgentConfig,
+    tools: &PgTools,
+    dir: &Path,
+    master: &NodeConfig,
+) -> Result<bool, AgentError> {
     // pg_rewind first finishes an interrupted recovery in single-user mode, which refuses
     // to run as a standby: the signal file goes now and comes back with `configure`.
     for signal in ["standby.signal", "recovery.signal"] {
@@ -196,30 +252,88 @@ pub async fn rejoin(
             _ => {}
         }
     }
-    // pg_rewind copies the master's configuration files over this node's (its port and
-    // settings with them): this node's own are put back afterwards.
-    let own = CONFIG_FILES
-        .iter()
-        .filter_map(|f| Some((*f, std::fs::read_to_string(dir.join(f)).ok()?)))
-        .collect::<Vec<_>>();
     let said = tools.rewind(dir, master).await?;
     let rewound = !said.contains("no rewind required");
     if rewound {
-        tracing::warn!(node = %cfg.node, master = %master, "rewound with pg_rewind");
+        tracing::warn!(node = %cfg.node, %master, "rewound with pg_rewind");
     }
-    for (f, text) in &own {
-        replace_file(&dir.join(f), text)?;
+    Ok(rewound)
+}
+
+/// Copies `master` anew beside the data directory, with this node's own configuration,
+/// then swaps the copy in and keeps the old directory aside (`<dir>.replaced-<ms>`) for
+/// the operator to remove. A kill at any point leaves either the old directory in place
+/// (a partial copy is removed on the next try) or a finished copy that the next rejoin
+/// puts in place ([`finish_copy`]).
+async fn reclone(
+    cfg: &AgentConfig,
+    tools: &PgTools,
+    dir: &Path,
+    master: &NodeConfig,
+    slot: &str,
+    own: &[(&str, String)],
+) -> Result<(), AgentError> {
+    let copy = sibling(dir, "atoll-copy");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(|e| AgentError::io("cannot remove", &copy, e))?;
     }
-    configure(dir, master, &me, Some(&slot))?;
+    tracing::warn!(node = %cfg.node, %master, "pg_rewind did not help: copying the master anew");
+    tools.base_backup(master, &copy, slot).await?;
+    restore_config(&copy, own)?;
+    configure(&copy, master, &cfg.node.addr(), Some(slot))?;
+    replace_file(&copy.join(COPY_DONE), "")?;
+    let aside = sibling(dir, &format!("replaced-{}", crate::queue::now_ms()));
+    std::fs::rename(dir, &aside).map_err(|e| AgentError::io("cannot move aside", dir, e))?;
+    tracing::warn!(aside = %aside.display(), "the old data directory is kept aside");
+    finish_copy(dir)?;
     tools.start(dir).await?;
     if streams_from(cfg, master, STREAM_WAIT).await {
-        Ok(rewound)
+        Ok(())
     } else {
         Err(AgentError::Unexpected(format!(
-            "{} does not stream from {master} after pg_rewind",
+            "{} does not stream from {master} after a new copy",
             cfg.node
         )))
     }
+}
+
+/// Marks a finished copy (removed once it is in place).
+const COPY_DONE: &str = "atoll-copy-done";
+
+/// Puts a finished copy in place of a data directory that is gone (moved aside by a
+/// [`reclone`] that was killed before the swap).
+fn finish_copy(dir: &Path) -> Result<(), AgentError> {
+    let copy = sibling(dir, "atoll-copy");
+    if dir.exists() || !copy.join(COPY_DONE).exists() {
+        return Ok(());
+    }
+    std::fs::rename(&copy, dir).map_err(|e| AgentError::io("cannot move into place", &copy, e))?;
+    std::fs::remove_file(dir.join(COPY_DONE))
+        .map_err(|e| AgentError::io("cannot remove", dir.join(COPY_DONE), e))
+}
+
+/// `<dir>.<suffix>`, beside `dir`.
+fn sibling(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{name}.{suffix}"))
+}
+
+/// This node's own configuration files: pg_rewind and pg_basebackup copy the master's
+/// (its port and settings with them) over them.
+fn own_config(dir: &Path) -> Vec<(&'static str, String)> {
+    CONFIG_FILES
+        .iter()
+        .filter_map(|f| Some((*f, std::fs::read_to_string(dir.join(f)).ok()?)))
+        .collect()
+}
+
+fn restore_config(dir: &Path, own: &[(&str, String)]) -> Result<(), AgentError> {
+    for (f, text) in own {
+        replace_file(&dir.join(f), text)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

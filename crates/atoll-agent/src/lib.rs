@@ -33,6 +33,7 @@ pub mod http;
 mod pg_tools;
 pub mod queue;
 mod server;
+mod timeline;
 
 pub use actions::{ActionKind, ErrorCode};
 pub use attributes::{Attributes, NodeStatus, ShardState};

@@ -75,6 +75,44 @@ async fn wait_leader(c: &TestCluster, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Where the lost rows were acknowledged: per round, how many, and their acknowledgement
+/// times relative to that round's kill (negative: before it).
+fn lost_by_round(stats: &writer::WriterStats, kills: &[Instant], lost: &[i64]) {
+    let at: std::collections::HashMap<i64, Instant> = stats
+        .acked
+        .iter()
+        .copied()
+        .zip(stats.acked_at.iter().copied())
+        .collect();
+    for (round, k) in kills.iter().enumerate() {
+        let next = kills.get(round + 1);
+        let offsets: Vec<f64> = lost
+            .iter()
+            .filter_map(|p| at.get(p))
+            .filter(|t| {
+                let after_prev = round == 0 || **t >= kills[round - 1] + Duration::from_secs(5);
+                let before_next = next.is_none_or(|n| **t < *n - Duration::from_secs(5));
+                after_prev && before_next
+            })
+            .map(|t| {
+                if *t >= *k {
+                    (*t - *k).as_secs_f64()
+                } else {
+                    -(*k - *t).as_secs_f64()
+                }
+            })
+            .collect();
+        if !offsets.is_empty() {
+            let lo = offsets.iter().copied().fold(f64::MAX, f64::min);
+            let hi = offsets.iter().copied().fold(f64::MIN, f64::max);
+            println!(
+                "round {round}: {} acknowledged rows lost, acknowledged {lo:.3} s .. {hi:.3} s from the kill",
+                offsets.len()
+            );
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
@@ -126,9 +164,10 @@ async fn main() {
             .iter()
             .position(|p| format!("127.0.0.1:{p}") == old)
             .unwrap();
-        let killed = Instant::now();
         agents[i].kill9();
         signal_server(&island.nodes[i].data_dir, libc::SIGKILL);
+        // Counted from the server's kill: until then its writes still succeed.
+        let killed = Instant::now();
         kills.push(killed);
         let new = wait_leader(&c, |l| l != old).await;
         let took = killed.elapsed();
@@ -158,16 +197,18 @@ async fn main() {
     let audit = writer::audit(c.config(), shard(1), &stats.acked)
         .await
         .unwrap();
+    // A write started after the kill can only be acknowledged by the new master.
     let mut to_ack: Vec<f64> = kills
         .iter()
         .filter_map(|k| {
             stats
-                .acked_at
+                .attempts
                 .iter()
-                .find(|t| *t > k)
-                .map(|t| (*t - *k).as_secs_f64())
+                .find(|t| t.started > *k && t.outcome.is_ok())
+                .map(|t| (t.ended - *k).as_secs_f64())
         })
         .collect();
+    lost_by_round(&stats, &kills, &audit.lost);
     to_ack.sort_by(|x, y| x.total_cmp(y));
     let lags: Vec<u64> = records.iter().flatten().map(|r| r.lag_bytes).collect();
     println!(

@@ -114,14 +114,15 @@ pub(super) async fn run(ctx: &ActionCtx<'_>, a: SwitchoverArgs) -> Result<Value,
         ha.record_manual(&cand.node.addr(), cand.lag_bytes.max(0) as u64, refusal_ms)
             .await;
     }
-    let rewound = rejoin(ctx, &dir, &cand).await?;
+    let rejoined = rejoin(ctx, &dir, &cand).await?;
     Ok(json!({
         "old_master": cfg.node.addr(),
         "new_master": cand.node.addr(),
         "candidate_lag_bytes": cand.lag_bytes,
         "last_checkpoint_lsn": last.0,
         "write_refusal_ms": refusal_ms,
-        "old_master_rewound": rewound,
+        "old_master_rewound": rejoined == crate::follow::Rejoined::Rewound,
+        "old_master_rejoined": rejoined,
         "took_ms": started.elapsed().as_millis() as u64,
     }))
 }
@@ -262,9 +263,12 @@ async fn check(
     })
 }
 
-/// Turns the stopped old master into a replica of the new one; true when it needed
-/// pg_rewind.
-async fn rejoin(ctx: &ActionCtx<'_>, dir: &Path, cand: &Candidate) -> Result<bool, ActionError> {
+/// Turns the stopped old master into a replica of the new one.
+async fn rejoin(
+    ctx: &ActionCtx<'_>,
+    dir: &Path,
+    cand: &Candidate,
+) -> Result<crate::follow::Rejoined, ActionError> {
     let cfg = &ctx.ex.cfg;
     ctx.progress(format!(
         "restarting {} as a replica of {}",

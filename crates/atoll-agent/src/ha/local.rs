@@ -30,9 +30,13 @@ pub struct Facts {
     pub in_recovery: bool,
     /// WAL written (master) or the furthest received or replayed (replica).
     pub position: u64,
-    /// The current timeline (a replica: the newest it received WAL of; its WAL receiver
-    /// forgets it when it stops, the segment files in `pg_wal` do not).
+    /// The current timeline. A replica's is the one its WAL receiver streams, or, when
+    /// none streams, the newest its control file names (`timeline.rs`). Not the segment
+    /// files in `pg_wal`: a replica that cannot switch to a new timeline fetches its files
+    /// all the same, and must not pass for one that follows it.
     pub timeline: u32,
+    /// The timeline of the last checkpoint (restartpoint) in the control file.
+    pub control_timeline: u32,
     /// `host:port` its WAL receiver streams from.
     pub upstream: Option<String>,
     /// Age of the last replayed commit (replicas).
@@ -65,15 +69,15 @@ const FACTS_SQL: &str = "select pg_is_in_recovery(),
          then greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'), coalesce(pg_last_wal_replay_lsn(), '0/0'))
          else pg_current_wal_lsn() end::text,
     case when pg_is_in_recovery()
-         then greatest(coalesce((select received_tli from pg_stat_wal_receiver), 0),
-                       (select coalesce(max(('x' || substr(name, 1, 8))::bit(32)::int), 0)
-                          from pg_ls_waldir() where name ~ '^[0-9A-F]{24}$'),
-                       (select timeline_id from pg_control_checkpoint()))
+         then greatest(coalesce((select received_tli from pg_stat_wal_receiver where status = 'streaming'), 0),
+                       (select timeline_id from pg_control_checkpoint()),
+                       (select min_recovery_end_timeline from pg_control_recovery()))
          else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end::int8,
     (select sender_host || ':' || sender_port from pg_stat_wal_receiver where status = 'streaming'),
     case when pg_is_in_recovery()
          then (extract(epoch from now() - pg_last_xact_replay_timestamp()) * 1000)::int8 end,
-    current_setting('default_transaction_read_only') = 'on'";
+    current_setting('default_transaction_read_only') = 'on',
+    (select timeline_id from pg_control_checkpoint())::int8";
 
 /// Reads the facts of `node` within `timeout`.
 pub async fn read(node: &NodeConfig, timeout: Duration) -> Local {
@@ -93,6 +97,7 @@ pub async fn read(node: &NodeConfig, timeout: Duration) -> Local {
             upstream: r.get(3),
             replay_age_ms: r.get::<_, Option<i64>>(4).map(|a| a.max(0) as u64),
             read_only: r.get(5),
+            control_timeline: r.get::<_, Option<i64>>(6).unwrap_or(0) as u32,
         })
     };
     match tokio::time::timeout(timeout, work).await {

@@ -33,7 +33,15 @@ pub(super) struct Loop {
     following: Option<tokio::task::JoinHandle<()>>,
     /// The last error of that task that was logged (shared with it).
     follow_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// The last CHECKPOINT started to bring the control file up to the timeline
+    /// (`timeline.rs`): when, and its task. One at a time, at most every `CATCH_UP_EVERY`:
+    /// a replica catches up only once it has replayed the master's first checkpoint on
+    /// the new timeline.
+    control_catch_up: Option<(Instant, tokio::task::JoinHandle<()>)>,
 }
+
+/// How often a lagging control file is checkpointed again.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the loop until `stop` turns true.
 pub async fn run(
@@ -53,6 +61,7 @@ pub async fn run(
         last_error: None,
         following: None,
         follow_error: Arc::default(),
+        control_catch_up: None,
     };
     loop {
         l.round().await;
@@ -229,6 +238,7 @@ impl Loop {
                 }
                 let s = sync::manage(&self.h.cfg, self.h.ha.synchronous, etcd, &self.h.keys);
                 log_err("synchronous standbys", s.await);
+                self.catch_up_control(f);
             }
             Local::Up(_) => {
                 if self.reader.running().is_none() {
@@ -283,6 +293,9 @@ impl Loop {
             return;
         };
         let Some(work) = Follow::needed(local, &master, &dir, &self.me()) else {
+            if let Some(f) = local.facts() {
+                self.catch_up_control(f);
+            }
             return;
         };
         let (h, tools) = (self.h.clone(), self.tools.clone());
@@ -300,6 +313,31 @@ impl Loop {
                 Ok(()) => *shown = None,
             }
         }));
+    }
+}
+
+impl Loop {
+    /// Starts a CHECKPOINT when the control file names an older timeline than the server
+    /// works on (after a promotion, or on a replica after one), unless one runs or ran
+    /// recently.
+    fn catch_up_control(&mut self, f: &local::Facts) {
+        if f.control_timeline >= f.timeline {
+            return;
+        }
+        if let Some((at, task)) = &self.control_catch_up {
+            if !task.is_finished() || at.elapsed() < CATCH_UP_EVERY {
+                return;
+            }
+        }
+        let node = self.h.cfg.node.clone();
+        let timeout = self.h.cfg.cluster.connect_timeout;
+        let task = tokio::spawn(async move {
+            match crate::timeline::catch_up(&node, timeout).await {
+                Ok(lag) => tracing::debug!(?lag, "control file after a checkpoint"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+            }
+        });
+        self.control_catch_up = Some((Instant::now(), task));
     }
 }
 

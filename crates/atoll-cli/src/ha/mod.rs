@@ -143,12 +143,12 @@ pub async fn failover(ctx: &Context, a: FailoverArgs) -> CmdResult {
     } else if record["state"] == "DONE" {
         let o = &record["output"];
         println!(
-            "island {}: {} -> {}  writes refused {} ms  (pg_rewind: {})",
+            "island {}: {} -> {}  writes refused {} ms  (old master: {})",
             a.island,
             o["old_master"].as_str().unwrap_or("?"),
             o["new_master"].as_str().unwrap_or("?"),
             o["write_refusal_ms"],
-            o["old_master_rewound"]
+            o["old_master_rejoined"].as_str().unwrap_or("?")
         );
     } else {
         println!(
