@@ -54,7 +54,7 @@ async fn plan(ctx: &Context, args: &PlanArgs) -> CmdResult {
             .unwrap_or(0);
         atoll_migrate::write_convergence(&args.dir, &like, &groups, now)?
     } else {
-        None
+        Vec::new()
     };
     if ctx.json {
         print_json(&serde_json::json!({ "like": like, "groups": groups, "written": written }))?;
@@ -71,8 +71,11 @@ async fn plan(ctx: &Context, args: &PlanArgs) -> CmdResult {
                 println!("  not generated: {n}");
             }
         }
-        if let Some(p) = &written {
-            println!("wrote {} (run `atoll migrate apply`)", p.display());
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+        if !written.is_empty() {
+            println!("run `atoll migrate plan`, then `atoll migrate apply`");
         }
     }
     Ok(if groups.is_empty() {

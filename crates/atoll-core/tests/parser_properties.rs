@@ -269,7 +269,7 @@ proptest! {
 
     #[test]
     fn migration_files_and_directives_never_panic(body in text(), d in text()) {
-        let body = format!("-- $parallelism_global={d}\n{body}\n-- ${d}\n");
+        let body = format!("-- $parallelism_global={d}\n-- $atoll_shards={d}\n{body}\n-- ${d}\n");
         check(Directives::parse("1.a.sh.up.sql", &body))?;
         check(statements(&body))?;
         let files = vec![

@@ -28,6 +28,23 @@ pub fn read_dir(dir: &Path) -> Result<MigrationSet, MigrateError> {
     Ok(MigrationSet::parse(files)?)
 }
 
+/// The first second at or after `from` whose UTC stamp no file in `dir` uses as its
+/// version number yet (two files may not share one).
+pub fn unused_stamp(dir: &Path, from: u64) -> u64 {
+    let used: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.split_once('.').map(|(v, _)| v.to_string())
+        })
+        .collect();
+    (from..)
+        .find(|s| !used.contains(&utc_stamp(*s)))
+        .unwrap_or(from)
+}
+
 /// Creates an empty `<UTC timestamp>.<name>.<target>.up.sql` / `.dn.sql` pair, refusing
 /// a name or target the grammar would refuse later.
 pub fn new_pair(

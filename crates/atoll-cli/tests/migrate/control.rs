@@ -224,3 +224,42 @@ fn a_connection_lost_before_the_commit_is_retried_and_applied_once() {
     );
     assert_eq!(attempts, "2");
 }
+
+/// While the canary runs, the other shards wait in `waiting for canary`; `status --watch`
+/// follows the run, one JSON document a second, and ends with it.
+#[test]
+fn status_watch_follows_a_run_from_waiting_for_canary_to_done() {
+    let env = base();
+    env.write(
+        V11,
+        "create table slow (n int);\nselect pg_sleep(case when current_schema() = 'sh0001' then 3 else 0 end);",
+        "drop table slow;",
+    );
+    let run = migrate_in_background(&env, &["apply", "--canary", "1"]);
+    let waiting = "select count(*) from atoll.migration_shards s \
+                   join atoll.migration_runs r using (run_id) \
+                   where r.status = 'running' and s.state = 'waiting_for_canary'";
+    atoll_testkit::poll_until(
+        "shards waiting for the canary",
+        std::time::Duration::from_secs(30),
+        || env.psql(env.ports[0], waiting).parse::<i64>().unwrap_or(0) > 0,
+    );
+    let (code, text, err) = env.migrate(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("waiting for canary"), "{text}");
+    // Blocks until the run ends.
+    let (code, out, err) = env.migrate(&["--json", "status", "--watch"]);
+    assert_eq!(code, 0, "{err}");
+    let views: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()
+        .expect("a stream of JSON documents");
+    assert!(views.len() >= 2, "{out}");
+    assert_eq!(views[0]["run"]["status"], "running", "{out}");
+    let last = &views[views.len() - 1];
+    assert_eq!(last["run"]["status"], "done", "{out}");
+    assert_eq!(last["shards"]["counts"]["done"], 64, "{out}");
+    let out = run.finish();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.applied(V11), 64);
+}

@@ -1,10 +1,13 @@
 //! `schema plan --like sh0001`: for each group of shards whose signature differs from the
 //! reference shard's, the DDL that brings it there, for the safe subset only: missing
-//! tables, columns, indexes and column defaults. Everything is generated idempotent
-//! (`IF NOT EXISTS`, `SET DEFAULT`), so one migration file of it is a no-op on shards that
-//! already match. What cannot be generated safely is listed instead: anything the group
+//! tables, columns, indexes, column defaults and table constraints. The statements are
+//! meant for that group's shards only (`$atoll_shards`); all but the constraints are
+//! idempotent (`IF NOT EXISTS`, `SET DEFAULT`) besides. A CHECK or FOREIGN KEY constraint
+//! is added `NOT VALID` and then validated (the validation does not block writes); a
+//! UNIQUE or PRIMARY KEY constraint whose index the shard has already is attached to it
+//! (`USING INDEX`). What cannot be generated safely is listed instead: anything the group
 //! has and the reference lacks (dropping it is destructive), column type or nullability
-//! changes, constraints, and other objects (functions, triggers, views, sequences, types).
+//! changes, and other objects (functions, triggers, views, sequences, types).
 
 use super::signature::group_signatures;
 use crate::quote::ident;
@@ -20,7 +23,8 @@ pub struct ConvergeGroup {
     pub schemas: String,
     /// Every shard of the group.
     pub members: Vec<String>,
-    /// The statements, in order (tables, columns, defaults, indexes).
+    /// The statements, in order (tables, columns, defaults, indexes, constraints), for
+    /// this group's shards only.
     pub ddl: Vec<String>,
     /// Differences no statement was generated for, each with why.
     pub not_generated: Vec<String>,
@@ -95,20 +99,115 @@ fn create_tables(missing: &[String]) -> (Vec<String>, BTreeSet<&str>, BTreeSet<&
     (tables, new_tables, constraint_names)
 }
 
-/// The statements and the leftovers for one group's missing and extra facts.
-fn converge_one(missing: &[String], extra: &[String]) -> (Vec<String>, Vec<String>) {
+/// The index name of an `index T: CREATE [UNIQUE] INDEX name ON ...` fact.
+fn index_name(fact: &str) -> Option<&str> {
+    let (_, def) = fact.strip_prefix("index ")?.split_once(": ")?;
+    def.split(' ').skip_while(|w| *w != "INDEX").nth(1)
+}
+
+/// The statements adding a missing constraint `T.c: DEF` to the existing table `T`, or why
+/// none is generated. `has_index`: the shard has an index named `c` already (the
+/// reference's, since the fact of it is not missing); `index_differs`: it has one named
+/// `c` that differs from the reference's.
+fn add_constraint(
+    t: &str,
+    c: &str,
+    def: &str,
+    has_index: bool,
+    index_differs: bool,
+) -> Result<Vec<String>, String> {
+    let alter = format!("alter table {} add constraint {}", ident(t), ident(c));
+    if index_differs {
+        return Err(format!(
+            "constraint {t}.{c}: {def} missing, and index {c} differs from the reference's: write it by hand"
+        ));
+    }
+    if def.starts_with("CHECK ") || def.starts_with("FOREIGN KEY ") {
+        if def.ends_with(" NOT VALID") {
+            return Ok(vec![format!("{alter} {def};")]);
+        }
+        return Ok(vec![
+            format!("{alter} {def} NOT VALID;"),
+            format!("alter table {} validate constraint {};", ident(t), ident(c)),
+        ]);
+    }
+    let kind = ["UNIQUE", "PRIMARY KEY", "EXCLUDE"]
+        .into_iter()
+        .find(|k| def.starts_with(&format!("{k} ")));
+    match kind {
+        Some(k @ ("UNIQUE" | "PRIMARY KEY")) if has_index => Ok(vec![format!(
+            "{alter} {k} USING INDEX {};",
+            ident(c)
+        )]),
+        Some(_) if has_index => Err(format!(
+            "constraint {t}.{c}: {def} missing over an existing index: write it by hand"
+        )),
+        Some(_) => Ok(vec![format!("{alter} {def};")]),
+        None => Err(format!(
+            "constraint {t}.{c}: {def} missing: not a CHECK, FOREIGN KEY, UNIQUE, PRIMARY KEY or EXCLUDE constraint"
+        )),
+    }
+}
+
+/// The statements and the leftovers for one group's missing and extra facts (`target`:
+/// the reference's facts).
+fn converge_one(
+    target: &BTreeSet<String>,
+    missing: &[String],
+    extra: &[String],
+) -> (Vec<String>, Vec<String>) {
     let mut tables = Vec::new();
     let mut columns = Vec::new();
     let mut defaults = Vec::new();
     let mut indexes = Vec::new();
+    let mut constraints = Vec::new();
     let mut not_generated = Vec::new();
     let extra_cols: BTreeMap<(&str, &str), &str> = extra
         .iter()
         .filter_map(|f| column_fact(f).map(|(t, c, d)| ((t, c), d)))
         .collect();
     let mut explained: BTreeSet<&str> = BTreeSet::new();
-    let (created, new_tables, constraint_names) = create_tables(missing);
+    let (created, new_tables, mut constraint_names) = create_tables(missing);
     tables.extend(created);
+    let missing_indexes: BTreeSet<&str> = missing.iter().filter_map(|f| index_name(f)).collect();
+    let extra_indexes: BTreeSet<&str> = extra.iter().filter_map(|f| index_name(f)).collect();
+    // Constraints of existing tables first: one that builds its index makes the index
+    // fact below redundant.
+    let mut handled: BTreeSet<&str> = BTreeSet::new();
+    for f in missing {
+        let Some((name, def)) = f
+            .strip_prefix("constraint ")
+            .and_then(|r| r.split_once(": "))
+        else {
+            continue;
+        };
+        let Some((t, c)) = name
+            .split_once('.')
+            .filter(|(t, _)| !new_tables.contains(t))
+        else {
+            continue;
+        };
+        if !target.contains(&format!("table {t}"))
+            && !target.contains(&format!("table {t} (partitioned)"))
+        {
+            not_generated.push(format!(
+                "{f} missing: only constraints of plain and partitioned tables are generated"
+            ));
+            handled.insert(f);
+            continue;
+        }
+        let differs = missing_indexes.contains(c) && extra_indexes.contains(c);
+        let has_index =
+            !missing_indexes.contains(c) && target.iter().any(|x| index_name(x) == Some(c));
+        match add_constraint(t, c, def, has_index, differs) {
+            Ok(sql) => {
+                constraints.extend(sql);
+                constraint_names.insert(c);
+            }
+            Err(why) => not_generated.push(why),
+        }
+        handled.insert(f);
+    }
     for f in missing {
         if f.strip_prefix("table ")
             .is_some_and(|t| new_tables.contains(t))
@@ -122,11 +221,10 @@ fn converge_one(missing: &[String], extra: &[String]) -> (Vec<String>, Vec<Strin
             .strip_prefix("constraint ")
             .and_then(|r| r.split_once('.'))
             .is_some_and(|(t, _)| new_tables.contains(t));
-        let backs_constraint = f
-            .strip_prefix("index ")
-            .and_then(|r| r.split_once(": "))
-            .and_then(|(_, d)| d.split(' ').skip_while(|w| *w != "INDEX").nth(1))
-            .is_some_and(|name| constraint_names.contains(name));
+        if handled.contains(f.as_str()) {
+            continue;
+        }
+        let backs_constraint = index_name(f).is_some_and(|name| constraint_names.contains(name));
         if in_new_table || backs_constraint {
             continue;
         }
@@ -189,7 +287,7 @@ fn converge_one(missing: &[String], extra: &[String]) -> (Vec<String>, Vec<Strin
             indexes.push(idempotent);
         } else {
             not_generated.push(format!(
-                "{f} missing: not generated (only tables, columns, indexes and defaults are)"
+                "{f} missing: not generated (only tables, columns, indexes, defaults and table constraints are)"
             ));
         }
     }
@@ -204,6 +302,7 @@ fn converge_one(missing: &[String], extra: &[String]) -> (Vec<String>, Vec<Strin
     ddl.extend(columns);
     ddl.extend(defaults);
     ddl.extend(indexes);
+    ddl.extend(constraints);
     (ddl, not_generated)
 }
 
@@ -228,7 +327,7 @@ pub fn converge(
                     ),
                     None => (Vec::new(), Vec::new()),
                 };
-                let (ddl, not_generated) = converge_one(&missing, &extra);
+                let (ddl, not_generated) = converge_one(target, &missing, &extra);
                 ConvergeGroup {
                     count: g.count,
                     schemas: g.schemas,
@@ -362,5 +461,53 @@ mod tests {
         assert!(n.iter().any(|x| x.contains("a type or nullability change")));
         assert!(n.iter().any(|x| x.starts_with("function f(): abc missing")));
         assert!(n.iter().any(|x| x.starts_with("constraint t.k")));
+    }
+
+    #[test]
+    fn constraints_of_existing_tables_are_generated() {
+        let reference = facts(&[
+            "table t",
+            "column t.a bigint",
+            "column t.b bigint",
+            "table u",
+            "column u.id bigint not null",
+            "constraint t.t_a_check: CHECK ((a > 0))",
+            "constraint t.t_b_fkey: FOREIGN KEY (b) REFERENCES u(id)",
+            "constraint t.t_old_check: CHECK ((b > 0)) NOT VALID",
+            "constraint t.t_a_key: UNIQUE (a)",
+            "index t: CREATE UNIQUE INDEX t_a_key ON t USING btree (a)",
+            "constraint u.u_pkey: PRIMARY KEY (id)",
+            "index u: CREATE UNIQUE INDEX u_pkey ON u USING btree (id)",
+            "constraint positive.positive_check: CHECK ((VALUE > 0))",
+        ]);
+        let mut drifted: BTreeSet<String> = reference
+            .iter()
+            .filter(|f| !f.starts_with("constraint "))
+            .cloned()
+            .collect();
+        // Its unique index on t is missing too; its primary key index on u is there.
+        drifted.remove("index t: CREATE UNIQUE INDEX t_a_key ON t USING btree (a)");
+        let mut shards = BTreeMap::new();
+        shards.insert("sh0001".to_string(), reference);
+        shards.insert("sh0002".to_string(), drifted);
+        let plan = converge(&shards, "sh0001").expect("present");
+        assert_eq!(
+            plan[0].ddl,
+            [
+                "alter table \"t\" add constraint \"t_a_check\" CHECK ((a > 0)) NOT VALID;",
+                "alter table \"t\" validate constraint \"t_a_check\";",
+                "alter table \"t\" add constraint \"t_a_key\" UNIQUE (a);",
+                "alter table \"t\" add constraint \"t_b_fkey\" FOREIGN KEY (b) REFERENCES u(id) NOT VALID;",
+                "alter table \"t\" validate constraint \"t_b_fkey\";",
+                "alter table \"t\" add constraint \"t_old_check\" CHECK ((b > 0)) NOT VALID;",
+                "alter table \"u\" add constraint \"u_pkey\" PRIMARY KEY USING INDEX \"u_pkey\";",
+            ]
+        );
+        let n = &plan[0].not_generated;
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(
+            n[0].starts_with("constraint positive.positive_check"),
+            "{n:?}"
+        );
     }
 }

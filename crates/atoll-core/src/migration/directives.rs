@@ -5,7 +5,13 @@
 //! - `$parallelism_global=N`: at most N schemas of the whole cluster run it at once;
 //! - `$delay=MS`: after each schema's successful run of the file, its slot stays taken
 //!   MS more milliseconds (with a parallelism limit, this spaces the schemas out);
-//! - `$run_alone=1`: nothing else (no other file, on no island) runs while it runs.
+//! - `$run_alone=1`: nothing else (no other file, on no island) runs while it runs;
+//!
+//! and one of atoll's own, which pg-mig does not know:
+//!
+//! - `$atoll_shards=3,17,100-200` (in the `.up.sql`): the migration applies to these
+//!   shards only; the other schemas of its target neither run nor record it
+//!   (`schema plan --write-migration` targets the drifted shards with it).
 //!
 //! Values are non-negative integers; as in pg-mig, 0 means "no limit" / "off". A name
 //! that starts like one of these but is none of them (`$parallelism=2`) is refused, so a
@@ -14,7 +20,8 @@
 //! bodies included.
 
 use super::MigrationError;
-use serde::Serialize;
+use crate::shard::{ShardNo, ShardRange};
+use serde::{Serialize, Serializer};
 
 /// The limits one file asks for. The default asks for none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -27,12 +34,31 @@ pub struct Directives {
     pub delay_ms: u64,
     /// Nothing else runs while this file runs.
     pub run_alone: bool,
+    /// The migration applies to these shards only (`$atoll_shards`).
+    #[serde(serialize_with = "as_text", skip_serializing_if = "Option::is_none")]
+    pub only_shards: Option<ShardRange>,
+}
+
+fn as_text<S: Serializer>(r: &Option<ShardRange>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_str(&r.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 impl Directives {
     /// Whether the file asks for anything at all (most files do not).
     pub fn is_empty(&self) -> bool {
         *self == Directives::default()
+    }
+
+    /// Whether the migration applies to `schema` (every schema of its target does unless
+    /// `$atoll_shards` names the shards; a schema that is no shard is then left out too).
+    pub fn runs_on(&self, schema: &str) -> bool {
+        match &self.only_shards {
+            None => true,
+            Some(r) => ShardNo::from_schema(schema).is_ok_and(|n| r.shards().contains(&n)),
+        }
     }
 
     /// Reads the `-- $name=value` lines of `file`'s `text`.
@@ -60,6 +86,13 @@ impl Directives {
             seen.push(name);
             let value = value.trim();
             let shown = super::shown(value);
+            if name == "$atoll_shards" {
+                let r: ShardRange = value
+                    .parse()
+                    .map_err(|e| bad(format!("$atoll_shards={shown}: {e}")))?;
+                d.only_shards = Some(r);
+                continue;
+            }
             if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad(format!(
                     "{name}={shown}: the value must be a non-negative integer"
@@ -77,7 +110,7 @@ impl Directives {
                 "$run_alone" => d.run_alone = number > 0,
                 _ => {
                     return Err(bad(format!(
-                        "unknown variable {name}; known: $parallelism_per_host, $parallelism_global, $delay, $run_alone"
+                        "unknown variable {name}; known: $parallelism_per_host, $parallelism_global, $delay, $run_alone, $atoll_shards"
                     )))
                 }
             }
@@ -102,14 +135,18 @@ impl std::fmt::Display for Directives {
         if self.run_alone {
             parts.push("$run_alone=1".to_string());
         }
+        if let Some(r) = &self.only_shards {
+            parts.push(format!("$atoll_shards={r}"));
+        }
         f.write_str(&parts.join(" "))
     }
 }
 
 /// What a directive's name starts with: pg-mig's variables are `$parallelism_per_host`,
-/// `$parallelism_global`, `$delay` and `$run_alone`; another name with one of these
-/// beginnings (`$parallelism=2`, `$delay_ms=5`) is a typo, refused rather than ignored.
-const PREFIXES: [&str; 3] = ["$parallelism", "$delay", "$run_alone"];
+/// `$parallelism_global`, `$delay` and `$run_alone`, atoll's `$atoll_shards`; another name
+/// with one of these beginnings (`$parallelism=2`, `$delay_ms=5`, `$atoll_shard=1`) is a
+/// typo, refused rather than ignored.
+const PREFIXES: [&str; 4] = ["$parallelism", "$delay", "$run_alone", "$atoll"];
 
 /// `-- $name = value` → (`$name`, `value`), as pg-mig's `^--\s*(\$\w+)\s*=(.+)$` reads
 /// it, except that the spaces must stay on the line.

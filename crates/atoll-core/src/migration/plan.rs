@@ -279,7 +279,11 @@ pub fn plan(set: &MigrationSet, states: &[SchemaState]) -> Plan {
                 continue;
             }
         };
-        let files: Vec<&Migration> = set.for_target(target).collect();
+        // `$atoll_shards` narrows a file's target to the shards it names.
+        let files: Vec<&Migration> = set
+            .for_target(target)
+            .filter(|m| m.up.directives.runs_on(&state.schema))
+            .collect();
         schemas.push(plan_schema(&files, state, target));
     }
     schemas.sort_by(|a, b| a.schema.cmp(&b.schema).then(a.island.cmp(&b.island)));

@@ -689,8 +689,20 @@ fn pg_mig_directives() {
             parallelism_global: Some(1),
             delay_ms: 150,
             run_alone: true,
+            only_shards: None,
         }
     );
+    // atoll's own: the shards whose schemas run the statements.
+    let d = Directives::parse(
+        "f",
+        "-- $atoll_shards=3,17,100-102
+select 1;",
+    )
+    .expect("valid");
+    assert_eq!(d.to_string(), "$atoll_shards=3,17,100-102");
+    assert!(d.runs_on("sh0017") && d.runs_on("sh0101"));
+    assert!(!d.runs_on("sh0004") && !d.runs_on("public"));
+    assert!(Directives::default().runs_on("public"));
     // 0 means "no limit" / "off", as in pg-mig.
     let d = Directives::parse("f", "-- $parallelism_global=0\n-- $run_alone=0").expect("valid");
     assert!(d.is_empty());
@@ -712,6 +724,12 @@ fn pg_mig_directives() {
     // A name starting like a known one is a typo, refused.
     assert!(err("-- $delay_ms=5").contains("unknown variable $delay_ms"));
     assert!(err("-- $run_alone_x=1").contains("unknown variable $run_alone_x"));
+    assert!(err("-- $atoll_shard=1").contains("unknown variable $atoll_shard"));
+    let e = err("-- $atoll_shards=5-2");
+    assert!(
+        e.contains("line 1") && e.contains("$atoll_shards=5-2"),
+        "{e}"
+    );
     let e = err("select 1;\n-- $parallelism=2");
     assert!(
         e.contains("f.up.sql line 2") && e.contains("unknown variable $parallelism"),
@@ -738,4 +756,31 @@ fn pg_mig_directives() {
         "$parallelism_per_host=3 $delay=5"
     );
     assert!(plan(&s, &[state("sh0001", 0, &[A])]).throttled.is_empty());
+}
+
+#[test]
+fn atoll_shards_narrows_a_migration_to_the_shards_it_names() {
+    let s = set(&[(A, "select 1;"), (B, "-- $atoll_shards=2\nselect 2;")]);
+    let p = plan(
+        &s,
+        &[
+            state("sh0001", 0, &[A]),
+            state("sh0002", 0, &[A]),
+            state("sh0003", 0, &[]),
+        ],
+    );
+    let pending = |schema: &str| {
+        p.schemas
+            .iter()
+            .find(|x| x.schema == schema)
+            .map(|x| x.pending.clone())
+            .unwrap_or_default()
+    };
+    assert!(pending("sh0001").is_empty());
+    assert_eq!(pending("sh0002"), [B]);
+    assert_eq!(pending("sh0003"), [A]);
+    // A shard that has it is not out of order for lacking it elsewhere, and one without it
+    // can take later versions.
+    let p = plan(&s, &[state("sh0002", 0, &[A, B]), state("sh0001", 0, &[A])]);
+    assert!(p.is_up_to_date(), "{p:?}");
 }
