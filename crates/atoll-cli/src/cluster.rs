@@ -46,6 +46,15 @@ impl Context {
     /// discovers the cluster and checks it against `need`.
     pub async fn cluster(&self, need: Need) -> Result<Cluster, Failure> {
         let config = atoll_core::Config::load(self.config.as_deref()).map_err(Failure::input)?;
+        // `[endpoints]`: the islands and credentials come from the endpoint records.
+        let config = atoll_pg::endpoints::resolve(&config).await.map_err(|e| {
+            let msg = format!("endpoints: {e}");
+            if e.is_refusal() {
+                Failure::input(msg)
+            } else {
+                Failure::failed(msg)
+            }
+        })?;
         Cluster::discover(config, need).await
     }
 }

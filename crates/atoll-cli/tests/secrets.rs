@@ -72,3 +72,96 @@ fn passwords_never_reach_output() {
         "the subscription (and its connection string) is gone"
     );
 }
+
+/// `[endpoints]`: a config that lists only the coordination island reaches every island
+/// through the endpoint records, with credentials by alias from a keychain file; the
+/// secret is never printed, an alias whose variable is unset is named, and a malformed
+/// record is refused by name (exit 2).
+#[test]
+fn endpoint_records_supply_the_islands_and_credentials() {
+    let sb = TestSandbox::new(2, 0).expect("sandbox");
+    let (p0, p1) = (sb.islands()[0].nodes[0].port, sb.islands()[1].nodes[0].port);
+    let base = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("init")
+        .output()
+        .expect("run atoll");
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    sb.psql(
+        p0,
+        &format!(
+            "insert into atoll.shard_endpoints (island, host, port, \"user\", database, auth_kind, credential_alias) values \
+             (0, '127.0.0.1', {p0}, 'postgres', 'postgres', 'none', null), \
+             (1, '127.0.0.1', {p1}, 'postgres', 'postgres', 'password', 'dev/island1')"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sb.dir().join("keychain.toml"),
+        "[aliases]\n\"dev/island1\" = \"env:ATOLL_EP_TEST_PW\"\n",
+    )
+    .unwrap();
+    let cfg = sb.dir().join("endpoints.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cluster]\nname = \"sandbox\"\n[defaults]\nuser = \"postgres\"\ndatabase = \"postgres\"\n\
+             [[island]]\nid = 0\nnodes = [{{ host = \"127.0.0.1\", port = {p0} }}]\n\
+             [endpoints]\nkeychain = \"keychain.toml\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], password: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_atoll"));
+        c.arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("ATOLL_LOG", "debug");
+        match password {
+            Some(p) => c.env("ATOLL_EP_TEST_PW", p),
+            None => c.env_remove("ATOLL_EP_TEST_PW"),
+        };
+        let out = c.output().expect("run atoll");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains(PASSWORD),
+            "{args:?} printed the password: {all}"
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            all,
+        )
+    };
+    // Both islands, though the config lists one.
+    let (code, out, all) = run(&["--json", "status"], Some(PASSWORD));
+    assert_eq!(code, Some(0), "{all}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let islands = status["islands"].as_array().expect("islands");
+    assert_eq!(islands.len(), 2, "{status}");
+    assert!(out.contains(&format!("127.0.0.1:{p1}")), "{status}");
+    // The alias's variable unset: island 1 cannot be reached, and the variable is named.
+    let (_, _, all) = run(&["status"], None);
+    assert!(all.contains("ATOLL_EP_TEST_PW"), "{all}");
+    // A malformed record: refused by name, before anything else.
+    sb.psql(
+        p0,
+        &format!("update atoll.shard_endpoints set auth_kind = 'kerberos' where port = {p1}"),
+    )
+    .unwrap();
+    let (code, _, all) = run(&["status"], Some(PASSWORD));
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.contains(&format!("island 1 node 127.0.0.1:{p1}")) && all.contains("kerberos"),
+        "{all}"
+    );
+}

@@ -198,6 +198,8 @@ impl Cluster {
     /// Runs a first discovery round, then keeps the snapshot fresh in the background.
     /// Must be called inside a tokio runtime. A config loaded from a file is watched.
     pub async fn connect(config: Config, options: ClusterOptions) -> Result<Cluster, ClientError> {
+        // `[endpoints]`: the islands and credentials come from the endpoint records.
+        let config = atoll_pg::endpoints::resolve(&config).await?;
         let ids = match &options.id_node {
             IdNode::None => IdSource::None,
             IdNode::Fixed(n) => IdSource::Fixed(IdGenerator::new(config.env_digit, *n)?),

@@ -9,6 +9,10 @@ pub enum ClientError {
     /// The configuration could not be loaded or is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The islands could not be had from the endpoint records (`[endpoints]`): the
+    /// keychain, a record, or the coordination island's nodes.
+    #[error("endpoints: {0}")]
+    Endpoints(#[from] atoll_pg::PgError),
     /// An ID is malformed (not 19 digits with a valid environment digit).
     #[error(transparent)]
     Id(#[from] IdError),

@@ -99,7 +99,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
         let old = shared.state.load_full();
         let mut config = old.config.clone();
         let mut pools = old.pools.clone();
-        if let Some(new) = watch.as_mut().and_then(Watch::changed) {
+        let changed = match watch.as_mut().and_then(Watch::changed) {
+            Some(new) => match atoll_pg::endpoints::resolve(&new).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "atoll-client: config file changed but its endpoints do not resolve; keeping the old config");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(new) = changed {
             tracing::info!(source = %new.source, islands = new.islands.len(), "atoll-client: config reloaded");
             disc = discoverer(&new, opts.node_timeout);
             pools = pools::build(&new, &opts, Some(&old.pools));

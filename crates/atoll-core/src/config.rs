@@ -80,6 +80,17 @@ pub struct Config {
     pub islands: Vec<IslandConfig>,
     /// Automated failover on etcd (`[ha]`); `None`: no failover.
     pub ha: Option<crate::ha::HaConfig>,
+    /// The islands come from the endpoint records (`[endpoints]`); `None`: from this config.
+    pub endpoints: Option<EndpointsConfig>,
+}
+
+/// `[endpoints]`: the islands and their credentials come from `atoll.shard_endpoints` on
+/// the coordination island (read through the nodes this config lists), each record's
+/// `credential_alias` looked up in the keychain file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointsConfig {
+    /// The keychain file (`keychain = "PATH"`; relative to the config file's directory).
+    pub keychain: PathBuf,
 }
 
 /// One island of the configuration: its number and its nodes.
@@ -152,6 +163,13 @@ struct RawConfig {
     #[serde(default)]
     island: Vec<Spanned<RawIsland>>,
     ha: Option<Spanned<crate::ha::RawHa>>,
+    endpoints: Option<Spanned<RawEndpoints>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoints {
+    keychain: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -388,10 +406,32 @@ impl Config {
             }
             None => None,
         };
+        let endpoints = match raw.endpoints {
+            Some(e) => {
+                let span = e.span();
+                let keychain = e.into_inner().keychain;
+                if keychain.trim().is_empty() {
+                    return Err(err(
+                        Some(span),
+                        "[endpoints] keychain: the path is empty".into(),
+                    ));
+                }
+                let keychain = PathBuf::from(keychain);
+                let keychain = match &source {
+                    ConfigSource::File(p) if keychain.is_relative() => {
+                        p.parent().map_or(keychain.clone(), |d| d.join(&keychain))
+                    }
+                    _ => keychain,
+                };
+                Some(EndpointsConfig { keychain })
+            }
+            None => None,
+        };
         Ok(Config {
             source,
             name,
             ha,
+            endpoints,
             env_digit,
             connect_timeout,
             islands,

@@ -227,3 +227,35 @@ fn tls_errors_are_one_line_naming_key_and_line() {
         .to_string();
     assert!(e.contains("island 0: node a:1: sslmode = \"yes\""), "{e}");
 }
+
+#[test]
+fn endpoints_name_a_keychain_relative_to_the_config_file() {
+    let text = "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 5432 }]\n[endpoints]\nkeychain = \"kc.toml\"\n";
+    let c = Config::parse(text, ConfigSource::File("/etc/atoll/atoll.toml".into())).unwrap();
+    assert_eq!(
+        c.endpoints.map(|e| e.keychain),
+        Some(std::path::PathBuf::from("/etc/atoll/kc.toml"))
+    );
+    let c = Config::parse(
+        &text.replace("kc.toml", "/abs/kc.toml"),
+        ConfigSource::Inline,
+    )
+    .unwrap();
+    assert_eq!(
+        c.endpoints.map(|e| e.keychain),
+        Some(std::path::PathBuf::from("/abs/kc.toml"))
+    );
+    assert!(
+        parse("[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 1 }]\n")
+            .unwrap()
+            .endpoints
+            .is_none()
+    );
+    let e = err_of(&text.replace("\"kc.toml\"", "\"  \""));
+    assert!(
+        e.contains("[endpoints] keychain: the path is empty") && e.contains(":4:"),
+        "{e}"
+    );
+    let e = err_of(&text.replace("keychain =", "keychian ="));
+    assert!(e.contains("keychian"), "{e}");
+}

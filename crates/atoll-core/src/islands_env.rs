@@ -64,6 +64,7 @@ impl Config {
             env_digit: 1,
             connect_timeout: Duration::from_millis(2000),
             ha: None,
+            endpoints: None,
             islands,
         })
     }

@@ -37,6 +37,9 @@ pub enum PgError {
     /// malformed row); the text says why.
     #[error("{0}")]
     Refused(String),
+    /// An endpoint record's credential cannot be had (`[endpoints]`, [`crate::endpoints`]).
+    #[error(transparent)]
+    Keychain(#[from] crate::endpoints::KeychainError),
     /// Creating a shard's schema failed.
     #[error("{shard}: {msg}")]
     Shard {
@@ -62,7 +65,10 @@ impl PgError {
     /// catalog row, a shard that cannot be created or flipped), rather than a failure of
     /// a node: the user must change something before retrying.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, PgError::Refused(_) | PgError::Shard { .. })
+        matches!(
+            self,
+            PgError::Refused(_) | PgError::Shard { .. } | PgError::Keychain(_)
+        )
     }
 
     /// The SQLSTATE of a server error.

@@ -12,6 +12,8 @@
 //!   [`catalog::id_leases`]);
 //! - [`locks`]: every advisory lock atoll takes;
 //! - [`schema_signature`]: a shard schema's definition as facts (`schema diff`, moves).
+//! - [`endpoints::resolve`]: the islands from the endpoint records, credentials by alias
+//!   through a keychain (`[endpoints]` in `atoll.toml`);
 //! - [`notices::ShardNotices`]: one `LISTEN` connection per island master, passing on the
 //!   shard notices the registry's triggers send (the client, and later a proxy or router,
 //!   update their snapshot from them).
@@ -27,6 +29,7 @@ pub mod catalog;
 mod connect;
 pub mod coordination;
 mod discovery;
+pub mod endpoints;
 mod error;
 pub mod locks;
 mod master;

@@ -10,8 +10,9 @@
 //! budget; learned routes live in a bounded LRU with a TTL.
 //!
 //! The types a user needs: [`RouterConfig`] (`router.toml`), [`start`] and
-//! [`RouterHandle`] (a running router, graceful [`RouterHandle::shutdown`]), [`explain()`],
-//! and for node credentials [`keychain`].
+//! [`RouterHandle`] (a running router, graceful [`RouterHandle::shutdown`]) and
+//! [`explain()`]. Node credentials by alias (`[endpoints]` in `atoll.toml`) come with
+//! `atoll-client`'s connection (`atoll_pg::endpoints`).
 //!
 //! It builds on `atoll-core`, `atoll-pg` and `atoll-client`; it must not depend on the CLI,
 //! the sandbox (outside tests) or terminal output.
@@ -30,7 +31,6 @@ pub mod explain;
 mod forward;
 pub mod headers;
 pub mod health;
-pub mod keychain;
 pub mod metrics;
 mod probe;
 mod proxy;

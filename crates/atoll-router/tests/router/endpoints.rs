@@ -1,12 +1,13 @@
 //! Shard endpoints with credential aliases on a real sandbox: records written to
 //! `atoll.shard_endpoints` on the coordination island, read back validated, turned into a
-//! cluster config through a file keychain and used for discovery; a malformed record is an
+//! cluster config through a file keychain and used for discovery (directly, and by
+//! atoll-client given `[endpoints]`); a malformed record is an
 //! error naming it; an IAM kind is refused as not available in this build.
 
 use anyhow::Result;
 use atoll_core::IslandId;
 use atoll_pg::catalog::shard_endpoints::{self, AuthKind, EndpointRow};
-use atoll_router::keychain::{cluster_config, FileKeychain};
+use atoll_pg::endpoints::{cluster_config, FileKeychain};
 use atoll_testkit::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,6 +68,36 @@ async fn endpoints_resolve_through_the_keychain() -> Result<()> {
             snap.problems
         );
     }
+
+    // atoll-client (and so the router) with `[endpoints]` and only the coordination
+    // island in its config reaches both islands.
+    let kc_path = cluster.sandbox().dir().join("keychain.toml");
+    std::fs::write(
+        &kc_path,
+        "[aliases]\n\"dev/island1\" = \"env:ATOLL_ROUTER_TEST_PW\"\n",
+    )?;
+    let n0 = &config.islands[0].nodes[0];
+    let text = format!(
+        "[cluster]\nname = \"{}\"\n[[island]]\nid = 0\nnodes = [{{ host = \"{}\", port = {}, user = \"{}\", database = \"{}\" }}]\n[endpoints]\nkeychain = \"{}\"\n",
+        config.name,
+        n0.host,
+        n0.port,
+        n0.user,
+        n0.database,
+        kc_path.display()
+    );
+    let only_coord = atoll_core::Config::parse(&text, atoll_core::ConfigSource::Inline)?;
+    let app =
+        atoll_client::Cluster::connect(only_coord, atoll_client::ClusterOptions::default()).await?;
+    let snap = app.snapshot();
+    for i in [0, 1] {
+        assert!(
+            snap.island(IslandId(i)).and_then(|x| x.master()).is_some(),
+            "island {i} through the client: {:?}",
+            snap.problems
+        );
+    }
+    drop(app);
 
     // A malformed record is an error naming it, not skipped.
     shard_endpoints::upsert(

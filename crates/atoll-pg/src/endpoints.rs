@@ -1,14 +1,19 @@
-//! Node credentials by alias (seed 000): an endpoint record (`atoll.shard_endpoints`, read
-//! by `atoll_pg::catalog::shard_endpoints`) names an `auth_kind` and a `credential_alias`;
-//! a [`Keychain`] turns the alias into a secret reference (`env:VAR` / `file:PATH`, atoll's
-//! [`SecretRef`]), resolved at connect time like every password in atoll. The backend here
-//! is a file mapping aliases to references ([`FileKeychain`]); IAM kinds are parsed and
-//! validated but refused as "not available in this build" until a backend exists.
-//! [`cluster_config`] builds the cluster config the CLI, the client and the router connect
-//! with from the records; `ATOLL_ISLANDS` stays the development fallback.
+//! Nodes and their credentials from the endpoint records (seed 000). An endpoint record
+//! (`atoll.shard_endpoints`, read by [`crate::catalog::shard_endpoints`]) names a node, an
+//! `auth_kind` and a `credential_alias`; a [`Keychain`] turns the alias into a secret
+//! reference (`env:VAR` / `file:PATH`, atoll's [`SecretRef`]), resolved at connect time
+//! like every password in atoll. The backend here is a file mapping aliases to references
+//! ([`FileKeychain`]); IAM kinds are parsed and validated but refused as "not available in
+//! this build" until a backend exists.
+//!
+//! [`resolve`] is what the CLI and atoll-client (and so the router) call on a config with
+//! `[endpoints]`: the islands come from the records, read on the coordination island
+//! through the nodes the config lists. Without `[endpoints]` the config's own islands (or
+//! `ATOLL_ISLANDS`, the development fallback) are used as they are.
 
+use crate::catalog::shard_endpoints::{self, valid_alias, AuthKind, ShardEndpoint};
+use crate::PgError;
 use atoll_core::{Config, IslandConfig, IslandId, NodeConfig, SecretRef};
-use atoll_pg::catalog::shard_endpoints::{valid_alias, AuthKind, ShardEndpoint};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -160,6 +165,47 @@ pub fn cluster_config(
             .collect(),
         ..base.clone()
     })
+}
+
+/// `config` with its islands taken from the endpoint records when it has `[endpoints]`
+/// (else unchanged): the keychain file is read, the records are read from the first node
+/// of the coordination island that answers (a replica will do: the catalog is
+/// replicated), and every record must resolve. No records at all is an error, not a
+/// fallback to the config's own islands.
+pub async fn resolve(config: &Config) -> Result<Config, PgError> {
+    let Some(e) = &config.endpoints else {
+        return Ok(config.clone());
+    };
+    let keychain = FileKeychain::from_file(&e.keychain)?;
+    let island = crate::coordination::coordination_island(config).ok_or_else(|| {
+        PgError::Refused("[endpoints]: the config lists no island to read the records from".into())
+    })?;
+    let nodes = config
+        .islands
+        .iter()
+        .find(|i| i.id == island)
+        .map(|i| i.nodes.as_slice())
+        .unwrap_or_default();
+    let mut last = None;
+    for node in nodes {
+        let read = async {
+            let c = crate::connect_with_timeout(node, config.connect_timeout).await?;
+            shard_endpoints::read(&c, node).await
+        };
+        match read.await {
+            Ok(records) if records.is_empty() => {
+                return Err(PgError::Refused(format!(
+                    "[endpoints]: atoll.shard_endpoints on island {island} has no records"
+                )));
+            }
+            Ok(records) => return Ok(cluster_config(config, &records, &keychain)?),
+            // A malformed record is the answer, not a reason to ask another node.
+            Err(e @ PgError::Refused(_)) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| PgError::Refused(format!("[endpoints]: island {island} lists no node"))))
 }
 
 #[cfg(test)]
