@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p atoll-router --example demo_cell -- --name eu0 --listen 127.0.0.1:9001 \
-//!     --owns acme,globex --peer eu1=initech
+//!     --owns acme,globex --peer eu1=initech [--env-digit 1]
 //! ```
 //!
 //! It serves `/t/<tenant>/...` for the tenants it owns; for a peer's tenant it answers
@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 struct Cell {
     name: String,
+    /// The cluster's environment digit (`--env-digit`, default 1): an ID of another
+    /// environment is refused, as the router's ID rule would.
+    env_digit: u8,
     owns: Vec<String>,
     peers: HashMap<String, String>,
 }
@@ -29,6 +32,7 @@ struct Cell {
 fn args() -> Result<(Cell, String), String> {
     let mut cell = Cell {
         name: "eu0".into(),
+        env_digit: 1,
         owns: Vec::new(),
         peers: HashMap::new(),
     };
@@ -39,6 +43,13 @@ fn args() -> Result<(Cell, String), String> {
         match flag.as_str() {
             "--name" => cell.name = value,
             "--listen" => listen = value,
+            "--env-digit" => {
+                cell.env_digit = value
+                    .parse()
+                    .ok()
+                    .filter(|d| *d <= 9)
+                    .ok_or(format!("--env-digit {value}: a digit 0-9"))?
+            }
             "--owns" => cell.owns = value.split(',').map(str::to_string).collect(),
             "--peer" => {
                 let (peer, tenants) = value.split_once('=').ok_or("--peer CELL=tenant,tenant")?;
@@ -62,16 +73,13 @@ fn answer(cell: &Cell, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     };
     match (parts.next(), parts.next()) {
         (Some("healthz"), _) => text(StatusCode::OK, "ok\n".into()),
-        (Some("o"), Some(id)) => {
-            let shard = atoll_router::rules::shard_of_id(
-                id,
-                id.chars().next().and_then(|c| c.to_digit(10)).unwrap_or(1) as u8,
-            );
-            text(
+        (Some("o"), Some(id)) => match atoll_router::rules::shard_of_id(id, cell.env_digit) {
+            Ok(shard) => text(
                 StatusCode::OK,
-                format!("cell {} serves object {id} ({shard:?})\n", cell.name),
-            )
-        }
+                format!("cell {} serves object {id} ({shard})\n", cell.name),
+            ),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
         (Some("t"), Some(tenant)) if cell.owns.iter().any(|t| t == tenant) => text(
             StatusCode::OK,
             format!("cell {} serves {path}\n", cell.name),

@@ -59,7 +59,12 @@ pub fn redirect(cell: &str, cache: Option<&str>) -> Response<Full<Bytes>> {
 
 impl TestCell {
     pub async fn start(name: &str, behavior: Behavior) -> Result<TestCell> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        TestCell::start_on("127.0.0.1:0".parse()?, name, behavior).await
+    }
+
+    /// A cell listening on `addr` (port 0: any free port).
+    pub async fn start_on(addr: SocketAddr, name: &str, behavior: Behavior) -> Result<TestCell> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (s, name) = (seen.clone(), name.to_string());

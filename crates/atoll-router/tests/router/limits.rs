@@ -1,6 +1,7 @@
 //! Bounds and failures: the learned-route cache under a flood of distinct prefixes (10×
 //! its cap), a cell address down (marked by health, idempotent and never-sent requests
-//! retried at another address, a request the cell received not retried), 404 jitter,
+//! retried at another address, a request the cell received not retried), the active probe
+//! alone marking an address down and up, 404 jitter,
 //! oversized headers, a bad cache header, and a config reload.
 
 use crate::common::*;
@@ -155,4 +156,36 @@ async fn wait_reload(router: &TestRouter) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("config not reloaded")
+}
+
+/// The active probe alone (no request is sent) marks a cell address down while nothing
+/// listens there, and up again once a cell answers its probe path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_probe_marks_an_address_down_then_up() -> Result<()> {
+    let free = {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await?
+            .local_addr()?
+    };
+    let toml = format!(
+        "[router]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndefault_cell = \"c\"\n\
+         [health]\nprobe_interval_ms = 100\nfailures_to_down = 2\n{}",
+        cells_toml(&[("c", vec![free], &[])])
+    );
+    let router = TestRouter::start(&toml).await?;
+    let up = format!("atoll_router_cell_up{{cell=\"c\",addr=\"{free}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&router.metrics().await, &up) != 0.0 {
+        assert!(Instant::now() < deadline, "never marked down by the probe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cell = TestCell::start_on(free, "c", ok_cell()).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&router.metrics().await, &up) != 1.0 {
+        assert!(Instant::now() < deadline, "never marked up by the probe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cell.count(), 0, "only probes reached the cell");
+    router.shutdown().await;
+    Ok(())
 }
