@@ -7,6 +7,11 @@
 //! 0 success, 1 the operation failed, 2 bad input (flags, config, shard numbers),
 //! 3 `status` found the cluster unhealthy (a node down, a shard active twice, ...).
 
+/// mimalloc instead of glibc's malloc: the servers (`router`, `agent`) allocate per
+/// request from several threads (measured: `scripts/bench-router`, docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod allocate;
 mod cleanup;
