@@ -39,6 +39,7 @@ struct RawRouter {
     upstream_timeout_ms: Option<u64>,
     jitter_404_ms: Option<u64>,
     retries: Option<u32>,
+    workers: Option<usize>,
     drain_timeout_ms: Option<u64>,
     discovery_period_ms: Option<u64>,
 }
@@ -142,6 +143,10 @@ pub struct RouterConfig {
     pub jitter_404: Duration,
     /// Retries of a request at another address of its cell (default 1).
     pub retries: u32,
+    /// Proxy threads, each with its own listening socket on `listen` (SO_REUSEPORT: the
+    /// kernel spreads connections), event loop and connections to the cells, so a request
+    /// never wakes another thread (default: the machine's cores).
+    pub workers: usize,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
     /// Discovery period of the snapshot (default 1 s; shard notices update it between).
@@ -215,6 +220,16 @@ impl RouterConfig {
             ));
         }
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let workers = match r.workers {
+            Some(n) if !(1..=256).contains(&n) => {
+                return Err(RouterError::config(
+                    at("router.workers"),
+                    format!("{n} is not within 1..=256"),
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         Ok(RouterConfig {
             source: source.map(Path::to_path_buf),
             listen,
@@ -231,6 +246,7 @@ impl RouterConfig {
             upstream_timeout: ms(r.upstream_timeout_ms, 30_000),
             jitter_404: ms(r.jitter_404_ms, 50),
             retries: r.retries.unwrap_or(1).min(10),
+            workers,
             drain_timeout: ms(r.drain_timeout_ms, 10_000),
             discovery_period: ms(r.discovery_period_ms, 1000).max(Duration::from_millis(50)),
             cache: cache(&file, &raw.cache)?,
@@ -347,7 +363,9 @@ mod tests {
 
     #[test]
     fn refusals_name_the_file_and_item() {
-        assert!(RouterConfig::parse(BASE, None).is_ok());
+        assert!(RouterConfig::parse(BASE, None).is_ok_and(|c| c.workers >= 1));
+        let three = BASE.replace("[router]\n", "[router]\nworkers = 3\n");
+        assert!(RouterConfig::parse(&three, None).is_ok_and(|c| c.workers == 3));
         let cases = [
             (BASE.replace("default_cell = \"a\"", "default_cell = \"b\""), "router.default_cell"),
             (format!("{BASE}[[cell]]\nname = \"b\"\naddrs = [\"127.0.0.1:2\"]\nislands = [0]\n"), "already served by cell \"a\""),
@@ -360,6 +378,7 @@ mod tests {
             (format!("{BASE}[[rule]]\nname = \"r\"\nsource = \"nose\"\npattern = 'x'\nkind = \"id\"\n"), "nose"),
             (BASE.replace("[router]\n", "[router]\nbody_buffer_bytes = 10\nbody_budget_bytes = 5\n"), "body_budget_bytes"),
             ("[router\n".to_string(), "r.toml"),
+            (BASE.replace("[router]\n", "[router]\nworkers = 0\n"), "router.workers"),
         ];
         for (text, needle) in cases {
             let e = refused(&text);

@@ -6,7 +6,7 @@ use crate::answer::idempotent;
 use crate::body::Prepared;
 use crate::headers::ROUTER_HOP;
 use crate::metrics::Event;
-use crate::state::{Live, Shared};
+use crate::state::{Live, Shared, Upstream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -31,9 +31,10 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// Sends `out` to `cell`, retrying where safe.
+/// Sends `out` to `cell` over `upstream`, retrying where safe.
 pub async fn send(
     shared: &Shared,
+    upstream: &Upstream,
     live: &Live,
     cell: &str,
     out: &Outgoing<'_>,
@@ -65,8 +66,7 @@ pub async fn send(
                 })
             }
         };
-        let sent =
-            tokio::time::timeout(live.config.upstream_timeout, shared.client.request(req)).await;
+        let sent = tokio::time::timeout(live.config.upstream_timeout, upstream.request(req)).await;
         let (failure, never_sent) = match sent {
             Ok(Ok(resp)) => {
                 live.health.succeeded(&addr);

@@ -103,8 +103,12 @@ impl Health {
 
     /// A request or probe to `a` succeeded.
     pub fn succeeded(&self, a: &AddrHealth) {
-        a.failures.store(0, Ordering::Relaxed);
-        if a.down.swap(false, Ordering::Relaxed) {
+        // Read before writing: every request succeeds here, from every worker, and a write
+        // would bounce the cache line between them.
+        if a.failures.load(Ordering::Relaxed) != 0 {
+            a.failures.store(0, Ordering::Relaxed);
+        }
+        if a.down.load(Ordering::Relaxed) && a.down.swap(false, Ordering::Relaxed) {
             tracing::info!(addr = %a.addr, "atoll-router: cell address is up again");
         }
     }

@@ -47,6 +47,26 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event, in the order of their counters.
+    pub const ALL: [Event; 16] = [
+        Event::RedirectFollowed,
+        Event::RedirectPassed,
+        Event::LoopGuard,
+        Event::BadCellHeader,
+        Event::Learned,
+        Event::StrippedHeader,
+        Event::Retry,
+        Event::UpstreamError,
+        Event::BodyHeld,
+        Event::BodyStreamed,
+        Event::BudgetFull,
+        Event::Jittered,
+        Event::ShardMapChanged,
+        Event::HeadersTooLarge,
+        Event::ReloadApplied,
+        Event::ReloadRefused,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Event::RedirectFollowed => "atoll_router_redirects_followed_total",
@@ -69,11 +89,17 @@ impl Event {
     }
 }
 
-/// Every counter of a running router.
+/// Requests by cell, then by route source and status.
+type RequestCounts = BTreeMap<String, BTreeMap<(RouteSource, u16), u64>>;
+
+/// Every counter of a running router. Every request counts, from every worker thread: the
+/// event counters are atomics (no lock), the labelled request counts a map looked up
+/// without allocating.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, RouteSource, u16), u64>>,
-    events: Mutex<BTreeMap<Event, u64>>,
+    requests: Mutex<RequestCounts>,
+    /// Indexed by `Event as usize`.
+    events: [AtomicU64; Event::ALL.len()],
     /// Microseconds of jitter added, in total.
     pub jitter_us: AtomicU64,
 }
@@ -83,26 +109,32 @@ impl Metrics {
     /// `source`.
     pub fn request(&self, cell: &str, source: RouteSource, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((cell.to_string(), source, status)).or_default() += 1;
+        let by_cell = match m.get_mut(cell) {
+            Some(c) => c,
+            None => m.entry(cell.to_string()).or_default(),
+        };
+        *by_cell.entry((source, status)).or_default() += 1;
     }
 
     /// Counts `n` events.
     pub fn add(&self, e: Event, n: u64) {
-        let mut m = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(e).or_default() += n;
+        if n > 0 {
+            self.events[e as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The count of `e`.
     pub fn get(&self, e: Event) -> u64 {
-        let m = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&e).copied().unwrap_or(0)
+        self.events[e as usize].load(Ordering::Relaxed)
     }
 
     /// Requests counted for (`cell`, `source`), any status.
     pub fn requests(&self, cell: &str, source: RouteSource) -> u64 {
         let m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter()
-            .filter(|((c, s, _), _)| c == cell && *s == source)
+        m.get(cell)
+            .into_iter()
+            .flatten()
+            .filter(|((s, _), _)| *s == source)
             .map(|(_, n)| n)
             .sum()
     }
@@ -111,20 +143,28 @@ impl Metrics {
     pub fn render(&self, cache: &RouteCache, health: &Health, budget: (u64, u64)) -> String {
         let mut out = String::new();
         out.push_str("# TYPE atoll_router_requests_total counter\n");
-        for ((cell, source, status), n) in self
+        for (cell, counts) in self
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
+            for ((source, status), n) in counts {
+                let _ = writeln!(
+                    out,
+                    "atoll_router_requests_total{{cell=\"{cell}\",source=\"{}\",status=\"{status}\"}} {n}",
+                    source.as_str()
+                );
+            }
+        }
+        for e in Event::ALL {
             let _ = writeln!(
                 out,
-                "atoll_router_requests_total{{cell=\"{cell}\",source=\"{}\",status=\"{status}\"}} {n}",
-                source.as_str()
+                "# TYPE {} counter\n{} {}",
+                e.name(),
+                e.name(),
+                self.get(e)
             );
-        }
-        for (e, n) in self.events.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "# TYPE {} counter\n{} {n}", e.name(), e.name());
         }
         let c = &cache.counters;
         let size = cache.size();
@@ -193,5 +233,27 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_has_its_own_counter() {
+        for (i, e) in Event::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?} is out of order in Event::ALL");
+        }
+        let m = Metrics::default();
+        m.add(Event::Retry, 2);
+        m.add(Event::Learned, 0);
+        assert_eq!(m.get(Event::Retry), 2);
+        assert_eq!(m.get(Event::Learned), 0);
+        m.request("eu0", RouteSource::Default, 200);
+        m.request("eu0", RouteSource::Default, 404);
+        m.request("eu0", RouteSource::Rule, 200);
+        assert_eq!(m.requests("eu0", RouteSource::Default), 2);
+        assert_eq!(m.requests("eu1", RouteSource::Default), 0);
     }
 }

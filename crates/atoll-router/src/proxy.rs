@@ -8,7 +8,7 @@ use crate::forward::{self, Failure, Outgoing};
 use crate::headers::{self, CacheTarget, CELL_CACHE, CELL_REDIRECT, REQUEST_ID};
 use crate::metrics::Event;
 use crate::route::{decide, Decision, RequestView, RouteSource};
-use crate::state::{Live, Shared};
+use crate::state::{Live, Shared, Upstream};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -21,8 +21,19 @@ struct Outcome {
     response: Response<RouterBody>,
 }
 
-/// Handles one request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RouterBody> {
+/// Where a worker sends: the router's shared state and the worker's own pool.
+#[derive(Clone, Copy)]
+struct Via<'a> {
+    shared: &'a Shared,
+    upstream: &'a Upstream,
+}
+
+/// Handles one request, sending to cells over `upstream` (the worker's pool).
+pub async fn handle(
+    shared: Arc<Shared>,
+    upstream: &Upstream,
+    req: Request<Incoming>,
+) -> Response<RouterBody> {
     let started = Instant::now();
     let live = shared.live.load_full();
     let (mut parts, body) = req.into_parts();
@@ -54,7 +65,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Rou
         shared.metrics.add(Event::StrippedHeader, stripped as u64);
         answer::strip_hop_by_hop(&mut parts.headers);
         answer::set_request_id(&mut parts.headers, &request_id);
-        route(&shared, &live, &parts, body, &request_id).await
+        route(&shared, upstream, &live, &parts, body, &request_id).await
     };
     let mut response = outcome.response;
     let status = response.status();
@@ -84,6 +95,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Rou
 
 async fn route(
     shared: &Shared,
+    upstream: &Upstream,
     live: &Live,
     parts: &http::request::Parts,
     body: Incoming,
@@ -156,7 +168,7 @@ async fn route(
         hop: 0,
     };
     exchange(
-        shared,
+        Via { shared, upstream },
         live,
         &decision,
         cell,
@@ -169,7 +181,7 @@ async fn route(
 
 /// Sends to the decided cell and handles a redirect (one hop at most).
 async fn exchange(
-    shared: &Shared,
+    via: Via<'_>,
     live: &Live,
     decision: &Decision,
     cell: String,
@@ -177,8 +189,9 @@ async fn exchange(
     body: &mut Prepared,
     request_id: &str,
 ) -> Outcome {
+    let Via { shared, upstream } = via;
     let path = out.path_and_query.split('?').next().unwrap_or("/");
-    let first = match forward::send(shared, live, &cell, out, body).await {
+    let first = match forward::send(shared, upstream, live, &cell, out, body).await {
         Ok(r) => r,
         Err(f) => return failed(cell, decision.source, f, request_id),
     };
@@ -229,7 +242,7 @@ async fn exchange(
     drop(first);
     shared.metrics.add(Event::RedirectFollowed, 1);
     let again = Outgoing { hop: 1, ..*out };
-    let second = match forward::send(shared, live, &target, &again, body).await {
+    let second = match forward::send(shared, upstream, live, &target, &again, body).await {
         Ok(r) => r,
         Err(f) => return failed(target, RouteSource::Redirect, f, request_id),
     };

@@ -1,7 +1,7 @@
 //! Hot reload: the config file is checked every half second; a new version that validates
 //! replaces the cells, rules and limits in force (addresses that stayed keep their health),
 //! a broken one is logged and counted and the running config stays. The listen addresses,
-//! the cluster config, the cache bounds and the body budget apply at start only.
+//! the workers, the cluster config, the cache bounds and the body budget apply at start only.
 
 use crate::config::RouterConfig;
 use crate::health::Health;
@@ -41,10 +41,12 @@ pub fn apply(shared: &Shared, new: Result<RouterConfig, crate::RouterError>) {
     match new {
         Ok(config) => {
             let old = shared.live.load_full();
-            if config.listen != old.config.listen || config.atoll_config != old.config.atoll_config
+            if config.listen != old.config.listen
+                || config.atoll_config != old.config.atoll_config
+                || config.workers != old.config.workers
             {
                 tracing::warn!(
-                    "atoll-router: listen and atoll_config changes apply at the next start"
+                    "atoll-router: listen, workers and atoll_config changes apply at the next start"
                 );
             }
             let health = Arc::new(Health::new(&config, Some(&old.health)));

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -37,10 +37,62 @@ pub struct RouterHandle {
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RouterError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| RouterError::Listen {
-            addr: addr.to_string(),
-            source,
+        .map_err(|source| listen_error(addr, source))
+}
+
+fn listen_error(addr: SocketAddr, source: std::io::Error) -> RouterError {
+    RouterError::Listen {
+        addr: addr.to_string(),
+        source,
+    }
+}
+
+/// `n` listening sockets on one address (SO_REUSEPORT: the kernel spreads new connections
+/// over them), handed over as std sockets because each is driven by its worker's runtime.
+/// Port 0 takes the first socket's port for the others.
+fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, RouterError> {
+    let mut at = addr;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let here = at;
+        let err = |e| listen_error(here, e);
+        let socket = if at.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.set_reuseport(n > 1).map_err(err)?;
+        socket.bind(at).map_err(err)?;
+        let listener = socket.listen(1024).map_err(err)?;
+        at = listener.local_addr().map_err(err)?;
+        out.push(listener.into_std().map_err(err)?);
+    }
+    Ok(out)
+}
+
+/// One proxy worker: a single-threaded runtime serving its own socket with its own pool
+/// of connections to the cells.
+fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        let upstream = Arc::new(shared.upstream());
+        serve(listener, stopped, drain, move |req| {
+            let (s, u) = (shared.clone(), upstream.clone());
+            async move { Ok::<_, Infallible>(proxy::handle(s, &u, req).await) }
         })
+        .await;
+        Ok(())
+    })
 }
 
 /// Starts a router: connects discovery when the config names a cluster, opens the
@@ -50,33 +102,32 @@ pub async fn start(config: RouterConfig) -> Result<RouterHandle, RouterError> {
         Some(p) => Some(Discovery::connect(p, config.discovery_period).await?),
         None => None,
     };
-    let listener = bind(config.listen).await?;
+    let listeners = bind_workers(config.listen, config.workers)?;
     let admin = match config.admin_listen {
         Some(a) => Some(bind(a).await?),
         None => None,
     };
-    let addr = listener
-        .local_addr()
-        .map_err(|source| RouterError::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+    let addr = match listeners.first() {
+        Some(l) => l.local_addr(),
+        None => Err(std::io::Error::other("no worker")),
+    }
+    .map_err(|source| listen_error(config.listen, source))?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let drain = config.drain_timeout;
     let source = config.source.clone();
     let shared = Arc::new(Shared::new(config, discovery));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    let s = shared.clone();
-    tasks.push(tokio::spawn(serve(
-        listener,
-        stopped.clone(),
-        drain,
-        move |req| {
-            let s = s.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(s, req).await) }
-        },
-    )));
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (s, st) = (shared.clone(), stopped.clone());
+        // A blocking-pool thread for the worker's whole life, so the handle joins like the
+        // other tasks on shutdown.
+        tasks.push(tokio::task::spawn_blocking(move || {
+            if let Err(e) = worker(listener, s, st, drain) {
+                tracing::error!(worker = i, error = %e, "atoll-router: a proxy worker stopped");
+            }
+        }));
+    }
     if let Some(l) = admin {
         let s = shared.clone();
         tasks.push(tokio::spawn(serve(l, stopped.clone(), drain, move |req| {
@@ -123,7 +174,10 @@ async fn serve<F, Fut>(
     Fut: Future<Output = Result<Response<RouterBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Head and body copied into one buffer: one write(2) per answer instead of a writev
+    // of several small slices.
+    builder.http1().writev(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -14,6 +14,19 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// Pooled HTTP/1.1 connections to the cells.
+pub type Upstream = Client<HttpConnector, RouterBody>;
+
+fn upstream(config: &RouterConfig) -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .http1_writev(false)
+        .build(connector)
+}
+
 /// The config in force and its cells' health.
 pub struct Live {
     /// The config.
@@ -34,8 +47,9 @@ pub struct Shared {
     pub budget_total: u64,
     /// Counters.
     pub metrics: Metrics,
-    /// Connections to the cells (HTTP/1.1, pooled).
-    pub client: Client<HttpConnector, RouterBody>,
+    /// Connections to the cells for the health probes (HTTP/1.1, pooled); each proxy
+    /// worker has its own pool ([`Shared::upstream`]).
+    pub client: Upstream,
     /// The cluster, when the config names one.
     pub discovery: Option<Discovery>,
 }
@@ -43,12 +57,7 @@ pub struct Shared {
 impl Shared {
     /// The state for `config`.
     pub fn new(config: RouterConfig, discovery: Option<Discovery>) -> Shared {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector);
+        let client = upstream(&config);
         let budget_total = config.body_budget_bytes;
         let health = Arc::new(Health::new(&config, None));
         Shared {
@@ -63,6 +72,12 @@ impl Shared {
                 health,
             }),
         }
+    }
+
+    /// A new pool of connections to the cells, for one proxy worker: its connections are
+    /// driven by the runtime of the thread that opens them.
+    pub fn upstream(&self) -> Upstream {
+        upstream(&self.live.load().config)
     }
 
     /// The `/metrics` text.
