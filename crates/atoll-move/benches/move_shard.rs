@@ -8,6 +8,10 @@
 //! pause and every stall over `--stall-ms` (default 10) placed in its phase with its cause
 //! (`common/explain.rs`; `--json PATH` writes it).
 //!
+//! `--tables N` (default 1) gives the shard N tables of `--mb` each (the writer writes to
+//! the first): each round then copies every table plainly, one after the other, and the
+//! move is compared with the sum and the maximum of those COPYs.
+//!
 //! ```sh
 //! cargo bench -p atoll-move --bench move_shard -- --mb 500 --rate 1650 --rounds 3
 //! ```
@@ -26,8 +30,19 @@ async fn main() -> anyhow::Result<()> {
     let rate = arg("--rate", 1650);
     let rounds = arg("--rounds", 3).max(1);
     let stall_ms = arg("--stall-ms", 10.0_f64).max(1.0);
+    let n_tables = arg("--tables", 1_u32).max(1);
     let run_start = std::time::Instant::now();
     let bench = setup(mb).await?;
+    let mut tables = vec!["items".to_string()];
+    tables.extend(
+        common::big_tables(
+            &bench.tc,
+            atoll_core::IslandId(0),
+            bench.shard,
+            n_tables - 1,
+        )
+        .await?,
+    );
     server_log::log_more(&bench.tc).await?;
     let clock = server_log::ClockPair::now();
     let (config, s, items) = (&bench.config, bench.shard, bench.items);
@@ -45,15 +60,21 @@ async fn main() -> anyhow::Result<()> {
         let a = master(config, &snap, from).await?;
         let b = master(config, &snap, to).await?;
         let timeline = Timeline::new(true);
-        let copy_secs = plain_copy(&a, &b, &s.schema(), &timeline).await?;
+        let mut copies = Vec::new();
+        for t in &tables {
+            copies.push(plain_copy(&a, &b, &s.schema(), t, &timeline).await?);
+        }
+        let copy_secs: f64 = copies.iter().sum();
+        let copy_max = copies.iter().copied().fold(0.0, f64::max);
         eprintln!(
-            "round {round}: plain COPY {copy_secs:.1} s, {:.1} MiB/s",
-            size_mb / copy_secs
+            "round {round}: plain COPY of {} table(s) {copy_secs:.1} s (longest {copy_max:.1} s), {:.1} MiB/s",
+            tables.len(),
+            size_mb * tables.len() as f64 / copy_secs
         );
         timeline.mark(Mark::Bench("move"));
         let (report, took) = move_and_drop_backup(config, &snap, s, to, &timeline).await?;
         let total = took.as_secs_f64();
-        rounds_out.push((copy_secs, total, report));
+        rounds_out.push((copy_secs, copy_max, total, report));
         timelines.push((from, to, timeline));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -69,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             from: *from,
             to: *to,
             timeline: tl,
-            report: Some(&rounds_out[i].2),
+            report: Some(&rounds_out[i].3),
             start: tl.started(),
             end: timelines
                 .get(i + 1)
@@ -85,19 +106,22 @@ async fn main() -> anyhow::Result<()> {
         stats.acked.len() as f64 / secs
     );
     println!();
-    println!("| round | move total | initial copy | plain COPY out+in | ratio | write pause (cutover) | verification block |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| round | move total | initial copy | plain COPY out+in (sum of {} table(s)) | ratio | longest table's plain COPY | move total / it | move total / initial copy | write pause (cutover) | verification block |", tables.len());
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
-    for (i, (copy_secs, total, r)) in rounds_out.iter().enumerate() {
-        let move_rate = size_mb / (r.copy_ms as f64 / 1e3);
-        let plain = size_mb / copy_secs;
+    let all_mb = size_mb * tables.len() as f64;
+    for (i, (copy_secs, copy_max, total, r)) in rounds_out.iter().enumerate() {
+        let move_copy = r.copy_ms as f64 / 1e3;
+        let move_rate = all_mb / move_copy;
+        let plain = all_mb / copy_secs;
         ratios.push(move_rate / plain);
         println!(
-            "| {i} ({}->{}) | {total:.1} s | {:.1} s = {move_rate:.1} MiB/s | {copy_secs:.1} s = {plain:.1} MiB/s | {:.0}% | {:.1} ms (lock {:.1}, apply wait {:.1}, seq+checks+switch {:.1}) | {:.1} ms |",
+            "| {i} ({}->{}) | {total:.1} s | {move_copy:.1} s = {move_rate:.1} MiB/s | {copy_secs:.1} s = {plain:.1} MiB/s | {:.0}% | {copy_max:.1} s | {:.2}x | {:.2}x | {:.1} ms (lock {:.1}, apply wait {:.1}, seq+checks+switch {:.1}) | {:.1} ms |",
             r.from.map(|x| x.0).unwrap_or(0),
             r.to.map(|x| x.0).unwrap_or(0),
-            r.copy_ms as f64 / 1e3,
             move_rate / plain * 100.0,
+            total / copy_max,
+            total / move_copy,
             r.pause_ms,
             r.lock_ms,
             r.apply_wait_ms,
@@ -144,6 +168,7 @@ async fn plain_copy(
     src: &tokio_postgres::Client,
     dst: &tokio_postgres::Client,
     schema: &str,
+    table: &str,
     timeline: &Timeline,
 ) -> anyhow::Result<f64> {
     timeline.mark(Mark::Bench("plain COPY"));
@@ -155,7 +180,7 @@ async fn plain_copy(
     {
         let out = src
             .copy_out(&format!(
-                "copy {schema}.items (id, payload, note) to stdout"
+                "copy {schema}.{table} (id, payload, note) to stdout"
             ))
             .await?;
         let sink = dst

@@ -143,6 +143,30 @@ pub async fn build_items(
     Ok(items)
 }
 
+/// Adds `n` copies of `shard.items` (`items_2..=items_{n+1}`, same rows, indexes and
+/// default) on `island`: a shard of several big tables, for the parallel copy.
+pub async fn big_tables(
+    tc: &TestCluster,
+    island: IslandId,
+    shard: ShardNo,
+    n: u32,
+) -> anyhow::Result<Vec<String>> {
+    let src = tc.master(island).await?;
+    let s = shard.schema();
+    let mut names = Vec::new();
+    for k in 2..=n + 1 {
+        src.batch_execute(&format!(
+            "create table {s}.items_{k} (like {s}.items including all);
+             insert into {s}.items_{k} select * from {s}.items;"
+        ))
+        .await?;
+        src.batch_execute(&format!("vacuum analyze {s}.items_{k}"))
+            .await?;
+        names.push(format!("items_{k}"));
+    }
+    Ok(names)
+}
+
 /// Adds `n` small tables (`extra_1..`, 10 rows each, a primary key) to `shard` on
 /// `island`: more tables for the pause to lock.
 pub async fn extra_tables(
