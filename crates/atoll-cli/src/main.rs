@@ -30,6 +30,7 @@ mod rebalance;
 mod router;
 mod sandbox;
 mod schema;
+mod serve;
 mod shard;
 mod shutdown;
 mod status;
@@ -104,6 +105,8 @@ enum Command {
     Ha(ha::HaCommand),
     /// Hand an island's master role to a replica through the agents (and the leader key)
     Failover(ha::FailoverArgs),
+    /// The control plane: a REST API over the cluster (/api/v1) and Prometheus /metrics
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Router(args) => router::run(&ctx, args),
         Command::Ha(cmd) => with_runtime(ha::status(&ctx, cmd)),
         Command::Failover(args) => with_runtime(ha::failover(&ctx, args)),
+        Command::Serve(args) => serve::run(&ctx, args),
     };
     match result {
         Ok(code) => code,

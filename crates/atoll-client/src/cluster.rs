@@ -209,7 +209,7 @@ impl Cluster {
             }
         };
         let watch = refresh::Watch::new(&config);
-        let disc = refresh::discoverer(&config, options.node_timeout);
+        let disc = refresh::discoverer(&config, &options);
         let snapshot = disc.discover().await;
         let pools = pools::build(&config, &options, None);
         let state = State::new(Arc::new(config), Arc::new(snapshot), pools);

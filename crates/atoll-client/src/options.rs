@@ -48,6 +48,10 @@ pub struct ClusterOptions {
     /// machine, in the move benchmarks' cut-over gap). Opened in the background after each
     /// discovery round that finds a master's pool empty.
     pub warm_masters: bool,
+    /// Measure every shard's size in each discovery round (default off: routing does not
+    /// need sizes, and at 10,000 shards they cost the islands a pass over pg_class); on for
+    /// a process that shows them (`atoll serve`).
+    pub shard_sizes: bool,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +71,7 @@ impl Default for ClusterOptions {
             application_name: "atoll-client".to_string(),
             shard_notices: true,
             warm_masters: true,
+            shard_sizes: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::cluster::Shared;
 use crate::pools;
+use crate::ClusterOptions;
 use atoll_core::{Config, ConfigSource};
 use atoll_pg::{Discoverer, DiscoveryOptions};
 use rand::Rng;
@@ -20,12 +21,12 @@ fn stamp(path: &PathBuf) -> Stamp {
     Some((m.modified().ok()?, m.len()))
 }
 
-pub(crate) fn discoverer(config: &Config, shared_node_timeout: Duration) -> Discoverer {
+pub(crate) fn discoverer(config: &Config, options: &ClusterOptions) -> Discoverer {
     Discoverer::new(
         config.clone(),
         DiscoveryOptions {
-            sizes: false,
-            node_timeout: shared_node_timeout,
+            sizes: options.shard_sizes,
+            node_timeout: options.node_timeout,
         },
     )
 }
@@ -111,7 +112,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
         };
         if let Some(new) = changed {
             tracing::info!(source = %new.source, islands = new.islands.len(), "atoll-client: config reloaded");
-            disc = discoverer(&new, opts.node_timeout);
+            disc = discoverer(&new, &opts);
             pools = pools::build(&new, &opts, Some(&old.pools));
             config = Arc::new(new);
         }

@@ -1,0 +1,49 @@
+//! `atoll serve`: the control plane (REST API under `/api/v1`, Prometheus `/metrics`) until
+//! SIGINT or SIGTERM, then a graceful stop.
+
+use crate::exit::Failure;
+use crate::shutdown::ShutdownSignal;
+use crate::{CmdResult, Context};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Where the API and /metrics listen
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    listen: SocketAddr,
+    /// How often the catalog is read and discovery runs, in ms
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    period_ms: u64,
+}
+
+pub fn run(ctx: &Context, args: ServeArgs) -> CmdResult {
+    crate::runtime()?.block_on(serve(ctx, args))
+}
+
+async fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
+    let atoll = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
+    let mut config = atoll_serve::ServeConfig::new(args.listen, atoll);
+    config.period = std::time::Duration::from_millis(args.period_ms);
+    // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
+    let shutdown = ShutdownSignal::install()?;
+    let handle = atoll_serve::start(config).await.map_err(|e| match e {
+        atoll_serve::ServeError::Listen { .. } => Failure::input(e),
+        other => Failure::failed(other),
+    })?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({ "listen": handle.addr.to_string() })
+        );
+    } else {
+        eprintln!(
+            "atoll serve listening on http://{} (API /api/v1, metrics /metrics)",
+            handle.addr
+        );
+    }
+    shutdown.recv().await;
+    eprintln!("atoll serve: shutting down (requests in flight finish first)");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

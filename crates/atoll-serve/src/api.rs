@@ -1,0 +1,140 @@
+//! The JSON API, versioned under `/api/v1/`. Answers are built from the snapshot and the
+//! catalog view in memory; no request reads an island.
+
+use crate::view::{now_unix_ms, CatalogView};
+use atoll_client::Cluster;
+use atoll_core::{IslandId, NodeState, ShardCopy, ShardNo, Snapshot, SnapshotProblem};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct App {
+    /// The snapshot's keeper.
+    pub cluster: Cluster,
+    /// Swapped whole by the catalog reader (`view.rs`).
+    pub catalog: Arc<arc_swap::ArcSwap<CatalogView>>,
+}
+
+/// The routes of `/api/v1`.
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/islands", get(islands))
+        .route("/api/v1/shards", get(shards))
+        .route("/api/v1/moves", get(moves))
+        .route("/api/v1/snapshot", get(snapshot))
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+#[derive(Serialize)]
+struct ClusterView {
+    cluster_id: Option<String>,
+    snapshot_taken_at_unix_ms: u64,
+    snapshot_age_ms: u64,
+    islands: usize,
+    shards_active: usize,
+    problems: Vec<SnapshotProblem>,
+    moves_unfinished: usize,
+    catalog_error: Option<String>,
+}
+
+async fn cluster(State(app): State<App>) -> Json<ClusterView> {
+    let s = app.cluster.snapshot();
+    let c = app.catalog.load();
+    Json(ClusterView {
+        cluster_id: s.islands.iter().find_map(|i| i.cluster_id.clone()),
+        snapshot_taken_at_unix_ms: s.taken_at_unix_ms,
+        snapshot_age_ms: now_unix_ms().saturating_sub(s.taken_at_unix_ms),
+        islands: s.islands.len(),
+        shards_active: s.active_shards().count(),
+        problems: s.problems.clone(),
+        moves_unfinished: c.moves.len(),
+        catalog_error: c.error.clone(),
+    })
+}
+
+/// One island: its nodes and what it carries.
+#[derive(Serialize)]
+pub struct IslandView {
+    /// The island.
+    pub id: IslandId,
+    /// The master's address, when exactly one node claims the role.
+    pub master: Option<String>,
+    /// Every configured node.
+    pub nodes: Vec<NodeState>,
+    /// Shards active here.
+    pub shards_active: usize,
+    /// Bytes of the shards active here (when sizes were measured).
+    pub bytes_active: u64,
+}
+
+/// The islands of `s` with their load.
+pub fn island_views(s: &Snapshot) -> Vec<IslandView> {
+    s.islands
+        .iter()
+        .map(|i| {
+            let active = active_copies(s).filter(|(_, c)| c.island == i.id);
+            let (n, bytes) = active.fold((0, 0), |(n, b), (_, c)| {
+                (n + 1, b + c.size_bytes.unwrap_or(0))
+            });
+            IslandView {
+                id: i.id,
+                master: i.master().map(|m| m.addr.clone()),
+                nodes: i.nodes.clone(),
+                shards_active: n,
+                bytes_active: bytes,
+            }
+        })
+        .collect()
+}
+
+/// Every active copy of every shard.
+fn active_copies(s: &Snapshot) -> impl Iterator<Item = (ShardNo, &ShardCopy)> {
+    s.shards
+        .iter()
+        .flat_map(|(n, copies)| copies.iter().filter(|c| c.active).map(move |c| (*n, c)))
+}
+
+async fn islands(State(app): State<App>) -> Json<Vec<IslandView>> {
+    Json(island_views(&app.cluster.snapshot()))
+}
+
+#[derive(Serialize)]
+struct ShardView {
+    shard: ShardNo,
+    /// Where it is active; `None` when nowhere or in conflict.
+    island: Option<IslandId>,
+    copies: Vec<ShardCopy>,
+}
+
+async fn shards(State(app): State<App>) -> Json<Vec<ShardView>> {
+    let s = app.cluster.snapshot();
+    Json(
+        s.shards
+            .iter()
+            .map(|(n, copies)| ShardView {
+                shard: *n,
+                island: s.active_island(*n).ok(),
+                copies: copies.clone(),
+            })
+            .collect(),
+    )
+}
+
+async fn moves(State(app): State<App>) -> Json<CatalogView> {
+    Json(CatalogView::clone(&app.catalog.load()))
+}
+
+async fn snapshot(State(app): State<App>) -> Json<Snapshot> {
+    Json(Snapshot::clone(&app.cluster.snapshot()))
+}
