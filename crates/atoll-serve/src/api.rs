@@ -19,6 +19,10 @@ pub struct App {
     pub cluster: Cluster,
     /// Swapped whole by the catalog reader (`view.rs`).
     pub catalog: Arc<arc_swap::ArcSwap<CatalogView>>,
+    /// Becomes true when the server stops: ends the event streams.
+    pub stopped: tokio::sync::watch::Receiver<bool>,
+    /// The latest overview's JSON (`events.rs`).
+    pub overview: crate::events::Published,
 }
 
 /// The routes of `/api/v1`.
@@ -29,6 +33,48 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/shards", get(shards))
         .route("/api/v1/moves", get(moves))
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/overview", get(overview_json))
+        .route("/api/v1/locate", get(locate))
+        .route("/api/v1/events", get(crate::events::events))
+        .route("/", get(console))
+}
+
+/// The console: one page, its script and style inline, no outside asset (works offline).
+const CONSOLE: &str = include_str!("console.html");
+
+async fn console() -> axum::response::Html<&'static str> {
+    axum::response::Html(CONSOLE)
+}
+
+async fn overview_json(State(app): State<App>) -> Json<crate::overview::Overview> {
+    Json(crate::overview::build(
+        &app.cluster.snapshot(),
+        &app.catalog.load(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct LocateQuery {
+    q: Option<String>,
+}
+
+async fn locate(
+    State(app): State<App>,
+    axum::extract::Query(q): axum::extract::Query<LocateQuery>,
+) -> Response {
+    let Some(q) = q.q.filter(|q| !q.trim().is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "q: missing (a shard number, schema name or atoll ID)",
+        );
+    };
+    if q.len() > 64 {
+        return error(StatusCode::BAD_REQUEST, "q: longer than 64 characters");
+    }
+    match crate::overview::locate(&app.cluster.snapshot(), &q) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
 }
 
 /// A JSON error answer: `{"error": "..."}`.

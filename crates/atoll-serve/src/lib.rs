@@ -16,8 +16,12 @@
 mod api;
 mod config;
 mod error;
+mod events;
 mod metrics;
+mod overview;
 mod server;
+#[cfg(test)]
+mod testdata;
 mod view;
 
 pub use config::ServeConfig;

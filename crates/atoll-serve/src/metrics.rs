@@ -214,9 +214,6 @@ fn moves(out: &mut String, c: &CatalogView) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atoll_core::{
-        IslandCatalog, IslandId, Lsn, NodeFacts, NodeObservation, ShardNo, ShardObservation,
-    };
 
     #[test]
     fn label_values_are_escaped() {
@@ -225,37 +222,9 @@ mod tests {
         assert!(out.ends_with("x{a=\"q\\\"b\\\\n\\nl\"} 1\n"), "{out}");
     }
 
-    fn node(addr: &str, in_recovery: bool, lsn: u64) -> NodeObservation {
-        NodeObservation {
-            island: IslandId(0),
-            addr: addr.into(),
-            outcome: Ok(NodeFacts {
-                in_recovery,
-                server_version: "150000".into(),
-                lsn: Lsn(lsn),
-                replay_lag_seconds: Some(if in_recovery { 0.5 } else { 0.0 }),
-            }),
-        }
-    }
-
     #[test]
     fn nodes_islands_and_moves_are_rendered_per_island_not_per_shard() {
-        let shards = (1..=50)
-            .map(|n| ShardObservation {
-                shard: ShardNo::new(n).unwrap(),
-                schema_exists: true,
-                active: true,
-                size_bytes: Some(1000),
-                gen: 1,
-            })
-            .collect();
-        let catalog = IslandCatalog {
-            cluster_id: Some("c".into()),
-            catalog_island: Some(IslandId(0)),
-            shards,
-        };
-        let nodes = vec![node("m:1", false, 5000), node("r:2", true, 4000)];
-        let s = Snapshot::build(now_unix_ms(), vec![(IslandId(0), nodes, Some(catalog))]);
+        let s = crate::testdata::snapshot(50);
         let text = render(&s, &CatalogView::default(), &ClientStats::default());
         for line in [
             "atoll_node_up{island=\"0\",node=\"m:1\"} 1",

@@ -48,16 +48,19 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
         addr: config.listen,
         source,
     })?;
+    let (stop, stopped) = watch::channel(false);
+    let (overview_tx, overview) = watch::channel(Arc::new(String::new()));
     let app = App {
         cluster: cluster.clone(),
         catalog: catalog.clone(),
+        stopped: stopped.clone(),
+        overview,
     };
     let router = api::routes()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such path") })
         .with_state(app);
-    let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut on_stop = stopped.clone();
     tasks.push(tokio::spawn(async move {
@@ -68,6 +71,12 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
             tracing::warn!(error = %e, "atoll-serve: the listener failed");
         }
     }));
+    tasks.push(tokio::spawn(crate::events::publish(
+        cluster.clone(),
+        catalog.clone(),
+        overview_tx,
+        stopped.clone(),
+    )));
     tasks.push(tokio::spawn(view::run(
         cluster.clone(),
         catalog,

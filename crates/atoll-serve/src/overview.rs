@@ -1,0 +1,220 @@
+//! The console's view of the cluster in one answer (`/api/v1/overview`, and every
+//! `/api/v1/events` message): islands with their nodes and shard tiles (compact: `[shard,
+//! bytes, state]`), unfinished moves with their progress, the problems. Built from the
+//! snapshot and the catalog view in memory.
+
+use crate::view::CatalogView;
+use atoll_core::move_plan::MoveStep;
+use atoll_core::{IslandId, NodeState, ShardNo, Snapshot};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// A shard tile's state, as the console colours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TileState {
+    /// Active here, no move under way.
+    Active,
+    /// A schema here without the active flag (a move's destination before the switch, a
+    /// deactivated shard, a leftover).
+    Inactive,
+    /// Active here while an unfinished move takes it elsewhere, or the move's copy.
+    Moving,
+}
+
+/// One island's column.
+#[derive(Debug, Serialize)]
+pub struct IslandColumn {
+    /// The island.
+    pub id: IslandId,
+    /// Its nodes (role, lag, error).
+    pub nodes: Vec<NodeState>,
+    /// `[shard, bytes, state]` per schema on the island, by shard number.
+    pub tiles: Vec<(ShardNo, u64, TileState)>,
+}
+
+/// One unfinished move with its progress.
+#[derive(Debug, Serialize)]
+pub struct MoveLine {
+    /// The move's id.
+    pub id: i64,
+    /// The shard.
+    pub shard: ShardNo,
+    /// From.
+    pub source: IslandId,
+    /// To.
+    pub destination: IslandId,
+    /// The last step reached.
+    pub step: MoveStep,
+    /// Its position, 1-based, out of `steps`.
+    pub step_no: usize,
+    /// How many steps a move has.
+    pub steps: usize,
+}
+
+/// The whole page's data.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// The cluster's id.
+    pub cluster_id: Option<String>,
+    /// When the snapshot was taken.
+    pub snapshot_taken_at_unix_ms: u64,
+    /// Shards active on exactly one island.
+    pub shards_active: usize,
+    /// The problems, as `atoll status` words them.
+    pub problems: Vec<String>,
+    /// One column per island.
+    pub islands: Vec<IslandColumn>,
+    /// Unfinished moves.
+    pub moves: Vec<MoveLine>,
+    /// The last catalog read's failure.
+    pub catalog_error: Option<String>,
+}
+
+/// The overview of `s` and `c`.
+pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
+    let moving: BTreeSet<ShardNo> = c.moves.iter().map(|m| m.shard).collect();
+    let islands = s
+        .islands
+        .iter()
+        .map(|i| IslandColumn {
+            id: i.id,
+            nodes: i.nodes.clone(),
+            tiles: s
+                .shards
+                .iter()
+                .flat_map(|(n, copies)| copies.iter().map(move |c| (*n, c)))
+                .filter(|(_, c)| c.island == i.id)
+                .map(|(n, c)| {
+                    let state = if moving.contains(&n) {
+                        TileState::Moving
+                    } else if c.active {
+                        TileState::Active
+                    } else {
+                        TileState::Inactive
+                    };
+                    (n, c.size_bytes.unwrap_or(0), state)
+                })
+                .collect(),
+        })
+        .collect();
+    let moves = c
+        .moves
+        .iter()
+        .map(|m| MoveLine {
+            id: m.id,
+            shard: m.shard,
+            source: m.source,
+            destination: m.destination,
+            step: m.step,
+            step_no: MoveStep::ALL
+                .iter()
+                .position(|x| *x == m.step)
+                .map_or(0, |p| p + 1),
+            steps: MoveStep::ALL.len(),
+        })
+        .collect();
+    Overview {
+        cluster_id: s.islands.iter().find_map(|i| i.cluster_id.clone()),
+        snapshot_taken_at_unix_ms: s.taken_at_unix_ms,
+        shards_active: s.active_shards().count(),
+        problems: s.problems.iter().map(ToString::to_string).collect(),
+        islands,
+        moves,
+        catalog_error: c.error.clone(),
+    }
+}
+
+/// Where a shard number, a schema name or an atoll ID lives: the answer of
+/// `/api/v1/locate?q=`.
+#[derive(Debug, Serialize)]
+pub struct Located {
+    /// What was asked, as understood.
+    pub query: String,
+    /// The shard.
+    pub shard: ShardNo,
+    /// Where it is active; `None` when nowhere (or on two islands).
+    pub island: Option<IslandId>,
+    /// Every island holding a schema of it, with whether it is active there.
+    pub copies: Vec<(IslandId, bool)>,
+}
+
+/// Understands `q` as `42`, `sh0042` or a 19-digit atoll ID; the error names the field.
+pub fn locate(s: &Snapshot, q: &str) -> Result<Located, String> {
+    let q = q.trim();
+    let (query, shard) = if q.len() >= 19 && q.bytes().all(|b| b.is_ascii_digit()) {
+        let raw: i64 = q.parse().map_err(|_| format!("q: {q:?} is not an ID"))?;
+        let id = atoll_core::Id::parse(raw).map_err(|e| format!("q: {e}"))?;
+        (format!("ID {raw}"), id.shard())
+    } else {
+        let n: ShardNo = q.parse().map_err(|e| {
+            format!("q: {q:?} is not a shard number, schema name or atoll ID ({e})")
+        })?;
+        (n.schema(), n)
+    };
+    let copies = s
+        .shards
+        .get(&shard)
+        .map(|cs| cs.iter().map(|c| (c.island, c.active)).collect())
+        .unwrap_or_default();
+    Ok(Located {
+        query,
+        shard,
+        island: s.active_island(shard).ok(),
+        copies,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_core::move_plan::{MoveRecord, VerifyMode};
+
+    #[test]
+    fn tiles_take_the_state_of_their_copy_and_of_unfinished_moves() {
+        let s = crate::testdata::snapshot(3);
+        let mut c = CatalogView::default();
+        let two = ShardNo::new(2).unwrap();
+        c.moves.push(MoveRecord {
+            id: 7,
+            shard: two,
+            source: IslandId(0),
+            destination: IslandId(1),
+            step: MoveStep::Subscribed,
+            verify: VerifyMode::default(),
+            backup_schema: None,
+        });
+        let o = build(&s, &c);
+        let states: Vec<TileState> = o.islands[0].tiles.iter().map(|t| t.2).collect();
+        assert_eq!(
+            states,
+            [TileState::Active, TileState::Moving, TileState::Active]
+        );
+        assert_eq!((o.moves[0].step_no, o.moves[0].steps), (3, 10));
+        assert_eq!(o.shards_active, 3);
+    }
+
+    #[test]
+    fn locate_takes_numbers_schemas_and_ids_and_names_the_field_when_wrong() {
+        let s = crate::testdata::snapshot(3);
+        let id = atoll_core::Id::new(1, ShardNo::new(3).unwrap(), 42).unwrap();
+        for (q, shard) in [("2", 2), (" sh0002 ", 2), (&id.get().to_string()[..], 3)] {
+            let l = locate(&s, q).unwrap();
+            assert_eq!(l.shard.get(), shard, "{q}");
+            assert_eq!(l.island, Some(IslandId(0)), "{q}");
+        }
+        assert_eq!(locate(&s, "9").unwrap().island, None);
+        for bad in [
+            "x",
+            "sh12",
+            "10000",
+            "-1",
+            "9999999999999999999",
+            "9034567890123456789",
+            "0034567890123456789",
+        ] {
+            let e = locate(&s, bad).unwrap_err();
+            assert!(e.starts_with("q: "), "{bad}: {e}");
+        }
+    }
+}
