@@ -25,6 +25,13 @@ async fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
     let atoll = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
     let mut config = atoll_serve::ServeConfig::new(args.listen, atoll);
     config.period = std::time::Duration::from_millis(args.period_ms);
+    until_signal(ctx, config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `config` until SIGINT or SIGTERM, printing where (also used by `atoll demo
+/// --serve`).
+pub async fn until_signal(ctx: &Context, config: atoll_serve::ServeConfig) -> Result<(), Failure> {
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;
     let handle = atoll_serve::start(config).await.map_err(|e| match e {
@@ -38,12 +45,12 @@ async fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
         );
     } else {
         eprintln!(
-            "atoll serve listening on http://{} (API /api/v1, metrics /metrics)",
+            "atoll serve: console at http://{}/ (API /api/v1, metrics /metrics); Ctrl-C stops it",
             handle.addr
         );
     }
     shutdown.recv().await;
     eprintln!("atoll serve: shutting down (requests in flight finish first)");
     handle.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `atoll serve` against a real sandbox: 2 islands of a master and a replica each, 8
 //! shards. The API and `/metrics` show the islands, nodes, lag and shards; a shard
-//! deactivated on its master shows within seconds; unknown paths answer 404 in JSON; a
-//! shutdown stops the listener.
+//! deactivated on its master shows within seconds; unknown paths answer 404 in JSON; an
+//! event stream starts with the overview; a shutdown with a stream open stops the listener.
 
 use atoll_core::IslandId;
 use atoll_serve::{start, ServeConfig};
@@ -151,8 +151,22 @@ async fn the_api_and_metrics_show_the_cluster_and_follow_a_change() {
     let body: Value = r.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
 
+    // An open event stream gets the overview at once and does not hold up the shutdown.
+    let mut events = reqwest::get(format!("{base}/api/v1/events")).await.unwrap();
+    let mut first = String::new();
+    while !first.contains("\n\n") {
+        let chunk = events.chunk().await.unwrap().expect("an event");
+        first.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(first.starts_with("event: overview\ndata: {"), "{first}");
     let addr = handle.addr;
+    let t = Instant::now();
     handle.shutdown().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed after shutdown"

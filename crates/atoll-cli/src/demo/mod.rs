@@ -25,6 +25,10 @@ pub struct DemoArgs {
     /// of them, a shard moved and the cluster rebalanced under it, every row checked
     #[arg(long)]
     pub story: bool,
+    /// Then run the control plane (`atoll serve`) on this address and print the console's
+    /// URL, until Ctrl-C
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 /// How long the demo waits for replicas to replay what the setup wrote before it shows
@@ -89,13 +93,18 @@ pub fn run(ctx: &Context, args: DemoArgs) -> CmdResult {
                 sandbox.dir().display()
             );
         }
-        Ok(if story.as_ref().is_some_and(|s| !s.clean()) {
+        let code = if story.as_ref().is_some_and(|s| !s.clean()) {
             ExitCode::from(crate::exit::FAILED)
         } else if snapshot.problems.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(crate::exit::UNHEALTHY)
-        })
+        };
+        if let Some(addr) = args.serve {
+            let serve = atoll_serve::ServeConfig::new(addr, config.clone());
+            crate::serve::until_signal(ctx, serve).await?;
+        }
+        Ok(code)
     })
 }
 

@@ -1,0 +1,78 @@
+//! `atoll serve` as a process against a real sandbox: it prints where it listens
+//! (`--json`), answers the API (a bad `q` is a 400 naming the field), exits 0 on SIGTERM;
+//! bad flags are refused with exit 2 before anything starts.
+
+use anyhow::Result;
+use atoll_testkit::{cli, TestCluster};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+/// A plain HTTP/1.0 GET: the status line and the body.
+fn get(addr: &str, path: &str) -> Result<(String, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, body))
+}
+
+#[test]
+fn serve_prints_its_address_answers_and_stops_on_sigterm() -> Result<()> {
+    let cluster = TestCluster::setup(1, 0).shards(1..=3).start_blocking()?;
+    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), cluster.config_path());
+
+    for bad in [
+        &["serve", "--listen", "nowhere"][..],
+        &["serve", "--period-ms", "10"][..],
+    ] {
+        let out = atoll.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", cli::stderr(&out));
+    }
+
+    let child = atoll
+        .command()
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut child = Reaped(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    let addr = v["listen"].as_str().unwrap().to_string();
+
+    let (status, body) = get(&addr, "/api/v1/cluster")?;
+    assert!(status.contains("200"), "{status}");
+    let c: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(c["shards_active"], 3, "{c}");
+    let (status, body) = get(&addr, "/api/v1/locate?q=sh99")?;
+    assert!(status.contains("400"), "{status}");
+    assert!(body.contains("\"error\":\"q: "), "{body}");
+    let (status, body) = get(&addr, "/")?;
+    assert!(status.contains("200") && body.contains("<title>atoll console</title>"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()?;
+    assert!(killed.success());
+    assert_eq!(child.0.wait()?.code(), Some(0));
+    Ok(())
+}
+
+/// Kills the serve process (by its pid) if the test ends before it did.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
