@@ -49,9 +49,13 @@ fn listen_error(addr: SocketAddr, source: std::io::Error) -> RouterError {
 
 /// `n` listening sockets on one address (SO_REUSEPORT: the kernel spreads new connections
 /// over them), handed over as std sockets because each is driven by its worker's runtime.
-/// Port 0 takes the first socket's port for the others.
+/// A plain bind comes first: with SO_REUSEPORT alone, a second router of the same user on
+/// the same port would silently share its traffic instead of being refused as in use. It
+/// also fixes the port when `addr` asks for port 0.
 fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, RouterError> {
-    let mut at = addr;
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| listen_error(addr, e))?;
+    let mut at = probe.local_addr().map_err(|e| listen_error(addr, e))?;
+    drop(probe);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let here = at;
@@ -223,5 +227,21 @@ impl RouterHandle {
     /// The router's shared state (counters, cache), for monitoring and tests.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_is_refused_even_with_reuseport_workers() {
+        let first = bind_workers("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        assert_eq!(first[1].local_addr().unwrap(), addr);
+        let again = bind_workers(addr, 2).unwrap_err();
+        assert!(matches!(again, RouterError::Listen { .. }), "{again}");
+        drop(first);
+        assert_eq!(bind_workers(addr, 1).unwrap().len(), 1);
     }
 }
