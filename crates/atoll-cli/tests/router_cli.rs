@@ -6,8 +6,6 @@
 use anyhow::Result;
 use atoll_core::{Id, IslandId};
 use atoll_testkit::{cli, shard, TestCluster};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 fn router_toml(atoll: &std::path::Path, pattern: &str) -> String {
     format!(
@@ -85,36 +83,11 @@ fn check_explain_and_serve() -> Result<()> {
         &path,
         router_toml(&cluster.config_path(), r"^/o/(?P<id>\d+)"),
     )?;
-    let child = atoll
-        .command()
-        .args(["router", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut child = Reaped(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line)?;
+    let (router, v) = atoll.spawn_server(&["router", "--json"])?;
     let admin = v["admin"].as_str().unwrap().to_string();
     let metrics = std::net::TcpStream::connect(&admin).is_ok();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()?;
-    assert!(killed.success());
-    let status = child.0.wait()?;
+    let code = router.terminate()?;
     assert!(metrics, "admin listener not reachable");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(code, Some(0));
     Ok(())
-}
-
-/// Kills the router process (by its pid) if the test ends before it did.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

@@ -4,8 +4,7 @@
 
 use anyhow::Result;
 use atoll_testkit::{cli, TestCluster};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
 
 /// A plain HTTP/1.0 GET: the status line and the body.
 fn get(addr: &str, path: &str) -> Result<(String, String)> {
@@ -35,16 +34,7 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() -> Result<()> {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", cli::stderr(&out));
     }
 
-    let child = atoll
-        .command()
-        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut child = Reaped(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line)?;
+    let (server, v) = atoll.spawn_server(&["--json", "serve", "--listen", "127.0.0.1:0"])?;
     let addr = v["listen"].as_str().unwrap().to_string();
 
     let (status, body) = get(&addr, "/api/v1/cluster")?;
@@ -57,22 +47,6 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() -> Result<()> {
     let (status, body) = get(&addr, "/")?;
     assert!(status.contains("200") && body.contains("<title>atoll console</title>"));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()?;
-    assert!(killed.success());
-    assert_eq!(child.0.wait()?.code(), Some(0));
+    assert_eq!(server.terminate()?, Some(0));
     Ok(())
-}
-
-/// Kills the serve process (by its pid) if the test ends before it did.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

@@ -46,11 +46,19 @@ async fn console() -> axum::response::Html<&'static str> {
     axum::response::Html(CONSOLE)
 }
 
-async fn overview_json(State(app): State<App>) -> Json<crate::overview::Overview> {
-    Json(crate::overview::build(
-        &app.cluster.snapshot(),
-        &app.catalog.load(),
-    ))
+/// The overview the publisher built last (`events.rs`): requests do not rebuild it.
+async fn overview_json(State(app): State<App>) -> Response {
+    let mut json = app.overview.borrow().clone();
+    if json.is_empty() {
+        // Before the publisher's first round.
+        let o = crate::overview::build(&app.cluster.snapshot(), &app.catalog.load());
+        json = Arc::new(serde_json::to_string(&o).unwrap_or_else(|_| "{}".into()));
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json.as_str().to_owned(),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -8,7 +8,7 @@ use crate::api::island_views;
 use crate::view::{now_unix_ms, CatalogView};
 use atoll_client::ClientStats;
 use atoll_core::move_plan::MoveStep;
-use atoll_core::{NodeRole, Snapshot};
+use atoll_core::{NodeRole, NodeState, Snapshot};
 use std::fmt::Write;
 
 /// One metric family being written: its header once, then its samples.
@@ -101,69 +101,47 @@ pub fn render(s: &Snapshot, catalog: &CatalogView, stats: &ClientStats) -> Strin
     out
 }
 
-fn nodes(out: &mut String, s: &Snapshot) {
-    let all = || {
-        s.islands
-            .iter()
-            .flat_map(|i| i.nodes.iter().map(move |n| (i.id.to_string(), n)))
-    };
-    let mut f = Family::new(
-        out,
+/// A gauge per node (labels island and node) with `value`'s answer; a node for which it
+/// has none is left out.
+type NodeValue = fn(&NodeState) -> Option<f64>;
+
+const NODE_GAUGES: [(&str, &str, NodeValue); 4] = [
+    (
         "atoll_node_up",
-        "gauge",
         "1 when discovery could read the node.",
-    );
-    for (island, n) in all() {
-        let up = f64::from(u8::from(n.error.is_none()));
-        f.sample(
-            "atoll_node_up",
-            &[("island", &island), ("node", &n.addr)],
-            up,
-        );
-    }
-    let mut f = Family::new(
-        out,
+        |n| Some(f64::from(u8::from(n.error.is_none()))),
+    ),
+    (
         "atoll_node_is_master",
-        "gauge",
         "1 on the node that takes writes (not in recovery).",
-    );
-    for (island, n) in all().filter(|(_, n)| n.role.is_some()) {
-        let m = f64::from(u8::from(n.role == Some(NodeRole::Master)));
-        f.sample(
-            "atoll_node_is_master",
-            &[("island", &island), ("node", &n.addr)],
-            m,
-        );
-    }
-    let replicas = || all().filter(|(_, n)| n.role == Some(NodeRole::Replica));
-    let mut f = Family::new(
-        out,
+        |n| n.role.map(|r| f64::from(u8::from(r == NodeRole::Master))),
+    ),
+    (
         "pg_replication_lag_seconds",
-        "gauge",
         "Seconds since the replica's last replayed transaction (0 when fully replayed).",
-    );
-    for (island, n) in replicas() {
-        if let Some(v) = n.lag_seconds {
-            f.sample(
-                "pg_replication_lag_seconds",
-                &[("island", &island), ("node", &n.addr)],
-                v,
-            );
-        }
-    }
-    let mut f = Family::new(
-        out,
+        |n| n.lag_seconds.filter(|_| n.role == Some(NodeRole::Replica)),
+    ),
+    (
         "atoll_replication_lag_bytes",
-        "gauge",
         "Bytes of WAL the replica is behind its master.",
-    );
-    for (island, n) in replicas() {
-        if let Some(v) = n.lag_bytes {
-            f.sample(
-                "atoll_replication_lag_bytes",
-                &[("island", &island), ("node", &n.addr)],
-                v as f64,
-            );
+        |n| {
+            n.lag_bytes
+                .filter(|_| n.role == Some(NodeRole::Replica))
+                .map(|b| b as f64)
+        },
+    ),
+];
+
+fn nodes(out: &mut String, s: &Snapshot) {
+    for (name, help, value) in NODE_GAUGES {
+        let mut f = Family::new(out, name, "gauge", help);
+        for i in &s.islands {
+            let island = i.id.to_string();
+            for n in &i.nodes {
+                if let Some(v) = value(n) {
+                    f.sample(name, &[("island", &island), ("node", &n.addr)], v);
+                }
+            }
         }
     }
 }

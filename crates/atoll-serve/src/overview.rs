@@ -74,30 +74,31 @@ pub struct Overview {
 /// The overview of `s` and `c`.
 pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
     let moving: BTreeSet<ShardNo> = c.moves.iter().map(|m| m.shard).collect();
-    let islands = s
+    let mut islands: Vec<IslandColumn> = s
         .islands
         .iter()
         .map(|i| IslandColumn {
             id: i.id,
             nodes: i.nodes.clone(),
-            tiles: s
-                .shards
-                .iter()
-                .flat_map(|(n, copies)| copies.iter().map(move |c| (*n, c)))
-                .filter(|(_, c)| c.island == i.id)
-                .map(|(n, c)| {
-                    let state = if moving.contains(&n) {
-                        TileState::Moving
-                    } else if c.active {
-                        TileState::Active
-                    } else {
-                        TileState::Inactive
-                    };
-                    (n, c.size_bytes.unwrap_or(0), state)
-                })
-                .collect(),
+            tiles: Vec::new(),
         })
         .collect();
+    // One pass over the shards (by number, so every column stays sorted).
+    for (n, copies) in &s.shards {
+        for copy in copies {
+            let Some(col) = islands.iter_mut().find(|col| col.id == copy.island) else {
+                continue;
+            };
+            let state = if moving.contains(n) {
+                TileState::Moving
+            } else if copy.active {
+                TileState::Active
+            } else {
+                TileState::Inactive
+            };
+            col.tiles.push((*n, copy.size_bytes.unwrap_or(0), state));
+        }
+    }
     let moves = c
         .moves
         .iter()

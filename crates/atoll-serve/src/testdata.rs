@@ -22,8 +22,9 @@ fn node(addr: &str, in_recovery: bool, lsn: u64) -> NodeObservation {
 /// The snapshot described above.
 pub fn snapshot(n: i64) -> Snapshot {
     let shards = (1..=n)
-        .map(|n| ShardObservation {
-            shard: ShardNo::new(n).unwrap(),
+        .filter_map(|n| ShardNo::new(n).ok())
+        .map(|shard| ShardObservation {
+            shard,
             schema_exists: true,
             active: true,
             size_bytes: Some(1000),

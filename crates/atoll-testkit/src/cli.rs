@@ -2,8 +2,9 @@
 //! from the test (`env!("CARGO_BIN_EXE_atoll")`, known only inside atoll-cli's tests).
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The `atoll` binary with `--config` set to one sandbox's file.
 #[derive(Debug, Clone)]
@@ -45,6 +46,52 @@ impl Cli {
         }
         c.output()
             .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+}
+
+impl Cli {
+    /// Starts a server command (`atoll <args>`, which must include `--json`) and reads the
+    /// first line it prints, its address, as JSON.
+    pub fn spawn_server(&self, args: &[&str]) -> anyhow::Result<(Server, Value)> {
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut server = Server(child);
+        let out = server
+            .0
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        Ok((server, serde_json::from_str(&line)?))
+    }
+}
+
+/// A server process started by [`Cli::spawn_server`]; killed (by its pid) if the test ends
+/// before it did.
+pub struct Server(Child);
+
+impl Server {
+    /// Sends SIGTERM and waits: the exit code.
+    pub fn terminate(mut self) -> anyhow::Result<Option<i32>> {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()?;
+        anyhow::ensure!(killed.success(), "kill -TERM failed");
+        Ok(self.0.wait()?.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

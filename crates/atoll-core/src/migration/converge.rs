@@ -74,10 +74,7 @@ fn create_tables(missing: &[String]) -> (Vec<String>, BTreeSet<&str>, BTreeSet<&
         }
     }
     for f in missing {
-        let Some((name, def)) = f
-            .strip_prefix("constraint ")
-            .and_then(|r| r.split_once(": "))
-        else {
+        let Some((name, def)) = constraint_fact(f) else {
             continue;
         };
         if let Some((t, c)) = name.split_once('.').filter(|(t, _)| new_tables.contains(t)) {
@@ -175,10 +172,7 @@ fn converge_one(
     // fact below redundant.
     let mut handled: BTreeSet<&str> = BTreeSet::new();
     for f in missing {
-        let Some((name, def)) = f
-            .strip_prefix("constraint ")
-            .and_then(|r| r.split_once(": "))
-        else {
+        let Some((name, def)) = constraint_fact(f) else {
             continue;
         };
         let Some((t, c)) = name
@@ -338,6 +332,12 @@ pub fn converge(
             })
             .collect(),
     )
+}
+
+/// A signature fact `constraint <table>.<name>: <definition>` as (`<table>.<name>`,
+/// definition); `None` for any other fact.
+fn constraint_fact(f: &str) -> Option<(&str, &str)> {
+    f.strip_prefix("constraint ")?.split_once(": ")
 }
 
 #[cfg(test)]
