@@ -15,6 +15,15 @@ pub struct ServeArgs {
     /// How often the catalog is read and discovery runs, in ms
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
     period_ms: u64,
+    /// A token that authorises actions (moves, rebalance, migrate), by reference:
+    /// [NAME=]env:VAR or [NAME=]file:PATH, at least 16 characters; NAME (default
+    /// "operator") is what the action log records. Repeat for several operators; without
+    /// one, actions are refused and the console is read-only
+    #[arg(long, value_name = "[NAME=]REF")]
+    write_token: Vec<atoll_serve::WriteToken>,
+    /// The migration directory that migrate actions plan and apply
+    #[arg(long, value_name = "DIR")]
+    migrations: Option<std::path::PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: ServeArgs) -> CmdResult {
@@ -25,6 +34,8 @@ async fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
     let atoll = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
     let mut config = atoll_serve::ServeConfig::new(args.listen, atoll);
     config.period = std::time::Duration::from_millis(args.period_ms);
+    config.write_tokens = args.write_token;
+    config.migrations = args.migrations;
     until_signal(ctx, config).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -35,7 +46,9 @@ pub async fn until_signal(ctx: &Context, config: atoll_serve::ServeConfig) -> Re
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;
     let handle = atoll_serve::start(config).await.map_err(|e| match e {
-        atoll_serve::ServeError::Listen { .. } => Failure::input(e),
+        atoll_serve::ServeError::Listen { .. }
+        | atoll_serve::ServeError::Token(_)
+        | atoll_serve::ServeError::Migrations(_) => Failure::input(e),
         other => Failure::failed(other),
     })?;
     if ctx.json {

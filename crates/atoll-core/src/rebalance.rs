@@ -64,6 +64,19 @@ pub struct RebalancePlan {
     pub after: Vec<IslandLoad>,
 }
 
+impl RebalancePlan {
+    /// A digest of the moves (shard, from, to, in order): what an operator reviewed, so a
+    /// run can refuse when the plan made at run time is not the one they saw.
+    pub fn digest(&self) -> String {
+        let text: String = self
+            .moves
+            .iter()
+            .map(|m| format!("{}:{}>{};", m.shard.get(), m.from.0, m.to.0))
+            .collect();
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+    }
+}
+
 /// Why no plan can be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RebalanceError {

@@ -135,3 +135,22 @@ fn bad_inputs_are_refused() {
     let inp = input(&[0], vec![load(1, 0, -1.0)]);
     assert!(matches!(plan(&inp), Err(RebalanceError::BadWeight { .. })));
 }
+
+#[test]
+fn the_digest_changes_with_the_moves_and_only_with_them() {
+    let shards: Vec<ShardLoad> = (1..=8).map(|n| load(n, 0, 10.0)).collect();
+    let p = plan(&input(&[0, 1], shards.clone())).unwrap();
+    let again = plan(&input(&[0, 1], shards)).unwrap();
+    assert_eq!(p.digest(), again.digest());
+    assert_eq!(p.digest().len(), 32);
+    let mut other = p.clone();
+    other.moves[0].to = IslandId(2);
+    assert_ne!(p.digest(), other.digest());
+    let mut reweighed = p.clone();
+    reweighed.moves[0].weight += 1.0;
+    assert_eq!(
+        p.digest(),
+        reweighed.digest(),
+        "weights are not what is reviewed"
+    );
+}

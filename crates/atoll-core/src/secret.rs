@@ -92,6 +92,15 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `given` is this secret, compared in time that does not depend on where
+    /// they differ (a bearer token checked this way leaks nothing through timing but its
+    /// length).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let own = self.0.as_bytes();
+        own.len() == given.len()
+            && own.iter().zip(given).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -23,6 +23,8 @@ pub struct App {
     pub stopped: tokio::sync::watch::Receiver<bool>,
     /// The latest overview's JSON (`events.rs`).
     pub overview: crate::events::Published,
+    /// Tokens, the action log and what runs now (`actions/`).
+    pub actions: Arc<crate::actions::Actions>,
 }
 
 /// The routes of `/api/v1`.
@@ -36,7 +38,9 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/overview", get(overview_json))
         .route("/api/v1/locate", get(locate))
         .route("/api/v1/events", get(crate::events::events))
+        .route("/api/v1/migrations", get(migrations))
         .route("/", get(console))
+        .merge(crate::actions::routes())
 }
 
 /// The console: one page, its script and style inline, no outside asset (works offline).
@@ -51,7 +55,8 @@ async fn overview_json(State(app): State<App>) -> Response {
     let mut json = app.overview.borrow().clone();
     if json.is_empty() {
         // Before the publisher's first round.
-        let o = crate::overview::build(&app.cluster.snapshot(), &app.catalog.load());
+        let live = app.actions.state();
+        let o = crate::overview::build(&app.cluster.snapshot(), &app.catalog.load(), &live);
         json = Arc::new(serde_json::to_string(&o).unwrap_or_else(|_| "{}".into()));
     }
     (
@@ -88,6 +93,31 @@ async fn locate(
 /// A JSON error answer: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A refused request: its status and the one line that says why (answered as [`error`]).
+#[derive(Debug)]
+pub struct Refusal {
+    /// 400, 401, 403, 409, 413...
+    pub status: StatusCode,
+    /// What was wrong, naming the field or the conflict.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
 }
 
 #[derive(Serialize)]
@@ -191,4 +221,15 @@ async fn moves(State(app): State<App>) -> Json<CatalogView> {
 
 async fn snapshot(State(app): State<App>) -> Json<Snapshot> {
     Json(Snapshot::clone(&app.cluster.snapshot()))
+}
+
+/// The newest migration run with its per-schema progress, and the latest runs.
+async fn migrations(State(app): State<App>) -> Response {
+    let c = app.catalog.load();
+    Json(serde_json::json!({
+        "latest": c.migration,
+        "runs": c.runs,
+        "error": c.migration_error,
+    }))
+    .into_response()
 }

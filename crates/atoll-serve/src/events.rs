@@ -5,6 +5,7 @@
 //! does not grow with the number of pages open. A stream ends when the server stops, so a
 //! graceful shutdown does not wait on it.
 
+use crate::actions::Actions;
 use crate::api::App;
 use crate::overview;
 use crate::view::CatalogView;
@@ -28,11 +29,12 @@ pub type Published = watch::Receiver<Arc<String>>;
 pub async fn publish(
     cluster: Cluster,
     catalog: Arc<arc_swap::ArcSwap<CatalogView>>,
+    actions: Arc<Actions>,
     tx: watch::Sender<Arc<String>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let o = overview::build(&cluster.snapshot(), &catalog.load());
+        let o = overview::build(&cluster.snapshot(), &catalog.load(), &actions.state());
         match serde_json::to_string(&o) {
             Ok(json) => {
                 tx.send_if_modified(|cur| {

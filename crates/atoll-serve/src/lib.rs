@@ -13,7 +13,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod actions;
 mod api;
+mod auth;
 mod config;
 mod error;
 mod events;
@@ -24,7 +26,7 @@ mod server;
 mod testdata;
 mod view;
 
-pub use config::ServeConfig;
+pub use config::{ServeConfig, WriteToken};
 pub use error::ServeError;
 pub use metrics::render as render_metrics;
 pub use server::{start, ServeHandle};

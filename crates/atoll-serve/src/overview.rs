@@ -3,6 +3,7 @@
 //! bytes, state]`), unfinished moves with their progress, the problems. Built from the
 //! snapshot and the catalog view in memory.
 
+use crate::actions::LiveAction;
 use crate::view::CatalogView;
 use atoll_core::move_plan::MoveStep;
 use atoll_core::{IslandId, NodeState, ShardNo, Snapshot};
@@ -20,6 +21,9 @@ pub enum TileState {
     Inactive,
     /// Active here while an unfinished move takes it elsewhere, or the move's copy.
     Moving,
+    /// Its applied migrations differ from the files (the last migrate plan made here
+    /// found drift): `atoll schema plan` converges it.
+    Drifted,
 }
 
 /// One island's column.
@@ -50,6 +54,34 @@ pub struct MoveLine {
     pub step_no: usize,
     /// How many steps a move has.
     pub steps: usize,
+    /// Bytes copied so far and the source's size, when this process runs the move.
+    pub copy: Option<(u64, u64)>,
+}
+
+/// What runs here now, for the page (`actions/run.rs` keeps it).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Shards drifted in the last migrate plan made here.
+    pub drifted: BTreeSet<ShardNo>,
+    /// Actions under way.
+    pub actions: Vec<LiveAction>,
+}
+
+/// The newest migration run, in brief.
+#[derive(Debug, Serialize)]
+pub struct MigrationLine {
+    /// Its id.
+    pub run_id: i64,
+    /// `running`, `done`, `failed`...
+    pub status: String,
+    /// Schemas done, failed, in all.
+    pub done: i32,
+    /// See `done`.
+    pub failed: i32,
+    /// See `done`.
+    pub total: i32,
+    /// The first failure or the run's message.
+    pub message: Option<String>,
 }
 
 /// The whole page's data.
@@ -67,12 +99,18 @@ pub struct Overview {
     pub islands: Vec<IslandColumn>,
     /// Unfinished moves.
     pub moves: Vec<MoveLine>,
+    /// Actions under way here.
+    pub actions: Vec<LiveAction>,
+    /// The action log's latest entries (at most 10), newest first.
+    pub action_log: Vec<atoll_pg::catalog::action_log::Entry>,
+    /// The newest migration run.
+    pub migration: Option<MigrationLine>,
     /// The last catalog read's failure.
     pub catalog_error: Option<String>,
 }
 
 /// The overview of `s` and `c`.
-pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
+pub fn build(s: &Snapshot, c: &CatalogView, live: &Live) -> Overview {
     let moving: BTreeSet<ShardNo> = c.moves.iter().map(|m| m.shard).collect();
     let mut islands: Vec<IslandColumn> = s
         .islands
@@ -91,6 +129,8 @@ pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
             };
             let state = if moving.contains(n) {
                 TileState::Moving
+            } else if live.drifted.contains(n) {
+                TileState::Drifted
             } else if copy.active {
                 TileState::Active
             } else {
@@ -113,8 +153,21 @@ pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
                 .position(|x| *x == m.step)
                 .map_or(0, |p| p + 1),
             steps: MoveStep::ALL.len(),
+            copy: live
+                .actions
+                .iter()
+                .find(|a| a.shard == Some(m.shard) && a.total > 0)
+                .map(|a| (a.done, a.total)),
         })
         .collect();
+    let migration = c.migration.as_ref().map(|m| MigrationLine {
+        run_id: m.run.run_id,
+        status: m.run.status.as_str().to_string(),
+        done: m.run.schemas_done,
+        failed: m.run.schemas_failed,
+        total: m.run.schemas_total,
+        message: m.run.message.clone(),
+    });
     Overview {
         cluster_id: s.islands.iter().find_map(|i| i.cluster_id.clone()),
         snapshot_taken_at_unix_ms: s.taken_at_unix_ms,
@@ -122,6 +175,9 @@ pub fn build(s: &Snapshot, c: &CatalogView) -> Overview {
         problems: s.problems.iter().map(ToString::to_string).collect(),
         islands,
         moves,
+        actions: live.actions.clone(),
+        action_log: c.actions.iter().take(10).cloned().collect(),
+        migration,
         catalog_error: c.error.clone(),
     }
 }
@@ -185,11 +241,13 @@ mod tests {
             verify: VerifyMode::default(),
             backup_schema: None,
         });
-        let o = build(&s, &c);
+        let mut live = Live::default();
+        live.drifted.insert(ShardNo::new(3).unwrap());
+        let o = build(&s, &c, &live);
         let states: Vec<TileState> = o.islands[0].tiles.iter().map(|t| t.2).collect();
         assert_eq!(
             states,
-            [TileState::Active, TileState::Moving, TileState::Active]
+            [TileState::Active, TileState::Moving, TileState::Drifted]
         );
         assert_eq!((o.moves[0].step_no, o.moves[0].steps), (3, 10));
         assert_eq!(o.shards_active, 3);

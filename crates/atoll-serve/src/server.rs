@@ -2,7 +2,9 @@
 //! background, graceful shutdown (stop accepting, let requests in flight finish within the
 //! drain timeout).
 
+use crate::actions::Actions;
 use crate::api::{self, App};
+use crate::auth::Tokens;
 use crate::config::ServeConfig;
 use crate::error::ServeError;
 use crate::view::{self, CatalogView};
@@ -21,6 +23,7 @@ pub struct ServeHandle {
     /// Where it listens.
     pub addr: SocketAddr,
     cluster: Cluster,
+    actions: Arc<Actions>,
     drain: std::time::Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -29,6 +32,10 @@ pub struct ServeHandle {
 /// Connects to the cluster (a first discovery round, the catalog read once), opens the
 /// listener and starts serving.
 pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
+    let tokens = Tokens::resolve(&config.write_tokens)?;
+    if let Some(dir) = &config.migrations {
+        atoll_migrate::read_dir(dir).map_err(|e| ServeError::Migrations(e.to_string()))?;
+    }
     let options = ClusterOptions {
         refresh_period: config.period,
         application_name: "atoll-serve".into(),
@@ -48,6 +55,16 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
         addr: config.listen,
         source,
     })?;
+    let server = format!("{} {addr}", atoll_pg::coordination::host_name());
+    let actions = Arc::new(Actions::new(
+        tokens,
+        server,
+        config.migrations.clone(),
+        config.move_options.clone(),
+    ));
+    actions
+        .close_interrupted(&cluster.config(), &cluster.snapshot())
+        .await;
     let (stop, stopped) = watch::channel(false);
     let (overview_tx, overview) = watch::channel(Arc::new(String::new()));
     let app = App {
@@ -55,6 +72,7 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
         catalog: catalog.clone(),
         stopped: stopped.clone(),
         overview,
+        actions: actions.clone(),
     };
     let router = api::routes()
         .route("/metrics", get(metrics))
@@ -64,7 +82,8 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
     let mut tasks = Vec::new();
     let mut on_stop = stopped.clone();
     tasks.push(tokio::spawn(async move {
-        let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let serving = axum::serve(listener, service).with_graceful_shutdown(async move {
             let _ = on_stop.changed().await;
         });
         if let Err(e) = serving.await {
@@ -74,6 +93,7 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
     tasks.push(tokio::spawn(crate::events::publish(
         cluster.clone(),
         catalog.clone(),
+        actions.clone(),
         overview_tx,
         stopped.clone(),
     )));
@@ -87,6 +107,7 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, ServeError> {
     Ok(ServeHandle {
         addr,
         cluster,
+        actions,
         drain: config.drain_timeout,
         stop,
         tasks,
@@ -104,9 +125,12 @@ async fn metrics(State(app): State<App>) -> Response {
 
 impl ServeHandle {
     /// Stops accepting, lets requests in flight finish (within the drain timeout), stops
-    /// the catalog reader and closes the cluster's connections.
+    /// the catalog reader, interrupts the actions still running (each operation stays
+    /// resumable, its log entry says interrupted) and closes the cluster's connections.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        let (config, snapshot) = (self.cluster.config(), self.cluster.snapshot());
+        self.actions.interrupt(&config, &snapshot).await;
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(self.drain, t).await.is_err() {

@@ -6,11 +6,16 @@
 //! keyboard and its highlighted tile, then a shard deactivated on its island turning grey
 //! on the open page without a reload.
 //!
-//! With `ATOLL_CONSOLE_SCREENSHOTS=DIR` it also writes `console-overview.png` and
-//! `console-narrow.png` there (how the screenshots under docs/ are made).
+//! A second test acts from the page: the write token typed in, a migration plan showing
+//! its group, a move started with the typed confirmation, its progress on the page while
+//! it runs, and its tile ending on the other island with the action log saying who did it.
+//!
+//! With `ATOLL_CONSOLE_SCREENSHOTS=DIR` it also writes `console-overview.png`,
+//! `console-narrow.png` and `console-actions.png` there (how the screenshots under docs/
+//! are made).
 
-use atoll_core::ShardNo;
-use atoll_serve::{start, ServeConfig};
+use atoll_core::{IslandId, ShardNo};
+use atoll_serve::{start, ServeConfig, WriteToken};
 use atoll_testkit::TestCluster;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::{Browser, LaunchOptions, Tab};
@@ -186,4 +191,114 @@ async fn screenshots(dir: PathBuf, base: &str) {
     })
     .await
     .unwrap();
+}
+
+const TOKEN: &str = "console-token-0123456789";
+
+/// Clicks `selector` and types `text` into it.
+fn type_into(tab: &Tab, selector: &str, text: &str) {
+    tab.find_element(selector).unwrap().click().unwrap();
+    tab.type_str(text).unwrap();
+}
+
+fn wait_count(tab: &Tab, selector: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count(tab, selector) != n {
+        assert!(std::time::Instant::now() < deadline, "{selector}: not {n}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_started_from_the_console_runs_live_and_ends_on_the_other_island() {
+    let tc = TestCluster::setup(2, 0)
+        .shards(1..=4)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let dir = tc.config_path().parent().unwrap().join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("20260102000000.notes.sh.up.sql"),
+        "create table notes (id bigint primary key);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("20260102000000.notes.sh.dn.sql"),
+        "drop table notes;",
+    )
+    .unwrap();
+    // Enough rows that the copy takes a moment the page can show.
+    tc.on_each_shard(&[ShardNo::new(1).unwrap()], |s| {
+        format!(
+            "create table {s}.big as select g as id, repeat('x', 200) as pad \
+             from generate_series(1, 100000) g; alter table {s}.big add primary key (id)"
+        )
+    })
+    .await
+    .unwrap();
+    std::env::set_var("ATOLL_CONSOLE_TOKEN", TOKEN);
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), tc.config().clone());
+    config.period = Duration::from_millis(200);
+    config.write_tokens = vec!["carol=env:ATOLL_CONSOLE_TOKEN"
+        .parse::<WriteToken>()
+        .unwrap()];
+    config.migrations = Some(dir);
+    let handle = start(config).await.expect("atoll serve starts");
+    let page = format!("http://{}", handle.addr);
+    let shots = std::env::var_os("ATOLL_CONSOLE_SCREENSHOTS").map(PathBuf::from);
+
+    let seen = tokio::task::spawn_blocking(move || {
+        let browser = browser(1280, 1000);
+        let tab = browser.new_tab().unwrap();
+        tab.navigate_to(&page).unwrap();
+        wait_text(&tab, "#live", |t| t == "live");
+        type_into(&tab, "#token", TOKEN);
+        // The migration plan: one group of the four shards.
+        tab.find_element("#migrate-plan").unwrap().click().unwrap();
+        let groups = wait_text(&tab, "#plan-groups tbody", |t| !t.is_empty());
+        assert!(groups.contains("20260102000000.notes.sh") && groups.contains('4'), "{groups}");
+        // A move: shard 1 to island 1, confirmed by typing its schema's name.
+        type_into(&tab, "#move-shard", "1");
+        eval(&tab, "document.getElementById('move-to').value = '1'");
+        tab.find_element("#move-form button").unwrap().click().unwrap();
+        assert_eq!(eval(&tab, "document.getElementById('confirm').open"), true);
+        assert_eq!(eval(&tab, "document.getElementById('confirm-ok').disabled"), true);
+        type_into(&tab, "#confirm-input", "sh0001");
+        tab.find_element("#confirm-ok").unwrap().click().unwrap();
+        // While it runs, the page shows it (the moves table or the running action).
+        let mut progress = Vec::new();
+        let done = "article[aria-label=\"island 1\"] .tile.active[data-shard=\"1\"]";
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while count(&tab, done) == 0 {
+            assert!(std::time::Instant::now() < deadline, "sh0001 never reached island 1");
+            let row = eval(&tab, "document.querySelector('#moves tr[data-shard=\"1\"] td:nth-child(3)')?.innerText ?? ''");
+            if let Some(t) = row.as_str().filter(|t| !t.is_empty()) {
+                if progress.last().map(String::as_str) != Some(t) {
+                    progress.push(t.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(count(&tab, ".tile[data-shard=\"1\"]"), 1, "one copy left");
+        wait_count(&tab, "#log tr[data-outcome=\"succeeded\"]", 1);
+        let log = wait_text(&tab, "#log", |t| t.contains("carol"));
+        assert!(log.contains("move sh0001 to island 1"), "{log}");
+        if let Some(dir) = shots {
+            let png = tab
+                .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+                .unwrap();
+            std::fs::write(dir.join("console-actions.png"), png).unwrap();
+        }
+        progress
+    })
+    .await
+    .unwrap();
+    eprintln!("the page showed the move's steps: {seen:?}");
+    assert!(
+        !seen.is_empty(),
+        "the move's progress was never on the page"
+    );
+    handle.shutdown().await;
 }

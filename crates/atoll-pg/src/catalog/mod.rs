@@ -11,12 +11,14 @@
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
+//! | [`action_log`] | `atoll.action_log` (who did what through the control plane, and how it ended) | the coordination island's master |
 //! | [`shard_endpoints`] | `atoll.shard_endpoints` (node addresses, `auth_kind`, keychain alias) | the coordination island's master |
 //!
 //! The DDL is a list of numbered steps (`steps/NNN_name.sql`), each applied once per island
 //! and tracked by name in `atoll.catalog_steps`, so subsystems add steps independently. The
 //! catalog version is the number of the last step applied.
 
+pub mod action_log;
 pub mod id_leases;
 pub mod migration_runs;
 pub mod migration_shards;
@@ -56,6 +58,7 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         "move_identity",
         include_str!("steps/009_move_identity.sql"),
     ),
+    (10, "action_log", include_str!("steps/010_action_log.sql")),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -1,0 +1,178 @@
+//! Rebalance actions: a dry run that returns the plan and its digest
+//! (`{"decommission": [2]}`), then a run of exactly that plan (`{"decommission": [2],
+//! "confirm": "<digest>"}`) — refused when the plan made at run time differs from the one
+//! reviewed. `atoll_move::{prepare_rebalance, run_moves}`, as `atoll rebalance` does.
+
+use crate::actions::request::{self, known_island};
+use crate::actions::run::{launch, End, Plan};
+use crate::api::{App, Refusal};
+use atoll_core::IslandId;
+use atoll_move::{MoveEvent, RebalanceRequest};
+use atoll_pg::catalog::action_log::ActionKind;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// `POST /api/v1/actions/rebalance/plan`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// Islands to empty.
+    #[serde(default)]
+    pub decommission: Vec<u16>,
+}
+
+/// `POST /api/v1/actions/rebalance`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// Islands to empty, as in the plan.
+    #[serde(default)]
+    pub decommission: Vec<u16>,
+    /// Moves at once (default 2).
+    #[serde(default = "two")]
+    pub parallelism: usize,
+    /// The digest of the reviewed plan.
+    pub confirm: String,
+}
+
+fn two() -> usize {
+    2
+}
+
+fn islands(app: &App, given: &[u16]) -> Result<Vec<IslandId>, Refusal> {
+    let s = app.cluster.snapshot();
+    given
+        .iter()
+        .map(|i| known_island(&s, "decommission", *i))
+        .collect()
+}
+
+/// The dry run: the plan and its digest; nothing changes.
+pub async fn plan(
+    State(app): State<App>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let (_, b): (_, PlanBody) = request::read(&app, remote, &headers, body).await?;
+    let decommission = islands(&app, &b.decommission)?;
+    let req = RebalanceRequest {
+        decommission,
+        dry_run: true,
+        ..RebalanceRequest::default()
+    };
+    let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
+    let opts = app.actions.move_options.clone();
+    let prepared = atoll_move::prepare_rebalance(
+        &config,
+        (*snapshot).clone(),
+        &req,
+        &opts,
+        atoll_move::no_progress(),
+    )
+    .await;
+    match prepared {
+        Ok(p) => Ok(Json(serde_json::json!({
+            "digest": p.plan.digest(),
+            "plan": p.plan,
+            "weighed_by_size": p.sizes,
+        }))
+        .into_response()),
+        Err(e) if e.is_refusal() => Err(Refusal::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Runs the reviewed plan.
+pub async fn start(
+    State(app): State<App>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let (who, b): (_, RunBody) = request::read(&app, remote, &headers, body).await?;
+    let decommission = islands(&app, &b.decommission)?;
+    if !(1..=64).contains(&b.parallelism) {
+        return Err(request::bad("parallelism", "must be 1 to 64"));
+    }
+    if let Some(run) = app.catalog.load().migration_running() {
+        let msg = format!("migration run {run} is under way; rebalance after it ends");
+        return Err(Refusal::new(StatusCode::CONFLICT, msg));
+    }
+    let plan = Plan {
+        who,
+        kind: ActionKind::Rebalance,
+        target: format!("plan {}", b.confirm),
+        shard: None,
+    };
+    let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
+    let opts = app.actions.move_options.clone();
+    let req = RebalanceRequest {
+        decommission,
+        ..RebalanceRequest::default()
+    };
+    let work = move |p: crate::actions::run::Progress| async move {
+        let none = atoll_move::no_progress();
+        let prepared =
+            match atoll_move::prepare_rebalance(&config, (*snapshot).clone(), &req, &opts, none)
+                .await
+            {
+                Ok(prep) => prep,
+                Err(e) if e.is_refusal() => return End::Refused(e.to_string()),
+                Err(e) => return End::Failed(e.to_string()),
+            };
+        if prepared.plan.digest() != b.confirm {
+            return End::Refused(format!(
+                "the plan is now {} (was {} when reviewed): the cluster changed; plan again",
+                prepared.plan.digest(),
+                b.confirm
+            ));
+        }
+        p.accept();
+        let total = prepared.plan.moves.len() as u64;
+        p.update(|a| (a.done, a.total) = (0, total));
+        let on = p.clone();
+        let sink: atoll_move::Progress = std::sync::Arc::new(move |shard, e| {
+            if let MoveEvent::Step(step) = e {
+                on.update(|a| a.progress = format!("{shard}: {step}"));
+                if *step == atoll_core::move_plan::MoveStep::CleanedUp {
+                    on.update(|a| a.done += 1);
+                }
+            }
+        });
+        let moves = &prepared.plan.moves;
+        let outcomes = atoll_move::run_moves(
+            &config,
+            &prepared.snapshot,
+            moves,
+            b.parallelism,
+            &opts,
+            sink,
+        )
+        .await;
+        drop(prepared.lock);
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.shard)))
+            .collect();
+        if failed.is_empty() {
+            End::Succeeded(format!("{} moves done", outcomes.len()))
+        } else {
+            End::Failed(format!(
+                "{} of {} moves failed: {}",
+                failed.len(),
+                outcomes.len(),
+                failed.join("; ")
+            ))
+        }
+    };
+    Ok(launch(&app, plan, work).await)
+}

@@ -1,0 +1,137 @@
+//! Reading an action's request: the write token first, then a bounded JSON body into the
+//! action's type (unknown fields refused); every refusal is one JSON line naming what was
+//! wrong (`shard: ...`, `body: ...`), and nothing has been done when it is sent.
+
+use crate::api::{App, Refusal};
+use atoll_core::{IslandId, ShardNo, Snapshot};
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+/// The largest body an action takes: a reviewed migration plan of 10,000 shards fits.
+pub const BODY_LIMIT: usize = 4 << 20;
+
+/// Who asks: the write token's name and the client's address.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// The token's name.
+    pub actor: String,
+    /// The client's address.
+    pub remote: String,
+}
+
+/// Checks the token, then reads the body as `T`.
+pub async fn read<T: DeserializeOwned>(
+    app: &App,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Who, T), Refusal> {
+    let actor = app.actions.tokens.check(headers).map_err(|d| {
+        let (status, message) = d.answer();
+        Refusal::new(status, message)
+    })?;
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body: larger than {BODY_LIMIT} bytes"),
+        )
+    })?;
+    let parsed = if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::from_slice(b"{}")
+    } else {
+        serde_json::from_slice(&bytes)
+    };
+    let value = parsed.map_err(|e| bad("body", e))?;
+    let who = Who {
+        actor,
+        remote: remote.to_string(),
+    };
+    Ok((who, value))
+}
+
+/// A 400 answer naming `field`.
+pub fn bad(field: &str, why: impl std::fmt::Display) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, format!("{field}: {why}"))
+}
+
+/// A shard given as a number (`42`) or a schema name (`"sh0042"`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ShardArg {
+    /// `42`.
+    Number(i64),
+    /// `"sh0042"` or `"42"`.
+    Text(String),
+}
+
+impl ShardArg {
+    /// The shard, which must be in `s`; the error names the field `shard`.
+    pub fn known(&self, s: &Snapshot) -> Result<ShardNo, Refusal> {
+        let n = match self {
+            ShardArg::Number(n) => ShardNo::new(*n).map_err(|e| bad("shard", e))?,
+            ShardArg::Text(t) => t.trim().parse().map_err(|e| bad("shard", e))?,
+        };
+        if !s.shards.contains_key(&n) {
+            return Err(bad("shard", format!("{n} is not in the cluster")));
+        }
+        Ok(n)
+    }
+}
+
+/// `island`, which must be configured; the error names `field`.
+pub fn known_island(s: &Snapshot, field: &str, island: u16) -> Result<IslandId, Refusal> {
+    let id = IslandId(island);
+    match s.island(id) {
+        Some(_) => Ok(id),
+        None => Err(bad(field, format!("island {island} is not in the config"))),
+    }
+}
+
+/// Refuses unless `given` is `expected` (what the operator confirms: a schema name or a
+/// plan's digest, `what` says which).
+pub fn confirmed(given: &str, expected: &str, what: &str) -> Result<(), Refusal> {
+    if given == expected {
+        Ok(())
+    } else {
+        Err(bad(
+            "confirm",
+            format!("must be {expected:?} ({what}) to go ahead"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_numbers_or_schemas_and_must_exist() {
+        let s = crate::testdata::snapshot(3);
+        for ok in [
+            ShardArg::Number(2),
+            ShardArg::Text("sh0002".into()),
+            ShardArg::Text(" 2".into()),
+        ] {
+            assert_eq!(ok.known(&s).unwrap().get(), 2, "{ok:?}");
+        }
+        for bad in [
+            ShardArg::Number(9),
+            ShardArg::Number(-1),
+            ShardArg::Number(10_000),
+            ShardArg::Text("x".into()),
+        ] {
+            let r = bad.known(&s).unwrap_err();
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(r.message.starts_with("shard: "), "{}", r.message);
+        }
+        assert!(known_island(&s, "to", 0).is_ok());
+        assert_eq!(
+            known_island(&s, "to", 7).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert!(confirmed("sh0002", "sh0002", "the schema").is_ok());
+        assert!(confirmed("yes", "sh0002", "the schema").is_err());
+    }
+}
