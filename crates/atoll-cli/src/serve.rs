@@ -19,8 +19,9 @@ pub struct ServeArgs {
     /// [NAME=]env:VAR or [NAME=]file:PATH, at least 16 characters; NAME (default
     /// "operator") is what the action log records. Repeat for several operators; without
     /// one, actions are refused and the console is read-only
+    // Parsed after clap, whose error would echo a token pasted by mistake.
     #[arg(long, value_name = "[NAME=]REF")]
-    write_token: Vec<atoll_serve::WriteToken>,
+    write_token: Vec<String>,
     /// The migration directory that migrate actions plan and apply
     #[arg(long, value_name = "DIR")]
     migrations: Option<std::path::PathBuf>,
@@ -34,7 +35,11 @@ async fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
     let atoll = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
     let mut config = atoll_serve::ServeConfig::new(args.listen, atoll);
     config.period = std::time::Duration::from_millis(args.period_ms);
-    config.write_tokens = args.write_token;
+    config.write_tokens = args
+        .write_token
+        .iter()
+        .map(|t| t.parse().map_err(Failure::input))
+        .collect::<Result<_, _>>()?;
     config.migrations = args.migrations;
     until_signal(ctx, config).await?;
     Ok(ExitCode::SUCCESS)

@@ -210,7 +210,9 @@ impl Cluster {
         };
         let watch = refresh::Watch::new(&config);
         let disc = refresh::discoverer(&config, &options);
+        let t0 = std::time::Instant::now();
         let snapshot = disc.discover().await;
+        let took = t0.elapsed();
         let pools = pools::build(&config, &options, None);
         let state = State::new(Arc::new(config), Arc::new(snapshot), pools);
         let shared = Arc::new(Shared::new(state, options, ids));
@@ -218,6 +220,7 @@ impl Cluster {
             .counters
             .discovery_rounds
             .fetch_add(1, Ordering::Relaxed);
+        shared.counters.record_discovery(took);
         let lease = match (&shared.ids, &shared.options.id_node) {
             (IdSource::Leased(slot), IdNode::Lease(opts)) => {
                 Some(LeaseHandle::start(shared.clone(), slot.clone(), opts.clone()).await?)

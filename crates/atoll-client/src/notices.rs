@@ -26,6 +26,8 @@ pub struct ClientStats {
     pub notices_ignored: u64,
     /// The islands whose master is being listened to right now (`LISTEN` in place).
     pub listening: Vec<IslandId>,
+    /// How long the last discovery round took, in microseconds.
+    pub last_discovery_us: u64,
 }
 
 /// What the background tasks count.
@@ -35,6 +37,7 @@ pub(crate) struct Counters {
     pub notices_applied: AtomicU64,
     pub notices_ignored: AtomicU64,
     pub listening: Mutex<BTreeSet<IslandId>>,
+    pub last_discovery_us: AtomicU64,
 }
 
 impl Counters {
@@ -44,7 +47,13 @@ impl Counters {
             notices_applied: self.notices_applied.load(Ordering::Relaxed),
             notices_ignored: self.notices_ignored.load(Ordering::Relaxed),
             listening: self.listening_now().into_iter().collect(),
+            last_discovery_us: self.last_discovery_us.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn record_discovery(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_discovery_us.store(us, Ordering::Relaxed);
     }
 
     fn listening_now(&self) -> BTreeSet<IslandId> {

@@ -117,7 +117,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut disc: Discoverer, mut watch: Op
             config = Arc::new(new);
         }
         let covers = shared.round_start();
+        let t0 = Instant::now();
         let snapshot = disc.discover().await;
+        shared.counters.record_discovery(t0.elapsed());
         last_round = Instant::now();
         shared.install(config, snapshot, pools, covers);
         follow(&mut notices);

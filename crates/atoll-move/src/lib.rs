@@ -62,6 +62,7 @@ mod subscribe;
 mod undo;
 mod verify;
 
+pub use atoll_pg::catalog::moves::{FinishedMove, MoveTimings};
 pub use cleanup::{cleanup, DroppedBackup};
 pub use debris::{move_debris, MoveBackup, MoveDebris, UnfinishedMove, UnreadIsland};
 pub use error::MoveError;
@@ -73,7 +74,7 @@ pub use rebalance_prepare::{
 };
 pub use resume::{abort_move, abort_move_with, resume_move};
 pub use start::start_move;
-pub use store::unfinished;
+pub use store::{unfinished, unfinished_and_finished};
 pub use undo::AbortReport;
 
 use atoll_core::move_plan::{AbortAction, MoveStep, TableDigest, VerifyMode};

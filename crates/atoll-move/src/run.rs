@@ -69,6 +69,9 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
                 .await?;
                 cx.hook(MoveStep::CleanedUp)?;
                 cx.reached(MoveStep::CleanedUp).await?;
+                // Finished by this run: its timings are this run's.
+                cx.report.total_ms = started.elapsed().as_millis() as u64;
+                store::record_timings(&cx.src, cx.rec.id, &cx.report).await;
             }
             ResumeAction::Nothing => {
                 // A move finished by an older version could have its destination row

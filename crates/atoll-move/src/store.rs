@@ -60,6 +60,40 @@ pub(crate) async fn forget(db: &Db, id: i64) -> Result<(), MoveError> {
     Ok(moves::forget(&db.client, &db.node, id).await?)
 }
 
+/// The unfinished moves (as [`unfinished`]) and the `limit` moves that finished last, on
+/// the same connections.
+pub async fn unfinished_and_finished(
+    config: &Config,
+    snapshot: &Snapshot,
+    limit: i64,
+) -> Result<(Vec<MoveRecord>, Vec<moves::FinishedMove>), MoveError> {
+    let mut masters = Masters::new(config, snapshot);
+    let open = unfinished_on(&mut masters).await?;
+    let mut done = Vec::new();
+    for island in masters.islands() {
+        let db = masters.get(island).await?;
+        done.extend(moves::finished(&db.client, &db.node, limit).await?);
+    }
+    done.sort_by_key(|m| std::cmp::Reverse(m.finished_at_unix_ms));
+    done.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((open, done))
+}
+
+/// Records a finished move's timings on its source row (best effort: a catalog without
+/// step 11 keeps none, and a failure here does not undo a finished move).
+pub(crate) async fn record_timings(db: &Db, id: i64, r: &crate::MoveReport) {
+    let some = |ms: u64| (ms > 0).then(|| i64::try_from(ms).unwrap_or(i64::MAX));
+    let t = moves::MoveTimings {
+        total_ms: some(r.total_ms),
+        copy_ms: some(r.copy_ms),
+        pause_ms: (r.pause_ms > 0.0).then_some(r.pause_ms),
+        verify_block_ms: (r.verify_block_ms > 0.0).then_some(r.verify_block_ms),
+    };
+    if let Err(e) = moves::record_timings(&db.client, &db.node, id, &t).await {
+        tracing::warn!(move_id = id, error = %e, "cannot record the move's timings");
+    }
+}
+
 /// Every unfinished move, read from every island master (source rows; a destination row
 /// whose source island cannot be read is reported too, as found there). An island whose
 /// master cannot be read is an error: a move there might be missed.

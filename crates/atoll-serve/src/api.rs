@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// What every handler reads.
 #[derive(Clone)]
@@ -39,6 +40,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/locate", get(locate))
         .route("/api/v1/events", get(crate::events::events))
         .route("/api/v1/migrations", get(migrations))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(console))
         .merge(crate::actions::routes())
 }
@@ -50,8 +52,21 @@ async fn console() -> axum::response::Html<&'static str> {
     axum::response::Html(CONSOLE)
 }
 
+/// This API's OpenAPI document (`openapi.rs`).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "read",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
+pub(crate) async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
 /// The overview the publisher built last (`events.rs`): requests do not rebuild it.
-async fn overview_json(State(app): State<App>) -> Response {
+#[utoipa::path(get, path = "/api/v1/overview", tag = "read",
+    responses((status = 200, description = "The console's data in one answer", body = crate::overview::Overview)))]
+pub(crate) async fn overview_json(State(app): State<App>) -> Response {
     let mut json = app.overview.borrow().clone();
     if json.is_empty() {
         // Before the publisher's first round.
@@ -66,12 +81,18 @@ async fn overview_json(State(app): State<App>) -> Response {
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct LocateQuery {
+/// `?q=`: a shard number, a schema name or an atoll ID.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct LocateQuery {
+    /// `42`, `sh0042` or a 19-digit atoll ID.
     q: Option<String>,
 }
 
-async fn locate(
+/// Where a shard, schema or ID lives.
+#[utoipa::path(get, path = "/api/v1/locate", tag = "read", params(LocateQuery),
+    responses((status = 200, body = crate::overview::Located),
+              (status = 400, description = "q missing or not understood", body = ErrorBody)))]
+pub(crate) async fn locate(
     State(app): State<App>,
     axum::extract::Query(q): axum::extract::Query<LocateQuery>,
 ) -> Response {
@@ -90,9 +111,19 @@ async fn locate(
     }
 }
 
+/// Every refusal's body: one line naming what was wrong and where.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `field: why`, or the conflict.
+    pub error: String,
+}
+
 /// A JSON error answer: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    let body = ErrorBody {
+        error: message.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A refused request: its status and the one line that says why (answered as [`error`]).
@@ -120,19 +151,24 @@ impl IntoResponse for Refusal {
     }
 }
 
-#[derive(Serialize)]
-struct ClusterView {
+/// The cluster at a glance.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterView {
     cluster_id: Option<String>,
     snapshot_taken_at_unix_ms: u64,
     snapshot_age_ms: u64,
     islands: usize,
     shards_active: usize,
+    /// As `atoll status` reports them.
+    #[schema(value_type = Vec<Object>)]
     problems: Vec<SnapshotProblem>,
     moves_unfinished: usize,
     catalog_error: Option<String>,
 }
 
-async fn cluster(State(app): State<App>) -> Json<ClusterView> {
+/// The cluster at a glance.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "read", responses((status = 200, body = ClusterView)))]
+pub(crate) async fn cluster(State(app): State<App>) -> Json<ClusterView> {
     let s = app.cluster.snapshot();
     let c = app.catalog.load();
     Json(ClusterView {
@@ -148,13 +184,15 @@ async fn cluster(State(app): State<App>) -> Json<ClusterView> {
 }
 
 /// One island: its nodes and what it carries.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct IslandView {
     /// The island.
+    #[schema(value_type = u16)]
     pub id: IslandId,
     /// The master's address, when exactly one node claims the role.
     pub master: Option<String>,
-    /// Every configured node.
+    /// Every configured node: address, role, LSN, lag in bytes and seconds, error.
+    #[schema(value_type = Vec<Object>)]
     pub nodes: Vec<NodeState>,
     /// Shards active here.
     pub shards_active: usize,
@@ -189,19 +227,28 @@ fn active_copies(s: &Snapshot) -> impl Iterator<Item = (ShardNo, &ShardCopy)> {
         .flat_map(|(n, copies)| copies.iter().filter(|c| c.active).map(move |c| (*n, c)))
 }
 
-async fn islands(State(app): State<App>) -> Json<Vec<IslandView>> {
+/// The islands, their nodes and load.
+#[utoipa::path(get, path = "/api/v1/islands", tag = "read", responses((status = 200, body = Vec<IslandView>)))]
+pub(crate) async fn islands(State(app): State<App>) -> Json<Vec<IslandView>> {
     Json(island_views(&app.cluster.snapshot()))
 }
 
-#[derive(Serialize)]
-struct ShardView {
+/// One shard and its copies.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ShardView {
+    #[schema(value_type = u16)]
     shard: ShardNo,
     /// Where it is active; `None` when nowhere or in conflict.
+    #[schema(value_type = Option<u16>)]
     island: Option<IslandId>,
+    /// Every island's schema of it: island, active, size, generation.
+    #[schema(value_type = Vec<Object>)]
     copies: Vec<ShardCopy>,
 }
 
-async fn shards(State(app): State<App>) -> Json<Vec<ShardView>> {
+/// Every shard, where it is active and its copies.
+#[utoipa::path(get, path = "/api/v1/shards", tag = "read", responses((status = 200, body = Vec<ShardView>)))]
+pub(crate) async fn shards(State(app): State<App>) -> Json<Vec<ShardView>> {
     let s = app.cluster.snapshot();
     Json(
         s.shards
@@ -215,21 +262,62 @@ async fn shards(State(app): State<App>) -> Json<Vec<ShardView>> {
     )
 }
 
-async fn moves(State(app): State<App>) -> Json<CatalogView> {
-    Json(CatalogView::clone(&app.catalog.load()))
+/// Unfinished moves and the ones that finished last.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MovesView {
+    /// Unfinished moves: id, shard, source, destination, step.
+    #[schema(value_type = Vec<Object>)]
+    moves: Vec<atoll_core::move_plan::MoveRecord>,
+    /// The moves that finished last, newest first, with their timings (total, copy,
+    /// pause, verify block).
+    #[schema(value_type = Vec<Object>)]
+    finished: Vec<atoll_move::FinishedMove>,
+    read_at_unix_ms: u64,
+    read_seconds: f64,
+    /// Why the last read failed (the moves are then the previous read's).
+    error: Option<String>,
 }
 
-async fn snapshot(State(app): State<App>) -> Json<Snapshot> {
+/// Unfinished moves and the ones that finished last, with their timings.
+#[utoipa::path(get, path = "/api/v1/moves", tag = "read", responses((status = 200, body = MovesView)))]
+pub(crate) async fn moves(State(app): State<App>) -> Json<MovesView> {
+    let c = app.catalog.load();
+    Json(MovesView {
+        moves: c.moves.clone(),
+        finished: c.finished.clone(),
+        read_at_unix_ms: c.read_at_unix_ms,
+        read_seconds: c.read_seconds,
+        error: c.error.clone(),
+    })
+}
+
+/// The discovery snapshot, whole.
+#[utoipa::path(get, path = "/api/v1/snapshot", tag = "read",
+    responses((status = 200, description = "The discovery snapshot (islands, nodes, every shard's copies, problems)", body = Object)))]
+pub(crate) async fn snapshot(State(app): State<App>) -> Json<Snapshot> {
     Json(Snapshot::clone(&app.cluster.snapshot()))
 }
 
+/// The newest migration run with its schemas by state, and the latest runs.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MigrationsView {
+    /// The run record and its schemas (counts, ranges per state, the first failure).
+    #[schema(value_type = Option<Object>)]
+    latest: Option<atoll_migrate::RunView>,
+    /// The latest runs, newest first.
+    #[schema(value_type = Vec<Object>)]
+    runs: Vec<atoll_migrate::RunRow>,
+    /// Why reading them failed.
+    error: Option<String>,
+}
+
 /// The newest migration run with its per-schema progress, and the latest runs.
-async fn migrations(State(app): State<App>) -> Response {
+#[utoipa::path(get, path = "/api/v1/migrations", tag = "read", responses((status = 200, body = MigrationsView)))]
+pub(crate) async fn migrations(State(app): State<App>) -> Json<MigrationsView> {
     let c = app.catalog.load();
-    Json(serde_json::json!({
-        "latest": c.migration,
-        "runs": c.runs,
-        "error": c.migration_error,
-    }))
-    .into_response()
+    Json(MigrationsView {
+        latest: c.migration.clone(),
+        runs: c.runs.clone(),
+        error: c.migration_error.clone(),
+    })
 }

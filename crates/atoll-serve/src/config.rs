@@ -62,14 +62,14 @@ impl FromStr for WriteToken {
             _ => ("operator", s),
         };
         let fine = |c: char| c.is_ascii_alphanumeric() || "._-@".contains(c);
+        // Neither part is echoed: a token pasted by mistake may hold '='.
         if name.is_empty() || name.len() > 64 || !name.chars().all(fine) {
-            return Err(format!(
-                "write token name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
-            ));
+            return Err(
+                "write token: the name before '=' must be 1 to 64 letters, digits, '.', '_', '-' or '@'"
+                    .into(),
+            );
         }
-        let secret = reference
-            .parse()
-            .map_err(|e| format!("write token {name}: {e}"))?;
+        let secret = reference.parse().map_err(|e| format!("write token: {e}"))?;
         Ok(WriteToken {
             name: name.to_string(),
             secret,
@@ -91,10 +91,20 @@ mod tests {
             (t.name.as_str(), t.secret.to_string()),
             ("alice@ops", "file:/run/token".into())
         );
-        for bad in ["hunter2", "alice=hunter2", "=env:X", "a b=env:X", "env:"] {
+        for bad in [
+            "hunter2",
+            "alice=hunter2",
+            "=env:X",
+            "a b=env:X",
+            "env:",
+            "aHVudGVyMg==",
+        ] {
             let e = WriteToken::from_str(bad).unwrap_err();
             assert!(e.starts_with("write token"), "{bad}: {e}");
-            assert!(!e.contains("hunter2"), "the text is not echoed: {e}");
+            assert!(
+                !e.contains("hunter2") && !e.contains("aHVudGVyMg"),
+                "not echoed: {e}"
+            );
         }
     }
 }

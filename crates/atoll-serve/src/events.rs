@@ -55,6 +55,9 @@ pub async fn publish(
 }
 
 /// The event stream of one page.
+#[utoipa::path(get, path = "/api/v1/events", tag = "read",
+    responses((status = 200, content_type = "text/event-stream",
+        description = "Server-sent events: `event: overview` with the overview's JSON at once, then each time it changes (checked every 100 ms)")))]
 pub async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = app.overview.clone();
     // The current overview goes out first, whatever was sent before.

@@ -20,6 +20,8 @@ mod config;
 mod error;
 mod events;
 mod metrics;
+mod move_stats;
+mod openapi;
 mod overview;
 mod server;
 #[cfg(test)]

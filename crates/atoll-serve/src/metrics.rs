@@ -51,6 +51,7 @@ pub fn render(s: &Snapshot, catalog: &CatalogView, stats: &ClientStats) -> Strin
     nodes(&mut out, s);
     islands(&mut out, s);
     moves(&mut out, catalog);
+    migration(&mut out, catalog);
     let age = now_unix_ms().saturating_sub(s.taken_at_unix_ms) as f64 / 1e3;
     for (name, kind, help, v) in [
         (
@@ -82,6 +83,12 @@ pub fn render(s: &Snapshot, catalog: &CatalogView, stats: &ClientStats) -> Strin
             "counter",
             "Shard notices that updated the snapshot.",
             stats.notices_applied as f64,
+        ),
+        (
+            "atoll_discovery_seconds",
+            "gauge",
+            "Duration of the last discovery round.",
+            stats.last_discovery_us as f64 / 1e6,
         ),
         (
             "atoll_catalog_read_seconds",
@@ -187,6 +194,47 @@ fn moves(out: &mut String, c: &CatalogView) {
         let n = c.moves.iter().filter(|m| m.step == step).count();
         f.sample("atoll_moves", &[("step", step.as_str())], n as f64);
     }
+    let h = &c.move_stats;
+    h.pause.render(
+        out,
+        "atoll_move_pause_seconds",
+        "Finished moves' pause: from the lock request to the destination's activation, the longest a writer waited.",
+    );
+    h.write_block.render(
+        out,
+        "atoll_move_write_block_seconds",
+        "Finished moves' time with writes blocked: the pause plus the comparison's brief freeze.",
+    );
+    h.duration.render(
+        out,
+        "atoll_move_duration_seconds",
+        "Finished moves' whole duration (of the run that finished them).",
+    );
+}
+
+/// The newest migration run: its schemas by state, and whether it runs.
+fn migration(out: &mut String, c: &CatalogView) {
+    let Some(m) = &c.migration else { return };
+    let name = "atoll_migration_run_schemas";
+    let help = "Schemas of the newest migration run, by state (done, failed, total).";
+    let mut f = Family::new(out, name, "gauge", help);
+    let run = m.run.run_id.to_string();
+    for (state, n) in [
+        ("done", m.run.schemas_done),
+        ("failed", m.run.schemas_failed),
+        ("total", m.run.schemas_total),
+    ] {
+        f.sample(name, &[("run", &run), ("state", state)], f64::from(n));
+    }
+    let name = "atoll_migration_run_running";
+    let running = c.migration_running().is_some();
+    Family::new(
+        out,
+        name,
+        "gauge",
+        "1 while a migration run holds the cluster lock.",
+    )
+    .sample(name, &[], f64::from(u8::from(running)));
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 
 /// A shard tile's state, as the console colours it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TileState {
     /// Active here, no move under way.
@@ -27,34 +27,42 @@ pub enum TileState {
 }
 
 /// One island's column.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IslandColumn {
     /// The island.
+    #[schema(value_type = u16)]
     pub id: IslandId,
     /// Its nodes (role, lag, error).
+    #[schema(value_type = Vec<Object>)]
     pub nodes: Vec<NodeState>,
     /// `[shard, bytes, state]` per schema on the island, by shard number.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub tiles: Vec<(ShardNo, u64, TileState)>,
 }
 
 /// One unfinished move with its progress.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MoveLine {
     /// The move's id.
     pub id: i64,
     /// The shard.
+    #[schema(value_type = u16)]
     pub shard: ShardNo,
     /// From.
+    #[schema(value_type = u16)]
     pub source: IslandId,
     /// To.
+    #[schema(value_type = u16)]
     pub destination: IslandId,
     /// The last step reached.
+    #[schema(value_type = String)]
     pub step: MoveStep,
     /// Its position, 1-based, out of `steps`.
     pub step_no: usize,
     /// How many steps a move has.
     pub steps: usize,
     /// Bytes copied so far and the source's size, when this process runs the move.
+    #[schema(value_type = Option<Vec<u64>>)]
     pub copy: Option<(u64, u64)>,
 }
 
@@ -68,7 +76,7 @@ pub struct Live {
 }
 
 /// The newest migration run, in brief.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MigrationLine {
     /// Its id.
     pub run_id: i64,
@@ -85,7 +93,7 @@ pub struct MigrationLine {
 }
 
 /// The whole page's data.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     /// The cluster's id.
     pub cluster_id: Option<String>,
@@ -102,6 +110,7 @@ pub struct Overview {
     /// Actions under way here.
     pub actions: Vec<LiveAction>,
     /// The action log's latest entries (at most 10), newest first.
+    #[schema(value_type = Vec<Object>)]
     pub action_log: Vec<atoll_pg::catalog::action_log::Entry>,
     /// The newest migration run.
     pub migration: Option<MigrationLine>,
@@ -184,15 +193,18 @@ pub fn build(s: &Snapshot, c: &CatalogView, live: &Live) -> Overview {
 
 /// Where a shard number, a schema name or an atoll ID lives: the answer of
 /// `/api/v1/locate?q=`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Located {
     /// What was asked, as understood.
     pub query: String,
     /// The shard.
+    #[schema(value_type = u16)]
     pub shard: ShardNo,
     /// Where it is active; `None` when nowhere (or on two islands).
+    #[schema(value_type = Option<u16>)]
     pub island: Option<IslandId>,
     /// Every island holding a schema of it, with whether it is active there.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub copies: Vec<(IslandId, bool)>,
 }
 

@@ -3,9 +3,11 @@
 //! requests costs the islands nothing, the catalog's unfinished moves, the latest
 //! migration runs with the newest one's per-schema progress, and the action log.
 
+use crate::move_stats::MoveStats;
 use atoll_client::Cluster;
 use atoll_core::move_plan::MoveRecord;
 use atoll_migrate::{RunStatus, RunView};
+use atoll_move::FinishedMove;
 use atoll_pg::catalog::action_log::{self, Entry};
 use atoll_pg::catalog::migration_runs::RunRow;
 use std::sync::Arc;
@@ -17,6 +19,11 @@ use tokio::sync::watch;
 pub struct CatalogView {
     /// Moves not cleaned up yet, on every island.
     pub moves: Vec<MoveRecord>,
+    /// The moves that finished last, newest first, with their timings.
+    pub finished: Vec<FinishedMove>,
+    /// Histograms of the moves seen finishing since start (for `/metrics`).
+    #[serde(skip)]
+    pub move_stats: MoveStats,
     /// When the read finished, ms since the Unix epoch (0: never).
     pub read_at_unix_ms: u64,
     /// How long the read took, in seconds.
@@ -35,8 +42,9 @@ pub struct CatalogView {
     pub actions_error: Option<String>,
 }
 
-/// Runs listed; the action log's entries listed.
+/// Runs listed; finished moves listed; the action log's entries listed.
 const RUNS_SHOWN: i64 = 10;
+const FINISHED_SHOWN: i64 = 50;
 const ACTIONS_SHOWN: i64 = 50;
 
 impl CatalogView {
@@ -75,11 +83,12 @@ pub async fn read_once(cluster: &Cluster, catalog: &arc_swap::ArcSwap<CatalogVie
     let started = Instant::now();
     let snapshot = cluster.snapshot();
     let config = cluster.config();
-    let read = atoll_move::unfinished(&config, &snapshot).await;
+    let read = atoll_move::unfinished_and_finished(&config, &snapshot, FINISHED_SHOWN).await;
     let mut next = CatalogView::clone(&catalog.load());
     match read {
-        Ok(moves) => {
-            next.moves = moves;
+        Ok((moves, finished)) => {
+            next.move_stats.observe(&finished);
+            (next.moves, next.finished) = (moves, finished);
             next.error = None;
         }
         Err(e) => {

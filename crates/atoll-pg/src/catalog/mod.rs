@@ -59,6 +59,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         include_str!("steps/009_move_identity.sql"),
     ),
     (10, "action_log", include_str!("steps/010_action_log.sql")),
+    (
+        11,
+        "move_timings",
+        include_str!("steps/011_move_timings.sql"),
+    ),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -132,6 +132,117 @@ pub async fn unfinished(
     rows.iter().map(|r| row(r, node)).collect()
 }
 
+/// How long a finished move took (catalog step 11); `None` for a part the run that
+/// finished it did not do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct MoveTimings {
+    /// The whole run, ms.
+    pub total_ms: Option<i64>,
+    /// The initial copy, ms.
+    pub copy_ms: Option<i64>,
+    /// From the lock request to the destination's activation: the longest a writer
+    /// waited, ms.
+    pub pause_ms: Option<f64>,
+    /// The brief write block that froze both copies for their comparison, ms.
+    pub verify_block_ms: Option<f64>,
+}
+
+/// A move that finished, as its source row records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FinishedMove {
+    /// The move's id.
+    pub id: i64,
+    /// The shard moved.
+    pub shard: ShardNo,
+    /// From.
+    pub source: IslandId,
+    /// To.
+    pub destination: IslandId,
+    /// When it started and finished, ms since the Unix epoch.
+    pub started_at_unix_ms: i64,
+    /// See `started_at_unix_ms`.
+    pub finished_at_unix_ms: i64,
+    /// Its timings.
+    pub timings: MoveTimings,
+}
+
+/// Records `t` on the source row of move `id`; false before catalog step 11.
+pub async fn record_timings(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    id: i64,
+    t: &MoveTimings,
+) -> Result<bool, PgError> {
+    let r = client
+        .execute(
+            "update atoll.moves set total_ms = $2, copy_ms = $3, pause_ms = $4, verify_block_ms = $5
+             where id = $1 and role = 'source'",
+            &[&id, &t.total_ms, &t.copy_ms, &t.pause_ms, &t.verify_block_ms],
+        )
+        .await;
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => Ok(false),
+        Err(e) => Err(PgError::query(node, e)),
+    }
+}
+
+/// The `limit` moves that finished last with this master as their source, newest first;
+/// empty before catalog step 11.
+pub async fn finished(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    limit: i64,
+) -> Result<Vec<FinishedMove>, PgError> {
+    if !has_moves_table(client, node).await? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "select id, shard, source_island, destination_island,
+                    (extract(epoch from started_at) * 1000)::int8,
+                    (extract(epoch from finished_at) * 1000)::int8,
+                    total_ms, copy_ms, pause_ms, verify_block_ms
+             from atoll.moves where role = 'source' and finished_at is not null
+             order by finished_at desc limit $1",
+            &[&limit],
+        )
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(PgError::query(node, e)),
+    };
+    let q = |e| PgError::query(node, e);
+    rows.iter()
+        .map(|r| {
+            let shard: i32 = r.try_get(1).map_err(q)?;
+            let island = |i: usize| -> Result<IslandId, PgError> {
+                let v: i32 = r.try_get(i).map_err(q)?;
+                u16::try_from(v)
+                    .map(IslandId)
+                    .map_err(|_| bad(node, format!("island {v}")))
+            };
+            Ok(FinishedMove {
+                id: r.try_get(0).map_err(q)?,
+                shard: ShardNo::new(i64::from(shard)).map_err(|e| bad(node, e.to_string()))?,
+                source: island(2)?,
+                destination: island(3)?,
+                started_at_unix_ms: r.try_get(4).map_err(q)?,
+                finished_at_unix_ms: r.try_get(5).map_err(q)?,
+                timings: MoveTimings {
+                    total_ms: r.try_get(6).map_err(q)?,
+                    copy_ms: r.try_get(7).map_err(q)?,
+                    pause_ms: r.try_get(8).map_err(q)?,
+                    verify_block_ms: r.try_get(9).map_err(q)?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// The unfinished moves recorded here in `role`, other than `exclude`: shard and step
 /// (rows that do not parse are skipped: they only size a capacity reservation).
 pub async fn unfinished_steps(

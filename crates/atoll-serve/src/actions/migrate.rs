@@ -22,9 +22,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// `POST /api/v1/actions/migrate/plan`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PlanBody {
+pub struct MigratePlanBody {
     /// Only these shards (`1-100,4242`).
     pub shards: Option<String>,
     /// Only the shards on this island.
@@ -32,10 +32,11 @@ pub struct PlanBody {
 }
 
 /// `POST /api/v1/actions/migrate/apply`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ApplyBody {
-    /// The plan file the plan action returned, unchanged.
+pub struct MigrateApplyBody {
+    /// The plan file the plan action returned (`file`), unchanged.
+    #[schema(value_type = Object)]
     pub plan: serde_json::Value,
     /// Its digest, typed (or pasted) by the operator.
     pub confirm: String,
@@ -56,13 +57,15 @@ fn read_set(app: &App) -> Result<MigrationSet, Refusal> {
 
 /// The plan: groups, drift, destructive statements and the reviewed plan file (`null`
 /// while there is drift: it must be resolved first). Nothing changes.
+#[utoipa::path(post, path = "/api/v1/actions/migrate/plan", operation_id = "migrate_plan", tag = "actions", request_body = MigratePlanBody, security(("write_token" = [])),
+    responses((status = 200, body = MigratePlanAnswer), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 403, description = "No migration directory", body = crate::api::ErrorBody)))]
 pub async fn plan(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (_, b): (_, PlanBody) = request::read(&app, remote, &headers, body).await?;
+    let (_, b): (_, MigratePlanBody) = request::read(&app, remote, &headers, body).await?;
     let set = read_set(&app)?;
     let scope =
         Scope::new(b.shards.as_deref(), b.island.map(IslandId)).map_err(|e| bad("scope", e))?;
@@ -88,27 +91,56 @@ pub async fn plan(
         Ok(f) => (f, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    Ok(Json(serde_json::json!({
-        "groups": plan.groups,
-        "up_to_date": plan.up_to_date,
-        "drift": plan.drift,
-        "unsafe_pending": plan.unsafe_pending,
-        "unmatched_targets": plan.unmatched_targets,
-        "changed": plan.changed,
-        "file": file,
-        "file_error": file_error,
-    }))
+    Ok(Json(MigratePlanAnswer {
+        groups: plan.groups,
+        up_to_date: plan.up_to_date,
+        drift: plan.drift,
+        unsafe_pending: plan.unsafe_pending,
+        unmatched_targets: plan.unmatched_targets,
+        changed: plan.changed,
+        file,
+        file_error,
+    })
     .into_response())
 }
 
+/// A migration plan, as `atoll migrate plan` shows it, with the reviewed plan file.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MigratePlanAnswer {
+    /// Schemas grouped by identical pending versions, largest first: pending, count,
+    /// schemas (compacted ranges).
+    #[schema(value_type = Vec<Object>)]
+    pub groups: Vec<atoll_core::migration::Group>,
+    /// Schemas with nothing pending.
+    pub up_to_date: usize,
+    /// Schemas whose applied versions are not a prefix of the files: resolve first.
+    #[schema(value_type = Vec<Object>)]
+    pub drift: Vec<atoll_core::migration::SchemaPlan>,
+    /// Destructive statements in pending files.
+    #[schema(value_type = Vec<Object>)]
+    pub unsafe_pending: Vec<atoll_core::migration::UnsafeNote>,
+    /// Targets no schema matched.
+    pub unmatched_targets: Vec<String>,
+    /// Files edited after they were applied.
+    #[schema(value_type = Vec<Object>)]
+    pub changed: Vec<atoll_core::migration::ChangedNote>,
+    /// The reviewed plan file for `migrate/apply`; `null` while there is drift.
+    #[schema(value_type = Option<Object>)]
+    pub file: Option<PlanFile>,
+    /// Why there is no file.
+    pub file_error: Option<String>,
+}
+
 /// Applies the reviewed plan file.
+#[utoipa::path(post, path = "/api/v1/actions/migrate/apply", operation_id = "migrate_apply", tag = "actions", request_body = MigrateApplyBody,
+    responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn apply(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, ApplyBody) = request::read(&app, remote, &headers, body).await?;
+    let (who, b): (_, MigrateApplyBody) = request::read(&app, remote, &headers, body).await?;
     let set = read_set(&app)?;
     let file = PlanFile::parse("plan", &b.plan.to_string()).map_err(|e| bad("plan", e))?;
     request::confirmed(&b.confirm, &file.digest, "the plan's digest")?;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// `POST /api/v1/actions/move`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StartBody {
+pub struct MoveBody {
     /// The shard: `42` or `"sh0042"`.
     pub shard: ShardArg,
     /// The destination island.
@@ -28,9 +28,9 @@ pub struct StartBody {
 }
 
 /// `POST /api/v1/actions/move/resume` and `/abort`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ShardBody {
+pub struct MoveShardBody {
     /// The shard whose unfinished move it is.
     pub shard: ShardArg,
     /// The shard's schema name, typed by the operator.
@@ -38,13 +38,15 @@ pub struct ShardBody {
 }
 
 /// Starts a move.
+#[utoipa::path(post, path = "/api/v1/actions/move", operation_id = "move_start", tag = "actions", request_body = MoveBody,
+    responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn start(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, StartBody) = request::read(&app, remote, &headers, body).await?;
+    let (who, b): (_, MoveBody) = request::read(&app, remote, &headers, body).await?;
     let snapshot = app.cluster.snapshot();
     let shard = b.shard.known(&snapshot)?;
     let to = known_island(&snapshot, "to", b.to)?;
@@ -69,6 +71,8 @@ pub async fn start(
 }
 
 /// Resumes an unfinished move.
+#[utoipa::path(post, path = "/api/v1/actions/move/resume", operation_id = "move_resume", tag = "actions", request_body = MoveShardBody,
+    responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn resume(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -93,6 +97,8 @@ pub async fn resume(
 }
 
 /// Rolls back an unfinished move.
+#[utoipa::path(post, path = "/api/v1/actions/move/abort", operation_id = "move_abort", tag = "actions", request_body = MoveShardBody,
+    responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn abort(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -127,7 +133,7 @@ async fn unfinished(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(request::Who, ShardNo), Refusal> {
-    let (who, b): (_, ShardBody) = request::read(app, remote, headers, body).await?;
+    let (who, b): (_, MoveShardBody) = request::read(app, remote, headers, body).await?;
     let snapshot = app.cluster.snapshot();
     let shard = b.shard.known(&snapshot)?;
     if !app.catalog.load().moves.iter().any(|m| m.shard == shard) {

@@ -18,18 +18,18 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// `POST /api/v1/actions/rebalance/plan`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PlanBody {
+pub struct RebalancePlanBody {
     /// Islands to empty.
     #[serde(default)]
     pub decommission: Vec<u16>,
 }
 
 /// `POST /api/v1/actions/rebalance`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RunBody {
+pub struct RebalanceRunBody {
     /// Islands to empty, as in the plan.
     #[serde(default)]
     pub decommission: Vec<u16>,
@@ -38,6 +38,18 @@ pub struct RunBody {
     pub parallelism: usize,
     /// The digest of the reviewed plan.
     pub confirm: String,
+}
+
+/// A rebalance plan and its digest (what `confirm` must be to run it).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RebalancePlanAnswer {
+    /// The digest of the moves.
+    pub digest: String,
+    /// The moves (shard, from, to, weight) and every island's load before and after.
+    #[schema(value_type = Object)]
+    pub plan: atoll_core::rebalance::RebalancePlan,
+    /// Whether shards were weighed by their size in bytes.
+    pub weighed_by_size: bool,
 }
 
 fn two() -> usize {
@@ -53,13 +65,15 @@ fn islands(app: &App, given: &[u16]) -> Result<Vec<IslandId>, Refusal> {
 }
 
 /// The dry run: the plan and its digest; nothing changes.
+#[utoipa::path(post, path = "/api/v1/actions/rebalance/plan", operation_id = "rebalance_plan", tag = "actions", request_body = RebalancePlanBody, security(("write_token" = [])),
+    responses((status = 200, body = RebalancePlanAnswer), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 409, description = "Unfinished moves, or no plan can be made", body = crate::api::ErrorBody)))]
 pub async fn plan(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (_, b): (_, PlanBody) = request::read(&app, remote, &headers, body).await?;
+    let (_, b): (_, RebalancePlanBody) = request::read(&app, remote, &headers, body).await?;
     let decommission = islands(&app, &b.decommission)?;
     let req = RebalanceRequest {
         decommission,
@@ -77,11 +91,11 @@ pub async fn plan(
     )
     .await;
     match prepared {
-        Ok(p) => Ok(Json(serde_json::json!({
-            "digest": p.plan.digest(),
-            "plan": p.plan,
-            "weighed_by_size": p.sizes,
-        }))
+        Ok(p) => Ok(Json(RebalancePlanAnswer {
+            digest: p.plan.digest(),
+            plan: p.plan,
+            weighed_by_size: p.sizes,
+        })
         .into_response()),
         Err(e) if e.is_refusal() => Err(Refusal::new(StatusCode::CONFLICT, e.to_string())),
         Err(e) => Err(Refusal::new(
@@ -92,13 +106,15 @@ pub async fn plan(
 }
 
 /// Runs the reviewed plan.
+#[utoipa::path(post, path = "/api/v1/actions/rebalance", operation_id = "rebalance_run", tag = "actions", request_body = RebalanceRunBody,
+    responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn start(
     State(app): State<App>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, RunBody) = request::read(&app, remote, &headers, body).await?;
+    let (who, b): (_, RebalanceRunBody) = request::read(&app, remote, &headers, body).await?;
     let decommission = islands(&app, &b.decommission)?;
     if !(1..=64).contains(&b.parallelism) {
         return Err(request::bad("parallelism", "must be 1 to 64"));

@@ -56,8 +56,42 @@ pub fn bad(field: &str, why: impl std::fmt::Display) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, format!("{field}: {why}"))
 }
 
+/// The answers of every action (`responses(ActionResponses)` in their OpenAPI paths).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes answers for the OpenAPI document; never built.
+pub enum ActionResponses {
+    /// Accepted: it passed its checks and runs; follow it in `/api/v1/actions`.
+    #[response(status = 202)]
+    Accepted(crate::actions::run::ActionAnswer),
+    /// It already ended, successfully.
+    #[response(status = 200)]
+    Done(crate::actions::run::ActionAnswer),
+    /// A field is wrong (the error names it), or the body is not the action's JSON.
+    #[response(status = 400)]
+    Bad(crate::api::ErrorBody),
+    /// No write token, or not one of the server's.
+    #[response(status = 401)]
+    Unauthorized(crate::api::ErrorBody),
+    /// The server takes no actions (no write token configured), or no migration directory.
+    #[response(status = 403)]
+    Forbidden(crate::api::ErrorBody),
+    /// Refused with nothing changed: a conflicting operation (a move while a migration
+    /// runs...), or a plan that changed since it was reviewed.
+    #[response(status = 409)]
+    Conflict(crate::api::ErrorBody),
+    /// The body is larger than 4 MiB.
+    #[response(status = 413)]
+    TooLarge(crate::api::ErrorBody),
+    /// It was tried and failed; the operation's own state says what is left.
+    #[response(status = 500)]
+    Failed(crate::actions::run::ActionAnswer),
+    /// The action log cannot be written, so nothing was done.
+    #[response(status = 503)]
+    NoLog(crate::api::ErrorBody),
+}
+
 /// A shard given as a number (`42`) or a schema name (`"sh0042"`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ShardArg {
     /// `42`.

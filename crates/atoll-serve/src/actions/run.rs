@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
+use utoipa::ToSchema;
 
 /// How long a request waits for its action to pass its checks before answering `202`
 /// anyway.
@@ -50,11 +51,12 @@ pub struct Actions {
 }
 
 /// An action under way, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LiveAction {
     /// Its entry in the action log.
     pub id: i64,
-    /// What.
+    /// What: `move`, `move_resume`, `move_abort`, `rebalance`, `migrate_apply`.
+    #[schema(value_type = String)]
     pub kind: ActionKind,
     /// On what.
     pub target: String,
@@ -63,6 +65,7 @@ pub struct LiveAction {
     /// Since when (Unix ms).
     pub started_at_unix_ms: u64,
     /// The shard it moves, for a move.
+    #[schema(value_type = Option<u16>)]
     pub shard: Option<ShardNo>,
     /// The last thing it reported (a move's step, a note, a migration's phase).
     pub progress: String,
@@ -289,10 +292,33 @@ async fn close(config: &Config, snapshot: &Snapshot, id: i64, end: &End) {
     }
 }
 
+/// The answer to an action: `202` while it runs, `200` once it succeeded, `409` refused
+/// or `500` failed (then `error` says why).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionAnswer {
+    /// Its entry in the action log.
+    pub action: i64,
+    /// What it acts on.
+    pub target: String,
+    /// `running`, `succeeded`, `refused`, `failed`.
+    #[schema(value_type = String)]
+    pub outcome: ActionOutcome,
+    /// One line on the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Why it was refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 fn answer_running(id: i64, plan: &Plan) -> Response {
-    let body = serde_json::json!({
-        "action": id, "kind": plan.kind, "target": plan.target, "outcome": ActionOutcome::Running,
-    });
+    let body = ActionAnswer {
+        action: id,
+        target: plan.target.clone(),
+        outcome: ActionOutcome::Running,
+        detail: None,
+        error: None,
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -302,21 +328,37 @@ fn answer_end(id: i64, target: &str, end: End) -> Response {
         End::Refused(d) => (StatusCode::CONFLICT, ActionOutcome::Refused, d),
         End::Failed(d) => (StatusCode::INTERNAL_SERVER_ERROR, ActionOutcome::Failed, d),
     };
-    let body = if status.is_success() {
-        serde_json::json!({ "action": id, "target": target, "outcome": outcome, "detail": detail })
-    } else {
-        serde_json::json!({ "action": id, "target": target, "outcome": outcome, "error": detail })
+    let ok = status.is_success();
+    let body = ActionAnswer {
+        action: id,
+        target: target.to_string(),
+        outcome,
+        detail: ok.then(|| detail.clone()),
+        error: (!ok).then_some(detail),
     };
     (status, Json(body)).into_response()
 }
 
-/// `GET /api/v1/actions`: what runs here now, and the action log as last read.
-pub async fn list(State(app): State<App>) -> Response {
+/// What runs here now and the action log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionsView {
+    /// The actions this process runs now, with their progress.
+    pub running: Vec<LiveAction>,
+    /// The action log's latest entries, newest first: id, started/finished, actor, remote,
+    /// server, kind, target, outcome, detail.
+    #[schema(value_type = Vec<Object>)]
+    pub log: Vec<action_log::Entry>,
+    /// Why reading the log failed.
+    pub log_error: Option<String>,
+}
+
+/// What runs here now, and the action log as last read.
+#[utoipa::path(get, path = "/api/v1/actions", tag = "actions", responses((status = 200, body = ActionsView)))]
+pub async fn list(State(app): State<App>) -> Json<ActionsView> {
     let c = app.catalog.load();
-    Json(serde_json::json!({
-        "running": app.actions.live(),
-        "log": c.actions,
-        "log_error": c.actions_error,
-    }))
-    .into_response()
+    Json(ActionsView {
+        running: app.actions.live(),
+        log: c.actions.clone(),
+        log_error: c.actions_error.clone(),
+    })
 }
