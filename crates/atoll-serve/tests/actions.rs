@@ -2,7 +2,8 @@
 //! without or with a wrong token, bad bodies and fields (nothing changes); a migration
 //! planned then applied from its reviewed plan, a move refused while it runs; a move
 //! started and finished on the other island; an interrupted move resumed and another
-//! aborted; every action in the action log with who, what and how it ended.
+//! aborted; a rebalance planned, refused with another plan's digest, then run; every
+//! action in the action log with who, what and how it ended.
 
 use atoll_core::move_plan::MoveStep;
 use atoll_core::IslandId;

@@ -285,6 +285,8 @@ async fn a_move_started_from_the_console_runs_live_and_ends_on_the_other_island(
         wait_count(&tab, "#log tr[data-outcome=\"succeeded\"]", 1);
         let log = wait_text(&tab, "#log", |t| t.contains("carol"));
         assert!(log.contains("move sh0001 to island 1"), "{log}");
+        let result = wait_text(&tab, "#act-result", |t| t.contains("succeeded"));
+        assert!(result.contains("writes paused"), "{result}");
         if let Some(dir) = shots {
             let png = tab
                 .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | this one | `atoll.meta`, `atoll.catalog_steps` | every island master |
 //! | [`registry`] | `atoll.shards` (active flag, weight, generation; changes announced on `atoll_shards`) | every island master, for its own shards |
-//! | [`moves`] | `atoll.moves`, `atoll.move_ticks` | the source and destination masters of a move |
+//! | [`moves`] | `atoll.moves` (with a finished move's timings from step 11), `atoll.move_ticks` | the source and destination masters of a move |
 //! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
