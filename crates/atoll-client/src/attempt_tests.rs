@@ -39,6 +39,8 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
             active,
             size_bytes: None,
             gen: 0,
+            rows_estimate: None,
+            weight: None,
         }],
     };
     let snap = Snapshot::build(0, vec![(IslandId(0), nodes, Some(catalog))]);

@@ -218,6 +218,8 @@ mod tests {
                         active: *active,
                         size_bytes: None,
                         gen: *gen,
+                        rows_estimate: None,
+                        weight: None,
                     }],
                 };
                 (id, vec![node], Some(catalog))

@@ -38,6 +38,8 @@ fn snap(islands: &[IslandShards]) -> Snapshot {
                             active: *active,
                             size_bytes: Some(*size),
                             gen: 0,
+                            rows_estimate: None,
+                            weight: None,
                         })
                         .collect(),
                 };

@@ -65,6 +65,11 @@ pub struct ShardObservation {
     /// The registry row's generation ([`crate::ShardNotice::gen`]); 0 without a row or on a
     /// catalog older than step 6.
     pub gen: u64,
+    /// The planner's estimate of the rows in the schema's tables (`reltuples`), measured
+    /// with the sizes; `None` when sizes were not measured or never analysed.
+    pub rows_estimate: Option<u64>,
+    /// The registry row's rebalancing weight; `None` means "use the size".
+    pub weight: Option<f64>,
 }
 
 /// What an island's master says about the catalog and its shards; `None` when the master
@@ -143,6 +148,12 @@ pub struct ShardCopy {
     /// The registry row's generation ([`crate::ShardNotice::gen`]) as last read or
     /// announced; 0 without a row.
     pub gen: u64,
+    /// The planner's estimate of the schema's rows, when sizes were measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_estimate: Option<u64>,
+    /// The registry row's rebalancing weight (`None`: by size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 /// Something discovery found wrong. `status` prints these; none stops discovery.
@@ -324,6 +335,8 @@ impl Snapshot {
                         active: s.active,
                         size_bytes: s.size_bytes,
                         gen: s.gen,
+                        rows_estimate: s.rows_estimate,
+                        weight: s.weight,
                     });
                 }
             }

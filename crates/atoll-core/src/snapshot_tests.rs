@@ -35,6 +35,8 @@ fn catalog(island: u16, shards: &[(u16, bool)]) -> Option<IslandCatalog> {
                 active: *a,
                 size_bytes: Some(8192),
                 gen: 0,
+                rows_estimate: None,
+                weight: None,
             })
             .collect(),
     })
@@ -171,6 +173,8 @@ fn catalog_mismatches() {
         active: true,
         size_bytes: None,
         gen: 0,
+        rows_estimate: None,
+        weight: None,
     }];
     let s = Snapshot::build(
         0,

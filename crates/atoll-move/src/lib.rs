@@ -74,7 +74,7 @@ pub use rebalance_prepare::{
 };
 pub use resume::{abort_move, abort_move_with, resume_move};
 pub use start::start_move;
-pub use store::{unfinished, unfinished_and_finished};
+pub use store::{read_moves, unfinished, MovesRead};
 pub use undo::AbortReport;
 
 use atoll_core::move_plan::{AbortAction, MoveStep, TableDigest, VerifyMode};

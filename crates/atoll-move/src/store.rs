@@ -60,23 +60,45 @@ pub(crate) async fn forget(db: &Db, id: i64) -> Result<(), MoveError> {
     Ok(moves::forget(&db.client, &db.node, id).await?)
 }
 
-/// The unfinished moves (as [`unfinished`]) and the `limit` moves that finished last, on
+/// What the catalog says of moves, read in one pass over the masters.
+#[derive(Debug, Clone, Default)]
+pub struct MovesRead {
+    /// The unfinished moves, as [`unfinished`].
+    pub unfinished: Vec<MoveRecord>,
+    /// When each unfinished move started and last changed, by id (its source row's, or
+    /// the destination row's when the source island could not say).
+    pub times: std::collections::BTreeMap<i64, atoll_pg::catalog::move_status::MoveTimes>,
+    /// The moves that finished last, newest first.
+    pub finished: Vec<moves::FinishedMove>,
+}
+
+/// The unfinished moves with their times, and the `limit` moves that finished last, on
 /// the same connections.
-pub async fn unfinished_and_finished(
+pub async fn read_moves(
     config: &Config,
     snapshot: &Snapshot,
     limit: i64,
-) -> Result<(Vec<MoveRecord>, Vec<moves::FinishedMove>), MoveError> {
+) -> Result<MovesRead, MoveError> {
     let mut masters = Masters::new(config, snapshot);
-    let open = unfinished_on(&mut masters).await?;
-    let mut done = Vec::new();
+    let mut read = MovesRead {
+        unfinished: unfinished_on(&mut masters).await?,
+        ..MovesRead::default()
+    };
     for island in masters.islands() {
         let db = masters.get(island).await?;
-        done.extend(moves::finished(&db.client, &db.node, limit).await?);
+        read.finished
+            .extend(moves::finished(&db.client, &db.node, limit).await?);
+        let times = atoll_pg::catalog::move_status::unfinished_times(&db.client, &db.node).await?;
+        for t in times {
+            if t.role == MoveRole::Source || !read.times.contains_key(&t.id) {
+                read.times.insert(t.id, t);
+            }
+        }
     }
-    done.sort_by_key(|m| std::cmp::Reverse(m.finished_at_unix_ms));
-    done.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok((open, done))
+    read.finished
+        .sort_by_key(|m| std::cmp::Reverse(m.finished_at_unix_ms));
+    read.finished.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(read)
 }
 
 /// Records a finished move's timings on its source row (best effort: a catalog without

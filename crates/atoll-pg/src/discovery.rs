@@ -54,23 +54,27 @@ const META_SQL: &str = "select
 /// no balancing decision.
 /// `gen`: whether the registry has generations (catalog step 6); 0 for every row if not.
 fn shards_sql(sizes: bool, gen: bool) -> String {
-    let (size, join) = if sizes {
+    // reltuples is -1 for a table never analysed: such a schema has no estimate.
+    let (size, rows, join) = if sizes {
         (
             "coalesce(sz.size, 0)::int8",
+            "sz.rows::int8",
             "left join (select c.relnamespace,
                                sum(pg_relation_size(c.oid) + case when c.reltoastrelid <> 0
-                                   then pg_relation_size(c.reltoastrelid) else 0 end) as size
+                                   then pg_relation_size(c.reltoastrelid) else 0 end) as size,
+                               case when bool_and(c.reltuples >= 0) filter (where c.relkind = 'r')
+                                    then sum(c.reltuples) filter (where c.relkind = 'r') end as rows
                         from pg_class c join pg_namespace cn on cn.oid = c.relnamespace
                         where cn.nspname ~ '^sh[0-9]{4}$' and c.relkind in ('r', 'm', 'i')
                         group by 1) sz on sz.relnamespace = n.oid",
         )
     } else {
-        ("null::int8", "")
+        ("null::int8", "null::int8", "")
     };
     let gen = if gen { "coalesce(s.gen, 0)" } else { "0::int8" };
     format!(
         "select coalesce(n.nspname::text, 'sh' || lpad(s.shard::text, 4, '0')), n.oid is not null,
-                coalesce(s.active, false), {size}, {gen}
+                coalesce(s.active, false), {size}, {gen}, {rows}, s.weight
          from (select oid, nspname from pg_namespace where nspname ~ '^sh[0-9]{{4}}$') n
          full join atoll.shards s on s.shard = substr(n.nspname, 3)::int
          {join}"
@@ -264,12 +268,15 @@ fn shard_rows(rows: &[tokio_postgres::Row]) -> Vec<ShardObservation> {
             let shard = ShardNo::from_schema(name).ok()?;
             let size: Option<i64> = r.get(3);
             let gen: i64 = r.get(4);
+            let rows: Option<i64> = r.get(5);
             Some(ShardObservation {
                 shard,
                 schema_exists: r.get(1),
                 active: r.get(2),
                 size_bytes: size.map(|s| s.max(0) as u64),
                 gen: gen.max(0) as u64,
+                rows_estimate: rows.map(|n| n.max(0) as u64),
+                weight: r.get(6),
             })
         })
         .collect()

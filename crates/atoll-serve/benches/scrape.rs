@@ -40,6 +40,8 @@ fn snapshot(shards: i64, islands: u16) -> Snapshot {
                     active: true,
                     size_bytes: Some(8 << 20),
                     gen: 1,
+                    rows_estimate: None,
+                    weight: None,
                 })
                 .collect();
             let catalog = IslandCatalog {

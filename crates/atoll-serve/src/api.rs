@@ -40,6 +40,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/locate", get(locate))
         .route("/api/v1/events", get(crate::events::events))
         .route("/api/v1/migrations", get(migrations))
+        .route("/api/v1/leases", get(leases))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/", get(console))
         .merge(crate::actions::routes())
@@ -265,9 +266,8 @@ pub(crate) async fn shards(State(app): State<App>) -> Json<Vec<ShardView>> {
 /// Unfinished moves and the ones that finished last.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MovesView {
-    /// Unfinished moves: id, shard, source, destination, step.
-    #[schema(value_type = Vec<Object>)]
-    moves: Vec<atoll_core::move_plan::MoveRecord>,
+    /// Unfinished moves with their times and last errors.
+    moves: Vec<crate::view::UnfinishedMove>,
     /// The moves that finished last, newest first, with their timings (total, copy,
     /// pause, verify block).
     #[schema(value_type = Vec<Object>)]
@@ -283,7 +283,7 @@ pub(crate) struct MovesView {
 pub(crate) async fn moves(State(app): State<App>) -> Json<MovesView> {
     let c = app.catalog.load();
     Json(MovesView {
-        moves: c.moves.clone(),
+        moves: c.unfinished(),
         finished: c.finished.clone(),
         read_at_unix_ms: c.read_at_unix_ms,
         read_seconds: c.read_seconds,
@@ -319,5 +319,25 @@ pub(crate) async fn migrations(State(app): State<App>) -> Json<MigrationsView> {
         latest: c.migration.clone(),
         runs: c.runs.clone(),
         error: c.migration_error.clone(),
+    })
+}
+
+/// The ID node-id leases.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LeasesView {
+    /// Per node id: `node`, `holder`, `expires_in_s` (negative once expired), `released`.
+    #[schema(value_type = Vec<Object>)]
+    leases: Vec<atoll_pg::catalog::id_leases::LeaseRow>,
+    /// Why reading them failed (with the action log, on the coordination island).
+    error: Option<String>,
+}
+
+/// The ID node-id leases that processes took (`atoll.id_leases`), as last read.
+#[utoipa::path(get, path = "/api/v1/leases", tag = "read", responses((status = 200, body = LeasesView)))]
+pub(crate) async fn leases(State(app): State<App>) -> Json<LeasesView> {
+    let c = app.catalog.load();
+    Json(LeasesView {
+        leases: c.leases.clone(),
+        error: c.actions_error.clone(),
     })
 }

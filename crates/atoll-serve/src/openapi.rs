@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         api::cluster, api::islands, api::shards, api::moves, api::snapshot, api::overview_json,
-        api::locate, api::migrations, api::openapi, crate::events::events, run::list,
+        api::locate, api::migrations, api::leases, api::openapi, crate::events::events, run::list,
         moves::start, moves::resume, moves::abort, rebalance::plan, rebalance::start,
         migrate::plan, migrate::apply,
     ),

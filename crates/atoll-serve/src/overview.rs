@@ -64,6 +64,12 @@ pub struct MoveLine {
     /// Bytes copied so far and the source's size, when this process runs the move.
     #[schema(value_type = Option<Vec<u64>>)]
     pub copy: Option<(u64, u64)>,
+    /// When it reached its step, seconds since the Unix epoch.
+    pub step_since_unix: Option<i64>,
+    /// Whether an abort of it started.
+    pub aborting: bool,
+    /// The last error an action met on it.
+    pub last_error: Option<String>,
 }
 
 /// What runs here now, for the page (`actions/run.rs` keeps it).
@@ -149,9 +155,17 @@ pub fn build(s: &Snapshot, c: &CatalogView, live: &Live) -> Overview {
         }
     }
     let moves = c
-        .moves
-        .iter()
-        .map(|m| MoveLine {
+        .unfinished()
+        .into_iter()
+        .map(|u| {
+            (
+                u.record,
+                u.step_since_unix,
+                u.abort_started_at_unix,
+                u.last_error,
+            )
+        })
+        .map(|(m, since, abort, last_error)| MoveLine {
             id: m.id,
             shard: m.shard,
             source: m.source,
@@ -167,6 +181,9 @@ pub fn build(s: &Snapshot, c: &CatalogView, live: &Live) -> Overview {
                 .iter()
                 .find(|a| a.shard == Some(m.shard) && a.total > 0)
                 .map(|a| (a.done, a.total)),
+            step_since_unix: since,
+            aborting: abort.is_some(),
+            last_error,
         })
         .collect();
     let migration = c.migration.as_ref().map(|m| MigrationLine {

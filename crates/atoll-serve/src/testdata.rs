@@ -29,6 +29,8 @@ pub fn snapshot(n: i64) -> Snapshot {
             active: true,
             size_bytes: Some(1000),
             gen: 1,
+            rows_estimate: None,
+            weight: None,
         })
         .collect();
     let catalog = IslandCatalog {

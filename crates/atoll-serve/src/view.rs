@@ -8,8 +8,10 @@ use atoll_client::Cluster;
 use atoll_core::move_plan::MoveRecord;
 use atoll_migrate::{RunStatus, RunView};
 use atoll_move::FinishedMove;
-use atoll_pg::catalog::action_log::{self, Entry};
+use atoll_pg::catalog::action_log::{self, ActionOutcome, Entry};
+use atoll_pg::catalog::id_leases::LeaseRow;
 use atoll_pg::catalog::migration_runs::RunRow;
+use atoll_pg::catalog::move_status::MoveTimes;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -19,6 +21,9 @@ use tokio::sync::watch;
 pub struct CatalogView {
     /// Moves not cleaned up yet, on every island.
     pub moves: Vec<MoveRecord>,
+    /// When each unfinished move started and last changed, by id.
+    #[serde(skip)]
+    pub move_times: std::collections::BTreeMap<i64, MoveTimes>,
     /// The moves that finished last, newest first, with their timings.
     pub finished: Vec<FinishedMove>,
     /// Histograms of the moves seen finishing since start (for `/metrics`).
@@ -40,6 +45,8 @@ pub struct CatalogView {
     pub actions: Vec<Entry>,
     /// Why reading the action log failed (`atoll init` not run since it arrived, say).
     pub actions_error: Option<String>,
+    /// The ID node-id leases (held, expired or released).
+    pub leases: Vec<LeaseRow>,
 }
 
 /// Runs listed; finished moves listed; the action log's entries listed.
@@ -47,7 +54,49 @@ const RUNS_SHOWN: i64 = 10;
 const FINISHED_SHOWN: i64 = 50;
 const ACTIONS_SHOWN: i64 = 50;
 
+/// An unfinished move with when it started and reached its step, and the last error an
+/// action of this control plane met on it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UnfinishedMove {
+    /// The move: id, shard, source, destination, step, verify, backup schema.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub record: MoveRecord,
+    /// When it was recorded, seconds since the Unix epoch.
+    pub started_at_unix: Option<i64>,
+    /// When it reached its step (or its abort started), seconds since the Unix epoch.
+    pub step_since_unix: Option<i64>,
+    /// When an abort of it started, if one did.
+    pub abort_started_at_unix: Option<i64>,
+    /// The detail of the newest failed or refused action on its shard in the action log.
+    pub last_error: Option<String>,
+}
+
 impl CatalogView {
+    /// The unfinished moves with their times and last errors.
+    pub fn unfinished(&self) -> Vec<UnfinishedMove> {
+        self.moves
+            .iter()
+            .map(|m| {
+                let t = self.move_times.get(&m.id);
+                let schema = m.shard.schema();
+                let last_error = self
+                    .actions
+                    .iter()
+                    .filter(|e| e.target.split(' ').next() == Some(schema.as_str()))
+                    .find(|e| matches!(e.outcome, ActionOutcome::Failed | ActionOutcome::Refused))
+                    .and_then(|e| e.detail.clone());
+                UnfinishedMove {
+                    record: m.clone(),
+                    started_at_unix: t.map(|t| t.started_at_unix),
+                    step_since_unix: t.map(|t| t.changed_at_unix),
+                    abort_started_at_unix: t.and_then(|t| t.abort_started_at_unix),
+                    last_error,
+                }
+            })
+            .collect()
+    }
+
     /// The id of the migration run under way, if one is.
     pub fn migration_running(&self) -> Option<i64> {
         let run = &self.migration.as_ref()?.run;
@@ -83,12 +132,13 @@ pub async fn read_once(cluster: &Cluster, catalog: &arc_swap::ArcSwap<CatalogVie
     let started = Instant::now();
     let snapshot = cluster.snapshot();
     let config = cluster.config();
-    let read = atoll_move::unfinished_and_finished(&config, &snapshot, FINISHED_SHOWN).await;
+    let read = atoll_move::read_moves(&config, &snapshot, FINISHED_SHOWN).await;
     let mut next = CatalogView::clone(&catalog.load());
     match read {
-        Ok((moves, finished)) => {
-            next.move_stats.observe(&finished);
-            (next.moves, next.finished) = (moves, finished);
+        Ok(read) => {
+            next.move_stats.observe(&read.finished);
+            (next.moves, next.finished) = (read.unfinished, read.finished);
+            next.move_times = read.times;
             next.error = None;
         }
         Err(e) => {
@@ -97,8 +147,8 @@ pub async fn read_once(cluster: &Cluster, catalog: &arc_swap::ArcSwap<CatalogVie
         }
     }
     read_migrations(&config, &snapshot, &mut next).await;
-    match read_actions(&config, &snapshot).await {
-        Ok(a) => (next.actions, next.actions_error) = (a, None),
+    match read_coordination(&config, &snapshot).await {
+        Ok((a, leases)) => (next.actions, next.leases, next.actions_error) = (a, leases, None),
         Err(e) => next.actions_error = Some(e.to_string()),
     }
     next.read_at_unix_ms = now_unix_ms();
@@ -124,10 +174,13 @@ async fn read_migrations(
     }
 }
 
-async fn read_actions(
+/// The action log and the ID leases, both on the coordination island's master.
+async fn read_coordination(
     config: &atoll_core::Config,
     snapshot: &atoll_core::Snapshot,
-) -> Result<Vec<Entry>, atoll_pg::PgError> {
+) -> Result<(Vec<Entry>, Vec<LeaseRow>), atoll_pg::PgError> {
     let (node, client) = crate::actions::run::log_client(config, snapshot).await?;
-    action_log::list(&client, &node, ACTIONS_SHOWN).await
+    let actions = action_log::list(&client, &node, ACTIONS_SHOWN).await?;
+    let leases = atoll_pg::catalog::id_leases::list(&client, &node).await?;
+    Ok((actions, leases))
 }

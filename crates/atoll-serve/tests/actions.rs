@@ -256,14 +256,25 @@ async fn actions_need_a_token_and_a_confirmation_run_the_libraries_and_are_logge
         let e = ended(&base, v["action"].as_u64().unwrap()).await;
         assert_eq!(e["outcome"], "failed", "stopped by the test hook: {e}");
     }
-    until("two unfinished moves", 20, async || {
-        get(&base, "/api/v1/moves").await["moves"]
+    until("two unfinished moves at subscribed", 20, async || {
+        let moves = get(&base, "/api/v1/moves").await["moves"].clone();
+        let steps: Vec<&str> = moves
             .as_array()
             .unwrap()
-            .len()
-            == 2
+            .iter()
+            .map(|m| m["step"].as_str().unwrap())
+            .collect();
+        steps == ["subscribed", "subscribed"]
     })
     .await;
+    let moves = get(&base, "/api/v1/moves").await;
+    for m in moves["moves"].as_array().unwrap() {
+        let (since, start) = (m["step_since_unix"].as_i64(), m["started_at_unix"].as_i64());
+        assert!(since.unwrap() >= start.unwrap(), "{m}");
+        let error = m["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("stopped"), "the failed action's error: {m}");
+    }
+    assert!(get(&base, "/api/v1/leases").await["leases"].is_array());
     let (s, v) = post(
         &base,
         "/api/v1/actions/move/abort",

@@ -53,6 +53,8 @@ impl Snapshot {
                 active: n.active,
                 size_bytes: None,
                 gen: n.gen,
+                rows_estimate: None,
+                weight: None,
             }),
         }
         if n.active {

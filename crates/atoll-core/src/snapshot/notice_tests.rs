@@ -45,6 +45,8 @@ fn snap(rows: &[Option<(bool, u64)>]) -> Snapshot {
                     active,
                     size_bytes: None,
                     gen,
+                    rows_estimate: None,
+                    weight: None,
                 })
                 .into_iter()
                 .collect();

@@ -49,7 +49,7 @@ pub struct LeaseRequest<'a> {
 }
 
 /// One row of the lease table, for status output and tests.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LeaseRow {
     /// The leased node id.
     pub node: u16,
