@@ -79,6 +79,12 @@ impl From<atoll_move::MoveError> for Failure {
     }
 }
 
+impl From<atoll_move::global_copy::GlobalCopyError> for Failure {
+    fn from(e: atoll_move::global_copy::GlobalCopyError) -> Failure {
+        Failure::classify(e.is_refusal(), e)
+    }
+}
+
 impl From<atoll_move::RebalanceError> for Failure {
     fn from(e: atoll_move::RebalanceError) -> Failure {
         Failure::classify(e.is_refusal(), e)

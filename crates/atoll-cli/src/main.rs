@@ -19,6 +19,7 @@ mod cluster;
 mod debris;
 mod demo;
 mod exit;
+mod global;
 mod ha;
 mod hook;
 mod init;
@@ -107,6 +108,9 @@ enum Command {
     Failover(ha::FailoverArgs),
     /// The control plane: a REST API over the cluster (/api/v1) and Prometheus /metrics
     Serve(serve::ServeArgs),
+    /// Shard 0's cluster-wide tables copied read-only to every island: replicate, status
+    #[command(subcommand)]
+    Global(global::GlobalCommand),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Ha(cmd) => with_runtime(ha::status(&ctx, cmd)),
         Command::Failover(args) => with_runtime(ha::failover(&ctx, args)),
         Command::Serve(args) => serve::run(&ctx, args),
+        Command::Global(cmd) => with_runtime(global::run(&ctx, cmd)),
     };
     match result {
         Ok(code) => code,

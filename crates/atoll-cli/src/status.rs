@@ -39,6 +39,12 @@ struct StatusJson<'a> {
     agents: Vec<serde_json::Value>,
     /// The problems `moves` makes, each naming the command that ends it.
     move_problems: Vec<String>,
+    /// Shard 0's read-only copies on other islands, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    global_copies: Vec<atoll_move::global_copy::CopyStatus>,
+    /// What is wrong with them, each naming the command that repairs it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    global_problems: Vec<String>,
     /// Automated failover's state per island, with `[ha]` (`ha_error` when etcd did not
     /// answer).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,6 +57,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
     let Cluster { config, snapshot } = ctx.cluster(Need::Snapshot).await?;
     let moves = atoll_move::move_debris(&config, &snapshot).await;
     let move_problems = debris::problems(&moves);
+    let (global_copies, global_problems) = crate::global::problems(&config, &snapshot).await;
     let agents = agent_reports(&args).await?;
     let agents_healthy = agents.iter().all(|a| a["status"] == "HEALTHY");
     let (ha, ha_error) = match atoll_agent::ha::read_status(&config).await {
@@ -62,8 +69,11 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
         && ha
             .as_ref()
             .is_none_or(|islands| islands.iter().all(|i| i.leader.is_some()));
-    let healthy =
-        snapshot.problems.is_empty() && move_problems.is_empty() && agents_healthy && ha_healthy;
+    let healthy = snapshot.problems.is_empty()
+        && move_problems.is_empty()
+        && global_problems.is_empty()
+        && agents_healthy
+        && ha_healthy;
     if ctx.json {
         print_json(&StatusJson {
             config: config.source.to_string(),
@@ -73,13 +83,16 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> CmdResult {
             moves: &moves,
             agents,
             move_problems,
+            global_copies,
+            global_problems,
             ha,
             ha_error,
         })?;
     } else {
+        let problems: Vec<String> = move_problems.into_iter().chain(global_problems).collect();
         print!(
             "{}",
-            render_with(&config, &snapshot, !args.summary, &moves, &move_problems)
+            render_with(&config, &snapshot, !args.summary, &moves, &problems)
         );
         if let Some(e) = &ha_error {
             println!("failover: {e}");

@@ -40,6 +40,7 @@ mod db;
 mod ddl;
 mod debris;
 mod error;
+pub mod global_copy;
 mod leftovers;
 mod masters;
 mod move_lock;

@@ -53,7 +53,9 @@ const META_SQL: &str = "select
 /// and visibility maps are left out, which costs a quarter of the stat calls and changes
 /// no balancing decision.
 /// `gen`: whether the registry has generations (catalog step 6); 0 for every row if not.
-fn shards_sql(sizes: bool, gen: bool) -> String {
+/// `copies`: whether `atoll.global_copy` exists (step 12): a schema it lists is a read-only
+/// copy of shard 0's tables, not a shard, and is left out.
+fn shards_sql(sizes: bool, gen: bool, copies: bool) -> String {
     // reltuples is -1 for a table never analysed: such a schema has no estimate.
     let (size, rows, join) = if sizes {
         (
@@ -72,10 +74,15 @@ fn shards_sql(sizes: bool, gen: bool) -> String {
         ("null::int8", "null::int8", "")
     };
     let gen = if gen { "coalesce(s.gen, 0)" } else { "0::int8" };
+    let not_copy = if copies {
+        "and nspname not in (select schema from atoll.global_copy)"
+    } else {
+        ""
+    };
     format!(
         "select coalesce(n.nspname::text, 'sh' || lpad(s.shard::text, 4, '0')), n.oid is not null,
                 coalesce(s.active, false), {size}, {gen}, {rows}, s.weight
-         from (select oid, nspname from pg_namespace where nspname ~ '^sh[0-9]{{4}}$') n
+         from (select oid, nspname from pg_namespace where nspname ~ '^sh[0-9]{{4}}$' {not_copy}) n
          full join atoll.shards s on s.shard = substr(n.nspname, 3)::int
          {join}"
     )
@@ -231,11 +238,13 @@ pub async fn read_catalog(
         .query_one(
             "select to_regclass('atoll.shards') is not null and to_regclass('atoll.meta') is not null,
                     exists (select 1 from pg_attribute where attrelid = to_regclass('atoll.shards')
-                                                         and attname = 'gen' and not attisdropped)",
+                                                         and attname = 'gen' and not attisdropped),
+                    to_regclass('atoll.global_copy') is not null",
             &[],
         )
         .await?;
-    let (has_catalog, has_gen): (bool, bool) = (found.get(0), found.get(1));
+    let (has_catalog, has_gen, has_copies): (bool, bool, bool) =
+        (found.get(0), found.get(1), found.get(2));
     if !has_catalog {
         // Schemas may exist without a catalog; they are unregistered, hence inactive.
         let rows = client
@@ -247,7 +256,7 @@ pub async fn read_catalog(
             shards: shard_rows(&rows),
         });
     }
-    let shards_sql = shards_sql(sizes, has_gen);
+    let shards_sql = shards_sql(sizes, has_gen, has_copies);
     let (meta, rows) = futures::try_join!(
         client.query_one(META_SQL, &[]),
         client.query(&shards_sql, &[])

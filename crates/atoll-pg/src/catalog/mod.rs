@@ -10,6 +10,7 @@
 //! | [`move_status`] | reads `atoll.moves` (times, table-sync slots) for status | every island master |
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
+//! | [`global_copy`] | `atoll.global_copy` (this island's `sh0000` is a read-only copy of shard 0's tables), `atoll.global_copy_read_only()` | a copy island's master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
 //! | [`action_log`] | `atoll.action_log` (who did what through the control plane, and how it ended) | the coordination island's master |
 //! | [`shard_endpoints`] | `atoll.shard_endpoints` (node addresses, `auth_kind`, keychain alias) | the coordination island's master |
@@ -19,6 +20,7 @@
 //! catalog version is the number of the last step applied.
 
 pub mod action_log;
+pub mod global_copy;
 pub mod id_leases;
 pub mod migration_runs;
 pub mod migration_shards;
@@ -64,6 +66,7 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         "move_timings",
         include_str!("steps/011_move_timings.sql"),
     ),
+    (12, "global_copy", include_str!("steps/012_global_copy.sql")),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet

@@ -1,0 +1,167 @@
+//! Shard 0's tables copied read-only to every other island on a real 3-island sandbox:
+//! copies created and verified; a write on shard 0's master reaches every copy; a write
+//! on a copy is refused; discovery still sees shard 0 on one island only; a disabled
+//! subscription and a dropped one are reported with the repairing command, which repairs
+//! them; a table without a key and an unknown table are refused before anything is made.
+
+use atoll_core::{IslandId, ShardNo};
+use atoll_move::global_copy::{self, CopyHealth, GlobalCopyError, ReplicateRequest};
+use atoll_testkit::TestCluster;
+use std::time::{Duration, Instant};
+
+async fn count_on(tc: &TestCluster, island: u16, sql: &str) -> i64 {
+    let c = tc.master(IslandId(island)).await.unwrap();
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < Duration::from_secs(30), "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_zero_is_copied_read_only_to_every_island_and_repaired() {
+    let tc = TestCluster::setup(3, 0)
+        .shards(0..=3)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let master = tc.master(IslandId(0)).await.unwrap();
+    master
+        .batch_execute(
+            "create table sh0000.tenants (id bigint primary key, name text not null);
+             insert into sh0000.tenants select g, 'tenant ' || g from generate_series(1, 500) g;
+             create table sh0000.plans (id int primary key, price numeric);
+             insert into sh0000.plans values (1, 0), (2, 10);
+             create table sh0000.keyless (x int);",
+        )
+        .await
+        .unwrap();
+    let snap = tc.discover().await;
+    let quiet = |_: IslandId, _: &str| {};
+
+    // Refused before anything is made: a keyless table, an unknown one.
+    for (tables, says) in [
+        (None, "sh0000.keyless: no primary key"),
+        (
+            Some(vec!["nope".to_string()]),
+            "--tables: sh0000.nope does not exist",
+        ),
+    ] {
+        let req = ReplicateRequest { tables };
+        let e = global_copy::replicate(tc.config(), &snap, &req, &quiet)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GlobalCopyError::Refused(_)), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert_eq!(
+        count_on(
+            &tc,
+            1,
+            "select count(*) from pg_namespace where nspname = 'sh0000'"
+        )
+        .await,
+        0
+    );
+
+    let req = ReplicateRequest {
+        tables: Some(vec!["tenants".into(), "plans".into()]),
+    };
+    let report = global_copy::replicate(tc.config(), &snap, &req, &quiet)
+        .await
+        .expect("replicate");
+    assert_eq!(report.source, IslandId(0));
+    assert_eq!(report.copies.len(), 2);
+    assert_eq!(report.capacity.needed, 2, "{:?}", report.capacity);
+    for c in &report.copies {
+        assert!(c.created);
+        assert_eq!(
+            c.rows,
+            [("plans".to_string(), 2), ("tenants".to_string(), 500)]
+        );
+    }
+
+    // A write on shard 0's master reaches every copy.
+    master
+        .execute("insert into sh0000.tenants values (501, 'new')", &[])
+        .await
+        .unwrap();
+    for island in [1, 2] {
+        until("the new tenant on the copy", async || {
+            count_on(
+                &tc,
+                island,
+                "select count(*) from sh0000.tenants where id = 501",
+            )
+            .await
+                == 1
+        })
+        .await;
+        let copy = tc.master(IslandId(island)).await.unwrap();
+        let e = copy
+            .execute("update sh0000.tenants set name = 'x' where id = 1", &[])
+            .await
+            .unwrap_err();
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "25006", "{db}");
+        assert!(db.message().contains("read-only copy"), "{db}");
+        assert!(copy.batch_execute("truncate sh0000.plans").await.is_err());
+        let keyless =
+            "select count(*) from pg_tables where schemaname = 'sh0000' and tablename = 'keyless'";
+        assert_eq!(
+            count_on(&tc, island, keyless).await,
+            0,
+            "a table not copied is not there"
+        );
+    }
+
+    // Discovery still sees shard 0 on one island, and nothing wrong.
+    let snap = tc.discover().await;
+    let zero = ShardNo::new(0).unwrap();
+    assert_eq!(snap.shards[&zero].len(), 1, "{:?}", snap.shards[&zero]);
+    assert!(snap.problems.is_empty(), "{:?}", snap.problems);
+    let st = global_copy::status(tc.config(), &snap).await.unwrap();
+    assert!(st.iter().all(|c| c.health == CopyHealth::Healthy), "{st:?}");
+
+    // Broken copies: one disabled, one without its subscription; both reported, both
+    // repaired by replicating again.
+    tc.psql(
+        tc.master_ports()[2],
+        "alter subscription atoll_global_2 disable",
+    );
+    tc.psql(tc.master_ports()[1], "drop subscription atoll_global_1");
+    let st = global_copy::status(tc.config(), &snap).await.unwrap();
+    assert_eq!(
+        st[0].health,
+        CopyHealth::Broken("its subscription is missing".into()),
+        "{st:?}"
+    );
+    assert_eq!(
+        st[1].health,
+        CopyHealth::Broken("its subscription is disabled".into()),
+        "{st:?}"
+    );
+    assert!(st
+        .iter()
+        .all(|c| c.repair.as_deref() == Some("atoll global replicate")));
+    master
+        .execute(
+            "insert into sh0000.tenants values (502, 'while broken')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = global_copy::replicate(tc.config(), &snap, &req, &quiet)
+        .await
+        .expect("repair");
+    for c in &report.copies {
+        assert_eq!(c.rows[1], ("tenants".to_string(), 502), "{c:?}");
+    }
+    let st = global_copy::status(tc.config(), &snap).await.unwrap();
+    assert!(st.iter().all(|c| c.health == CopyHealth::Healthy), "{st:?}");
+}
