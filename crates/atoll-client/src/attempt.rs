@@ -229,7 +229,7 @@ pub(crate) fn plan<'s>(
     }
 }
 
-async fn get(state: &State, island: IslandId, addr: &str) -> Result<Object, Failed> {
+pub(crate) async fn get(state: &State, island: IslandId, addr: &str) -> Result<Object, Failed> {
     let np = state.pools.get(addr).ok_or_else(|| Failed {
         fault: FaultKind::ConnectFailed,
         island: Some(island),

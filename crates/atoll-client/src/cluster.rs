@@ -297,9 +297,20 @@ impl Cluster {
         Shard::new(self.clone(), no)
     }
 
-    /// Shard 0, the global microshard.
+    /// Shard 0, the global microshard. Its reads are answered by the read-only copy on
+    /// [`ClusterOptions::home_island`] when one is set and the copy is as fresh as asked
+    /// (see [`Cluster::global_near`]); writes always go to shard 0's master.
     pub fn global(&self) -> Shard {
-        self.shard(ShardNo::GLOBAL)
+        Shard::global_near(self.clone(), self.options().home_island)
+    }
+
+    /// Shard 0, its reads answered by the read-only copy of its tables on `island` (made
+    /// by `atoll global replicate`) when the copy is ready and as fresh as asked: any copy
+    /// for `Freshness::StaleReplica`, one that has applied the caller's last write to
+    /// shard 0 for `Freshness::Timeline`; otherwise, and for `Freshness::Master`, shard 0's
+    /// island as usual. Pass the island of the shard being worked on to join locally.
+    pub fn global_near(&self, island: atoll_core::IslandId) -> Shard {
+        Shard::global_near(self.clone(), Some(island))
     }
 
     /// A random active shard other than shard 0, for placing a new object.

@@ -32,6 +32,7 @@ mod attempt_tests;
 mod clock;
 mod cluster;
 mod error;
+mod global_copy;
 mod lease;
 mod master;
 mod notices;

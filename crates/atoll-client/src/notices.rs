@@ -221,6 +221,7 @@ mod tests {
                         rows_estimate: None,
                         weight: None,
                     }],
+                    global_copy: false,
                 };
                 (id, vec![node], Some(catalog))
             })

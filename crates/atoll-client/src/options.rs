@@ -52,6 +52,13 @@ pub struct ClusterOptions {
     /// need sizes, and at 10,000 shards they cost the islands a pass over pg_class); on for
     /// a process that shows them (`atoll serve`).
     pub shard_sizes: bool,
+    /// The island this process runs next to: [`crate::Cluster::global`] reads shard 0's
+    /// tables from that island's read-only copy (`atoll global replicate`) when it can
+    /// answer as fresh as asked. `None` (the default): shard 0's island.
+    pub home_island: Option<atoll_core::IslandId>,
+    /// How long a read-your-writes read of shard 0 waits for the local copy to apply the
+    /// caller's write before reading from shard 0's island instead.
+    pub global_copy_wait: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +79,8 @@ impl Default for ClusterOptions {
             shard_notices: true,
             warm_masters: true,
             shard_sizes: false,
+            home_island: None,
+            global_copy_wait: Duration::from_millis(20),
         }
     }
 }

@@ -50,6 +50,8 @@ impl<'a> Write<'a> {
 pub struct Shard {
     cluster: Cluster,
     no: ShardNo,
+    /// For shard 0: the island whose read-only copy may answer reads (`global_copy.rs`).
+    near: Option<IslandId>,
 }
 
 /// The retry state of one statement.
@@ -62,7 +64,20 @@ struct Retry {
 
 impl Shard {
     pub(crate) fn new(cluster: Cluster, no: ShardNo) -> Shard {
-        Shard { cluster, no }
+        Shard {
+            cluster,
+            no,
+            near: None,
+        }
+    }
+
+    /// Shard 0, read from the copy on `near` when it can answer as fresh as asked.
+    pub(crate) fn global_near(cluster: Cluster, near: Option<IslandId>) -> Shard {
+        Shard {
+            cluster,
+            no: ShardNo::GLOBAL,
+            near,
+        }
     }
 
     /// The shard's number.
@@ -82,6 +97,14 @@ impl Shard {
         params: &[&(dyn ToSql + Sync)],
         freshness: Freshness<'_>,
     ) -> Result<Vec<Row>, ClientError> {
+        if let Some(near) = self.near {
+            let state = self.cluster.shared().state.load_full();
+            let wait = self.cluster.options().global_copy_wait;
+            let copy = crate::global_copy::read(&state, wait, near, freshness, sql, params).await;
+            if let Some(rows) = copy {
+                return Ok(rows);
+            }
+        }
         self.run(sql, params, Target::Read(freshness), true, None)
             .await
     }

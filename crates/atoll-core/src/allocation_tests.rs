@@ -42,6 +42,7 @@ fn snap(islands: &[IslandShards]) -> Snapshot {
                             weight: None,
                         })
                         .collect(),
+                    global_copy: false,
                 };
                 (IslandId(*id), vec![node], Some(cat))
             })

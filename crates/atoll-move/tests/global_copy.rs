@@ -165,3 +165,125 @@ async fn shard_zero_is_copied_read_only_to_every_island_and_repaired() {
     let st = global_copy::status(tc.config(), &snap).await.unwrap();
     assert!(st.iter().all(|c| c.health == CopyHealth::Healthy), "{st:?}");
 }
+
+/// The port of the server that answered `select inet_server_port()` through `shard`.
+async fn answered_by(shard: &atoll_client::Shard, f: atoll_client::Freshness<'_>) -> (i32, String) {
+    let rows = shard
+        .query(
+            "select inet_server_port(), (select name from sh0000.tenants where id = 1)",
+            &[],
+            f,
+        )
+        .await
+        .unwrap();
+    (rows[0].get(0), rows[0].get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_reads_use_the_local_copy_and_never_miss_the_callers_write() {
+    let tc = TestCluster::setup(2, 0)
+        .shards(0..=1)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let master = tc.master(IslandId(0)).await.unwrap();
+    master
+        .batch_execute(
+            "create table sh0000.tenants (id bigint primary key, name text not null);
+             insert into sh0000.tenants values (1, 'v0');",
+        )
+        .await
+        .unwrap();
+    let snap = tc.discover().await;
+    global_copy::replicate(tc.config(), &snap, &ReplicateRequest::default(), &|_, _| {})
+        .await
+        .expect("replicate");
+    let ports = tc.master_ports();
+    let options = atoll_client::ClusterOptions {
+        home_island: Some(IslandId(1)),
+        ..Default::default()
+    };
+    let cluster = atoll_client::Cluster::connect(tc.config().clone(), options)
+        .await
+        .unwrap();
+    until("the snapshot knows the copy", async || {
+        cluster
+            .snapshot()
+            .island(IslandId(1))
+            .is_some_and(|i| i.global_copy)
+    })
+    .await;
+    let global = cluster.global();
+    use atoll_client::{Freshness, Timeline, Write};
+    let (port, _) = answered_by(&global, Freshness::StaleReplica).await;
+    assert_eq!(port, i32::from(ports[1]), "a stale-allowed read is local");
+    let (port, _) = answered_by(&global, Freshness::Master).await;
+    assert_eq!(
+        port,
+        i32::from(ports[0]),
+        "a master read is shard 0's master"
+    );
+
+    // Read-your-writes: right after each write, a timeline read sees it (from the copy
+    // once it has applied it, else from shard 0's island).
+    let (mut local, mut remote) = (0, 0);
+    for i in 1..=50 {
+        let t = Timeline::new();
+        let name = format!("v{i}");
+        global
+            .write(
+                "update sh0000.tenants set name = $1 where id = 1",
+                &[&name],
+                Write::once().timeline(&t),
+            )
+            .await
+            .unwrap();
+        let (port, seen) = answered_by(&global, Freshness::Timeline(&t)).await;
+        assert_eq!(
+            seen, name,
+            "round {i}: a timeline read returned an older row"
+        );
+        if port == i32::from(ports[1]) {
+            local += 1;
+        } else {
+            remote += 1;
+        }
+    }
+    eprintln!("timeline reads: {local} from the local copy, {remote} from shard 0's island");
+    // Once the copy has applied the write (the sandbox commits asynchronously, so it
+    // gets the WAL up to wal_writer_delay later), the same read is local.
+    let t = Timeline::new();
+    global
+        .write(
+            "update sh0000.tenants set name = 'last' where id = 1",
+            &[],
+            Write::once().timeline(&t),
+        )
+        .await
+        .unwrap();
+    let copy = tc.master(IslandId(1)).await.unwrap();
+    until("the copy applied the write", async || {
+        let r = copy
+            .query_one("select name from sh0000.tenants where id = 1", &[])
+            .await
+            .unwrap();
+        r.get::<_, String>(0) == "last"
+    })
+    .await;
+    let (port, seen) = answered_by(&global, Freshness::Timeline(&t)).await;
+    assert_eq!((port, seen.as_str()), (i32::from(ports[1]), "last"));
+    // A table that is not on the copy is read from shard 0's island, not failed.
+    master
+        .batch_execute(
+            "create table sh0000.later (id int primary key); insert into sh0000.later values (7)",
+        )
+        .await
+        .unwrap();
+    let rows = global
+        .query("select id from sh0000.later", &[], Freshness::StaleReplica)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+    cluster.close().await;
+}

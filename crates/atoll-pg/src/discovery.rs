@@ -248,24 +248,32 @@ pub async fn read_catalog(
     if !has_catalog {
         // Schemas may exist without a catalog; they are unregistered, hence inactive.
         let rows = client
-            .query("select nspname::text, true, false, null::int8, 0::int8 from pg_namespace where nspname ~ '^sh[0-9]{4}$'", &[])
+            .query("select nspname::text, true, false, null::int8, 0::int8, null::int8, null::float8 from pg_namespace where nspname ~ '^sh[0-9]{4}$'", &[])
             .await?;
         return Ok(IslandCatalog {
             cluster_id: None,
             catalog_island: None,
             shards: shard_rows(&rows),
+            global_copy: false,
         });
     }
     let shards_sql = shards_sql(sizes, has_gen, has_copies);
-    let (meta, rows) = futures::try_join!(
+    let copy_sql = if has_copies {
+        "select exists (select 1 from atoll.global_copy where state = 'ready')"
+    } else {
+        "select false"
+    };
+    let (meta, rows, copy) = futures::try_join!(
         client.query_one(META_SQL, &[]),
-        client.query(&shards_sql, &[])
+        client.query(&shards_sql, &[]),
+        client.query_one(copy_sql, &[])
     )?;
     let island: Option<String> = meta.get(1);
     Ok(IslandCatalog {
         cluster_id: meta.get(0),
         catalog_island: island.and_then(|i| i.parse().ok()).map(IslandId),
         shards: shard_rows(&rows),
+        global_copy: copy.get(0),
     })
 }
 
