@@ -5,21 +5,18 @@
 //! state changed since. `atoll_migrate::{plan_scoped, apply}`, as `atoll migrate plan
 //! --out` and `apply --plan` do.
 
-use crate::actions::request::{self, bad};
+use crate::actions::request::{self, bad, ActionRequest};
 use crate::actions::run::{launch, End, Plan};
 use crate::api::{App, Refusal};
 use atoll_core::migration::{MigrationSet, PlanFile, Scope};
 use atoll_core::{IslandId, ShardNo};
-use atoll_migrate::{Event, LockPolicy, MigrateError, OnFailure, ReviewedPlan, RunOptions};
+use atoll_migrate::{Event, MigrateError, ReviewedPlan, RunOptions};
 use atoll_pg::catalog::action_log::ActionKind;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 /// `POST /api/v1/actions/migrate/plan`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -61,11 +58,8 @@ fn read_set(app: &App) -> Result<MigrationSet, Refusal> {
     responses((status = 200, body = MigratePlanAnswer), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 403, description = "No migration directory", body = crate::api::ErrorBody)))]
 pub async fn plan(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(_, b): ActionRequest<MigratePlanBody>,
 ) -> Result<Response, Refusal> {
-    let (_, b): (_, MigratePlanBody) = request::read(&app, remote, &headers, body).await?;
     let set = read_set(&app)?;
     let scope =
         Scope::new(b.shards.as_deref(), b.island.map(IslandId)).map_err(|e| bad("scope", e))?;
@@ -136,11 +130,8 @@ pub struct MigratePlanAnswer {
     responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn apply(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(who, b): ActionRequest<MigrateApplyBody>,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, MigrateApplyBody) = request::read(&app, remote, &headers, body).await?;
     let set = read_set(&app)?;
     let file = PlanFile::parse("plan", &b.plan.to_string()).map_err(|e| bad("plan", e))?;
     request::confirmed(&b.confirm, &file.digest, "the plan's digest")?;
@@ -162,23 +153,14 @@ pub async fn apply(
         target: format!("plan {} ({} schemas)", file.digest, file.schemas()),
         shard: None,
     };
+    // The CLI's defaults: a canary, then 8 schemas at once per island.
     let opts = RunOptions {
-        canary: 1,
-        parallelism: 8,
         allow_unsafe: b.allow_unsafe,
-        policy: LockPolicy {
-            lock_timeout: Duration::from_secs(5),
-            retries: 3,
-            build_wait: Duration::from_secs(30),
-        },
-        only: None,
-        scope: Scope::default(),
         plan: Some(ReviewedPlan {
             path: "the reviewed plan".into(),
             file,
         }),
-        on_failure: OnFailure::Continue,
-        max_failures: None,
+        ..RunOptions::default()
     };
     let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
     let work = move |p: crate::actions::run::Progress| async move {

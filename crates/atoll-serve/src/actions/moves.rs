@@ -2,18 +2,16 @@
 //! resume or abort an unfinished one (`{"shard": 42, "confirm": "sh0042"}`). Each runs
 //! `atoll_move::{start_move, resume_move, abort_move}`, as `atoll move` does.
 
-use crate::actions::request::{self, bad, confirmed, known_island, ShardArg};
+use crate::actions::request::{bad, confirmed, known_island, ActionRequest, ShardArg};
 use crate::actions::run::{launch, End, Plan, Progress};
 use crate::api::{App, Refusal};
 use atoll_core::{IslandId, ShardNo};
 use atoll_move::{MoveError, MoveEvent, MoveReport};
 use atoll_pg::catalog::action_log::ActionKind;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 /// `POST /api/v1/actions/move`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -42,11 +40,8 @@ pub struct MoveShardBody {
     responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn start(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(who, b): ActionRequest<MoveBody>,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, MoveBody) = request::read(&app, remote, &headers, body).await?;
     let snapshot = app.cluster.snapshot();
     let shard = b.shard.known(&snapshot)?;
     let to = known_island(&snapshot, "to", b.to)?;
@@ -75,11 +70,9 @@ pub async fn start(
     responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn resume(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(who, b): ActionRequest<MoveShardBody>,
 ) -> Result<Response, Refusal> {
-    let (who, shard) = unfinished(&app, remote, &headers, body).await?;
+    let shard = unfinished(&app, &b)?;
     let plan = Plan {
         who,
         kind: ActionKind::MoveResume,
@@ -101,11 +94,9 @@ pub async fn resume(
     responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn abort(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(who, b): ActionRequest<MoveShardBody>,
 ) -> Result<Response, Refusal> {
-    let (who, shard) = unfinished(&app, remote, &headers, body).await?;
+    let shard = unfinished(&app, &b)?;
     let plan = Plan {
         who,
         kind: ActionKind::MoveAbort,
@@ -126,21 +117,15 @@ pub async fn abort(
     Ok(launch(&app, plan, work).await)
 }
 
-/// Token, body, a shard with an unfinished move, its confirmation.
-async fn unfinished(
-    app: &App,
-    remote: SocketAddr,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(request::Who, ShardNo), Refusal> {
-    let (who, b): (_, MoveShardBody) = request::read(app, remote, headers, body).await?;
+/// A shard with an unfinished move, and its confirmation.
+fn unfinished(app: &App, b: &MoveShardBody) -> Result<ShardNo, Refusal> {
     let snapshot = app.cluster.snapshot();
     let shard = b.shard.known(&snapshot)?;
     if !app.catalog.load().moves.iter().any(|m| m.shard == shard) {
         return Err(bad("shard", format!("{shard} has no unfinished move")));
     }
     confirmed(&b.confirm, &shard.schema(), "the shard's schema")?;
-    Ok((who, shard))
+    Ok(shard)
 }
 
 /// A move while a migration runs, or of a shard already moving: refused up front (the

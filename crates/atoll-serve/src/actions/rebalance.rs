@@ -3,19 +3,17 @@
 //! "confirm": "<digest>"}`) — refused when the plan made at run time differs from the one
 //! reviewed. `atoll_move::{prepare_rebalance, run_moves}`, as `atoll rebalance` does.
 
-use crate::actions::request::{self, known_island};
+use crate::actions::request::{self, known_island, ActionRequest};
 use crate::actions::run::{launch, End, Plan};
 use crate::api::{App, Refusal};
 use atoll_core::IslandId;
 use atoll_move::{MoveEvent, RebalanceRequest};
 use atoll_pg::catalog::action_log::ActionKind;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 /// `POST /api/v1/actions/rebalance/plan`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -69,11 +67,8 @@ fn islands(app: &App, given: &[u16]) -> Result<Vec<IslandId>, Refusal> {
     responses((status = 200, body = RebalancePlanAnswer), (status = 400, body = crate::api::ErrorBody), (status = 401, body = crate::api::ErrorBody), (status = 409, description = "Unfinished moves, or no plan can be made", body = crate::api::ErrorBody)))]
 pub async fn plan(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(_, b): ActionRequest<RebalancePlanBody>,
 ) -> Result<Response, Refusal> {
-    let (_, b): (_, RebalancePlanBody) = request::read(&app, remote, &headers, body).await?;
     let decommission = islands(&app, &b.decommission)?;
     let req = RebalanceRequest {
         decommission,
@@ -110,11 +105,8 @@ pub async fn plan(
     responses(crate::actions::request::ActionResponses), security(("write_token" = [])))]
 pub async fn start(
     State(app): State<App>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    ActionRequest(who, b): ActionRequest<RebalanceRunBody>,
 ) -> Result<Response, Refusal> {
-    let (who, b): (_, RebalanceRunBody) = request::read(&app, remote, &headers, body).await?;
     let decommission = islands(&app, &b.decommission)?;
     if !(1..=64).contains(&b.parallelism) {
         return Err(request::bad("parallelism", "must be 1 to 64"));

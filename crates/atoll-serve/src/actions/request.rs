@@ -21,10 +21,28 @@ pub struct Who {
     pub remote: String,
 }
 
+/// An action's request, extracted: who asks (the token checked first) and its body read
+/// as `T`; refused as [`read`] says.
+pub struct ActionRequest<T>(pub Who, pub T);
+
+impl<T: DeserializeOwned> axum::extract::FromRequest<App> for ActionRequest<T> {
+    type Rejection = Refusal;
+
+    async fn from_request(req: axum::extract::Request, app: &App) -> Result<Self, Refusal> {
+        let remote = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+        let (parts, body) = req.into_parts();
+        let (who, t) = read(app, remote, &parts.headers, body).await?;
+        Ok(ActionRequest(who, t))
+    }
+}
+
 /// Checks the token, then reads the body as `T`.
-pub async fn read<T: DeserializeOwned>(
+async fn read<T: DeserializeOwned>(
     app: &App,
-    remote: SocketAddr,
+    remote: String,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Who, T), Refusal> {
@@ -44,10 +62,7 @@ pub async fn read<T: DeserializeOwned>(
         serde_json::from_slice(&bytes)
     };
     let value = parsed.map_err(|e| bad("body", e))?;
-    let who = Who {
-        actor,
-        remote: remote.to_string(),
-    };
+    let who = Who { actor, remote };
     Ok((who, value))
 }
 
