@@ -2,7 +2,7 @@
 //! resume or abort an unfinished one (`{"shard": 42, "confirm": "sh0042"}`). Each runs
 //! `atoll_move::{start_move, resume_move, abort_move}`, as `atoll move` does.
 
-use crate::actions::request::{bad, confirmed, known_island, ActionRequest, ShardArg};
+use crate::actions::request::{self, bad, confirmed, known_island, ActionRequest, ShardArg};
 use crate::actions::run::{launch, End, Plan, Progress};
 use crate::api::{App, Refusal};
 use atoll_core::{IslandId, ShardNo};
@@ -72,13 +72,7 @@ pub async fn resume(
     State(app): State<App>,
     ActionRequest(who, b): ActionRequest<MoveShardBody>,
 ) -> Result<Response, Refusal> {
-    let shard = unfinished(&app, &b)?;
-    let plan = Plan {
-        who,
-        kind: ActionKind::MoveResume,
-        target: shard.schema(),
-        shard: Some(shard),
-    };
+    let (plan, shard) = unfinished(&app, who, &b, ActionKind::MoveResume)?;
     let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
     let opts = app.actions.move_options.clone();
     let work = move |p| async move {
@@ -96,13 +90,7 @@ pub async fn abort(
     State(app): State<App>,
     ActionRequest(who, b): ActionRequest<MoveShardBody>,
 ) -> Result<Response, Refusal> {
-    let shard = unfinished(&app, &b)?;
-    let plan = Plan {
-        who,
-        kind: ActionKind::MoveAbort,
-        target: shard.schema(),
-        shard: Some(shard),
-    };
+    let (plan, shard) = unfinished(&app, who, &b, ActionKind::MoveAbort)?;
     let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
     let work = move |p: Progress| async move {
         p.accept();
@@ -117,15 +105,26 @@ pub async fn abort(
     Ok(launch(&app, plan, work).await)
 }
 
-/// A shard with an unfinished move, and its confirmation.
-fn unfinished(app: &App, b: &MoveShardBody) -> Result<ShardNo, Refusal> {
+/// The action on a shard with an unfinished move, once confirmed.
+fn unfinished(
+    app: &App,
+    who: request::Who,
+    b: &MoveShardBody,
+    kind: ActionKind,
+) -> Result<(Plan, ShardNo), Refusal> {
     let snapshot = app.cluster.snapshot();
     let shard = b.shard.known(&snapshot)?;
     if !app.catalog.load().moves.iter().any(|m| m.shard == shard) {
         return Err(bad("shard", format!("{shard} has no unfinished move")));
     }
     confirmed(&b.confirm, &shard.schema(), "the shard's schema")?;
-    Ok(shard)
+    let plan = Plan {
+        who,
+        kind,
+        target: shard.schema(),
+        shard: Some(shard),
+    };
+    Ok((plan, shard))
 }
 
 /// A move while a migration runs, or of a shard already moving: refused up front (the
