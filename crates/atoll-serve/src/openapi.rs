@@ -61,10 +61,17 @@ mod tests {
             std::fs::write(path, format!("{doc}\n")).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert_eq!(
-            committed.trim_end(),
-            doc,
-            "docs/openapi.json is stale: ATOLL_WRITE_OPENAPI=1 cargo test -p atoll-serve openapi"
+        // The first differing line, not two whole documents.
+        let differs = committed
+            .lines()
+            .zip(doc.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| format!("line {}: committed {a:?}, generated {b:?}", i + 1));
+        assert!(
+            differs.is_none() && committed.trim_end().lines().count() == doc.lines().count(),
+            "docs/openapi.json is stale ({}): ATOLL_WRITE_OPENAPI=1 cargo test -p atoll-serve openapi",
+            differs.unwrap_or_else(|| "a different length".into())
         );
         let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
         for path in [

@@ -96,6 +96,10 @@ pub struct MigrationLine {
     pub total: i32,
     /// The first failure or the run's message.
     pub message: Option<String>,
+    /// Per state (`done`, `failed`, `running`, `waiting`...): how many schemas and which
+    /// (compacted ranges, the first 20 listed).
+    #[schema(value_type = Vec<Object>)]
+    pub states: Vec<(String, usize, String)>,
 }
 
 /// The whole page's data.
@@ -193,6 +197,12 @@ pub fn build(s: &Snapshot, c: &CatalogView, live: &Live) -> Overview {
         failed: m.run.schemas_failed,
         total: m.run.schemas_total,
         message: m.run.message.clone(),
+        states: m
+            .shards
+            .groups
+            .iter()
+            .map(|g| (g.state.as_str().to_string(), g.count, g.schemas.clone()))
+            .collect(),
     });
     Overview {
         cluster_id: s.islands.iter().find_map(|i| i.cluster_id.clone()),

@@ -287,6 +287,14 @@ async fn a_move_started_from_the_console_runs_live_and_ends_on_the_other_island(
         assert!(log.contains("move sh0001 to island 1"), "{log}");
         let result = wait_text(&tab, "#act-result", |t| t.contains("succeeded"));
         assert!(result.contains("writes paused"), "{result}");
+        // The reviewed migration plan applied from the page: the run's states show.
+        tab.find_element("#migrate-plan").unwrap().click().unwrap();
+        wait_text(&tab, "#plan-groups tbody", |t| t.contains("sh0001-sh0004"));
+        tab.find_element("#migrate-apply").unwrap().click().unwrap();
+        type_into(&tab, "#confirm-input", "apply");
+        tab.find_element("#confirm-ok").unwrap().click().unwrap();
+        let run = wait_text(&tab, "#migration", |t| t.contains("done · 4 of 4"));
+        assert!(run.contains("sh0001-sh0004"), "{run}");
         if let Some(dir) = shots {
             let png = tab
                 .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
