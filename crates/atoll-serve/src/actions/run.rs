@@ -103,12 +103,7 @@ impl Progress {
 
     /// Changes the live view of the action.
     pub fn update(&self, f: impl FnOnce(&mut LiveAction)) {
-        let mut live = self
-            .actions
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(a) = live.get_mut(&self.id) {
+        if let Some(a) = lock(&self.actions.live).get_mut(&self.id) {
             f(a);
         }
     }
@@ -135,8 +130,7 @@ impl Actions {
 
     /// What runs now, oldest first.
     pub fn live(&self) -> Vec<LiveAction> {
-        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.values().cloned().collect()
+        lock(&self.live).values().cloned().collect()
     }
 
     /// What the page shows of this process: the actions under way, the drifted shards.
@@ -149,7 +143,7 @@ impl Actions {
 
     /// Remembers the last plan's drifted shards.
     pub fn set_drifted(&self, shards: BTreeSet<ShardNo>) {
-        *self.drifted.lock().unwrap_or_else(PoisonError::into_inner) = shards;
+        *lock(&self.drifted) = shards;
     }
 
     /// Closes as interrupted what the previous life of this process left running.
@@ -168,7 +162,7 @@ impl Actions {
     /// Stops what runs (at shutdown): each operation stays as it was left, resumable, and
     /// its entry says interrupted.
     pub async fn interrupt(&self, config: &Config, snapshot: &Snapshot) {
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
         if tasks.is_empty() {
             return;
         }
