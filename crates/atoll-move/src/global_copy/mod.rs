@@ -131,16 +131,18 @@ pub struct ReplicateReport {
     pub copies: Vec<CopyReport>,
 }
 
-/// Shard 0's island: where it is active; refused when nowhere, or while it has an
-/// unfinished move (the copies would follow a master about to change).
-pub(crate) async fn source_island(
-    config: &Config,
-    snapshot: &Snapshot,
-) -> Result<IslandId, GlobalCopyError> {
-    let zero = ShardNo::new(0).map_err(|e| GlobalCopyError::Refused(e.to_string()))?;
-    let island = snapshot.active_island(zero).map_err(|e| {
+/// Shard 0's island: where it is active; refused when nowhere.
+pub(crate) fn source_island(snapshot: &Snapshot) -> Result<IslandId, GlobalCopyError> {
+    snapshot.active_island(ShardNo::GLOBAL).map_err(|e| {
         GlobalCopyError::Refused(format!("shard 0 (sh0000) is not active on one island: {e}"))
-    })?;
+    })
+}
+
+/// [`source_island`], refused also while shard 0 has an unfinished move (the copies
+/// would follow a master about to change).
+async fn settled_source(config: &Config, snapshot: &Snapshot) -> Result<IslandId, GlobalCopyError> {
+    let island = source_island(snapshot)?;
+    let zero = ShardNo::GLOBAL;
     if crate::unfinished(config, snapshot)
         .await?
         .iter()
@@ -161,7 +163,7 @@ pub async fn replicate(
     req: &ReplicateRequest,
     progress: &(dyn Fn(IslandId, &str) + Sync),
 ) -> Result<ReplicateReport, GlobalCopyError> {
-    let source = source_island(config, snapshot).await?;
+    let source = settled_source(config, snapshot).await?;
     let src = Db::connect(config, snapshot, source).await?;
     let tables = create::tables(&src, req).await?;
     let targets: Vec<IslandId> = config

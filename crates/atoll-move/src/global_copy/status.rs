@@ -52,22 +52,40 @@ pub struct CopyStatus {
 }
 
 /// Every island's copy but shard 0's island; empty when no island has one (the feature
-/// is not in use).
+/// is not in use). A copy island whose master cannot be reached is reported broken when
+/// other islands show copies exist.
 pub async fn status(
     config: &Config,
     snapshot: &Snapshot,
 ) -> Result<Vec<CopyStatus>, GlobalCopyError> {
-    let source = source_island(config, snapshot).await?;
+    let source = source_island(snapshot)?;
     let src = Db::connect(config, snapshot, source).await?;
     let mut out = Vec::new();
     for island in config.islands.iter().map(|i| i.id).filter(|i| *i != source) {
-        let dst = Db::connect(config, snapshot, island).await?;
-        out.push(one(&src, &dst).await?);
+        match Db::connect(config, snapshot, island).await {
+            Ok(dst) => out.push(one(&src, &dst).await?),
+            Err(e) => out.push(unreachable(island, &e)),
+        }
     }
     if out.iter().all(|c| c.state.is_none()) {
         return Ok(Vec::new());
     }
     Ok(out)
+}
+
+/// A copy island whose master could not be reached: what is known of it.
+fn unreachable(island: IslandId, e: &crate::MoveError) -> CopyStatus {
+    CopyStatus {
+        island,
+        state: None,
+        tables: Vec::new(),
+        subscription_enabled: None,
+        worker_running: false,
+        lag_bytes: None,
+        lag_ms: None,
+        health: CopyHealth::Broken(format!("its master cannot be reached: {e}")),
+        repair: None,
+    }
 }
 
 async fn one(src: &Db, dst: &Db) -> Result<CopyStatus, GlobalCopyError> {
