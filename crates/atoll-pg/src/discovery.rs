@@ -258,22 +258,23 @@ pub async fn read_catalog(
         });
     }
     let shards_sql = shards_sql(sizes, has_gen, has_copies);
-    let copy_sql = if has_copies {
-        "select exists (select 1 from atoll.global_copy where state = 'ready')"
+    // Whether this master holds a ready global copy, asked with the meta row.
+    let copy = if has_copies {
+        "exists (select 1 from atoll.global_copy where state = 'ready')"
     } else {
-        "select false"
+        "false"
     };
-    let (meta, rows, copy) = futures::try_join!(
-        client.query_one(META_SQL, &[]),
-        client.query(&shards_sql, &[]),
-        client.query_one(copy_sql, &[])
+    let meta_sql = format!("{META_SQL}, {copy}");
+    let (meta, rows) = futures::try_join!(
+        client.query_one(&meta_sql, &[]),
+        client.query(&shards_sql, &[])
     )?;
     let island: Option<String> = meta.get(1);
     Ok(IslandCatalog {
         cluster_id: meta.get(0),
         catalog_island: island.and_then(|i| i.parse().ok()).map(IslandId),
         shards: shard_rows(&rows),
-        global_copy: copy.get(0),
+        global_copy: meta.get(2),
     })
 }
 
