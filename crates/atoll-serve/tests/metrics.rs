@@ -57,6 +57,20 @@ async fn metrics_follow_paused_replay_and_a_move_step_by_step() {
     let lag_bytes = format!("atoll_replication_lag_bytes{{{replica}}}");
     let lag_secs = format!("pg_replication_lag_seconds{{{replica}}}");
     tc.psql(mp, "create table sh0002.warm (id int primary key)");
+    // On the replica itself: lag in seconds reads 0 whenever nothing is pending, even
+    // before any transaction was replayed, so the metric alone does not prove it.
+    let t0 = Instant::now();
+    while tc
+        .psql(rp, "select to_regclass('sh0002.warm') is not null")
+        .trim()
+        != "t"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the replica never replayed it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     scrape_until(&base, "a replayed transaction", |t| {
         sample(t, &lag_secs).is_some()
     })
