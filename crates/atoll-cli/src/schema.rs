@@ -88,8 +88,13 @@ async fn plan(ctx: &Context, args: &PlanArgs) -> CmdResult {
 async fn diff(ctx: &Context) -> CmdResult {
     let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
     let groups = atoll_migrate::schema_diff(&config, &snapshot).await?;
+    let copies = if snapshot.active_island(ShardNo::GLOBAL).is_ok() {
+        atoll_move::global_copy::drift(&config, &snapshot).await?
+    } else {
+        Vec::new()
+    };
     if ctx.json {
-        print_json(&groups)?;
+        print_json(&serde_json::json!({ "groups": groups, "global_copies": copies }))?;
     } else if groups.is_empty() {
         println!("no microshards");
     } else {
@@ -107,9 +112,33 @@ async fn diff(ctx: &Context) -> CmdResult {
             println!("all shards have the same schema");
         }
     }
-    Ok(if groups.len() <= 1 {
+    if !ctx.json {
+        print_copies(&copies);
+    }
+    let copies_differ = copies.iter().any(|c| !c.in_sync);
+    Ok(if groups.len() <= 1 && !copies_differ {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(UNHEALTHY)
     })
+}
+
+/// Shard 0's read-only copies against shard 0's tables.
+fn print_copies(copies: &[atoll_move::global_copy::CopyDrift]) {
+    for c in copies {
+        if c.in_sync {
+            println!("island {}: shard 0's copy has shard 0's tables", c.island);
+            continue;
+        }
+        println!(
+            "island {}: shard 0's copy differs from shard 0 (`atoll global replicate` brings it there):",
+            c.island
+        );
+        for s in c.plan.before.iter().chain(&c.plan.after) {
+            println!("  {s}");
+        }
+        for n in &c.plan.not_generated {
+            println!("  not generated: {n}");
+        }
+    }
 }

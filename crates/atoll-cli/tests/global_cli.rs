@@ -65,3 +65,108 @@ fn global_replicate_status_and_repair_from_the_cli() -> Result<()> {
     assert!(atoll.run(&["global", "status"]).status.success());
     Ok(())
 }
+
+/// Polls `sql` on `port` until it prints `want`.
+fn wait_for(tc: &TestCluster, port: u16, sql: &str, want: &str) {
+    atoll_testkit::poll_until(
+        &format!("`{sql}` on {port} prints {want}"),
+        std::time::Duration::from_secs(20),
+        || tc.psql(port, sql) == want,
+    );
+}
+
+/// Shard 0's migrations reach its copy in the right order, with no apply error on the
+/// copy: a migration adding a NOT NULL column with a default, filling it, indexing it and
+/// checking it (the copy gets the column before any row of the new shape, its NOT NULL
+/// and CHECK after it caught up), then one dropping a column (the copy keeps it until
+/// it has every row written without it). `schema diff` compares the copy with shard 0.
+#[test]
+fn shard_zero_migrations_reach_the_copies() -> Result<()> {
+    let tc = TestCluster::setup(2, 0)
+        .shards(0..=2)
+        .on_island(IslandId(0))
+        .start_blocking()?;
+    let ports = tc.master_ports();
+    tc.psql(
+        ports[0],
+        "create table sh0000.settings (key text primary key, value text); insert into sh0000.settings values ('a', '1')",
+    );
+    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
+    let out = atoll.run(&["global", "replicate"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let dir = tc.sandbox().dir().join("migrations");
+    std::fs::create_dir_all(&dir)?;
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let write = |version: &str, up: &str| -> Result<()> {
+        std::fs::write(dir.join(format!("{version}.up.sql")), up)?;
+        std::fs::write(dir.join(format!("{version}.dn.sql")), "select 1;")?;
+        Ok(())
+    };
+    write(
+        "20260101000010.plan.sh",
+        "-- $atoll_shards=0\n\
+         alter table settings add column plan text not null default 'free';\n\
+         update settings set plan = 'paid' where key = 'a';\n\
+         create index settings_plan_idx on settings (plan);\n\
+         alter table settings add constraint settings_plan_check check (plan in ('free', 'paid'));\n",
+    )?;
+    let out = atoll.run(&["migrate", "apply", "--dir", &dir_arg]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    tc.psql(
+        ports[0],
+        "insert into sh0000.settings values ('b', '2', 'paid')",
+    );
+    let copy = ports[1];
+    wait_for(
+        &tc,
+        copy,
+        "select string_agg(key || '=' || plan, ',' order by key) from sh0000.settings",
+        "a=paid,b=paid",
+    );
+    let shape = tc.psql(
+        copy,
+        "select (select attnotnull from pg_attribute where attrelid = 'sh0000.settings'::regclass and attname = 'plan'),
+                to_regclass('sh0000.settings_plan_idx') is not null,
+                exists (select 1 from pg_constraint where conname = 'settings_plan_check')",
+    );
+    assert_eq!(shape, "t|t|t");
+    let errors = "select coalesce(sum(apply_error_count), 0) from pg_stat_subscription_stats";
+    assert_eq!(tc.psql(copy, errors), "0");
+
+    // (Shard 0 has other tables than sh0001-sh0002: that difference is not the copy's.)
+    let in_sync = || {
+        let out = atoll.run(&["--json", "schema", "diff"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        report["global_copies"][0]["in_sync"].clone()
+    };
+    assert_eq!(in_sync(), true);
+
+    write(
+        "20260101000020.drop_value.sh",
+        "-- $atoll_shards=0\nalter table settings drop column value;\n",
+    )?;
+    let out = atoll.run(&["migrate", "apply", "--dir", &dir_arg, "--allow-unsafe"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    tc.psql(ports[0], "insert into sh0000.settings values ('c', 'free')");
+    wait_for(
+        &tc,
+        copy,
+        "select string_agg(key, ',' order by key) from sh0000.settings",
+        "a,b,c",
+    );
+    let value_left = "select count(*) from pg_attribute where attrelid = 'sh0000.settings'::regclass and attname = 'value' and not attisdropped";
+    assert_eq!(tc.psql(copy, value_left), "0");
+    assert_eq!(tc.psql(copy, errors), "0");
+    assert!(atoll.run(&["global", "status"]).status.success());
+
+    // A copy changed by hand is drift, and `replicate` brings it back.
+    tc.psql(copy, "drop index sh0000.settings_plan_idx");
+    let out = atoll.run(&["schema", "diff"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("island 1: shard 0's copy differs"), "{text}");
+    assert_eq!(in_sync(), false);
+    assert!(atoll.run(&["global", "replicate"]).status.success());
+    assert_eq!(in_sync(), true);
+    Ok(())
+}

@@ -26,6 +26,7 @@ mod allocation_tests;
 mod config;
 #[cfg(test)]
 mod config_tests;
+pub mod global_copy;
 pub mod ha;
 mod id_generator;
 mod ids;

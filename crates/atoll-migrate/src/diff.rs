@@ -6,6 +6,7 @@ use crate::error::MigrateError;
 use crate::state::Masters;
 use atoll_core::migration::{group_signatures, SignatureGroup};
 use atoll_core::{Config, Snapshot};
+use atoll_pg::catalog::global_copy;
 use atoll_pg::schema_signature;
 use futures::future::try_join_all;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +20,8 @@ pub async fn schema_diff(
     Ok(group_signatures(&read_facts(config, snapshot).await?))
 }
 
-/// Every shard's facts, by schema (`shNNNN@island` for a second copy).
+/// Every shard's facts, by schema (`shNNNN@island` for a second copy). Shard 0's
+/// read-only copies are no shards: `atoll_move::global_copy::drift` compares them.
 pub(crate) async fn read_facts(
     config: &Config,
     snapshot: &Snapshot,
@@ -30,7 +32,10 @@ pub(crate) async fn read_facts(
             .nodes
             .iter()
             .map(|(island, node, client)| async move {
-                let facts = schema_signature::all_shards(client, node).await?;
+                let mut facts = schema_signature::all_shards(client, node).await?;
+                for copy in global_copy::copy_schemas(client, node).await? {
+                    facts.remove(&copy);
+                }
                 Ok::<_, MigrateError>((*island, facts))
             }),
     )

@@ -90,6 +90,7 @@ impl Phases<'_, '_> {
             policy: self.opts.policy,
             timeout: self.timeout,
             lock: self.lock,
+            copies: self.opts.global_copies.as_deref(),
         };
         let work = run_jobs(&self.nodes, jobs, parallelism, &settings, self.shared);
         tick_progress(self.lock, self.total, self.shared, work).await;

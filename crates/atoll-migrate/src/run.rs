@@ -12,6 +12,7 @@ use crate::report::{Event, RunOutcome, RunReport};
 use crate::run_lock::RunLock;
 use crate::state::{finalizer_island, read_states, Masters};
 use crate::workers::{FailurePolicy, Job, Shared};
+use atoll_core::global_copy::CopyHook;
 use atoll_core::migration::ShardState;
 use atoll_core::migration::{plan, MigrationSet, Plan, PlanFile, Scope};
 use atoll_core::move_plan::MoveStep;
@@ -20,7 +21,7 @@ use atoll_pg::catalog::migration_runs::{self, RunKind, RunStatus};
 use atoll_pg::catalog::moves::{self, MoveRole};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a run proceeds.
@@ -45,6 +46,10 @@ pub struct RunOptions {
     pub on_failure: OnFailure,
     /// Halt once this many schemas failed.
     pub max_failures: Option<usize>,
+    /// What runs around shard 0's own migration when it has read-only copies on other
+    /// islands (`atoll_move::global_copy::MigrationHook`); a run that would change shard 0
+    /// while copies exist is refused without it.
+    pub global_copies: Option<Arc<dyn CopyHook>>,
 }
 
 /// What a failed schema does to the run (`--on-failure`).
@@ -83,6 +88,7 @@ impl Default for RunOptions {
             plan: None,
             on_failure: OnFailure::Continue,
             max_failures: None,
+            global_copies: None,
         }
     }
 }
@@ -165,7 +171,7 @@ pub async fn apply(
             Some(d) => lock.done_by_plan(d).await?,
             None => BTreeSet::new(),
         };
-        apply_jobs(
+        let jobs = apply_jobs(
             set,
             &states,
             snapshot,
@@ -174,7 +180,9 @@ pub async fn apply(
             &done,
             opts.allow_unsafe,
             &islands(config),
-        )
+        )?;
+        copies_followed(snapshot, opts, &jobs)?;
+        Ok(jobs)
     }
     .await;
     let (lock, jobs) = settle(lock, planned).await?;
@@ -208,14 +216,16 @@ pub async fn undo(
         lock.describe(&scope_text(opts), None, &policy_text(opts))
             .await?;
         let states = read_states(config, &masters, set).await?;
-        undo_jobs(
+        let jobs = undo_jobs(
             set,
             &states,
             version,
             &opts.scope,
             opts.allow_unsafe,
             &islands(config),
-        )
+        )?;
+        copies_followed(snapshot, opts, &jobs)?;
+        Ok(jobs)
     }
     .await;
     let (lock, jobs) = settle(lock, planned).await?;
@@ -231,6 +241,27 @@ pub async fn undo(
         started,
     )
     .await
+}
+
+/// Refuses a run that would change shard 0 while it has copies, unless the run follows
+/// them ([`RunOptions::global_copies`]): they would stop replicating.
+fn copies_followed(
+    snapshot: &Snapshot,
+    opts: &RunOptions,
+    jobs: &Jobs<'_>,
+) -> Result<(), MigrateError> {
+    let zero = ShardNo::GLOBAL.schema();
+    let changes_zero = jobs
+        .jobs
+        .iter()
+        .any(|j| j.schema == zero && !j.steps.is_empty());
+    let copies = snapshot.islands.iter().any(|i| i.global_copy);
+    if changes_zero && copies && opts.global_copies.is_none() {
+        return Err(MigrateError::Input(atoll_core::migration::MigrationError::BadScope(
+            "shard 0 has read-only copies on other islands and this run was not given them to follow (RunOptions::global_copies); nothing was applied".into(),
+        )));
+    }
+    Ok(())
 }
 
 /// A plan that could not be made ends the run it locked, recording why.

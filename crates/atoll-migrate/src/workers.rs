@@ -7,9 +7,10 @@ use crate::exec::{run_step, Direction, LockPolicy, Outcome, StepError};
 use crate::limits::Limits;
 use crate::report::{Event, SchemaFailure};
 use crate::run_lock::RunLock;
+use atoll_core::global_copy::CopyHook;
 use atoll_core::migration::Migration;
 use atoll_core::migration::ShardState;
-use atoll_core::{IslandId, NodeConfig};
+use atoll_core::{IslandId, NodeConfig, ShardNo};
 use futures::future::join_all;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -100,6 +101,8 @@ pub(crate) struct Settings<'a> {
     pub timeout: Duration,
     /// The run's cluster lock, probed before every step.
     pub lock: &'a RunLock,
+    /// Shard 0's copies, held before its own migration and following it after.
+    pub copies: Option<&'a dyn CopyHook>,
 }
 
 /// Runs jobs with up to `parallelism` workers (connections) per island, all islands at
@@ -151,28 +154,11 @@ async fn worker(
         shared
             .book
             .set(&job.schema, island, ShardState::Running, None);
-        let mut failure: Option<SchemaFailure> = None;
-        let fail = |m: &Migration, file: String, error: String| SchemaFailure {
-            schema: job.schema.clone(),
-            island,
-            version: m.version.clone(),
-            file,
-            error,
+        let Some((failure, applied_any)) =
+            run_job(&mut client, node, island, &job, settings, shared).await
+        else {
+            return;
         };
-        let mut applied_any = false;
-        for (i, m) in job.steps.iter().enumerate() {
-            match run_chain_step(&mut client, node, island, &job, i, settings, shared).await {
-                Ok(Some(Outcome::Applied)) => applied_any = true,
-                Ok(Some(Outcome::Skipped)) => {}
-                // The lock is lost: this schema ends here, counted as not started; its
-                // versions applied so far are recorded, so the next run resumes.
-                Ok(None) => return,
-                Err(e) => {
-                    failure = Some(fail(m, e.file, e.msg));
-                    break;
-                }
-            }
-        }
         let error = failure.as_ref().map(|f| format!("{}: {}", f.file, f.error));
         match failure {
             Some(f) => {
@@ -198,6 +184,63 @@ async fn worker(
         });
     }
 }
+
+/// One schema's chain, shard 0's wrapped in its copies' hold and follow. `None`: the
+/// lock is lost, stop (its versions applied so far are recorded, so the next run
+/// resumes); else the failure if any, and whether a version was applied.
+async fn run_job(
+    client: &mut Option<Client>,
+    node: Option<&NodeConfig>,
+    island: IslandId,
+    job: &Job<'_>,
+    settings: &Settings<'_>,
+    shared: &Shared<'_>,
+) -> Option<(Option<SchemaFailure>, bool)> {
+    let fail = |version: &str, file: String, error: String| SchemaFailure {
+        schema: job.schema.clone(),
+        island,
+        version: version.to_string(),
+        file,
+        error,
+    };
+    let copies = settings
+        .copies
+        .filter(|_| job.schema == ShardNo::GLOBAL.schema() && !job.steps.is_empty());
+    if let Some(hook) = copies {
+        if let Err(e) = hook.hold().await {
+            return Some((Some(fail("", COPIES.into(), e)), false));
+        }
+    }
+    let mut failure = None;
+    let (mut applied_any, mut lock_lost) = (false, false);
+    for (i, m) in job.steps.iter().enumerate() {
+        match run_chain_step(client, node, island, job, i, settings, shared).await {
+            Ok(Some(Outcome::Applied)) => applied_any = true,
+            Ok(Some(Outcome::Skipped)) => {}
+            Ok(None) => {
+                lock_lost = true;
+                break;
+            }
+            Err(e) => {
+                failure = Some(fail(&m.version, e.file, e.msg));
+                break;
+            }
+        }
+    }
+    // Followed even after a failure or a lost lock: the versions applied before it
+    // changed shard 0, and a held copy is stale until it follows.
+    if let Some(hook) = copies {
+        match hook.follow().await {
+            Ok(done) => tracing::info!(%done, "shard 0's copies followed"),
+            Err(e) if failure.is_none() => failure = Some(fail("", COPIES.into(), e)),
+            Err(e) => tracing::warn!(error = %e, "shard 0's copies did not follow"),
+        }
+    }
+    (!lock_lost).then_some((failure, applied_any))
+}
+
+/// The file a failure of shard 0's copies is reported under.
+const COPIES: &str = "(shard 0's global copies)";
 
 /// One step of a schema's chain on the worker's connection (made or remade here): the
 /// file's limits, the lock probe, the file, retried on a new connection when the old one

@@ -161,6 +161,7 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
             let mut opts = options(&args.run, args.allow_unsafe)?;
             opts.plan = args.plan.as_deref().map(read_plan).transpose()?;
             let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
+            opts.global_copies = Some(copy_hook(&config, &snapshot));
             let view = Progress::new(ctx).run();
             let on = |e: Event| view.on(e);
             let report = atoll_migrate::apply(&config, &snapshot, &set, &opts, &on).await;
@@ -169,8 +170,9 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
         }
         MigrateCommand::Undo(args) => {
             let set = read_set(&args.run.dir.dir)?;
-            let opts = options(&args.run, args.allow_unsafe)?;
+            let mut opts = options(&args.run, args.allow_unsafe)?;
             let Cluster { config, snapshot } = ctx.cluster(Need::Run).await?;
+            opts.global_copies = Some(copy_hook(&config, &snapshot));
             let view = Progress::new(ctx).run();
             let on = |e: Event| view.on(e);
             let version = &args.undo_version;
@@ -179,6 +181,17 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> CmdResult {
             finish(ctx, &report?)
         }
     }
+}
+
+/// Shard 0's copies held and following its migration.
+fn copy_hook(
+    config: &atoll_core::Config,
+    snapshot: &atoll_core::Snapshot,
+) -> std::sync::Arc<dyn atoll_core::global_copy::CopyHook> {
+    std::sync::Arc::new(atoll_move::global_copy::MigrationHook::new(
+        config.clone(),
+        std::sync::Arc::new(snapshot.clone()),
+    ))
 }
 
 /// Reads and checks a plan file (format, digest); what it plans is checked by the run.
@@ -208,6 +221,7 @@ fn options(args: &RunArgs, allow_unsafe: bool) -> Result<RunOptions, Failure> {
             OnFailureArg::Halt => OnFailure::Halt,
         },
         max_failures: args.max_failures.map(|n| n as usize),
+        global_copies: None,
     })
 }
 

@@ -31,7 +31,7 @@ pub struct ConvergeGroup {
 }
 
 /// `column T.c REST` → (T, c, REST).
-fn column_fact(fact: &str) -> Option<(&str, &str, &str)> {
+pub(crate) fn column_fact(fact: &str) -> Option<(&str, &str, &str)> {
     let rest = fact.strip_prefix("column ")?;
     let (table, rest) = rest.split_once('.')?;
     let (col, def) = rest.split_once(' ')?;
@@ -39,7 +39,7 @@ fn column_fact(fact: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// A column definition without its default, and the default expression.
-fn split_default(def: &str) -> (String, Option<&str>) {
+pub(crate) fn split_default(def: &str) -> (String, Option<&str>) {
     match def.find(" default ") {
         Some(i) => {
             let after = &def[i + " default ".len()..];
@@ -97,7 +97,7 @@ fn create_tables(missing: &[String]) -> (Vec<String>, BTreeSet<&str>, BTreeSet<&
 }
 
 /// The index name of an `index T: CREATE [UNIQUE] INDEX name ON ...` fact.
-fn index_name(fact: &str) -> Option<&str> {
+pub(crate) fn index_name(fact: &str) -> Option<&str> {
     let (_, def) = fact.strip_prefix("index ")?.split_once(": ")?;
     def.split(' ').skip_while(|w| *w != "INDEX").nth(1)
 }
@@ -106,7 +106,7 @@ fn index_name(fact: &str) -> Option<&str> {
 /// none is generated. `has_index`: the shard has an index named `c` already (the
 /// reference's, since the fact of it is not missing); `index_differs`: it has one named
 /// `c` that differs from the reference's.
-fn add_constraint(
+pub(crate) fn add_constraint(
     t: &str,
     c: &str,
     def: &str,
@@ -336,7 +336,7 @@ pub fn converge(
 
 /// A signature fact `constraint <table>.<name>: <definition>` as (`<table>.<name>`,
 /// definition); `None` for any other fact.
-fn constraint_fact(f: &str) -> Option<(&str, &str)> {
+pub(crate) fn constraint_fact(f: &str) -> Option<(&str, &str)> {
     f.strip_prefix("constraint ")?.split_once(": ")
 }
 

@@ -3,7 +3,7 @@
 //! CONCURRENTLY), the per-schema [`plan`] with groups and drift, undo targets, and the
 //! grouping of live schema signatures for `schema diff`. `atoll-migrate` does the I/O.
 
-mod converge;
+pub(crate) mod converge;
 mod directives;
 mod files;
 mod lexer;

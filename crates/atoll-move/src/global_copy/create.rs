@@ -3,15 +3,13 @@
 //! the record), the subscription (`copying`), the wait for the copy and the catch-up, the
 //! comparison of row counts (`ready`).
 
-use super::{subscription, CopyReport, GlobalCopyError, ReplicateRequest, PUBLICATION};
+use super::{subscription, CopyReport, GlobalCopyError, ReplicateRequest, PUBLICATION, SCHEMA};
 use crate::db::{conninfo, ident, literal, Db};
 use crate::replication::{drop_slot, sub_oid};
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 use atoll_pg::catalog::global_copy::{self, CopyRow, CopyState};
 use std::time::{Duration, Instant};
 
-/// The schema copied.
-const SCHEMA: &str = "sh0000";
 /// Each copy keeps its own migration history.
 const OWN_HISTORY: &str = "atoll_migrations";
 /// Bounds on the initial copy and on a catch-up.
@@ -136,6 +134,15 @@ pub(crate) async fn copy_to(
             )))
         }
         Some(_) => {}
+    }
+    if existing
+        .as_ref()
+        .is_some_and(|r| r.state != CopyState::Creating)
+    {
+        // Shard 0's schema may have changed since (a migration whose follow was cut
+        // short): the copy's tables are brought to it before it subscribes or resumes.
+        progress(island, "following shard 0's schema");
+        super::follow::follow_one(src, &dst, tables).await?;
     }
     let created = !matches!(&existing, Some(r) if r.state == CopyState::Ready);
     let name = subscription(island);
@@ -304,7 +311,11 @@ async fn wait_copied(
 /// Waits until the copy confirmed everything the source had written when called: the
 /// slot's confirmed position passes the source's WAL position (feedback advances it even
 /// when nothing of the copied tables changed).
-async fn caught_up(src: &Db, island: IslandId, name: &str) -> Result<(), GlobalCopyError> {
+pub(super) async fn caught_up(
+    src: &Db,
+    island: IslandId,
+    name: &str,
+) -> Result<(), GlobalCopyError> {
     let target: String = src
         .one("select pg_current_wal_lsn()::text", &[])
         .await?

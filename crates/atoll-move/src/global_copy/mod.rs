@@ -12,20 +12,27 @@
 //! checked against that server's settings ([`capacity`]). [`status`] reports each copy's
 //! state and lag and what is wrong with it.
 //!
-//! Not yet: shard 0's migrations applied to the copies, foreign keys from shards to the
-//! copies kept across moves, moving shard 0 re-pointing the copies.
+//! When shard 0's schema changes, [`hold`] and [`follow`] keep the copies' tables shaped
+//! like it (a migration run calls them through [`MigrationHook`]).
+//!
+//! Not yet: moving shard 0 re-pointing the copies, changing the copied tables.
 
 mod capacity;
 mod create;
+mod follow;
 mod status;
 
 pub use capacity::{capacity, Capacity};
+pub use follow::{drift, follow, hold, CopyDrift, FollowReport};
 pub use status::{status, CopyHealth, CopyStatus};
 
 use crate::db::Db;
 use crate::error::MoveError;
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
 use atoll_pg::PgError;
+
+/// The schema copied: shard 0's.
+pub(crate) const SCHEMA: &str = "sh0000";
 
 /// The publication on shard 0's master.
 pub const PUBLICATION: &str = "atoll_global";
@@ -74,6 +81,16 @@ pub enum GlobalCopyError {
         source_rows: i64,
         /// Rows on the copy.
         copy: i64,
+    },
+    /// Bringing a copy's tables to shard 0's failed.
+    #[error("island {island}: bringing the copy's tables to shard 0's failed: {error}; statements: {statements}")]
+    Follow {
+        /// The copy's island.
+        island: IslandId,
+        /// PostgreSQL's message.
+        error: String,
+        /// The statements tried, in one transaction.
+        statements: String,
     },
     /// A connection or statement failed.
     #[error(transparent)]
@@ -185,4 +202,57 @@ pub async fn replicate(
         capacity,
         copies,
     })
+}
+
+/// [`hold`] and [`follow`] for a migration run: what it does around shard 0's own
+/// migration.
+#[derive(Debug, Clone)]
+pub struct MigrationHook {
+    config: Config,
+    snapshot: std::sync::Arc<Snapshot>,
+}
+
+impl MigrationHook {
+    /// The hook for a run on `config`'s cluster as `snapshot` sees it.
+    pub fn new(config: Config, snapshot: std::sync::Arc<Snapshot>) -> MigrationHook {
+        MigrationHook { config, snapshot }
+    }
+}
+
+impl atoll_core::global_copy::CopyHook for MigrationHook {
+    fn hold(&self) -> atoll_core::global_copy::HookFuture<'_> {
+        Box::pin(async move {
+            let held = hold(&self.config, &self.snapshot)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("{} global copies held", held.len()))
+        })
+    }
+
+    fn follow(&self) -> atoll_core::global_copy::HookFuture<'_> {
+        Box::pin(async move {
+            let done = follow(&self.config, &self.snapshot)
+                .await
+                .map_err(|e| e.to_string())?;
+            let left: Vec<String> = done
+                .iter()
+                .flat_map(|r| {
+                    r.not_generated
+                        .iter()
+                        .map(move |n| format!("island {}: {n}", r.island))
+                })
+                .collect();
+            if left.is_empty() {
+                Ok(format!(
+                    "{} global copies followed shard 0's schema",
+                    done.len()
+                ))
+            } else {
+                Err(format!(
+                    "global copies differ from shard 0 after the migration: {}",
+                    left.join("; ")
+                ))
+            }
+        })
+    }
 }

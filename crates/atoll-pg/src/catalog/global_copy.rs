@@ -90,6 +90,26 @@ pub async fn get(
     }))
 }
 
+/// The schemas this master holds as copies (none when its catalog predates step 12).
+pub async fn copy_schemas(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+) -> Result<Vec<String>, PgError> {
+    let installed: bool = client
+        .query_one("select to_regclass('atoll.global_copy') is not null", &[])
+        .await
+        .map_err(|e| PgError::query(node, e))?
+        .get(0);
+    if !installed {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query("select schema from atoll.global_copy", &[])
+        .await
+        .map_err(|e| table_error(node, e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Records a new copy (state `creating`); part of the transaction creating its schema.
 pub async fn insert(
     client: &impl GenericClient,

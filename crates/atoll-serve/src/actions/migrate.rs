@@ -11,12 +11,14 @@ use crate::api::{App, Refusal};
 use atoll_core::migration::{MigrationSet, PlanFile, Scope};
 use atoll_core::{IslandId, ShardNo};
 use atoll_migrate::{Event, MigrateError, ReviewedPlan, RunOptions};
+use atoll_move::global_copy::MigrationHook;
 use atoll_pg::catalog::action_log::ActionKind;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// `POST /api/v1/actions/migrate/plan`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -154,15 +156,19 @@ pub async fn apply(
         shard: None,
     };
     // The CLI's defaults: a canary, then 8 schemas at once per island.
+    let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
     let opts = RunOptions {
         allow_unsafe: b.allow_unsafe,
         plan: Some(ReviewedPlan {
             path: "the reviewed plan".into(),
             file,
         }),
+        global_copies: Some(Arc::new(MigrationHook::new(
+            (*config).clone(),
+            snapshot.clone(),
+        ))),
         ..RunOptions::default()
     };
-    let (config, snapshot) = (app.cluster.config(), app.cluster.snapshot());
     let work = move |p: crate::actions::run::Progress| async move {
         let on = |e: Event| match e {
             Event::Start { schemas, .. } => {
