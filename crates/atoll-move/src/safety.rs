@@ -71,11 +71,17 @@ pub(crate) async fn check_foreign_refs(
     if missing.is_empty() {
         return Ok(());
     }
+    let zero = ShardNo::GLOBAL.schema();
+    let remedy = if refs.iter().any(|r| r.schema == zero) {
+        "copy shard 0's tables there first (`atoll global replicate`, see docs/global.md), or drop the foreign key"
+    } else {
+        "create that table there first (with the rows the keys need), or drop the foreign key"
+    };
     Err(MoveError::Unsafe {
         shard,
         check: "foreign_key_to_other_schema",
         detail: format!(
-            "foreign key {}, which island {} does not have; create that table there first (with the rows the keys need), or drop the foreign key",
+            "foreign key {}, which island {} does not have; {remedy}",
             missing.join(", "),
             dst.island
         ),

@@ -287,3 +287,103 @@ async fn global_reads_use_the_local_copy_and_never_miss_the_callers_write() {
     assert_eq!(rows[0].get::<_, i32>(0), 7);
     cluster.close().await;
 }
+
+/// A shard whose tables reference shard 0's by foreign key moves to an island that has a
+/// copy of them (the key re-created against the copy, enforced there), and back; a key
+/// to a table not copied refuses the move by name before anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_with_keys_to_global_tables_moves_to_a_copy_island_and_back() {
+    let tc = TestCluster::setup(2, 0)
+        .shards(0..=2)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let m0 = tc.master(IslandId(0)).await.unwrap();
+    m0.batch_execute(
+        "create table sh0000.tenants (id bigint primary key, name text);
+         insert into sh0000.tenants select g, 'tenant ' || g from generate_series(1, 20) g;
+         create table sh0000.audit (id bigint primary key);
+         insert into sh0000.audit values (1);
+         create table sh0001.orders (id bigint primary key, tenant_id bigint not null references sh0000.tenants (id));
+         insert into sh0001.orders select g, g % 20 + 1 from generate_series(1, 100) g;
+         create table sh0002.notes (id bigint primary key, audit_id bigint references sh0000.audit (id));",
+    )
+    .await
+    .unwrap();
+    let snap = tc.discover().await;
+    let req = ReplicateRequest {
+        tables: Some(vec!["tenants".into()]),
+    };
+    global_copy::replicate(tc.config(), &snap, &req, &|_, _| {})
+        .await
+        .expect("replicate");
+    let opts = atoll_move::MoveOptions::default();
+    let (one, two) = (ShardNo::new(1).unwrap(), ShardNo::new(2).unwrap());
+
+    let e = atoll_move::start_move(
+        tc.config(),
+        &tc.discover().await,
+        two,
+        IslandId(1),
+        &opts,
+        atoll_move::no_progress(),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("sh0002.notes.notes_audit_id_fkey references sh0000.audit"),
+        "{text}"
+    );
+    assert!(text.contains("atoll global replicate"), "{text}");
+
+    atoll_move::start_move(
+        tc.config(),
+        &tc.discover().await,
+        one,
+        IslandId(1),
+        &opts,
+        atoll_move::no_progress(),
+    )
+    .await
+    .expect("move to the copy island");
+    let m1 = tc.master(IslandId(1)).await.unwrap();
+    let refers: String = m1
+        .query_one(
+            "select confrelid::regclass::text from pg_constraint where conname = 'orders_tenant_id_fkey'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refers, "sh0000.tenants");
+    m1.execute("insert into sh0001.orders values (101, 7)", &[])
+        .await
+        .unwrap();
+    let e = m1
+        .execute("insert into sh0001.orders values (102, 999)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    );
+
+    atoll_move::start_move(
+        tc.config(),
+        &tc.discover().await,
+        one,
+        IslandId(0),
+        &opts,
+        atoll_move::no_progress(),
+    )
+    .await
+    .expect("move back");
+    let n: i64 = m0
+        .query_one("select count(*) from sh0001.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 101);
+}
