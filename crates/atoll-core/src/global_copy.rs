@@ -9,7 +9,7 @@
 //! NOT NULL, constraints, unique indexes: they hold only for the master's new data).
 
 use crate::migration::converge::{
-    add_constraint, column_fact, constraint_fact, index_name, split_default,
+    add_constraint, column_fact, constraint_fact, create_tables, index_name, split_default,
 };
 use crate::quote::ident;
 use serde::Serialize;
@@ -115,8 +115,15 @@ pub fn follow_plan(master: &BTreeSet<String>, copy: &BTreeSet<String>) -> Follow
             .collect()
     };
     let (want, have) = (cols(master), cols(copy));
+    // Tables newly copied are created whole (empty: the subscription copies their rows).
+    let all_missing: Vec<String> = master.difference(copy).cloned().collect();
+    let (created, new_tables, _) = create_tables(&all_missing);
+    plan.before.extend(created);
     let mut drop_columns = Vec::new();
     for ((t, c), def) in &want {
+        if new_tables.contains(t.as_str()) {
+            continue;
+        }
         let w = column(def);
         match have.get(&(t.clone(), c.clone())) {
             _ if w.special && !have.contains_key(&(t.clone(), c.clone())) => {
@@ -151,9 +158,12 @@ pub fn follow_plan(master: &BTreeSet<String>, copy: &BTreeSet<String>) -> Follow
         }
         drop_columns.push(alter(t, format!("drop column if exists {}", ident(c))));
     }
-    let missing: Vec<&String> = master
-        .difference(copy)
+    let missing: Vec<&String> = all_missing
+        .iter()
         .filter(|f| column_fact(f).is_none())
+        .filter(|f| {
+            index_name(f).is_some() || !fact_table(f).is_some_and(|t| new_tables.contains(t))
+        })
         .collect();
     let extra: Vec<&String> = copy
         .difference(master)

@@ -121,3 +121,31 @@ fn identity_columns_and_other_objects_are_listed_not_generated() {
     assert!(plan.before.is_empty() && plan.after.is_empty(), "{plan:?}");
     assert_eq!(plan.not_generated.len(), 2, "{:?}", plan.not_generated);
 }
+
+#[test]
+fn a_table_newly_copied_is_created_whole_with_its_indexes() {
+    let copy = facts(&["table t", "column t.id bigint not null"]);
+    let mut master = copy.clone();
+    for f in [
+        "table plans",
+        "column plans.id integer not null",
+        "column plans.name text",
+        "constraint plans.plans_pkey: PRIMARY KEY (id)",
+        "index plans_pkey: CREATE UNIQUE INDEX plans_pkey ON plans USING btree (id)",
+        "index plans_name_idx: CREATE INDEX plans_name_idx ON plans USING btree (name)",
+    ] {
+        master.insert(f.into());
+    }
+    let plan = follow_plan(&master, &copy);
+    assert_eq!(
+        plan.before,
+        [
+            "create table if not exists \"plans\" (\"id\" integer not null, \"name\" text, constraint \"plans_pkey\" PRIMARY KEY (id));",
+            "CREATE INDEX IF NOT EXISTS plans_name_idx ON plans USING btree (name);",
+        ]
+    );
+    assert!(
+        plan.after.is_empty() && plan.not_generated.is_empty(),
+        "{plan:?}"
+    );
+}

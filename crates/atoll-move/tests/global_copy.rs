@@ -387,3 +387,95 @@ async fn a_shard_with_keys_to_global_tables_moves_to_a_copy_island_and_back() {
         .get(0);
     assert_eq!(n, 101);
 }
+
+async fn replicate(
+    tc: &TestCluster,
+    tables: Option<&[&str]>,
+) -> Result<global_copy::ReplicateReport, GlobalCopyError> {
+    let req = ReplicateRequest {
+        tables: tables.map(|t| t.iter().map(|s| s.to_string()).collect()),
+    };
+    let snap = tc.discover().await;
+    global_copy::replicate(tc.config(), &snap, &req, &|_, _| {}).await
+}
+
+/// `replicate --tables` changes an existing copy's tables: a table added is created,
+/// copied and then follows writes; a table removed leaves the copy; without `--tables`
+/// the copies keep what they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copied_tables_change_with_replicate() {
+    let tc = TestCluster::setup(2, 0)
+        .shards(0..=1)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let m0 = tc.master(IslandId(0)).await.unwrap();
+    m0.batch_execute(
+        "create table sh0000.tenants (id bigint primary key, name text);
+         insert into sh0000.tenants select g, 't' || g from generate_series(1, 30) g;
+         create table sh0000.plans (id int primary key, name text not null);
+         create index plans_name_idx on sh0000.plans (name);
+         insert into sh0000.plans values (1, 'free'), (2, 'paid');",
+    )
+    .await
+    .unwrap();
+    replicate(&tc, Some(&["tenants"])).await.expect("tenants");
+    let tables_on_copy = "select string_agg(relname, ',' order by relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where nspname = 'sh0000' and relkind = 'r' and relname <> 'atoll_migrations'";
+    let m1 = tc.master(IslandId(1)).await.unwrap();
+    let text = |sql: &'static str| {
+        let m1 = &m1;
+        async move {
+            m1.query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, Option<String>>(0)
+        }
+    };
+    assert_eq!(text(tables_on_copy).await.as_deref(), Some("tenants"));
+
+    // Kept without --tables.
+    let report = replicate(&tc, None).await.expect("again");
+    assert_eq!(report.tables, ["tenants"]);
+
+    let report = replicate(&tc, Some(&["tenants", "plans"]))
+        .await
+        .expect("add plans");
+    assert_eq!(
+        report.copies[0].rows,
+        [("plans".to_string(), 2), ("tenants".to_string(), 30)]
+    );
+    m0.execute("insert into sh0000.plans values (3, 'team')", &[])
+        .await
+        .unwrap();
+    until("the new table follows writes", async || {
+        count_on(&tc, 1, "select count(*) from sh0000.plans").await == 3
+    })
+    .await;
+    let idx: bool = m1
+        .query_one(
+            "select to_regclass('sh0000.plans_name_idx') is not null",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(idx, "the added table's index is on the copy");
+    let e = m1
+        .execute("delete from sh0000.plans", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+    );
+
+    replicate(&tc, Some(&["plans"]))
+        .await
+        .expect("drop tenants");
+    assert_eq!(text(tables_on_copy).await.as_deref(), Some("plans"));
+    let snap = tc.discover().await;
+    let status = global_copy::status(tc.config(), &snap).await.unwrap();
+    assert_eq!(status[0].health, CopyHealth::Healthy, "{status:?}");
+    assert_eq!(status[0].tables, ["plans"]);
+}

@@ -56,7 +56,7 @@ pub(crate) fn split_default(def: &str) -> (String, Option<&str>) {
 /// A missing table is created whole: its columns and constraints inside one
 /// `CREATE TABLE IF NOT EXISTS`. Returns the statements, the tables and the constraints
 /// (whose indexes come with them).
-fn create_tables(missing: &[String]) -> (Vec<String>, BTreeSet<&str>, BTreeSet<&str>) {
+pub(crate) fn create_tables(missing: &[String]) -> (Vec<String>, BTreeSet<&str>, BTreeSet<&str>) {
     let mut tables = Vec::new();
     let new_tables: BTreeSet<&str> = missing
         .iter()

@@ -11,7 +11,7 @@ use atoll_pg::catalog::global_copy::{self, CopyRow, CopyState};
 use std::time::{Duration, Instant};
 
 /// Each copy keeps its own migration history.
-const OWN_HISTORY: &str = "atoll_migrations";
+pub(super) const OWN_HISTORY: &str = "atoll_migrations";
 /// Bounds on the initial copy and on a catch-up.
 const COPY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,13 +126,6 @@ pub(crate) async fn copy_to(
                 r.source_island, src.island
             )))
         }
-        Some(r) if r.tables != tables => {
-            return Err(GlobalCopyError::Refused(format!(
-                "island {island}'s copy has tables {}; changing the copied tables ({}) is not supported yet",
-                r.tables.join(", "),
-                tables.join(", ")
-            )))
-        }
         Some(_) => {}
     }
     if existing
@@ -162,6 +155,7 @@ pub(crate) async fn copy_to(
     // A copy that was disabled (by hand, or after an error) is switched back on.
     dst.exec(&format!("alter subscription {} enable", ident(&name)))
         .await?;
+    super::tables::settle(&dst, &name, tables).await?;
     global_copy::set_state(&dst.client, &dst.node, CopyState::Copying).await?;
     progress(island, "copying");
     wait_copied(&dst, island, &name, tables.len()).await?;

@@ -15,12 +15,15 @@
 //! When shard 0's schema changes, [`hold`] and [`follow`] keep the copies' tables shaped
 //! like it (a migration run calls them through [`MigrationHook`]).
 //!
-//! Not yet: moving shard 0 re-pointing the copies, changing the copied tables.
+//! `replicate --tables` changes the tables of existing copies ([`tables`]).
+//!
+//! Not yet: moving shard 0 re-pointing the copies.
 
 mod capacity;
 mod create;
 mod follow;
 mod status;
+mod tables;
 
 pub use capacity::{capacity, Capacity};
 pub use follow::{drift, follow, hold, CopyDrift, FollowReport};
@@ -182,14 +185,26 @@ pub async fn replicate(
 ) -> Result<ReplicateReport, GlobalCopyError> {
     let source = settled_source(config, snapshot).await?;
     let src = Db::connect(config, snapshot, source).await?;
-    let tables = create::tables(&src, req).await?;
     let targets: Vec<IslandId> = config
         .islands
         .iter()
         .map(|i| i.id)
         .filter(|i| *i != source)
         .collect();
+    // Without --tables, the copies keep the tables they have (a new island gets those).
+    let req = match &req.tables {
+        Some(_) => req.clone(),
+        None => ReplicateRequest {
+            tables: tables::recorded(config, snapshot, &targets).await?,
+        },
+    };
+    let tables = create::tables(&src, &req).await?;
     let capacity = capacity::check(config, snapshot, &src, &targets).await?;
+    // A publication naming a table a copy lacks would stop that copy's replication: the
+    // tables added are created on every copy first.
+    for island in &targets {
+        tables::add(config, snapshot, &src, *island, &tables).await?;
+    }
     create::ensure_publication(&src, &tables).await?;
     let mut copies = Vec::new();
     for island in targets {

@@ -90,6 +90,22 @@ pub async fn get(
     }))
 }
 
+/// Records the tables the copy now holds (`atoll global replicate --tables`).
+pub async fn set_tables(
+    client: &impl GenericClient,
+    node: &NodeConfig,
+    tables: &[String],
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "update atoll.global_copy set tables = $1, changed_at = now() where schema = 'sh0000'",
+            &[&tables],
+        )
+        .await
+        .map_err(|e| table_error(node, e))?;
+    Ok(())
+}
+
 /// The schemas this master holds as copies (none when its catalog predates step 12).
 pub async fn copy_schemas(
     client: &impl GenericClient,
