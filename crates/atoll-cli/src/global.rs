@@ -22,8 +22,9 @@ pub enum GlobalCommand {
 
 #[derive(clap::Args)]
 pub struct ReplicateArgs {
-    /// Only these tables of sh0000 (comma-separated, unqualified); default: every table
-    /// but its migration history
+    /// Exactly these tables of sh0000 (comma-separated, unqualified), added to or removed
+    /// from existing copies; default: the tables the copies hold already, else every
+    /// table but its migration history
     #[arg(long, value_name = "T1,T2", value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
 }

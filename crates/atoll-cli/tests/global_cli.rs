@@ -170,3 +170,48 @@ fn shard_zero_migrations_reach_the_copies() -> Result<()> {
     assert_eq!(in_sync(), true);
     Ok(())
 }
+
+/// An island without the copy the other islands hold (as a new island is) gets it from
+/// `atoll init`, with the same tables.
+#[test]
+fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
+    let tc = TestCluster::setup(3, 0)
+        .shards(0..=1)
+        .on_island(IslandId(0))
+        .start_blocking()?;
+    let ports = tc.master_ports();
+    tc.psql(
+        ports[0],
+        "create table sh0000.settings (key text primary key); insert into sh0000.settings values ('a'), ('b');
+         create table sh0000.other (id int primary key)",
+    );
+    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
+    let out = atoll.run(&["global", "replicate", "--tables", "settings"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    tc.psql(ports[2], "drop subscription atoll_global_2");
+    tc.psql(
+        ports[2],
+        "drop schema sh0000 cascade; delete from atoll.global_copy",
+    );
+    let out = atoll.run(&["global", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+
+    let out = atoll.run(&["--json", "init"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let islands = cli::json(&out);
+    assert_eq!(islands[2]["global_copy_created"], true, "{islands}");
+    assert_eq!(islands[1]["global_copy_created"], false, "{islands}");
+    assert_eq!(
+        tc.psql(
+            ports[2],
+            "select string_agg(key, ',' order by key) from sh0000.settings"
+        ),
+        "a,b"
+    );
+    assert_eq!(
+        tc.psql(ports[2], "select to_regclass('sh0000.other') is null"),
+        "t"
+    );
+    assert!(atoll.run(&["global", "status"]).status.success());
+    Ok(())
+}
