@@ -42,7 +42,7 @@ fn state(nodes: Vec<NodeObservation>, active: bool) -> State {
             rows_estimate: None,
             weight: None,
         }],
-        global_copy: false,
+        global_copy: None,
     };
     let snap = Snapshot::build(0, vec![(IslandId(0), nodes, Some(catalog))]);
     let config = Config::parse(

@@ -38,7 +38,11 @@ pub(crate) async fn read(
         return None;
     }
     let source = state.snapshot.active_island(ShardNo::GLOBAL).ok()?;
-    let island = state.snapshot.island(near).filter(|i| i.global_copy)?;
+    // A copy still following shard 0's former master (it moved) cannot answer.
+    let island = state
+        .snapshot
+        .island(near)
+        .filter(|i| i.global_copy == Some(source))?;
     if near == source {
         return None;
     }

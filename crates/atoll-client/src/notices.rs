@@ -221,7 +221,7 @@ mod tests {
                         rows_estimate: None,
                         weight: None,
                     }],
-                    global_copy: false,
+                    global_copy: None,
                 };
                 (id, vec![node], Some(catalog))
             })

@@ -84,8 +84,8 @@ pub struct IslandCatalog {
     /// Every shard schema and every registry row found on the master.
     pub shards: Vec<ShardObservation>,
     /// The master holds a ready read-only copy of shard 0's tables (catalog step 12; that
-    /// `sh0000` is not among `shards`).
-    pub global_copy: bool,
+    /// `sh0000` is not among `shards`) following this island's master.
+    pub global_copy: Option<IslandId>,
 }
 
 /// One configured node as the snapshot sees it.
@@ -124,9 +124,10 @@ pub struct SnapshotIsland {
     pub cluster_id: Option<String>,
     /// False when the master could not be read: its shards are unknown, not absent.
     pub shards_known: bool,
-    /// Its master holds a ready read-only copy of shard 0's tables (`atoll global`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub global_copy: bool,
+    /// Its master holds a ready read-only copy of shard 0's tables (`atoll global`),
+    /// following this island's master: usable while shard 0 is active there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_copy: Option<IslandId>,
 }
 
 impl SnapshotIsland {
@@ -509,7 +510,7 @@ fn build_island(
         },
         nodes: states,
         cluster_id: catalog.and_then(|c| c.cluster_id.clone()),
-        global_copy: catalog.is_some_and(|c| c.global_copy),
+        global_copy: catalog.and_then(|c| c.global_copy),
         shards_known: catalog.is_some(),
     }
 }

@@ -39,7 +39,7 @@ fn catalog(island: u16, shards: &[(u16, bool)]) -> Option<IslandCatalog> {
                 weight: None,
             })
             .collect(),
-        global_copy: false,
+        global_copy: None,
     })
 }
 

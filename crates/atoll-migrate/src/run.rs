@@ -255,7 +255,7 @@ fn copies_followed(
         .jobs
         .iter()
         .any(|j| j.schema == zero && !j.steps.is_empty());
-    let copies = snapshot.islands.iter().any(|i| i.global_copy);
+    let copies = snapshot.islands.iter().any(|i| i.global_copy.is_some());
     if changes_zero && copies && opts.global_copies.is_none() {
         return Err(MigrateError::Input(atoll_core::migration::MigrationError::BadScope(
             "shard 0 has read-only copies on other islands and this run was not given them to follow (RunOptions::global_copies); nothing was applied".into(),

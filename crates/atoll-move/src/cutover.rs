@@ -118,7 +118,8 @@ pub(crate) async fn cutover(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
     cx.rec.backup_schema = Some(backup);
     cx.emit(MoveEvent::Step(MoveStep::Switched));
     cx.hook(MoveStep::Switched)?;
-
+    // Shard 0's copies read the destination from here on (nothing for other shards).
+    crate::global_copy::handoff::mark_switch(cx).await?;
     crate::activate::activate(cx, weight).await?;
     let pause = pause_start.elapsed();
     cx.report.pause_ms = ms(pause);

@@ -40,11 +40,13 @@ pub async fn run(cx: &mut MoveContext<'_>) -> Result<(), MoveError> {
                 cx.report.copy_ms = t.elapsed().as_millis() as u64;
                 crate::copy::post_copy(cx).await?;
                 crate::catch_up::catch_up(cx).await?;
+                crate::global_copy::handoff::prepare(cx).await?;
                 cx.reached(MoveStep::CaughtUp).await?;
             }
             ResumeAction::Cutover => crate::cutover::cutover(cx).await?,
             ResumeAction::Activate => {
                 require_switched_off(cx).await?;
+                crate::global_copy::handoff::mark_switch(cx).await?;
                 crate::replica_identity::restore_replica_triggers(cx).await?;
                 let weight = crate::activate::source_weight(cx).await?;
                 // The switch's generation, for the activation's notice to come after it.

@@ -39,7 +39,10 @@ pub async fn start_move(
     clear_leftovers(&mut masters, shard, &pending, opts).await?;
     safety::check_replicas(shard, snapshot, to, opts.max_replica_lag_bytes)?;
     let src = masters.take(from).await?;
-    let dst = masters.take(to).await?;
+    let mut dst = masters.take(to).await?;
+    if shard == ShardNo::GLOBAL {
+        crate::global_copy::handoff::make_room(&src, &mut dst).await?;
+    }
     let (rec, ddl) = prepare(&mut masters, &src, &dst, shard, opts).await?;
     progress(shard, &MoveEvent::Step(MoveStep::Prepared));
     if let Some(note) = crate::replica_identity::plan_note(&crate::replica_identity::needed(&ddl)) {
@@ -76,15 +79,20 @@ async fn preflight(
     let active_on = snapshot.active_island(shard).ok();
     let known = snapshot.island(to).is_some();
     let dst_has_schema = if known {
-        masters
-            .get(to)
-            .await?
+        let dst = masters.get(to).await?;
+        let exists: bool = dst
             .one(
                 "select exists (select 1 from pg_namespace where nspname = $1)",
                 &[&shard.schema()],
             )
             .await?
-            .get(0)
+            .get(0);
+        // Shard 0's read-only copy there makes room for it (`make_room`).
+        let copy = shard == ShardNo::GLOBAL
+            && atoll_pg::catalog::global_copy::get(&dst.client, &dst.node)
+                .await?
+                .is_some();
+        exists && !copy
     } else {
         false
     };

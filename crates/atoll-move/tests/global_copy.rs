@@ -211,7 +211,7 @@ async fn global_reads_use_the_local_copy_and_never_miss_the_callers_write() {
         cluster
             .snapshot()
             .island(IslandId(1))
-            .is_some_and(|i| i.global_copy)
+            .is_some_and(|i| i.global_copy == Some(IslandId(0)))
     })
     .await;
     let global = cluster.global();
@@ -478,4 +478,90 @@ async fn the_copied_tables_change_with_replicate() {
     let status = global_copy::status(tc.config(), &snap).await.unwrap();
     assert_eq!(status[0].health, CopyHealth::Healthy, "{status:?}");
     assert_eq!(status[0].tables, ["plans"]);
+}
+
+/// Moving shard 0 hands its copies over: the destination's copy makes room, the other
+/// copies follow the new master from the switch on (writes before it, during the move and
+/// after it each arrive once), the old master gets a copy of its own; and back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_shard_zero_hands_the_copies_over() {
+    let tc = TestCluster::setup(3, 0)
+        .shards(0..=1)
+        .on_island(IslandId(0))
+        .start()
+        .await
+        .expect("sandbox");
+    let m0 = tc.master(IslandId(0)).await.unwrap();
+    m0.batch_execute(
+        "create table sh0000.tenants (id bigint primary key, name text);
+         insert into sh0000.tenants select g, 't' || g from generate_series(1, 200) g;",
+    )
+    .await
+    .unwrap();
+    replicate(&tc, None).await.expect("copies");
+    let opts = atoll_move::MoveOptions::default();
+    let zero = ShardNo::GLOBAL;
+    let mut next: i64 = 201;
+    for (from, to) in [(0u16, 1u16), (1, 0)] {
+        // A writer on shard 0 through the move: every row it had acknowledged must reach
+        // every copy exactly once.
+        let writer = {
+            let config = tc.config().clone();
+            let first = next;
+            tokio::spawn(async move {
+                let cluster = atoll_client::Cluster::connect(config, Default::default())
+                    .await
+                    .unwrap();
+                let mut id = first;
+                let stop = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < stop {
+                    let ok = cluster
+                        .global()
+                        .write(
+                            "insert into sh0000.tenants values ($1, 'w') on conflict do nothing",
+                            &[&id],
+                            atoll_client::Write::idempotent(),
+                        )
+                        .await
+                        .is_ok();
+                    if ok {
+                        id += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                id
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        atoll_move::start_move(
+            tc.config(),
+            &tc.discover().await,
+            zero,
+            IslandId(to),
+            &opts,
+            atoll_move::no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("move {from} -> {to}: {e}"));
+        next = writer.await.unwrap();
+        let report = replicate(&tc, None).await.expect("hand over");
+        assert_eq!(report.source, IslandId(to));
+        let total = next - 1;
+        for island in [0u16, 1, 2].into_iter().filter(|i| *i != to) {
+            until("every acknowledged row on the copy", async || {
+                count_on(&tc, island, "select count(*) from sh0000.tenants").await == total
+            })
+            .await;
+            let distinct =
+                count_on(&tc, island, "select count(distinct id) from sh0000.tenants").await;
+            assert_eq!(distinct, total, "island {island}");
+        }
+        let snap = tc.discover().await;
+        let status = global_copy::status(tc.config(), &snap).await.unwrap();
+        assert!(
+            status.iter().all(|c| c.health == CopyHealth::Healthy),
+            "{status:?}"
+        );
+        assert_eq!(snap.active_island(zero).unwrap(), IslandId(to));
+    }
 }

@@ -254,15 +254,15 @@ pub async fn read_catalog(
             cluster_id: None,
             catalog_island: None,
             shards: shard_rows(&rows),
-            global_copy: false,
+            global_copy: None,
         });
     }
     let shards_sql = shards_sql(sizes, has_gen, has_copies);
     // Whether this master holds a ready global copy, asked with the meta row.
     let copy = if has_copies {
-        "exists (select 1 from atoll.global_copy where state = 'ready')"
+        "(select source_island from atoll.global_copy where state = 'ready')"
     } else {
-        "false"
+        "null::int4"
     };
     let meta_sql = format!("{META_SQL}, {copy}");
     let (meta, rows) = futures::try_join!(
@@ -274,7 +274,10 @@ pub async fn read_catalog(
         cluster_id: meta.get(0),
         catalog_island: island.and_then(|i| i.parse().ok()).map(IslandId),
         shards: shard_rows(&rows),
-        global_copy: meta.get(2),
+        global_copy: meta
+            .get::<_, Option<i32>>(2)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(IslandId),
     })
 }
 

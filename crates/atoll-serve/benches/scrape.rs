@@ -48,7 +48,7 @@ fn snapshot(shards: i64, islands: u16) -> Snapshot {
                 cluster_id: Some("bench".into()),
                 catalog_island: Some(IslandId(0)),
                 shards: mine,
-                global_copy: false,
+                global_copy: None,
             };
             (
                 IslandId(i),

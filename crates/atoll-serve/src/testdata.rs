@@ -37,7 +37,7 @@ pub fn snapshot(n: i64) -> Snapshot {
         cluster_id: Some("c".into()),
         catalog_island: Some(IslandId(0)),
         shards,
-        global_copy: false,
+        global_copy: None,
     };
     let nodes = vec![node("m:1", false, 5000), node("r:2", true, 4000)];
     Snapshot::build(now_unix_ms(), vec![(IslandId(0), nodes, Some(catalog))])

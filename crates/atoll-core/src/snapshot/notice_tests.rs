@@ -54,7 +54,7 @@ fn snap(rows: &[Option<(bool, u64)>]) -> Snapshot {
                 cluster_id: Some("c".into()),
                 catalog_island: Some(id),
                 shards,
-                global_copy: false,
+                global_copy: None,
             };
             (id, vec![node], Some(catalog))
         })

@@ -121,10 +121,8 @@ pub(crate) async fn copy_to(
     match &existing {
         None => create_schema(src, &mut dst, tables).await?,
         Some(r) if r.source_island != src.island => {
-            return Err(GlobalCopyError::Refused(format!(
-                "island {island}'s copy follows island {}, but shard 0 is on island {}: re-pointing copies after a move of shard 0 is not supported yet",
-                r.source_island, src.island
-            )))
+            progress(island, "following shard 0 to its new master");
+            super::handoff::repoint(config, snapshot, src, &mut dst, r).await?;
         }
         Some(_) => {}
     }

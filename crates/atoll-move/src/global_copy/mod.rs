@@ -17,11 +17,12 @@
 //!
 //! `replicate --tables` changes the tables of existing copies ([`tables`]).
 //!
-//! Not yet: moving shard 0 re-pointing the copies.
+//! A move of shard 0 hands the copies over to its new master ([`handoff`]).
 
 mod capacity;
 mod create;
 mod follow;
+pub(crate) mod handoff;
 mod status;
 mod tables;
 
@@ -29,9 +30,10 @@ pub use capacity::{capacity, Capacity};
 pub use follow::{drift, follow, hold, CopyDrift, FollowReport};
 pub use status::{status, CopyHealth, CopyStatus};
 
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::MoveError;
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
+use atoll_pg::catalog::global_copy;
 use atoll_pg::PgError;
 
 /// The schema copied: shard 0's.
@@ -207,9 +209,23 @@ pub async fn replicate(
     }
     create::ensure_publication(&src, &tables).await?;
     let mut copies = Vec::new();
-    for island in targets {
-        progress(island, "starting");
-        copies.push(create::copy_to(config, snapshot, &src, island, &tables, progress).await?);
+    for island in &targets {
+        progress(*island, "starting");
+        copies.push(create::copy_to(config, snapshot, &src, *island, &tables, progress).await?);
+    }
+    // Every copy follows shard 0's master now: a handoff to it is done, and a former
+    // master's publication (shard 0 moved away from it) is no longer read.
+    while let Some(h) = global_copy::handoff(&src.client, &src.node).await? {
+        global_copy::handoff_delete(&src.client, &src.node, h.move_id).await?;
+    }
+    for island in &targets {
+        Db::connect(config, snapshot, *island)
+            .await?
+            .exec(&format!(
+                "drop publication if exists {}",
+                db::ident(PUBLICATION)
+            ))
+            .await?;
     }
     Ok(ReplicateReport {
         source,

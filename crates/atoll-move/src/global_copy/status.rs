@@ -120,6 +120,10 @@ async fn one(src: &Db, dst: &Db) -> Result<CopyStatus, GlobalCopyError> {
     let health = match (&row, enabled, worker, slot.is_some()) {
         (None, ..) => CopyHealth::Missing,
         (Some(r), ..) if r.state != CopyState::Ready => CopyHealth::Unfinished,
+        (Some(r), ..) if r.source_island != src.island => CopyHealth::Broken(format!(
+            "it follows island {}, but shard 0 is on island {} now",
+            r.source_island, src.island
+        )),
         (_, None, ..) => CopyHealth::Broken("its subscription is missing".into()),
         (_, Some(false), ..) => CopyHealth::Broken("its subscription is disabled".into()),
         (_, _, _, false) => {

@@ -67,6 +67,11 @@ pub const STEPS: &[(u32, &str, &str)] = &[
         include_str!("steps/011_move_timings.sql"),
     ),
     (12, "global_copy", include_str!("steps/012_global_copy.sql")),
+    (
+        13,
+        "global_handoff",
+        include_str!("steps/013_global_handoff.sql"),
+    ),
 ];
 
 /// Whether `table` (qualified, e.g. `atoll.moves`) exists: a catalog step not yet
