@@ -172,7 +172,7 @@ fn shard_zero_migrations_reach_the_copies() -> Result<()> {
 }
 
 /// An island without the copy the other islands hold (as a new island is) gets it from
-/// `atoll init`, with the same tables.
+/// `atoll init`, with the same tables; `atoll move` of shard 0 then hands the copies over.
 #[test]
 fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
     let tc = TestCluster::setup(3, 0)
@@ -213,5 +213,20 @@ fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
         "t"
     );
     assert!(atoll.run(&["global", "status"]).status.success());
+
+    // `atoll move` of shard 0 hands the copies over: island 2's copy makes room, island
+    // 1's follows island 2, island 0 gets one.
+    let out = atoll.run(&["move", "--shard", "0", "--to", "2"]);
+    assert!(out.status.success(), "{}", cli::stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("copies follow its new master"), "{text}");
+    tc.psql(ports[2], "insert into sh0000.settings values ('c')");
+    for port in [ports[0], ports[1]] {
+        let sql = "select string_agg(key, ',' order by key) from sh0000.settings";
+        wait_for(&tc, port, sql, "a,b,c");
+    }
+    let out = atoll.run(&["global", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
     Ok(())
 }
