@@ -42,7 +42,7 @@ fn snap(islands: &[IslandShards]) -> Snapshot {
                             weight: None,
                         })
                         .collect(),
-                    global_copy: false,
+                    global_copy: None,
                 };
                 (IslandId(*id), vec![node], Some(cat))
             })

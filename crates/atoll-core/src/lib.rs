@@ -11,7 +11,8 @@
 //! - [`keys::KeyRouter`]: external keys onto a declared, fixed list of shards;
 //! - [`allocation::plan`]: where new microshards go;
 //! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks;
-//! - [`ha`]: automated failover's `[ha]` settings, etcd keys and the election.
+//! - [`ha`]: automated failover's `[ha]` settings, etcd keys and the election;
+//! - [`global_copy`]: what brings shard 0's read-only copies to its schema after a change.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is

@@ -19,7 +19,11 @@
 //!   [`request_stop`] for `migrate stop`; [`OnFailure`] and `max_failures` halt a run;
 //! - [`schema_plan`] / [`write_convergence`]: `schema plan --like`, the DDL converging
 //!   drifted shards to a reference shard, written as a migration;
-//! - [`schema_diff`]: live schema signatures of every shard, grouped;
+//! - [`schema_diff`]: live schema signatures of every shard, grouped (shard 0's read-only
+//!   copies left out: atoll-move compares those);
+//! - shard 0's chain held and followed by its read-only copies through
+//!   [`RunOptions::global_copies`] (`atoll_core::global_copy::CopyHook`, which atoll-move
+//!   implements: this crate does not depend on it);
 //! - [`allocate_migrated`]: `allocate --migrate`, new shards brought to the current version
 //!   before they are activated.
 //!

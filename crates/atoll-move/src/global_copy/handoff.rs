@@ -23,7 +23,8 @@ use crate::db::{conninfo, ident, literal, Db};
 use crate::error::MoveError;
 use crate::replication::{drop_slot, sub_oid};
 use atoll_core::{Config, ShardNo, Snapshot};
-use atoll_pg::catalog::global_copy::{self, CopyRow, Handoff};
+use atoll_pg::catalog::global_copy::{self, CopyRow};
+use atoll_pg::catalog::global_handoff::{self, Handoff};
 use std::time::Duration;
 
 /// Whether `db` publishes shard 0's tables to copies.
@@ -142,7 +143,7 @@ pub(crate) async fn prepare(cx: &MoveContext<'_>) -> Result<(), MoveError> {
         slots,
         switch_lsn: None,
     };
-    global_copy::handoff_insert(&cx.dst.client, &cx.dst.node, &h).await?;
+    global_handoff::insert(&cx.dst.client, &cx.dst.node, &h).await?;
     Ok(())
 }
 
@@ -162,13 +163,13 @@ pub(crate) async fn mark_switch(cx: &MoveContext<'_>) -> Result<(), MoveError> {
     if cx.rec.shard != ShardNo::GLOBAL {
         return Ok(());
     }
-    if global_copy::handoff(&cx.dst.client, &cx.dst.node)
+    if global_handoff::get(&cx.dst.client, &cx.dst.node)
         .await?
         .is_none()
     {
         return Ok(());
     }
-    global_copy::handoff_switched(&cx.dst.client, &cx.dst.node, cx.rec.id).await?;
+    global_handoff::switched(&cx.dst.client, &cx.dst.node, cx.rec.id).await?;
     Ok(())
 }
 
@@ -187,7 +188,7 @@ pub(super) async fn repoint(
             dst.island, row.source_island, src.island
         ))
     };
-    let h = global_copy::handoff(&src.client, &src.node)
+    let h = global_handoff::get(&src.client, &src.node)
         .await?
         .filter(|h| h.source_island == row.source_island && h.slots.contains(&name))
         .ok_or_else(|| refuse("the move prepared no handoff for it"))?;

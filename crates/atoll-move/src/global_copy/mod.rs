@@ -33,7 +33,7 @@ pub use status::{status, CopyHealth, CopyStatus};
 use crate::db::{self, Db};
 use crate::error::MoveError;
 use atoll_core::{Config, IslandId, ShardNo, Snapshot};
-use atoll_pg::catalog::global_copy;
+use atoll_pg::catalog::global_handoff;
 use atoll_pg::PgError;
 
 /// The schema copied: shard 0's.
@@ -215,8 +215,8 @@ pub async fn replicate(
     }
     // Every copy follows shard 0's master now: a handoff to it is done, and a former
     // master's publication (shard 0 moved away from it) is no longer read.
-    while let Some(h) = global_copy::handoff(&src.client, &src.node).await? {
-        global_copy::handoff_delete(&src.client, &src.node, h.move_id).await?;
+    while let Some(h) = global_handoff::get(&src.client, &src.node).await? {
+        global_handoff::delete(&src.client, &src.node, h.move_id).await?;
     }
     for island in &targets {
         Db::connect(config, snapshot, *island)

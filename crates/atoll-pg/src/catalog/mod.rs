@@ -11,6 +11,7 @@
 //! | [`migration_runs`] | `atoll.migration_runs`, `atoll.migration_lock`, `atoll.migration_state()` | the coordination island's master |
 //! | [`migration_shards`] | `atoll.migration_shards` (a run's per-schema state), the control columns of `atoll.migration_runs` | the coordination island's master |
 //! | [`global_copy`] | `atoll.global_copy` (this island's `sh0000` is a read-only copy of shard 0's tables), `atoll.global_copy_read_only()` | a copy island's master |
+//! | [`global_handoff`] | `atoll.global_handoff` (a move of shard 0 handing its copies over: slots and switch position) | shard 0's destination master |
 //! | [`id_leases`] | `atoll.id_leases` | the coordination island's master |
 //! | [`action_log`] | `atoll.action_log` (who did what through the control plane, and how it ended) | the coordination island's master |
 //! | [`shard_endpoints`] | `atoll.shard_endpoints` (node addresses, `auth_kind`, keychain alias) | the coordination island's master |
@@ -21,6 +22,7 @@
 
 pub mod action_log;
 pub mod global_copy;
+pub mod global_handoff;
 pub mod id_leases;
 pub mod migration_runs;
 pub mod migration_shards;
