@@ -171,8 +171,8 @@ fn shard_zero_migrations_reach_the_copies() -> Result<()> {
     Ok(())
 }
 
-/// An island without the copy the other islands hold (as a new island is) gets it from
-/// `atoll init`, with the same tables; `atoll move` of shard 0 then hands the copies over.
+/// The copied tables from `[global]` in atoll.toml. An island without the copy the other
+/// islands hold (as a new island is) gets it from `atoll init`, with the same tables; `atoll move` of shard 0 then hands the copies over.
 #[test]
 fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
     let tc = TestCluster::setup(3, 0)
@@ -185,9 +185,14 @@ fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
         "create table sh0000.settings (key text primary key); insert into sh0000.settings values ('a'), ('b');
          create table sh0000.other (id int primary key)",
     );
+    // The tables from `[global]` in atoll.toml.
+    let mut toml = std::fs::read_to_string(tc.config_path())?;
+    toml.push_str("\n[global]\ntables = [\"settings\"]\n");
+    std::fs::write(tc.config_path(), toml)?;
     let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
-    let out = atoll.run(&["global", "replicate", "--tables", "settings"]);
+    let out = atoll.run(&["--json", "global", "replicate"]);
     assert!(out.status.success(), "{}", cli::stderr(&out));
+    assert_eq!(cli::json(&out)["tables"], serde_json::json!(["settings"]));
     tc.psql(ports[2], "drop subscription atoll_global_2");
     tc.psql(
         ports[2],

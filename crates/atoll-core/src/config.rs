@@ -82,6 +82,16 @@ pub struct Config {
     pub ha: Option<crate::ha::HaConfig>,
     /// The islands come from the endpoint records (`[endpoints]`); `None`: from this config.
     pub endpoints: Option<EndpointsConfig>,
+    /// Shard 0's read-only copies (`[global]`).
+    pub global: GlobalConfig,
+}
+
+/// `[global]`: shard 0's read-only copies on the other islands (`atoll global replicate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GlobalConfig {
+    /// The tables of `sh0000` the copies hold (`tables = ["tenants", "plans"]`), sorted;
+    /// `None`: the ones they hold already, else every table.
+    pub tables: Option<Vec<String>>,
 }
 
 /// `[endpoints]`: the islands and their credentials come from `atoll.shard_endpoints` on
@@ -164,6 +174,45 @@ struct RawConfig {
     island: Vec<Spanned<RawIsland>>,
     ha: Option<Spanned<crate::ha::RawHa>>,
     endpoints: Option<Spanned<RawEndpoints>>,
+    global: Option<Spanned<RawGlobal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    tables: Option<Vec<String>>,
+}
+
+impl RawGlobal {
+    /// The table names checked: plain names of `sh0000`'s tables, each once.
+    fn validate(self) -> Result<GlobalConfig, String> {
+        let Some(mut tables) = self.tables else {
+            return Ok(GlobalConfig::default());
+        };
+        if tables.is_empty() {
+            return Err(
+                "[global] tables: the list is empty (leave it out to copy every table)".into(),
+            );
+        }
+        for t in &tables {
+            let plain = !t.is_empty()
+                && t.len() <= 63
+                && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !t.starts_with(|c: char| c.is_ascii_digit());
+            if !plain {
+                return Err(format!(
+                    "[global] tables: {t:?} is not a plain table name (letters, digits and _, unqualified: the tables are sh0000's)"
+                ));
+            }
+        }
+        tables.sort();
+        if let Some(w) = tables.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("[global] tables: {} is listed twice", w[0]));
+        }
+        Ok(GlobalConfig {
+            tables: Some(tables),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -427,11 +476,19 @@ impl Config {
             }
             None => None,
         };
+        let global = match raw.global {
+            Some(g) => {
+                let span = g.span();
+                g.into_inner().validate().map_err(|m| err(Some(span), m))?
+            }
+            None => GlobalConfig::default(),
+        };
         Ok(Config {
             source,
             name,
             ha,
             endpoints,
+            global,
             env_digit,
             connect_timeout,
             islands,

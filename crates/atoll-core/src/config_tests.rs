@@ -259,3 +259,30 @@ fn endpoints_name_a_keychain_relative_to_the_config_file() {
     let e = err_of(&text.replace("keychain =", "keychian ="));
     assert!(e.contains("keychian"), "{e}");
 }
+
+#[test]
+fn global_tables_are_plain_names_listed_once() {
+    let base = "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 5432 }]\n";
+    assert_eq!(parse(base).unwrap().global.tables, None);
+    let c = parse(&format!(
+        "{base}[global]\ntables = [\"plans\", \"tenants\", \"a_1\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.global.tables,
+        Some(vec!["a_1".to_string(), "plans".into(), "tenants".into()])
+    );
+    for (tables, says) in [
+        ("[]", "the list is empty"),
+        (
+            "[\"sh0000.plans\"]",
+            "\"sh0000.plans\" is not a plain table name",
+        ),
+        ("[\"1x\"]", "\"1x\" is not a plain table name"),
+        ("[\"plans\", \"plans\"]", "plans is listed twice"),
+    ] {
+        let e = err_of(&format!("{base}[global]\ntables = {tables}\n"));
+        assert!(e.contains(says) && e.contains(":4:"), "{tables}: {e}");
+    }
+    assert!(err_of(&format!("{base}[global]\ntabels = []\n")).contains("tabels"));
+}

@@ -65,6 +65,7 @@ impl Config {
             connect_timeout: Duration::from_millis(2000),
             ha: None,
             endpoints: None,
+            global: Default::default(),
             islands,
         })
     }

@@ -47,7 +47,9 @@ mod snapshot;
 mod snapshot_tests;
 mod tls;
 
-pub use config::{Config, ConfigError, ConfigSource, EndpointsConfig, IslandConfig, NodeConfig};
+pub use config::{
+    Config, ConfigError, ConfigSource, EndpointsConfig, GlobalConfig, IslandConfig, NodeConfig,
+};
 pub use id_generator::{
     AppIdParts, IdGenError, IdGenerator, GENERATOR_EPOCH_UNIX_S, MAX_LEAD_SECONDS, NODE_IDS,
     SEQ_PER_SECOND,

@@ -193,10 +193,14 @@ pub async fn replicate(
         .map(|i| i.id)
         .filter(|i| *i != source)
         .collect();
-    // Without --tables, the copies keep the tables they have (a new island gets those).
-    let req = match &req.tables {
-        Some(_) => req.clone(),
-        None => ReplicateRequest {
+    // Without --tables: `[global] tables`, else the tables the copies hold already (a new
+    // island gets those), else every table.
+    let req = match (&req.tables, &config.global.tables) {
+        (Some(_), _) => req.clone(),
+        (None, Some(t)) => ReplicateRequest {
+            tables: Some(t.clone()),
+        },
+        (None, None) => ReplicateRequest {
             tables: tables::recorded(config, snapshot, &targets).await?,
         },
     };
