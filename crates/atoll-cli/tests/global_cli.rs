@@ -235,3 +235,60 @@ fn init_gives_an_island_without_a_copy_the_copy() -> Result<()> {
     assert!(out.status.success(), "{text}");
     Ok(())
 }
+
+/// `atoll global replicate` killed (SIGKILL) while a copy is being made is finished by
+/// running it again: nothing half-made is left unreported or repeated.
+#[test]
+fn a_killed_replicate_is_finished_by_running_it_again() -> Result<()> {
+    use std::io::BufRead;
+    let tc = TestCluster::setup(2, 0)
+        .shards(0..=1)
+        .on_island(IslandId(0))
+        .start_blocking()?;
+    let ports = tc.master_ports();
+    tc.psql(
+        ports[0],
+        "create table sh0000.events (id bigint primary key, body text);
+         insert into sh0000.events select g, repeat('x', 200) from generate_series(1, 300000) g",
+    );
+    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
+    for stage in ["subscribing", "copying"] {
+        let mut child = atoll
+            .command()
+            .args(["global", "replicate"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line?;
+            let reached = line.contains(stage);
+            seen.push(line);
+            if reached {
+                break;
+            }
+        }
+        child.kill()?;
+        child.wait()?;
+        assert!(seen.iter().any(|l| l.contains(stage)), "{seen:?}");
+        // Reported, not hidden: the copy is unfinished until replicate runs again.
+        let out = atoll.run(&["global", "status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{stage}: {text}");
+        let out = atoll.run(&["--json", "global", "replicate"]);
+        assert!(out.status.success(), "{stage}: {}", cli::stderr(&out));
+        assert_eq!(
+            cli::json(&out)["copies"][0]["rows"][0][1],
+            300_000,
+            "{stage}"
+        );
+        assert!(atoll.run(&["global", "status"]).status.success());
+        // Start over for the next stage: the copy dropped by hand.
+        tc.psql(ports[1], "drop subscription atoll_global_1");
+        tc.psql(
+            ports[1],
+            "drop schema sh0000 cascade; delete from atoll.global_copy",
+        );
+    }
+    Ok(())
+}
