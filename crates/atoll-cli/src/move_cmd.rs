@@ -98,33 +98,29 @@ pub async fn run(ctx: &Context, args: MoveArgs) -> CmdResult {
     } else {
         print!("{}", render_report(&report));
     }
-    if report.shard == Some(ShardNo::GLOBAL)
-        && snapshot.islands.iter().any(|i| i.global_copy.is_some())
-    {
-        hand_over_copies(ctx).await?;
+    if report.shard == Some(ShardNo::GLOBAL) {
+        hand_over_copies(ctx, config).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// After a move of shard 0: its read-only copies follow its new master, and the old master
 /// gets one (`atoll global replicate`, which also repairs this if it fails here).
-async fn hand_over_copies(ctx: &Context) -> Result<(), Failure> {
-    let Cluster { config, snapshot } = ctx.cluster(Need::Masters).await?;
+async fn hand_over_copies(ctx: &Context, config: &atoll_core::Config) -> Result<(), Failure> {
     let quiet = ctx.json;
     let progress = move |island: IslandId, what: &str| {
         if !quiet {
             eprintln!("global copy on island {island}: {what}");
         }
     };
-    let req = atoll_move::global_copy::ReplicateRequest::default();
-    atoll_move::global_copy::replicate(&config, &snapshot, &req, &progress)
+    let done = atoll_move::global_copy::after_shard_zero_move(config, &progress)
         .await
         .map_err(|e| {
             Failure::from(e).context(
                 "shard 0 moved, but handing its read-only copies over failed; run `atoll global replicate`",
             )
         })?;
-    if !quiet {
+    if done.is_some() && !quiet {
         println!("shard 0's read-only copies follow its new master");
     }
     Ok(())

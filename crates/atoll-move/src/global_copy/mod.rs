@@ -239,6 +239,23 @@ pub async fn replicate(
     })
 }
 
+/// After a move of shard 0: when it has copies, they are handed over to its new master and
+/// the old master gets one ([`replicate`] on a fresh discovery). `None` without copies.
+pub async fn after_shard_zero_move(
+    config: &Config,
+    progress: &(dyn Fn(IslandId, &str) + Sync),
+) -> Result<Option<ReplicateReport>, GlobalCopyError> {
+    let options = atoll_pg::DiscoveryOptions::default();
+    let snapshot = atoll_pg::Discoverer::new(config.clone(), options)
+        .discover()
+        .await;
+    if !snapshot.islands.iter().any(|i| i.global_copy.is_some()) {
+        return Ok(None);
+    }
+    let req = ReplicateRequest::default();
+    replicate(config, &snapshot, &req, progress).await.map(Some)
+}
+
 /// [`hold`] and [`follow`] for a migration run: what it does around shard 0's own
 /// migration.
 #[derive(Debug, Clone)]

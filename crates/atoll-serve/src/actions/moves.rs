@@ -60,6 +60,15 @@ pub async fn start(
     let (config, opts) = (app.cluster.config(), app.actions.move_options.clone());
     let work = move |p| async move {
         let r = atoll_move::start_move(&config, &snapshot, shard, to, &opts, sink(p)).await;
+        if r.is_ok() && shard == ShardNo::GLOBAL {
+            // Its read-only copies follow it, as `atoll move` does.
+            let quiet = |_: IslandId, _: &str| {};
+            if let Err(e) = atoll_move::global_copy::after_shard_zero_move(&config, &quiet).await {
+                return End::Failed(format!(
+                    "shard 0 moved to island {to}, but handing its read-only copies over failed ({e}); run `atoll global replicate`"
+                ));
+            }
+        }
         moved(r, to)
     };
     Ok(launch(&app, plan, work).await)
