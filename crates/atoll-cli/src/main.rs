@@ -28,6 +28,7 @@ mod move_cmd;
 mod output;
 mod progress;
 mod rebalance;
+mod route;
 mod router;
 mod sandbox;
 mod schema;
@@ -111,6 +112,9 @@ enum Command {
     /// Shard 0's cluster-wide tables copied read-only to every island: replicate, status
     #[command(subcommand)]
     Global(global::GlobalCommand),
+    /// Which microshard a SQL statement names and which node would run it (exit 2 when it
+    /// cannot be routed, with the SQLSTATE a router answers)
+    Route(route::RouteArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
         Command::Move(args) => with_runtime(move_cmd::run(&ctx, args)),
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
+        Command::Route(args) => with_runtime(route::run(&ctx, args)),
         Command::Agent(args) => agent::run(&ctx, *args),
         Command::Router(args) => router::run(&ctx, args),
         Command::Ha(cmd) => with_runtime(ha::status(&ctx, cmd)),

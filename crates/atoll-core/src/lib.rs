@@ -12,7 +12,8 @@
 //! - [`allocation::plan`]: where new microshards go;
 //! - [`migration`]: migration files, per-shard plans, drift and unsafe-statement checks;
 //! - [`ha`]: automated failover's `[ha]` settings, etcd keys and the election;
-//! - [`global_copy`]: what brings shard 0's read-only copies to its schema after a change.
+//! - [`global_copy`]: what brings shard 0's read-only copies to its schema after a change;
+//! - [`statement_route`]: which microshard a SQL text names, and a session's routing.
 //!
 //! This crate does no I/O beyond reading a file or an environment variable the caller names
 //! (secrets), and must never depend on tokio, a PostgreSQL driver or a process API: it is
@@ -45,6 +46,7 @@ pub mod shard_notice;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
+pub mod statement_route;
 mod tls;
 
 pub use config::{

@@ -71,6 +71,8 @@ enum Lexeme {
 pub(crate) struct Lexer {
     chars: Vec<char>,
     i: usize,
+    /// The current statement's comments, as written.
+    comments: Vec<String>,
 }
 
 impl Lexer {
@@ -78,6 +80,7 @@ impl Lexer {
         Lexer {
             chars: sql.chars().collect(),
             i: 0,
+            comments: Vec::new(),
         }
     }
 
@@ -116,7 +119,7 @@ impl Lexer {
         Ok(out)
     }
 
-    fn flush(&self, from: usize, to: usize, tokens: &mut Vec<Token>, out: &mut Vec<Statement>) {
+    fn flush(&mut self, from: usize, to: usize, tokens: &mut Vec<Token>, out: &mut Vec<Statement>) {
         if tokens.is_empty() {
             return;
         }
@@ -124,7 +127,13 @@ impl Lexer {
         out.push(Statement {
             text: text.trim_matches(is_space).to_string(),
             tokens: std::mem::take(tokens),
+            comments: std::mem::take(&mut self.comments),
         });
+    }
+
+    /// The literal that ends at `self.i`, as written.
+    fn literal(&self, from: usize) -> Token {
+        Token::Literal(self.chars[from..self.i].iter().collect())
     }
 
     /// The next lexeme from `self.i`, which it moves past.
@@ -143,24 +152,28 @@ impl Lexer {
             }
             '-' if next == Some('-') => {
                 self.line_comment();
+                self.comments
+                    .push(self.chars[from..self.i].iter().collect());
                 Lexeme::Skip
             }
             '/' if next == Some('*') => {
                 self.block_comment()?;
+                self.comments
+                    .push(self.chars[from..self.i].iter().collect());
                 Lexeme::Skip
             }
             '\'' => {
                 self.string(from, false)?;
-                Lexeme::Token(Token::Literal)
+                Lexeme::Token(self.literal(from))
             }
             '"' => Lexeme::Token(self.quoted_identifier(from)?),
             '$' if self.dollar_tag(from).is_some() => {
                 self.dollar_quoted(from)?;
-                Lexeme::Token(Token::Literal)
+                Lexeme::Token(self.literal(from))
             }
             c if c.is_ascii_digit() || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())) => {
                 self.number();
-                Lexeme::Token(Token::Literal)
+                Lexeme::Token(self.literal(from))
             }
             c if ident_start(c) => self.word_or_prefixed(from)?,
             c => {
@@ -340,12 +353,12 @@ impl Lexer {
             match (c, self.at(self.i), self.at(self.i + 1)) {
                 ('e' | 'E' | 'b' | 'B' | 'x' | 'X' | 'n' | 'N', Some('\''), _) => {
                     self.string(from, matches!(c, 'e' | 'E'))?;
-                    return Ok(Lexeme::Token(Token::Literal));
+                    return Ok(Lexeme::Token(self.literal(from)));
                 }
                 ('u' | 'U', Some('&'), Some('\'')) => {
                     self.i += 1;
                     self.string(from, false)?;
-                    return Ok(Lexeme::Token(Token::Literal));
+                    return Ok(Lexeme::Token(self.literal(from)));
                 }
                 ('u' | 'U', Some('&'), Some('"')) => {
                     self.i += 1;

@@ -17,8 +17,9 @@ pub enum Token {
     Word(String),
     /// A double-quoted identifier, as written between the quotes.
     Quoted(String),
-    /// A literal (string, number, dollar-quoted body): its content never matters here.
-    Literal,
+    /// A literal (string, number, dollar-quoted body), as written (quotes, prefix and
+    /// all).
+    Literal(String),
     /// Any other character: punctuation and operators.
     Punct(char),
 }
@@ -30,6 +31,8 @@ pub struct Statement {
     pub text: String,
     /// Its tokens, comments and whitespace left out.
     pub tokens: Vec<Token>,
+    /// Its comments (and those before it since the previous statement), as written.
+    pub comments: Vec<String>,
 }
 
 /// Splits SQL into statements at top-level semicolons, lexed as PostgreSQL lexes them
