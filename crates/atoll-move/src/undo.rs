@@ -75,7 +75,8 @@ pub(crate) async fn abort(
             }
             // The three replication actions are carried out together.
             AbortAction::DropSubscription => {
-                drop_replication(src, dst, rec.id, &rec.names()).await?
+                drop_replication(src, dst, rec.id, &rec.names()).await?;
+                crate::global_copy::handoff::undo(dst, rec).await?;
             }
             AbortAction::DropSlot | AbortAction::DropPublication => {}
             AbortAction::RestoreSourceSchema => {

@@ -501,6 +501,35 @@ async fn moving_shard_zero_hands_the_copies_over() {
     replicate(&tc, None).await.expect("copies");
     let opts = atoll_move::MoveOptions::default();
     let zero = ShardNo::GLOBAL;
+    // A move stopped once caught up (the handoff prepared on island 1), then aborted:
+    // nothing of the handoff stays there (a slot left would keep WAL forever).
+    let stopped = atoll_move::MoveOptions {
+        stop_after: Some(atoll_core::move_plan::MoveStep::CaughtUp),
+        ..Default::default()
+    };
+    let snap = tc.discover().await;
+    let _ = atoll_move::start_move(
+        tc.config(),
+        &snap,
+        zero,
+        IslandId(1),
+        &stopped,
+        atoll_move::no_progress(),
+    )
+    .await;
+    let slots =
+        "select count(*) from pg_replication_slots where slot_name like 'atoll\\_global\\_%'";
+    assert_eq!(
+        count_on(&tc, 1, slots).await,
+        1,
+        "the handoff's slot for island 2"
+    );
+    atoll_move::abort_move(tc.config(), &tc.discover().await, Some(zero))
+        .await
+        .expect("abort");
+    assert_eq!(count_on(&tc, 1, slots).await, 0);
+    // Island 1 gave up its copy for the move; replicate gives it back.
+    replicate(&tc, None).await.expect("copies again");
     let mut next: i64 = 201;
     for (from, to) in [(0u16, 1u16), (1, 0)] {
         // A writer on shard 0 through the move: every row it had acknowledged must reach

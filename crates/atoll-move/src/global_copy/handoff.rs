@@ -11,6 +11,7 @@
 //!    position. Before it, the destination's changes to shard 0's tables are the move's
 //!    own catch-up, which the copies already have from the old master; after it, only
 //!    the new master's writes.
+//!    An abort drops what [`prepare`] made ([`undo`]).
 //! 4. [`repoint`], after the move (`atoll global replicate`): per copy, caught up with the
 //!    old master, its new slot advanced to the switch position, its subscription replaced
 //!    by one reading that slot without copying (one transaction on the copy), the old
@@ -170,6 +171,34 @@ pub(crate) async fn mark_switch(cx: &MoveContext<'_>) -> Result<(), MoveError> {
         return Ok(());
     }
     global_handoff::switched(&cx.dst.client, &cx.dst.node, cx.rec.id).await?;
+    Ok(())
+}
+
+/// An aborted move of shard 0: the handoff it prepared on the destination (slots, which
+/// would keep WAL there forever, the publication, the record) goes; the copies keep
+/// following the source, which stays shard 0's master.
+pub(crate) async fn undo(
+    dst: &Db,
+    rec: &atoll_core::move_plan::MoveRecord,
+) -> Result<(), MoveError> {
+    if rec.shard != ShardNo::GLOBAL {
+        return Ok(());
+    }
+    let Some(h) = global_handoff::get(&dst.client, &dst.node)
+        .await?
+        .filter(|h| h.move_id == rec.id)
+    else {
+        return Ok(());
+    };
+    for slot in &h.slots {
+        drop_slot(dst, slot, Duration::from_secs(10)).await?;
+    }
+    dst.exec(&format!(
+        "drop publication if exists {}",
+        ident(PUBLICATION)
+    ))
+    .await?;
+    global_handoff::delete(&dst.client, &dst.node, rec.id).await?;
     Ok(())
 }
 
