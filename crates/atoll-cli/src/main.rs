@@ -27,6 +27,7 @@ mod migrate;
 mod move_cmd;
 mod output;
 mod progress;
+mod proxy;
 mod rebalance;
 mod route;
 mod router;
@@ -112,6 +113,9 @@ enum Command {
     /// Shard 0's cluster-wide tables copied read-only to every island: replicate, status
     #[command(subcommand)]
     Global(global::GlobalCommand),
+    /// The PostgreSQL wire-protocol proxy: clients of any language reach the microshard each
+    /// transaction names, through pooled connections (--user NAME=env:VAR)
+    Proxy(proxy::ProxyArgs),
     /// Which microshard a SQL statement names and which node would run it (exit 2 when it
     /// cannot be routed, with the SQLSTATE a router answers)
     Route(route::RouteArgs),
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
         Command::Rebalance(args) => with_runtime(rebalance::run(&ctx, args)),
         Command::Cleanup(args) => with_runtime(cleanup::run(&ctx, args)),
         Command::Route(args) => with_runtime(route::run(&ctx, args)),
+        Command::Proxy(args) => proxy::run(&ctx, args),
         Command::Agent(args) => agent::run(&ctx, *args),
         Command::Router(args) => router::run(&ctx, args),
         Command::Ha(cmd) => with_runtime(ha::status(&ctx, cmd)),

@@ -56,6 +56,20 @@ pub enum SessionChange {
     ResetAll,
 }
 
+/// Whether a text starts or ends a transaction (a router defers a `BEGIN` until the first
+/// statement that names a shard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionControl {
+    /// Anything else.
+    #[default]
+    None,
+    /// `BEGIN` or `START TRANSACTION`, alone.
+    Begin,
+    /// `COMMIT`, `END`, `ROLLBACK` (not to a savepoint) or `ABORT`, alone.
+    End,
+}
+
 /// What one query text says about its routing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatementInfo {
@@ -63,6 +77,8 @@ pub struct StatementInfo {
     pub named: BTreeMap<ShardNo, Why>,
     /// A setting it changes, when the text is that one `SET`/`RESET`.
     pub change: Option<SessionChange>,
+    /// Whether it is a lone `BEGIN` or `COMMIT`/`ROLLBACK`.
+    pub control: TransactionControl,
 }
 
 /// Why a text cannot be routed; the session stays usable.
@@ -108,7 +124,23 @@ pub fn read(sql: &str) -> Result<StatementInfo, RouteError> {
             info.change = Some(change);
         }
     }
+    if let [only] = list.as_slice() {
+        info.control = control_of(only);
+    }
     Ok(info)
+}
+
+fn control_of(st: &Statement) -> TransactionControl {
+    match (word(st, 0), word(st, 1)) {
+        (Some("BEGIN"), _) | (Some("START"), Some("TRANSACTION")) => TransactionControl::Begin,
+        (Some("ROLLBACK"), _) if st.tokens.iter().any(|t| t == &Token::Word("TO".into())) => {
+            TransactionControl::None
+        }
+        (Some("COMMIT" | "END" | "ROLLBACK" | "ABORT"), w) if w != Some("PREPARED") => {
+            TransactionControl::End
+        }
+        _ => TransactionControl::None,
+    }
 }
 
 /// The shard a schema name is (`sh0042`), as PostgreSQL folds an unquoted name.

@@ -182,3 +182,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(info.named.get(&shard(n)), Some(&Why::Qualified));
     }
 }
+
+#[test]
+fn transaction_control_is_told_apart() {
+    use TransactionControl::*;
+    for (sql, want) in [
+        ("begin", Begin),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE", Begin),
+        ("start transaction read only", Begin),
+        ("commit", End),
+        ("end", End),
+        ("rollback", End),
+        ("abort", End),
+        ("rollback to savepoint a", None),
+        ("commit prepared 'x'", None),
+        ("begin; select 1", None),
+        ("select 1", None),
+    ] {
+        assert_eq!(read(sql).unwrap().control, want, "{sql}");
+    }
+}

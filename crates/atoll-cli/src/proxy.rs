@@ -1,0 +1,77 @@
+//! `atoll proxy`: the PostgreSQL wire-protocol proxy (atoll-proxy) until SIGINT or SIGTERM.
+
+use crate::exit::Failure;
+use crate::shutdown::ShutdownSignal;
+use crate::{CmdResult, Context};
+use atoll_core::{Secret, SecretRef};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// Where clients connect
+    #[arg(long, default_value = "127.0.0.1:6432", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// A user clients log in as, with a reference to the password: NAME=env:VAR or
+    /// NAME=file:PATH (repeatable)
+    #[arg(long = "user", value_name = "NAME=REF")]
+    users: Vec<String>,
+    /// Connections per node, at most
+    #[arg(long, default_value_t = 20)]
+    pool_size: usize,
+    /// Bound on connecting to a node and on waiting for a pooled connection, in ms
+    #[arg(long, default_value_t = 5000)]
+    connect_timeout_ms: u64,
+}
+
+/// `NAME=REF`, the password resolved; errors name the user, never a value.
+fn user(arg: &str) -> Result<(String, Secret), Failure> {
+    let (name, reference) = arg
+        .split_once('=')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| Failure::input("--user: expected NAME=env:VAR or NAME=file:PATH"))?;
+    let r: SecretRef = reference
+        .parse()
+        .map_err(|e| Failure::input(format!("--user {name}: {e}")))?;
+    let secret = r
+        .resolve()
+        .map_err(|e| Failure::input(format!("--user {name}: {e}")))?;
+    Ok((name.to_string(), secret))
+}
+
+pub fn run(ctx: &Context, args: ProxyArgs) -> CmdResult {
+    crate::runtime()?.block_on(serve(ctx, args))
+}
+
+async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
+    let config = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
+    let users = args
+        .users
+        .iter()
+        .map(|u| user(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = atoll_proxy::ProxyOptions {
+        listen: args.listen,
+        users,
+        pool_size: args.pool_size,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+    };
+    // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
+    let shutdown = ShutdownSignal::install()?;
+    let proxy = atoll_proxy::bind(config, options)
+        .await
+        .map_err(|e| match e {
+            atoll_proxy::ProxyError::Cluster(_) => Failure::failed(e),
+            other => Failure::input(other),
+        })?;
+    let addr = proxy.local_addr().map_err(Failure::failed)?;
+    if ctx.json {
+        println!("{}", serde_json::json!({ "listen": addr.to_string() }));
+    } else {
+        eprintln!("atoll proxy: clients connect to {addr}; Ctrl-C stops it");
+    }
+    proxy.serve(shutdown.recv()).await;
+    eprintln!("atoll proxy: stopped");
+    Ok(ExitCode::SUCCESS)
+}

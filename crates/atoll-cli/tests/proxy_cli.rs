@@ -1,0 +1,235 @@
+//! `atoll proxy` with real clients against a real sandbox (2 islands, shards 0-3): psql's
+//! statements run on the master of the island where the shard they name is active (checked
+//! by the port that answers), a cross-shard statement is refused with its SQLSTATE and the
+//! session goes on, a transaction stays on its shard, session settings route unqualified
+//! statements, a wrong password or unknown user gets the same refusal, pgbench runs through
+//! it in the simple and the extended protocol, and tokio-postgres' named statements get a
+//! clear error (not re-prepared across pooled connections yet).
+
+use anyhow::Result;
+use atoll_core::ShardNo;
+use atoll_testkit::{cli, TestCluster};
+use std::process::{Command, Output};
+
+struct Proxied {
+    port: u16,
+}
+
+impl Proxied {
+    fn psql(&self, password: &str, user: &str, commands: &[&str]) -> Output {
+        let mut c = Command::new("psql");
+        c.env("PGPASSWORD", password)
+            .args(["-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={user} dbname=postgres",
+                self.port
+            ));
+        for cmd in commands {
+            c.args(["-c", cmd]);
+        }
+        c.output().expect("psql")
+    }
+
+    fn ok(&self, commands: &[&str]) -> String {
+        let out = self.psql(PASSWORD, "app", commands);
+        assert!(
+            out.status.success(),
+            "{commands:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+const PASSWORD: &str = "proxy-pass-4242";
+
+#[test]
+fn real_clients_through_the_proxy() -> Result<()> {
+    let tc = TestCluster::setup(2, 0).shards(0..=3).start_blocking()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let snap = rt.block_on(tc.discover());
+    let port_of = |n: i64| {
+        let island = snap.active_island(ShardNo::new(n).unwrap()).unwrap();
+        tc.master_ports()[island.0 as usize]
+    };
+    for n in 0..=3 {
+        tc.psql(
+            port_of(n),
+            &format!("create table sh{n:04}.t (id bigint primary key, v text)"),
+        );
+    }
+    let pw = tc.sandbox().dir().join("app.pw");
+    std::fs::write(&pw, PASSWORD)?;
+    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
+    let user = format!("app=file:{}", pw.display());
+    let (server, v) = atoll.spawn_server(&[
+        "--json",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        &user,
+        "--pool-size",
+        "8",
+    ])?;
+    let port: u16 = v["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()?;
+    let p = Proxied { port };
+
+    // Routed by the name, by a hint, by the session's settings.
+    for n in 1..=3 {
+        let q = format!("select current_setting('port') from sh{n:04}.t union all select current_setting('port')");
+        assert_eq!(p.ok(&[&q]), port_of(n).to_string(), "shard {n}");
+    }
+    assert_eq!(
+        p.ok(&["/* atoll:shard=2 */ select current_setting('port')"]),
+        port_of(2).to_string()
+    );
+    assert_eq!(
+        p.ok(&["set atoll.shard = 3", "select current_setting('port')"]),
+        port_of(3).to_string()
+    );
+    assert_eq!(
+        p.ok(&[
+            "set search_path to sh0001",
+            "insert into t values (10, 'sp')",
+            "select count(*) from t"
+        ]),
+        "1"
+    );
+
+    // Two shards refused with the SQLSTATE; the session goes on.
+    let out = p.psql(
+        PASSWORD,
+        "app",
+        &["select 1 from sh0001.t, sh0002.t", "select 42"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("0A000") && err.contains("sh0001 and sh0002"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
+    // A transaction stays on its shard, unqualified statements included; naming another
+    // shard inside it is refused and the transaction goes on.
+    let out = p.psql(
+        PASSWORD,
+        "app",
+        &[
+            "begin",
+            "insert into sh0003.t values (1, 'a')",
+            "select current_setting('port')",
+            "select 1 from sh0002.t",
+            "insert into sh0003.t values (2, 'b')",
+            "commit",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("the transaction runs on sh0003"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        port_of(3).to_string()
+    );
+    assert_eq!(tc.psql(port_of(3), "select count(*) from sh0003.t"), "2");
+
+    // The same refusal for a wrong password and an unknown user.
+    for (pw, user) in [("wrong", "app"), (PASSWORD, "nobody")] {
+        let out = p.psql(pw, user, &["select 1"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains(&format!(
+                "password authentication failed for user \"{user}\""
+            )),
+            "{err}"
+        );
+    }
+
+    // pgbench, 4 clients, simple and extended protocol, two shards' scripts.
+    let dir = tc.sandbox().dir();
+    for n in [1, 2] {
+        std::fs::write(
+            dir.join(format!("s{n}.sql")),
+            format!("\\set id random(1000, 1000000000000)\ninsert into sh{n:04}.t values (:id, 'pgbench') on conflict do nothing;\n"),
+        )?;
+    }
+    for mode in ["simple", "extended"] {
+        let out = Command::new("pgbench")
+            .env("PGPASSWORD", PASSWORD)
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-t",
+                "50",
+                "-M",
+                mode,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "app",
+            ])
+            .arg("-f")
+            .arg(dir.join("s1.sql"))
+            .arg("-f")
+            .arg(dir.join("s2.sql"))
+            .arg("postgres")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{mode}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {text}"
+        );
+    }
+    let rows = |n: i64| {
+        tc.psql(
+            port_of(n),
+            &format!("select count(*) from sh{n:04}.t where v = 'pgbench'"),
+        )
+        .parse::<i64>()
+        .unwrap()
+    };
+    assert_eq!(rows(1) + rows(2), 400);
+
+    // tokio-postgres prepares named statements: a clear error, and the session goes on.
+    rt.block_on(async {
+        let conn =
+            format!("host=127.0.0.1 port={port} user=app password={PASSWORD} dbname=postgres");
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let e = client
+            .query("select 1 from sh0001.t", &[])
+            .await
+            .unwrap_err();
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(message.contains("named prepared statement"), "{e:?}");
+        let rows = client.simple_query("select 7").await.unwrap();
+        let seven = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(seven.as_deref(), Some("7"));
+    });
+    assert_eq!(server.terminate()?, Some(0));
+    Ok(())
+}

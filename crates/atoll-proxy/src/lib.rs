@@ -1,0 +1,94 @@
+//! `atoll proxy`: a PostgreSQL wire-protocol proxy, so an application in any language (any
+//! driver, `psql`, `pgbench`) reaches the microshard each transaction names.
+//!
+//! The types a user needs: [`ProxyOptions`] and [`bind`], which returns a [`Proxy`] to
+//! [`Proxy::serve`]. Per transaction, the route comes from the first statement
+//! (`atoll_core::statement_route`: a schema-qualified `shNNNN.` name, an `atoll:shard` or
+//! `atoll:id` hint, else the session's `SET atoll.shard` or `search_path`, else shard 0);
+//! the statement runs on that shard's island master through a pooled connection, which
+//! goes back to the pool when the transaction ends (transaction pooling). Clients prove
+//! their password with SCRAM-SHA-256; the proxy logs in to the nodes with atoll's
+//! configured credentials.
+//!
+//! Built so far: startup and SCRAM authentication, the simple query protocol, the extended
+//! protocol with unnamed statements (routed at Sync), COPY in and out, transactions kept on
+//! one connection and refused when they name a second shard, session settings kept by the
+//! proxy (`SET atoll.shard`, `atoll.read`, `search_path` replayed on each transaction's
+//! connection). Not yet: TLS, named prepared statements across pooled connections, cancel
+//! requests, holding a moving shard's statements, replicas for reads, admin views and
+//! metrics (see docs/proxy.md).
+//!
+//! Not for: HTTP (atoll-router), running migrations or moves. It must not depend on the
+//! CLI, the sandbox (outside tests) or terminal output.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod auth;
+mod backend;
+pub mod frame;
+mod messages;
+mod pool;
+mod relay;
+mod server;
+mod session;
+mod shared;
+
+pub use server::Proxy;
+
+use atoll_client::{Cluster, ClusterOptions};
+use atoll_core::{Config, Secret};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The users clients log in as, with their passwords (resolved references).
+    pub users: Vec<(String, Secret)>,
+    /// Connections per node, at most.
+    pub pool_size: usize,
+    /// Bound on connecting to a node and on waiting for a pooled connection.
+    pub connect_timeout: Duration,
+}
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cluster could not be read.
+    #[error("the cluster: {0}")]
+    Cluster(#[from] atoll_client::ClientError),
+    /// No user configured.
+    #[error("no users: give at least one (--user NAME=env:VAR)")]
+    NoUsers,
+}
+
+/// Binds the listener and starts following the cluster.
+pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyError> {
+    if options.users.is_empty() {
+        return Err(ProxyError::NoUsers);
+    }
+    let cluster = Cluster::connect(config, ClusterOptions::default()).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ProxyError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let users = auth::Users::new(&options.users);
+    let pools = pool::Pools::new(options.pool_size, options.connect_timeout);
+    Ok(Proxy::new(
+        listener,
+        shared::Shared::new(cluster, users, pools),
+    ))
+}

@@ -1,0 +1,98 @@
+//! Server connections per node, reused between transactions: at most `size` open per node
+//! (a client waits for a free one, up to the connect timeout), idle ones kept for the next
+//! transaction. A connection is returned only when its transaction ended cleanly; any
+//! other is closed.
+
+use crate::backend::{connect, BackendError, ServerConn};
+use atoll_core::NodeConfig;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One node's pool.
+struct NodePool {
+    /// Bounds the connections open to the node (idle or leased).
+    limit: Arc<Semaphore>,
+    /// Idle connections, newest last.
+    idle: Vec<ServerConn>,
+}
+
+/// The pools of every node, keyed by `host:port`.
+pub struct Pools {
+    /// Locked only to take or put an entry, never across I/O.
+    nodes: Mutex<HashMap<String, NodePool>>,
+    size: usize,
+    timeout: Duration,
+}
+
+/// A leased server connection; dropped without [`Lease::release`], it is closed.
+pub struct Lease {
+    /// The connection.
+    pub conn: ServerConn,
+    _permit: OwnedSemaphorePermit,
+    pools: Arc<Pools>,
+}
+
+impl Lease {
+    /// Gives the connection back for reuse (its transaction ended cleanly).
+    pub fn release(self) {
+        let Lease {
+            conn,
+            _permit,
+            pools,
+        } = self;
+        let mut nodes = pools.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = nodes.get_mut(&conn.addr) {
+            p.idle.push(conn);
+        }
+    }
+}
+
+impl Pools {
+    /// Pools of at most `size` connections per node.
+    pub fn new(size: usize, timeout: Duration) -> Arc<Pools> {
+        Arc::new(Pools {
+            nodes: Mutex::new(HashMap::new()),
+            size: size.max(1),
+            timeout,
+        })
+    }
+
+    /// An idle connection to `node`, or a new one within the limit.
+    pub async fn get(self: &Arc<Self>, node: &NodeConfig) -> Result<Lease, BackendError> {
+        let addr = node.addr();
+        let limit = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            let p = nodes.entry(addr.clone()).or_insert_with(|| NodePool {
+                limit: Arc::new(Semaphore::new(self.size)),
+                idle: Vec::new(),
+            });
+            p.limit.clone()
+        };
+        let permit = tokio::time::timeout(self.timeout, limit.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| BackendError::Refused {
+                node: node.to_string(),
+                message: format!(
+                    "all {} pooled connections busy for {:?}",
+                    self.size, self.timeout
+                ),
+            })?;
+        let idle = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.get_mut(&addr).and_then(|p| p.idle.pop())
+        };
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(node, self.timeout).await?,
+        };
+        Ok(Lease {
+            conn,
+            _permit: permit,
+            pools: self.clone(),
+        })
+    }
+}

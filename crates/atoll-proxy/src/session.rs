@@ -1,0 +1,370 @@
+//! One client's session: startup and authentication, then per transaction the route
+//! (`atoll_core::statement_route`: the first statement naming a shard, else the session's
+//! settings), a pooled connection to that shard's master, the client's messages forwarded
+//! and the node's answers relayed until ReadyForQuery. The connection goes back to the
+//! pool when the transaction ended (status `I`); inside a transaction it stays with the
+//! client, and a statement naming another shard is refused (the session goes on).
+
+use crate::auth::{authenticate, AuthError};
+use crate::frame::{read_frame, read_startup, Frame, Startup, WireError, MAX_MESSAGE};
+use crate::messages;
+use crate::pool::Lease;
+use crate::relay::{internal, relay, RelayError};
+use crate::shared::Shared;
+use atoll_core::statement_route::{
+    self, SessionChange, SessionRoute, StatementInfo, TransactionControl,
+};
+use atoll_core::ShardNo;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Messages of the extended protocol kept until their Sync (a bound on a client that never
+/// sends one).
+const MAX_BATCH: usize = 10_000;
+
+/// A refusal: its SQLSTATE and message.
+type Refusal = (&'static str, String);
+
+struct Session<'a> {
+    client: TcpStream,
+    shared: &'a Shared,
+    route: SessionRoute,
+    /// The `SET search_path` the client sent, replayed on each transaction's connection.
+    search_path: Option<String>,
+    /// The connection of the transaction under way, and its shard.
+    pinned: Option<(ShardNo, Lease)>,
+    /// The transaction status last reported to the client.
+    status: u8,
+    /// Extended-protocol messages waiting for their Sync.
+    batch: Vec<Frame>,
+    /// A `BEGIN` answered but not sent yet: it goes to the shard of the first statement
+    /// that follows (the transaction's route comes from the first statement naming one).
+    pending_begin: Option<String>,
+}
+
+/// Serves one client until it leaves; errors end the session and are logged.
+pub async fn serve(stream: TcpStream, shared: &Shared) {
+    if let Err(e) = session(stream, shared).await {
+        tracing::debug!(error = %e, "client session ended");
+    }
+}
+
+async fn session(mut client: TcpStream, shared: &Shared) -> Result<(), WireError> {
+    let params = loop {
+        match read_startup(&mut client).await? {
+            // TLS for clients is not offered yet: libpq goes on in plain text.
+            Startup::Ssl | Startup::Gss => client.write_all(b"N").await?,
+            Startup::Cancel { .. } => return Ok(()),
+            Startup::Params(p) => break p,
+        }
+    };
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone());
+    let Some(user) = user else {
+        return fatal(&mut client, "28000", "no user name in the startup packet").await;
+    };
+    match authenticate(&mut client, &shared.users, &user).await {
+        Ok(()) => {}
+        Err(AuthError::Failed(_)) => {
+            let m = format!("password authentication failed for user \"{user}\"");
+            return fatal(&mut client, "28P01", &m).await;
+        }
+        Err(AuthError::Wire(e)) => return Err(e),
+    }
+    let server_params = match shared.server_params().await {
+        Ok(p) => p,
+        Err(e) => return fatal(&mut client, "08006", &e).await,
+    };
+    let mut out = BytesMut::new();
+    messages::auth_ok(&mut out);
+    for (k, v) in &server_params {
+        messages::parameter(&mut out, k, v);
+    }
+    let (pid, key) = shared.new_key();
+    messages::backend_key(&mut out, pid, key);
+    messages::ready(&mut out, b'I');
+    client.write_all(&out).await?;
+    let mut s = Session {
+        client,
+        shared,
+        route: SessionRoute::default(),
+        search_path: None,
+        pinned: None,
+        status: b'I',
+        batch: Vec::new(),
+        pending_begin: None,
+    };
+    s.run().await
+}
+
+async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> Result<(), WireError> {
+    let mut out = BytesMut::new();
+    messages::error(&mut out, true, code, message);
+    client.write_all(&out).await?;
+    Ok(())
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> Result<(), WireError> {
+        loop {
+            let f = read_frame(&mut self.client, MAX_MESSAGE).await?;
+            match f.tag {
+                b'X' => return Ok(()),
+                b'Q' => self.query(f).await?,
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if self.batch.len() < MAX_BATCH => {
+                    self.batch.push(f)
+                }
+                b'S' => self.sync(f).await?,
+                // Copy messages outside a COPY are ignored, as PostgreSQL does.
+                b'd' | b'c' | b'f' => {}
+                t => {
+                    let m = format!("unexpected message type {:?}", t as char);
+                    return fatal(&mut self.client, "08P01", &m).await;
+                }
+            }
+        }
+    }
+
+    /// A simple query.
+    async fn query(&mut self, f: Frame) -> Result<(), WireError> {
+        let text = f.query_text()?.to_string();
+        let info = match statement_route::read(&text) {
+            Ok(i) => i,
+            Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
+        };
+        if let Some(change) = info.change {
+            if !self.setting(change, &text) {
+                let upper = text.trim_start().to_ascii_uppercase();
+                let tag = ["RESET", "DISCARD ALL"]
+                    .into_iter()
+                    .find(|t| upper.starts_with(t))
+                    .unwrap_or("SET");
+                return self.answer(tag).await;
+            }
+        }
+        if self.pinned.is_none() && info.named.is_empty() {
+            match (info.control, self.pending_begin.is_some()) {
+                (TransactionControl::Begin, false) => {
+                    self.pending_begin = Some(text);
+                    self.status = b'T';
+                    return self.answer("BEGIN").await;
+                }
+                // Nothing ran: the transaction ends here.
+                (TransactionControl::End, true) => {
+                    self.pending_begin = None;
+                    self.status = b'I';
+                    let upper = text.trim_start().to_ascii_uppercase();
+                    let commit = upper.starts_with("COMMIT") || upper.starts_with("END");
+                    return self
+                        .answer(if commit { "COMMIT" } else { "ROLLBACK" })
+                        .await;
+                }
+                _ => {}
+            }
+        }
+        self.run_on_shard(&info, vec![f]).await
+    }
+
+    /// Answers a statement the proxy handled itself.
+    async fn answer(&mut self, tag: &str) -> Result<(), WireError> {
+        let mut out = BytesMut::new();
+        messages::complete(&mut out, tag);
+        messages::ready(&mut out, self.status);
+        Ok(self.client.write_all(&out).await?)
+    }
+
+    /// Applies a session setting; whether the statement must also run on the node (a
+    /// `search_path` inside a transaction).
+    fn setting(&mut self, change: SessionChange, text: &str) -> bool {
+        self.route.apply(change);
+        match change {
+            SessionChange::SearchPath(_) => {
+                self.search_path = Some(text.to_string());
+                self.pinned.is_some()
+            }
+            SessionChange::ResetAll => {
+                self.search_path = None;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// An extended-protocol batch, at its Sync.
+    async fn sync(&mut self, f: Frame) -> Result<(), WireError> {
+        self.batch.push(f);
+        let frames = std::mem::take(&mut self.batch);
+        if let Some(r) = named_statement(&frames)? {
+            return self.refuse(r).await;
+        }
+        let text = frames
+            .iter()
+            .find(|f| f.tag == b'P')
+            .map(|p| p.parse_name_and_text().map(|(_, t)| t.to_string()))
+            .transpose()?;
+        let info = match text.as_deref().map(statement_route::read).transpose() {
+            Ok(i) => i.unwrap_or_default(),
+            Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
+        };
+        match info.change {
+            Some(SessionChange::SearchPath(_)) => {
+                let text = text.unwrap_or_default();
+                self.setting(info.change.unwrap_or(SessionChange::ResetAll), &text);
+            }
+            Some(_) => {
+                let m = "atoll's session settings (SET atoll.shard, atoll.read, RESET ALL) are sent as simple queries".to_string();
+                return self.refuse(("0A000", m)).await;
+            }
+            None => {}
+        }
+        self.run_on_shard(&info, frames).await
+    }
+
+    /// Routes, leases (or keeps) the connection, forwards `frames` and relays the answers.
+    async fn run_on_shard(
+        &mut self,
+        info: &StatementInfo,
+        frames: Vec<Frame>,
+    ) -> Result<(), WireError> {
+        let shard = match self.shard_of(info) {
+            Ok(s) => s,
+            Err(r) => return self.refuse(r).await,
+        };
+        if self.pinned.is_none() {
+            match self.lease(shard).await {
+                Ok(lease) => self.pinned = Some((shard, lease)),
+                Err(r) => return self.refuse(r).await,
+            }
+        }
+        let Some((_, lease)) = self.pinned.as_mut() else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut out);
+        }
+        let sent = lease.conn.stream.write_all(&out).await;
+        let result = match sent {
+            Ok(()) => relay(&mut self.client, &mut lease.conn.stream).await,
+            Err(e) => Err(RelayError::Server(e.into())),
+        };
+        match result {
+            Ok(status) => self.ended(status).await,
+            Err(RelayError::Client(e)) => Err(e),
+            Err(RelayError::Server(e)) => {
+                // The connection is closed, not pooled; the client may go on.
+                self.pinned = None;
+                self.status = b'I';
+                self.refuse((
+                    "08006",
+                    format!("the connection to {} failed: {e}", shard.schema()),
+                ))
+                .await
+            }
+        }
+    }
+
+    /// After ReadyForQuery: the connection back to the pool when the transaction ended.
+    async fn ended(&mut self, status: u8) -> Result<(), WireError> {
+        self.status = status;
+        if status != b'I' {
+            return Ok(());
+        }
+        if let Some((_, mut lease)) = self.pinned.take() {
+            let clean = match &self.search_path {
+                Some(_) => matches!(
+                    internal(&mut lease.conn.stream, "reset search_path").await,
+                    Ok(None)
+                ),
+                None => true,
+            };
+            if clean {
+                lease.release();
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard `info` runs on: the transaction's, or the routed one.
+    fn shard_of(&self, info: &StatementInfo) -> Result<ShardNo, Refusal> {
+        if let Some((pinned, _)) = &self.pinned {
+            if let Some(other) = info.named.keys().find(|s| *s != pinned) {
+                return Err(("0A000", format!(
+                    "the transaction runs on {}; this statement names {}: finish the transaction first",
+                    pinned.schema(),
+                    other.schema()
+                )));
+            }
+            return Ok(*pinned);
+        }
+        self.route
+            .route(info)
+            .map(|(s, _)| s)
+            .map_err(|e| (e.sqlstate(), e.to_string()))
+    }
+
+    /// A connection to `shard`'s master, with the session's `search_path` set on it and
+    /// the deferred `BEGIN` sent.
+    async fn lease(&mut self, shard: ShardNo) -> Result<Lease, Refusal> {
+        let node = self.shared.master_of(shard)?;
+        let mut lease = self
+            .shared
+            .pools
+            .get(&node)
+            .await
+            .map_err(|e| ("08006", e.to_string()))?;
+        let begin = self.pending_begin.take();
+        for sql in self.search_path.iter().chain(begin.iter()) {
+            match internal(&mut lease.conn.stream, sql).await {
+                Ok(None) => {}
+                Ok(Some(m)) => return Err(("22023", format!("{sql}: {m}"))),
+                Err(e) => return Err(("08006", e.to_string())),
+            }
+        }
+        Ok(lease)
+    }
+
+    /// An error for the statement; the session goes on.
+    async fn refuse(&mut self, (code, message): Refusal) -> Result<(), WireError> {
+        let mut out = BytesMut::new();
+        messages::error(&mut out, false, code, &message);
+        messages::ready(&mut out, self.status);
+        Ok(self.client.write_all(&out).await?)
+    }
+}
+
+/// Named prepared statements are not re-prepared across pooled connections yet: a batch
+/// that uses one is refused (unnamed statements work).
+fn named_statement(frames: &[Frame]) -> Result<Option<Refusal>, WireError> {
+    for f in frames {
+        let name = match f.tag {
+            b'P' => f.parse_name_and_text()?.0.to_string(),
+            // Bind: portal name, then statement name.
+            b'B' => {
+                let mut parts = f.body.split(|c| *c == 0);
+                let _portal = parts.next();
+                String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned()
+            }
+            // Describe / Close of a statement ('S') by name.
+            b'D' | b'C' if f.body.first() == Some(&b'S') => String::from_utf8_lossy(
+                f.body
+                    .get(1..)
+                    .unwrap_or_default()
+                    .split(|c| *c == 0)
+                    .next()
+                    .unwrap_or_default(),
+            )
+            .into_owned(),
+            _ => String::new(),
+        };
+        if !name.is_empty() {
+            return Ok(Some(("0A000", format!(
+                "named prepared statement {name:?}: atoll proxy does not re-prepare statements across pooled connections yet; use unnamed statements (e.g. pgbench -M extended)"
+            ))));
+        }
+    }
+    Ok(None)
+}
