@@ -10,7 +10,7 @@ use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret, ScramServ
 use pgwire::messages::startup::PasswordMessageFamily;
 use rand::RngCore;
 use std::collections::HashMap;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// PostgreSQL's default SCRAM iteration count.
 const ITERATIONS: usize = 4096;
@@ -116,7 +116,9 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), AuthError> {
     let mut out = BytesMut::new();
     messages::auth_sasl(&mut out);
-    stream.write_all(&out).await.map_err(WireError::from)?;
+    crate::frame::send(stream, &out)
+        .await
+        .map_err(WireError::from)?;
     let first = sasl_body(&read_frame(stream, MAX_SASL).await?, true)?;
     let failed = || AuthError::Failed(user.to_string());
     let server = ScramServerAuth::new();
@@ -125,13 +127,17 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| failed())?;
     out.clear();
     messages::auth_sasl_step(&mut out, server_first, false);
-    stream.write_all(&out).await.map_err(WireError::from)?;
+    crate::frame::send(stream, &out)
+        .await
+        .map_err(WireError::from)?;
     let last = sasl_body(&read_frame(stream, MAX_SASL).await?, false)?;
     let server_final = waiting
         .on_client_final_message(&last)
         .map_err(|_| failed())?;
     out.clear();
     messages::auth_sasl_step(&mut out, server_final, true);
-    stream.write_all(&out).await.map_err(WireError::from)?;
+    crate::frame::send(stream, &out)
+        .await
+        .map_err(WireError::from)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
 /// A server message is bounded only by PostgreSQL (a DataRow may be large).
@@ -38,8 +38,8 @@ pub enum BackendError {
 
 /// An open, authenticated connection to a node, idle (ready for a query).
 pub struct ServerConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, buffered both ways.
+    pub stream: BufStream<TcpStream>,
     /// The node's `host:port`.
     pub addr: String,
     /// The ParameterStatus values it sent at startup.
@@ -82,7 +82,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         })?
         .map_err(|e| wire(e.into()))?;
     let mut conn = ServerConn {
-        stream,
+        stream: BufStream::new(stream),
         addr: node.addr(),
         params: Vec::new(),
     };
@@ -113,8 +113,7 @@ async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendEr
         ("application_name", "atoll-proxy"),
     ];
     frontend::startup_message(params, &mut out).map_err(|e| wire(e.into()))?;
-    conn.stream
-        .write_all(&out)
+    crate::frame::send(&mut conn.stream, &out)
         .await
         .map_err(|e| wire(e.into()))?;
     let mut scram: Option<ScramSha256> = None;
@@ -176,8 +175,7 @@ async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendEr
                     )))
                     }
                 }
-                conn.stream
-                    .write_all(&out)
+                crate::frame::send(&mut conn.stream, &out)
                     .await
                     .map_err(|e| wire(e.into()))?;
             }

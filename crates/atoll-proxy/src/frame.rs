@@ -165,6 +165,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<F
     })
 }
 
+/// Writes `bytes` and flushes: the streams are buffered, so that a message is read with
+/// one system call for many, and written at once when the exchange needs it.
+pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 fn i32_at(b: &[u8], at: usize) -> Option<i32> {
     let s = b.get(at..at + 4)?;
     Some(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))

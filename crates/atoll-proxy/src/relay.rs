@@ -5,7 +5,7 @@
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frame::{read_frame, WireError, MAX_MESSAGE};
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 const BATCH: usize = 64 << 10;
 
@@ -49,8 +49,7 @@ where
 }
 
 async fn send<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), RelayError> {
-    client
-        .write_all(out)
+    crate::frame::send(client, out)
         .await
         .map_err(|e| RelayError::Client(e.into()))?;
     out.clear();
@@ -70,8 +69,7 @@ where
         f.encode(&mut out);
         let done = matches!(f.tag, b'c' | b'f');
         if done || out.len() >= BATCH {
-            server
-                .write_all(&out)
+            crate::frame::send(server, &out)
                 .await
                 .map_err(|e| RelayError::Server(e.into()))?;
             out.clear();
@@ -90,7 +88,7 @@ where
 {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query(sql, &mut out)?;
-    server.write_all(&out).await?;
+    crate::frame::send(server, &out).await?;
     let mut error = None;
     loop {
         let f = read_frame(server, MAX_SERVER_MESSAGE).await?;

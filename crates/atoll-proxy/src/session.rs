@@ -16,7 +16,7 @@ use atoll_core::statement_route::{
 };
 use atoll_core::ShardNo;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
 /// Messages of the extended protocol kept until their Sync (a bound on a client that never
@@ -27,7 +27,8 @@ const MAX_BATCH: usize = 10_000;
 type Refusal = (&'static str, String);
 
 struct Session<'a> {
-    client: TcpStream,
+    /// Buffered both ways: a message is read from the buffer, answers written at once.
+    client: BufStream<TcpStream>,
     shared: &'a Shared,
     route: SessionRoute,
     /// The `SET search_path` the client sent, replayed on each transaction's connection.
@@ -50,11 +51,12 @@ pub async fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-async fn session(mut client: TcpStream, shared: &Shared) -> Result<(), WireError> {
+async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
+    let mut client = BufStream::new(client);
     let params = loop {
         match read_startup(&mut client).await? {
             // TLS for clients is not offered yet: libpq goes on in plain text.
-            Startup::Ssl | Startup::Gss => client.write_all(b"N").await?,
+            Startup::Ssl | Startup::Gss => crate::frame::send(&mut client, b"N").await?,
             Startup::Cancel { .. } => return Ok(()),
             Startup::Params(p) => break p,
         }
@@ -86,7 +88,7 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<(), WireError
     let (pid, key) = shared.new_key();
     messages::backend_key(&mut out, pid, key);
     messages::ready(&mut out, b'I');
-    client.write_all(&out).await?;
+    crate::frame::send(&mut client, &out).await?;
     let mut s = Session {
         client,
         shared,
@@ -100,10 +102,14 @@ async fn session(mut client: TcpStream, shared: &Shared) -> Result<(), WireError
     s.run().await
 }
 
-async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> Result<(), WireError> {
+async fn fatal(
+    client: &mut BufStream<TcpStream>,
+    code: &str,
+    message: &str,
+) -> Result<(), WireError> {
     let mut out = BytesMut::new();
     messages::error(&mut out, true, code, message);
-    client.write_all(&out).await?;
+    crate::frame::send(client, &out).await?;
     Ok(())
 }
 
@@ -173,7 +179,7 @@ impl Session<'_> {
         let mut out = BytesMut::new();
         messages::complete(&mut out, tag);
         messages::ready(&mut out, self.status);
-        Ok(self.client.write_all(&out).await?)
+        Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 
     /// Applies a session setting; whether the statement must also run on the node (a
@@ -246,7 +252,7 @@ impl Session<'_> {
         for f in &frames {
             f.encode(&mut out);
         }
-        let sent = lease.conn.stream.write_all(&out).await;
+        let sent = crate::frame::send(&mut lease.conn.stream, &out).await;
         let result = match sent {
             Ok(()) => relay(&mut self.client, &mut lease.conn.stream).await,
             Err(e) => Err(RelayError::Server(e.into())),
@@ -316,14 +322,16 @@ impl Session<'_> {
             .get(&node)
             .await
             .map_err(|e| ("08006", e.to_string()))?;
-        let begin = self.pending_begin.take();
-        for sql in self.search_path.iter().chain(begin.iter()) {
+        for sql in self.search_path.iter().chain(self.pending_begin.iter()) {
             match internal(&mut lease.conn.stream, sql).await {
                 Ok(None) => {}
                 Ok(Some(m)) => return Err(("22023", format!("{sql}: {m}"))),
                 Err(e) => return Err(("08006", e.to_string())),
             }
         }
+        // Sent: the transaction is open on this connection now (until then a failed
+        // lease leaves the BEGIN pending, and the client's transaction with it).
+        self.pending_begin = None;
         Ok(lease)
     }
 
@@ -332,7 +340,7 @@ impl Session<'_> {
         let mut out = BytesMut::new();
         messages::error(&mut out, false, code, &message);
         messages::ready(&mut out, self.status);
-        Ok(self.client.write_all(&out).await?)
+        Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 }
 

@@ -52,7 +52,9 @@ impl Shared {
     pub async fn server_params(&self) -> Result<Vec<(String, String)>, String> {
         self.params
             .get_or_try_init(|| async {
-                let node = self.master_of(ShardNo::GLOBAL).map_err(|(_, m)| m)?;
+                let node = self
+                    .master_of(ShardNo::GLOBAL)
+                    .or_else(|_| self.any_master())?;
                 let lease = self.pools.get(&node).await.map_err(|e| e.to_string())?;
                 let params: Vec<(String, String)> = lease
                     .conn
@@ -68,6 +70,17 @@ impl Shared {
             })
             .await
             .cloned()
+    }
+
+    /// The first island's master, for a cluster without shard 0.
+    fn any_master(&self) -> Result<atoll_core::NodeConfig, String> {
+        let snapshot = self.cluster.snapshot();
+        let config = self.cluster.config();
+        config
+            .islands
+            .iter()
+            .find_map(|i| atoll_pg::master_node(&config, &snapshot, i.id).ok())
+            .ok_or_else(|| "no island has a master".to_string())
     }
 
     /// A process id and secret key for a new client.
