@@ -116,27 +116,41 @@ fn real_clients_through_the_proxy() -> Result<()> {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 
-    // A transaction stays on its shard, unqualified statements included; naming another
-    // shard inside it is refused and the transaction goes on.
+    // A transaction stays on its shard — one on another island than shard 0, so that
+    // the deferred BEGIN is seen to go there — unqualified statements included; naming
+    // another shard inside it is refused and the transaction goes on.
+    let far = (1..=3)
+        .find(|n| port_of(*n) != port_of(0))
+        .expect("a shard off shard 0's island");
+    let other = if far == 1 { 2 } else { 1 };
+    let (ins1, ins2) = (
+        format!("insert into sh{far:04}.t values (1, 'a')"),
+        format!("insert into sh{far:04}.t values (2, 'b')"),
+    );
+    let cross = format!("select 1 from sh{other:04}.t");
     let out = p.psql(
         PASSWORD,
         "app",
         &[
             "begin",
-            "insert into sh0003.t values (1, 'a')",
+            &ins1,
             "select current_setting('port')",
-            "select 1 from sh0002.t",
-            "insert into sh0003.t values (2, 'b')",
+            &cross,
+            &ins2,
             "commit",
         ],
     );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(err.contains("the transaction runs on sh0003"), "{err}");
+    assert!(
+        err.contains(&format!("the transaction runs on sh{far:04}")),
+        "{err}"
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        port_of(3).to_string()
+        port_of(far).to_string()
     );
-    assert_eq!(tc.psql(port_of(3), "select count(*) from sh0003.t"), "2");
+    let count = format!("select count(*) from sh{far:04}.t where id < 3");
+    assert_eq!(tc.psql(port_of(far), &count), "2");
 
     // The same refusal for a wrong password and an unknown user.
     for (pw, user) in [("wrong", "app"), (PASSWORD, "nobody")] {
@@ -151,12 +165,15 @@ fn real_clients_through_the_proxy() -> Result<()> {
         );
     }
 
-    // pgbench, 4 clients, simple and extended protocol, two shards' scripts.
+    // pgbench, 4 clients, simple and extended protocol, two shards' scripts, each a
+    // transaction.
     let dir = tc.sandbox().dir();
     for n in [1, 2] {
         std::fs::write(
             dir.join(format!("s{n}.sql")),
-            format!("\\set id random(1000, 1000000000000)\ninsert into sh{n:04}.t values (:id, 'pgbench') on conflict do nothing;\n"),
+            // BEGIN names no shard: the proxy sends it with the INSERT, to its shard, and
+            // the unqualified SELECT stays there.
+            format!("\\set id random(1000, 1000000000000)\nbegin;\ninsert into sh{n:04}.t values (:id, 'pgbench') on conflict do nothing;\nselect current_setting('port');\ncommit;\n"),
         )?;
     }
     for mode in ["simple", "extended"] {

@@ -92,3 +92,11 @@ pub fn complete(out: &mut BytesMut, tag: &str) {
         out,
     );
 }
+
+/// A message with no body (`1` ParseComplete, `2` BindComplete, `3` CloseComplete, `n`
+/// NoData).
+pub fn simple(out: &mut BytesMut, tag: u8) {
+    use bytes::BufMut;
+    out.put_u8(tag);
+    out.put_i32(4);
+}

@@ -151,25 +151,8 @@ impl Session<'_> {
                 return self.answer(tag).await;
             }
         }
-        if self.pinned.is_none() && info.named.is_empty() {
-            match (info.control, self.pending_begin.is_some()) {
-                (TransactionControl::Begin, false) => {
-                    self.pending_begin = Some(text);
-                    self.status = b'T';
-                    return self.answer("BEGIN").await;
-                }
-                // Nothing ran: the transaction ends here.
-                (TransactionControl::End, true) => {
-                    self.pending_begin = None;
-                    self.status = b'I';
-                    let upper = text.trim_start().to_ascii_uppercase();
-                    let commit = upper.starts_with("COMMIT") || upper.starts_with("END");
-                    return self
-                        .answer(if commit { "COMMIT" } else { "ROLLBACK" })
-                        .await;
-                }
-                _ => {}
-            }
+        if let Some(tag) = self.defer(&info, &text) {
+            return self.answer(tag).await;
         }
         self.run_on_shard(&info, vec![f]).await
     }
@@ -216,9 +199,8 @@ impl Session<'_> {
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
         match info.change {
-            Some(SessionChange::SearchPath(_)) => {
-                let text = text.unwrap_or_default();
-                self.setting(info.change.unwrap_or(SessionChange::ResetAll), &text);
+            Some(change @ SessionChange::SearchPath(_)) => {
+                self.setting(change, text.as_deref().unwrap_or_default());
             }
             Some(_) => {
                 let m = "atoll's session settings (SET atoll.shard, atoll.read, RESET ALL) are sent as simple queries".to_string();
@@ -226,7 +208,52 @@ impl Session<'_> {
             }
             None => {}
         }
+        if let Some(tag) = self.defer(&info, text.as_deref().unwrap_or_default()) {
+            return self.answer_batch(&frames, tag).await;
+        }
         self.run_on_shard(&info, frames).await
+    }
+
+    /// A lone `BEGIN` outside a transaction is kept for the shard of the statement after
+    /// it, and a `COMMIT`/`ROLLBACK` right after it ends it here: the tag to answer with.
+    fn defer(&mut self, info: &StatementInfo, text: &str) -> Option<&'static str> {
+        if self.pinned.is_some() || !info.named.is_empty() {
+            return None;
+        }
+        match (info.control, self.pending_begin.is_some()) {
+            (TransactionControl::Begin, false) => {
+                self.pending_begin = Some(text.to_string());
+                self.status = b'T';
+                Some("BEGIN")
+            }
+            // Nothing ran: the transaction ends here.
+            (TransactionControl::End, true) => {
+                self.pending_begin = None;
+                self.status = b'I';
+                let upper = text.trim_start().to_ascii_uppercase();
+                let commit = upper.starts_with("COMMIT") || upper.starts_with("END");
+                Some(if commit { "COMMIT" } else { "ROLLBACK" })
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers an extended-protocol batch the proxy handled itself, message by message
+    /// as the node would: ParseComplete, BindComplete, NoData, CommandComplete, Ready.
+    async fn answer_batch(&mut self, frames: &[Frame], tag: &str) -> Result<(), WireError> {
+        let mut out = BytesMut::new();
+        for f in frames {
+            match f.tag {
+                b'P' => messages::simple(&mut out, b'1'),
+                b'B' => messages::simple(&mut out, b'2'),
+                b'D' => messages::simple(&mut out, b'n'),
+                b'C' => messages::simple(&mut out, b'3'),
+                b'E' => messages::complete(&mut out, tag),
+                b'S' => messages::ready(&mut out, self.status),
+                _ => {}
+            }
+        }
+        Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 
     /// Routes, leases (or keeps) the connection, forwards `frames` and relays the answers.
