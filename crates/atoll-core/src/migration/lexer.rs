@@ -152,8 +152,10 @@ impl Lexer {
             }
             '-' if next == Some('-') => {
                 self.line_comment();
-                self.comments
-                    .push(self.chars[from..self.i].iter().collect());
+                // Trailing whitespace is not kept: a statement's text is trimmed, and a
+                // text split again must give the same comments.
+                let c: String = self.chars[from..self.i].iter().collect();
+                self.comments.push(c.trim_end_matches(is_space).to_string());
                 Lexeme::Skip
             }
             '/' if next == Some('*') => {
