@@ -247,14 +247,7 @@ async fn create_subscription(
     dst: &mut Db,
     name: &str,
 ) -> Result<(), GlobalCopyError> {
-    let (info, secret) = conninfo(&src.node)?;
-    let db = match secret {
-        Some(s) => {
-            dst.add_mask(s);
-            crate::quiet::session(config, dst, shard_zero()?).await?
-        }
-        None => dst.reconnect(config).await?,
-    };
+    let (info, db) = session_with_source(config, src, dst).await?;
     db.exec("set statement_timeout = '240s'").await?;
     db.exec(&format!(
         "create subscription {} connection {} publication {}
@@ -266,6 +259,25 @@ async fn create_subscription(
     ))
     .await?;
     Ok(())
+}
+
+/// The source's connection string, and a session on `dst` for the statement carrying it:
+/// one that logs nothing when it holds the source's password (masked in errors), as a
+/// move's (`crate::quiet`).
+pub(super) async fn session_with_source(
+    config: &Config,
+    src: &Db,
+    dst: &mut Db,
+) -> Result<(String, Db), GlobalCopyError> {
+    let (info, secret) = conninfo(&src.node)?;
+    let db = match secret {
+        Some(s) => {
+            dst.add_mask(s);
+            crate::quiet::session(config, dst, shard_zero()?).await?
+        }
+        None => dst.reconnect(config).await?,
+    };
+    Ok((info, db))
 }
 
 /// Waits until every table of the subscription is copied and in streaming.

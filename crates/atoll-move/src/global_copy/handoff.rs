@@ -20,7 +20,7 @@
 use super::create::caught_up;
 use super::{subscription, GlobalCopyError, PUBLICATION, SCHEMA};
 use crate::context::MoveContext;
-use crate::db::{conninfo, ident, literal, Db};
+use crate::db::{ident, literal, Db};
 use crate::error::MoveError;
 use crate::replication::{drop_slot, sub_oid};
 use atoll_core::{Config, ShardNo, Snapshot};
@@ -254,11 +254,7 @@ async fn switch_subscription(
     dst: &mut Db,
     name: &str,
 ) -> Result<(), GlobalCopyError> {
-    let (info, secret) = conninfo(&src.node)?;
-    if let Some(s) = secret {
-        dst.add_mask(s);
-    }
-    let mut db = crate::quiet::session(config, dst, ShardNo::GLOBAL).await?;
+    let (info, mut db) = super::create::session_with_source(config, src, dst).await?;
     let mut sql = String::new();
     if sub_oid(&db, name).await?.is_some() {
         sql.push_str(&format!(
