@@ -23,6 +23,10 @@ pub struct ProxyArgs {
     /// Bound on connecting to a node and on waiting for a pooled connection, in ms
     #[arg(long, default_value_t = 5000)]
     connect_timeout_ms: u64,
+    /// How long a transaction on a moving shard is held (through the move's cut-over) at
+    /// most before it gets 57P03, in ms
+    #[arg(long, default_value_t = 5000)]
+    hold_timeout_ms: u64,
 }
 
 /// `NAME=REF`, the password resolved; errors name the user, never a value.
@@ -56,6 +60,7 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         users,
         pool_size: args.pool_size,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        hold_timeout: Duration::from_millis(args.hold_timeout_ms),
     };
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;

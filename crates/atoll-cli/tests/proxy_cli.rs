@@ -6,42 +6,12 @@
 //! it in the simple and the extended protocol, and tokio-postgres' named statements get a
 //! clear error (not re-prepared across pooled connections yet).
 
+mod proxy_kit;
+
 use anyhow::Result;
 use atoll_core::ShardNo;
-use atoll_testkit::{cli, TestCluster};
-use std::process::{Command, Output};
-
-struct Proxied {
-    port: u16,
-}
-
-impl Proxied {
-    fn psql(&self, password: &str, user: &str, commands: &[&str]) -> Output {
-        let mut c = Command::new("psql");
-        c.env("PGPASSWORD", password)
-            .args(["-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose"])
-            .arg(format!(
-                "host=127.0.0.1 port={} user={user} dbname=postgres",
-                self.port
-            ));
-        for cmd in commands {
-            c.args(["-c", cmd]);
-        }
-        c.output().expect("psql")
-    }
-
-    fn ok(&self, commands: &[&str]) -> String {
-        let out = self.psql(PASSWORD, "app", commands);
-        assert!(
-            out.status.success(),
-            "{commands:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-const PASSWORD: &str = "proxy-pass-4242";
+use atoll_testkit::TestCluster;
+use proxy_kit::PASSWORD;
 
 #[test]
 fn real_clients_through_the_proxy() -> Result<()> {
@@ -58,28 +28,8 @@ fn real_clients_through_the_proxy() -> Result<()> {
             &format!("create table sh{n:04}.t (id bigint primary key, v text)"),
         );
     }
-    let pw = tc.sandbox().dir().join("app.pw");
-    std::fs::write(&pw, PASSWORD)?;
-    let atoll = cli::Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
-    let user = format!("app=file:{}", pw.display());
-    let (server, v) = atoll.spawn_server(&[
-        "--json",
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--user",
-        &user,
-        "--pool-size",
-        "8",
-    ])?;
-    let port: u16 = v["listen"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()?;
-    let p = Proxied { port };
+    let p = proxy_kit::start(&tc, &["--pool-size", "8"])?;
+    let port = p.port;
 
     // Routed by the name, by a hint, by the session's settings.
     for n in 1..=3 {
@@ -177,31 +127,8 @@ fn real_clients_through_the_proxy() -> Result<()> {
         )?;
     }
     for mode in ["simple", "extended"] {
-        let out = Command::new("pgbench")
-            .env("PGPASSWORD", PASSWORD)
-            .args([
-                "-n",
-                "-c",
-                "4",
-                "-j",
-                "2",
-                "-t",
-                "50",
-                "-M",
-                mode,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app",
-            ])
-            .arg("-f")
-            .arg(dir.join("s1.sql"))
-            .arg("-f")
-            .arg(dir.join("s2.sql"))
-            .arg("postgres")
-            .output()?;
+        let (s1, s2) = (dir.join("s1.sql"), dir.join("s2.sql"));
+        let out = p.pgbench(&["-c", "4", "-j", "2", "-t", "50", "-M", mode], &[&s1, &s2]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -247,6 +174,28 @@ fn real_clients_through_the_proxy() -> Result<()> {
         });
         assert_eq!(seven.as_deref(), Some("7"));
     });
-    assert_eq!(server.terminate()?, Some(0));
+
+    // The admin database: the proxy's own views; anything else refused.
+    let admin = |sql: &str| p.psql_db(PASSWORD, "app", "atoll", &[sql]);
+    let out = admin("show atoll.shards");
+    let shards = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(shards.lines().count(), 4, "{shards}");
+    assert!(
+        shards.contains(&format!(
+            "3|sh0003|{}|",
+            snap.active_island(ShardNo::new(3).unwrap()).unwrap()
+        )),
+        "{shards}"
+    );
+    let out = admin("SHOW atoll.pools;");
+    let pools = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(pools.lines().all(|l| l.ends_with("|8")), "{pools}");
+    let out = admin("select 1");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("42601") && err.contains("SHOW atoll.pools"),
+        "{err}"
+    );
+    assert_eq!(p.server.terminate()?, Some(0));
     Ok(())
 }

@@ -261,6 +261,31 @@ impl Cluster {
         self.inner.shared.state.load().config.clone()
     }
 
+    /// Waits (at most `limit`) until the snapshot routes `shard` to an island other than
+    /// `away` (`None`: to any island). A shard notice places it at once; a discovery round
+    /// is asked for every half second meanwhile, in case a notice was missed. Whether it
+    /// was placed. For a proxy holding a moving shard's statements through the cut-over.
+    pub async fn await_placement(
+        &self,
+        shard: ShardNo,
+        away: Option<atoll_core::IslandId>,
+        limit: std::time::Duration,
+    ) -> bool {
+        let shared = self.shared();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let step = left.min(std::time::Duration::from_millis(500));
+            if shared.await_route(shard, away, step).await {
+                return true;
+            }
+            if step.is_zero() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            shared.wake.notify_one();
+        }
+    }
+
     /// Runs a discovery round now and waits for it (bounded by twice the node timeout).
     pub async fn refresh(&self) {
         let limit = self.options().node_timeout * 2 + self.options().min_refresh_interval;

@@ -48,15 +48,25 @@ pub struct ServerConn {
 
 /// The `M` field of an ErrorResponse body.
 pub fn error_message(body: &[u8]) -> String {
+    error_field(body, b'M').unwrap_or_else(|| "an error without a message".into())
+}
+
+/// An ErrorResponse's SQLSTATE.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    error_field(body, b'C')
+}
+
+/// One field of an ErrorResponse or NoticeResponse body (`None` when absent).
+fn error_field(body: &[u8], wanted: u8) -> Option<String> {
     let mut rest = body;
     while let Some((&field, tail)) = rest.split_first() {
         let end = tail.iter().position(|c| *c == 0).unwrap_or(tail.len());
-        if field == b'M' {
-            return String::from_utf8_lossy(&tail[..end]).into_owned();
+        if field == wanted {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
         }
         rest = tail.get(end + 1..).unwrap_or(&[]);
     }
-    "an error without a message".into()
+    None
 }
 
 /// Connects and authenticates to `node` within `timeout`.

@@ -24,9 +24,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admin;
 mod auth;
 mod backend;
 pub mod frame;
+mod hold;
 mod messages;
 mod pool;
 mod relay;
@@ -52,6 +54,8 @@ pub struct ProxyOptions {
     pub pool_size: usize,
     /// Bound on connecting to a node and on waiting for a pooled connection.
     pub connect_timeout: Duration,
+    /// How long a moving shard's transaction is held at most before 57P03.
+    pub hold_timeout: Duration,
 }
 
 /// Why a proxy could not start.
@@ -89,6 +93,6 @@ pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyE
     let pools = pool::Pools::new(options.pool_size, options.connect_timeout);
     Ok(Proxy::new(
         listener,
-        shared::Shared::new(cluster, users, pools),
+        shared::Shared::new(cluster, users, pools, options.hold_timeout),
     ))
 }

@@ -100,3 +100,38 @@ pub fn simple(out: &mut BytesMut, tag: u8) {
     out.put_u8(tag);
     out.put_i32(4);
 }
+
+/// RowDescription of text columns named `names`.
+pub fn row_description(out: &mut BytesMut, names: &[&str]) {
+    use pgwire::messages::data::{FieldDescription, RowDescription};
+    // 25: text; -1: variable width; 0: text format.
+    let fields = names
+        .iter()
+        .map(|n| FieldDescription::new(n.to_string(), 0, 0, 25, -1, -1, 0))
+        .collect();
+    encode(
+        PgWireBackendMessage::RowDescription(RowDescription::new(fields)),
+        out,
+    );
+}
+
+/// DataRow of text values (`None`: NULL).
+pub fn data_row(out: &mut BytesMut, values: &[Option<String>]) {
+    use bytes::BufMut;
+    use pgwire::messages::data::DataRow;
+    let mut data = BytesMut::new();
+    for v in values {
+        match v {
+            Some(v) => {
+                data.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                data.put_slice(v.as_bytes());
+            }
+            None => data.put_i32(-1),
+        }
+    }
+    let count = i16::try_from(values.len()).unwrap_or(i16::MAX);
+    encode(
+        PgWireBackendMessage::DataRow(DataRow::new(data, count)),
+        out,
+    );
+}

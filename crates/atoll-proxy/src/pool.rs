@@ -26,6 +26,19 @@ pub struct Pools {
     timeout: Duration,
 }
 
+/// One node's pool as `SHOW atoll.pools` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `host:port` of the node.
+    pub addr: String,
+    /// Connections leased to transactions now.
+    pub leased: usize,
+    /// Idle connections kept for the next transaction.
+    pub idle: usize,
+    /// The most connections open at once.
+    pub limit: usize,
+}
+
 /// A leased server connection; dropped without [`Lease::release`], it is closed.
 pub struct Lease {
     /// The connection.
@@ -57,6 +70,22 @@ impl Pools {
             size: size.max(1),
             timeout,
         })
+    }
+
+    /// Every node's pool, by address.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<PoolStats> = nodes
+            .iter()
+            .map(|(addr, p)| PoolStats {
+                addr: addr.clone(),
+                leased: self.size.saturating_sub(p.limit.available_permits()),
+                idle: p.idle.len(),
+                limit: self.size,
+            })
+            .collect();
+        all.sort_by(|a, b| a.addr.cmp(&b.addr));
+        all
     }
 
     /// An idle connection to `node`, or a new one within the limit.

@@ -1,6 +1,8 @@
 //! Carrying one exchange between a client and a node: the node's answers relayed until
 //! ReadyForQuery (with a COPY FROM STDIN's data carried the other way), in batches of up
-//! to 64 KiB so a large result streams.
+//! to 64 KiB so a large result streams. The first exchange of a transaction is relayed by
+//! [`relay_first`], which keeps back an error saying the shard is not on this node, so the
+//! session can run the exchange again where the shard went (`hold.rs`).
 
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frame::{read_frame, WireError, MAX_MESSAGE};
@@ -48,6 +50,69 @@ where
     }
 }
 
+/// How a transaction's first exchange ended.
+#[derive(Debug)]
+pub enum First {
+    /// Relayed to the client; the ReadyForQuery status.
+    Done(u8),
+    /// It failed, before anything completed, with an error that a shard moved away would
+    /// cause ([`crate::hold::moved_code`]); nothing was sent to the client. The node's
+    /// messages are kept, to relay if the shard did not move after all.
+    Missing {
+        /// The node's ReadyForQuery status.
+        status: u8,
+        /// The node's messages, ReadyForQuery included.
+        kept: BytesMut,
+    },
+}
+
+/// Like [`relay`], but an error that a moved shard causes, arriving before any statement
+/// completed or returned a row, is kept back ([`First::Missing`]).
+pub async fn relay_first<C, S>(client: &mut C, server: &mut S) -> Result<First, RelayError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::new();
+    let mut missing = false;
+    loop {
+        let f = read_frame(server, MAX_SERVER_MESSAGE)
+            .await
+            .map_err(RelayError::Server)?;
+        f.encode(&mut out);
+        match f.tag {
+            b'Z' if missing => {
+                let status = f.ready_status().unwrap_or(b'I');
+                return Ok(First::Missing { status, kept: out });
+            }
+            b'E' if !missing && crate::hold::moved_code(&f.body) => missing = true,
+            // Parse/Bind complete, parameter and row descriptions, notices: nothing done yet.
+            b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' if out.len() < BATCH => {}
+            _ if missing => {}
+            // Something completed, returned rows or started a COPY: relayed as it comes.
+            _ => {
+                send(client, &mut out).await?;
+                return match f.tag {
+                    b'Z' => Ok(First::Done(f.ready_status().unwrap_or(b'I'))),
+                    b'G' => {
+                        copy_in(client, server).await?;
+                        relay(client, server).await.map(First::Done)
+                    }
+                    _ => relay(client, server).await.map(First::Done),
+                };
+            }
+        }
+    }
+}
+
+/// Sends messages kept back by [`relay_first`].
+pub async fn release_kept<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    kept: &mut BytesMut,
+) -> Result<(), RelayError> {
+    send(client, kept).await
+}
+
 async fn send<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), RelayError> {
     crate::frame::send(client, out)
         .await
@@ -86,16 +151,45 @@ pub async fn internal<S>(server: &mut S, sql: &str) -> Result<Option<String>, Wi
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    Ok(probe(server, sql).await?.err())
+}
+
+/// Runs `sql` on the node for the proxy itself: the first column of its first row (`None`
+/// when no row or NULL), or the node's error message.
+pub async fn probe<S>(
+    server: &mut S,
+    sql: &str,
+) -> Result<Result<Option<String>, String>, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query(sql, &mut out)?;
     crate::frame::send(server, &out).await?;
-    let mut error = None;
+    let mut answer = Ok(None);
+    let mut first_row = true;
     loop {
         let f = read_frame(server, MAX_SERVER_MESSAGE).await?;
         match f.tag {
-            b'E' => error = Some(crate::backend::error_message(&f.body)),
-            b'Z' => return Ok(error),
+            b'E' => answer = Err(crate::backend::error_message(&f.body)),
+            b'D' if first_row => {
+                first_row = false;
+                answer = Ok(first_column(&f.body));
+            }
+            b'Z' => return Ok(answer),
             _ => {}
         }
     }
+}
+
+/// A DataRow's first column as text (`None`: NULL, no column, or malformed).
+fn first_column(body: &[u8]) -> Option<String> {
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    let value = body.get(6..6 + len)?;
+    Some(String::from_utf8_lossy(value).into_owned())
 }

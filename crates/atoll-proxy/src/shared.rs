@@ -2,11 +2,22 @@
 //! atoll-client), the users, the pools, the parameters shown to clients at startup.
 
 use crate::auth::Users;
+use crate::hold::HoldStats;
 use crate::pool::Pools;
 use atoll_client::Cluster;
-use atoll_core::ShardNo;
+use atoll_core::{IslandId, NodeConfig, RouteError, ShardNo};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 use tokio::sync::OnceCell;
+
+/// Why a shard has no master to run on right now.
+pub enum Placement {
+    /// The shard is known but active on no island (a move between its switch and its
+    /// activation): hold.
+    Nowhere,
+    /// Refused: its SQLSTATE and message.
+    Refused((&'static str, String)),
+}
 
 /// Shared by all sessions.
 pub struct Shared {
@@ -20,31 +31,50 @@ pub struct Shared {
     params: OnceCell<Vec<(String, String)>>,
     /// The next process id handed to a client (its cancel key's first half).
     next_pid: AtomicI32,
+    /// How long a moving shard's transaction is held at most.
+    pub hold_timeout: Duration,
+    /// Holds under way and done.
+    pub holds: HoldStats,
 }
 
 impl Shared {
     /// Shares `cluster`, `users` and `pools`.
-    pub fn new(cluster: Cluster, users: Users, pools: std::sync::Arc<Pools>) -> Shared {
+    pub fn new(
+        cluster: Cluster,
+        users: Users,
+        pools: std::sync::Arc<Pools>,
+        hold_timeout: Duration,
+    ) -> Shared {
         Shared {
             cluster,
             users,
             pools,
             params: OnceCell::new(),
             next_pid: AtomicI32::new(1),
+            hold_timeout,
+            holds: HoldStats::default(),
         }
     }
 
-    /// The configured master of the island where `shard` is active.
-    pub fn master_of(
-        &self,
-        shard: ShardNo,
-    ) -> Result<atoll_core::NodeConfig, (&'static str, String)> {
+    /// The island where `shard` is active and its configured master.
+    pub fn master_of(&self, shard: ShardNo) -> Result<(IslandId, NodeConfig), Placement> {
         let snapshot = self.cluster.snapshot();
-        let island = snapshot
-            .active_island(shard)
-            .map_err(|e| ("3F000", format!("{}: {e}", shard.schema())))?;
+        let island = match snapshot.active_island(shard) {
+            Ok(i) => i,
+            // Known but active nowhere: between a move's switch and its activation.
+            Err(RouteError::NotActive(_)) if snapshot.shards.contains_key(&shard) => {
+                return Err(Placement::Nowhere)
+            }
+            Err(e) => {
+                return Err(Placement::Refused((
+                    "3F000",
+                    format!("{}: {e}", shard.schema()),
+                )))
+            }
+        };
         atoll_pg::master_node(&self.cluster.config(), &snapshot, island)
-            .map_err(|e| ("08006", format!("{}: {e}", shard.schema())))
+            .map(|node| (island, node))
+            .map_err(|e| Placement::Refused(("08006", format!("{}: {e}", shard.schema()))))
     }
 
     /// The parameters a node reports (shard 0's master's), read on first use; the session
@@ -52,9 +82,10 @@ impl Shared {
     pub async fn server_params(&self) -> Result<Vec<(String, String)>, String> {
         self.params
             .get_or_try_init(|| async {
-                let node = self
-                    .master_of(ShardNo::GLOBAL)
-                    .or_else(|_| self.any_master())?;
+                let node = match self.master_of(ShardNo::GLOBAL) {
+                    Ok((_, node)) => node,
+                    Err(_) => self.any_master()?,
+                };
                 let lease = self.pools.get(&node).await.map_err(|e| e.to_string())?;
                 let params: Vec<(String, String)> = lease
                     .conn
@@ -73,7 +104,7 @@ impl Shared {
     }
 
     /// The first island's master, for a cluster without shard 0.
-    fn any_master(&self) -> Result<atoll_core::NodeConfig, String> {
+    fn any_master(&self) -> Result<NodeConfig, String> {
         let snapshot = self.cluster.snapshot();
         let config = self.cluster.config();
         config

@@ -10,11 +10,13 @@ use crate::frame::{read_frame, read_startup, Frame, Startup, WireError, MAX_MESS
 use crate::messages;
 use crate::pool::Lease;
 use crate::relay::{internal, relay, RelayError};
+
+mod first;
 use crate::shared::Shared;
 use atoll_core::statement_route::{
     self, SessionChange, SessionRoute, StatementInfo, TransactionControl,
 };
-use atoll_core::ShardNo;
+use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
@@ -42,6 +44,10 @@ struct Session<'a> {
     /// A `BEGIN` answered but not sent yet: it goes to the shard of the first statement
     /// that follows (the transaction's route comes from the first statement naming one).
     pending_begin: Option<String>,
+    /// The client's transaction failed in its first exchange and the proxy rolled it back
+    /// on the node (`first.rs`): until the client ends it, its statements are refused
+    /// here as PostgreSQL would (25P02), and its COMMIT or ROLLBACK answered `ROLLBACK`.
+    aborted: bool,
 }
 
 /// Serves one client until it leaves; errors end the session and are logged.
@@ -76,6 +82,19 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         }
         Err(AuthError::Wire(e)) => return Err(e),
     }
+    let database = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map(|(_, v)| v.as_str());
+    if database == Some(crate::admin::DATABASE) {
+        let mut out = BytesMut::new();
+        messages::auth_ok(&mut out);
+        messages::parameter(&mut out, "server_version", "15.0 (atoll proxy)");
+        messages::parameter(&mut out, "client_encoding", "UTF8");
+        messages::ready(&mut out, b'I');
+        crate::frame::send(&mut client, &out).await?;
+        return crate::admin::serve(&mut client, shared).await;
+    }
     let server_params = match shared.server_params().await {
         Ok(p) => p,
         Err(e) => return fatal(&mut client, "08006", &e).await,
@@ -98,6 +117,7 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         status: b'I',
         batch: Vec::new(),
         pending_begin: None,
+        aborted: false,
     };
     s.run().await
 }
@@ -141,6 +161,12 @@ impl Session<'_> {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
+        if self.aborted {
+            return match self.end_aborted(&info) {
+                Ok(tag) => self.answer(tag).await,
+                Err(r) => self.refuse(r).await,
+            };
+        }
         if let Some(change) = info.change {
             if !self.setting(change, &text) {
                 let upper = text.trim_start().to_ascii_uppercase();
@@ -198,6 +224,12 @@ impl Session<'_> {
             Ok(i) => i.unwrap_or_default(),
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
+        if self.aborted {
+            return match self.end_aborted(&info) {
+                Ok(tag) => self.answer_batch(&frames, tag).await,
+                Err(r) => self.refuse(r).await,
+            };
+        }
         match info.change {
             Some(change @ SessionChange::SearchPath(_)) => {
                 self.setting(change, text.as_deref().unwrap_or_default());
@@ -238,6 +270,20 @@ impl Session<'_> {
         }
     }
 
+    /// In a transaction the proxy rolled back: its end is answered, anything else refused.
+    fn end_aborted(&mut self, info: &StatementInfo) -> Result<&'static str, Refusal> {
+        if info.control != TransactionControl::End {
+            return Err((
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .into(),
+            ));
+        }
+        self.aborted = false;
+        self.status = b'I';
+        Ok("ROLLBACK")
+    }
+
     /// Answers an extended-protocol batch the proxy handled itself, message by message
     /// as the node would: ParseComplete, BindComplete, NoData, CommandComplete, Ready.
     async fn answer_batch(&mut self, frames: &[Frame], tag: &str) -> Result<(), WireError> {
@@ -267,23 +313,24 @@ impl Session<'_> {
             Err(r) => return self.refuse(r).await,
         };
         if self.pinned.is_none() {
-            match self.lease(shard).await {
-                Ok(lease) => self.pinned = Some((shard, lease)),
-                Err(r) => return self.refuse(r).await,
-            }
+            return self.first_exchange(shard, &frames).await;
         }
         let Some((_, lease)) = self.pinned.as_mut() else {
             return Ok(());
         };
-        let mut out = BytesMut::new();
-        for f in &frames {
-            f.encode(&mut out);
-        }
-        let sent = crate::frame::send(&mut lease.conn.stream, &out).await;
-        let result = match sent {
+        let result = match send_frames(&mut lease.conn.stream, &frames).await {
             Ok(()) => relay(&mut self.client, &mut lease.conn.stream).await,
-            Err(e) => Err(RelayError::Server(e.into())),
+            Err(e) => Err(RelayError::Server(e)),
         };
+        self.relayed(shard, result).await
+    }
+
+    /// After an exchange was relayed (or failed).
+    async fn relayed(
+        &mut self,
+        shard: ShardNo,
+        result: Result<u8, RelayError>,
+    ) -> Result<(), WireError> {
         match result {
             Ok(status) => self.ended(status).await,
             Err(RelayError::Client(e)) => Err(e),
@@ -306,19 +353,25 @@ impl Session<'_> {
         if status != b'I' {
             return Ok(());
         }
-        if let Some((_, mut lease)) = self.pinned.take() {
-            let clean = match &self.search_path {
-                Some(_) => matches!(
-                    internal(&mut lease.conn.stream, "reset search_path").await,
-                    Ok(None)
-                ),
-                None => true,
-            };
-            if clean {
-                lease.release();
-            }
+        if let Some((_, lease)) = self.pinned.take() {
+            self.give_back(lease).await;
         }
         Ok(())
+    }
+
+    /// A connection whose transaction ended back to the pool, the session's `search_path`
+    /// reset first (closed instead when that fails).
+    async fn give_back(&self, mut lease: Lease) {
+        let clean = match &self.search_path {
+            Some(_) => matches!(
+                internal(&mut lease.conn.stream, "reset search_path").await,
+                Ok(None)
+            ),
+            None => true,
+        };
+        if clean {
+            lease.release();
+        }
     }
 
     /// The shard `info` runs on: the transaction's, or the routed one.
@@ -339,14 +392,13 @@ impl Session<'_> {
             .map_err(|e| (e.sqlstate(), e.to_string()))
     }
 
-    /// A connection to `shard`'s master, with the session's `search_path` set on it and
-    /// the deferred `BEGIN` sent.
-    async fn lease(&mut self, shard: ShardNo) -> Result<Lease, Refusal> {
-        let node = self.shared.master_of(shard)?;
+    /// A connection to `node`, with the session's `search_path` set on it and the
+    /// deferred `BEGIN` sent.
+    async fn lease(&mut self, node: &NodeConfig) -> Result<Lease, Refusal> {
         let mut lease = self
             .shared
             .pools
-            .get(&node)
+            .get(node)
             .await
             .map_err(|e| ("08006", e.to_string()))?;
         for sql in self.search_path.iter().chain(self.pending_begin.iter()) {
@@ -369,6 +421,18 @@ impl Session<'_> {
         messages::ready(&mut out, self.status);
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
+}
+
+/// Sends `frames` to a node.
+async fn send_frames(
+    server: &mut (impl tokio::io::AsyncWrite + Unpin),
+    frames: &[Frame],
+) -> Result<(), WireError> {
+    let mut out = BytesMut::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    Ok(crate::frame::send(server, &out).await?)
 }
 
 /// Named prepared statements are not re-prepared across pooled connections yet: a batch

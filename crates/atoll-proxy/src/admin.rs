@@ -1,0 +1,133 @@
+//! The virtual `atoll` database, PgBouncer-style: a client that connects to database
+//! `atoll` (same users and passwords) gets no node, only the proxy's own views, as rows:
+//!
+//! - `SHOW atoll.pools`: per node, connections leased, idle, and the limit;
+//! - `SHOW atoll.shards`: every active shard, its island and that island's master;
+//! - `SHOW atoll.holds`: transactions held through moves (under way, released, expired,
+//!   first exchanges run again) and the recent hold times' p50, p99 and maximum.
+//!
+//! Anything else is refused (42601) and the session goes on.
+
+use crate::frame::{read_frame, Frame, WireError, MAX_MESSAGE};
+use crate::hold::quantile;
+use crate::messages;
+use crate::shared::Shared;
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The database name that selects the admin views.
+pub const DATABASE: &str = "atoll";
+
+/// A view's columns and rows.
+type View = (Vec<&'static str>, Vec<Vec<Option<String>>>);
+
+/// Answers the admin session's queries until the client leaves.
+pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    shared: &Shared,
+) -> Result<(), WireError> {
+    loop {
+        let f = read_frame(client, MAX_MESSAGE).await?;
+        let mut out = BytesMut::new();
+        match f.tag {
+            b'X' => return Ok(()),
+            b'Q' => answer(&f, shared, &mut out)?,
+            _ => messages::error(
+                &mut out,
+                false,
+                "0A000",
+                "the atoll admin database answers simple queries only (SHOW atoll.pools, SHOW atoll.shards, SHOW atoll.holds)",
+            ),
+        }
+        messages::ready(&mut out, b'I');
+        crate::frame::send(client, &out).await?;
+    }
+}
+
+fn answer(f: &Frame, shared: &Shared, out: &mut BytesMut) -> Result<(), WireError> {
+    let text = f.query_text()?;
+    let words: Vec<String> = text
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let view = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["show", "atoll.pools"] => pools(shared),
+        ["show", "atoll.shards"] => shards(shared),
+        ["show", "atoll.holds"] => holds(shared),
+        _ => {
+            let shown: String = text.chars().take(60).collect();
+            let m = format!("{shown:?}: the atoll admin database answers SHOW atoll.pools, SHOW atoll.shards and SHOW atoll.holds");
+            messages::error(out, false, "42601", &m);
+            return Ok(());
+        }
+    };
+    let (columns, rows) = view;
+    messages::row_description(out, &columns);
+    for row in &rows {
+        messages::data_row(out, row);
+    }
+    messages::complete(out, &format!("SELECT {}", rows.len()));
+    Ok(())
+}
+
+fn pools(shared: &Shared) -> View {
+    let rows = shared
+        .pools
+        .stats()
+        .into_iter()
+        .map(|p| {
+            vec![
+                Some(p.addr),
+                Some(p.leased.to_string()),
+                Some(p.idle.to_string()),
+                Some(p.limit.to_string()),
+            ]
+        })
+        .collect();
+    (vec!["node", "leased", "idle", "limit"], rows)
+}
+
+fn shards(shared: &Shared) -> View {
+    let snapshot = shared.cluster.snapshot();
+    let config = shared.cluster.config();
+    let rows = snapshot
+        .active_shards()
+        .map(|(shard, island)| {
+            let master = atoll_pg::master_node(&config, &snapshot, island)
+                .ok()
+                .map(|n| n.addr());
+            vec![
+                Some(shard.get().to_string()),
+                Some(shard.schema()),
+                Some(island.to_string()),
+                master,
+            ]
+        })
+        .collect();
+    (vec!["shard", "schema", "island", "master"], rows)
+}
+
+fn holds(shared: &Shared) -> View {
+    let h = &shared.holds;
+    let times = h.recent_sorted();
+    let ms = |q: f64| Some(format!("{:.1}", quantile(&times, q).as_secs_f64() * 1e3));
+    let count = |c: &std::sync::atomic::AtomicU64| Some(c.load(Ordering::Relaxed).to_string());
+    let row = vec![
+        count(&h.holding),
+        count(&h.released),
+        count(&h.expired),
+        count(&h.rerun),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+    ];
+    (
+        vec![
+            "holding", "released", "expired", "rerun", "p50_ms", "p99_ms", "max_ms",
+        ],
+        vec![row],
+    )
+}

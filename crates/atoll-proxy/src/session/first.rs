@@ -1,0 +1,142 @@
+//! A transaction's first exchange: where a moving shard's transaction is held instead of
+//! failed (see `hold.rs` for why this is enough). The exchange runs on the shard's master;
+//! when that node says the shard is not there and its registry agrees, the proxy rolls the
+//! node's transaction back, waits until the shard is placed elsewhere (bounded) and runs
+//! the exchange again there, the deferred `BEGIN` included.
+
+use super::{send_frames, Refusal, Session};
+use crate::frame::{Frame, WireError};
+use crate::hold::{expired, registry_sql, Hold};
+use crate::relay::{internal, probe, relay_first, release_kept, First, RelayError};
+use crate::shared::Placement;
+use atoll_core::{IslandId, ShardNo};
+use std::sync::atomic::Ordering;
+
+impl<'a> Session<'a> {
+    /// Runs the first exchange of a transaction on `shard`, holding it through a move.
+    pub(super) async fn first_exchange(
+        &mut self,
+        shard: ShardNo,
+        frames: &[Frame],
+    ) -> Result<(), WireError> {
+        let shared = self.shared;
+        let began = self.pending_begin.is_some();
+        let begin = self.pending_begin.clone();
+        let mut hold: Option<Hold<'a>> = None;
+        loop {
+            let island = match self.lease_placed(shard, &mut hold).await {
+                Ok(i) => i,
+                Err(r) => return self.refuse_first(r, hold, began).await,
+            };
+            let Some((_, lease)) = self.pinned.as_mut() else {
+                return Ok(());
+            };
+            let result = match send_frames(&mut lease.conn.stream, frames).await {
+                Ok(()) => relay_first(&mut self.client, &mut lease.conn.stream).await,
+                Err(e) => Err(RelayError::Server(e)),
+            };
+            let (status, mut kept) = match result {
+                Ok(First::Missing { status, kept }) => (status, kept),
+                Ok(First::Done(status)) => {
+                    if let Some(h) = hold.take() {
+                        h.end(true);
+                    }
+                    return self.relayed(shard, Ok(status)).await;
+                }
+                Err(e) => return self.relayed(shard, Err(e)).await,
+            };
+            if self.still_there(shard, status).await != Some(false) {
+                // The application's own error (or the node cannot tell): as it came.
+                if let Some(h) = hold.take() {
+                    h.end(true);
+                }
+                self.status = status;
+                self.aborted = status == b'E';
+                return release_kept(&mut self.client, &mut kept)
+                    .await
+                    .map_err(|e| match e {
+                        RelayError::Client(e) | RelayError::Server(e) => e,
+                    });
+            }
+            shared.holds.rerun.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(shard = %shard, %island, "shard not on its island any more: holding");
+            self.pending_begin = begin.clone();
+            let h = hold.get_or_insert_with(|| Hold::start(&shared.holds, shared.hold_timeout));
+            let left = h.left();
+            if !shared
+                .cluster
+                .await_placement(shard, Some(island), left)
+                .await
+            {
+                let r = expired(shard, shared.hold_timeout);
+                return self.refuse_first(r, hold, began).await;
+            }
+        }
+    }
+
+    /// Leases a connection to `shard`'s master, holding while the shard is active on no
+    /// island (a move between switch and activation); the island leased on.
+    async fn lease_placed(
+        &mut self,
+        shard: ShardNo,
+        hold: &mut Option<Hold<'a>>,
+    ) -> Result<IslandId, Refusal> {
+        let shared = self.shared;
+        loop {
+            match shared.master_of(shard) {
+                Ok((island, node)) => {
+                    let lease = self.lease(&node).await?;
+                    self.pinned = Some((shard, lease));
+                    return Ok(island);
+                }
+                Err(Placement::Refused(r)) => return Err(r),
+                Err(Placement::Nowhere) => {
+                    let h =
+                        hold.get_or_insert_with(|| Hold::start(&shared.holds, shared.hold_timeout));
+                    let left = h.left();
+                    if !shared.cluster.await_placement(shard, None, left).await {
+                        return Err(expired(shard, shared.hold_timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses a transaction's first exchange; a transaction the client began is failed
+    /// (the proxy answers its end).
+    async fn refuse_first(
+        &mut self,
+        r: Refusal,
+        hold: Option<Hold<'a>>,
+        began: bool,
+    ) -> Result<(), WireError> {
+        if let Some(h) = hold {
+            h.end(false);
+        }
+        if began {
+            // PostgreSQL fails the transaction the statement was in.
+            self.pending_begin = None;
+            self.aborted = true;
+            self.status = b'E';
+        }
+        self.refuse(r).await
+    }
+
+    /// After the first exchange failed as a moved shard would make it: the node's
+    /// transaction rolled back and its registry asked whether `shard` is still active
+    /// there. `None` when the node could not tell (its connection is closed then); the
+    /// connection goes back to the pool otherwise.
+    async fn still_there(&mut self, shard: ShardNo, status: u8) -> Option<bool> {
+        let (_, mut lease) = self.pinned.take()?;
+        if status != b'I' && !matches!(internal(&mut lease.conn.stream, "rollback").await, Ok(None))
+        {
+            return None;
+        }
+        let active = match probe(&mut lease.conn.stream, &registry_sql(shard)).await {
+            Ok(Ok(row)) => row.is_some(),
+            _ => return None,
+        };
+        self.give_back(lease).await;
+        Some(active)
+    }
+}
