@@ -3,8 +3,8 @@
 //! by the port that answers), a cross-shard statement is refused with its SQLSTATE and the
 //! session goes on, a transaction stays on its shard, session settings route unqualified
 //! statements, a wrong password or unknown user gets the same refusal, pgbench runs through
-//! it in the simple and the extended protocol, and tokio-postgres' named statements get a
-//! clear error (not re-prepared across pooled connections yet).
+//! it in the simple, extended and prepared protocols, tokio-postgres' named statements run
+//! in many transactions over shared pooled connections, and the admin database answers.
 
 mod proxy_kit;
 
@@ -126,7 +126,7 @@ fn real_clients_through_the_proxy() -> Result<()> {
             format!("\\set id random(1000, 1000000000000)\nbegin;\ninsert into sh{n:04}.t values (:id, 'pgbench') on conflict do nothing;\nselect current_setting('port');\ncommit;\n"),
         )?;
     }
-    for mode in ["simple", "extended"] {
+    for mode in ["simple", "extended", "prepared"] {
         let (s1, s2) = (dir.join("s1.sql"), dir.join("s2.sql"));
         let out = p.pgbench(&["-c", "4", "-j", "2", "-t", "50", "-M", mode], &[&s1, &s2]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -148,31 +148,60 @@ fn real_clients_through_the_proxy() -> Result<()> {
         .parse::<i64>()
         .unwrap()
     };
-    assert_eq!(rows(1) + rows(2), 400);
+    assert_eq!(rows(1) + rows(2), 600);
 
-    // tokio-postgres prepares named statements: a clear error, and the session goes on.
+    // tokio-postgres prepares named statements: each prepared once, run in many
+    // transactions on whichever pooled connection they get (two clients, so connections
+    // are shared); a statement that fails to prepare gets the node's error and the session
+    // goes on; a closed statement's name can be prepared again.
     rt.block_on(async {
         let conn =
             format!("host=127.0.0.1 port={port} user=app password={PASSWORD} dbname=postgres");
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let e = client
-            .query("select 1 from sh0001.t", &[])
+        let connect = || async {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+        };
+        let (mut a, b) = (connect().await, connect().await);
+        let insert = format!("insert into sh{far:04}.t values ($1, $2)");
+        let count = format!("select count(*) from sh{far:04}.t where v = $1");
+        let (ins_a, ins_b) = (
+            a.prepare(&insert).await.unwrap(),
+            b.prepare(&insert).await.unwrap(),
+        );
+        let (count_a, count_b) = (
+            a.prepare(&count).await.unwrap(),
+            b.prepare(&count).await.unwrap(),
+        );
+        let runs = (0..20i64).map(|i| {
+            let (a, b, ins_a, ins_b) = (&a, &b, &ins_a, &ins_b);
+            async move {
+                a.execute(ins_a, &[&(5000 + i), &"tp"]).await.unwrap();
+                b.execute(ins_b, &[&(6000 + i), &"tp"]).await.unwrap();
+            }
+        });
+        futures::future::join_all(runs).await;
+        let n: i64 = b.query_one(&count_b, &[&"tp"]).await.unwrap().get(0);
+        assert_eq!(n, 40);
+        let tx = a.transaction().await.unwrap();
+        tx.execute(&ins_a, &[&7000i64, &"tp"]).await.unwrap();
+        let n: i64 = tx.query_one(&count_a, &[&"tp"]).await.unwrap().get(0);
+        assert_eq!(n, 41);
+        tx.rollback().await.unwrap();
+        let e = a
+            .prepare("select * from sh0001.no_such_table")
             .await
             .unwrap_err();
-        let message = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_default();
-        assert!(message.contains("named prepared statement"), "{e:?}");
-        let rows = client.simple_query("select 7").await.unwrap();
-        let seven = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        });
-        assert_eq!(seven.as_deref(), Some("7"));
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE),
+            "{e:?}"
+        );
+        drop(count_a);
+        let n: i64 = a.query_one(&count, &[&"tp"]).await.unwrap().get(0);
+        assert_eq!(n, 40);
     });
 
     // The admin database: the proxy's own views; anything else refused.

@@ -1,4 +1,4 @@
-//! Zero errors through moves: pgbench (16 clients, simple and extended protocol in turn, one script per shard,
+//! Zero errors through moves: pgbench (16 clients, simple, extended and prepared protocols in turn, one script per shard,
 //! each a transaction inserting a unique row and bumping its shard's counter) runs through
 //! `atoll proxy` while 10 moves run back and forth between two islands. Every pgbench run
 //! must end with every client's transactions done and none failed; afterwards every
@@ -92,8 +92,8 @@ fn pgbench_through_ten_moves_without_an_error() -> Result<()> {
     let mut runs = 0;
     loop {
         let last = done.load(Ordering::SeqCst);
-        // The simple and the extended protocol, in turn.
-        let mode = if runs % 2 == 0 { "simple" } else { "extended" };
+        // The simple, extended and prepared protocols, in turn.
+        let mode = ["simple", "extended", "prepared"][runs % 3];
         let out = p.pgbench(
             &["-c", "16", "-j", "2", "-T", "4", "-M", mode],
             &script_refs,

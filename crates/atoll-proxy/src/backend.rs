@@ -44,6 +44,8 @@ pub struct ServerConn {
     pub addr: String,
     /// The ParameterStatus values it sent at startup.
     pub params: Vec<(String, String)>,
+    /// The server statements prepared on it (`prepared.rs`), kept across transactions.
+    pub statements: crate::prepared::ServerStatements,
 }
 
 /// The `M` field of an ErrorResponse body.
@@ -95,6 +97,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         stream: BufStream::new(stream),
         addr: node.addr(),
         params: Vec::new(),
+        statements: Default::default(),
     };
     tokio::time::timeout(timeout, login(&mut conn, node))
         .await

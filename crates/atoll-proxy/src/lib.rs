@@ -31,6 +31,7 @@ pub mod frame;
 mod hold;
 mod messages;
 mod pool;
+mod prepared;
 mod relay;
 mod server;
 mod session;

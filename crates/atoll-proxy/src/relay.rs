@@ -6,6 +6,7 @@
 
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frame::{read_frame, WireError, MAX_MESSAGE};
+use crate::prepared::Expect;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -23,7 +24,11 @@ pub enum RelayError {
 }
 
 /// Relays the node's messages to the client until ReadyForQuery; its status byte.
-pub async fn relay<C, S>(client: &mut C, server: &mut S) -> Result<u8, RelayError>
+pub async fn relay<C, S>(
+    client: &mut C,
+    server: &mut S,
+    expect: &mut Expect,
+) -> Result<u8, RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -33,6 +38,9 @@ where
         let f = read_frame(server, MAX_SERVER_MESSAGE)
             .await
             .map_err(RelayError::Server)?;
+        if !expect.forward(f.tag) {
+            continue;
+        }
         f.encode(&mut out);
         match f.tag {
             b'Z' => {
@@ -68,7 +76,11 @@ pub enum First {
 
 /// Like [`relay`], but an error that a moved shard causes, arriving before any statement
 /// completed or returned a row, is kept back ([`First::Missing`]).
-pub async fn relay_first<C, S>(client: &mut C, server: &mut S) -> Result<First, RelayError>
+pub async fn relay_first<C, S>(
+    client: &mut C,
+    server: &mut S,
+    expect: &mut Expect,
+) -> Result<First, RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -79,6 +91,9 @@ where
         let f = read_frame(server, MAX_SERVER_MESSAGE)
             .await
             .map_err(RelayError::Server)?;
+        if !expect.forward(f.tag) {
+            continue;
+        }
         f.encode(&mut out);
         match f.tag {
             b'Z' if missing => {
@@ -96,9 +111,9 @@ where
                     b'Z' => Ok(First::Done(f.ready_status().unwrap_or(b'I'))),
                     b'G' => {
                         copy_in(client, server).await?;
-                        relay(client, server).await.map(First::Done)
+                        relay(client, server, expect).await.map(First::Done)
                     }
-                    _ => relay(client, server).await.map(First::Done),
+                    _ => relay(client, server, expect).await.map(First::Done),
                 };
             }
         }

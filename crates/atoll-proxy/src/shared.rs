@@ -35,6 +35,8 @@ pub struct Shared {
     pub hold_timeout: Duration,
     /// Holds under way and done.
     pub holds: HoldStats,
+    /// The server name of every statement clients prepared.
+    pub registry: crate::prepared::Registry,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             next_pid: AtomicI32::new(1),
             hold_timeout,
             holds: HoldStats::default(),
+            registry: Default::default(),
         }
     }
 

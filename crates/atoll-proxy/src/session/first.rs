@@ -4,9 +4,10 @@
 //! node's transaction back, waits until the shard is placed elsewhere (bounded) and runs
 //! the exchange again there, the deferred `BEGIN` included.
 
-use super::{send_frames, Refusal, Session};
-use crate::frame::{Frame, WireError};
+use super::{send_steps, Refusal, Session};
+use crate::frame::WireError;
 use crate::hold::{expired, registry_sql, Hold};
+use crate::prepared::Step;
 use crate::relay::{internal, probe, relay_first, release_kept, First, RelayError};
 use crate::shared::Placement;
 use atoll_core::{IslandId, ShardNo};
@@ -17,7 +18,7 @@ impl<'a> Session<'a> {
     pub(super) async fn first_exchange(
         &mut self,
         shard: ShardNo,
-        frames: &[Frame],
+        steps: &[Step],
     ) -> Result<(), WireError> {
         let shared = self.shared;
         let began = self.pending_begin.is_some();
@@ -31,8 +32,13 @@ impl<'a> Session<'a> {
             let Some((_, lease)) = self.pinned.as_mut() else {
                 return Ok(());
             };
-            let result = match send_frames(&mut lease.conn.stream, frames).await {
-                Ok(()) => relay_first(&mut self.client, &mut lease.conn.stream).await,
+            let result = match send_steps(lease, steps).await {
+                Ok(mut expect) => {
+                    let r =
+                        relay_first(&mut self.client, &mut lease.conn.stream, &mut expect).await;
+                    lease.conn.statements.forget(&expect.unanswered());
+                    r
+                }
                 Err(e) => Err(RelayError::Server(e)),
             };
             let (status, mut kept) = match result {

@@ -9,6 +9,7 @@ use crate::auth::{authenticate, AuthError};
 use crate::frame::{read_frame, read_startup, Frame, Startup, WireError, MAX_MESSAGE};
 use crate::messages;
 use crate::pool::Lease;
+use crate::prepared::{self, ClientStatements, Expect, Step};
 use crate::relay::{internal, relay, RelayError};
 
 mod first;
@@ -48,6 +49,8 @@ struct Session<'a> {
     /// on the node (`first.rs`): until the client ends it, its statements are refused
     /// here as PostgreSQL would (25P02), and its COMMIT or ROLLBACK answered `ROLLBACK`.
     aborted: bool,
+    /// The client's named prepared statements (run on any connection, `prepared.rs`).
+    statements: ClientStatements,
 }
 
 /// Serves one client until it leaves; errors end the session and are logged.
@@ -118,6 +121,7 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         batch: Vec::new(),
         pending_begin: None,
         aborted: false,
+        statements: ClientStatements::default(),
     };
     s.run().await
 }
@@ -167,6 +171,20 @@ impl Session<'_> {
                 Err(r) => self.refuse(r).await,
             };
         }
+        if let Some(name) = prepared::deallocated(&text) {
+            // The client's names live here, not on any node.
+            return match name {
+                None => {
+                    self.statements.clear();
+                    self.answer("DEALLOCATE ALL").await
+                }
+                Some(n) if self.statements.remove(&n) => self.answer("DEALLOCATE").await,
+                Some(n) => {
+                    let m = format!("prepared statement \"{n}\" does not exist");
+                    self.refuse(("26000", m)).await
+                }
+            };
+        }
         if let Some(change) = info.change {
             if !self.setting(change, &text) {
                 let upper = text.trim_start().to_ascii_uppercase();
@@ -180,7 +198,7 @@ impl Session<'_> {
         if let Some(tag) = self.defer(&info, &text) {
             return self.answer(tag).await;
         }
-        self.run_on_shard(&info, vec![f]).await
+        self.run_on_shard(&info, vec![Step::Forward(f)]).await
     }
 
     /// Answers a statement the proxy handled itself.
@@ -202,6 +220,13 @@ impl Session<'_> {
             }
             SessionChange::ResetAll => {
                 self.search_path = None;
+                if text
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with("DISCARD")
+                {
+                    self.statements.clear();
+                }
                 false
             }
             _ => false,
@@ -212,21 +237,26 @@ impl Session<'_> {
     async fn sync(&mut self, f: Frame) -> Result<(), WireError> {
         self.batch.push(f);
         let frames = std::mem::take(&mut self.batch);
-        if let Some(r) = named_statement(&frames)? {
-            return self.refuse(r).await;
-        }
-        let text = frames
-            .iter()
-            .find(|f| f.tag == b'P')
-            .map(|p| p.parse_name_and_text().map(|(_, t)| t.to_string()))
-            .transpose()?;
-        let info = match text.as_deref().map(statement_route::read).transpose() {
+        let registry = &self.shared.registry;
+        let steps = match prepared::translate(frames, &mut self.statements, registry) {
+            Ok(s) => s,
+            Err(r) => return self.refuse(r).await,
+        };
+        // Routed by the first statement the batch names (parsed here, or prepared before).
+        let text = steps.iter().find_map(Step::text);
+        let mut info = match text.as_deref().map(statement_route::read).transpose() {
             Ok(i) => i.unwrap_or_default(),
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
+        if !steps.iter().any(|s| s.tag() == b'E') {
+            // Prepared or described, not executed (pgbench -M prepared prepares its
+            // BEGIN): no transaction starts or ends.
+            info.control = TransactionControl::None;
+            info.change = None;
+        }
         if self.aborted {
             return match self.end_aborted(&info) {
-                Ok(tag) => self.answer_batch(&frames, tag).await,
+                Ok(tag) => self.answer_batch(&steps, tag).await,
                 Err(r) => self.refuse(r).await,
             };
         }
@@ -241,9 +271,9 @@ impl Session<'_> {
             None => {}
         }
         if let Some(tag) = self.defer(&info, text.as_deref().unwrap_or_default()) {
-            return self.answer_batch(&frames, tag).await;
+            return self.answer_batch(&steps, tag).await;
         }
-        self.run_on_shard(&info, frames).await
+        self.run_on_shard(&info, steps).await
     }
 
     /// A lone `BEGIN` outside a transaction is kept for the shard of the statement after
@@ -286,10 +316,10 @@ impl Session<'_> {
 
     /// Answers an extended-protocol batch the proxy handled itself, message by message
     /// as the node would: ParseComplete, BindComplete, NoData, CommandComplete, Ready.
-    async fn answer_batch(&mut self, frames: &[Frame], tag: &str) -> Result<(), WireError> {
+    async fn answer_batch(&mut self, steps: &[Step], tag: &str) -> Result<(), WireError> {
         let mut out = BytesMut::new();
-        for f in frames {
-            match f.tag {
+        for step in steps {
+            match step.tag() {
                 b'P' => messages::simple(&mut out, b'1'),
                 b'B' => messages::simple(&mut out, b'2'),
                 b'D' => messages::simple(&mut out, b'n'),
@@ -302,24 +332,28 @@ impl Session<'_> {
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 
-    /// Routes, leases (or keeps) the connection, forwards `frames` and relays the answers.
+    /// Routes, leases (or keeps) the connection, sends `steps` and relays the answers.
     async fn run_on_shard(
         &mut self,
         info: &StatementInfo,
-        frames: Vec<Frame>,
+        steps: Vec<Step>,
     ) -> Result<(), WireError> {
         let shard = match self.shard_of(info) {
             Ok(s) => s,
             Err(r) => return self.refuse(r).await,
         };
         if self.pinned.is_none() {
-            return self.first_exchange(shard, &frames).await;
+            return self.first_exchange(shard, &steps).await;
         }
         let Some((_, lease)) = self.pinned.as_mut() else {
             return Ok(());
         };
-        let result = match send_frames(&mut lease.conn.stream, &frames).await {
-            Ok(()) => relay(&mut self.client, &mut lease.conn.stream).await,
+        let result = match send_steps(lease, &steps).await {
+            Ok(mut expect) => {
+                let r = relay(&mut self.client, &mut lease.conn.stream, &mut expect).await;
+                lease.conn.statements.forget(&expect.unanswered());
+                r
+            }
             Err(e) => Err(RelayError::Server(e)),
         };
         self.relayed(shard, result).await
@@ -423,47 +457,10 @@ impl Session<'_> {
     }
 }
 
-/// Sends `frames` to a node.
-async fn send_frames(
-    server: &mut (impl tokio::io::AsyncWrite + Unpin),
-    frames: &[Frame],
-) -> Result<(), WireError> {
-    let mut out = BytesMut::new();
-    for f in frames {
-        f.encode(&mut out);
-    }
-    Ok(crate::frame::send(server, &out).await?)
-}
-
-/// Named prepared statements are not re-prepared across pooled connections yet: a batch
-/// that uses one is refused (unnamed statements work).
-fn named_statement(frames: &[Frame]) -> Result<Option<Refusal>, WireError> {
-    for f in frames {
-        let name = match f.tag {
-            b'P' => f.parse_name_and_text()?.0.to_string(),
-            // Bind: portal name, then statement name.
-            b'B' => {
-                let mut parts = f.body.split(|c| *c == 0);
-                let _portal = parts.next();
-                String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned()
-            }
-            // Describe / Close of a statement ('S') by name.
-            b'D' | b'C' if f.body.first() == Some(&b'S') => String::from_utf8_lossy(
-                f.body
-                    .get(1..)
-                    .unwrap_or_default()
-                    .split(|c| *c == 0)
-                    .next()
-                    .unwrap_or_default(),
-            )
-            .into_owned(),
-            _ => String::new(),
-        };
-        if !name.is_empty() {
-            return Ok(Some(("0A000", format!(
-                "named prepared statement {name:?}: atoll proxy does not re-prepare statements across pooled connections yet; use unnamed statements (e.g. pgbench -M extended)"
-            ))));
-        }
-    }
-    Ok(None)
+/// Sends `steps` on a leased connection (its prepared statements added where missing):
+/// what to drop of the answers.
+async fn send_steps(lease: &mut Lease, steps: &[Step]) -> Result<Expect, WireError> {
+    let (out, expect) = prepared::materialize(steps, &mut lease.conn.statements);
+    crate::frame::send(&mut lease.conn.stream, &out).await?;
+    Ok(expect)
 }
