@@ -202,6 +202,26 @@ fn real_clients_through_the_proxy() -> Result<()> {
         drop(count_a);
         let n: i64 = a.query_one(&count, &[&"tp"]).await.unwrap().get(0);
         assert_eq!(n, 40);
+
+        // A cancel request reaches the node connection the statement runs on.
+        let token = b.cancel_token();
+        let started = std::time::Instant::now();
+        let sleeper = b.simple_query("select pg_sleep(30) from sh0002.t limit 1");
+        let cancel = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        };
+        let (slept, ()) = tokio::join!(sleeper, cancel);
+        let e = slept.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{e:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // The session goes on.
+        let n: i64 = b.query_one(&count_b, &[&"tp"]).await.unwrap().get(0);
+        assert_eq!(n, 40);
     });
 
     // The admin database: the proxy's own views; anything else refused.

@@ -44,6 +44,8 @@ pub struct ServerConn {
     pub addr: String,
     /// The ParameterStatus values it sent at startup.
     pub params: Vec<(String, String)>,
+    /// The backend's process id and cancel key (BackendKeyData), when it sent them.
+    pub key: Option<(i32, i32)>,
     /// The server statements prepared on it (`prepared.rs`), kept across transactions.
     pub statements: crate::prepared::ServerStatements,
 }
@@ -97,6 +99,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         stream: BufStream::new(stream),
         addr: node.addr(),
         params: Vec::new(),
+        key: None,
         statements: Default::default(),
     };
     tokio::time::timeout(timeout, login(&mut conn, node))
@@ -197,6 +200,15 @@ async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendEr
                 let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                 conn.params.push((name, value));
+            }
+            b'K' => {
+                let n = |at: usize| {
+                    f.body
+                        .get(at..at + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map(i32::from_be_bytes)
+                };
+                conn.key = n(0).zip(n(4));
             }
             b'E' => return Err(refused(error_message(&f.body))),
             b'Z' => return Ok(()),

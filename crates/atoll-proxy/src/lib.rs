@@ -27,6 +27,7 @@
 mod admin;
 mod auth;
 mod backend;
+mod cancel;
 pub mod frame;
 mod hold;
 mod messages;

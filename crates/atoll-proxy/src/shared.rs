@@ -35,6 +35,8 @@ pub struct Shared {
     pub hold_timeout: Duration,
     /// Holds under way and done.
     pub holds: HoldStats,
+    /// Every session's cancel key and current node connection.
+    pub cancels: crate::cancel::Cancels,
     /// The server name of every statement clients prepared.
     pub registry: crate::prepared::Registry,
 }
@@ -55,6 +57,7 @@ impl Shared {
             next_pid: AtomicI32::new(1),
             hold_timeout,
             holds: HoldStats::default(),
+            cancels: Default::default(),
             registry: Default::default(),
         }
     }

@@ -92,7 +92,7 @@ impl<'a> Session<'a> {
             match shared.master_of(shard) {
                 Ok((island, node)) => {
                     let lease = self.lease(&node).await?;
-                    self.pinned = Some((shard, lease));
+                    self.pin(shard, lease);
                     return Ok(island);
                 }
                 Err(Placement::Refused(r)) => return Err(r),
@@ -133,7 +133,7 @@ impl<'a> Session<'a> {
     /// there. `None` when the node could not tell (its connection is closed then); the
     /// connection goes back to the pool otherwise.
     async fn still_there(&mut self, shard: ShardNo, status: u8) -> Option<bool> {
-        let (_, mut lease) = self.pinned.take()?;
+        let (_, mut lease) = self.unpin()?;
         if status != b'I' && !matches!(internal(&mut lease.conn.stream, "rollback").await, Ok(None))
         {
             return None;

@@ -51,6 +51,20 @@ struct Session<'a> {
     aborted: bool,
     /// The client's named prepared statements (run on any connection, `prepared.rs`).
     statements: ClientStatements,
+    /// The process id the client was given (its cancel requests name it).
+    pid: i32,
+}
+
+/// A session's cancel key, registered while the session lasts.
+struct Registered<'a> {
+    shared: &'a Shared,
+    pid: i32,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.cancels.remove(self.pid);
+    }
 }
 
 /// Serves one client until it leaves; errors end the session and are logged.
@@ -66,7 +80,14 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         match read_startup(&mut client).await? {
             // TLS for clients is not offered yet: libpq goes on in plain text.
             Startup::Ssl | Startup::Gss => crate::frame::send(&mut client, b"N").await?,
-            Startup::Cancel { .. } => return Ok(()),
+            Startup::Cancel { pid, key } => {
+                if let Some(target) = shared.cancels.target(pid, key) {
+                    if let Err(e) = crate::cancel::send(&target).await {
+                        tracing::debug!(error = %e, addr = %target.addr, "cancel request not passed on");
+                    }
+                }
+                return Ok(());
+            }
             Startup::Params(p) => break p,
         }
     };
@@ -108,6 +129,8 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         messages::parameter(&mut out, k, v);
     }
     let (pid, key) = shared.new_key();
+    shared.cancels.register(pid, key);
+    let _registered = Registered { shared, pid };
     messages::backend_key(&mut out, pid, key);
     messages::ready(&mut out, b'I');
     crate::frame::send(&mut client, &out).await?;
@@ -122,6 +145,7 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
         pending_begin: None,
         aborted: false,
         statements: ClientStatements::default(),
+        pid,
     };
     s.run().await
 }
@@ -370,7 +394,7 @@ impl Session<'_> {
             Err(RelayError::Client(e)) => Err(e),
             Err(RelayError::Server(e)) => {
                 // The connection is closed, not pooled; the client may go on.
-                self.pinned = None;
+                self.unpin();
                 self.status = b'I';
                 self.refuse((
                     "08006",
@@ -387,10 +411,27 @@ impl Session<'_> {
         if status != b'I' {
             return Ok(());
         }
-        if let Some((_, lease)) = self.pinned.take() {
+        if let Some((_, lease)) = self.unpin() {
             self.give_back(lease).await;
         }
         Ok(())
+    }
+
+    /// The transaction under way runs on `lease` (cancel requests go there).
+    fn pin(&mut self, shard: ShardNo, lease: Lease) {
+        let target = lease.conn.key.map(|(pid, key)| crate::cancel::Target {
+            addr: lease.conn.addr.clone(),
+            pid,
+            key,
+        });
+        self.shared.cancels.set(self.pid, target);
+        self.pinned = Some((shard, lease));
+    }
+
+    /// No transaction under way any more: its connection.
+    fn unpin(&mut self) -> Option<(ShardNo, Lease)> {
+        self.shared.cancels.set(self.pid, None);
+        self.pinned.take()
     }
 
     /// A connection whose transaction ended back to the pool, the session's `search_path`
