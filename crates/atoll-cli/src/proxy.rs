@@ -27,6 +27,9 @@ pub struct ProxyArgs {
     /// most before it gets 57P03, in ms
     #[arg(long, default_value_t = 5000)]
     hold_timeout_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// `NAME=REF`, the password resolved; errors name the user, never a value.
@@ -61,6 +64,7 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         pool_size: args.pool_size,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         hold_timeout: Duration::from_millis(args.hold_timeout_ms),
+        metrics: args.metrics,
     };
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;
@@ -71,10 +75,17 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
             other => Failure::input(other),
         })?;
     let addr = proxy.local_addr().map_err(Failure::failed)?;
+    let metrics = proxy.metrics_addr().map(|a| a.to_string());
     if ctx.json {
-        println!("{}", serde_json::json!({ "listen": addr.to_string() }));
+        println!(
+            "{}",
+            serde_json::json!({ "listen": addr.to_string(), "metrics": metrics })
+        );
     } else {
         eprintln!("atoll proxy: clients connect to {addr}; Ctrl-C stops it");
+        if let Some(m) = metrics {
+            eprintln!("atoll proxy: metrics at http://{m}/metrics");
+        }
     }
     proxy.serve(shutdown.recv()).await;
     eprintln!("atoll proxy: stopped");

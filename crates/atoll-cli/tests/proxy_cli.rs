@@ -239,6 +239,18 @@ fn real_clients_through_the_proxy() -> Result<()> {
     let out = admin("SHOW atoll.pools;");
     let pools = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(pools.lines().all(|l| l.ends_with("|8")), "{pools}");
+    // /metrics: transactions by shard, the refusals and the node errors by SQLSTATE.
+    let metrics = p.metrics();
+    for series in [
+        "atoll_proxy_clients 0",
+        "atoll_proxy_errors_total{sqlstate=\"0A000\"}",
+        "atoll_proxy_errors_total{sqlstate=\"42P01\"} 1",
+        "atoll_proxy_errors_total{sqlstate=\"57014\"} 1",
+        "atoll_proxy_transactions_total{shard=\"1\"}",
+        "atoll_proxy_server_connections{node=",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     let out = admin("select 1");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

@@ -147,6 +147,15 @@ fn pgbench_through_ten_moves_without_an_error() -> Result<()> {
     let fields: Vec<&str> = holds.split('|').collect();
     // Nothing held any more, nothing expired.
     assert_eq!((fields[0], fields[2]), ("0", "0"), "{holds}");
+    // /metrics agrees, and counted no error.
+    let released: f64 = fields[1].parse()?;
+    assert_eq!(
+        p.sample("atoll_proxy_holds_total{outcome=\"released\"}"),
+        Some(released)
+    );
+    assert!(released > 0.0, "{holds}");
+    let metrics = p.metrics();
+    assert!(!metrics.contains("atoll_proxy_errors_total{"), "{metrics}");
     eprintln!(
         "{MOVES} moves ({:?} each), {runs} pgbench runs, {acknowledged} transactions, 0 errors; holds: {holds}",
         took

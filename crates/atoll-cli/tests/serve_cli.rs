@@ -5,22 +5,8 @@
 
 use anyhow::Result;
 use atoll_testkit::{cli, TestCluster};
-use std::io::{Read, Write};
 
-/// A plain HTTP/1.0 GET: the status line and the body.
-fn get(addr: &str, path: &str) -> Result<(String, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text.lines().next().unwrap_or_default().to_string();
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Ok((status, body))
-}
+use atoll_testkit::http::get;
 
 #[test]
 fn serve_prints_its_address_answers_and_stops_on_sigterm() -> Result<()> {

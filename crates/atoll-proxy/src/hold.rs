@@ -72,6 +72,8 @@ pub struct HoldStats {
     pub expired: AtomicU64,
     /// First exchanges run again after a node said the shard was not there.
     pub rerun: AtomicU64,
+    /// All holds' time together, in microseconds.
+    pub total_us: AtomicU64,
     /// The most recent hold times (a ring of [`RECENT`]), locked only to push or copy.
     recent: Mutex<(Vec<Duration>, usize)>,
 }
@@ -85,6 +87,8 @@ impl HoldStats {
             &self.expired
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let (times, next) = &mut *recent;
         if times.len() < RECENT {

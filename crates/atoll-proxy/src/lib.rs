@@ -31,6 +31,7 @@ mod cancel;
 pub mod frame;
 mod hold;
 mod messages;
+mod metrics;
 mod pool;
 mod prepared;
 mod relay;
@@ -58,6 +59,8 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// How long a moving shard's transaction is held at most before 57P03.
     pub hold_timeout: Duration,
+    /// Where `/metrics` is served (Prometheus' text format); `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a proxy could not start.
@@ -91,10 +94,19 @@ pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyE
             addr: options.listen,
             source,
         })?;
+    let metrics = match options.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let users = auth::Users::new(&options.users);
     let pools = pool::Pools::new(options.pool_size, options.connect_timeout);
     Ok(Proxy::new(
         listener,
+        metrics,
         shared::Shared::new(cluster, users, pools, options.hold_timeout),
     ))
 }

@@ -6,6 +6,7 @@
 
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::frame::{read_frame, WireError, MAX_MESSAGE};
+use crate::metrics::Stats;
 use crate::prepared::Expect;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,6 +29,7 @@ pub async fn relay<C, S>(
     client: &mut C,
     server: &mut S,
     expect: &mut Expect,
+    stats: &Stats,
 ) -> Result<u8, RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -43,6 +45,7 @@ where
         }
         f.encode(&mut out);
         match f.tag {
+            b'E' => stats.error(&crate::backend::error_code(&f.body).unwrap_or_default()),
             b'Z' => {
                 send(client, &mut out).await?;
                 return Ok(f.ready_status().unwrap_or(b'I'));
@@ -69,6 +72,8 @@ pub enum First {
     Missing {
         /// The node's ReadyForQuery status.
         status: u8,
+        /// The error's SQLSTATE.
+        code: String,
         /// The node's messages, ReadyForQuery included.
         kept: BytesMut,
     },
@@ -80,6 +85,7 @@ pub async fn relay_first<C, S>(
     client: &mut C,
     server: &mut S,
     expect: &mut Expect,
+    stats: &Stats,
 ) -> Result<First, RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -87,6 +93,7 @@ where
 {
     let mut out = BytesMut::new();
     let mut missing = false;
+    let mut code = String::new();
     loop {
         let f = read_frame(server, MAX_SERVER_MESSAGE)
             .await
@@ -98,22 +105,32 @@ where
         match f.tag {
             b'Z' if missing => {
                 let status = f.ready_status().unwrap_or(b'I');
-                return Ok(First::Missing { status, kept: out });
+                return Ok(First::Missing {
+                    status,
+                    code,
+                    kept: out,
+                });
             }
-            b'E' if !missing && crate::hold::moved_code(&f.body) => missing = true,
+            b'E' if !missing && crate::hold::moved_code(&f.body) => {
+                missing = true;
+                code = crate::backend::error_code(&f.body).unwrap_or_default();
+            }
             // Parse/Bind complete, parameter and row descriptions, notices: nothing done yet.
             b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' if out.len() < BATCH => {}
             _ if missing => {}
             // Something completed, returned rows or started a COPY: relayed as it comes.
             _ => {
+                if f.tag == b'E' {
+                    stats.error(&crate::backend::error_code(&f.body).unwrap_or_default());
+                }
                 send(client, &mut out).await?;
                 return match f.tag {
                     b'Z' => Ok(First::Done(f.ready_status().unwrap_or(b'I'))),
                     b'G' => {
                         copy_in(client, server).await?;
-                        relay(client, server, expect).await.map(First::Done)
+                        relay(client, server, expect, stats).await.map(First::Done)
                     }
-                    _ => relay(client, server, expect).await.map(First::Done),
+                    _ => relay(client, server, expect, stats).await.map(First::Done),
                 };
             }
         }

@@ -15,13 +15,20 @@ const GRACE: Duration = Duration::from_secs(10);
 /// A bound proxy, ready to serve.
 pub struct Proxy {
     listener: TcpListener,
+    /// Where `/metrics` is served, when asked for.
+    metrics: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
 impl Proxy {
-    pub(crate) fn new(listener: TcpListener, shared: Shared) -> Proxy {
+    pub(crate) fn new(
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shared: Shared,
+    ) -> Proxy {
         Proxy {
             listener,
+            metrics,
             shared: Arc::new(shared),
         }
     }
@@ -31,8 +38,26 @@ impl Proxy {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` is served (`None`: not asked for).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves clients until `stop` completes, then lets sessions finish for a while.
-    pub async fn serve(self, stop: impl Future<Output = ()>) {
+    pub async fn serve(mut self, stop: impl Future<Output = ()>) {
+        let (stopped, on_stop) = tokio::sync::watch::channel(false);
+        let http = self
+            .metrics
+            .take()
+            .map(|l| tokio::spawn(metrics(l, self.shared.clone(), on_stop)));
+        self.clients(stop).await;
+        let _ = stopped.send(true);
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+    }
+
+    async fn clients(&self, stop: impl Future<Output = ()>) {
         let mut sessions = JoinSet::new();
         tokio::pin!(stop);
         loop {
@@ -57,5 +82,34 @@ impl Proxy {
         if tokio::time::timeout(GRACE, drain).await.is_err() {
             sessions.abort_all();
         }
+    }
+}
+
+/// Serves `GET /metrics` until the proxy stops.
+async fn metrics(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    crate::metrics::render(&shared),
+                )
+            }
+        }),
+    );
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::warn!(error = %e, "the metrics endpoint stopped");
     }
 }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub hold_timeout: Duration,
     /// Holds under way and done.
     pub holds: HoldStats,
+    /// Clients, transactions per shard, errors.
+    pub stats: crate::metrics::Stats,
     /// Every session's cancel key and current node connection.
     pub cancels: crate::cancel::Cancels,
     /// The server name of every statement clients prepared.
@@ -57,6 +59,7 @@ impl Shared {
             next_pid: AtomicI32::new(1),
             hold_timeout,
             holds: HoldStats::default(),
+            stats: Default::default(),
             cancels: Default::default(),
             registry: Default::default(),
         }

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cli;
 pub mod failover;
 pub mod fault_proxy;
+pub mod http;
 pub mod wait;
 pub mod writer;
 

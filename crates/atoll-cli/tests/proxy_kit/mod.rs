@@ -16,6 +16,8 @@ pub const PASSWORD: &str = "proxy-pass-4242";
 pub struct Proxied {
     pub server: Server,
     pub port: u16,
+    /// Where `/metrics` is served.
+    pub metrics: String,
 }
 
 /// Starts `atoll proxy` for `tc` with the user `app`, and the `extra` flags.
@@ -29,6 +31,8 @@ pub fn start(tc: &TestCluster, extra: &[&str]) -> Result<Proxied> {
         "proxy",
         "--listen",
         "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
         "--user",
         &user,
     ];
@@ -36,7 +40,12 @@ pub fn start(tc: &TestCluster, extra: &[&str]) -> Result<Proxied> {
     let (server, v) = atoll.spawn_server(&args)?;
     let listen = v["listen"].as_str().unwrap_or_default();
     let port: u16 = listen.rsplit(':').next().unwrap_or_default().parse()?;
-    Ok(Proxied { server, port })
+    let metrics = v["metrics"].as_str().unwrap_or_default().to_string();
+    Ok(Proxied {
+        server,
+        port,
+        metrics,
+    })
 }
 
 impl Proxied {
@@ -89,6 +98,23 @@ impl Proxied {
             c.arg("-f").arg(s);
         }
         c.arg("postgres").output().expect("pgbench")
+    }
+}
+
+impl Proxied {
+    /// `GET /metrics`' body.
+    pub fn metrics(&self) -> String {
+        let (status, body) =
+            atoll_testkit::http::get(&self.metrics, "/metrics").expect("GET /metrics");
+        assert!(status.contains(" 200 "), "GET /metrics: {status}");
+        body
+    }
+
+    /// The value of one sample line of `/metrics` (`name{labels}` as written).
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 }
 

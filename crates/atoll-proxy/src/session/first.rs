@@ -34,16 +34,17 @@ impl<'a> Session<'a> {
             };
             let result = match send_steps(lease, steps).await {
                 Ok(mut expect) => {
-                    let r =
-                        relay_first(&mut self.client, &mut lease.conn.stream, &mut expect).await;
+                    let (client, stats) = (&mut self.client, &shared.stats);
+                    let r = relay_first(client, &mut lease.conn.stream, &mut expect, stats).await;
                     lease.conn.statements.forget(&expect.unanswered());
                     r
                 }
                 Err(e) => Err(RelayError::Server(e)),
             };
-            let (status, mut kept) = match result {
-                Ok(First::Missing { status, kept }) => (status, kept),
+            let (status, code, mut kept) = match result {
+                Ok(First::Missing { status, code, kept }) => (status, code, kept),
                 Ok(First::Done(status)) => {
+                    shared.stats.transaction(shard);
                     if let Some(h) = hold.take() {
                         h.end(true);
                     }
@@ -56,6 +57,8 @@ impl<'a> Session<'a> {
                 if let Some(h) = hold.take() {
                     h.end(true);
                 }
+                shared.stats.transaction(shard);
+                shared.stats.error(&code);
                 self.status = status;
                 self.aborted = status == b'E';
                 return release_kept(&mut self.client, &mut kept)

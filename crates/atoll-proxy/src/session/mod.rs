@@ -64,6 +64,8 @@ struct Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.shared.cancels.remove(self.pid);
+        let clients = &self.shared.stats.clients;
+        clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -130,6 +132,10 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
     }
     let (pid, key) = shared.new_key();
     shared.cancels.register(pid, key);
+    shared
+        .stats
+        .clients
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _registered = Registered { shared, pid };
     messages::backend_key(&mut out, pid, key);
     messages::ready(&mut out, b'I');
@@ -374,7 +380,8 @@ impl Session<'_> {
         };
         let result = match send_steps(lease, &steps).await {
             Ok(mut expect) => {
-                let r = relay(&mut self.client, &mut lease.conn.stream, &mut expect).await;
+                let stats = &self.shared.stats;
+                let r = relay(&mut self.client, &mut lease.conn.stream, &mut expect, stats).await;
                 lease.conn.statements.forget(&expect.unanswered());
                 r
             }
@@ -491,6 +498,7 @@ impl Session<'_> {
 
     /// An error for the statement; the session goes on.
     async fn refuse(&mut self, (code, message): Refusal) -> Result<(), WireError> {
+        self.shared.stats.error(code);
         let mut out = BytesMut::new();
         messages::error(&mut out, false, code, &message);
         messages::ready(&mut out, self.status);
