@@ -157,8 +157,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<F
     if len - 4 > max {
         return Err(WireError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len - 4];
-    r.read_exact(&mut body).await?;
+    // Grown as the bytes arrive: a peer that announces a large message and sends little
+    // makes the proxy hold only what it sent.
+    let want = len - 4;
+    let mut body = Vec::with_capacity(want.min(64 << 10));
+    let got = r.take(want as u64).read_to_end(&mut body).await?;
+    if got < want {
+        return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Frame {
         tag,
         body: Bytes::from(body),

@@ -186,3 +186,32 @@ fn deallocate_statements_are_read() {
     assert_eq!(deallocated("select 1"), None);
     assert_eq!(deallocated("deallocate a b"), None);
 }
+
+proptest::proptest! {
+    /// Whatever a client sends in a batch, translating and materializing it never panics.
+    #[test]
+    fn no_batch_panics(
+        msgs in proptest::collection::vec(
+            (proptest::sample::select(vec![b'P', b'B', b'D', b'C', b'E', b'S', b'H']),
+             proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
+            0..8,
+        )
+    ) {
+        let registry = Registry::default();
+        let mut client = ClientStatements::default();
+        let mut server = ServerStatements::default();
+        let frames = msgs
+            .into_iter()
+            .map(|(tag, body)| Frame { tag, body: Bytes::from(body) })
+            .collect();
+        if let Ok(steps) = translate(frames, &mut client, &registry) {
+            let _ = steps.iter().map(Step::text).count();
+            let (_, mut expect) = materialize(&steps, &mut server);
+            for t in [b'1', b'3', b'2', b'1'] {
+                let _ = expect.forward(t);
+            }
+            server.forget(&expect.unanswered());
+        }
+        let _ = deallocated(&String::from_utf8_lossy(&[0xff, b'x']));
+    }
+}
