@@ -5,6 +5,7 @@ use crate::shutdown::ShutdownSignal;
 use crate::{CmdResult, Context};
 use atoll_core::{Secret, SecretRef};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,15 @@ pub struct ProxyArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Offer TLS to clients with this certificate chain (PEM); needs --tls-key
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS
+    #[arg(long, requires = "tls_cert")]
+    require_tls: bool,
 }
 
 /// `NAME=REF`, the password resolved; errors name the user, never a value.
@@ -58,6 +68,12 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         .iter()
         .map(|u| user(u))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(atoll_proxy::tls_server_config(cert, key).map_err(Failure::input)?)
+        }
+        _ => None,
+    };
     let options = atoll_proxy::ProxyOptions {
         listen: args.listen,
         users,
@@ -65,6 +81,8 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         hold_timeout: Duration::from_millis(args.hold_timeout_ms),
         metrics: args.metrics,
+        tls,
+        require_tls: args.require_tls,
     };
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;

@@ -42,5 +42,5 @@ pub use connect::{connect, connect_as, connect_with_timeout, describe_connect, p
 pub use discovery::{read_catalog, Discoverer, DiscoveryOptions};
 pub use error::{describe, PgError};
 pub use master::master_node;
-pub use tls::{tls_connector, TlsError};
+pub use tls::{rustls_client_config, tls_connector, TlsError};
 pub use tokio_postgres;

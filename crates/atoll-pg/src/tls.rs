@@ -45,7 +45,7 @@ enum Check {
     Full,
 }
 
-type Cache = Mutex<HashMap<(Check, Option<PathBuf>), MakeRustlsConnect>>;
+type Cache = Mutex<HashMap<(Check, Option<PathBuf>), (MakeRustlsConnect, Arc<ClientConfig>)>>;
 
 /// The tokio-postgres mode for `mode`: the verify modes are `Require` plus the verifier.
 pub(crate) fn driver_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
@@ -59,6 +59,16 @@ pub(crate) fn driver_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
 
 /// The connector for `tls` (for `disable` too: the driver then never uses it).
 pub fn tls_connector(tls: &TlsConfig) -> Result<MakeRustlsConnect, TlsError> {
+    cached(tls).map(|(connector, _)| connector)
+}
+
+/// The rustls client configuration for `tls`, cached as [`tls_connector`]'s: for a proxy
+/// that speaks the protocol itself and wraps its own sockets after an SSLRequest.
+pub fn rustls_client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
+    cached(tls).map(|(_, config)| config)
+}
+
+fn cached(tls: &TlsConfig) -> Result<(MakeRustlsConnect, Arc<ClientConfig>), TlsError> {
     let check = match tls.mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => Check::Nothing,
         SslMode::VerifyCa => Check::Chain,
@@ -76,9 +86,10 @@ pub fn tls_connector(tls: &TlsConfig) -> Result<MakeRustlsConnect, TlsError> {
     if let Some(c) = map.get(&key) {
         return Ok(c.clone());
     }
-    let connector = MakeRustlsConnect::new(client_config(check, key.1.as_deref())?);
-    map.insert(key, connector.clone());
-    Ok(connector)
+    let config = client_config(check, key.1.as_deref())?;
+    let entry = (MakeRustlsConnect::new(config.clone()), Arc::new(config));
+    map.insert(key, entry.clone());
+    Ok(entry)
 }
 
 fn client_config(check: Check, root: Option<&Path>) -> Result<ClientConfig, TlsError> {

@@ -3,6 +3,7 @@
 //! what the node said at startup (its parameters).
 
 use crate::frame::{read_frame, Frame, WireError};
+use crate::stream::Stream;
 use atoll_core::NodeConfig;
 use atoll_core::SslMode;
 use bytes::BytesMut;
@@ -39,7 +40,7 @@ pub enum BackendError {
 /// An open, authenticated connection to a node, idle (ready for a query).
 pub struct ServerConn {
     /// The socket, buffered both ways.
-    pub stream: BufStream<TcpStream>,
+    pub stream: BufStream<Stream>,
     /// The node's `host:port`.
     pub addr: String,
     /// The ParameterStatus values it sent at startup.
@@ -80,14 +81,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         node: shown.clone(),
         source,
     };
-    // `prefer` may go plain, as libpq's does when it must.
-    if !matches!(node.tls.mode, SslMode::Disable | SslMode::Prefer) {
-        return Err(BackendError::Refused {
-            node: shown,
-            message: "TLS to the nodes is not supported by atoll proxy yet".into(),
-        });
-    }
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((node.host.as_str(), node.port)))
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect((node.host.as_str(), node.port)))
         .await
         .map_err(|_| {
             wire(WireError::Malformed(format!(
@@ -95,6 +89,14 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
             )))
         })?
         .map_err(|e| wire(e.into()))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tokio::time::timeout(timeout, secure(tcp, node))
+        .await
+        .map_err(|_| {
+            wire(WireError::Malformed(format!(
+                "no TLS handshake within {timeout:?}"
+            )))
+        })??;
     let mut conn = ServerConn {
         stream: BufStream::new(stream),
         addr: node.addr(),
@@ -106,6 +108,51 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         .await
         .map_err(|_| wire(WireError::Malformed(format!("no login within {timeout:?}"))))??;
     Ok(conn)
+}
+
+/// TLS as the node's `sslmode` asks: an SSLRequest first; `prefer` goes on in plain text
+/// when the node declines, the other modes fail.
+async fn secure(mut tcp: TcpStream, node: &NodeConfig) -> Result<Stream, BackendError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if node.tls.mode == SslMode::Disable {
+        return Ok(Stream::Plain(tcp));
+    }
+    let shown = node.to_string();
+    let refused = |message: String| BackendError::Refused {
+        node: shown.clone(),
+        message,
+    };
+    let wire = |e: std::io::Error| BackendError::Wire {
+        node: shown.clone(),
+        source: e.into(),
+    };
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    tcp.write_all(&out).await.map_err(wire)?;
+    match tcp.read_u8().await.map_err(wire)? {
+        b'S' => {}
+        b'N' if node.tls.mode == SslMode::Prefer => return Ok(Stream::Plain(tcp)),
+        b'N' => {
+            return Err(refused(format!(
+                "does not offer TLS (sslmode={})",
+                node.tls.mode
+            )))
+        }
+        other => {
+            return Err(refused(format!(
+                "answered the SSLRequest with {:?}",
+                other as char
+            )))
+        }
+    }
+    let config = atoll_pg::rustls_client_config(&node.tls).map_err(|e| refused(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(node.host.clone())
+        .map_err(|e| refused(format!("host {:?} as a TLS name: {e}", node.host)))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| refused(format!("TLS handshake: {e}")))?;
+    Ok(Stream::Connected(Box::new(tls)))
 }
 
 async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendError> {

@@ -38,6 +38,7 @@ mod relay;
 mod server;
 mod session;
 mod shared;
+mod stream;
 
 pub use server::Proxy;
 
@@ -61,7 +62,13 @@ pub struct ProxyOptions {
     pub hold_timeout: Duration,
     /// Where `/metrics` is served (Prometheus' text format); `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// TLS offered to clients ([`tls_server_config`]); `None`: declined (plain text).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Refuse clients that do not use TLS.
+    pub require_tls: bool,
 }
+
+pub use stream::server_config as tls_server_config;
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +114,6 @@ pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyE
     Ok(Proxy::new(
         listener,
         metrics,
-        shared::Shared::new(cluster, users, pools, options.hold_timeout),
+        shared::Shared::new(cluster, users, pools, &options),
     ))
 }

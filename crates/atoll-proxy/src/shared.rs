@@ -33,6 +33,10 @@ pub struct Shared {
     next_pid: AtomicI32,
     /// How long a moving shard's transaction is held at most.
     pub hold_timeout: Duration,
+    /// TLS offered to clients (`None`: declined).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Plain-text clients refused.
+    pub require_tls: bool,
     /// Holds under way and done.
     pub holds: HoldStats,
     /// Clients, transactions per shard, errors.
@@ -49,7 +53,7 @@ impl Shared {
         cluster: Cluster,
         users: Users,
         pools: std::sync::Arc<Pools>,
-        hold_timeout: Duration,
+        options: &crate::ProxyOptions,
     ) -> Shared {
         Shared {
             cluster,
@@ -57,7 +61,9 @@ impl Shared {
             pools,
             params: OnceCell::new(),
             next_pid: AtomicI32::new(1),
-            hold_timeout,
+            hold_timeout: options.hold_timeout,
+            tls: options.tls.clone(),
+            require_tls: options.require_tls,
             holds: HoldStats::default(),
             stats: Default::default(),
             cancels: Default::default(),

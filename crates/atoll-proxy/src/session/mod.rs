@@ -14,6 +14,7 @@ use crate::relay::{internal, relay, RelayError};
 
 mod first;
 use crate::shared::Shared;
+use crate::stream::Stream;
 use atoll_core::statement_route::{
     self, SessionChange, SessionRoute, StatementInfo, TransactionControl,
 };
@@ -31,7 +32,7 @@ type Refusal = (&'static str, String);
 
 struct Session<'a> {
     /// Buffered both ways: a message is read from the buffer, answers written at once.
-    client: BufStream<TcpStream>,
+    client: BufStream<Stream>,
     shared: &'a Shared,
     route: SessionRoute,
     /// The `SET search_path` the client sent, replayed on each transaction's connection.
@@ -76,11 +77,16 @@ pub async fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
-    let mut client = BufStream::new(client);
+async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
+    // Unbuffered until the startup packet: no byte of a TLS handshake may be read early.
+    let mut client = Stream::Plain(tcp);
     let params = loop {
         match read_startup(&mut client).await? {
-            // TLS for clients is not offered yet: libpq goes on in plain text.
+            Startup::Ssl if !client.is_tls() && shared.tls.is_some() => {
+                crate::frame::send(&mut client, b"S").await?;
+                client = accept_tls(client, shared).await?;
+            }
+            // GSSAPI is not offered; TLS only when configured: libpq goes on in plain text.
             Startup::Ssl | Startup::Gss => crate::frame::send(&mut client, b"N").await?,
             Startup::Cancel { pid, key } => {
                 if let Some(target) = shared.cancels.target(pid, key) {
@@ -93,6 +99,11 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
             Startup::Params(p) => break p,
         }
     };
+    let mut client = BufStream::new(client);
+    if shared.require_tls && !client.get_ref().is_tls() {
+        let m = "atoll proxy accepts TLS connections only: connect with sslmode=require (or verify-ca, verify-full)";
+        return fatal(&mut client, "28000", m).await;
+    }
     let user = params
         .iter()
         .find(|(k, _)| k == "user")
@@ -156,8 +167,21 @@ async fn session(client: TcpStream, shared: &Shared) -> Result<(), WireError> {
     s.run().await
 }
 
+/// The TLS handshake with a client that asked for it.
+async fn accept_tls(client: Stream, shared: &Shared) -> Result<Stream, WireError> {
+    match (client, &shared.tls) {
+        (Stream::Plain(tcp), Some(config)) => {
+            let tls = tokio_rustls::TlsAcceptor::from(config.clone())
+                .accept(tcp)
+                .await?;
+            Ok(Stream::Accepted(Box::new(tls)))
+        }
+        (other, _) => Ok(other),
+    }
+}
+
 async fn fatal(
-    client: &mut BufStream<TcpStream>,
+    client: &mut (impl tokio::io::AsyncWrite + Unpin),
     code: &str,
     message: &str,
 ) -> Result<(), WireError> {
