@@ -79,6 +79,11 @@ pub struct StatementInfo {
     pub change: Option<SessionChange>,
     /// Whether it is a lone `BEGIN` or `COMMIT`/`ROLLBACK`.
     pub control: TransactionControl,
+    /// Whether every statement in it only reads, as far as its words tell (`SELECT`,
+    /// `TABLE`, `VALUES`, `SHOW`, a `WITH` without a data-modifying part; no `FOR UPDATE`
+    /// or `SELECT INTO`): one a replica may run. A function it calls may still write; a
+    /// replica then refuses it (25006).
+    pub read_only: bool,
 }
 
 /// Why a text cannot be routed; the session stays usable.
@@ -127,7 +132,38 @@ pub fn read(sql: &str) -> Result<StatementInfo, RouteError> {
     if let [only] = list.as_slice() {
         info.control = control_of(only);
     }
+    info.read_only = !list.is_empty() && list.iter().all(reads_only);
     Ok(info)
+}
+
+/// Whether a statement only reads, by its words (see [`StatementInfo::read_only`]).
+fn reads_only(st: &Statement) -> bool {
+    let words = || {
+        st.tokens.iter().filter_map(|t| match t {
+            Token::Word(w) => Some(w.as_str()),
+            _ => None,
+        })
+    };
+    let first = match word(st, 0) {
+        Some(w @ ("SELECT" | "TABLE" | "VALUES" | "SHOW" | "WITH")) => w,
+        _ => return false,
+    };
+    let writes = |w: &str| matches!(w, "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "INTO");
+    if first == "WITH" && words().any(writes) {
+        return false;
+    }
+    // FOR UPDATE / SHARE / NO KEY UPDATE / KEY SHARE lock rows: the master's work.
+    let mut prev = "";
+    for w in words() {
+        if prev == "FOR" && matches!(w, "UPDATE" | "SHARE" | "NO" | "KEY") {
+            return false;
+        }
+        if w == "INTO" {
+            return false;
+        }
+        prev = w;
+    }
+    true
 }
 
 fn control_of(st: &Statement) -> TransactionControl {

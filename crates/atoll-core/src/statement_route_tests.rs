@@ -202,3 +202,36 @@ fn transaction_control_is_told_apart() {
         assert_eq!(read(sql).unwrap().control, want, "{sql}");
     }
 }
+
+#[test]
+fn reads_are_told_from_writes() {
+    let ro = |sql: &str| read(sql).unwrap().read_only;
+    for sql in [
+        "select * from sh0001.users where id = 1",
+        "SELECT 1; select 2",
+        "with a as (select 1) select * from a",
+        "table sh0001.users",
+        "values (1)",
+        "show search_path",
+        "select 'insert into x' as text, \"update\" from t",
+        "select 1 -- for update",
+    ] {
+        assert!(ro(sql), "{sql}");
+    }
+    for sql in [
+        "insert into sh0001.users values (1)",
+        "update t set a = 1",
+        "delete from t",
+        "with d as (delete from t returning *) select * from d",
+        "select * from t for update",
+        "select * from t for no key update",
+        "select * from t for share skip locked",
+        "select * into t2 from t",
+        "select 1; insert into t values (1)",
+        "begin",
+        "",
+        "set atoll.read = 'replica'",
+    ] {
+        assert!(!ro(sql), "{sql}");
+    }
+}

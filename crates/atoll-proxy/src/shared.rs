@@ -92,6 +92,29 @@ impl Shared {
             .map_err(|e| Placement::Refused(("08006", format!("{}: {e}", shard.schema()))))
     }
 
+    /// A reachable replica of `island` (picked at random, to spread reads), as configured.
+    pub fn replica_of(&self, island: IslandId) -> Option<NodeConfig> {
+        let snapshot = self.cluster.snapshot();
+        let replicas: Vec<&str> = snapshot
+            .island(island)?
+            .replicas()
+            .map(|r| r.addr.as_str())
+            .collect();
+        if replicas.is_empty() {
+            return None;
+        }
+        let addr = replicas[rand::random::<usize>() % replicas.len()];
+        let config = self.cluster.config();
+        config
+            .islands
+            .iter()
+            .find(|i| i.id == island)?
+            .nodes
+            .iter()
+            .find(|n| n.addr() == addr)
+            .cloned()
+    }
+
     /// The parameters a node reports (shard 0's master's), read on first use; the session
     /// user's own are left out.
     pub async fn server_params(&self) -> Result<Vec<(String, String)>, String> {

@@ -15,18 +15,22 @@ use std::sync::atomic::Ordering;
 
 impl<'a> Session<'a> {
     /// Runs the first exchange of a transaction on `shard`, holding it through a move.
+    /// `replica`: it only reads, outside a transaction, and the session asked for
+    /// replicas (`SET atoll.read = 'replica'`): a replica of the shard's island runs it
+    /// (its master when it has none).
     pub(super) async fn first_exchange(
         &mut self,
         shard: ShardNo,
         steps: &[Step],
+        mut replica: bool,
     ) -> Result<(), WireError> {
         let shared = self.shared;
         let began = self.pending_begin.is_some();
         let begin = self.pending_begin.clone();
         let mut hold: Option<Hold<'a>> = None;
         loop {
-            let island = match self.lease_placed(shard, &mut hold).await {
-                Ok(i) => i,
+            let (island, on_replica) = match self.lease_placed(shard, replica, &mut hold).await {
+                Ok(placed) => placed,
                 Err(r) => return self.refuse_first(r, hold, began).await,
             };
             let Some((_, lease)) = self.pinned.as_mut() else {
@@ -52,7 +56,15 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => return self.relayed(shard, Err(e)).await,
             };
-            if self.still_there(shard, status).await != Some(false) {
+            let there = self.still_there(shard, status).await;
+            if on_replica {
+                // A replica may not have replayed the table (or the shard's registry row)
+                // yet: the master decides.
+                replica = false;
+                self.pending_begin = begin.clone();
+                continue;
+            }
+            if there != Some(false) {
                 // The application's own error (or the node cannot tell): as it came.
                 if let Some(h) = hold.take() {
                     h.end(true);
@@ -83,20 +95,24 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Leases a connection to `shard`'s master, holding while the shard is active on no
-    /// island (a move between switch and activation); the island leased on.
+    /// Leases a connection to `shard`'s master (or a replica), holding while the shard is active on no
+    /// island (a move between switch and activation); the island leased on, and whether
+    /// the connection is to a replica.
     async fn lease_placed(
         &mut self,
         shard: ShardNo,
+        replica: bool,
         hold: &mut Option<Hold<'a>>,
-    ) -> Result<IslandId, Refusal> {
+    ) -> Result<(IslandId, bool), Refusal> {
         let shared = self.shared;
         loop {
             match shared.master_of(shard) {
-                Ok((island, node)) => {
-                    let lease = self.lease(&node).await?;
+                Ok((island, master)) => {
+                    let on_replica = replica.then(|| shared.replica_of(island)).flatten();
+                    let used_replica = on_replica.is_some();
+                    let lease = self.lease(&on_replica.unwrap_or(master)).await?;
                     self.pin(shard, lease);
-                    return Ok(island);
+                    return Ok((island, used_replica));
                 }
                 Err(Placement::Refused(r)) => return Err(r),
                 Err(Placement::Nowhere) => {

@@ -16,7 +16,7 @@ mod first;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use atoll_core::statement_route::{
-    self, SessionChange, SessionRoute, StatementInfo, TransactionControl,
+    self, ReadFrom, SessionChange, SessionRoute, StatementInfo, TransactionControl,
 };
 use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
@@ -241,12 +241,7 @@ impl Session<'_> {
         }
         if let Some(change) = info.change {
             if !self.setting(change, &text) {
-                let upper = text.trim_start().to_ascii_uppercase();
-                let tag = ["RESET", "DISCARD ALL"]
-                    .into_iter()
-                    .find(|t| upper.starts_with(t))
-                    .unwrap_or("SET");
-                return self.answer(tag).await;
+                return self.answer(setting_tag(&text)).await;
             }
         }
         if let Some(tag) = self.defer(&info, &text) {
@@ -298,6 +293,8 @@ impl Session<'_> {
         };
         // Routed by the first statement the batch names (parsed here, or prepared before).
         let text = steps.iter().find_map(Step::text);
+        let texts: std::collections::BTreeSet<String> =
+            steps.iter().filter_map(Step::text).collect();
         let mut info = match text.as_deref().map(statement_route::read).transpose() {
             Ok(i) => i.unwrap_or_default(),
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
@@ -308,21 +305,20 @@ impl Session<'_> {
             info.control = TransactionControl::None;
             info.change = None;
         }
+        // Read-only as its first statement says only when it is the batch's one statement.
+        info.read_only &= texts.len() == 1;
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer_batch(&steps, tag).await,
                 Err(r) => self.refuse(r).await,
             };
         }
-        match info.change {
-            Some(change @ SessionChange::SearchPath(_)) => {
-                self.setting(change, text.as_deref().unwrap_or_default());
+        if let Some(change) = info.change {
+            let text = text.as_deref().unwrap_or_default();
+            if !self.setting(change, text) {
+                // Kept here, answered message by message as the node would.
+                return self.answer_batch(&steps, setting_tag(text)).await;
             }
-            Some(_) => {
-                let m = "atoll's session settings (SET atoll.shard, atoll.read, RESET ALL) are sent as simple queries".to_string();
-                return self.refuse(("0A000", m)).await;
-            }
-            None => {}
         }
         if let Some(tag) = self.defer(&info, text.as_deref().unwrap_or_default()) {
             return self.answer_batch(&steps, tag).await;
@@ -397,7 +393,11 @@ impl Session<'_> {
             Err(r) => return self.refuse(r).await,
         };
         if self.pinned.is_none() {
-            return self.first_exchange(shard, &steps).await;
+            // Replicas only for reads outside a transaction: none that wrote can see them.
+            let replica = self.route.read == ReadFrom::Replica
+                && self.pending_begin.is_none()
+                && info.read_only;
+            return self.first_exchange(shard, &steps, replica).await;
         }
         let Some((_, lease)) = self.pinned.as_mut() else {
             return Ok(());
@@ -528,6 +528,15 @@ impl Session<'_> {
         messages::ready(&mut out, self.status);
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
+}
+
+/// The command tag PostgreSQL answers a setting statement with.
+fn setting_tag(text: &str) -> &'static str {
+    let upper = text.trim_start().to_ascii_uppercase();
+    ["RESET", "DISCARD ALL"]
+        .into_iter()
+        .find(|t| upper.starts_with(t))
+        .unwrap_or("SET")
 }
 
 /// Sends `steps` on a leased connection (its prepared statements added where missing):
