@@ -51,7 +51,7 @@ pub fn expired(shard: ShardNo, limit: Duration) -> (&'static str, String) {
     (
         "57P03",
         format!(
-            "{} is being moved and was not placed on an island within the {} ms hold; the statement did not run: retry it",
+            "{} is not active on any island (being moved, or its island's master cannot be reached) and was not placed within the {} ms hold; the statement did not run: retry it",
             shard.schema(),
             limit.as_millis()
         ),

@@ -72,6 +72,14 @@ impl Pools {
         })
     }
 
+    /// Drops the idle connections to `addr` (its node failed).
+    pub fn discard_idle(&self, addr: &str) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = nodes.get_mut(addr) {
+            p.idle.clear();
+        }
+    }
+
     /// Every node's pool, by address.
     pub fn stats(&self) -> Vec<PoolStats> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());

@@ -76,8 +76,12 @@ impl Shared {
         let snapshot = self.cluster.snapshot();
         let island = match snapshot.active_island(shard) {
             Ok(i) => i,
-            // Known but active nowhere: between a move's switch and its activation.
-            Err(RouteError::NotActive(_)) if snapshot.shards.contains_key(&shard) => {
+            // Known but active nowhere (between a move's switch and its activation), or
+            // maybe on an island whose master cannot be read now (a failover under way).
+            Err(RouteError::NotActive(_))
+                if snapshot.shards.contains_key(&shard)
+                    || snapshot.islands.iter().any(|i| !i.shards_known) =>
+            {
                 return Err(Placement::Nowhere)
             }
             Err(e) => {
@@ -90,6 +94,14 @@ impl Shared {
         atoll_pg::master_node(&self.cluster.config(), &snapshot, island)
             .map(|node| (island, node))
             .map_err(|e| Placement::Refused(("08006", format!("{}: {e}", shard.schema()))))
+    }
+
+    /// A node's connection failed: its idle connections are dropped and a discovery round
+    /// runs in the background (the master may have changed).
+    pub fn node_failed(&self, addr: &str) {
+        self.pools.discard_idle(addr);
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move { cluster.refresh().await });
     }
 
     /// A reachable replica of `island` (picked at random, to spread reads), as configured.

@@ -424,8 +424,12 @@ impl Session<'_> {
             Ok(status) => self.ended(status).await,
             Err(RelayError::Client(e)) => Err(e),
             Err(RelayError::Server(e)) => {
-                // The connection is closed, not pooled; the client may go on.
-                self.unpin();
+                // The connection is closed, not pooled; the client may go on. The node's
+                // other idle connections are as likely dead: dropped too, and the cluster
+                // read again (a failover may have moved the master).
+                if let Some((_, lease)) = self.unpin() {
+                    self.shared.node_failed(&lease.conn.addr);
+                }
                 self.status = b'I';
                 self.refuse((
                     "08006",
@@ -501,12 +505,10 @@ impl Session<'_> {
     /// A connection to `node`, with the session's `search_path` set on it and the
     /// deferred `BEGIN` sent.
     async fn lease(&mut self, node: &NodeConfig) -> Result<Lease, Refusal> {
-        let mut lease = self
-            .shared
-            .pools
-            .get(node)
-            .await
-            .map_err(|e| ("08006", e.to_string()))?;
+        let mut lease = self.shared.pools.get(node).await.map_err(|e| {
+            self.shared.node_failed(&node.addr());
+            ("08006", e.to_string())
+        })?;
         for sql in self.search_path.iter().chain(self.pending_begin.iter()) {
             match internal(&mut lease.conn.stream, sql).await {
                 Ok(None) => {}
