@@ -40,6 +40,17 @@ pub struct ProxyArgs {
     /// Refuse clients that do not use TLS
     #[arg(long, requires = "tls_cert")]
     require_tls: bool,
+    /// How long a client keeps a server connection: for a transaction, or for its whole
+    /// session (LISTEN, SQL PREPARE, WITH HOLD cursors, SET ROLE work; one shard per
+    /// session)
+    #[arg(long, value_enum, default_value = "transaction")]
+    pool_mode: PoolModeArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PoolModeArg {
+    Transaction,
+    Session,
 }
 
 /// `NAME=REF`, the password resolved; errors name the user, never a value.
@@ -83,6 +94,10 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         metrics: args.metrics,
         tls,
         require_tls: args.require_tls,
+        pool_mode: match args.pool_mode {
+            PoolModeArg::Transaction => atoll_proxy::PoolMode::Transaction,
+            PoolModeArg::Session => atoll_proxy::PoolMode::Session,
+        },
     };
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;

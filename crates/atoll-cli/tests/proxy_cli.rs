@@ -224,6 +224,52 @@ fn real_clients_through_the_proxy() -> Result<()> {
         assert_eq!(n, 40);
     });
 
+    // Session settings in transaction pooling: kept for the session, replayed on each
+    // transaction's connection and reset before it goes back (no other client sees them);
+    // state that cannot be kept is refused, naming the fix.
+    let out = p.psql(
+        PASSWORD,
+        "app",
+        &[
+            "set statement_timeout = '50ms'",
+            "select pg_sleep(1) from sh0001.t limit 1",
+            "show statement_timeout",
+            "reset statement_timeout",
+            "select 'after'",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("57014"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50ms\nafter");
+    let shows: Vec<String> = (0..6).map(|_| p.ok(&["show statement_timeout"])).collect();
+    assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
+    let out = p.psql(PASSWORD, "app", &["listen jobs", "select 'on'"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("0A000") && err.contains("--pool-mode session"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on");
+    let sp = proxy_kit::start(&tc, &["--pool-mode", "session"])?;
+    let out = sp.psql(
+        PASSWORD,
+        "app",
+        &[
+            "select pg_backend_pid() = pg_backend_pid() from sh0001.t limit 1",
+            "listen jobs",
+            "prepare q as select 40 + 2",
+            "execute q",
+            "select 1 from sh0002.t",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("session (session pooling) runs on sh0001"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t\n42");
+    assert_eq!(sp.server.terminate()?, Some(0));
+
     // The admin database: the proxy's own views; anything else refused.
     let admin = |sql: &str| p.psql_db(PASSWORD, "app", "atoll", &[sql]);
     let out = admin("show atoll.shards");
@@ -245,7 +291,7 @@ fn real_clients_through_the_proxy() -> Result<()> {
         "atoll_proxy_clients 0",
         "atoll_proxy_errors_total{sqlstate=\"0A000\"}",
         "atoll_proxy_errors_total{sqlstate=\"42P01\"} 1",
-        "atoll_proxy_errors_total{sqlstate=\"57014\"} 1",
+        "atoll_proxy_errors_total{sqlstate=\"57014\"} 2",
         "atoll_proxy_transactions_total{shard=\"1\"}",
         "atoll_proxy_server_connections{node=",
     ] {

@@ -56,6 +56,24 @@ pub enum SessionChange {
     ResetAll,
 }
 
+/// State a statement leaves in the server session beyond its transaction: what a
+/// transaction pooler must keep for its client (a setting) or refuse.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum SessionState {
+    /// `SET [SESSION] name ...` or `RESET name` of a parameter other than atoll's own and
+    /// `search_path` (the name lower-cased).
+    Setting(String),
+    /// `LISTEN`.
+    Listen,
+    /// SQL-level `PREPARE name AS ...`.
+    Prepare,
+    /// `DECLARE ... WITH HOLD`.
+    HoldCursor,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, and their `RESET`.
+    Role,
+}
+
 /// Whether a text starts or ends a transaction (a router defers a `BEGIN` until the first
 /// statement that names a shard).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +102,11 @@ pub struct StatementInfo {
     /// or `SELECT INTO`): one a replica may run. A function it calls may still write; a
     /// replica then refuses it (25006).
     pub read_only: bool,
+    /// Session state one of its statements leaves behind (the first found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_state: Option<SessionState>,
+    /// How many statements the text holds.
+    pub statements: usize,
 }
 
 /// Why a text cannot be routed; the session stays usable.
@@ -133,7 +156,52 @@ pub fn read(sql: &str) -> Result<StatementInfo, RouteError> {
         info.control = control_of(only);
     }
     info.read_only = !list.is_empty() && list.iter().all(reads_only);
+    info.session_state = list.iter().find_map(session_state_of);
+    info.statements = list.len();
     Ok(info)
+}
+
+/// The session state a statement leaves behind, if any (see [`SessionState`]).
+fn session_state_of(st: &Statement) -> Option<SessionState> {
+    let w = |i| word(st, i);
+    match (w(0)?, w(1)) {
+        ("LISTEN", _) => Some(SessionState::Listen),
+        ("PREPARE", Some(next)) if next != "TRANSACTION" => Some(SessionState::Prepare),
+        ("PREPARE", None) => Some(SessionState::Prepare),
+        ("DECLARE", _) => {
+            let hold = st
+                .tokens
+                .windows(2)
+                .any(|p| p[0] == Token::Word("WITH".into()) && p[1] == Token::Word("HOLD".into()));
+            hold.then_some(SessionState::HoldCursor)
+        }
+        ("SET" | "RESET", Some("ROLE")) => Some(SessionState::Role),
+        ("SET", Some("SESSION")) if matches!(w(2), Some("AUTHORIZATION" | "ROLE")) => {
+            Some(SessionState::Role)
+        }
+        ("RESET", Some("SESSION")) => Some(SessionState::Role),
+        ("SET", Some("LOCAL" | "TRANSACTION" | "CONSTRAINTS")) => None,
+        ("SET", Some("SESSION")) => setting_name(st, 2),
+        ("SET" | "RESET", Some(_)) => setting_name(st, 1),
+        _ => None,
+    }
+}
+
+/// The (lower-cased, possibly dotted) parameter name at token `i`, unless it is one a
+/// router keeps itself (atoll's, `search_path`, `ALL`).
+fn setting_name(st: &Statement, i: usize) -> Option<SessionState> {
+    let mut name = match st.tokens.get(i)? {
+        Token::Word(w) => w.to_ascii_lowercase(),
+        Token::Quoted(q) => q.clone(),
+        _ => return None,
+    };
+    if st.tokens.get(i + 1) == Some(&Token::Punct('.')) {
+        if let Some(Token::Word(w)) = st.tokens.get(i + 2) {
+            name = format!("{name}.{}", w.to_ascii_lowercase());
+        }
+    }
+    let kept = name == "search_path" || name == "all" || name.starts_with("atoll.");
+    (!kept).then_some(SessionState::Setting(name))
 }
 
 /// Whether a statement only reads, by its words (see [`StatementInfo::read_only`]).

@@ -235,3 +235,45 @@ fn reads_are_told_from_writes() {
         assert!(!ro(sql), "{sql}");
     }
 }
+
+#[test]
+fn session_state_is_found() {
+    let state = |sql: &str| read(sql).unwrap().session_state;
+    let setting = |n: &str| Some(SessionState::Setting(n.into()));
+    assert_eq!(
+        state("SET statement_timeout = '5s'"),
+        setting("statement_timeout")
+    );
+    assert_eq!(state("set session DateStyle to ISO"), setting("datestyle"));
+    assert_eq!(state("reset work_mem"), setting("work_mem"));
+    assert_eq!(state("set myapp.tenant = 7"), setting("myapp.tenant"));
+    assert_eq!(state("listen jobs"), Some(SessionState::Listen));
+    assert_eq!(state("prepare q as select 1"), Some(SessionState::Prepare));
+    assert_eq!(
+        state("declare c cursor with hold for select 1"),
+        Some(SessionState::HoldCursor)
+    );
+    assert_eq!(state("set role admin"), Some(SessionState::Role));
+    assert_eq!(
+        state("set session authorization bob"),
+        Some(SessionState::Role)
+    );
+    assert_eq!(state("reset role"), Some(SessionState::Role));
+    for none in [
+        "set local work_mem = '1MB'",
+        "set transaction isolation level serializable",
+        "set constraints all deferred",
+        "set search_path to sh0001",
+        "set atoll.shard = 1",
+        "reset all",
+        "prepare transaction 'x'",
+        "declare c cursor for select 1",
+        "select 1",
+    ] {
+        assert_eq!(state(none), None, "{none}");
+    }
+    assert_eq!(
+        read("set work_mem = '1MB'; select 1").unwrap().statements,
+        2
+    );
+}

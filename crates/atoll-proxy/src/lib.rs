@@ -66,6 +66,21 @@ pub struct ProxyOptions {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Refuse clients that do not use TLS.
     pub require_tls: bool,
+    /// How long a client keeps a server connection.
+    pub pool_mode: PoolMode,
+}
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolMode {
+    /// For one transaction (or one statement outside a transaction): session state is
+    /// kept by the proxy (settings) or refused (LISTEN, SQL PREPARE, WITH HOLD cursors,
+    /// SET ROLE).
+    #[default]
+    Transaction,
+    /// For the whole session, on the first shard it names: everything a PostgreSQL
+    /// session does works; a statement naming another shard is refused.
+    Session,
 }
 
 pub use stream::server_config as tls_server_config;

@@ -37,6 +37,8 @@ pub struct Shared {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Plain-text clients refused.
     pub require_tls: bool,
+    /// How long a client keeps a server connection.
+    pub pool_mode: crate::PoolMode,
     /// Holds under way and done.
     pub holds: HoldStats,
     /// Clients, transactions per shard, errors.
@@ -64,6 +66,7 @@ impl Shared {
             hold_timeout: options.hold_timeout,
             tls: options.tls.clone(),
             require_tls: options.require_tls,
+            pool_mode: options.pool_mode,
             holds: HoldStats::default(),
             stats: Default::default(),
             cancels: Default::default(),

@@ -15,8 +15,9 @@ use crate::relay::{internal, relay, RelayError};
 mod first;
 use crate::shared::Shared;
 use crate::stream::Stream;
+use crate::PoolMode;
 use atoll_core::statement_route::{
-    self, ReadFrom, SessionChange, SessionRoute, StatementInfo, TransactionControl,
+    self, ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
 };
 use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
@@ -35,8 +36,10 @@ struct Session<'a> {
     client: BufStream<Stream>,
     shared: &'a Shared,
     route: SessionRoute,
-    /// The `SET search_path` the client sent, replayed on each transaction's connection.
-    search_path: Option<String>,
+    /// The session's `SET` statements (`search_path` and any other parameter), by
+    /// parameter name: replayed on each transaction's connection, reset (`RESET ALL`)
+    /// before it goes back to the pool.
+    settings: Vec<(String, String)>,
     /// The connection of the transaction under way, and its shard.
     pinned: Option<(ShardNo, Lease)>,
     /// The transaction status last reported to the client.
@@ -155,7 +158,7 @@ async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
         client,
         shared,
         route: SessionRoute::default(),
-        search_path: None,
+        settings: Vec::new(),
         pinned: None,
         status: b'I',
         batch: Vec::new(),
@@ -244,6 +247,11 @@ impl Session<'_> {
                 return self.answer(setting_tag(&text)).await;
             }
         }
+        match self.session_state(&info, &text) {
+            Ok(Some(tag)) => return self.answer(tag).await,
+            Ok(None) => {}
+            Err(r) => return self.refuse(r).await,
+        }
         if let Some(tag) = self.defer(&info, &text) {
             return self.answer(tag).await;
         }
@@ -258,17 +266,54 @@ impl Session<'_> {
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 
+    /// Records a session-level `SET` (or `RESET`) of `name`, replacing an earlier one.
+    fn keep_setting(&mut self, name: &str, text: &str) {
+        self.settings.retain(|(n, _)| n != name);
+        self.settings.push((name.to_string(), text.to_string()));
+    }
+
+    /// Session state in transaction pooling: a setting is kept for the session (and
+    /// answered here outside a transaction: `Ok(Some(tag))`; run on the node inside one:
+    /// `Ok(None)`); anything else the pool would hand to other clients is refused.
+    fn session_state(
+        &mut self,
+        info: &StatementInfo,
+        text: &str,
+    ) -> Result<Option<&'static str>, Refusal> {
+        if self.shared.pool_mode == PoolMode::Session {
+            return Ok(None);
+        }
+        let what = match &info.session_state {
+            None => return Ok(None),
+            Some(SessionState::Setting(name)) if info.statements == 1 => {
+                self.keep_setting(name, text);
+                let open = self.pinned.is_some() || self.pending_begin.is_some();
+                return Ok((!open).then(|| setting_tag(text)));
+            }
+            Some(SessionState::Setting(name)) => {
+                format!("SET {name} with other statements in one query")
+            }
+            Some(SessionState::Listen) => "LISTEN".into(),
+            Some(SessionState::Prepare) => "PREPARE (SQL)".into(),
+            Some(SessionState::HoldCursor) => "DECLARE ... WITH HOLD".into(),
+            Some(SessionState::Role) => "SET ROLE / SESSION AUTHORIZATION".into(),
+        };
+        Err(("0A000", format!(
+            "{what} leaves state in the server session, which transaction pooling hands to other clients: send it alone (settings), or run atoll proxy with --pool-mode session"
+        )))
+    }
+
     /// Applies a session setting; whether the statement must also run on the node (a
     /// `search_path` inside a transaction).
     fn setting(&mut self, change: SessionChange, text: &str) -> bool {
         self.route.apply(change);
         match change {
             SessionChange::SearchPath(_) => {
-                self.search_path = Some(text.to_string());
+                self.keep_setting("search_path", text);
                 self.pinned.is_some()
             }
             SessionChange::ResetAll => {
-                self.search_path = None;
+                self.settings.clear();
                 if text
                     .trim_start()
                     .to_ascii_uppercase()
@@ -319,6 +364,11 @@ impl Session<'_> {
                 // Kept here, answered message by message as the node would.
                 return self.answer_batch(&steps, setting_tag(text)).await;
             }
+        }
+        match self.session_state(&info, text.as_deref().unwrap_or_default()) {
+            Ok(Some(tag)) => return self.answer_batch(&steps, tag).await,
+            Ok(None) => {}
+            Err(r) => return self.refuse(r).await,
         }
         if let Some(tag) = self.defer(&info, text.as_deref().unwrap_or_default()) {
             return self.answer_batch(&steps, tag).await;
@@ -443,7 +493,8 @@ impl Session<'_> {
     /// After ReadyForQuery: the connection back to the pool when the transaction ended.
     async fn ended(&mut self, status: u8) -> Result<(), WireError> {
         self.status = status;
-        if status != b'I' {
+        // Session pooling: the connection stays with the client until it leaves.
+        if status != b'I' || self.shared.pool_mode == PoolMode::Session {
             return Ok(());
         }
         if let Some((_, lease)) = self.unpin() {
@@ -469,16 +520,14 @@ impl Session<'_> {
         self.pinned.take()
     }
 
-    /// A connection whose transaction ended back to the pool, the session's `search_path`
+    /// A connection whose transaction ended back to the pool, the session's settings
     /// reset first (closed instead when that fails).
     async fn give_back(&self, mut lease: Lease) {
-        let clean = match &self.search_path {
-            Some(_) => matches!(
-                internal(&mut lease.conn.stream, "reset search_path").await,
+        let clean = self.settings.is_empty()
+            || matches!(
+                internal(&mut lease.conn.stream, "reset all").await,
                 Ok(None)
-            ),
-            None => true,
-        };
+            );
         if clean {
             lease.release();
         }
@@ -488,11 +537,18 @@ impl Session<'_> {
     fn shard_of(&self, info: &StatementInfo) -> Result<ShardNo, Refusal> {
         if let Some((pinned, _)) = &self.pinned {
             if let Some(other) = info.named.keys().find(|s| *s != pinned) {
-                return Err(("0A000", format!(
-                    "the transaction runs on {}; this statement names {}: finish the transaction first",
-                    pinned.schema(),
-                    other.schema()
-                )));
+                let (what, fix) = match self.shared.pool_mode {
+                    PoolMode::Session => ("session (session pooling)", "connect again"),
+                    PoolMode::Transaction => ("transaction", "finish the transaction first"),
+                };
+                return Err((
+                    "0A000",
+                    format!(
+                        "the {what} runs on {}; this statement names {}: {fix}",
+                        pinned.schema(),
+                        other.schema()
+                    ),
+                ));
             }
             return Ok(*pinned);
         }
@@ -502,14 +558,15 @@ impl Session<'_> {
             .map_err(|e| (e.sqlstate(), e.to_string()))
     }
 
-    /// A connection to `node`, with the session's `search_path` set on it and the
-    /// deferred `BEGIN` sent.
+    /// A connection to `node`, with the session's settings made on it and the deferred
+    /// `BEGIN` sent.
     async fn lease(&mut self, node: &NodeConfig) -> Result<Lease, Refusal> {
         let mut lease = self.shared.pools.get(node).await.map_err(|e| {
             self.shared.node_failed(&node.addr());
             ("08006", e.to_string())
         })?;
-        for sql in self.search_path.iter().chain(self.pending_begin.iter()) {
+        let settings = self.settings.iter().map(|(_, text)| text);
+        for sql in settings.chain(self.pending_begin.iter()) {
             match internal(&mut lease.conn.stream, sql).await {
                 Ok(None) => {}
                 Ok(Some(m)) => return Err(("22023", format!("{sql}: {m}"))),
