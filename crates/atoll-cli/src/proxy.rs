@@ -45,6 +45,13 @@ pub struct ProxyArgs {
     /// session)
     #[arg(long, value_enum, default_value = "transaction")]
     pool_mode: PoolModeArg,
+    /// Server connections one user's clients hold at once, over all nodes (default: only
+    /// --pool-size per node bounds them)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    user_pool_size: Option<u32>,
+    /// Client connections open at once, at most; more are refused (53300)
+    #[arg(long, value_name = "N")]
+    max_clients: Option<u32>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -94,6 +101,8 @@ async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
         metrics: args.metrics,
         tls,
         require_tls: args.require_tls,
+        user_pool_size: args.user_pool_size.map(|n| n as usize),
+        max_clients: args.max_clients.map(|n| n as usize),
         pool_mode: match args.pool_mode {
             PoolModeArg::Transaction => atoll_proxy::PoolMode::Transaction,
             PoolModeArg::Session => atoll_proxy::PoolMode::Session,

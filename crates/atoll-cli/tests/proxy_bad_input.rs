@@ -1,6 +1,7 @@
 //! `atoll proxy` against bad input on raw sockets: startup packets that are malformed,
 //! oversized or carry unknown parameters, SSL and GSS negotiation, an oversized or unknown
-//! message after login, a client that vanishes inside a transaction. After each the proxy
+//! message after login, a client that vanishes inside a transaction; and the limits
+//! (`--max-clients`, `--user-pool-size`) refusing clearly. After each the proxy
 //! keeps serving, and a vanished client's transaction is gone (its connection closed, not
 //! pooled: nothing of it is visible and no connection stays leased).
 
@@ -161,5 +162,36 @@ fn bad_input_leaves_the_proxy_serving() -> Result<()> {
         Ok(())
     })?;
     assert_eq!(p.server.terminate()?, Some(0));
+
+    // Limits: two clients at most, one server connection per user.
+    let limited = proxy_kit::start(
+        &tc,
+        &[
+            "--max-clients",
+            "2",
+            "--user-pool-size",
+            "1",
+            "--connect-timeout-ms",
+            "500",
+        ],
+    )?;
+    let port = limited.port;
+    rt.block_on(async {
+        let mut a = login(port, &[]).await?;
+        query(&mut a, "begin").await?;
+        query(&mut a, "insert into sh0001.t values (7)").await?;
+        let mut b = login(port, &[]).await?;
+        let third = limited.psql(PASSWORD, "app", &["select 1"]);
+        let err = String::from_utf8_lossy(&third.stderr).into_owned();
+        ensure!(err.contains("too many clients"), "a third client: {err}");
+        // b waits for the user's one connection, then gets a clear error.
+        let tags = query(&mut b, "select 1").await?;
+        ensure!(tags == [b'E', b'Z'], "{tags:?}");
+        query(&mut a, "commit").await?;
+        let tags = query(&mut b, "select count(*) from sh0001.t").await?;
+        ensure!(tags == [b'T', b'D', b'C', b'Z'], "{tags:?}");
+        Ok(())
+    })?;
+    assert_eq!(limited.server.terminate()?, Some(0));
     Ok(())
 }

@@ -68,6 +68,11 @@ pub struct ProxyOptions {
     pub require_tls: bool,
     /// How long a client keeps a server connection.
     pub pool_mode: PoolMode,
+    /// Server connections one user's clients hold at once, over all nodes (`None`: only
+    /// `pool_size` per node bounds them).
+    pub user_pool_size: Option<usize>,
+    /// Client connections open at once, at most (`None`: no bound).
+    pub max_clients: Option<usize>,
 }
 
 /// How long a client keeps a server connection.

@@ -44,6 +44,8 @@ pub struct Lease {
     /// The connection.
     pub conn: ServerConn,
     _permit: OwnedSemaphorePermit,
+    /// The client's user's share (`--user-pool-size`), held as long as the connection.
+    user_permit: Option<OwnedSemaphorePermit>,
     pools: Arc<Pools>,
 }
 
@@ -53,6 +55,7 @@ impl Lease {
         let Lease {
             conn,
             _permit,
+            user_permit: _,
             pools,
         } = self;
         let mut nodes = pools.nodes.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,6 +99,34 @@ impl Pools {
         all
     }
 
+    /// A connection to `node` within the user's share: `user` bounds how many connections
+    /// (to all nodes) one user's clients hold at once.
+    pub async fn get_for(
+        self: &Arc<Self>,
+        node: &NodeConfig,
+        user: Option<&Arc<Semaphore>>,
+    ) -> Result<Lease, BackendError> {
+        let user_permit = match user {
+            Some(limit) => Some(
+                tokio::time::timeout(self.timeout, limit.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| BackendError::Refused {
+                        node: node.to_string(),
+                        message: format!(
+                            "this user's connections (--user-pool-size) all busy for {:?}",
+                            self.timeout
+                        ),
+                    })?,
+            ),
+            None => None,
+        };
+        let mut lease = self.get(node).await?;
+        lease.user_permit = user_permit;
+        Ok(lease)
+    }
+
     /// An idle connection to `node`, or a new one within the limit.
     pub async fn get(self: &Arc<Self>, node: &NodeConfig) -> Result<Lease, BackendError> {
         let addr = node.addr();
@@ -129,6 +160,7 @@ impl Pools {
         Ok(Lease {
             conn,
             _permit: permit,
+            user_permit: None,
             pools: self.clone(),
         })
     }

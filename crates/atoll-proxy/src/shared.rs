@@ -6,9 +6,12 @@ use crate::hold::HoldStats;
 use crate::pool::Pools;
 use atoll_client::Cluster;
 use atoll_core::{IslandId, NodeConfig, RouteError, ShardNo};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::sync::Semaphore;
 
 /// Why a shard has no master to run on right now.
 pub enum Placement {
@@ -39,6 +42,11 @@ pub struct Shared {
     pub require_tls: bool,
     /// How long a client keeps a server connection.
     pub pool_mode: crate::PoolMode,
+    /// Per user, the bound on server connections its clients hold at once (`None`: only
+    /// the per-node bound).
+    user_limits: Option<HashMap<String, Arc<Semaphore>>>,
+    /// Client connections open at most (`None`: no bound).
+    pub clients_limit: Option<Arc<Semaphore>>,
     /// Holds under way and done.
     pub holds: HoldStats,
     /// Clients, transactions per shard, errors.
@@ -67,6 +75,14 @@ impl Shared {
             tls: options.tls.clone(),
             require_tls: options.require_tls,
             pool_mode: options.pool_mode,
+            user_limits: options.user_pool_size.map(|n| {
+                options
+                    .users
+                    .iter()
+                    .map(|(u, _)| (u.clone(), Arc::new(Semaphore::new(n.max(1)))))
+                    .collect()
+            }),
+            clients_limit: options.max_clients.map(|n| Arc::new(Semaphore::new(n))),
             holds: HoldStats::default(),
             stats: Default::default(),
             cancels: Default::default(),
@@ -97,6 +113,11 @@ impl Shared {
         atoll_pg::master_node(&self.cluster.config(), &snapshot, island)
             .map(|node| (island, node))
             .map_err(|e| Placement::Refused(("08006", format!("{}: {e}", shard.schema()))))
+    }
+
+    /// The bound on `user`'s server connections, if there is one.
+    pub fn user_limit(&self, user: &str) -> Option<&Arc<Semaphore>> {
+        self.user_limits.as_ref()?.get(user)
     }
 
     /// A node's connection failed: its idle connections are dropped and a discovery round

@@ -57,6 +57,8 @@ struct Session<'a> {
     statements: ClientStatements,
     /// The process id the client was given (its cancel requests name it).
     pid: i32,
+    /// The user it logged in as.
+    user: String,
 }
 
 /// A session's cancel key, registered while the session lasts.
@@ -103,6 +105,17 @@ async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
         }
     };
     let mut client = BufStream::new(client);
+    // Held while the session lasts.
+    let _slot = match &shared.clients_limit {
+        Some(limit) => match limit.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let m = "sorry, too many clients already (atoll proxy --max-clients)";
+                return fatal(&mut client, "53300", m).await;
+            }
+        },
+        None => None,
+    };
     if shared.require_tls && !client.get_ref().is_tls() {
         let m = "atoll proxy accepts TLS connections only: connect with sslmode=require (or verify-ca, verify-full)";
         return fatal(&mut client, "28000", m).await;
@@ -166,6 +179,7 @@ async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
         aborted: false,
         statements: ClientStatements::default(),
         pid,
+        user,
     };
     s.run().await
 }
@@ -561,10 +575,16 @@ impl Session<'_> {
     /// A connection to `node`, with the session's settings made on it and the deferred
     /// `BEGIN` sent.
     async fn lease(&mut self, node: &NodeConfig) -> Result<Lease, Refusal> {
-        let mut lease = self.shared.pools.get(node).await.map_err(|e| {
-            self.shared.node_failed(&node.addr());
-            ("08006", e.to_string())
-        })?;
+        let user_limit = self.shared.user_limit(&self.user);
+        let mut lease = self
+            .shared
+            .pools
+            .get_for(node, user_limit)
+            .await
+            .map_err(|e| {
+                self.shared.node_failed(&node.addr());
+                ("08006", e.to_string())
+            })?;
         let settings = self.settings.iter().map(|(_, text)| text);
         for sql in settings.chain(self.pending_begin.iter()) {
             match internal(&mut lease.conn.stream, sql).await {
