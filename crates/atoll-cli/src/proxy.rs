@@ -3,6 +3,7 @@
 use crate::exit::Failure;
 use crate::shutdown::ShutdownSignal;
 use crate::{CmdResult, Context};
+use atoll_core::proxy_config::ProxyPoolMode;
 use atoll_core::{Secret, SecretRef};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,40 +12,41 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ProxyArgs {
-    /// Where clients connect
-    #[arg(long, default_value = "127.0.0.1:6432", value_name = "ADDR")]
-    listen: SocketAddr,
+    /// Where clients connect [default: [proxy] listen, else 127.0.0.1:6432]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// A user clients log in as, with a reference to the password: NAME=env:VAR or
-    /// NAME=file:PATH (repeatable)
+    /// NAME=file:PATH (repeatable; added to [proxy] users, a name given here wins)
     #[arg(long = "user", value_name = "NAME=REF")]
     users: Vec<String>,
-    /// Connections per node, at most
-    #[arg(long, default_value_t = 20)]
-    pool_size: usize,
+    /// Connections per node, at most [default: [proxy] pool_size, else 20]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pool_size: Option<u32>,
     /// Bound on connecting to a node and on waiting for a pooled connection, in ms
     #[arg(long, default_value_t = 5000)]
     connect_timeout_ms: u64,
     /// How long a transaction on a moving shard is held (through the move's cut-over) at
-    /// most before it gets 57P03, in ms
-    #[arg(long, default_value_t = 5000)]
-    hold_timeout_ms: u64,
+    /// most before it gets 57P03, in ms [default: [proxy] hold_timeout_ms, else 5000]
+    #[arg(long, value_name = "MS")]
+    hold_timeout_ms: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-    /// Offer TLS to clients with this certificate chain (PEM); needs --tls-key
+    /// Offer TLS to clients with this certificate chain (PEM); needs --tls-key [default:
+    /// [proxy] tls_cert]
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Refuse clients that do not use TLS
-    #[arg(long, requires = "tls_cert")]
+    /// Refuse clients that do not use TLS (or [proxy] require_tls = true)
+    #[arg(long)]
     require_tls: bool,
     /// How long a client keeps a server connection: for a transaction, or for its whole
     /// session (LISTEN, SQL PREPARE, WITH HOLD cursors, SET ROLE work; one shard per
-    /// session)
-    #[arg(long, value_enum, default_value = "transaction")]
-    pool_mode: PoolModeArg,
+    /// session) [default: [proxy] pool_mode, else transaction]
+    #[arg(long, value_enum)]
+    pool_mode: Option<PoolModeArg>,
     /// Server connections one user's clients hold at once, over all nodes (default: only
     /// --pool-size per node bounds them)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -75,39 +77,79 @@ fn user(arg: &str) -> Result<(String, Secret), Failure> {
     Ok((name.to_string(), secret))
 }
 
+/// The flags over `[proxy]` over the defaults, validated (passwords resolved).
+fn options(
+    file: &atoll_core::proxy_config::ProxyConfig,
+    args: ProxyArgs,
+) -> Result<atoll_proxy::ProxyOptions, Failure> {
+    let mut users: Vec<(String, Secret)> = Vec::new();
+    for (name, reference) in &file.users {
+        let secret = reference
+            .resolve()
+            .map_err(|e| Failure::input(format!("[proxy] users.{name}: {e}")))?;
+        users.push((name.clone(), secret));
+    }
+    for arg in &args.users {
+        let (name, secret) = user(arg)?;
+        users.retain(|(n, _)| *n != name);
+        users.push((name, secret));
+    }
+    let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
+    let tls = match (&cert, &key) {
+        (Some(cert), Some(key)) => {
+            Some(atoll_proxy::tls_server_config(cert, key).map_err(Failure::input)?)
+        }
+        _ => None,
+    };
+    let require_tls = args.require_tls || file.require_tls;
+    if require_tls && tls.is_none() {
+        return Err(Failure::input(
+            "--require-tls needs --tls-cert and --tls-key (or [proxy] tls_cert and tls_key)",
+        ));
+    }
+    let pool_mode = match (args.pool_mode, file.pool_mode) {
+        (Some(PoolModeArg::Session), _) | (None, Some(ProxyPoolMode::Session)) => {
+            atoll_proxy::PoolMode::Session
+        }
+        _ => atoll_proxy::PoolMode::Transaction,
+    };
+    Ok(atoll_proxy::ProxyOptions {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 6432))),
+        users,
+        pool_size: args
+            .pool_size
+            .map(|n| n as usize)
+            .or(file.pool_size)
+            .unwrap_or(20),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        hold_timeout: Duration::from_millis(
+            args.hold_timeout_ms
+                .or(file.hold_timeout_ms)
+                .unwrap_or(5000),
+        ),
+        metrics: args.metrics.or(file.metrics),
+        tls,
+        require_tls,
+        user_pool_size: args
+            .user_pool_size
+            .map(|n| n as usize)
+            .or(file.user_pool_size),
+        max_clients: args.max_clients.map(|n| n as usize).or(file.max_clients),
+        pool_mode,
+    })
+}
+
 pub fn run(ctx: &Context, args: ProxyArgs) -> CmdResult {
     crate::runtime()?.block_on(serve(ctx, args))
 }
 
 async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
     let config = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
-    let users = args
-        .users
-        .iter()
-        .map(|u| user(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(atoll_proxy::tls_server_config(cert, key).map_err(Failure::input)?)
-        }
-        _ => None,
-    };
-    let options = atoll_proxy::ProxyOptions {
-        listen: args.listen,
-        users,
-        pool_size: args.pool_size,
-        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
-        hold_timeout: Duration::from_millis(args.hold_timeout_ms),
-        metrics: args.metrics,
-        tls,
-        require_tls: args.require_tls,
-        user_pool_size: args.user_pool_size.map(|n| n as usize),
-        max_clients: args.max_clients.map(|n| n as usize),
-        pool_mode: match args.pool_mode {
-            PoolModeArg::Transaction => atoll_proxy::PoolMode::Transaction,
-            PoolModeArg::Session => atoll_proxy::PoolMode::Session,
-        },
-    };
+    let options = options(&config.proxy, args)?;
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
     let shutdown = ShutdownSignal::install()?;
     let proxy = atoll_proxy::bind(config, options)

@@ -1,6 +1,7 @@
 //! TLS on both sides of `atoll proxy`: a `--tls` sandbox (its nodes refuse plain TCP,
 //! `sslmode = "verify-full"` in atoll.toml) and a proxy offering TLS to clients with a
-//! certificate from the same CA, refusing plain-text clients. psql verifies the proxy's
+//! certificate from the same CA, refusing plain-text clients, all set in atoll.toml's
+//! `[proxy]` section. psql verifies the proxy's
 //! certificate; the node sees the proxy's session encrypted; a plain-text client is
 //! refused with a message saying what to do; a bad certificate path is refused at start.
 
@@ -18,16 +19,35 @@ fn tls_to_clients_and_to_the_nodes() -> Result<()> {
         .tls()
         .start_blocking()?;
     let tls = tc.sandbox().dir().join("tls");
-    let (cert, key, ca) = (
-        tls.join("server.crt"),
-        tls.join("server.key"),
-        tls.join("ca.crt"),
-    );
-    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
-    let p = proxy_kit::start(
-        &tc,
-        &["--tls-cert", &cert_s, "--tls-key", &key_s, "--require-tls"],
+    let (key, ca) = (tls.join("server.key"), tls.join("ca.crt"));
+    let key_s = key.display().to_string();
+    // Everything from atoll.toml's [proxy] section (relative paths from its directory).
+    let pw = tc.sandbox().dir().join("app.pw");
+    std::fs::write(&pw, PASSWORD)?;
+    let config = tc.sandbox().dir().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[proxy]\nusers = {{ app = \"file:{}\" }}\ntls_cert = \"tls/server.crt\"\ntls_key = \"tls/server.key\"\nrequire_tls = true\nmetrics = \"127.0.0.1:0\"\n",
+            std::fs::read_to_string(tc.config_path())?,
+            pw.display()
+        ),
     )?;
+    let atoll = Cli::new(env!("CARGO_BIN_EXE_atoll"), config.clone());
+    let (server, v) = atoll.spawn_server(&["--json", "proxy", "--listen", "127.0.0.1:0"])?;
+    let port: u16 = v["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()?;
+    assert!(v["metrics"].as_str().is_some(), "{v}");
+    let p = proxy_kit::Proxied {
+        server,
+        port,
+        metrics: v["metrics"].as_str().unwrap().to_string(),
+    };
     let psql = |sslmode: &str, sql: &str| {
         std::process::Command::new("psql")
             .env("PGPASSWORD", PASSWORD)
@@ -66,7 +86,6 @@ fn tls_to_clients_and_to_the_nodes() -> Result<()> {
     assert_eq!(p.server.terminate()?, Some(0));
 
     // A certificate that is not there: refused before anything starts, naming the flag.
-    let atoll = Cli::new(env!("CARGO_BIN_EXE_atoll"), tc.config_path());
     let missing = tls.join("nope.crt").display().to_string();
     let out = atoll
         .command()

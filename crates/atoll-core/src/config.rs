@@ -84,6 +84,8 @@ pub struct Config {
     pub endpoints: Option<EndpointsConfig>,
     /// Shard 0's read-only copies (`[global]`).
     pub global: GlobalConfig,
+    /// How `atoll proxy` runs (`[proxy]`).
+    pub proxy: crate::proxy_config::ProxyConfig,
 }
 
 /// `[global]`: shard 0's read-only copies on the other islands (`atoll global replicate`).
@@ -175,6 +177,7 @@ struct RawConfig {
     ha: Option<Spanned<crate::ha::RawHa>>,
     endpoints: Option<Spanned<RawEndpoints>>,
     global: Option<Spanned<RawGlobal>>,
+    proxy: Option<Spanned<crate::proxy_config::RawProxy>>,
 }
 
 #[derive(Deserialize)]
@@ -483,7 +486,21 @@ impl Config {
             }
             None => GlobalConfig::default(),
         };
+        let proxy = match raw.proxy {
+            Some(p) => {
+                let span = p.span();
+                let base = match &source {
+                    ConfigSource::File(f) => f.parent(),
+                    _ => None,
+                };
+                p.into_inner()
+                    .validate(base)
+                    .map_err(|m| err(Some(span), m))?
+            }
+            None => Default::default(),
+        };
         Ok(Config {
+            proxy,
             source,
             name,
             ha,

@@ -286,3 +286,40 @@ fn global_tables_are_plain_names_listed_once() {
     }
     assert!(err_of(&format!("{base}[global]\ntabels = []\n")).contains("tabels"));
 }
+
+#[test]
+fn the_proxy_section_is_checked() {
+    use crate::proxy_config::ProxyPoolMode;
+    let base = "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 5432 }]\n";
+    assert_eq!(parse(base).unwrap().proxy, Default::default());
+    let c = parse(&format!(
+        "{base}[proxy]\nlisten = \"0.0.0.0:6432\"\nusers = {{ app = \"env:APP_PW\" }}\npool_mode = \"session\"\ntls_cert = \"p.crt\"\ntls_key = \"/k/p.key\"\nrequire_tls = true\nhold_timeout_ms = 2000\n"
+    ))
+    .unwrap();
+    let p = c.proxy;
+    assert_eq!(p.listen, Some("0.0.0.0:6432".parse().unwrap()));
+    assert_eq!(p.users.get("app"), Some(&SecretRef::Env("APP_PW".into())));
+    assert_eq!(p.pool_mode, Some(ProxyPoolMode::Session));
+    // Relative to the config file's directory.
+    assert_eq!(p.tls_cert, Some("p.crt".into()));
+    assert_eq!(p.tls_key, Some("/k/p.key".into()));
+    assert_eq!(p.hold_timeout_ms, Some(2000));
+    for (body, says) in [
+        (
+            "listen = \"6432\"",
+            "[proxy] listen: \"6432\" is not an IP address and port",
+        ),
+        ("users = { app = \"hunter2\" }", "[proxy] users.app"),
+        ("pool_size = 0", "[proxy] pool_size: 0 is outside"),
+        ("tls_cert = \"a\"", "tls_cert and tls_key go together"),
+        ("require_tls = true", "require_tls needs tls_cert"),
+        ("pool_mode = \"statement\"", "statement"),
+        ("lisen = \"x\"", "lisen"),
+    ] {
+        let e = err_of(&format!("{base}[proxy]\n{body}\n"));
+        // The section's line, or the value's own for a value of the wrong kind.
+        let line = e.contains(":4:") || e.contains(":5:");
+        assert!(e.contains(says) && line, "{body}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -66,6 +66,7 @@ impl Config {
             ha: None,
             endpoints: None,
             global: Default::default(),
+            proxy: Default::default(),
             islands,
         })
     }

@@ -37,6 +37,7 @@ mod islands_env;
 pub mod keys;
 pub mod migration;
 pub mod move_plan;
+pub mod proxy_config;
 pub mod quote;
 pub mod rebalance;
 pub mod replica_identity;
