@@ -35,6 +35,7 @@ mod metrics;
 mod pool;
 mod prepared;
 mod relay;
+mod route_cache;
 mod server;
 mod session;
 mod shared;

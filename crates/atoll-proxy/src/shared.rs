@@ -53,6 +53,8 @@ pub struct Shared {
     pub stats: crate::metrics::Stats,
     /// Every session's cancel key and current node connection.
     pub cancels: crate::cancel::Cancels,
+    /// What recent statement texts say about their routing.
+    pub routes: crate::route_cache::RouteCache,
     /// The server name of every statement clients prepared.
     pub registry: crate::prepared::Registry,
 }
@@ -86,6 +88,7 @@ impl Shared {
             holds: HoldStats::default(),
             stats: Default::default(),
             cancels: Default::default(),
+            routes: Default::default(),
             registry: Default::default(),
         }
     }

@@ -17,7 +17,7 @@ use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::PoolMode;
 use atoll_core::statement_route::{
-    self, ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
+    ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
 };
 use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
@@ -232,7 +232,7 @@ impl Session<'_> {
     /// A simple query.
     async fn query(&mut self, f: Frame) -> Result<(), WireError> {
         let text = f.query_text()?.to_string();
-        let info = match statement_route::read(&text) {
+        let info = match self.shared.routes.read(&text) {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
@@ -354,7 +354,8 @@ impl Session<'_> {
         let text = steps.iter().find_map(Step::text);
         let texts: std::collections::BTreeSet<String> =
             steps.iter().filter_map(Step::text).collect();
-        let mut info = match text.as_deref().map(statement_route::read).transpose() {
+        let routes = &self.shared.routes;
+        let mut info = match text.as_deref().map(|t| routes.read(t)).transpose() {
             Ok(i) => i.unwrap_or_default(),
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
