@@ -6,7 +6,7 @@
 //! either way).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 
 /// A node connection's cancel key: where it is, and the backend's process id and key.
@@ -20,22 +20,36 @@ pub struct Target {
     pub key: i32,
 }
 
-struct Entry {
-    key: i32,
-    target: Option<Target>,
+/// One session's current node connection: its own lock, so that a session changing it
+/// (twice per transaction) never waits for another session.
+#[derive(Default)]
+pub struct Slot(Mutex<Option<Target>>);
+
+impl Slot {
+    /// The node connection the session is using now (`None`: none).
+    pub fn set(&self, target: Option<Target>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
+    fn get(&self) -> Option<Target> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
-/// Every session's key and current node connection.
+/// Every session's key and slot.
 #[derive(Default)]
 pub struct Cancels {
-    /// By the proxy's process id of the session; locked only to read or change an entry.
-    sessions: Mutex<HashMap<i32, Entry>>,
+    /// By the proxy's process id of the session; locked when a session starts or ends
+    /// and for a cancel request.
+    sessions: Mutex<HashMap<i32, (i32, Arc<Slot>)>>,
 }
 
 impl Cancels {
-    /// A session started with this key.
-    pub fn register(&self, pid: i32, key: i32) {
-        self.lock().insert(pid, Entry { key, target: None });
+    /// A session started with this key: its slot.
+    pub fn register(&self, pid: i32, key: i32) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        self.lock().insert(pid, (key, slot.clone()));
+        slot
     }
 
     /// The session ended.
@@ -43,22 +57,17 @@ impl Cancels {
         self.lock().remove(&pid);
     }
 
-    /// The node connection the session is using now (`None`: none).
-    pub fn set(&self, pid: i32, target: Option<Target>) {
-        if let Some(e) = self.lock().get_mut(&pid) {
-            e.target = target;
-        }
-    }
-
     /// Where a CancelRequest with this key goes, if anywhere.
     pub fn target(&self, pid: i32, key: i32) -> Option<Target> {
-        self.lock()
+        let slot = self
+            .lock()
             .get(&pid)
-            .filter(|e| e.key == key)
-            .and_then(|e| e.target.clone())
+            .filter(|(k, _)| *k == key)
+            .map(|(_, slot)| slot.clone())?;
+        slot.get()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<Slot>)>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -79,28 +88,21 @@ mod tests {
     #[test]
     fn only_the_right_key_finds_the_current_connection() {
         let c = Cancels::default();
-        c.register(7, 1234);
+        let slot = c.register(7, 1234);
         assert_eq!(c.target(7, 1234), None, "no connection yet");
         let t = Target {
             addr: "127.0.0.1:5432".into(),
             pid: 99,
             key: 5,
         };
-        c.set(7, Some(t.clone()));
-        assert_eq!(c.target(7, 1234), Some(t));
+        slot.set(Some(t.clone()));
+        assert_eq!(c.target(7, 1234), Some(t.clone()));
         assert_eq!(c.target(7, 1235), None);
         assert_eq!(c.target(8, 1234), None);
-        c.set(7, None);
+        slot.set(None);
         assert_eq!(c.target(7, 1234), None);
         c.remove(7);
-        c.set(
-            7,
-            Some(Target {
-                addr: String::new(),
-                pid: 1,
-                key: 1,
-            }),
-        );
+        slot.set(Some(t));
         assert_eq!(c.target(7, 1234), None, "gone sessions stay gone");
     }
 }

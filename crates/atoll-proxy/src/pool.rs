@@ -107,24 +107,32 @@ impl Pools {
         user: Option<&Arc<Semaphore>>,
     ) -> Result<Lease, BackendError> {
         let user_permit = match user {
-            Some(limit) => Some(
-                tokio::time::timeout(self.timeout, limit.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .ok_or_else(|| BackendError::Refused {
-                        node: node.to_string(),
-                        message: format!(
-                            "this user's connections (--user-pool-size) all busy for {:?}",
-                            self.timeout
-                        ),
-                    })?,
-            ),
+            Some(limit) => {
+                let busy = "this user's connections (--user-pool-size) all busy";
+                Some(self.permit(limit.clone(), node, busy).await?)
+            }
             None => None,
         };
         let mut lease = self.get(node).await?;
         lease.user_permit = user_permit;
         Ok(lease)
+    }
+
+    /// A permit of `limit`, waiting at most the timeout; the refusal says `busy`.
+    async fn permit(
+        &self,
+        limit: Arc<Semaphore>,
+        node: &NodeConfig,
+        busy: &str,
+    ) -> Result<OwnedSemaphorePermit, BackendError> {
+        tokio::time::timeout(self.timeout, limit.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| BackendError::Refused {
+                node: node.to_string(),
+                message: format!("{busy} for {:?}", self.timeout),
+            })
     }
 
     /// An idle connection to `node`, or a new one within the limit.
@@ -138,17 +146,8 @@ impl Pools {
             });
             p.limit.clone()
         };
-        let permit = tokio::time::timeout(self.timeout, limit.acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| BackendError::Refused {
-                node: node.to_string(),
-                message: format!(
-                    "all {} pooled connections busy for {:?}",
-                    self.size, self.timeout
-                ),
-            })?;
+        let busy = format!("all {} pooled connections busy", self.size);
+        let permit = self.permit(limit, node, &busy).await?;
         let idle = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
             nodes.get_mut(&addr).and_then(|p| p.idle.pop())

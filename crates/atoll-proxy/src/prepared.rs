@@ -375,6 +375,10 @@ fn put_cstr(out: &mut BytesMut, s: &[u8]) {
 /// What a `DEALLOCATE [PREPARE] name | ALL` statement deallocates: `Some(None)` for all,
 /// `Some(Some(name))` for one; `None` when `text` is no such statement.
 pub fn deallocated(text: &str) -> Option<Option<String>> {
+    let start = text.trim_start().get(..10)?;
+    if !start.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
     let words: Vec<&str> = text
         .trim()
         .trim_end_matches(';')

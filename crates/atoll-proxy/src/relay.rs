@@ -35,14 +35,24 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut out = BytesMut::new();
+    relay_after(client, server, expect, stats, BytesMut::new()).await
+}
+
+/// [`relay`], with messages already read and not yet sent in `out` (sent with the rest, so
+/// a short answer still goes to the client in one write).
+async fn relay_after<C, S>(
+    client: &mut C,
+    server: &mut S,
+    expect: &mut Expect,
+    stats: &Stats,
+    mut out: BytesMut,
+) -> Result<u8, RelayError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
-        let f = read_frame(server, MAX_SERVER_MESSAGE)
-            .await
-            .map_err(RelayError::Server)?;
-        if !expect.forward(f.tag) {
-            continue;
-        }
+        let f = next_answer(server, expect).await?;
         f.encode(&mut out);
         match f.tag {
             b'E' => stats.error(&crate::backend::error_code(&f.body).unwrap_or_default()),
@@ -95,12 +105,7 @@ where
     let mut missing = false;
     let mut code = String::new();
     loop {
-        let f = read_frame(server, MAX_SERVER_MESSAGE)
-            .await
-            .map_err(RelayError::Server)?;
-        if !expect.forward(f.tag) {
-            continue;
-        }
+        let f = next_answer(server, expect).await?;
         f.encode(&mut out);
         match f.tag {
             b'Z' if missing => {
@@ -123,14 +128,19 @@ where
                 if f.tag == b'E' {
                     stats.error(&crate::backend::error_code(&f.body).unwrap_or_default());
                 }
-                send(client, &mut out).await?;
                 return match f.tag {
-                    b'Z' => Ok(First::Done(f.ready_status().unwrap_or(b'I'))),
+                    b'Z' => {
+                        send(client, &mut out).await?;
+                        Ok(First::Done(f.ready_status().unwrap_or(b'I')))
+                    }
                     b'G' => {
+                        send(client, &mut out).await?;
                         copy_in(client, server).await?;
                         relay(client, server, expect, stats).await.map(First::Done)
                     }
-                    _ => relay(client, server, expect, stats).await.map(First::Done),
+                    _ => relay_after(client, server, expect, stats, out)
+                        .await
+                        .map(First::Done),
                 };
             }
         }
@@ -143,6 +153,22 @@ pub async fn release_kept<C: AsyncWrite + Unpin>(
     kept: &mut BytesMut,
 ) -> Result<(), RelayError> {
     send(client, kept).await
+}
+
+/// The node's next message the client is to see (answers to messages the proxy added are
+/// dropped).
+async fn next_answer<S: AsyncRead + Unpin>(
+    server: &mut S,
+    expect: &mut Expect,
+) -> Result<crate::frame::Frame, RelayError> {
+    loop {
+        let f = read_frame(server, MAX_SERVER_MESSAGE)
+            .await
+            .map_err(RelayError::Server)?;
+        if expect.forward(f.tag) {
+            return Ok(f);
+        }
+    }
 }
 
 async fn send<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), RelayError> {

@@ -55,8 +55,8 @@ struct Session<'a> {
     aborted: bool,
     /// The client's named prepared statements (run on any connection, `prepared.rs`).
     statements: ClientStatements,
-    /// The process id the client was given (its cancel requests name it).
-    pid: i32,
+    /// Where its cancel requests go now.
+    cancel: std::sync::Arc<crate::cancel::Slot>,
     /// The user it logged in as.
     user: String,
 }
@@ -158,7 +158,7 @@ async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
         messages::parameter(&mut out, k, v);
     }
     let (pid, key) = shared.new_key();
-    shared.cancels.register(pid, key);
+    let cancel = shared.cancels.register(pid, key);
     shared
         .stats
         .clients
@@ -178,7 +178,7 @@ async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
         pending_begin: None,
         aborted: false,
         statements: ClientStatements::default(),
-        pid,
+        cancel,
         user,
     };
     s.run().await
@@ -525,13 +525,15 @@ impl Session<'_> {
             pid,
             key,
         });
-        self.shared.cancels.set(self.pid, target);
+        self.cancel.set(target);
         self.pinned = Some((shard, lease));
     }
 
     /// No transaction under way any more: its connection.
     fn unpin(&mut self) -> Option<(ShardNo, Lease)> {
-        self.shared.cancels.set(self.pid, None);
+        if self.pinned.is_some() {
+            self.cancel.set(None);
+        }
         self.pinned.take()
     }
 
