@@ -54,6 +54,10 @@ pub struct ProxyArgs {
     /// Client connections open at once, at most; more are refused (53300)
     #[arg(long, value_name = "N")]
     max_clients: Option<u32>,
+    /// Threads serving clients (1: one event loop, as PgBouncer's, no wake-ups across
+    /// threads)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -144,7 +148,17 @@ fn options(
 }
 
 pub fn run(ctx: &Context, args: ProxyArgs) -> CmdResult {
-    crate::runtime()?.block_on(serve(ctx, args))
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| Failure::failed(e).context("cannot start the async runtime"))?;
+    runtime.block_on(serve(ctx, args))
 }
 
 async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {

@@ -17,7 +17,7 @@ use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::PoolMode;
 use atoll_core::statement_route::{
-    ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
+    self, ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
 };
 use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
@@ -232,7 +232,9 @@ impl Session<'_> {
     /// A simple query.
     async fn query(&mut self, f: Frame) -> Result<(), WireError> {
         let text = f.query_text()?.to_string();
-        let info = match self.shared.routes.read(&text) {
+        // Simple queries carry their values in the text: each is read afresh (a cache would
+        // only miss); the extended protocol's texts repeat and are read once.
+        let info = match statement_route::read(&text) {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
