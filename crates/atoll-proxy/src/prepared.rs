@@ -257,11 +257,25 @@ pub struct Expect {
     parses: VecDeque<(bool, Option<u64>)>,
     /// Per `Close` sent: whether the proxy added it.
     closes: VecDeque<bool>,
+    /// Exchanges the proxy sent ahead of the client's (a deferred `BEGIN`): their
+    /// messages, up to and including their ReadyForQuery, are dropped.
+    skipped: usize,
 }
 
 impl Expect {
+    /// The answers of one more simple query sent before the client's are dropped.
+    pub fn skip_exchange(&mut self) {
+        self.skipped += 1;
+    }
+
     /// Whether a server message with `tag` goes on to the client.
     pub fn forward(&mut self, tag: u8) -> bool {
+        if self.skipped > 0 {
+            if tag == b'Z' {
+                self.skipped -= 1;
+            }
+            return false;
+        }
         match tag {
             b'1' => self.parses.pop_front().is_none_or(|(added, _)| !added),
             b'3' => self.closes.pop_front().is_none_or(|added| !added),

@@ -215,3 +215,12 @@ proptest::proptest! {
         let _ = deallocated(&String::from_utf8_lossy(&[0xff, b'x']));
     }
 }
+
+#[test]
+fn a_query_sent_ahead_has_its_answers_dropped() {
+    let mut expect = Expect::default();
+    expect.skip_exchange();
+    // BEGIN's CommandComplete and ReadyForQuery, then the client's own answers.
+    assert!(!expect.forward(b'C') && !expect.forward(b'Z'));
+    assert!(expect.forward(b'1') && expect.forward(b'C') && expect.forward(b'Z'));
+}

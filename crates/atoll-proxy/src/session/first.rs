@@ -36,7 +36,9 @@ impl<'a> Session<'a> {
             let Some((_, lease)) = self.pinned.as_mut() else {
                 return Ok(());
             };
-            let result = match send_steps(lease, steps).await {
+            // The transaction opens on this connection with this exchange.
+            let begin_now = self.pending_begin.take();
+            let result = match send_steps(lease, steps, begin_now.as_deref()).await {
                 Ok(mut expect) => {
                     let (client, stats) = (&mut self.client, &shared.stats);
                     let r = relay_first(client, &mut lease.conn.stream, &mut expect, stats).await;

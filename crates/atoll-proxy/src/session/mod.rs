@@ -1,18 +1,16 @@
-//! One client's session: startup and authentication, then per transaction the route
+//! One client's session: its start (`startup.rs`), then per transaction the route
 //! (`atoll_core::statement_route`: the first statement naming a shard, else the session's
 //! settings), a pooled connection to that shard's master, the client's messages forwarded
 //! and the node's answers relayed until ReadyForQuery. The connection goes back to the
 //! pool when the transaction ended (status `I`); inside a transaction it stays with the
 //! client, and a statement naming another shard is refused (the session goes on).
 
-use crate::auth::{authenticate, AuthError};
-use crate::frame::{read_frame, read_startup, Frame, Startup, WireError, MAX_MESSAGE};
+use crate::frame::{read_frame, Frame, WireError, MAX_MESSAGE};
 use crate::messages;
 use crate::pool::Lease;
 use crate::prepared::{self, ClientStatements, Expect, Step};
 use crate::relay::{internal, relay, RelayError};
 
-mod first;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::PoolMode;
@@ -23,6 +21,9 @@ use atoll_core::{NodeConfig, ShardNo};
 use bytes::BytesMut;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
+
+mod first;
+mod startup;
 
 /// Messages of the extended protocol kept until their Sync (a bound on a client that never
 /// sends one).
@@ -61,151 +62,11 @@ struct Session<'a> {
     user: String,
 }
 
-/// A session's cancel key, registered while the session lasts.
-struct Registered<'a> {
-    shared: &'a Shared,
-    pid: i32,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.shared.cancels.remove(self.pid);
-        let clients = &self.shared.stats.clients;
-        clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Serves one client until it leaves; errors end the session and are logged.
 pub async fn serve(stream: TcpStream, shared: &Shared) {
-    if let Err(e) = session(stream, shared).await {
+    if let Err(e) = startup::session(stream, shared).await {
         tracing::debug!(error = %e, "client session ended");
     }
-}
-
-async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireError> {
-    // Unbuffered until the startup packet: no byte of a TLS handshake may be read early.
-    let mut client = Stream::Plain(tcp);
-    let params = loop {
-        match read_startup(&mut client).await? {
-            Startup::Ssl if !client.is_tls() && shared.tls.is_some() => {
-                crate::frame::send(&mut client, b"S").await?;
-                client = accept_tls(client, shared).await?;
-            }
-            // GSSAPI is not offered; TLS only when configured: libpq goes on in plain text.
-            Startup::Ssl | Startup::Gss => crate::frame::send(&mut client, b"N").await?,
-            Startup::Cancel { pid, key } => {
-                if let Some(target) = shared.cancels.target(pid, key) {
-                    if let Err(e) = crate::cancel::send(&target).await {
-                        tracing::debug!(error = %e, addr = %target.addr, "cancel request not passed on");
-                    }
-                }
-                return Ok(());
-            }
-            Startup::Params(p) => break p,
-        }
-    };
-    let mut client = BufStream::new(client);
-    // Held while the session lasts.
-    let _slot = match &shared.clients_limit {
-        Some(limit) => match limit.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let m = "sorry, too many clients already (atoll proxy --max-clients)";
-                return fatal(&mut client, "53300", m).await;
-            }
-        },
-        None => None,
-    };
-    if shared.require_tls && !client.get_ref().is_tls() {
-        let m = "atoll proxy accepts TLS connections only: connect with sslmode=require (or verify-ca, verify-full)";
-        return fatal(&mut client, "28000", m).await;
-    }
-    let user = params
-        .iter()
-        .find(|(k, _)| k == "user")
-        .map(|(_, v)| v.clone());
-    let Some(user) = user else {
-        return fatal(&mut client, "28000", "no user name in the startup packet").await;
-    };
-    match authenticate(&mut client, &shared.users, &user).await {
-        Ok(()) => {}
-        Err(AuthError::Failed(_)) => {
-            let m = format!("password authentication failed for user \"{user}\"");
-            return fatal(&mut client, "28P01", &m).await;
-        }
-        Err(AuthError::Wire(e)) => return Err(e),
-    }
-    let database = params
-        .iter()
-        .find(|(k, _)| k == "database")
-        .map(|(_, v)| v.as_str());
-    if database == Some(crate::admin::DATABASE) {
-        let mut out = BytesMut::new();
-        messages::auth_ok(&mut out);
-        messages::parameter(&mut out, "server_version", "15.0 (atoll proxy)");
-        messages::parameter(&mut out, "client_encoding", "UTF8");
-        messages::ready(&mut out, b'I');
-        crate::frame::send(&mut client, &out).await?;
-        return crate::admin::serve(&mut client, shared).await;
-    }
-    let server_params = match shared.server_params().await {
-        Ok(p) => p,
-        Err(e) => return fatal(&mut client, "08006", &e).await,
-    };
-    let mut out = BytesMut::new();
-    messages::auth_ok(&mut out);
-    for (k, v) in &server_params {
-        messages::parameter(&mut out, k, v);
-    }
-    let (pid, key) = shared.new_key();
-    let cancel = shared.cancels.register(pid, key);
-    shared
-        .stats
-        .clients
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _registered = Registered { shared, pid };
-    messages::backend_key(&mut out, pid, key);
-    messages::ready(&mut out, b'I');
-    crate::frame::send(&mut client, &out).await?;
-    let mut s = Session {
-        client,
-        shared,
-        route: SessionRoute::default(),
-        settings: Vec::new(),
-        pinned: None,
-        status: b'I',
-        batch: Vec::new(),
-        pending_begin: None,
-        aborted: false,
-        statements: ClientStatements::default(),
-        cancel,
-        user,
-    };
-    s.run().await
-}
-
-/// The TLS handshake with a client that asked for it.
-async fn accept_tls(client: Stream, shared: &Shared) -> Result<Stream, WireError> {
-    match (client, &shared.tls) {
-        (Stream::Plain(tcp), Some(config)) => {
-            let tls = tokio_rustls::TlsAcceptor::from(config.clone())
-                .accept(tcp)
-                .await?;
-            Ok(Stream::Accepted(Box::new(tls)))
-        }
-        (other, _) => Ok(other),
-    }
-}
-
-async fn fatal(
-    client: &mut (impl tokio::io::AsyncWrite + Unpin),
-    code: &str,
-    message: &str,
-) -> Result<(), WireError> {
-    let mut out = BytesMut::new();
-    messages::error(&mut out, true, code, message);
-    crate::frame::send(client, &out).await?;
-    Ok(())
 }
 
 impl Session<'_> {
@@ -223,7 +84,7 @@ impl Session<'_> {
                 b'd' | b'c' | b'f' => {}
                 t => {
                     let m = format!("unexpected message type {:?}", t as char);
-                    return fatal(&mut self.client, "08P01", &m).await;
+                    return startup::fatal(&mut self.client, "08P01", &m).await;
                 }
             }
         }
@@ -469,7 +330,7 @@ impl Session<'_> {
         let Some((_, lease)) = self.pinned.as_mut() else {
             return Ok(());
         };
-        let result = match send_steps(lease, &steps).await {
+        let result = match send_steps(lease, &steps, None).await {
             Ok(mut expect) => {
                 let stats = &self.shared.stats;
                 let r = relay(&mut self.client, &mut lease.conn.stream, &mut expect, stats).await;
@@ -590,17 +451,13 @@ impl Session<'_> {
                 self.shared.node_failed(&node.addr());
                 ("08006", e.to_string())
             })?;
-        let settings = self.settings.iter().map(|(_, text)| text);
-        for sql in settings.chain(self.pending_begin.iter()) {
+        for (_, sql) in &self.settings {
             match internal(&mut lease.conn.stream, sql).await {
                 Ok(None) => {}
                 Ok(Some(m)) => return Err(("22023", format!("{sql}: {m}"))),
                 Err(e) => return Err(("08006", e.to_string())),
             }
         }
-        // Sent: the transaction is open on this connection now (until then a failed
-        // lease leaves the BEGIN pending, and the client's transaction with it).
-        self.pending_begin = None;
         Ok(lease)
     }
 
@@ -625,8 +482,24 @@ fn setting_tag(text: &str) -> &'static str {
 
 /// Sends `steps` on a leased connection (its prepared statements added where missing):
 /// what to drop of the answers.
-async fn send_steps(lease: &mut Lease, steps: &[Step]) -> Result<Expect, WireError> {
-    let (out, expect) = prepared::materialize(steps, &mut lease.conn.statements);
+/// `begin`: the deferred `BEGIN`, sent first in the same write (no round trip of its
+/// own); its answers are dropped.
+async fn send_steps(
+    lease: &mut Lease,
+    steps: &[Step],
+    begin: Option<&str>,
+) -> Result<Expect, WireError> {
+    let (out, mut expect) = prepared::materialize(steps, &mut lease.conn.statements);
+    let out = match begin {
+        Some(sql) => {
+            let mut both = BytesMut::new();
+            postgres_protocol::message::frontend::query(sql, &mut both)?;
+            both.extend_from_slice(&out);
+            expect.skip_exchange();
+            both
+        }
+        None => out,
+    };
     crate::frame::send(&mut lease.conn.stream, &out).await?;
     Ok(expect)
 }
