@@ -47,13 +47,9 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
 
 fn answer(f: &Frame, shared: &Shared, out: &mut BytesMut) -> Result<(), WireError> {
     let text = f.query_text()?;
-    let words: Vec<String> = text
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let view = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+    let lower = text.trim().trim_end_matches(';').to_ascii_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let view = match words[..] {
         ["show", "atoll.pools"] => pools(shared),
         ["show", "atoll.shards"] => shards(shared),
         ["show", "atoll.holds"] => holds(shared),
@@ -92,13 +88,18 @@ fn pools(shared: &Shared) -> View {
 
 fn shards(shared: &Shared) -> View {
     let snapshot = shared.cluster.snapshot();
-    let config = shared.cluster.config();
+    // One lookup per island, not per shard (there may be 10,000).
+    let mut masters = std::collections::HashMap::new();
     let rows = snapshot
         .active_shards()
         .map(|(shard, island)| {
-            let master = atoll_pg::master_node(&config, &snapshot, island)
-                .ok()
-                .map(|n| n.addr());
+            let master = masters
+                .entry(island)
+                .or_insert_with(|| {
+                    let i = snapshot.island(island)?;
+                    i.master().map(|m| m.addr.clone())
+                })
+                .clone();
             vec![
                 Some(shard.get().to_string()),
                 Some(shard.schema()),

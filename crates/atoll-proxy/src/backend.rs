@@ -2,13 +2,15 @@
 //! (trust, cleartext, MD5 or SCRAM-SHA-256, spoken with rust-postgres' protocol crate), and
 //! what the node said at startup (its parameters).
 
-use crate::frame::{read_frame, Frame, WireError};
+use crate::cancel::Target;
+use crate::frame::{i32_at, read_frame, Frame, WireError};
 use crate::stream::Stream;
 use atoll_core::NodeConfig;
 use atoll_core::SslMode;
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
@@ -45,8 +47,8 @@ pub struct ServerConn {
     pub addr: String,
     /// The ParameterStatus values it sent at startup.
     pub params: Vec<(String, String)>,
-    /// The backend's process id and cancel key (BackendKeyData), when it sent them.
-    pub key: Option<(i32, i32)>,
+    /// Where a cancel request for it goes (its BackendKeyData), made once at login.
+    pub cancel: Option<Arc<Target>>,
     /// The server statements prepared on it (`prepared.rs`), kept across transactions.
     pub statements: crate::prepared::ServerStatements,
 }
@@ -101,7 +103,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         stream: BufStream::new(stream),
         addr: node.addr(),
         params: Vec::new(),
-        key: None,
+        cancel: None,
         statements: Default::default(),
     };
     tokio::time::timeout(timeout, login(&mut conn, node))
@@ -249,13 +251,15 @@ async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendEr
                 conn.params.push((name, value));
             }
             b'K' => {
-                let n = |at: usize| {
-                    f.body
-                        .get(at..at + 4)
-                        .and_then(|b| b.try_into().ok())
-                        .map(i32::from_be_bytes)
-                };
-                conn.key = n(0).zip(n(4));
+                conn.cancel = i32_at(&f.body, 0)
+                    .zip(i32_at(&f.body, 4))
+                    .map(|(pid, key)| {
+                        Arc::new(Target {
+                            addr: conn.addr.clone(),
+                            pid,
+                            key,
+                        })
+                    });
             }
             b'E' => return Err(refused(error_message(&f.body))),
             b'Z' => return Ok(()),
@@ -265,8 +269,5 @@ async fn login(conn: &mut ServerConn, node: &NodeConfig) -> Result<(), BackendEr
 }
 
 fn auth_code(f: &Frame) -> i32 {
-    f.body
-        .get(..4)
-        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .unwrap_or(-1)
+    i32_at(&f.body, 0).unwrap_or(-1)
 }

@@ -23,15 +23,16 @@ pub struct Target {
 /// One session's current node connection: its own lock, so that a session changing it
 /// (twice per transaction) never waits for another session.
 #[derive(Default)]
-pub struct Slot(Mutex<Option<Target>>);
+pub struct Slot(Mutex<Option<Arc<Target>>>);
 
 impl Slot {
-    /// The node connection the session is using now (`None`: none).
-    pub fn set(&self, target: Option<Target>) {
+    /// The node connection the session is using now (`None`: none); shared with the
+    /// connection, so a transaction's start copies no address.
+    pub fn set(&self, target: Option<Arc<Target>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }
 
-    fn get(&self) -> Option<Target> {
+    fn get(&self) -> Option<Arc<Target>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -58,7 +59,7 @@ impl Cancels {
     }
 
     /// Where a CancelRequest with this key goes, if anywhere.
-    pub fn target(&self, pid: i32, key: i32) -> Option<Target> {
+    pub fn target(&self, pid: i32, key: i32) -> Option<Arc<Target>> {
         let slot = self
             .lock()
             .get(&pid)
@@ -95,6 +96,7 @@ mod tests {
             pid: 99,
             key: 5,
         };
+        let t = Arc::new(t);
         slot.set(Some(t.clone()));
         assert_eq!(c.target(7, 1234), Some(t.clone()));
         assert_eq!(c.target(7, 1235), None);

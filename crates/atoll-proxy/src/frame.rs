@@ -182,7 +182,8 @@ pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
     w.flush().await
 }
 
-fn i32_at(b: &[u8], at: usize) -> Option<i32> {
+/// The big-endian `i32` at `at` in `b`, if `b` is long enough.
+pub fn i32_at(b: &[u8], at: usize) -> Option<i32> {
     let s = b.get(at..at + 4)?;
     Some(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }

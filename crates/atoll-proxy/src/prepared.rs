@@ -140,14 +140,14 @@ impl Step {
         }
     }
 
-    /// The statement text this step runs, when it names one.
-    pub fn text(&self) -> Option<String> {
+    /// The statement text this step runs, when it names one (borrowed from the message).
+    pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
         let spec = match self {
             Step::Parse { spec, .. } | Step::Uses { spec, .. } => spec.as_ref(),
             Step::Forward(f) if f.tag == b'P' => cstr(&f.body)?.1,
             Step::Forward(_) => return None,
         };
-        cstr(spec).map(|(t, _)| String::from_utf8_lossy(t).into_owned())
+        cstr(spec).map(|(t, _)| String::from_utf8_lossy(t))
     }
 }
 

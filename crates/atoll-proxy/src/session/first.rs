@@ -26,7 +26,6 @@ impl<'a> Session<'a> {
     ) -> Result<(), WireError> {
         let shared = self.shared;
         let began = self.pending_begin.is_some();
-        let begin = self.pending_begin.clone();
         let mut hold: Option<Hold<'a>> = None;
         loop {
             let (island, on_replica) = match self.lease_placed(shard, replica, &mut hold).await {
@@ -63,7 +62,7 @@ impl<'a> Session<'a> {
                 // A replica may not have replayed the table (or the shard's registry row)
                 // yet: the master decides.
                 replica = false;
-                self.pending_begin = begin.clone();
+                self.pending_begin = begin_now;
                 continue;
             }
             if there != Some(false) {
@@ -83,7 +82,7 @@ impl<'a> Session<'a> {
             }
             shared.holds.rerun.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(shard = %shard, %island, "shard not on its island any more: holding");
-            self.pending_begin = begin.clone();
+            self.pending_begin = begin_now;
             let h = hold.get_or_insert_with(|| Hold::start(&shared.holds, shared.hold_timeout));
             let left = h.left();
             if !shared

@@ -214,9 +214,8 @@ impl Session<'_> {
             Err(r) => return self.refuse(r).await,
         };
         // Routed by the first statement the batch names (parsed here, or prepared before).
-        let text = steps.iter().find_map(Step::text);
-        let texts: std::collections::BTreeSet<String> =
-            steps.iter().filter_map(Step::text).collect();
+        let texts: Vec<_> = steps.iter().filter_map(Step::text).collect();
+        let text = texts.first().map(|t| t.to_string());
         let routes = &self.shared.routes;
         let mut info = match text.as_deref().map(|t| routes.read(t)).transpose() {
             Ok(i) => i.unwrap_or_default(),
@@ -227,9 +226,10 @@ impl Session<'_> {
             // BEGIN): no transaction starts or ends.
             info.control = TransactionControl::None;
             info.change = None;
+            info.session_state = None;
         }
         // Read-only as its first statement says only when it is the batch's one statement.
-        info.read_only &= texts.len() == 1;
+        info.read_only &= texts.iter().all(|t| Some(t.as_ref()) == text.as_deref());
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer_batch(&steps, tag).await,
@@ -383,12 +383,7 @@ impl Session<'_> {
 
     /// The transaction under way runs on `lease` (cancel requests go there).
     fn pin(&mut self, shard: ShardNo, lease: Lease) {
-        let target = lease.conn.key.map(|(pid, key)| crate::cancel::Target {
-            addr: lease.conn.addr.clone(),
-            pid,
-            key,
-        });
-        self.cancel.set(target);
+        self.cancel.set(lease.conn.cancel.clone());
         self.pinned = Some((shard, lease));
     }
 
