@@ -159,6 +159,22 @@ fn bad_input_leaves_the_proxy_serving() -> Result<()> {
         );
         let n = p.ok(&["select count(*) from sh0001.t"]);
         ensure!(n == "0", "the vanished client's row is visible: {n}");
+
+        // A database the proxy does not serve: named, after the password; a wrong
+        // password says nothing about databases.
+        let out = p.psql_db(PASSWORD, "app", "nosuch", &["select 1"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure!(
+            !out.status.success() && err.contains("database \"nosuch\" does not exist"),
+            "{err}"
+        );
+        let out = p.psql_db("wrong", "app", "nosuch", &["select 1"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure!(
+            err.contains("password authentication failed") && !err.contains("nosuch"),
+            "{err}"
+        );
+        still_serving(&p);
         Ok(())
     })?;
     assert_eq!(p.server.terminate()?, Some(0));

@@ -303,6 +303,40 @@ fn real_clients_through_the_proxy() -> Result<()> {
         err.contains("42601") && err.contains("SHOW atoll.pools"),
         "{err}"
     );
+
+    // `atoll proxy status`: the same state, from /status, as JSON and as lines.
+    let atoll = tc.cli(env!("CARGO_BIN_EXE_atoll"));
+    let out = atoll.run(&["--json", "proxy", "status", "--metrics", &p.metrics]);
+    let v = atoll_testkit::cli::json(&out);
+    assert_eq!(v["pool_mode"], "transaction", "{v}");
+    assert_eq!(v["database"], "postgres", "{v}");
+    assert_eq!(v["islands"].as_array().map(Vec::len), Some(2), "{v}");
+    let shards: u64 = v["islands"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["shards"].as_u64())
+        .sum();
+    assert_eq!(shards, 4, "{v}");
+    assert!(
+        v["pools"][0]["limit"] == 8 && v["holds"]["expired"] == 0,
+        "{v}"
+    );
+    let out = atoll.run(&["proxy", "status", "--metrics", &p.metrics]);
+    atoll_testkit::cli::ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("transaction pooling") && text.contains("limit    8"),
+        "{text}"
+    );
+    // Nothing there: exit 1, one line naming the address.
+    let out = atoll.run(&["proxy", "status", "--metrics", "127.0.0.1:1"]);
+    let err = atoll_testkit::cli::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("atoll proxy at 127.0.0.1:1") && err.lines().count() == 1,
+        "{err}"
+    );
     assert_eq!(p.server.terminate()?, Some(0));
     Ok(())
 }

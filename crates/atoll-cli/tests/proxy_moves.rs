@@ -3,7 +3,9 @@
 //! `atoll proxy` while 10 moves run back and forth between two islands. Every pgbench run
 //! must end with every client's transactions done and none failed; afterwards every
 //! acknowledged row is on its shard's island exactly once, and each shard's counter equals
-//! its row count (no transaction ran twice). The proxy's hold times are printed.
+//! its row count (no transaction ran twice). Meanwhile psql loads batches of rows into
+//! shard 2 with `COPY ... FROM STDIN` through the proxy: every batch succeeds, each row
+//! once. The proxy's hold times are printed.
 
 mod proxy_kit;
 
@@ -34,7 +36,8 @@ fn pgbench_through_ten_moves_without_an_error() -> Result<()> {
             &format!(
                 "create table sh{n:04}.ledger (r bigint primary key, at timestamptz not null default now());
                  create table sh{n:04}.counter (id int primary key, n bigint not null);
-                 insert into sh{n:04}.counter values (1, 0);"
+                 insert into sh{n:04}.counter values (1, 0);
+                 create table sh{n:04}.bulk (b bigint primary key);"
             ),
         );
         let path = dir.join(format!("w{n}.sql"));
@@ -86,37 +89,54 @@ fn pgbench_through_ten_moves_without_an_error() -> Result<()> {
         })
     };
 
-    // pgbench in short runs until the moves are done (and one more run after them).
-    let script_refs: Vec<&std::path::Path> = scripts.iter().map(|p| p.as_path()).collect();
-    let mut acknowledged = 0u64;
-    let mut runs = 0;
-    loop {
-        let last = done.load(Ordering::SeqCst);
-        // The simple, extended and prepared protocols, in turn.
-        let mode = ["simple", "extended", "prepared"][runs % 3];
-        let out = p.pgbench(
-            &["-c", "16", "-j", "2", "-T", "4", "-M", mode],
-            &script_refs,
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "pgbench run {runs}: {text}\n{err}");
-        assert!(!err.contains("ERROR"), "pgbench run {runs}: {err}");
-        assert!(
-            text.contains("number of failed transactions: 0"),
-            "pgbench run {runs}: {text}"
-        );
-        acknowledged += proxy_kit::processed(&text).expect("processed count");
-        runs += 1;
-        if last || runs > 120 {
-            break;
+    // COPY FROM STDIN batches of 500 rows into shard 2 until the moves are done.
+    const BATCH: u64 = 500;
+    // Also stopped when pgbench gives up waiting for the moves.
+    let stop = AtomicBool::new(false);
+    let loader = {
+        let (done, stop, p) = (done.clone(), &stop, &p);
+        move || -> u64 {
+            let mut batches = 0u64;
+            while !done.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                let data: String = (0..BATCH)
+                    .map(|j| format!("{}\n", batches * BATCH + j))
+                    .collect();
+                let out = p.copy_in("copy sh0002.bulk (b) from stdin", &data);
+                assert!(
+                    out.status.success(),
+                    "COPY batch {batches}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                batches += 1;
+            }
+            batches
         }
-    }
+    };
+    let loaded = std::thread::scope(|s| -> Result<(u64, u64, usize)> {
+        let loader = s.spawn(loader);
+        let (acknowledged, runs) = pgbench_until(&p, &done, &scripts);
+        stop.store(true, Ordering::SeqCst);
+        let batches = loader.join().expect("COPY thread");
+        Ok((batches, acknowledged, runs))
+    })?;
+    let (batches, acknowledged, runs) = loaded;
     let took = mover.join().expect("mover thread")?;
     assert_eq!(took.len(), MOVES);
 
     // Every acknowledged row exactly once, on the shard's island; no transaction twice.
     let snap = rt.block_on(tc.discover());
+    let port = tc.master_ports()[island_of(&snap, 2).0 as usize];
+    let bulk = tc.psql(
+        port,
+        "select count(*), count(distinct b), coalesce(max(b) + 1, 0) from sh0002.bulk",
+    );
+    let want = batches * BATCH;
+    assert_eq!(
+        bulk,
+        format!("{want}|{want}|{want}"),
+        "COPY rows vs batches acknowledged"
+    );
+
     let (mut rows, mut distinct) = (0i64, 0i64);
     for n in SHARDS {
         let port = tc.master_ports()[island_of(&snap, n).0 as usize];
@@ -157,9 +177,44 @@ fn pgbench_through_ten_moves_without_an_error() -> Result<()> {
     let metrics = p.metrics();
     assert!(!metrics.contains("atoll_proxy_errors_total{"), "{metrics}");
     eprintln!(
-        "{MOVES} moves ({:?} each), {runs} pgbench runs, {acknowledged} transactions, 0 errors; holds: {holds}",
+        "{MOVES} moves ({:?} each), {runs} pgbench runs, {acknowledged} transactions, {batches} COPY batches, 0 errors; holds: {holds}",
         took
     );
     assert_eq!(p.server.terminate()?, Some(0));
     Ok(())
+}
+
+/// pgbench in short runs until the moves are done (and one more run after them): the
+/// transactions acknowledged and the runs.
+fn pgbench_until(
+    p: &proxy_kit::Proxied,
+    done: &AtomicBool,
+    scripts: &[std::path::PathBuf],
+) -> (u64, usize) {
+    let script_refs: Vec<&std::path::Path> = scripts.iter().map(|p| p.as_path()).collect();
+    let mut acknowledged = 0u64;
+    let mut runs = 0;
+    loop {
+        let last = done.load(Ordering::SeqCst);
+        // The simple, extended and prepared protocols, in turn.
+        let mode = ["simple", "extended", "prepared"][runs % 3];
+        let out = p.pgbench(
+            &["-c", "16", "-j", "2", "-T", "4", "-M", mode],
+            &script_refs,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "pgbench run {runs}: {text}\n{err}");
+        assert!(!err.contains("ERROR"), "pgbench run {runs}: {err}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "pgbench run {runs}: {text}"
+        );
+        acknowledged += proxy_kit::processed(&text).expect("processed count");
+        runs += 1;
+        if last || runs > 120 {
+            break;
+        }
+    }
+    (acknowledged, runs)
 }

@@ -2,7 +2,9 @@
 //! `SET atoll.read = 'replica'` a read outside a transaction runs on the replica (the node
 //! says it is in recovery), in the simple and the extended protocol; a write, a locking
 //! read and anything inside a transaction run on the master; `'master'` (and `RESET ALL`)
-//! bring reads back to the master.
+//! bring reads back to the master. With `--replica-max-lag-ms`, a replica whose replay
+//! is paused behind new writes serves no replica reads (the master does) until it
+//! catches up.
 
 mod proxy_kit;
 
@@ -61,6 +63,36 @@ fn reads_go_to_a_replica_when_asked() -> Result<()> {
         );
         assert_eq!(proxy_kit::processed(&text), Some(40), "{mode}: {text}");
     }
+    assert_eq!(p.server.terminate()?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn a_lagging_replica_serves_no_replica_reads() -> Result<()> {
+    let tc = TestCluster::setup(1, 1).shards(0..=1).start_blocking()?;
+    let master = tc.master_ports()[0];
+    let replica_port = tc.sandbox().islands()[0].nodes[1].port;
+    tc.psql(master, "create table sh0001.t (id int primary key)");
+    tc.psql(master, "insert into sh0001.t values (1)");
+    let p = proxy_kit::start(&tc, &["--replica-max-lag-ms", "500"])?;
+    let on_replica = || {
+        p.ok(&[
+            "set atoll.read = 'replica'",
+            "select pg_is_in_recovery() from sh0001.t where id = 1",
+        ]) == "t"
+    };
+    let wait = std::time::Duration::from_secs(30);
+    atoll_testkit::wait::poll_until("the proxy reads from the replica", wait, on_replica);
+
+    // Replay paused, then a write: the replica falls behind and stays there.
+    tc.psql(replica_port, "select pg_wal_replay_pause()");
+    tc.psql(master, "insert into sh0001.t values (2)");
+    atoll_testkit::wait::poll_until("the lagging replica is passed over", wait, || !on_replica());
+    for _ in 0..5 {
+        assert!(!on_replica(), "a read went to the lagging replica");
+    }
+    tc.psql(replica_port, "select pg_wal_replay_resume()");
+    atoll_testkit::wait::poll_until("the caught-up replica reads again", wait, on_replica);
     assert_eq!(p.server.terminate()?, Some(0));
     Ok(())
 }

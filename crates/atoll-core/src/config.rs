@@ -139,6 +139,13 @@ impl NodeConfig {
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    /// Whether [`NodeConfig::addr`] is `addr`, without building it (routing asks per
+    /// transaction).
+    pub fn has_addr(&self, addr: &str) -> bool {
+        addr.rsplit_once(':')
+            .is_some_and(|(host, port)| host == self.host && port.parse() == Ok(self.port))
+    }
 }
 
 /// Masked form: user, address and database, never a password.

@@ -47,6 +47,22 @@ fn parses_a_full_config() {
     );
 }
 
+#[test]
+fn a_node_is_found_by_its_address() {
+    let c = parse(GOOD).unwrap();
+    let n = &c.islands[0].nodes[1];
+    assert!(n.has_addr(&n.addr()));
+    for other in [
+        "127.0.0.1:54320",
+        "127.0.0.1:5432",
+        "127.0.0.2:54321",
+        "54321",
+        "",
+    ] {
+        assert!(!n.has_addr(other), "{other}");
+    }
+}
+
 fn err_of(text: &str) -> String {
     parse(text).unwrap_err().to_string()
 }
@@ -293,7 +309,7 @@ fn the_proxy_section_is_checked() {
     let base = "[[island]]\nid = 0\nnodes = [{ host = \"h\", port = 5432 }]\n";
     assert_eq!(parse(base).unwrap().proxy, Default::default());
     let c = parse(&format!(
-        "{base}[proxy]\nlisten = \"0.0.0.0:6432\"\nusers = {{ app = \"env:APP_PW\" }}\npool_mode = \"session\"\ntls_cert = \"p.crt\"\ntls_key = \"/k/p.key\"\nrequire_tls = true\nhold_timeout_ms = 2000\n"
+        "{base}[proxy]\nlisten = \"0.0.0.0:6432\"\nusers = {{ app = \"env:APP_PW\" }}\npool_mode = \"session\"\ntls_cert = \"p.crt\"\ntls_key = \"/k/p.key\"\nrequire_tls = true\nhold_timeout_ms = 2000\ndatabase = \"app\"\nreplica_max_lag_ms = 250\n"
     ))
     .unwrap();
     let p = c.proxy;
@@ -304,6 +320,8 @@ fn the_proxy_section_is_checked() {
     assert_eq!(p.tls_cert, Some("p.crt".into()));
     assert_eq!(p.tls_key, Some("/k/p.key".into()));
     assert_eq!(p.hold_timeout_ms, Some(2000));
+    assert_eq!(p.database.as_deref(), Some("app"));
+    assert_eq!(p.replica_max_lag_ms, Some(250));
     for (body, says) in [
         (
             "listen = \"6432\"",
@@ -315,6 +333,14 @@ fn the_proxy_section_is_checked() {
         ("require_tls = true", "require_tls needs tls_cert"),
         ("pool_mode = \"statement\"", "statement"),
         ("lisen = \"x\"", "lisen"),
+        (
+            "database = \"atoll\"",
+            "[proxy] database: \"atoll\" cannot be served",
+        ),
+        (
+            "replica_max_lag_ms = -1",
+            "[proxy] replica_max_lag_ms: -1 is outside",
+        ),
     ] {
         let e = err_of(&format!("{base}[proxy]\n{body}\n"));
         // The section's line, or the value's own for a value of the wrong kind.

@@ -14,6 +14,8 @@
 //! metrics = "127.0.0.1:9187"
 //! user_pool_size = 10
 //! max_clients = 1000
+//! database = "app"            # the name clients connect to (default: the first node's)
+//! replica_max_lag_ms = 1000   # replicas further behind get no replica reads
 //! ```
 
 use crate::SecretRef;
@@ -47,6 +49,11 @@ pub struct ProxyConfig {
     pub user_pool_size: Option<usize>,
     /// Client connections open at once.
     pub max_clients: Option<usize>,
+    /// The database name clients connect to.
+    pub database: Option<String>,
+    /// Replicas further behind their master than this (in milliseconds) get no replica
+    /// reads.
+    pub replica_max_lag_ms: Option<u64>,
 }
 
 /// `pool_mode`.
@@ -75,6 +82,8 @@ pub(crate) struct RawProxy {
     metrics: Option<String>,
     user_pool_size: Option<i64>,
     max_clients: Option<i64>,
+    database: Option<String>,
+    replica_max_lag_ms: Option<i64>,
 }
 
 impl RawProxy {
@@ -120,6 +129,13 @@ impl RawProxy {
         if self.require_tls && self.tls_cert.is_none() {
             return Err("[proxy] require_tls needs tls_cert and tls_key".into());
         }
+        if let Some(d) = &self.database {
+            if d.is_empty() || d.contains('\0') || d == "atoll" {
+                return Err(format!(
+                    "[proxy] database: {d:?} cannot be served (\"atoll\" is the admin database)"
+                ));
+            }
+        }
         Ok(ProxyConfig {
             listen: addr("listen", self.listen)?,
             users,
@@ -133,6 +149,9 @@ impl RawProxy {
             metrics: addr("metrics", self.metrics)?,
             user_pool_size: count("user_pool_size", self.user_pool_size, 10_000)?,
             max_clients: count("max_clients", self.max_clients, 1_000_000)?,
+            database: self.database,
+            replica_max_lag_ms: count("replica_max_lag_ms", self.replica_max_lag_ms, 86_400_000)?
+                .map(|n| n as u64),
         })
     }
 }

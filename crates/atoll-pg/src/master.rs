@@ -12,13 +12,13 @@ pub fn master_node(
     let addr = snapshot
         .island(island)
         .and_then(|i| i.master())
-        .map(|n| n.addr.clone())
+        .map(|n| n.addr.as_str())
         .ok_or(PgError::NoMaster(island))?;
     config
         .islands
         .iter()
         .find(|i| i.id == island)
-        .and_then(|i| i.nodes.iter().find(|n| n.addr() == addr))
+        .and_then(|i| i.nodes.iter().find(|n| n.has_addr(addr)))
         .cloned()
         .ok_or(PgError::NoMaster(island))
 }

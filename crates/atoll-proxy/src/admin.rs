@@ -9,11 +9,9 @@
 //! Anything else is refused (42601) and the session goes on.
 
 use crate::frame::{read_frame, Frame, WireError, MAX_MESSAGE};
-use crate::hold::quantile;
 use crate::messages;
 use crate::shared::Shared;
 use bytes::BytesMut;
-use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The database name that selects the admin views.
@@ -70,13 +68,11 @@ fn answer(f: &Frame, shared: &Shared, out: &mut BytesMut) -> Result<(), WireErro
 }
 
 fn pools(shared: &Shared) -> View {
-    let rows = shared
-        .pools
-        .stats()
+    let rows = crate::status::pools(shared)
         .into_iter()
         .map(|p| {
             vec![
-                Some(p.addr),
+                Some(p.node),
                 Some(p.leased.to_string()),
                 Some(p.idle.to_string()),
                 Some(p.limit.to_string()),
@@ -112,18 +108,16 @@ fn shards(shared: &Shared) -> View {
 }
 
 fn holds(shared: &Shared) -> View {
-    let h = &shared.holds;
-    let times = h.recent_sorted();
-    let ms = |q: f64| Some(format!("{:.1}", quantile(&times, q).as_secs_f64() * 1e3));
-    let count = |c: &std::sync::atomic::AtomicU64| Some(c.load(Ordering::Relaxed).to_string());
+    let h = crate::status::holds(shared);
+    let ms = |v: f64| Some(format!("{v:.1}"));
     let row = vec![
-        count(&h.holding),
-        count(&h.released),
-        count(&h.expired),
-        count(&h.rerun),
-        ms(0.5),
-        ms(0.99),
-        ms(1.0),
+        Some(h.holding.to_string()),
+        Some(h.released.to_string()),
+        Some(h.expired.to_string()),
+        Some(h.rerun.to_string()),
+        ms(h.p50_ms),
+        ms(h.p99_ms),
+        ms(h.max_ms),
     ];
     (
         vec![

@@ -10,13 +10,12 @@
 //! their password with SCRAM-SHA-256; the proxy logs in to the nodes with atoll's
 //! configured credentials.
 //!
-//! Built so far: startup and SCRAM authentication, the simple query protocol, the extended
-//! protocol with unnamed statements (routed at Sync), COPY in and out, transactions kept on
-//! one connection and refused when they name a second shard, session settings kept by the
-//! proxy (`SET atoll.shard`, `atoll.read`, `search_path` replayed on each transaction's
-//! connection). Not yet: TLS, named prepared statements across pooled connections, cancel
-//! requests, holding a moving shard's statements, replicas for reads, admin views and
-//! metrics (see docs/proxy.md).
+//! Around that: the simple and the extended protocol, named prepared statements across
+//! pooled connections (`prepared.rs`), COPY in and out, session settings kept and replayed
+//! per transaction, session pooling on request, cancel requests, TLS both ways, replica
+//! reads on request (within a lag bound), limits per node, per user and on clients, a
+//! moving shard's transactions held through the cut-over instead of failed (`hold.rs`),
+//! the admin database `atoll` and `/metrics` (see docs/proxy.md).
 //!
 //! Not for: HTTP (atoll-router), running migrations or moves. It must not depend on the
 //! CLI, the sandbox (outside tests) or terminal output.
@@ -39,9 +38,11 @@ mod route_cache;
 mod server;
 mod session;
 mod shared;
+mod status;
 mod stream;
 
 pub use server::Proxy;
+pub use status::{HoldStatus, IslandStatus, PoolStatus, Status};
 
 use atoll_client::{Cluster, ClusterOptions};
 use atoll_core::{Config, Secret};
@@ -74,6 +75,13 @@ pub struct ProxyOptions {
     pub user_pool_size: Option<usize>,
     /// Client connections open at once, at most (`None`: no bound).
     pub max_clients: Option<usize>,
+    /// The database name clients connect to (`None`: the first configured node's); any
+    /// other but the admin database `atoll` is refused (3D000). One proxy serves one
+    /// cluster, so `pool_size` per node is also its bound per database.
+    pub database: Option<String>,
+    /// Replicas further behind their master (as of the last discovery round, every
+    /// second) serve no replica reads; the master does (`None`: no bound).
+    pub replica_max_lag: Option<Duration>,
 }
 
 /// How long a client keeps a server connection.
@@ -89,6 +97,7 @@ pub enum PoolMode {
     Session,
 }
 
+pub use admin::DATABASE as ADMIN_DATABASE;
 pub use stream::server_config as tls_server_config;
 
 /// Why a proxy could not start.
@@ -115,6 +124,15 @@ pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyE
     if options.users.is_empty() {
         return Err(ProxyError::NoUsers);
     }
+    let database = options.database.clone().unwrap_or_else(|| {
+        config
+            .islands
+            .iter()
+            .flat_map(|i| i.nodes.first())
+            .map(|n| n.database.clone())
+            .next()
+            .unwrap_or_else(|| "postgres".into())
+    });
     let cluster = Cluster::connect(config, ClusterOptions::default()).await?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -135,6 +153,6 @@ pub async fn bind(config: Config, options: ProxyOptions) -> Result<Proxy, ProxyE
     Ok(Proxy::new(
         listener,
         metrics,
-        shared::Shared::new(cluster, users, pools, &options),
+        shared::Shared::new(cluster, users, pools, database, &options),
     ))
 }

@@ -85,24 +85,33 @@ impl Proxy {
     }
 }
 
-/// Serves `GET /metrics` until the proxy stops.
+/// Serves `GET /metrics` and `GET /status` (JSON) until the proxy stops.
 async fn metrics(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let shared = shared.clone();
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    crate::metrics::render(&shared),
-                )
-            }
-        }),
-    );
+    let for_status = shared.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let shared = shared.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        crate::metrics::render(&shared),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/status",
+            axum::routing::get(move || {
+                let shared = for_status.clone();
+                async move { axum::Json(crate::status::status(&shared)) }
+            }),
+        );
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

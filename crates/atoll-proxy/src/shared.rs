@@ -57,6 +57,10 @@ pub struct Shared {
     pub routes: crate::route_cache::RouteCache,
     /// The server name of every statement clients prepared.
     pub registry: crate::prepared::Registry,
+    /// The database name clients connect to.
+    pub database: String,
+    /// Replicas further behind serve no replica reads.
+    replica_max_lag: Option<Duration>,
 }
 
 impl Shared {
@@ -65,6 +69,7 @@ impl Shared {
         cluster: Cluster,
         users: Users,
         pools: std::sync::Arc<Pools>,
+        database: String,
         options: &crate::ProxyOptions,
     ) -> Shared {
         Shared {
@@ -90,6 +95,8 @@ impl Shared {
             cancels: Default::default(),
             routes: Default::default(),
             registry: Default::default(),
+            database,
+            replica_max_lag: options.replica_max_lag,
         }
     }
 
@@ -131,12 +138,18 @@ impl Shared {
         tokio::spawn(async move { cluster.refresh().await });
     }
 
-    /// A reachable replica of `island` (picked at random, to spread reads), as configured.
+    /// A reachable replica of `island` (picked at random, to spread reads) within the lag
+    /// bound, as configured.
     pub fn replica_of(&self, island: IslandId) -> Option<NodeConfig> {
         let snapshot = self.cluster.snapshot();
+        let near = |lag: Option<f64>| match self.replica_max_lag {
+            None => true,
+            Some(max) => lag.is_some_and(|s| s <= max.as_secs_f64()),
+        };
         let replicas: Vec<&str> = snapshot
             .island(island)?
             .replicas()
+            .filter(|r| near(r.lag_seconds))
             .map(|r| r.addr.as_str())
             .collect();
         if replicas.is_empty() {
@@ -150,7 +163,7 @@ impl Shared {
             .find(|i| i.id == island)?
             .nodes
             .iter()
-            .find(|n| n.addr() == addr)
+            .find(|n| n.has_addr(addr))
             .cloned()
     }
 

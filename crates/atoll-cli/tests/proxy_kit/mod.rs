@@ -80,6 +80,28 @@ impl Proxied {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// psql through the proxy as `app` running `copy` (a `COPY ... FROM STDIN`) with
+    /// `data` on its standard input.
+    pub fn copy_in(&self, copy: &str, data: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", copy])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=app dbname=postgres",
+                self.port
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(data.as_bytes()).expect("psql's stdin");
+        }
+        child.wait_with_output().expect("psql")
+    }
+
     /// pgbench through the proxy as `app` with these flags and scripts.
     pub fn pgbench(&self, flags: &[&str], scripts: &[&Path]) -> Output {
         let mut c = Command::new("pgbench");

@@ -94,6 +94,16 @@ pub(super) async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireE
         crate::frame::send(&mut client, &out).await?;
         return crate::admin::serve(&mut client, shared).await;
     }
+    let wanted = database.unwrap_or(user.as_str());
+    if wanted != shared.database {
+        // After authentication, as PostgreSQL: no one learns names without a password.
+        let m = format!(
+            "database \"{wanted}\" does not exist (this proxy serves \"{}\" and the admin database \"{}\")",
+            shared.database,
+            crate::admin::DATABASE
+        );
+        return fatal(&mut client, "3D000", &m).await;
+    }
     let server_params = match shared.server_params().await {
         Ok(p) => p,
         Err(e) => return fatal(&mut client, "08006", &e).await,

@@ -1,4 +1,7 @@
-//! `atoll proxy`: the PostgreSQL wire-protocol proxy (atoll-proxy) until SIGINT or SIGTERM.
+//! `atoll proxy`: the PostgreSQL wire-protocol proxy (atoll-proxy) until SIGINT or SIGTERM;
+//! `atoll proxy status`: what a running one reports (`status.rs`).
+
+mod status;
 
 use crate::exit::Failure;
 use crate::shutdown::ShutdownSignal;
@@ -11,7 +14,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ProxyArgs {
+    #[command(subcommand)]
+    command: Option<ProxyCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum ProxyCommand {
+    /// Show a running proxy's clients, server connections, islands and holds (from its
+    /// /status, served next to /metrics)
+    Status(status::StatusArgs),
+}
+
+/// How the proxy runs.
+#[derive(clap::Args)]
+struct RunArgs {
     /// Where clients connect [default: [proxy] listen, else 127.0.0.1:6432]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -54,6 +74,15 @@ pub struct ProxyArgs {
     /// Client connections open at once, at most; more are refused (53300)
     #[arg(long, value_name = "N")]
     max_clients: Option<u32>,
+    /// The database name clients connect to; others but the admin database `atoll` are
+    /// refused [default: [proxy] database, else the first node's configured database]
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+    /// Replicas further behind their master than this get no replica reads (`SET
+    /// atoll.read = 'replica'`); the master answers them [default: [proxy]
+    /// replica_max_lag_ms, else no bound]
+    #[arg(long, value_name = "MS")]
+    replica_max_lag_ms: Option<u64>,
     /// Threads serving clients (1: one event loop, as PgBouncer's, no wake-ups across
     /// threads)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -84,7 +113,7 @@ fn user(arg: &str) -> Result<(String, Secret), Failure> {
 /// The flags over `[proxy]` over the defaults, validated (passwords resolved).
 fn options(
     file: &atoll_core::proxy_config::ProxyConfig,
-    args: ProxyArgs,
+    args: RunArgs,
 ) -> Result<atoll_proxy::ProxyOptions, Failure> {
     let mut users: Vec<(String, Secret)> = Vec::new();
     for (name, reference) in &file.users {
@@ -144,10 +173,35 @@ fn options(
             .or(file.user_pool_size),
         max_clients: args.max_clients.map(|n| n as usize).or(file.max_clients),
         pool_mode,
+        database: database(args.database, file.database.clone())?,
+        replica_max_lag: args
+            .replica_max_lag_ms
+            .or(file.replica_max_lag_ms)
+            .map(Duration::from_millis),
     })
 }
 
+/// `--database` over `[proxy] database` (checked there), checked.
+fn database(flag: Option<String>, file: Option<String>) -> Result<Option<String>, Failure> {
+    match flag {
+        Some(d) if d.is_empty() || d.contains('\0') || d == atoll_proxy::ADMIN_DATABASE => {
+            Err(Failure::input(format!(
+                "--database: {d:?} cannot be served (\"atoll\" is the admin database)"
+            )))
+        }
+        Some(d) => Ok(Some(d)),
+        None => Ok(file),
+    }
+}
+
 pub fn run(ctx: &Context, args: ProxyArgs) -> CmdResult {
+    match args.command {
+        Some(ProxyCommand::Status(a)) => status::run(ctx, a),
+        None => run_proxy(ctx, args.run),
+    }
+}
+
+fn run_proxy(ctx: &Context, args: RunArgs) -> CmdResult {
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -161,7 +215,7 @@ pub fn run(ctx: &Context, args: ProxyArgs) -> CmdResult {
     runtime.block_on(serve(ctx, args))
 }
 
-async fn serve(ctx: &Context, args: ProxyArgs) -> CmdResult {
+async fn serve(ctx: &Context, args: RunArgs) -> CmdResult {
     let config = atoll_core::Config::load(ctx.config.as_deref()).map_err(Failure::input)?;
     let options = options(&config.proxy, args)?;
     // Before the address is printed: a SIGTERM sent on reading it must stop us gracefully.
