@@ -31,6 +31,7 @@ pub mod frame;
 mod hold;
 mod messages;
 mod metrics;
+mod node;
 mod pool;
 mod prepared;
 mod relay;

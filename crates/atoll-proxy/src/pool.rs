@@ -4,7 +4,7 @@
 //! other is closed.
 
 use crate::backend::{connect, BackendError, ServerConn};
-use atoll_core::NodeConfig;
+use crate::node::Node;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,12 +103,12 @@ impl Pools {
     /// (to all nodes) one user's clients hold at once.
     pub async fn get_for(
         self: &Arc<Self>,
-        node: &NodeConfig,
+        node: &Node,
         user: Option<&Arc<Semaphore>>,
     ) -> Result<Lease, BackendError> {
         let user_permit = match user {
             Some(limit) => {
-                let busy = "this user's connections (--user-pool-size) all busy";
+                let busy = || "this user's connections (--user-pool-size) all busy".into();
                 Some(self.permit(limit.clone(), node, busy).await?)
             }
             None => None,
@@ -122,39 +122,50 @@ impl Pools {
     async fn permit(
         &self,
         limit: Arc<Semaphore>,
-        node: &NodeConfig,
-        busy: &str,
+        node: &Node,
+        busy: impl FnOnce() -> String,
     ) -> Result<OwnedSemaphorePermit, BackendError> {
+        // Most transactions find a free one: no timer then.
+        if let Ok(p) = limit.clone().try_acquire_owned() {
+            return Ok(p);
+        }
         tokio::time::timeout(self.timeout, limit.acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| BackendError::Refused {
-                node: node.to_string(),
-                message: format!("{busy} for {:?}", self.timeout),
+                node: node.config.to_string(),
+                message: format!("{} for {:?}", busy(), self.timeout),
             })
     }
 
     /// An idle connection to `node`, or a new one within the limit.
-    pub async fn get(self: &Arc<Self>, node: &NodeConfig) -> Result<Lease, BackendError> {
-        let addr = node.addr();
+    pub async fn get(self: &Arc<Self>, node: &Node) -> Result<Lease, BackendError> {
         let limit = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            let p = nodes.entry(addr.clone()).or_insert_with(|| NodePool {
-                limit: Arc::new(Semaphore::new(self.size)),
-                idle: Vec::new(),
-            });
-            p.limit.clone()
+            match nodes.get(&node.addr) {
+                Some(p) => p.limit.clone(),
+                None => {
+                    let limit = Arc::new(Semaphore::new(self.size));
+                    let idle = Vec::new();
+                    let pool = NodePool {
+                        limit: limit.clone(),
+                        idle,
+                    };
+                    nodes.insert(node.addr.clone(), pool);
+                    limit
+                }
+            }
         };
-        let busy = format!("all {} pooled connections busy", self.size);
-        let permit = self.permit(limit, node, &busy).await?;
+        let busy = || format!("all {} pooled connections busy", self.size);
+        let permit = self.permit(limit, node, busy).await?;
         let idle = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            nodes.get_mut(&addr).and_then(|p| p.idle.pop())
+            nodes.get_mut(&node.addr).and_then(|p| p.idle.pop())
         };
         let conn = match idle {
             Some(c) => c,
-            None => connect(node, self.timeout).await?,
+            None => connect(&node.config, self.timeout).await?,
         };
         Ok(Lease {
             conn,

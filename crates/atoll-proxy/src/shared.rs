@@ -3,9 +3,10 @@
 
 use crate::auth::Users;
 use crate::hold::HoldStats;
+use crate::node::Node;
 use crate::pool::Pools;
 use atoll_client::Cluster;
-use atoll_core::{IslandId, NodeConfig, RouteError, ShardNo};
+use atoll_core::{IslandId, RouteError, ShardNo};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub routes: crate::route_cache::RouteCache,
     /// The server name of every statement clients prepared.
     pub registry: crate::prepared::Registry,
+    /// The configured nodes, each with its address made once.
+    nodes: crate::node::Nodes,
     /// The database name clients connect to.
     pub database: String,
     /// Replicas further behind serve no replica reads.
@@ -95,13 +98,14 @@ impl Shared {
             cancels: Default::default(),
             routes: Default::default(),
             registry: Default::default(),
+            nodes: Default::default(),
             database,
             replica_max_lag: options.replica_max_lag,
         }
     }
 
     /// The island where `shard` is active and its configured master.
-    pub fn master_of(&self, shard: ShardNo) -> Result<(IslandId, NodeConfig), Placement> {
+    pub fn master_of(&self, shard: ShardNo) -> Result<(IslandId, Arc<Node>), Placement> {
         let snapshot = self.cluster.snapshot();
         let island = match snapshot.active_island(shard) {
             Ok(i) => i,
@@ -120,9 +124,14 @@ impl Shared {
                 )))
             }
         };
-        atoll_pg::master_node(&self.cluster.config(), &snapshot, island)
+        let master = snapshot.island(island).and_then(|i| i.master());
+        master
+            .and_then(|m| self.nodes.get(&self.cluster.config(), &m.addr))
             .map(|node| (island, node))
-            .map_err(|e| Placement::Refused(("08006", format!("{}: {e}", shard.schema()))))
+            .ok_or_else(|| {
+                let e = atoll_pg::PgError::NoMaster(island);
+                Placement::Refused(("08006", format!("{}: {e}", shard.schema())))
+            })
     }
 
     /// The bound on `user`'s server connections, if there is one.
@@ -140,7 +149,7 @@ impl Shared {
 
     /// A reachable replica of `island` (picked at random, to spread reads) within the lag
     /// bound, as configured.
-    pub fn replica_of(&self, island: IslandId) -> Option<NodeConfig> {
+    pub fn replica_of(&self, island: IslandId) -> Option<Arc<Node>> {
         let snapshot = self.cluster.snapshot();
         let near = |lag: Option<f64>| match self.replica_max_lag {
             None => true,
@@ -156,15 +165,7 @@ impl Shared {
             return None;
         }
         let addr = replicas[rand::random::<usize>() % replicas.len()];
-        let config = self.cluster.config();
-        config
-            .islands
-            .iter()
-            .find(|i| i.id == island)?
-            .nodes
-            .iter()
-            .find(|n| n.has_addr(addr))
-            .cloned()
+        self.nodes.get(&self.cluster.config(), addr)
     }
 
     /// The parameters a node reports (shard 0's master's), read on first use; the session
@@ -194,13 +195,14 @@ impl Shared {
     }
 
     /// The first island's master, for a cluster without shard 0.
-    fn any_master(&self) -> Result<NodeConfig, String> {
+    fn any_master(&self) -> Result<Arc<Node>, String> {
         let snapshot = self.cluster.snapshot();
         let config = self.cluster.config();
-        config
+        snapshot
             .islands
             .iter()
-            .find_map(|i| atoll_pg::master_node(&config, &snapshot, i.id).ok())
+            .filter_map(|i| i.master())
+            .find_map(|m| self.nodes.get(&config, &m.addr))
             .ok_or_else(|| "no island has a master".to_string())
     }
 

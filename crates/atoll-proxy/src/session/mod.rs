@@ -11,13 +11,14 @@ use crate::pool::Lease;
 use crate::prepared::{self, ClientStatements, Expect, Step};
 use crate::relay::{internal, relay, RelayError};
 
+use crate::node::Node;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::PoolMode;
 use atoll_core::statement_route::{
     self, ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
 };
-use atoll_core::{NodeConfig, ShardNo};
+use atoll_core::ShardNo;
 use bytes::BytesMut;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
@@ -92,7 +93,7 @@ impl Session<'_> {
 
     /// A simple query.
     async fn query(&mut self, f: Frame) -> Result<(), WireError> {
-        let text = f.query_text()?.to_string();
+        let text = f.query_text()?;
         // Simple queries carry their values in the text: each is read afresh (a cache would
         // only miss); the extended protocol's texts repeat and are read once.
         let info = match statement_route::read(&text) {
@@ -435,7 +436,7 @@ impl Session<'_> {
 
     /// A connection to `node`, with the session's settings made on it and the deferred
     /// `BEGIN` sent.
-    async fn lease(&mut self, node: &NodeConfig) -> Result<Lease, Refusal> {
+    async fn lease(&mut self, node: &Node) -> Result<Lease, Refusal> {
         let user_limit = self.shared.user_limit(&self.user);
         let mut lease = self
             .shared
@@ -443,7 +444,7 @@ impl Session<'_> {
             .get_for(node, user_limit)
             .await
             .map_err(|e| {
-                self.shared.node_failed(&node.addr());
+                self.shared.node_failed(&node.addr);
                 ("08006", e.to_string())
             })?;
         for (_, sql) in &self.settings {
