@@ -96,7 +96,7 @@ impl Session<'_> {
         let text = f.query_text()?;
         // Simple queries carry their values in the text: each is read afresh (a cache would
         // only miss); the extended protocol's texts repeat and are read once.
-        let info = match statement_route::read(&text) {
+        let info = match statement_route::read(text) {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
@@ -106,7 +106,7 @@ impl Session<'_> {
                 Err(r) => self.refuse(r).await,
             };
         }
-        if let Some(name) = prepared::deallocated(&text) {
+        if let Some(name) = prepared::deallocated(text) {
             // The client's names live here, not on any node.
             return match name {
                 None => {
@@ -121,16 +121,16 @@ impl Session<'_> {
             };
         }
         if let Some(change) = info.change {
-            if !self.setting(change, &text) {
-                return self.answer(setting_tag(&text)).await;
+            if !self.setting(change, text) {
+                return self.answer(setting_tag(text)).await;
             }
         }
-        match self.session_state(&info, &text) {
+        match self.session_state(&info, text) {
             Ok(Some(tag)) => return self.answer(tag).await,
             Ok(None) => {}
             Err(r) => return self.refuse(r).await,
         }
-        if let Some(tag) = self.defer(&info, &text) {
+        if let Some(tag) = self.defer(&info, text) {
             return self.answer(tag).await;
         }
         self.run_on_shard(&info, vec![Step::Forward(f)]).await
