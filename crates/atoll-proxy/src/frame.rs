@@ -144,10 +144,12 @@ impl Frame {
     }
 }
 
-/// Reads one typed message of at most `max` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame, WireError> {
-    let tag = r.read_u8().await?;
-    let len = r.read_i32().await?;
+/// A typed message's header: its tag and its body's length, checked against `max`.
+fn header(head: [u8; 5], max: usize) -> Result<(u8, usize), WireError> {
+    let (tag, len) = (
+        head[0],
+        i32::from_be_bytes([head[1], head[2], head[3], head[4]]),
+    );
     let len = usize::try_from(len)
         .ok()
         .filter(|l| *l >= 4)
@@ -157,6 +159,38 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<F
     if len - 4 > max {
         return Err(WireError::TooLarge { len, max });
     }
+    Ok((tag, len - 4))
+}
+
+/// Reads one typed message of at most `max` bytes onto the end of `out`, as it came on the
+/// wire (relayed without a copy of its own): its tag and where its body starts in `out`.
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mut BytesMut,
+    max: usize,
+) -> Result<(u8, usize), WireError> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await?;
+    let (tag, want) = header(head, max)?;
+    out.extend_from_slice(&head);
+    let at = out.len();
+    // Grown as the bytes arrive, as in `read_frame`.
+    let mut body = r.take(want as u64);
+    while body.limit() > 0 {
+        out.reserve((body.limit() as usize).min(64 << 10));
+        if body.read_buf(out).await? == 0 {
+            return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok((tag, at))
+}
+
+/// Reads one typed message of at most `max` bytes.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame, WireError> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await?;
+    let (tag, want) = header(head, max)?;
+    let len = want + 4;
     // Grown as the bytes arrive: a peer that announces a large message and sends little
     // makes the proxy hold only what it sent.
     let want = len - 4;
@@ -257,6 +291,26 @@ mod tests {
         let mut out = BytesMut::new();
         f.encode(&mut out);
         assert_eq!(&out[..], &[b'Q', 0, 0, 0, 7, b'a', b'b', 0]);
+        // Read onto the end of a buffer: the same bytes, the body's place.
+        let mut two: &[u8] = &[b'Q', 0, 0, 0, 7, b'a', b'b', 0, b'Z', 0, 0, 0, 5, b'I'];
+        let mut out = BytesMut::from(&b"x"[..]);
+        assert_eq!(
+            read_frame_into(&mut two, &mut out, 1000).await.unwrap(),
+            (b'Q', 6)
+        );
+        assert_eq!(
+            read_frame_into(&mut two, &mut out, 1000).await.unwrap(),
+            (b'Z', 14)
+        );
+        assert_eq!(&out[1..9], &[b'Q', 0, 0, 0, 7, b'a', b'b', 0]);
+        assert_eq!(out[14], b'I');
+        let mut short: &[u8] = &[b'D', 0, 0, 0, 9, 1];
+        assert!(read_frame_into(&mut short, &mut out, 1000).await.is_err());
+        let mut big: &[u8] = &[b'D', 0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame_into(&mut big, &mut out, 1000).await,
+            Err(WireError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {
@@ -272,6 +326,9 @@ mod tests {
             let _ = rt.block_on(read_frame(&mut r, 1 << 20));
             let mut r: &[u8] = &bytes;
             let _ = rt.block_on(read_startup(&mut r));
+            let mut r: &[u8] = &bytes;
+            let mut out = BytesMut::new();
+            let _ = rt.block_on(read_frame_into(&mut r, &mut out, 1 << 20));
         }
     }
 }

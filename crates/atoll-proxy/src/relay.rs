@@ -5,7 +5,7 @@
 //! session can run the exchange again where the shard went (`hold.rs`).
 
 use crate::backend::MAX_SERVER_MESSAGE;
-use crate::frame::{read_frame, WireError, MAX_MESSAGE};
+use crate::frame::{read_frame, read_frame_into, WireError, MAX_MESSAGE};
 use crate::metrics::Stats;
 use crate::prepared::Expect;
 use bytes::BytesMut;
@@ -52,13 +52,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let f = next_answer(server, expect).await?;
-        f.encode(&mut out);
-        match f.tag {
-            b'E' => stats.error(&crate::backend::error_code(&f.body).unwrap_or_default()),
+        let (tag, at) = next_answer(server, expect, &mut out).await?;
+        match tag {
+            b'E' => stats.error(&crate::backend::error_code(&out[at..]).unwrap_or_default()),
             b'Z' => {
+                let status = ready_status(&out, at);
                 send(client, &mut out).await?;
-                return Ok(f.ready_status().unwrap_or(b'I'));
+                return Ok(status);
             }
             // CopyInResponse: the client's data goes to the node until CopyDone/CopyFail.
             b'G' => {
@@ -105,33 +105,33 @@ where
     let mut missing = false;
     let mut code = String::new();
     loop {
-        let f = next_answer(server, expect).await?;
-        f.encode(&mut out);
-        match f.tag {
+        let (tag, at) = next_answer(server, expect, &mut out).await?;
+        match tag {
             b'Z' if missing => {
-                let status = f.ready_status().unwrap_or(b'I');
+                let status = ready_status(&out, at);
                 return Ok(First::Missing {
                     status,
                     code,
                     kept: out,
                 });
             }
-            b'E' if !missing && crate::hold::moved_code(&f.body) => {
+            b'E' if !missing && crate::hold::moved_code(&out[at..]) => {
                 missing = true;
-                code = crate::backend::error_code(&f.body).unwrap_or_default();
+                code = crate::backend::error_code(&out[at..]).unwrap_or_default();
             }
             // Parse/Bind complete, parameter and row descriptions, notices: nothing done yet.
             b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' if out.len() < BATCH => {}
             _ if missing => {}
             // Something completed, returned rows or started a COPY: relayed as it comes.
             _ => {
-                if f.tag == b'E' {
-                    stats.error(&crate::backend::error_code(&f.body).unwrap_or_default());
+                if tag == b'E' {
+                    stats.error(&crate::backend::error_code(&out[at..]).unwrap_or_default());
                 }
-                return match f.tag {
+                return match tag {
                     b'Z' => {
+                        let status = ready_status(&out, at);
                         send(client, &mut out).await?;
-                        Ok(First::Done(f.ready_status().unwrap_or(b'I')))
+                        Ok(First::Done(status))
                     }
                     b'G' => {
                         send(client, &mut out).await?;
@@ -155,20 +155,28 @@ pub async fn release_kept<C: AsyncWrite + Unpin>(
     send(client, kept).await
 }
 
-/// The node's next message the client is to see (answers to messages the proxy added are
-/// dropped).
+/// Reads the node's next message the client is to see onto the end of `out` (answers to
+/// messages the proxy added are dropped): its tag and where its body starts.
 async fn next_answer<S: AsyncRead + Unpin>(
     server: &mut S,
     expect: &mut Expect,
-) -> Result<crate::frame::Frame, RelayError> {
+    out: &mut BytesMut,
+) -> Result<(u8, usize), RelayError> {
     loop {
-        let f = read_frame(server, MAX_SERVER_MESSAGE)
+        let start = out.len();
+        let (tag, at) = read_frame_into(server, out, MAX_SERVER_MESSAGE)
             .await
             .map_err(RelayError::Server)?;
-        if expect.forward(f.tag) {
-            return Ok(f);
+        if expect.forward(tag) {
+            return Ok((tag, at));
         }
+        out.truncate(start);
     }
+}
+
+/// A ReadyForQuery's status, its body at `at` of `out`.
+fn ready_status(out: &[u8], at: usize) -> u8 {
+    out.get(at).copied().unwrap_or(b'I')
 }
 
 async fn send<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Result<(), RelayError> {
