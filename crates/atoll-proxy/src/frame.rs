@@ -190,10 +190,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<F
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
     let (tag, want) = header(head, max)?;
-    let len = want + 4;
     // Grown as the bytes arrive: a peer that announces a large message and sends little
     // makes the proxy hold only what it sent.
-    let want = len - 4;
     let mut body = Vec::with_capacity(want.min(64 << 10));
     let got = r.take(want as u64).read_to_end(&mut body).await?;
     if got < want {
