@@ -243,6 +243,35 @@ fn real_clients_through_the_proxy() -> Result<()> {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50ms\nafter");
     let shows: Vec<String> = (0..6).map(|_| p.ok(&["show statement_timeout"])).collect();
     assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
+    // A SET committed inside a transaction changed its connection: reset before another
+    // session uses it (the pool hands out the newest idle connection first).
+    p.ok(&[
+        "begin",
+        "select 1 from sh0001.t limit 1",
+        "set statement_timeout = '77ms'",
+        "commit",
+    ]);
+    let on_1 = |sql: &str| p.ok(&["set atoll.shard = 1", sql]);
+    let shows: Vec<String> = (0..4).map(|_| on_1("show statement_timeout")).collect();
+    assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
+    // Sessions with the same settings share connections as they are; one with other
+    // settings gets exactly its own.
+    for _ in 0..3 {
+        let got = p.ok(&[
+            "set work_mem = '5MB'",
+            "set atoll.shard = 1",
+            "show work_mem",
+            "show statement_timeout",
+        ]);
+        assert_eq!(got, "5MB\n0");
+        let got = p.ok(&[
+            "set statement_timeout = '9s'",
+            "set atoll.shard = 1",
+            "show work_mem",
+            "show statement_timeout",
+        ]);
+        assert_eq!(got, "4MB\n9s");
+    }
     let out = p.psql(PASSWORD, "app", &["listen jobs", "select 'on'"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

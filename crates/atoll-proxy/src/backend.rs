@@ -51,6 +51,9 @@ pub struct ServerConn {
     pub cancel: Option<Arc<Target>>,
     /// The server statements prepared on it (`prepared.rs`), kept across transactions.
     pub statements: crate::prepared::ServerStatements,
+    /// The session settings made on it, in order (`session/settings.rs`); `None` when
+    /// unknown (a client's `SET` ran inside a transaction on it).
+    pub settings: Option<Vec<String>>,
 }
 
 /// The `M` field of an ErrorResponse body.
@@ -105,6 +108,7 @@ pub async fn connect(node: &NodeConfig, timeout: Duration) -> Result<ServerConn,
         params: Vec::new(),
         cancel: None,
         statements: Default::default(),
+        settings: Some(Vec::new()),
     };
     tokio::time::timeout(timeout, login(&mut conn, node))
         .await

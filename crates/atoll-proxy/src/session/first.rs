@@ -162,7 +162,7 @@ impl<'a> Session<'a> {
             Ok(Ok(row)) => row.is_some(),
             _ => return None,
         };
-        self.give_back(lease).await;
+        self.give_back(lease);
         Some(active)
     }
 }

@@ -9,7 +9,7 @@ use crate::frame::{read_frame, Frame, WireError, MAX_MESSAGE};
 use crate::messages;
 use crate::pool::Lease;
 use crate::prepared::{self, ClientStatements, Expect, Step};
-use crate::relay::{internal, relay, RelayError};
+use crate::relay::{relay, RelayError};
 
 use crate::node::Node;
 use crate::shared::Shared;
@@ -24,6 +24,7 @@ use tokio::io::BufStream;
 use tokio::net::TcpStream;
 
 mod first;
+mod settings;
 mod startup;
 
 /// Messages of the extended protocol kept until their Sync (a bound on a client that never
@@ -39,9 +40,12 @@ struct Session<'a> {
     shared: &'a Shared,
     route: SessionRoute,
     /// The session's `SET` statements (`search_path` and any other parameter), by
-    /// parameter name: replayed on each transaction's connection, reset (`RESET ALL`)
-    /// before it goes back to the pool.
+    /// parameter name: made on each transaction's connection unless it has them already
+    /// (`settings.rs`).
     settings: Vec<(String, String)>,
+    /// A `SET` of the client's ran on the node inside the transaction under way: its
+    /// connection's settings are unknown when it goes back.
+    set_on_node: bool,
     /// The connection of the transaction under way, and its shard.
     pinned: Option<(ShardNo, Lease)>,
     /// The transaction status last reported to the client.
@@ -144,12 +148,6 @@ impl Session<'_> {
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
 
-    /// Records a session-level `SET` (or `RESET`) of `name`, replacing an earlier one.
-    fn keep_setting(&mut self, name: &str, text: &str) {
-        self.settings.retain(|(n, _)| n != name);
-        self.settings.push((name.to_string(), text.to_string()));
-    }
-
     /// Session state in transaction pooling: a setting is kept for the session (and
     /// answered here outside a transaction: `Ok(Some(tag))`; run on the node inside one:
     /// `Ok(None)`); anything else the pool would hand to other clients is refused.
@@ -166,6 +164,7 @@ impl Session<'_> {
             Some(SessionState::Setting(name)) if info.statements == 1 => {
                 self.keep_setting(name, text);
                 let open = self.pinned.is_some() || self.pending_begin.is_some();
+                self.set_on_node |= open;
                 return Ok((!open).then(|| setting_tag(text)));
             }
             Some(SessionState::Setting(name)) => {
@@ -188,6 +187,7 @@ impl Session<'_> {
         match change {
             SessionChange::SearchPath(_) => {
                 self.keep_setting("search_path", text);
+                self.set_on_node |= self.pinned.is_some();
                 self.pinned.is_some()
             }
             SessionChange::ResetAll => {
@@ -377,7 +377,7 @@ impl Session<'_> {
             return Ok(());
         }
         if let Some((_, lease)) = self.unpin() {
-            self.give_back(lease).await;
+            self.give_back(lease);
         }
         Ok(())
     }
@@ -394,19 +394,6 @@ impl Session<'_> {
             self.cancel.set(None);
         }
         self.pinned.take()
-    }
-
-    /// A connection whose transaction ended back to the pool, the session's settings
-    /// reset first (closed instead when that fails).
-    async fn give_back(&self, mut lease: Lease) {
-        let clean = self.settings.is_empty()
-            || matches!(
-                internal(&mut lease.conn.stream, "reset all").await,
-                Ok(None)
-            );
-        if clean {
-            lease.release();
-        }
     }
 
     /// The shard `info` runs on: the transaction's, or the routed one.
@@ -447,13 +434,7 @@ impl Session<'_> {
                 self.shared.node_failed(&node.addr);
                 ("08006", e.to_string())
             })?;
-        for (_, sql) in &self.settings {
-            match internal(&mut lease.conn.stream, sql).await {
-                Ok(None) => {}
-                Ok(Some(m)) => return Err(("22023", format!("{sql}: {m}"))),
-                Err(e) => return Err(("08006", e.to_string())),
-            }
-        }
+        self.make_settings(&mut lease).await?;
         Ok(lease)
     }
 

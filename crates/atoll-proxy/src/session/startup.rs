@@ -128,6 +128,7 @@ pub(super) async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireE
         shared,
         route: SessionRoute::default(),
         settings: Vec::new(),
+        set_on_node: false,
         pinned: None,
         status: b'I',
         batch: Vec::new(),
