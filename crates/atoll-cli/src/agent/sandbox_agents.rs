@@ -64,6 +64,7 @@ pub fn start_all(sandbox: &Sandbox) -> Result<Vec<SandboxAgent>, Failure> {
         .map_err(|e| Failure::failed(format!("cannot find the atoll binary: {e}")))?;
     let running = recorded(dir);
     let mut agents = Vec::new();
+    let mut children = Vec::new();
     for island in sandbox.islands() {
         for n in &island.nodes {
             let state_dir = adir.join(format!("island{}-node{}", island.id, n.index));
@@ -104,12 +105,14 @@ pub fn start_all(sandbox: &Sandbox) -> Result<Vec<SandboxAgent>, Failure> {
             let child = cmd
                 .spawn()
                 .map_err(|e| Failure::failed(format!("cannot start the agent of {node}: {e}")))?;
+            let pid = child.id();
+            children.push(child);
             agents.push(SandboxAgent {
                 island: island.id,
                 index: n.index,
                 node,
                 agent,
-                pid: child.id(),
+                pid,
                 state_dir,
             });
         }
@@ -117,23 +120,46 @@ pub fn start_all(sandbox: &Sandbox) -> Result<Vec<SandboxAgent>, Failure> {
     let text = serde_json::to_string_pretty(&agents).map_err(Failure::failed)?;
     std::fs::write(list_file(dir), text)
         .map_err(|e| Failure::failed(format!("cannot write the agent list: {e}")))?;
-    for a in &agents {
-        wait_listening(&a.agent)?;
+    for (a, child) in agents.iter().zip(&mut children) {
+        wait_listening(a, child)?;
     }
     Ok(agents)
 }
 
-fn wait_listening(addr: &str) -> Result<(), Failure> {
+/// Waits until `a` listens; an agent that exited or never listened is an error quoting
+/// the last line of its log.
+fn wait_listening(a: &SandboxAgent, child: &mut std::process::Child) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
+    loop {
+        // Exited first: another process listening on its port must not pass for it.
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if !exited && std::net::TcpStream::connect(&a.agent).is_ok() {
+            return Ok(());
+        }
+        if exited || Instant::now() > deadline {
+            let log = a.state_dir.join("agent.log");
+            let last = std::fs::read_to_string(&log)
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "nothing logged".into());
+            let what = if exited {
+                "exited"
+            } else {
+                "did not listen within 10 s"
+            };
             return Err(Failure::failed(format!(
-                "the agent on {addr} did not start (see its agent.log)"
+                "the agent on {} {what}: {last} ({})",
+                a.agent,
+                log.display()
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// Stops the recorded agents (SIGTERM: a graceful stop), waiting up to 10 s each.
