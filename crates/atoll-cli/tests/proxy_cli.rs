@@ -256,21 +256,17 @@ fn real_clients_through_the_proxy() -> Result<()> {
     assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
     // Sessions with the same settings share connections as they are; one with other
     // settings gets exactly its own.
+    let with = |set: &str| {
+        p.ok(&[
+            set,
+            "set atoll.shard = 1",
+            "show work_mem",
+            "show statement_timeout",
+        ])
+    };
     for _ in 0..3 {
-        let got = p.ok(&[
-            "set work_mem = '5MB'",
-            "set atoll.shard = 1",
-            "show work_mem",
-            "show statement_timeout",
-        ]);
-        assert_eq!(got, "5MB\n0");
-        let got = p.ok(&[
-            "set statement_timeout = '9s'",
-            "set atoll.shard = 1",
-            "show work_mem",
-            "show statement_timeout",
-        ]);
-        assert_eq!(got, "4MB\n9s");
+        assert_eq!(with("set work_mem = '5MB'"), "5MB\n0");
+        assert_eq!(with("set statement_timeout = '9s'"), "4MB\n9s");
     }
     let out = p.psql(PASSWORD, "app", &["listen jobs", "select 'on'"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -24,6 +24,21 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The database name that selects a proxy's admin views; no cluster database is served
+/// under it.
+pub const ADMIN_DATABASE: &str = "atoll";
+
+/// Whether a proxy can serve the database `name` (not empty, no NUL, not the admin one);
+/// the error says why, for the caller to prefix with where the name came from.
+pub fn check_database(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('\0') || name == ADMIN_DATABASE {
+        return Err(format!(
+            "{name:?} cannot be served (\"{ADMIN_DATABASE}\" is the admin database)"
+        ));
+    }
+    Ok(())
+}
+
 /// `[proxy]`, validated; every field optional (the CLI's defaults apply).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ProxyConfig {
@@ -130,11 +145,7 @@ impl RawProxy {
             return Err("[proxy] require_tls needs tls_cert and tls_key".into());
         }
         if let Some(d) = &self.database {
-            if d.is_empty() || d.contains('\0') || d == "atoll" {
-                return Err(format!(
-                    "[proxy] database: {d:?} cannot be served (\"atoll\" is the admin database)"
-                ));
-            }
+            check_database(d).map_err(|e| format!("[proxy] database: {e}"))?;
         }
         Ok(ProxyConfig {
             listen: addr("listen", self.listen)?,

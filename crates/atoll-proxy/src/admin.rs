@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The database name that selects the admin views.
-pub const DATABASE: &str = "atoll";
+pub const DATABASE: &str = atoll_core::proxy_config::ADMIN_DATABASE;
 
 /// A view's columns and rows.
 type View = (Vec<&'static str>, Vec<Vec<Option<String>>>);

@@ -98,7 +98,6 @@ pub enum PoolMode {
     Session,
 }
 
-pub use admin::DATABASE as ADMIN_DATABASE;
 pub use stream::server_config as tls_server_config;
 
 /// Why a proxy could not start.

@@ -4,6 +4,7 @@
 
 use crate::hold::quantile;
 use crate::shared::Shared;
+use atoll_core::proxy_config::ProxyPoolMode;
 use atoll_core::IslandId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Status {
     /// Client connections open.
     pub clients: u64,
-    /// `transaction` or `session`.
-    pub pool_mode: String,
+    /// How long a client keeps a server connection.
+    pub pool_mode: ProxyPoolMode,
     /// The database name clients connect to.
     pub database: String,
     /// Per node connected to, its server connections.
@@ -75,10 +76,9 @@ pub fn status(shared: &Shared) -> Status {
     Status {
         clients: shared.stats.clients.load(Ordering::Relaxed),
         pool_mode: match shared.pool_mode {
-            crate::PoolMode::Transaction => "transaction",
-            crate::PoolMode::Session => "session",
-        }
-        .to_string(),
+            crate::PoolMode::Transaction => ProxyPoolMode::Transaction,
+            crate::PoolMode::Session => ProxyPoolMode::Session,
+        },
         database: shared.database.clone(),
         pools: pools(shared),
         holds: holds(shared),

@@ -184,12 +184,9 @@ fn options(
 /// `--database` over `[proxy] database` (checked there), checked.
 fn database(flag: Option<String>, file: Option<String>) -> Result<Option<String>, Failure> {
     match flag {
-        Some(d) if d.is_empty() || d.contains('\0') || d == atoll_proxy::ADMIN_DATABASE => {
-            Err(Failure::input(format!(
-                "--database: {d:?} cannot be served (\"atoll\" is the admin database)"
-            )))
-        }
-        Some(d) => Ok(Some(d)),
+        Some(d) => atoll_core::proxy_config::check_database(&d)
+            .map(|()| Some(d))
+            .map_err(|e| Failure::input(format!("--database: {e}"))),
         None => Ok(file),
     }
 }

@@ -6,6 +6,7 @@
 use crate::exit::{Failure, UNHEALTHY};
 use crate::output::print_json;
 use crate::{CmdResult, Context};
+use atoll_core::proxy_config::ProxyPoolMode;
 use atoll_proxy::Status;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,7 +74,12 @@ async fn fetch(addr: &str, timeout: Duration) -> Result<Status, Failure> {
 fn print(addr: &str, s: &Status) {
     println!(
         "atoll proxy at {addr}: {} clients, {} pooling, database {:?}",
-        s.clients, s.pool_mode, s.database
+        s.clients,
+        match s.pool_mode {
+            ProxyPoolMode::Transaction => "transaction",
+            ProxyPoolMode::Session => "session",
+        },
+        s.database
     );
     println!("server connections:");
     if s.pools.is_empty() {

@@ -421,8 +421,8 @@ impl Session<'_> {
             .map_err(|e| (e.sqlstate(), e.to_string()))
     }
 
-    /// A connection to `node`, with the session's settings made on it and the deferred
-    /// `BEGIN` sent.
+    /// A connection to `node`, with the session's settings made on it (the deferred
+    /// `BEGIN` goes with the first statement, `send_steps`).
     async fn lease(&mut self, node: &Node) -> Result<Lease, Refusal> {
         let user_limit = self.shared.user_limit(&self.user);
         let mut lease = self
