@@ -48,7 +48,7 @@ pub struct UpArgs {
     /// sslmode = "verify-full" with that CA into atoll.toml
     #[arg(long)]
     pub tls: bool,
-    /// Also run an `atoll agent` per node (port = node port + 1000; token in DIR/agents/token)
+    /// Also run an `atoll agent` per node (port = node port + 1000, another when held; token in DIR/agents/token)
     #[arg(long)]
     pub agents: bool,
     /// Automated failover: start a local etcd (stopped with the sandbox), write [ha] into

@@ -1,5 +1,5 @@
 //! `atoll sandbox up --agents`: one `atoll agent` process per sandbox node, on port
-//! node port + 1000, each with its state in `SANDBOX/agents/islandI-nodeN`, sharing the
+//! node port + 1000 (another when that one is held), each with its state in `SANDBOX/agents/islandI-nodeN`, sharing the
 //! token file `SANDBOX/agents/token` (used as `--token file:…`). Their pids are kept in
 //! `SANDBOX/agents/agents.json`; `sandbox down` and `destroy` stop them by pid, checked to
 //! be an agent of this sandbox first.
@@ -75,9 +75,10 @@ pub fn start_all(sandbox: &Sandbox) -> Result<Vec<SandboxAgent>, Failure> {
                 agents.push(a.clone());
                 continue;
             }
-            let port = n.port.checked_add(PORT_OFFSET).ok_or_else(|| {
+            let preferred = n.port.checked_add(PORT_OFFSET).ok_or_else(|| {
                 Failure::input(format!("node port {} leaves no agent port", n.port))
             })?;
+            let port = agent_port(preferred)?;
             std::fs::create_dir_all(&state_dir).map_err(|e| {
                 Failure::failed(format!("cannot create {}: {e}", state_dir.display()))
             })?;
@@ -124,6 +125,19 @@ pub fn start_all(sandbox: &Sandbox) -> Result<Vec<SandboxAgent>, Failure> {
         wait_listening(a, child)?;
     }
     Ok(agents)
+}
+
+/// `preferred` when nothing holds it, else a port the system picks: a client connection
+/// elsewhere may hold any port of the ephemeral range as its own end (seen in CI: the
+/// agent then exits with "Address already in use"). The agents' addresses are recorded.
+fn agent_port(preferred: u16) -> Result<u16, Failure> {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return Ok(preferred);
+    }
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::failed(format!("no port for an agent: {e}")))
 }
 
 /// Waits until `a` listens; an agent that exited or never listened is an error quoting
