@@ -192,7 +192,7 @@ fn session_state_of(st: &Statement) -> Option<SessionState> {
 fn setting_name(st: &Statement, i: usize) -> Option<SessionState> {
     let mut name = match st.tokens.get(i)? {
         Token::Word(w) => w.to_ascii_lowercase(),
-        Token::Quoted(q) => q.clone(),
+        Token::Quoted(q) => q.to_string(),
         _ => return None,
     };
     if st.tokens.get(i + 1) == Some(&Token::Punct('.')) {
@@ -378,7 +378,7 @@ fn values(tokens: &[Token]) -> Vec<String> {
     for t in tokens {
         match t {
             Token::Word(w) => out.push(w.to_ascii_lowercase()),
-            Token::Quoted(q) => out.push(q.clone()),
+            Token::Quoted(q) => out.push(q.to_string()),
             Token::Literal(l) => {
                 let inner = l
                     .strip_prefix('\'')

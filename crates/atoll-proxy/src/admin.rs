@@ -12,7 +12,7 @@ use crate::frame::{read_frame, Frame, WireError, MAX_MESSAGE};
 use crate::messages;
 use crate::shared::Shared;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 
 /// The database name that selects the admin views.
 pub const DATABASE: &str = atoll_core::proxy_config::ADMIN_DATABASE;
@@ -21,7 +21,7 @@ pub const DATABASE: &str = atoll_core::proxy_config::ADMIN_DATABASE;
 type View = (Vec<&'static str>, Vec<Vec<Option<String>>>);
 
 /// Answers the admin session's queries until the client leaves.
-pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve<C: AsyncBufRead + AsyncWrite + Unpin>(
     client: &mut C,
     shared: &Shared,
 ) -> Result<(), WireError> {

@@ -10,7 +10,7 @@ use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret, ScramServ
 use pgwire::messages::startup::PasswordMessageFamily;
 use rand::RngCore;
 use std::collections::HashMap;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 
 /// PostgreSQL's default SCRAM iteration count.
 const ITERATIONS: usize = 4096;
@@ -109,7 +109,7 @@ fn sasl_body(f: &Frame, first: bool) -> Result<Vec<u8>, WireError> {
 
 /// The SCRAM-SHA-256 exchange with a client that said it is `user`; on success the
 /// server's final message is sent (the caller sends AuthenticationOk).
-pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream: &mut S,
     users: &Users,
     user: &str,

@@ -5,7 +5,7 @@
 //! Every parser is bounded and returns an error, never panics, on any input.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
 /// The longest startup packet accepted (PostgreSQL's own bound).
 pub const MAX_STARTUP: usize = 10_000;
@@ -162,13 +162,32 @@ fn header(head: [u8; 5], max: usize) -> Result<(u8, usize), WireError> {
     Ok((tag, len - 4))
 }
 
+/// The whole first message in `buffered`, when it is all there: its tag and its length on
+/// the wire (header included).
+fn whole(buffered: &[u8], max: usize) -> Result<Option<(u8, usize)>, WireError> {
+    let Some(head) = buffered.first_chunk::<5>() else {
+        return Ok(None);
+    };
+    let (tag, want) = header(*head, max)?;
+    Ok((buffered.len() - 5 >= want).then_some((tag, 5 + want)))
+}
+
 /// Reads one typed message of at most `max` bytes onto the end of `out`, as it came on the
 /// wire (relayed without a copy of its own): its tag and where its body starts in `out`.
-pub async fn read_frame_into<R: AsyncRead + Unpin>(
+/// A message already in the reader's buffer is taken from it in one step (the common case:
+/// one receive holds a whole answer); a longer one is read as it arrives.
+pub async fn read_frame_into<R: AsyncBufRead + Unpin>(
     r: &mut R,
     out: &mut BytesMut,
     max: usize,
 ) -> Result<(u8, usize), WireError> {
+    let buffered = r.fill_buf().await?;
+    if let Some((tag, len)) = whole(buffered, max)? {
+        let at = out.len() + 5;
+        out.extend_from_slice(&buffered[..len]);
+        r.consume(len);
+        return Ok((tag, at));
+    }
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
     let (tag, want) = header(head, max)?;
@@ -185,8 +204,18 @@ pub async fn read_frame_into<R: AsyncRead + Unpin>(
     Ok((tag, at))
 }
 
-/// Reads one typed message of at most `max` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame, WireError> {
+/// Reads one typed message of at most `max` bytes (from the reader's buffer in one step
+/// when it is all there, as [`read_frame_into`]).
+pub async fn read_frame<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Frame, WireError> {
+    let buffered = r.fill_buf().await?;
+    if let Some((tag, len)) = whole(buffered, max)? {
+        let body = Bytes::copy_from_slice(&buffered[5..len]);
+        r.consume(len);
+        return Ok(Frame { tag, body });
+    }
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
     let (tag, want) = header(head, max)?;
@@ -302,6 +331,19 @@ mod tests {
         );
         assert_eq!(&out[1..9], &[b'Q', 0, 0, 0, 7, b'a', b'b', 0]);
         assert_eq!(out[14], b'I');
+        // A message the reader's buffer does not hold whole is read as it arrives: the
+        // same bytes, the same places.
+        let bytes: &[u8] = &[b'Q', 0, 0, 0, 7, b'a', b'b', 0, b'Z', 0, 0, 0, 5, b'I'];
+        for capacity in [1, 3, 6, 9] {
+            let mut piecewise = tokio::io::BufReader::with_capacity(capacity, bytes);
+            let mut again = BytesMut::from(&b"x"[..]);
+            let first = read_frame_into(&mut piecewise, &mut again, 1000)
+                .await
+                .unwrap();
+            let second = read_frame(&mut piecewise, 1000).await.unwrap();
+            assert_eq!((first, &again[1..]), ((b'Q', 6), &bytes[..8]));
+            assert_eq!((second.tag, &second.body[..]), (b'Z', &b"I"[..]));
+        }
         let mut short: &[u8] = &[b'D', 0, 0, 0, 9, 1];
         assert!(read_frame_into(&mut short, &mut out, 1000).await.is_err());
         let mut big: &[u8] = &[b'D', 0x7f, 0xff, 0xff, 0xff];

@@ -14,8 +14,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 struct NodePool {
     /// Bounds the connections open to the node (idle or leased).
     limit: Arc<Semaphore>,
-    /// Idle connections, newest last.
-    idle: Vec<ServerConn>,
+    /// Idle connections, newest last (boxed: a transaction moves its connection in and
+    /// out of the pool and the session, a pointer rather than the whole state).
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
 }
 
 /// The pools of every node, keyed by `host:port`.
@@ -42,7 +44,7 @@ pub struct PoolStats {
 /// A leased server connection; dropped without [`Lease::release`], it is closed.
 pub struct Lease {
     /// The connection.
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     _permit: OwnedSemaphorePermit,
     /// The client's user's share (`--user-pool-size`), held as long as the connection.
     user_permit: Option<OwnedSemaphorePermit>,
@@ -165,7 +167,7 @@ impl Pools {
         };
         let conn = match idle {
             Some(c) => c,
-            None => connect(&node.config, self.timeout).await?,
+            None => Box::new(connect(&node.config, self.timeout).await?),
         };
         Ok(Lease {
             conn,

@@ -9,7 +9,7 @@ use crate::frame::{read_frame, read_frame_into, WireError, MAX_MESSAGE};
 use crate::metrics::Stats;
 use crate::prepared::Expect;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 
 const BATCH: usize = 64 << 10;
 
@@ -32,8 +32,8 @@ pub async fn relay<C, S>(
     stats: &Stats,
 ) -> Result<u8, RelayError>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncBufRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     relay_after(client, server, expect, stats, BytesMut::new()).await
 }
@@ -48,8 +48,8 @@ async fn relay_after<C, S>(
     mut out: BytesMut,
 ) -> Result<u8, RelayError>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncBufRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     loop {
         let (tag, at) = next_answer(server, expect, &mut out).await?;
@@ -98,10 +98,11 @@ pub async fn relay_first<C, S>(
     stats: &Stats,
 ) -> Result<First, RelayError>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncBufRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
-    let mut out = BytesMut::new();
+    // Room for a short answer (a few rows) without growing.
+    let mut out = BytesMut::with_capacity(1024);
     let mut missing = false;
     let mut code = String::new();
     loop {
@@ -157,7 +158,7 @@ pub async fn release_kept<C: AsyncWrite + Unpin>(
 
 /// Reads the node's next message the client is to see onto the end of `out` (answers to
 /// messages the proxy added are dropped): its tag and where its body starts.
-async fn next_answer<S: AsyncRead + Unpin>(
+async fn next_answer<S: AsyncBufRead + Unpin>(
     server: &mut S,
     expect: &mut Expect,
     out: &mut BytesMut,
@@ -189,8 +190,8 @@ async fn send<C: AsyncWrite + Unpin>(client: &mut C, out: &mut BytesMut) -> Resu
 
 async fn copy_in<C, S>(client: &mut C, server: &mut S) -> Result<(), RelayError>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncBufRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     let mut out = BytesMut::new();
     loop {
@@ -215,7 +216,7 @@ where
 /// read and dropped; an error from the node is returned as its message.
 pub async fn internal<S>(server: &mut S, sql: &str) -> Result<Option<String>, WireError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     Ok(probe(server, sql).await?.err())
 }
@@ -227,7 +228,7 @@ pub async fn probe<S>(
     sql: &str,
 ) -> Result<Result<Option<String>, String>, WireError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query(sql, &mut out)?;

@@ -8,6 +8,7 @@
 //! query before running any of it.
 
 use super::sql::{Statement, Token};
+use smol_str::{SmolStrBuilder, StrExt};
 
 /// Something opened and never closed; PostgreSQL refuses the whole text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,29 +68,51 @@ enum Lexeme {
     Skip,
 }
 
-/// A cursor over a text's characters.
-pub(crate) struct Lexer {
-    chars: Vec<char>,
+/// A cursor over a text's bytes. Every delimiter PostgreSQL's lexer knows is ASCII and
+/// every non-ASCII character is an identifier character, so a UTF-8 text is scanned byte by
+/// byte (bytes of a multi-byte character read as one identifier character, `NON_ASCII`) and
+/// tokens and statements are slices of it: no copy of the text per character.
+pub(crate) struct Lexer<'a> {
+    sql: &'a str,
+    bytes: &'a [u8],
     i: usize,
     /// The current statement's comments, as written.
     comments: Vec<String>,
 }
 
-impl Lexer {
-    pub(crate) fn new(sql: &str) -> Lexer {
+/// What a byte of a multi-byte UTF-8 character reads as: an identifier character.
+const NON_ASCII: char = '\u{80}';
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(sql: &'a str) -> Lexer<'a> {
         Lexer {
-            chars: sql.chars().collect(),
+            sql,
+            bytes: sql.as_bytes(),
             i: 0,
             comments: Vec::new(),
         }
     }
 
     fn at(&self, k: usize) -> Option<char> {
-        self.chars.get(k).copied()
+        let b = *self.bytes.get(k)?;
+        Some(if b.is_ascii() {
+            char::from(b)
+        } else {
+            NON_ASCII
+        })
+    }
+
+    /// The text from `from` to `to`. Tokens start and end at ASCII bytes or at the ends
+    /// of identifiers (which take every non-ASCII byte), so these are character
+    /// boundaries; `get` keeps a mistake from panicking all the same.
+    fn text(&self, from: usize, to: usize) -> &'a str {
+        self.sql
+            .get(from..to.min(self.sql.len()))
+            .unwrap_or_default()
     }
 
     fn unterminated(&self, what: Opened, from: usize) -> Unterminated {
-        let line = 1 + self.chars[..from].iter().filter(|c| **c == '\n').count();
+        let line = 1 + self.bytes[..from].iter().filter(|c| **c == b'\n').count();
         Unterminated { what, line }
     }
 
@@ -97,9 +120,10 @@ impl Lexer {
     pub(crate) fn statements(mut self) -> Result<Vec<Statement>, Unterminated> {
         let mut out = Vec::new();
         let mut body = Body::default();
-        let mut tokens = Vec::new();
+        // Room for a short statement's tokens without growing.
+        let mut tokens = Vec::with_capacity(16);
         let mut start = 0;
-        while self.i < self.chars.len() {
+        while self.i < self.bytes.len() {
             let lexeme = self.lexeme()?;
             match lexeme {
                 Lexeme::Semicolon if body.open() => {}
@@ -115,7 +139,7 @@ impl Lexer {
                 Lexeme::Skip => {}
             }
         }
-        self.flush(start, self.chars.len(), &mut tokens, &mut out);
+        self.flush(start, self.bytes.len(), &mut tokens, &mut out);
         Ok(out)
     }
 
@@ -123,9 +147,8 @@ impl Lexer {
         if tokens.is_empty() {
             return;
         }
-        let text: String = self.chars[from..to].iter().collect();
         out.push(Statement {
-            text: text.trim_matches(is_space).to_string(),
+            text: self.text(from, to).trim_matches(is_space).to_string(),
             tokens: std::mem::take(tokens),
             comments: std::mem::take(&mut self.comments),
         });
@@ -133,13 +156,13 @@ impl Lexer {
 
     /// The literal that ends at `self.i`, as written.
     fn literal(&self, from: usize) -> Token {
-        Token::Literal(self.chars[from..self.i].iter().collect())
+        Token::Literal(self.text(from, self.i).into())
     }
 
     /// The next lexeme from `self.i`, which it moves past.
     fn lexeme(&mut self) -> Result<Lexeme, Unterminated> {
         let from = self.i;
-        let c = self.chars[from];
+        let c = self.at(from).unwrap_or(' ');
         let next = self.at(from + 1);
         Ok(match c {
             ';' => {
@@ -154,14 +177,13 @@ impl Lexer {
                 self.line_comment();
                 // Trailing whitespace is not kept: a statement's text is trimmed, and a
                 // text split again must give the same comments.
-                let c: String = self.chars[from..self.i].iter().collect();
+                let c = self.text(from, self.i);
                 self.comments.push(c.trim_end_matches(is_space).to_string());
                 Lexeme::Skip
             }
             '/' if next == Some('*') => {
                 self.block_comment()?;
-                self.comments
-                    .push(self.chars[from..self.i].iter().collect());
+                self.comments.push(self.text(from, self.i).to_string());
                 Lexeme::Skip
             }
             '\'' => {
@@ -187,7 +209,7 @@ impl Lexer {
 
     /// `--` up to the end of the line: `\n` or `\r`, as PostgreSQL ends it.
     fn line_comment(&mut self) {
-        while self.i < self.chars.len() && !matches!(self.chars[self.i], '\n' | '\r') {
+        while self.i < self.bytes.len() && !matches!(self.bytes[self.i], b'\n' | b'\r') {
             self.i += 1;
         }
     }
@@ -196,8 +218,8 @@ impl Lexer {
     fn block_comment(&mut self) -> Result<(), Unterminated> {
         let from = self.i;
         let mut depth = 0usize;
-        while self.i < self.chars.len() {
-            match (self.chars[self.i], self.at(self.i + 1)) {
+        while self.i < self.bytes.len() {
+            match (self.at(self.i).unwrap_or(' '), self.at(self.i + 1)) {
                 ('/', Some('*')) => {
                     depth += 1;
                     self.i += 2;
@@ -267,22 +289,23 @@ impl Lexer {
     /// `"..."` (`""` is a quote inside), starting at `from`.
     fn quoted_identifier(&mut self, from: usize) -> Result<Token, Unterminated> {
         self.i += 1;
-        let mut name = String::new();
+        let mut name = SmolStrBuilder::new();
+        let mut run = self.i;
         loop {
             match self.at(self.i) {
                 None => return Err(self.unterminated(Opened::QuotedIdentifier, from)),
                 Some('"') if self.at(self.i + 1) == Some('"') => {
-                    name.push('"');
+                    // The run so far and one quote (the first of the two).
+                    name.push_str(self.text(run, self.i + 1));
                     self.i += 2;
+                    run = self.i;
                 }
                 Some('"') => {
+                    name.push_str(self.text(run, self.i));
                     self.i += 1;
-                    return Ok(Token::Quoted(name));
+                    return Ok(Token::Quoted(name.finish()));
                 }
-                Some(c) => {
-                    name.push(c);
-                    self.i += 1;
-                }
+                Some(_) => self.i += 1,
             }
         }
     }
@@ -306,9 +329,9 @@ impl Lexer {
     /// A dollar-quoted string starting at `from`: up to the next occurrence of its tag.
     fn dollar_quoted(&mut self, from: usize) -> Result<(), Unterminated> {
         let end = self.dollar_tag(from).unwrap_or(from + 1);
-        let tag = &self.chars[from..end];
-        let close = (end..self.chars.len().saturating_sub(tag.len() - 1))
-            .find(|&p| self.chars[p..p + tag.len()] == *tag);
+        let tag = &self.bytes[from..end.min(self.bytes.len())];
+        let close = (end..self.bytes.len().saturating_sub(tag.len().saturating_sub(1)))
+            .find(|&p| self.bytes.get(p..p + tag.len()) == Some(tag));
         match close {
             Some(p) => {
                 self.i = p + tag.len();
@@ -320,7 +343,7 @@ impl Lexer {
 
     /// `1`, `1.5`, `.5`, `1e-3`: the letters after a number start the next token.
     fn number(&mut self) {
-        let digits = |l: &mut Lexer| {
+        let digits = |l: &mut Lexer<'_>| {
             while l.at(l.i).is_some_and(|c| c.is_ascii_digit()) {
                 l.i += 1;
             }
@@ -351,7 +374,7 @@ impl Lexer {
             self.i += 1;
         }
         if self.i - from == 1 {
-            let c = self.chars[from];
+            let c = self.at(from).unwrap_or(' ');
             match (c, self.at(self.i), self.at(self.i + 1)) {
                 ('e' | 'E' | 'b' | 'B' | 'x' | 'X' | 'n' | 'N', Some('\''), _) => {
                     self.string(from, matches!(c, 'e' | 'E'))?;
@@ -370,8 +393,9 @@ impl Lexer {
             }
         }
         // Keywords are ASCII and PostgreSQL folds only ASCII letters.
-        let word: String = self.chars[from..self.i].iter().collect();
-        Ok(Lexeme::Token(Token::Word(word.to_ascii_uppercase())))
+        Ok(Lexeme::Token(Token::Word(
+            self.text(from, self.i).to_ascii_uppercase_smolstr(),
+        )))
     }
 }
 

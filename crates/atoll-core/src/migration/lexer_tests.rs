@@ -148,3 +148,43 @@ fn anything_left_open_is_refused_naming_the_line() {
         "migration file 1.a.sh.up.sql: a /* comment opened at line 2 is never closed"
     );
 }
+
+#[test]
+fn non_ascii_text_is_kept_whole_in_every_kind_of_token() {
+    // The lexer walks bytes: each kind of token must come out as the characters written.
+    let sql = "select \"ü\"\"ß\", émile, E'\\é', 'ö''x', $é$ ä;$é$ -- ø\n; /* ñ */ select 日本";
+    let s = statements(sql).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        s[0].tokens,
+        [
+            Token::Word("SELECT".into()),
+            Token::Quoted("ü\"ß".into()),
+            Token::Punct(','),
+            Token::Word("éMILE".into()),
+            Token::Punct(','),
+            Token::Literal("E'\\é'".into()),
+            Token::Punct(','),
+            Token::Literal("'ö''x'".into()),
+            Token::Punct(','),
+            Token::Literal("$é$ ä;$é$".into()),
+        ]
+    );
+    assert_eq!(s[0].comments, ["-- ø"]);
+    assert_eq!(s[1].text, "/* ñ */ select 日本");
+    assert_eq!(s[1].comments, ["/* ñ */"]);
+    assert_eq!(s[1].tokens[1], Token::Word("日本".into()));
+}
+
+proptest::proptest! {
+    /// Any text, ASCII or not, is split without a panic, and each statement's text is a
+    /// piece of it.
+    #[test]
+    fn any_text_splits_into_pieces_of_itself(text in "(.|[;'\"$ \n]){0,120}") {
+        if let Ok(list) = statements(&text) {
+            for st in list {
+                proptest::prop_assert!(text.contains(&st.text));
+            }
+        }
+    }
+}

@@ -9,17 +9,20 @@
 
 use super::lexer::Lexer;
 pub use super::lexer::{Opened, Unterminated};
+use smol_str::SmolStr;
 
-/// One lexical token of a statement.
+/// One lexical token of a statement. Its text is a `SmolStr`: kept inline up to 23 bytes
+/// (nearly every keyword, name and number), so lexing a short statement, as a router does
+/// per query, allocates little.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
     /// A keyword or unquoted identifier, upper-cased.
-    Word(String),
+    Word(SmolStr),
     /// A double-quoted identifier, as written between the quotes.
-    Quoted(String),
+    Quoted(SmolStr),
     /// A literal (string, number, dollar-quoted body), as written (quotes, prefix and
     /// all).
-    Literal(String),
+    Literal(SmolStr),
     /// Any other character: punctuation and operators.
     Punct(char),
 }
@@ -208,7 +211,7 @@ impl Statement {
         }
         let name = match self.tokens.get(i) {
             Some(Token::Word(w)) if !(create && w == "ON") => Some(w.to_ascii_lowercase()),
-            Some(Token::Quoted(q)) => Some(q.clone()),
+            Some(Token::Quoted(q)) => Some(q.to_string()),
             _ => None,
         };
         Some(ConcurrentIndex {
@@ -244,7 +247,7 @@ impl Statement {
         }
         let ident = |t: Option<&Token>| match t {
             Some(Token::Word(w)) => Some(w.to_ascii_lowercase()),
-            Some(Token::Quoted(q)) => Some(q.clone()),
+            Some(Token::Quoted(q)) => Some(q.to_string()),
             _ => None,
         };
         let mut qualifier = None;

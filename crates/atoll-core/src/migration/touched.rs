@@ -29,7 +29,7 @@ impl Statement {
             }
             let name = match self.tokens.get(i) {
                 Some(Token::Word(n)) => n.to_lowercase(),
-                Some(Token::Quoted(n)) => n.clone(),
+                Some(Token::Quoted(n)) => n.to_string(),
                 _ => break,
             };
             i += 1;
