@@ -254,6 +254,31 @@ fn real_clients_through_the_proxy() -> Result<()> {
     let on_1 = |sql: &str| p.ok(&["set atoll.shard = 1", sql]);
     let shows: Vec<String> = (0..4).map(|_| on_1("show statement_timeout")).collect();
     assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
+    // A transaction that does not commit takes its changes with it, as in PostgreSQL:
+    // rolled back, or failed (then ended by COMMIT, which PostgreSQL answers ROLLBACK).
+    let out = p.psql(
+        PASSWORD,
+        "app",
+        &[
+            "set statement_timeout = '5s'",
+            "begin",
+            "set statement_timeout = '66ms'",
+            "rollback",
+            "show statement_timeout",
+            "begin",
+            "set statement_timeout = '67ms'",
+            "select 1 / 0",
+            "commit",
+            "show statement_timeout",
+            "begin",
+            "set statement_timeout = '68ms'",
+            "commit",
+            "show statement_timeout",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("22012"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5s\n5s\n68ms");
     // Sessions with the same settings share connections as they are; one with other
     // settings gets exactly its own.
     let with = |set: &str| {

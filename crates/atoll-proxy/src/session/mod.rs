@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 mod first;
 mod settings;
+use settings::{rolls_back, setting_tag};
 mod startup;
 
 /// Messages of the extended protocol kept until their Sync (a bound on a client that never
@@ -59,6 +60,12 @@ struct Session<'a> {
     /// on the node (`first.rs`): until the client ends it, its statements are refused
     /// here as PostgreSQL would (25P02), and its COMMIT or ROLLBACK answered `ROLLBACK`.
     aborted: bool,
+    /// The session's settings before the transaction under way changed them
+    /// (`settings.rs`): put back unless it commits.
+    undo: Option<settings::Undo>,
+    /// The transaction under way failed, or its end is a `ROLLBACK`: what it changed is
+    /// undone when it ends.
+    rolling_back: bool,
     /// The client's named prepared statements (run on any connection, `prepared.rs`).
     statements: ClientStatements,
     /// Where its cancel requests go now.
@@ -104,6 +111,7 @@ impl Session<'_> {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
+        self.rolling_back |= rolls_back(&info, text);
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer(tag).await,
@@ -162,6 +170,7 @@ impl Session<'_> {
         let what = match &info.session_state {
             None => return Ok(None),
             Some(SessionState::Setting(name)) if info.statements == 1 => {
+                self.before_change();
                 self.keep_setting(name, text);
                 let open = self.pinned.is_some() || self.pending_begin.is_some();
                 self.set_on_node |= open;
@@ -183,6 +192,7 @@ impl Session<'_> {
     /// Applies a session setting; whether the statement must also run on the node (a
     /// `search_path` inside a transaction).
     fn setting(&mut self, change: SessionChange, text: &str) -> bool {
+        self.before_change();
         self.route.apply(change);
         match change {
             SessionChange::SearchPath(_) => {
@@ -231,6 +241,7 @@ impl Session<'_> {
         }
         // Read-only as its first statement says only when it is the batch's one statement.
         info.read_only &= texts.iter().all(|t| Some(t.as_ref()) == text.as_deref());
+        self.rolling_back |= rolls_back(&info, text.as_deref().unwrap_or_default());
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer_batch(&steps, tag).await,
@@ -271,6 +282,7 @@ impl Session<'_> {
             (TransactionControl::End, true) => {
                 self.pending_begin = None;
                 self.status = b'I';
+                self.transaction_over();
                 let upper = text.trim_start().to_ascii_uppercase();
                 let commit = upper.starts_with("COMMIT") || upper.starts_with("END");
                 Some(if commit { "COMMIT" } else { "ROLLBACK" })
@@ -290,6 +302,8 @@ impl Session<'_> {
         }
         self.aborted = false;
         self.status = b'I';
+        self.rolling_back = true;
+        self.transaction_over();
         Ok("ROLLBACK")
     }
 
@@ -359,7 +373,10 @@ impl Session<'_> {
                 if let Some((_, lease)) = self.unpin() {
                     self.shared.node_failed(&lease.conn.addr);
                 }
+                // The node's transaction is gone with its connection.
                 self.status = b'I';
+                self.rolling_back = true;
+                self.transaction_over();
                 self.refuse((
                     "08006",
                     format!("the connection to {} failed: {e}", shard.schema()),
@@ -372,6 +389,11 @@ impl Session<'_> {
     /// After ReadyForQuery: the connection back to the pool when the transaction ended.
     async fn ended(&mut self, status: u8) -> Result<(), WireError> {
         self.status = status;
+        match status {
+            b'E' => self.rolling_back = true,
+            b'I' => self.transaction_over(),
+            _ => {}
+        }
         // Session pooling: the connection stays with the client until it leaves.
         if status != b'I' || self.shared.pool_mode == PoolMode::Session {
             return Ok(());
@@ -446,15 +468,6 @@ impl Session<'_> {
         messages::ready(&mut out, self.status);
         Ok(crate::frame::send(&mut self.client, &out).await?)
     }
-}
-
-/// The command tag PostgreSQL answers a setting statement with.
-fn setting_tag(text: &str) -> &'static str {
-    let upper = text.trim_start().to_ascii_uppercase();
-    ["RESET", "DISCARD ALL"]
-        .into_iter()
-        .find(|t| upper.starts_with(t))
-        .unwrap_or("SET")
 }
 
 /// Sends `steps` on a leased connection (its prepared statements added where missing):

@@ -5,14 +5,43 @@
 //! round trip. A connection goes back to the pool with its settings; one where a client's
 //! `SET` ran inside a transaction is marked unknown and reset before its next use.
 //!
+//! As in PostgreSQL, what a transaction changed (its `SET`s, `SET atoll.shard`,
+//! `search_path`) is undone when it does not commit: a `ROLLBACK`, or a failure. A
+//! `ROLLBACK TO SAVEPOINT` undoes nothing here (the session keeps what was set after the
+//! savepoint).
+//!
 //! What a `SET` statement does not cover (`set_config()` in a query) is not tracked, as
 //! PgBouncer does not in transaction pooling.
 
 use super::{Refusal, Session};
 use crate::pool::Lease;
 use crate::relay::internal;
+use atoll_core::statement_route::{SessionRoute, StatementInfo, TransactionControl};
+
+/// The session's settings and route as they were before a transaction changed them.
+pub(super) type Undo = (Vec<(String, String)>, SessionRoute);
 
 impl Session<'_> {
+    /// Before a setting changes: inside a transaction, what to put back if it does not
+    /// commit (kept once, at its first change).
+    pub(super) fn before_change(&mut self) {
+        let open = self.pinned.is_some() || self.pending_begin.is_some() || self.aborted;
+        if open && self.undo.is_none() {
+            self.undo = Some((self.settings.clone(), self.route.clone()));
+        }
+    }
+
+    /// The transaction ended: what it changed is undone unless it committed.
+    pub(super) fn transaction_over(&mut self) {
+        let rolled_back = std::mem::take(&mut self.rolling_back);
+        if let Some((settings, route)) = self.undo.take() {
+            if rolled_back {
+                self.settings = settings;
+                self.route = route;
+            }
+        }
+    }
+
     /// Records a session-level `SET` (or `RESET`) of `name`, replacing an earlier one.
     pub(super) fn keep_setting(&mut self, name: &str, text: &str) {
         self.settings.retain(|(n, _)| n != name);
@@ -58,4 +87,23 @@ impl Session<'_> {
         }
         lease.release();
     }
+}
+
+/// Whether `text` ends a transaction without committing it (`ROLLBACK`, `ABORT`).
+pub(super) fn rolls_back(info: &StatementInfo, text: &str) -> bool {
+    let text = text.trim_start().as_bytes();
+    info.control == TransactionControl::End
+        && ["ROLLBACK", "ABORT"].iter().any(|w| {
+            text.get(..w.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(w.as_bytes()))
+        })
+}
+
+/// The command tag PostgreSQL answers a setting statement with.
+pub(super) fn setting_tag(text: &str) -> &'static str {
+    let upper = text.trim_start().to_ascii_uppercase();
+    ["RESET", "DISCARD ALL"]
+        .into_iter()
+        .find(|t| upper.starts_with(t))
+        .unwrap_or("SET")
 }

@@ -134,6 +134,8 @@ pub(super) async fn session(tcp: TcpStream, shared: &Shared) -> Result<(), WireE
         batch: Vec::new(),
         pending_begin: None,
         aborted: false,
+        undo: None,
+        rolling_back: false,
         statements: ClientStatements::default(),
         cancel,
         user,
