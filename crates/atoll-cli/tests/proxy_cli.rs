@@ -274,11 +274,18 @@ fn real_clients_through_the_proxy() -> Result<()> {
             "set statement_timeout = '68ms'",
             "commit",
             "show statement_timeout",
+            "begin",
+            "set statement_timeout = '69ms'",
+            "/* a comment first */ rollback",
+            "show statement_timeout",
         ],
     );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("22012"), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5s\n5s\n68ms");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "5s\n5s\n68ms\n68ms"
+    );
     // Sessions with the same settings share connections as they are; one with other
     // settings gets exactly its own.
     let with = |set: &str| {

@@ -84,8 +84,20 @@ pub enum TransactionControl {
     None,
     /// `BEGIN` or `START TRANSACTION`, alone.
     Begin,
-    /// `COMMIT`, `END`, `ROLLBACK` (not to a savepoint) or `ABORT`, alone.
-    End,
+    /// `COMMIT` or `END`, alone (PostgreSQL answers it `ROLLBACK` in a failed transaction).
+    Commit,
+    /// `ROLLBACK` (not to a savepoint) or `ABORT`, alone.
+    Rollback,
+}
+
+impl TransactionControl {
+    /// Whether it ends a transaction (commits or rolls back).
+    pub fn ends(self) -> bool {
+        matches!(
+            self,
+            TransactionControl::Commit | TransactionControl::Rollback
+        )
+    }
 }
 
 /// What one query text says about its routing.
@@ -240,9 +252,8 @@ fn control_of(st: &Statement) -> TransactionControl {
         (Some("ROLLBACK"), _) if st.tokens.iter().any(|t| t == &Token::Word("TO".into())) => {
             TransactionControl::None
         }
-        (Some("COMMIT" | "END" | "ROLLBACK" | "ABORT"), w) if w != Some("PREPARED") => {
-            TransactionControl::End
-        }
+        (Some("COMMIT" | "END"), w) if w != Some("PREPARED") => TransactionControl::Commit,
+        (Some("ROLLBACK" | "ABORT"), w) if w != Some("PREPARED") => TransactionControl::Rollback,
         _ => TransactionControl::None,
     }
 }

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 mod first;
 mod settings;
-use settings::{rolls_back, setting_tag};
+use settings::setting_tag;
 mod startup;
 
 /// Messages of the extended protocol kept until their Sync (a bound on a client that never
@@ -111,7 +111,7 @@ impl Session<'_> {
             Ok(i) => i,
             Err(e) => return self.refuse((e.sqlstate(), e.to_string())).await,
         };
-        self.rolling_back |= rolls_back(&info, text);
+        self.rolling_back |= info.control == TransactionControl::Rollback;
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer(tag).await,
@@ -241,7 +241,7 @@ impl Session<'_> {
         }
         // Read-only as its first statement says only when it is the batch's one statement.
         info.read_only &= texts.iter().all(|t| Some(t.as_ref()) == text.as_deref());
-        self.rolling_back |= rolls_back(&info, text.as_deref().unwrap_or_default());
+        self.rolling_back |= info.control == TransactionControl::Rollback;
         if self.aborted {
             return match self.end_aborted(&info) {
                 Ok(tag) => self.answer_batch(&steps, tag).await,
@@ -279,12 +279,11 @@ impl Session<'_> {
                 Some("BEGIN")
             }
             // Nothing ran: the transaction ends here.
-            (TransactionControl::End, true) => {
+            (control, true) if control.ends() => {
                 self.pending_begin = None;
                 self.status = b'I';
                 self.transaction_over();
-                let upper = text.trim_start().to_ascii_uppercase();
-                let commit = upper.starts_with("COMMIT") || upper.starts_with("END");
+                let commit = control == TransactionControl::Commit;
                 Some(if commit { "COMMIT" } else { "ROLLBACK" })
             }
             _ => None,
@@ -293,7 +292,7 @@ impl Session<'_> {
 
     /// In a transaction the proxy rolled back: its end is answered, anything else refused.
     fn end_aborted(&mut self, info: &StatementInfo) -> Result<&'static str, Refusal> {
-        if info.control != TransactionControl::End {
+        if !info.control.ends() {
             return Err((
                 "25P02",
                 "current transaction is aborted, commands ignored until end of transaction block"

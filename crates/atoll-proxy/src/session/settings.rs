@@ -16,7 +16,7 @@
 use super::{Refusal, Session};
 use crate::pool::Lease;
 use crate::relay::internal;
-use atoll_core::statement_route::{SessionRoute, StatementInfo, TransactionControl};
+use atoll_core::statement_route::SessionRoute;
 
 /// The session's settings and route as they were before a transaction changed them.
 pub(super) type Undo = (Vec<(String, String)>, SessionRoute);
@@ -87,16 +87,6 @@ impl Session<'_> {
         }
         lease.release();
     }
-}
-
-/// Whether `text` ends a transaction without committing it (`ROLLBACK`, `ABORT`).
-pub(super) fn rolls_back(info: &StatementInfo, text: &str) -> bool {
-    let text = text.trim_start().as_bytes();
-    info.control == TransactionControl::End
-        && ["ROLLBACK", "ABORT"].iter().any(|w| {
-            text.get(..w.len())
-                .is_some_and(|t| t.eq_ignore_ascii_case(w.as_bytes()))
-        })
 }
 
 /// The command tag PostgreSQL answers a setting statement with.
