@@ -227,20 +227,15 @@ fn real_clients_through_the_proxy() -> Result<()> {
     // Session settings in transaction pooling: kept for the session, replayed on each
     // transaction's connection and reset before it goes back (no other client sees them);
     // state that cannot be kept is refused, naming the fix.
-    let out = p.psql(
-        PASSWORD,
-        "app",
-        &[
-            "set statement_timeout = '50ms'",
-            "select pg_sleep(1) from sh0001.t limit 1",
-            "show statement_timeout",
-            "reset statement_timeout",
-            "select 'after'",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, err) = p.with_errors(&[
+        "set statement_timeout = '50ms'",
+        "select pg_sleep(1) from sh0001.t limit 1",
+        "show statement_timeout",
+        "reset statement_timeout",
+        "select 'after'",
+    ]);
     assert!(err.contains("57014"), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50ms\nafter");
+    assert_eq!(out, "50ms\nafter");
     let shows: Vec<String> = (0..6).map(|_| p.ok(&["show statement_timeout"])).collect();
     assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
     // A SET committed inside a transaction changed its connection: reset before another
@@ -256,36 +251,28 @@ fn real_clients_through_the_proxy() -> Result<()> {
     assert!(shows.iter().all(|s| s == "0"), "{shows:?}");
     // A transaction that does not commit takes its changes with it, as in PostgreSQL:
     // rolled back, or failed (then ended by COMMIT, which PostgreSQL answers ROLLBACK).
-    let out = p.psql(
-        PASSWORD,
-        "app",
-        &[
-            "set statement_timeout = '5s'",
-            "begin",
-            "set statement_timeout = '66ms'",
-            "rollback",
-            "show statement_timeout",
-            "begin",
-            "set statement_timeout = '67ms'",
-            "select 1 / 0",
-            "commit",
-            "show statement_timeout",
-            "begin",
-            "set statement_timeout = '68ms'",
-            "commit",
-            "show statement_timeout",
-            "begin",
-            "set statement_timeout = '69ms'",
-            "/* a comment first */ rollback",
-            "show statement_timeout",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, err) = p.with_errors(&[
+        "set statement_timeout = '5s'",
+        "begin",
+        "set statement_timeout = '66ms'",
+        "rollback",
+        "show statement_timeout",
+        "begin",
+        "set statement_timeout = '67ms'",
+        "select 1 / 0",
+        "commit",
+        "show statement_timeout",
+        "begin",
+        "set statement_timeout = '68ms'",
+        "commit",
+        "show statement_timeout",
+        "begin",
+        "set statement_timeout = '69ms'",
+        "/* a comment first */ rollback",
+        "show statement_timeout",
+    ]);
     assert!(err.contains("22012"), "{err}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "5s\n5s\n68ms\n68ms"
-    );
+    assert_eq!(out, "5s\n5s\n68ms\n68ms");
     // Sessions with the same settings share connections as they are; one with other
     // settings gets exactly its own.
     let with = |set: &str| {
@@ -300,13 +287,12 @@ fn real_clients_through_the_proxy() -> Result<()> {
         assert_eq!(with("set work_mem = '5MB'"), "5MB\n0");
         assert_eq!(with("set statement_timeout = '9s'"), "4MB\n9s");
     }
-    let out = p.psql(PASSWORD, "app", &["listen jobs", "select 'on'"]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, err) = p.with_errors(&["listen jobs", "select 'on'"]);
     assert!(
         err.contains("0A000") && err.contains("--pool-mode session"),
         "{err}"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "on");
+    assert_eq!(out, "on");
     let sp = proxy_kit::start(&tc, &["--pool-mode", "session"])?;
     let out = sp.psql(
         PASSWORD,

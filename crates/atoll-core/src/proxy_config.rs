@@ -71,14 +71,28 @@ pub struct ProxyConfig {
     pub replica_max_lag_ms: Option<u64>,
 }
 
-/// `pool_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How long a proxy's client keeps a server connection (`pool_mode`, `--pool-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProxyPoolMode {
-    /// A server connection per transaction.
+    /// For one transaction (or one statement outside a transaction): session state is
+    /// kept by the proxy (settings) or refused (LISTEN, SQL PREPARE, WITH HOLD cursors,
+    /// SET ROLE).
+    #[default]
     Transaction,
-    /// A server connection per client session.
+    /// For the whole session, on the first shard it names: everything a PostgreSQL
+    /// session does works; a statement naming another shard is refused.
     Session,
+}
+
+impl ProxyPoolMode {
+    /// Its name, as `pool_mode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyPoolMode::Transaction => "transaction",
+            ProxyPoolMode::Session => "session",
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -70,7 +70,7 @@ pub struct ProxyOptions {
     /// Refuse clients that do not use TLS.
     pub require_tls: bool,
     /// How long a client keeps a server connection.
-    pub pool_mode: PoolMode,
+    pub pool_mode: ProxyPoolMode,
     /// Server connections one user's clients hold at once, over all nodes (`None`: only
     /// `pool_size` per node bounds them).
     pub user_pool_size: Option<usize>,
@@ -85,19 +85,7 @@ pub struct ProxyOptions {
     pub replica_max_lag: Option<Duration>,
 }
 
-/// How long a client keeps a server connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PoolMode {
-    /// For one transaction (or one statement outside a transaction): session state is
-    /// kept by the proxy (settings) or refused (LISTEN, SQL PREPARE, WITH HOLD cursors,
-    /// SET ROLE).
-    #[default]
-    Transaction,
-    /// For the whole session, on the first shard it names: everything a PostgreSQL
-    /// session does works; a statement naming another shard is refused.
-    Session,
-}
-
+pub use atoll_core::proxy_config::ProxyPoolMode;
 pub use stream::server_config as tls_server_config;
 
 /// Why a proxy could not start.

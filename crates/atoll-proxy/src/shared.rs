@@ -42,7 +42,7 @@ pub struct Shared {
     /// Plain-text clients refused.
     pub require_tls: bool,
     /// How long a client keeps a server connection.
-    pub pool_mode: crate::PoolMode,
+    pub pool_mode: crate::ProxyPoolMode,
     /// Per user, the bound on server connections its clients hold at once (`None`: only
     /// the per-node bound).
     user_limits: Option<HashMap<String, Arc<Semaphore>>>,

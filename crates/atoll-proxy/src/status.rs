@@ -75,10 +75,7 @@ pub struct IslandStatus {
 pub fn status(shared: &Shared) -> Status {
     Status {
         clients: shared.stats.clients.load(Ordering::Relaxed),
-        pool_mode: match shared.pool_mode {
-            crate::PoolMode::Transaction => ProxyPoolMode::Transaction,
-            crate::PoolMode::Session => ProxyPoolMode::Session,
-        },
+        pool_mode: shared.pool_mode,
         database: shared.database.clone(),
         pools: pools(shared),
         holds: holds(shared),

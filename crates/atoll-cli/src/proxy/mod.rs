@@ -143,9 +143,9 @@ fn options(
     }
     let pool_mode = match (args.pool_mode, file.pool_mode) {
         (Some(PoolModeArg::Session), _) | (None, Some(ProxyPoolMode::Session)) => {
-            atoll_proxy::PoolMode::Session
+            ProxyPoolMode::Session
         }
-        _ => atoll_proxy::PoolMode::Transaction,
+        _ => ProxyPoolMode::Transaction,
     };
     Ok(atoll_proxy::ProxyOptions {
         listen: args

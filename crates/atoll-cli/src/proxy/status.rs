@@ -6,7 +6,6 @@
 use crate::exit::{Failure, UNHEALTHY};
 use crate::output::print_json;
 use crate::{CmdResult, Context};
-use atoll_core::proxy_config::ProxyPoolMode;
 use atoll_proxy::Status;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,10 +74,7 @@ fn print(addr: &str, s: &Status) {
     println!(
         "atoll proxy at {addr}: {} clients, {} pooling, database {:?}",
         s.clients,
-        match s.pool_mode {
-            ProxyPoolMode::Transaction => "transaction",
-            ProxyPoolMode::Session => "session",
-        },
+        s.pool_mode.as_str(),
         s.database
     );
     println!("server connections:");

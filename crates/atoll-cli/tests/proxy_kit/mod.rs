@@ -80,6 +80,15 @@ impl Proxied {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// psql as `app`, going on past errors: its output (trimmed) and its errors.
+    pub fn with_errors(&self, commands: &[&str]) -> (String, String) {
+        let out = self.psql(PASSWORD, "app", commands);
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// psql through the proxy as `app` running `copy` (a `COPY ... FROM STDIN`) with
     /// `data` on its standard input.
     pub fn copy_in(&self, copy: &str, data: &str) -> Output {

@@ -14,7 +14,7 @@ use crate::relay::{relay, RelayError};
 use crate::node::Node;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::PoolMode;
+use crate::ProxyPoolMode;
 use atoll_core::statement_route::{
     self, ReadFrom, SessionChange, SessionRoute, SessionState, StatementInfo, TransactionControl,
 };
@@ -164,7 +164,7 @@ impl Session<'_> {
         info: &StatementInfo,
         text: &str,
     ) -> Result<Option<&'static str>, Refusal> {
-        if self.shared.pool_mode == PoolMode::Session {
+        if self.shared.pool_mode == ProxyPoolMode::Session {
             return Ok(None);
         }
         let what = match &info.session_state {
@@ -394,7 +394,7 @@ impl Session<'_> {
             _ => {}
         }
         // Session pooling: the connection stays with the client until it leaves.
-        if status != b'I' || self.shared.pool_mode == PoolMode::Session {
+        if status != b'I' || self.shared.pool_mode == ProxyPoolMode::Session {
             return Ok(());
         }
         if let Some((_, lease)) = self.unpin() {
@@ -422,8 +422,8 @@ impl Session<'_> {
         if let Some((pinned, _)) = &self.pinned {
             if let Some(other) = info.named.keys().find(|s| *s != pinned) {
                 let (what, fix) = match self.shared.pool_mode {
-                    PoolMode::Session => ("session (session pooling)", "connect again"),
-                    PoolMode::Transaction => ("transaction", "finish the transaction first"),
+                    ProxyPoolMode::Session => ("session (session pooling)", "connect again"),
+                    ProxyPoolMode::Transaction => ("transaction", "finish the transaction first"),
                 };
                 return Err((
                     "0A000",
